@@ -1,0 +1,41 @@
+/* data: the DATA phase codec shared by inbound (decode) and outbound (encode).
+ * Decoder: wire bytes from the client -> message content. Removes dot-stuffing
+ * (RFC 5321 §4.5.2), detects the end only at CRLF "." CRLF (a "." line after a
+ * bare LF or bare CR does not end the message, so nothing can be smuggled past
+ * the relay), and turns bare LF / bare CR into CRLF while recording that it did.
+ * Encoder: content -> wire bytes, dot-stuffing lines that start with ".".
+ * Both are streaming state machines with no allocation. */
+#ifndef RELAY25_DATA_H
+#define RELAY25_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct data_dec {
+    int state;      /* internal */
+    int bare_seen;  /* a bare LF or bare CR was normalised */
+    uint64_t size;  /* content bytes produced so far */
+};
+
+/* Start of the body (just after the DATA command's CRLF). */
+void data_dec_init(struct data_dec *d);
+/* Decode up to inlen bytes into out (outcap >= inlen is always enough: the
+ * output never exceeds 2*input; with outcap >= 2*inlen all input is consumed
+ * unless the end is reached). Returns the number of input bytes consumed;
+ * *outlen receives the bytes written. *done is set to 1 when the terminating
+ * CRLF.CRLF has been consumed; bytes after it are left unconsumed. */
+size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out, size_t outcap,
+                     size_t *outlen, int *done);
+
+struct data_enc {
+    int sol; /* at start of line */
+};
+
+void data_enc_init(struct data_enc *e);
+/* Encode content; out needs 2*inlen bytes at most (always enough). Returns bytes written. */
+size_t data_enc_feed(struct data_enc *e, const char *in, size_t inlen, char *out);
+/* Terminator: "\r\n.\r\n" when the content did not end with a line end, else
+ * ".\r\n". Writes at most 5 bytes; returns bytes written. */
+size_t data_enc_finish(struct data_enc *e, char *out);
+
+#endif

@@ -1,0 +1,21 @@
+/* tls_ca: trust anchors for verifying upstream certificates, read once at
+ * startup from a PEM bundle (e.g. /etc/ssl/certs/ca-certificates.crt) with
+ * BearSSL's PEM and X.509 decoders. Immutable and shared after loading. */
+#ifndef RELAY25_TLS_CA_H
+#define RELAY25_TLS_CA_H
+
+#include <stddef.h>
+
+#include <bearssl.h>
+
+struct tls_ca {
+    br_x509_trust_anchor *anchors;
+    size_t n;
+};
+
+/* Returns NULL with a one-line reason in err ("cannot read ...", "no CA
+ * certificate found in ...") on failure. */
+struct tls_ca *tls_ca_load(const char *path, char *err, size_t errlen);
+void tls_ca_free(struct tls_ca *ca);
+
+#endif

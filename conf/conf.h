@@ -1,0 +1,95 @@
+/* conf: the relay's configuration snapshot, parsed from one INI file (inih) or,
+ * when no file is given, from RELAY25_* environment variables. Validation
+ * errors name the file and line. The snapshot is immutable after conf_load(). */
+#ifndef RELAY25_CONF_H
+#define RELAY25_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "auth/auth_cidr.h"
+
+struct tls_ca;
+
+enum conf_tls {
+    CONF_TLS_STARTTLS, /* 587 / 2525: EHLO, STARTTLS, EHLO */
+    CONF_TLS_IMPLICIT, /* 465: TLS from the first byte */
+};
+
+enum conf_bare_lf {
+    CONF_BARE_LF_NORMALIZE, /* bare LF / CR sent upstream as CRLF */
+    CONF_BARE_LF_REJECT,    /* message refused with 554 5.6.0 */
+};
+
+struct conf_upstream {
+    char *name;        /* section name, "default" for the environment config */
+    char *host;        /* connect address (name or literal) */
+    uint16_t port;     /* default 587, or 465 for implicit */
+    enum conf_tls tls; /* default starttls, implicit when port is 465 */
+    char *ca_file;     /* default /etc/ssl/certs/ca-certificates.crt */
+    char *server_name; /* SNI and certificate name check; default: host */
+    int tls_verify;    /* 1 (default): chain and name verified; 0: user relaxed it */
+    const struct tls_ca *ca; /* loaded trust anchors (shared between upstreams with one ca_file) */
+    int line;          /* line of the section header, for messages */
+};
+
+struct conf_device {
+    char *name;                     /* section name ("default" for [device default]) */
+    int is_default;                 /* [device default] */
+    struct cidr *match;             /* empty for the default device */
+    size_t nmatch;
+    const struct conf_upstream *up; /* resolved upstream */
+    char *user;                     /* upstream login */
+    char *password;                 /* secret; never logged; wiped in conf_free */
+    char *password_source;          /* "file /path", "env NAME", "inline": for `check` output */
+    int line;
+};
+
+struct conf_listen {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char text[64]; /* as written, for logs: "0.0.0.0:25", "[::]:25" */
+};
+
+struct conf {
+    char *path; /* file the snapshot came from, NULL for environment */
+
+    struct conf_listen *listen; /* default 127.0.0.1:25 (file) */
+    size_t nlisten;
+    struct cidr *allow; /* default loopback only: 127.0.0.0/8, ::1/128 */
+    size_t nallow;
+    char *hostname; /* default gethostname() */
+    uint64_t max_message_size; /* bytes, default 35 MiB; "35M", "512K", "1G" accepted */
+    int received_header;       /* 1 (default): prepend a Received: line */
+    enum conf_bare_lf bare_lf;
+    int log_level; /* enum log_level; default info; key log_level = debug|info|warn|error */
+
+    /* timeouts in seconds (RFC 5321 §4.5.3.2 values are the upper bounds) */
+    unsigned idle_timeout;    /* inbound: waiting for a command or DATA bytes, default 300 */
+    unsigned connect_timeout; /* upstream TCP connect + TLS handshake, default 30 */
+    unsigned command_timeout; /* upstream reply to a command, default 300 */
+    unsigned data_timeout;    /* upstream reply after end of DATA, default 600 */
+    unsigned shutdown_timeout; /* SIGTERM: how long open sessions may finish, default 30 */
+
+    struct conf_upstream *upstreams;
+    size_t nupstreams;
+    struct conf_device *devices; /* the default device, if any, is among them */
+    size_t ndevices;
+};
+
+/* Load a file (path != NULL) or the RELAY25_* environment (path == NULL).
+ * On failure returns NULL and writes one line such as
+ * "relay25.conf:12: unknown key 'hots' in [upstream gmail]" into err.
+ * load_ca: also read each ca_file (0 lets tests and `check` of a file on another
+ * host skip it). */
+struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
+void conf_free(struct conf *c);
+
+/* "35M" -> 36700160. Returns 0 on success, -1 on syntax error or overflow. */
+int conf_parse_size(const char *s, uint64_t *out);
+/* "0.0.0.0:25", "[::]:25", "127.0.0.1" (port defaults to defport). 0 or -1. */
+int conf_parse_hostport(const char *s, uint16_t defport, struct sockaddr_storage *ss,
+                        socklen_t *len);
+
+#endif
