@@ -12,17 +12,19 @@
 #include <stdint.h>
 
 struct data_dec {
-    int state;      /* internal */
-    int bare_seen;  /* a bare LF or bare CR was normalised */
-    uint64_t size;  /* content bytes produced so far */
+    int state;     /* internal */
+    int bare_seen; /* a bare LF or bare CR was normalised */
+    uint64_t size; /* content bytes produced so far */
 };
 
 /* Start of the body (just after the DATA command's CRLF). */
 void data_dec_init(struct data_dec *d);
-/* Decode up to inlen bytes into out (outcap >= inlen is always enough: the
- * output never exceeds 2*input; with outcap >= 2*inlen all input is consumed
- * unless the end is reached). Returns the number of input bytes consumed;
- * *outlen receives the bytes written. *done is set to 1 when the terminating
+/* Decode up to inlen bytes into out, never writing more than outcap bytes; input
+ * whose output does not fit is left unconsumed, so loop on the rest. A bare LF or
+ * CR doubles, so outcap >= 2*inlen + 1 consumes all input unless the end is
+ * reached (the +1: a "." CR held from the previous call); outcap >= 2 always
+ * makes progress (input consumed or output written). Returns the number of input
+ * bytes consumed; *outlen receives the bytes written. *done is set to 1 when the terminating
  * CRLF.CRLF has been consumed; bytes after it are left unconsumed. */
 size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out, size_t outcap,
                      size_t *outlen, int *done);

@@ -52,7 +52,7 @@ int prx_cmd_path(const char *arg, size_t arglen, const char *keyword, char *addr
                  size_t addrsz, const char **params, size_t *paramslen);
 
 /* Find ESMTP parameter name (case-insensitive) in a params string, e.g. "SIZE".
- * Returns 1 and sets *val/*vallen ("" for a bare keyword) if present, else 0. */
+ * Returns 1 and sets *val and *vallen ("" for a bare keyword) if present, else 0. */
 int prx_cmd_param(const char *params, size_t len, const char *name, const char **val,
                   size_t *vallen);
 

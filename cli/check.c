@@ -1,0 +1,234 @@
+/* check: validates the configuration and prints the device -> credentials ->
+ * upstream map; with --upstream it also logs in to every upstream with every
+ * credential (verified TLS), and with --rcpt tries MAIL FROM / RCPT TO, then
+ * RSET, so nothing is sent. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include <uv.h>
+
+#include "cli/cli.h"
+#include "common/log.h"
+#include "common/reply.h"
+#include "conf/conf.h"
+#include "upstream/up_session.h"
+
+enum check_step { CHECK_AUTH, CHECK_MAIL, CHECK_RCPT, CHECK_RSET, CHECK_DONE };
+
+struct check_probe {
+    const struct conf_device *dev;
+    struct up_session *up;
+    const char *rcpt;
+    enum check_step step;
+    int ok;
+    char result[800];
+};
+
+static void check_print_list(const char *label, const struct cidr *v, size_t n)
+{
+    char b[64];
+    printf("%s", label);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s%s", i ? ", " : " ", cidr_format(&v[i], b, sizeof(b)));
+    }
+    printf("\n");
+}
+
+static void check_print(const struct conf *c)
+{
+    printf("config %s: ok\n", c->path ? c->path : "(environment)");
+    printf("listen");
+    for (size_t i = 0; i < c->nlisten; i++) {
+        printf("%s%s", i ? ", " : " ", c->listen[i].text);
+    }
+    printf("\n");
+    check_print_list("allow", c->allow, c->nallow);
+    printf("hostname %s, max_message_size %llu\n", c->hostname,
+           (unsigned long long)c->max_message_size);
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        const struct conf_upstream *u = &c->upstreams[i];
+        printf("upstream %s: %s:%u tls=%s server_name=%s verify=%s ca_file=%s\n", u->name, u->host,
+               (unsigned)u->port, u->tls == CONF_TLS_IMPLICIT ? "implicit" : "starttls",
+               u->server_name, u->tls_verify ? "yes" : "NO", u->ca_file);
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        const struct conf_device *d = &c->devices[i];
+        char b[64];
+        printf("device %s:", d->name);
+        if (d->is_default) {
+            printf(" any other allowed client");
+        }
+        for (size_t j = 0; j < d->nmatch; j++) {
+            printf("%s%s", j ? ", " : " ", cidr_format(&d->match[j], b, sizeof(b)));
+        }
+        printf(" -> user %s (password from %s) -> upstream %s\n", d->user, d->password_source,
+               d->up->name);
+    }
+}
+
+static void check_set(struct check_probe *p, int ok, const char *text)
+{
+    p->ok = ok;
+    p->step = CHECK_DONE;
+    snprintf(p->result, sizeof(p->result), "%s%s", ok ? "ok: " : "FAILED: ", text);
+}
+
+static void check_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+{
+    struct check_probe *p = arg;
+    (void)r;
+    if (err != 0) {
+        char buf[800];
+        reply_upstream(buf, sizeof(buf), err, up_where(p->up), detail);
+        buf[strcspn(buf, "\r\n")] = '\0';
+        check_set(p, 0, buf);
+        return;
+    }
+    if (!p->rcpt) {
+        check_set(p, 1, "authenticated");
+        up_quit(p->up);
+        return;
+    }
+    p->step = CHECK_MAIL;
+    up_mail(p->up, p->dev->user, NULL);
+}
+
+static void check_on_reply(void *arg, const struct up_reply *r)
+{
+    struct check_probe *p = arg;
+    char line[600];
+
+    up_reply_oneline(r, line, sizeof(line));
+    switch (p->step) {
+    case CHECK_MAIL:
+        if (r->code != 250) {
+            snprintf(p->result, sizeof(p->result), "FAILED: MAIL FROM:<%s> refused: %d %s",
+                     p->dev->user, r->code, line);
+            p->step = CHECK_DONE;
+            up_quit(p->up);
+            return;
+        }
+        p->step = CHECK_RCPT;
+        up_rcpt(p->up, p->rcpt, NULL);
+        return;
+    case CHECK_RCPT:
+        p->ok = r->code >= 200 && r->code < 300;
+        snprintf(p->result, sizeof(p->result), "%s: authenticated; RCPT TO:<%s> got %d %s",
+                 p->ok ? "ok" : "FAILED", p->rcpt, r->code, line);
+        p->step = CHECK_RSET;
+        up_rset(p->up);
+        return;
+    case CHECK_RSET:
+        p->step = CHECK_DONE;
+        up_quit(p->up);
+        return;
+    case CHECK_AUTH:
+    case CHECK_DONE:
+        return;
+    }
+}
+
+static void check_on_fail(void *arg, int err, const char *detail, int pending)
+{
+    struct check_probe *p = arg;
+    char buf[800];
+    (void)pending;
+    if (p->step == CHECK_DONE) {
+        return;
+    }
+    reply_upstream(buf, sizeof(buf), err, up_where(p->up), detail);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    check_set(p, 0, buf);
+}
+
+static void check_on_close(void *arg)
+{
+    struct check_probe *p = arg;
+    p->up = NULL;
+}
+
+static const struct up_cbs check_cbs = {
+    .on_ready = check_on_ready,
+    .on_reply = check_on_reply,
+    .on_fail = check_on_fail,
+    .on_drain = NULL,
+    .on_close = check_on_close,
+};
+
+static int check_upstreams(const struct conf *c, const char *rcpt)
+{
+    uv_loop_t loop;
+    struct check_probe *probes = calloc(c->ndevices, sizeof(*probes));
+    int failed = 0;
+
+    if (!probes) {
+        return EX_OSERR;
+    }
+    uv_loop_init(&loop);
+    for (size_t i = 0; i < c->ndevices; i++) {
+        struct check_probe *p = &probes[i];
+        struct up_params up;
+
+        p->dev = &c->devices[i];
+        p->rcpt = rcpt;
+        memset(&up, 0, sizeof(up));
+        up.up = p->dev->up;
+        up.user = p->dev->user;
+        up.password = p->dev->password;
+        up.helo = c->hostname;
+        up.sid = log_new_id();
+        up.connect_timeout = c->connect_timeout;
+        up.command_timeout = c->command_timeout;
+        up.data_timeout = c->data_timeout;
+        snprintf(p->result, sizeof(p->result), "FAILED: no result");
+        p->up = up_session_new(&loop, &up, &check_cbs, p);
+        if (p->up) {
+            up_session_start(p->up);
+        }
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    for (size_t i = 0; i < c->ndevices; i++) {
+        const struct check_probe *p = &probes[i];
+        printf("device %s: user %s at upstream %s (%s:%u): %s\n", p->dev->name, p->dev->user,
+               p->dev->up->name, p->dev->up->host, (unsigned)p->dev->up->port, p->result);
+        failed |= !p->ok;
+    }
+    free(probes);
+    return failed ? 1 : 0;
+}
+
+int cli_check(int argc, char **argv)
+{
+    const char *path = NULL, *rcpt = NULL;
+    int upstream = 0, rc = 0;
+    struct conf *c;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strcmp(argv[i], "--upstream") == 0) {
+            upstream = 1;
+        } else if (strcmp(argv[i], "--rcpt") == 0 && i + 1 < argc) {
+            rcpt = argv[++i];
+            upstream = 1;
+        } else {
+            fprintf(stderr, "relay25: check: unknown argument '%s'\n", argv[i]);
+            return EX_USAGE;
+        }
+    }
+    c = cli_load_conf(path, 1);
+    if (!c) {
+        return EX_CONFIG;
+    }
+    log_set_level(upstream ? LOG_WARN : LOG_ERR);
+    check_print(c);
+    fflush(stdout);
+    if (upstream) {
+        rc = check_upstreams(c, rcpt);
+    }
+    conf_free(c);
+    return rc;
+}

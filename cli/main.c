@@ -1,0 +1,65 @@
+/* main: dispatches `relay25 serve|check` and prints usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sysexits.h>
+
+#include "cli/cli.h"
+#include "conf/conf.h"
+
+#define RELAY25_DEFAULT_CONFIG "/etc/relay25/relay25.conf"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: relay25 serve [-c FILE]\n"
+               "       relay25 check [-c FILE] [--upstream] [--rcpt ADDRESS]\n"
+               "       relay25 --version\n"
+               "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"
+               "is set, else " RELAY25_DEFAULT_CONFIG ".\n");
+}
+
+struct conf *cli_load_conf(const char *path, int load_ca)
+{
+    char err[1024];
+    struct conf *c;
+
+    if (!path) {
+        const char *e = getenv("RELAY25_CONFIG");
+        if (e && *e) {
+            path = e;
+        } else if (!getenv("RELAY25_UPSTREAM")) {
+            path = RELAY25_DEFAULT_CONFIG;
+        }
+    }
+    c = conf_load(path, load_ca, err, sizeof(err));
+    if (!c) {
+        fprintf(stderr, "relay25: %s\n", err);
+    }
+    return c;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EX_USAGE;
+    }
+    if (strcmp(argv[1], "serve") == 0) {
+        return cli_serve(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "check") == 0) {
+        return cli_check(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("relay25 %s\n", RELAY25_VERSION);
+        return 0;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "relay25: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return EX_USAGE;
+}

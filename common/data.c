@@ -1,0 +1,176 @@
+/* data: streaming DATA codec. The decoder removes dot-stuffing (RFC 5321 §4.5.2),
+ * ends the message only at CRLF "." CRLF (RFC 5321 §4.1.1.4) and normalises bare
+ * LF / bare CR to CRLF (RFC 5321 §2.3.8), so no second message can be smuggled
+ * behind a terminator that only a lenient receiver would honour. */
+#include "common/data.h"
+
+/* Decoder states. SOL_* are "at start of line"; REAL means the line began after a
+ * genuine CRLF (or at the start of the body), BARE after a normalised bare LF/CR:
+ * only a "." line at SOL_REAL, itself ended by CRLF, terminates the message. */
+enum data_dec_state {
+    DEC_SOL_REAL = 0,
+    DEC_SOL_BARE,
+    DEC_LINE,
+    DEC_CR,          /* CR seen and already written; waiting for LF */
+    DEC_DOT_REAL,    /* "." at SOL_REAL, dropped */
+    DEC_DOT_REAL_CR, /* "." CR at SOL_REAL, nothing written: may be the terminator */
+    DEC_DONE,
+};
+
+void data_dec_init(struct data_dec *d)
+{
+    d->state = DEC_SOL_REAL;
+    d->bare_seen = 0;
+    d->size = 0;
+}
+
+/*
+ * One loop, one switch. Every step writes at most 2 bytes and checks the room
+ * for them before touching anything, so the state only advances when its output
+ * fits and a split at any byte (or any outcap) gives the same concatenated output.
+ * A few steps change state without consuming the byte ("reprocess"): the byte is
+ * then handled by the new state on the next iteration.
+ */
+size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out, size_t outcap,
+                     size_t *outlen, int *done)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    int st = d->state;
+    size_t i = 0, o = 0;
+
+    *done = 0;
+    while (i < inlen) {
+        unsigned char c = p[i];
+
+        switch (st) {
+        case DEC_SOL_REAL:
+            if (c == '.') {
+                st = DEC_DOT_REAL;
+                i++;
+                continue;
+            }
+            st = DEC_LINE;
+            continue;
+        case DEC_SOL_BARE:
+            /* RFC 5321 §4.5.2: drop the leading dot; this line can never end the
+             * message because it did not start after a real CRLF. */
+            st = DEC_LINE;
+            if (c == '.')
+                i++;
+            continue;
+        case DEC_LINE:
+            /* Fast path: copy plain bytes until a CR/LF or the end of room. */
+            while (i < inlen && o < outcap && p[i] != '\r' && p[i] != '\n')
+                out[o++] = (char)p[i++];
+            if (i == inlen || o == outcap)
+                goto out;
+            c = p[i];
+            if (c == '\r') {
+                out[o++] = '\r';
+                st = DEC_CR;
+                i++;
+                continue;
+            }
+            /* Bare LF: write CRLF. */
+            if (outcap - o < 2)
+                goto out;
+            out[o++] = '\r';
+            out[o++] = '\n';
+            d->bare_seen = 1;
+            st = DEC_SOL_BARE;
+            i++;
+            continue;
+        case DEC_CR:
+            if (o == outcap)
+                goto out;
+            out[o++] = '\n';
+            if (c == '\n') {
+                st = DEC_SOL_REAL;
+                i++;
+                continue;
+            }
+            /* Bare CR: the CRLF is complete, c starts the next line. */
+            d->bare_seen = 1;
+            st = DEC_SOL_BARE;
+            continue;
+        case DEC_DOT_REAL:
+            if (c == '\r') {
+                st = DEC_DOT_REAL_CR;
+                i++;
+                continue;
+            }
+            /* "." then a bare LF is an empty line, not the end. */
+            st = DEC_LINE;
+            continue;
+        case DEC_DOT_REAL_CR:
+            if (c == '\n') {
+                /* CRLF "." CRLF: the CRLF before the dot is the content's last. */
+                st = DEC_DONE;
+                i++;
+                *done = 1;
+                goto out;
+            }
+            /* ".\r" then anything else: the CR was bare, an empty line. */
+            if (outcap - o < 2)
+                goto out;
+            out[o++] = '\r';
+            out[o++] = '\n';
+            d->bare_seen = 1;
+            st = DEC_SOL_BARE;
+            continue;
+        case DEC_DONE:
+            *done = 1;
+            goto out;
+        default:
+            /* Corrupted state: refuse to guess where the message ends. */
+            goto out;
+        }
+    }
+out:
+    if (st == DEC_DONE)
+        *done = 1;
+    d->state = st;
+    d->size += o;
+    *outlen = o;
+    return i;
+}
+
+void data_enc_init(struct data_enc *e)
+{
+    e->sol = 1;
+}
+
+/* Content reaching the encoder comes from data_dec, so lines end in CRLF and
+ * "start of line" means "after LF". */
+size_t data_enc_feed(struct data_enc *e, const char *in, size_t inlen, char *out)
+{
+    int sol = e->sol;
+    size_t o = 0;
+
+    for (size_t i = 0; i < inlen; i++) {
+        char c = in[i];
+
+        /* RFC 5321 §4.5.2: double a leading dot. */
+        if (sol && c == '.')
+            out[o++] = '.';
+        out[o++] = c;
+        sol = c == '\n';
+    }
+    e->sol = sol;
+    return o;
+}
+
+size_t data_enc_finish(struct data_enc *e, char *out)
+{
+    size_t o = 0;
+
+    if (!e->sol) {
+        out[o++] = '\r';
+        out[o++] = '\n';
+    }
+    out[o++] = '.';
+    out[o++] = '\r';
+    out[o++] = '\n';
+    e->sol = 1;
+    return o;
+}

@@ -1,0 +1,190 @@
+/* reply: canned SMTP replies (RFC 5321 §4.2, enhanced codes RFC 3463) and the
+ * mapping of upstream failures to temporary (4xx) client replies. Nothing that
+ * is only a failure of the path to upstream becomes a 5xx. */
+#include "common/reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define R(s)                                                                                       \
+    {                                                                                              \
+        s "\r\n", sizeof(s "\r\n") - 1                                                             \
+    }
+
+static const struct {
+    const char *text;
+    size_t len;
+} reply_table[REPLY_COUNT] = {
+    [REPLY_OK] = R("250 2.0.0 Ok"),
+    [REPLY_RSET] = R("250 2.0.0 Reset"),
+    [REPLY_QUIT] = R("221 2.0.0 Bye"),
+    [REPLY_VRFY] = R("252 2.1.5 Cannot VRFY user, but will accept message and attempt delivery"),
+    [REPLY_HELP] = R("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"),
+    [REPLY_DATA] = R("354 End data with <CR><LF>.<CR><LF>"),
+    [REPLY_UNKNOWN] = R("500 5.5.2 Error: command not recognized"),
+    [REPLY_LINE_TOO_LONG] = R("500 5.5.2 Error: line too long"),
+    [REPLY_SYNTAX_PARAM] = R("501 5.5.4 Error: syntax error in parameters"),
+    [REPLY_SYNTAX_PATH] = R("501 5.1.7 Error: bad address syntax"),
+    [REPLY_PATH_TOO_LONG] = R("553 5.1.3 Error: address too long"),
+    [REPLY_HELO_NEEDS_ARG] = R("501 5.5.4 Error: HELO/EHLO needs a domain or address literal"),
+    [REPLY_NOT_IMPL] = R("502 5.5.1 Error: command not implemented"),
+    [REPLY_NESTED_MAIL] = R("503 5.5.1 Error: nested MAIL command"),
+    [REPLY_NEED_MAIL] = R("503 5.5.1 Error: need MAIL command"),
+    [REPLY_NEED_RCPT] = R("503 5.5.1 Error: need RCPT command"),
+    [REPLY_ONLY_QUIT] = R("503 5.7.1 Error: access denied, only QUIT is accepted"),
+    [REPLY_NO_VALID_RCPT] = R("554 5.5.1 Error: no valid recipients"),
+    [REPLY_TOO_BIG] = R("552 5.3.4 Error: message size exceeds fixed limit"),
+    [REPLY_TOO_MANY_RCPT] = R("452 4.5.3 Error: too many recipients"),
+    [REPLY_BARE_LF] =
+        R("554 5.6.0 Error: bare LF or bare CR in message refused (bare_lf = reject)"),
+    [REPLY_BAD_PARAM] = R("555 5.5.4 Error: unsupported MAIL/RCPT parameter"),
+    [REPLY_NOMEM] = R("451 4.3.0 Error: local resource shortage, try again later"),
+    [REPLY_TOO_MANY_ERRORS] = R("421 4.7.0 Error: too many errors, closing connection"),
+};
+
+const char *reply_canned(enum reply_id id, size_t *len)
+{
+    *len = reply_table[id].len;
+    return reply_table[id].text;
+}
+
+/* snprintf result -> length; a truncated reply still ends in CRLF. */
+static size_t reply_done(char *out, int r, size_t cap)
+{
+    if (r < 0) {
+        return 0;
+    }
+    if ((size_t)r < cap) {
+        return (size_t)r;
+    }
+    out[cap - 3] = '\r';
+    out[cap - 2] = '\n';
+    return cap - 1;
+}
+
+size_t reply_timeout(char *out, size_t cap, const char *hostname)
+{
+    return reply_done(out, snprintf(out, cap, "421 4.4.2 %s Error: timeout exceeded\r\n", hostname),
+                      cap);
+}
+
+size_t reply_shutdown(char *out, size_t cap, const char *hostname)
+{
+    return reply_done(out, snprintf(out, cap, "421 4.3.2 %s Service shutting down\r\n", hostname),
+                      cap);
+}
+
+size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip,
+                     const char *reason)
+{
+    return reply_done(out,
+                      snprintf(out, cap, "554 5.7.1 %s Client [%s] not allowed to relay: %s\r\n",
+                               hostname, ip, reason),
+                      cap);
+}
+
+const char *reply_err_name(int err)
+{
+    switch (err) {
+    case RELAY_OK:
+        return "ok";
+    case RELAY_E_RESOLVE:
+        return "resolve";
+    case RELAY_E_CONNECT:
+        return "connect";
+    case RELAY_E_TIMEOUT:
+        return "timeout";
+    case RELAY_E_TLS:
+        return "tls";
+    case RELAY_E_CERT:
+        return "cert";
+    case RELAY_E_NO_STARTTLS:
+        return "no_starttls";
+    case RELAY_E_AUTH:
+        return "auth";
+    case RELAY_E_NO_AUTH_MECH:
+        return "no_auth_mech";
+    case RELAY_E_REFUSED:
+        return "refused";
+    case RELAY_E_PROTOCOL:
+        return "protocol";
+    case RELAY_E_LOST:
+        return "lost";
+    case RELAY_E_NOMEM:
+        return "nomem";
+    default:
+        return "unknown";
+    }
+}
+
+size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail)
+{
+    const char *code, *what;
+    char clean[512];
+    size_t o = 0;
+
+    switch (err) {
+    case RELAY_E_RESOLVE:
+        code = "451 4.4.3";
+        what = "host name does not resolve";
+        break;
+    case RELAY_E_CONNECT:
+        code = "451 4.4.1";
+        what = "connection failed";
+        break;
+    case RELAY_E_TIMEOUT:
+        code = "451 4.4.2";
+        what = "timed out";
+        break;
+    case RELAY_E_TLS:
+        code = "451 4.7.5";
+        what = "TLS handshake failed, nothing sent";
+        break;
+    case RELAY_E_CERT:
+        code = "451 4.7.5";
+        what = "certificate rejected, nothing sent";
+        break;
+    case RELAY_E_NO_STARTTLS:
+        code = "451 4.7.4";
+        what = "does not offer STARTTLS; refusing to send credentials or mail in clear";
+        break;
+    case RELAY_E_AUTH:
+        code = "451 4.7.0";
+        what = "authentication failed";
+        break;
+    case RELAY_E_NO_AUTH_MECH:
+        code = "451 4.7.4";
+        what = "offers no AUTH mechanism relay25 supports (PLAIN, LOGIN, CRAM-MD5)";
+        break;
+    case RELAY_E_REFUSED:
+        code = "451 4.4.0";
+        what = "refused the session";
+        break;
+    case RELAY_E_PROTOCOL:
+        code = "451 4.5.0";
+        what = "protocol error";
+        break;
+    case RELAY_E_LOST:
+        code = "451 4.4.2";
+        what = "connection lost";
+        break;
+    default:
+        code = "451 4.3.0";
+        what = "local error";
+        break;
+    }
+    for (const char *p = detail; p && *p && o + 1 < sizeof(clean); p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\r' || c == '\n' || c == '\t') {
+            c = ' ';
+        } else if (c < 0x20 || c == 0x7f) {
+            continue;
+        }
+        clean[o++] = (char)c;
+    }
+    clean[o] = '\0';
+    return reply_done(
+        out,
+        snprintf(out, cap, "%s Upstream %s %s%s%s\r\n", code, where, what, o ? ": " : "", clean),
+        cap);
+}

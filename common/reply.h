@@ -1,0 +1,74 @@
+/* reply: the one place that decides SMTP replies relay25 itself sends to
+ * clients: canned replies for the inbound protocol (code + enhanced status
+ * RFC 3463 + text) and the mapping of upstream failures to 4xx, so a device
+ * retries instead of losing mail. Upstream's own replies are passed on as is. */
+#ifndef RELAY25_REPLY_H
+#define RELAY25_REPLY_H
+
+#include <stddef.h>
+
+/* Why an upstream session failed before it could answer a command itself. */
+enum relay_err {
+    RELAY_OK = 0,
+    RELAY_E_RESOLVE = -1,      /* host name did not resolve */
+    RELAY_E_CONNECT = -2,      /* TCP connect failed */
+    RELAY_E_TIMEOUT = -3,      /* no answer within the phase's timeout */
+    RELAY_E_TLS = -4,          /* handshake failed, not a certificate problem */
+    RELAY_E_CERT = -5,         /* certificate not trusted / name mismatch / expired */
+    RELAY_E_NO_STARTTLS = -6,  /* upstream does not offer STARTTLS */
+    RELAY_E_AUTH = -7,         /* upstream rejected the credentials */
+    RELAY_E_NO_AUTH_MECH = -8, /* no AUTH mechanism in common */
+    RELAY_E_REFUSED = -9,      /* upstream refused the session (greeting, EHLO, STARTTLS) */
+    RELAY_E_PROTOCOL = -10,    /* malformed or unexpected reply */
+    RELAY_E_LOST = -11,        /* connection closed or reset */
+    RELAY_E_NOMEM = -12,
+};
+
+/* Short name for logs: "resolve", "connect", "timeout", "tls", "cert", ... */
+const char *reply_err_name(int err);
+
+enum reply_id {
+    REPLY_OK,              /* 250 2.0.0 Ok */
+    REPLY_RSET,            /* 250 2.0.0 Reset */
+    REPLY_QUIT,            /* 221 2.0.0 Bye */
+    REPLY_VRFY,            /* 252 2.1.5 */
+    REPLY_HELP,            /* 214 2.0.0 */
+    REPLY_DATA,            /* 354 */
+    REPLY_UNKNOWN,         /* 500 5.5.2 command unrecognized */
+    REPLY_LINE_TOO_LONG,   /* 500 5.5.2 line too long */
+    REPLY_SYNTAX_PARAM,    /* 501 5.5.4 */
+    REPLY_SYNTAX_PATH,     /* 501 5.1.7/5.1.3 bad address syntax */
+    REPLY_PATH_TOO_LONG,   /* 501 5.1.3? -> 553 5.1.3 */
+    REPLY_HELO_NEEDS_ARG,  /* 501 5.5.4 */
+    REPLY_NOT_IMPL,        /* 502 5.5.1 */
+    REPLY_NESTED_MAIL,     /* 503 5.5.1 */
+    REPLY_NEED_MAIL,       /* 503 5.5.1 */
+    REPLY_NEED_RCPT,       /* 503 5.5.1 */
+    REPLY_ONLY_QUIT,       /* 503 5.7.1 after a refused greeting (RFC 5321 §3.1) */
+    REPLY_NO_VALID_RCPT,   /* 554 5.5.1 */
+    REPLY_TOO_BIG,         /* 552 5.3.4 */
+    REPLY_TOO_MANY_RCPT,   /* 452 4.5.3 */
+    REPLY_BARE_LF,         /* 554 5.6.0 */
+    REPLY_BAD_PARAM,       /* 555 5.5.4 unsupported MAIL/RCPT parameter */
+    REPLY_NOMEM,           /* 451 4.3.0 */
+    REPLY_TOO_MANY_ERRORS, /* 421 4.7.0 */
+    REPLY_COUNT
+};
+
+/* The canned reply with CRLF (static storage). */
+const char *reply_canned(enum reply_id id, size_t *len);
+
+/* "421 4.4.2 HOST Error: timeout exceeded\r\n" and friends with the host name. */
+size_t reply_timeout(char *out, size_t cap, const char *hostname);
+size_t reply_shutdown(char *out, size_t cap, const char *hostname);
+/* 554 5.7.1 refusal of a client, reason e.g. "not in allow" or "no [device] matches". */
+size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip,
+                     const char *reason);
+
+/* The 4xx a client gets when its upstream session failed: code and enhanced
+ * status by err, then what happened ("upstream smtp.example:587: " + detail).
+ * detail (may be NULL) is upstream's reply text or a TLS/socket error; control
+ * characters are dropped so it stays one line. Always 4xx. */
+size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail);
+
+#endif

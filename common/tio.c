@@ -1,0 +1,629 @@
+/* tio: TCP stream + optional BearSSL engine as one byte pipe. The engine is a
+ * state machine we pump: SENDREC -> socket, socket -> RECVREC, RECVAPP -> the
+ * caller, caller -> SENDAPP (BearSSL samples/client_basic.c, libtls-bearssl's
+ * tls_run_until). Ciphertext is staged in the same read buffer plain mode uses.
+ * TLS 1.2 only, no renegotiation. */
+#include "common/tio.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <bearssl.h>
+
+#include "common/tls_ca.h"
+
+#define TIO_RBUF (16u * 1024u)
+#define TIO_WCHUNK (16u * 1024u)
+
+struct tio_wreq {
+    uv_write_t req;
+    struct tio *t;
+    size_t len;
+    char data[];
+};
+
+/* Accepts any certificate chain and hands out the end-entity key: used only
+ * when the user set tls_verify = no for an upstream. */
+struct tio_x509_any {
+    const br_x509_class *vtable;
+    br_x509_decoder_context dc;
+    int ncert;
+};
+
+struct tio_tls {
+    br_ssl_client_context cc;
+    br_x509_minimal_context xc;
+    struct tio_x509_any any;
+    unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+};
+
+struct tio {
+    uv_tcp_t tcp;
+    const struct tio_cbs *cbs;
+    void *arg;
+    struct tio_tls *tls;
+    struct tio_wreq *w; /* plain-mode chunk being filled */
+    size_t pending;     /* bytes handed to uv_write, not yet written */
+    size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
+    unsigned gen;       /* bumped when the mode changes under a callback */
+    unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
+        in_pump : 1, again : 1, handshake_done : 1;
+    char rbuf[TIO_RBUF];
+};
+
+static void tio_process(struct tio *t);
+
+static void tio_any_start_chain(const br_x509_class **ctx, const char *server_name)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    (void)server_name;
+    a->ncert = 0;
+}
+
+static void tio_any_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    (void)length;
+    if (a->ncert == 0) {
+        br_x509_decoder_init(&a->dc, NULL, NULL);
+    }
+}
+
+static void tio_any_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    if (a->ncert == 0) {
+        br_x509_decoder_push(&a->dc, buf, len);
+    }
+}
+
+static void tio_any_end_cert(const br_x509_class **ctx)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    a->ncert++;
+}
+
+static unsigned tio_any_end_chain(const br_x509_class **ctx)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    if (a->ncert == 0) {
+        return BR_ERR_X509_EMPTY_CHAIN;
+    }
+    return br_x509_decoder_get_pkey(&a->dc) ? 0 : BR_ERR_X509_UNSUPPORTED;
+}
+
+static const br_x509_pkey *tio_any_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+    struct tio_x509_any *a = (struct tio_x509_any *)(void *)ctx;
+    if (usages) {
+        *usages = BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN;
+    }
+    return br_x509_decoder_get_pkey(&a->dc);
+}
+
+static const br_x509_class tio_any_vtable = {
+    sizeof(struct tio_x509_any),
+    tio_any_start_chain,
+    tio_any_start_cert,
+    tio_any_append,
+    tio_any_end_cert,
+    tio_any_end_chain,
+    tio_any_get_pkey,
+};
+
+static void tio_update_reading(struct tio *t);
+
+static void tio_fail(struct tio *t, int err)
+{
+    if (t->failed || t->closing) {
+        return;
+    }
+    t->failed = 1;
+    tio_update_reading(t);
+    t->cbs->on_error(t->arg, err);
+}
+
+static void tio_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct tio *t = h->data;
+    (void)suggested;
+    buf->base = t->rbuf + t->rlen;
+    buf->len = TIO_RBUF - t->rlen;
+}
+
+static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tio *t = s->data;
+    (void)buf;
+    if (nread < 0) {
+        tio_fail(t, (int)nread);
+        return;
+    }
+    t->rlen += (size_t)nread;
+    tio_process(t);
+}
+
+static void tio_update_reading(struct tio *t)
+{
+    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&
+               t->rlen < TIO_RBUF;
+    if (want && !t->reading) {
+        if (uv_read_start((uv_stream_t *)&t->tcp, tio_alloc_cb, tio_read_cb) == 0) {
+            t->reading = 1;
+        }
+    } else if (!want && t->reading) {
+        uv_read_stop((uv_stream_t *)&t->tcp);
+        t->reading = 0;
+    }
+}
+
+static void tio_write_cb(uv_write_t *req, int status)
+{
+    struct tio_wreq *w = (struct tio_wreq *)req;
+    struct tio *t = w->t;
+
+    t->pending -= w->len;
+    free(w);
+    if (t->closing) {
+        return;
+    }
+    if (status < 0) {
+        tio_fail(t, status);
+        return;
+    }
+    if (t->pending < TIO_LOWAT && t->cbs->on_drain) {
+        t->cbs->on_drain(t->arg);
+    }
+}
+
+static struct tio_wreq *tio_wreq_new(struct tio *t, size_t cap)
+{
+    struct tio_wreq *w = malloc(sizeof(*w) + cap);
+    if (w) {
+        w->t = t;
+        w->len = 0;
+    }
+    return w;
+}
+
+static int tio_submit(struct tio *t, struct tio_wreq *w)
+{
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+    int r = uv_write(&w->req, (uv_stream_t *)&t->tcp, &b, 1, tio_write_cb);
+    if (r < 0) {
+        free(w);
+        return r;
+    }
+    t->pending += w->len;
+    return 0;
+}
+
+/* Moves every ready TLS record to the socket. No callbacks run here. */
+static int tio_send_records(struct tio *t)
+{
+    br_ssl_engine_context *eng = &t->tls->cc.eng;
+
+    while (br_ssl_engine_current_state(eng) & BR_SSL_SENDREC) {
+        size_t len;
+        unsigned char *buf = br_ssl_engine_sendrec_buf(eng, &len);
+        struct tio_wreq *w = tio_wreq_new(t, len);
+        int r;
+        if (!w) {
+            return UV_ENOMEM;
+        }
+        memcpy(w->data, buf, len);
+        w->len = len;
+        if ((r = tio_submit(t, w)) < 0) {
+            return r;
+        }
+        br_ssl_engine_sendrec_ack(eng, len);
+    }
+    return 0;
+}
+
+static void tio_deliver_plain(struct tio *t)
+{
+    while (t->rlen > 0 && !t->paused && !t->user_paused && !t->closing && !t->failed) {
+        unsigned gen = t->gen;
+        size_t c = t->cbs->on_read(t->arg, t->rbuf, t->rlen);
+        if (t->closing || t->failed || gen != t->gen) {
+            return; /* closed, or switched to TLS (rbuf already emptied) */
+        }
+        if (c > t->rlen) {
+            c = t->rlen;
+        }
+        memmove(t->rbuf, t->rbuf + c, t->rlen - c);
+        t->rlen -= c;
+        if (t->rlen > 0) {
+            t->paused = 1;
+        }
+    }
+}
+
+static void tio_pump_tls(struct tio *t)
+{
+    br_ssl_engine_context *eng = &t->tls->cc.eng;
+
+    while (!t->closing && !t->failed) {
+        unsigned st = br_ssl_engine_current_state(eng);
+        int r;
+
+        if (st & BR_SSL_CLOSED) {
+            int e = br_ssl_engine_last_error(eng);
+            tio_fail(t, e ? TIO_ERR_TLS - e : UV_EOF);
+            return;
+        }
+        if (st & BR_SSL_SENDREC) {
+            if ((r = tio_send_records(t)) < 0) {
+                tio_fail(t, r);
+                return;
+            }
+            continue;
+        }
+        if (!t->handshake_done && (st & BR_SSL_SENDAPP)) {
+            t->handshake_done = 1;
+            if (t->cbs->on_handshake) {
+                t->cbs->on_handshake(t->arg);
+            }
+            continue;
+        }
+        if ((st & BR_SSL_RECVAPP) && !t->paused && !t->user_paused) {
+            size_t len, c;
+            unsigned char *buf = br_ssl_engine_recvapp_buf(eng, &len);
+            c = t->cbs->on_read(t->arg, (const char *)buf, len);
+            if (t->closing || t->failed) {
+                return;
+            }
+            if (c > len) {
+                c = len;
+            }
+            if (c > 0) {
+                br_ssl_engine_recvapp_ack(eng, c);
+            }
+            if (c < len) {
+                t->paused = 1;
+            }
+            if (c > 0) {
+                continue;
+            }
+        }
+        if ((st & BR_SSL_RECVREC) && t->rlen > 0) {
+            size_t len;
+            unsigned char *buf = br_ssl_engine_recvrec_buf(eng, &len);
+            size_t n = len < t->rlen ? len : t->rlen;
+            memcpy(buf, t->rbuf, n);
+            br_ssl_engine_recvrec_ack(eng, n);
+            memmove(t->rbuf, t->rbuf + n, t->rlen - n);
+            t->rlen -= n;
+            continue;
+        }
+        break;
+    }
+}
+
+static void tio_process(struct tio *t)
+{
+    if (t->in_pump) {
+        t->again = 1;
+        return;
+    }
+    t->in_pump = 1;
+    do {
+        t->again = 0;
+        if (t->tls) {
+            tio_pump_tls(t);
+        } else {
+            tio_deliver_plain(t);
+            if (t->tls && !t->closing && !t->failed) {
+                t->again = 1; /* on_read switched to TLS: start the handshake */
+            }
+        }
+    } while (t->again && !t->closing && !t->failed);
+    t->in_pump = 0;
+    tio_update_reading(t);
+}
+
+struct tio *tio_new(uv_loop_t *loop, const struct tio_cbs *cbs, void *arg)
+{
+    struct tio *t = calloc(1, sizeof(*t));
+    if (!t) {
+        return NULL;
+    }
+    if (uv_tcp_init(loop, &t->tcp) != 0) {
+        free(t);
+        return NULL;
+    }
+    t->tcp.data = t;
+    t->cbs = cbs;
+    t->arg = arg;
+    return t;
+}
+
+uv_tcp_t *tio_tcp(struct tio *t)
+{
+    return &t->tcp;
+}
+
+uv_stream_t *tio_stream(struct tio *t)
+{
+    return (uv_stream_t *)&t->tcp;
+}
+
+int tio_start(struct tio *t)
+{
+    t->started = 1;
+    tio_process(t);
+    return t->failed ? -1 : 0;
+}
+
+void tio_resume(struct tio *t)
+{
+    if (t->closing || t->failed) {
+        return;
+    }
+    t->paused = 0;
+    t->user_paused = 0;
+    tio_process(t);
+}
+
+void tio_pause(struct tio *t)
+{
+    t->user_paused = 1;
+    tio_update_reading(t);
+}
+
+int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify)
+{
+    struct tio_tls *tls;
+    br_ssl_engine_context *eng;
+
+    if (t->tls || t->closing || t->failed) {
+        return UV_EINVAL;
+    }
+    tls = calloc(1, sizeof(*tls));
+    if (!tls) {
+        return UV_ENOMEM;
+    }
+    br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
+    eng = &tls->cc.eng;
+    if (!verify) {
+        tls->any.vtable = &tio_any_vtable;
+        br_ssl_engine_set_x509(eng, &tls->any.vtable);
+    }
+    br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
+    br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
+    br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
+    if (!br_ssl_client_reset(&tls->cc, server_name, 0)) {
+        int e = br_ssl_engine_last_error(eng);
+        free(tls);
+        return TIO_ERR_TLS - e;
+    }
+    t->tls = tls;
+    /* RFC 3207 §4.2: nothing received in clear before the handshake may be used */
+    t->rlen = 0;
+    t->paused = 0;
+    t->gen++;
+    if (t->started) {
+        tio_process(t);
+    }
+    return 0;
+}
+
+int tio_tls_active(const struct tio *t)
+{
+    return t->tls != NULL && t->handshake_done;
+}
+
+const char *tio_tls_desc(const struct tio *t, char *buf, size_t len)
+{
+    br_ssl_session_parameters sp;
+    const char *cs;
+
+    if (!t->tls || !t->handshake_done) {
+        snprintf(buf, len, "none");
+        return buf;
+    }
+    br_ssl_engine_get_session_parameters(&t->tls->cc.eng, &sp);
+    switch (sp.cipher_suite) {
+    case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
+        cs = "ECDHE-ECDSA-AES128-GCM-SHA256";
+        break;
+    case BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
+        cs = "ECDHE-ECDSA-AES256-GCM-SHA384";
+        break;
+    case BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:
+        cs = "ECDHE-RSA-AES128-GCM-SHA256";
+        break;
+    case BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:
+        cs = "ECDHE-RSA-AES256-GCM-SHA384";
+        break;
+    case BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256:
+        cs = "ECDHE-ECDSA-CHACHA20-POLY1305";
+        break;
+    case BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:
+        cs = "ECDHE-RSA-CHACHA20-POLY1305";
+        break;
+    default:
+        cs = NULL;
+        break;
+    }
+    if (cs) {
+        snprintf(buf, len, "TLSv1.2:%s", cs);
+    } else {
+        snprintf(buf, len, "TLSv1.2:0x%04x", (unsigned)sp.cipher_suite);
+    }
+    return buf;
+}
+
+int tio_write(struct tio *t, const void *data, size_t len)
+{
+    const char *p = data;
+
+    if (t->closing || t->failed) {
+        return UV_EPIPE;
+    }
+    if (t->tls) {
+        br_ssl_engine_context *eng = &t->tls->cc.eng;
+        while (len > 0) {
+            unsigned st = br_ssl_engine_current_state(eng);
+            int r;
+            if (st & BR_SSL_CLOSED) {
+                return UV_EPIPE;
+            }
+            if (st & BR_SSL_SENDREC) {
+                if ((r = tio_send_records(t)) < 0) {
+                    return r;
+                }
+                continue;
+            }
+            if (!(st & BR_SSL_SENDAPP)) {
+                return UV_EAGAIN; /* handshake not done: callers wait for on_handshake */
+            }
+            size_t blen;
+            unsigned char *buf = br_ssl_engine_sendapp_buf(eng, &blen);
+            size_t n = len < blen ? len : blen;
+            memcpy(buf, p, n);
+            br_ssl_engine_sendapp_ack(eng, n); /* a full buffer becomes a record by itself */
+            p += n;
+            len -= n;
+        }
+        return 0;
+    }
+    while (len > 0) {
+        if (!t->w && !(t->w = tio_wreq_new(t, TIO_WCHUNK))) {
+            return UV_ENOMEM;
+        }
+        size_t n = TIO_WCHUNK - t->w->len;
+        if (n > len) {
+            n = len;
+        }
+        memcpy(t->w->data + t->w->len, p, n);
+        t->w->len += n;
+        p += n;
+        len -= n;
+        if (t->w->len == TIO_WCHUNK) {
+            struct tio_wreq *w = t->w;
+            int r;
+            t->w = NULL;
+            if ((r = tio_submit(t, w)) < 0) {
+                return r;
+            }
+        }
+    }
+    return 0;
+}
+
+int tio_flush(struct tio *t)
+{
+    if (t->closing || t->failed) {
+        return UV_EPIPE;
+    }
+    if (t->tls) {
+        br_ssl_engine_flush(&t->tls->cc.eng, 0);
+        return tio_send_records(t);
+    }
+    if (t->w && t->w->len > 0) {
+        struct tio_wreq *w = t->w;
+        t->w = NULL;
+        return tio_submit(t, w);
+    }
+    return 0;
+}
+
+size_t tio_pending(const struct tio *t)
+{
+    return t->pending + (t->w ? t->w->len : 0);
+}
+
+static void tio_close_cb(uv_handle_t *h)
+{
+    struct tio *t = h->data;
+
+    t->cbs->on_close(t->arg);
+    free(t->w);
+    if (t->tls) {
+        explicit_bzero(t->tls, sizeof(*t->tls)); /* session keys */
+        free(t->tls);
+    }
+    free(t);
+}
+
+void tio_close(struct tio *t)
+{
+    if (t->closing) {
+        return;
+    }
+    t->closing = 1;
+    if (t->reading) {
+        uv_read_stop((uv_stream_t *)&t->tcp);
+        t->reading = 0;
+    }
+    uv_close((uv_handle_t *)&t->tcp, tio_close_cb);
+}
+
+int tio_err_is_cert(int err)
+{
+    int e = TIO_ERR_TLS - err;
+    return TIO_IS_TLS_ERR(err) && e >= BR_ERR_X509_OK && e <= BR_ERR_X509_NOT_TRUSTED;
+}
+
+const char *tio_strerror(int err, char *buf, size_t len)
+{
+    int e;
+    const char *s;
+
+    if (!TIO_IS_TLS_ERR(err)) {
+        snprintf(buf, len, "%s", uv_strerror(err));
+        return buf;
+    }
+    e = TIO_ERR_TLS - err;
+    switch (e) {
+    case BR_ERR_X509_NOT_TRUSTED:
+        s = "certificate not trusted (unknown CA; check ca_file)";
+        break;
+    case BR_ERR_X509_BAD_SERVER_NAME:
+        s = "certificate does not match server_name";
+        break;
+    case BR_ERR_X509_EXPIRED:
+        s = "certificate expired or not yet valid";
+        break;
+    case BR_ERR_X509_NOT_CA:
+        s = "certificate chain uses a non-CA certificate as issuer";
+        break;
+    case BR_ERR_X509_BAD_SIGNATURE:
+        s = "certificate signature invalid";
+        break;
+    case BR_ERR_X509_WEAK_PUBLIC_KEY:
+        s = "certificate key too weak";
+        break;
+    case BR_ERR_X509_EMPTY_CHAIN:
+        s = "server sent no certificate";
+        break;
+    case BR_ERR_UNSUPPORTED_VERSION:
+    case BR_ERR_BAD_VERSION:
+        s = "no common TLS version (TLS 1.2 required)";
+        break;
+    case BR_ERR_BAD_CIPHER_SUITE:
+        s = "no common cipher suite";
+        break;
+    case BR_ERR_BAD_MAC:
+        s = "record MAC failure";
+        break;
+    default:
+        s = NULL;
+        break;
+    }
+    if (s) {
+        snprintf(buf, len, "%s", s);
+    } else if (e >= BR_ERR_SEND_FATAL_ALERT) {
+        snprintf(buf, len, "TLS failure, sent alert %d", e - BR_ERR_SEND_FATAL_ALERT);
+    } else if (e >= BR_ERR_RECV_FATAL_ALERT) {
+        snprintf(buf, len, "server sent TLS alert %d", e - BR_ERR_RECV_FATAL_ALERT);
+    } else if (e >= BR_ERR_X509_OK) {
+        snprintf(buf, len, "certificate invalid (BearSSL X.509 error %d)", e);
+    } else {
+        snprintf(buf, len, "TLS failure (BearSSL error %d)", e);
+    }
+    return buf;
+}

@@ -1,0 +1,74 @@
+/* tio: the byte pipe between a TCP stream and an SMTP parser. In plain mode it
+ * passes bytes through; after tio_starttls_client() the BearSSL engine sits in
+ * the middle (ciphertext on the socket, plaintext to and from the caller), so
+ * SMTP code is the same in clear and in TLS. Owns its uv_tcp_t, buffers and TLS
+ * context. Memory: 16 KiB read buffer + queued writes (bounded by the caller via
+ * tio_pending()) + ~37 KiB while TLS is active (BR_SSL_BUFSIZE_BIDI + contexts). */
+#ifndef RELAY25_TIO_H
+#define RELAY25_TIO_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+struct tio;
+struct tls_ca;
+
+/* Errors given to on_error: libuv codes (UV_EOF, UV_ECONNRESET...) or TLS
+ * failures, which are TIO_ERR_TLS - <BearSSL error code>. */
+#define TIO_ERR_TLS (-200000)
+#define TIO_IS_TLS_ERR(e) ((e) <= TIO_ERR_TLS && (e) > TIO_ERR_TLS - 4096)
+
+struct tio_cbs {
+    /* Plaintext arrived. Return the bytes consumed; returning fewer than len
+     * pauses input (the rest is kept) until tio_resume(). */
+    size_t (*on_read)(void *arg, const char *data, size_t len);
+    /* The TLS handshake completed (verified unless the caller relaxed it). */
+    void (*on_handshake)(void *arg);
+    /* A write completed and less than TIO_LOWAT bytes remain queued. */
+    void (*on_drain)(void *arg);
+    /* EOF, I/O error or TLS failure. The tio stays usable only for tio_close(). */
+    void (*on_error)(void *arg, int err);
+    /* The handle is closed; the tio is freed right after this returns. */
+    void (*on_close)(void *arg);
+};
+
+#define TIO_LOWAT (64u * 1024u)
+
+struct tio *tio_new(uv_loop_t *loop, const struct tio_cbs *cbs, void *arg);
+/* The TCP handle, for uv_accept() / uv_tcp_connect() before tio_start(). */
+uv_tcp_t *tio_tcp(struct tio *t);
+uv_stream_t *tio_stream(struct tio *t);
+/* Begin delivering input. */
+int tio_start(struct tio *t);
+/* Deliver input kept back by a short on_read, then keep reading. Must not be
+ * called from inside on_read. */
+void tio_resume(struct tio *t);
+/* Stop reading until tio_resume() (backpressure from the other side of a relay). */
+void tio_pause(struct tio *t);
+
+/* Switch to TLS as a client: SNI and certificate check against ca for
+ * server_name (verify = 0 accepts any certificate: only when the user asked).
+ * Any plaintext received but not yet consumed is discarded (RFC 3207 §4.2,
+ * STARTTLS command injection). Call it at a line boundary from on_read or
+ * before tio_start(). on_handshake follows, or on_error. */
+int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name,
+                        int verify);
+int tio_tls_active(const struct tio *t);
+/* TLS version and cipher suite for logs, e.g. "TLSv1.2:ECDHE-ECDSA-AES128-GCM". */
+const char *tio_tls_desc(const struct tio *t, char *buf, size_t len);
+
+/* Queue plaintext (copied). Nothing is sent before tio_flush() unless a full
+ * buffer or TLS record is ready, so a reply or a body chunk goes out as one
+ * write / one record. Returns 0 or a negative error. */
+int tio_write(struct tio *t, const void *data, size_t len);
+int tio_flush(struct tio *t);
+/* Bytes queued for the socket and not yet written. */
+size_t tio_pending(const struct tio *t);
+
+void tio_close(struct tio *t);
+const char *tio_strerror(int err, char *buf, size_t len);
+/* 1 for certificate problems (untrusted, name mismatch, expired). */
+int tio_err_is_cert(int err);
+
+#endif

@@ -1,0 +1,1662 @@
+/* conf: builds the immutable struct conf from one INI file (inih, fed by our own
+ * line-counting reader so every message names file and line) or from RELAY25_*
+ * environment variables. Owns the snapshot's strings, lists, secrets (wiped in
+ * conf_free) and trust anchors. Timeout defaults follow RFC 5321 §4.5.3.2. */
+#include "conf/conf.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "auth/auth_secret.h"
+#include "common/log.h"
+#include "common/tls_ca.h"
+
+#define CONF_DEFAULT_LISTEN "127.0.0.1:25"
+#define CONF_DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
+#define CONF_DEFAULT_PORT 587
+#define CONF_IMPLICIT_PORT 465
+#define CONF_MAX_TIMEOUT 86400u
+#define CONF_NAME_MAX 255 /* host names, server_name, hostname (RFC 1035 §2.3.4 plus slack) */
+#define CONF_ITEM_MAX 128 /* one list item: an address or network */
+/* inih copies section and key names into 50-byte buffers (MAX_SECTION, MAX_NAME). */
+#define INI_NAME_MAX 49
+#define CONF_MAX_KEYS 32
+
+enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE };
+
+/* How inih will treat the line the reader just returned (mirrors ini_parse_stream). */
+enum line_kind {
+    LINE_BLANK,   /* empty or comment */
+    LINE_SECTION, /* "[...]" */
+    LINE_KEY,     /* name = value, name: value */
+    LINE_CONT,    /* indented line after a key: more of its value (INI_ALLOW_MULTILINE) */
+};
+
+enum pw_kind { PW_NONE, PW_FILE, PW_ENV, PW_INLINE };
+
+/* Where a value came from, for messages: a file line (and key) or a variable. */
+struct where {
+    int line;
+    const char *var;
+    const char *key;
+};
+
+struct up_extra {
+    int port_given;
+    int tls_given;
+};
+
+struct dev_extra {
+    char *upstream; /* name from `upstream =`, resolved in conf_finish() */
+    struct where upstream_at;
+    enum pw_kind pw;
+    char *pw_arg; /* password_file path or password_env name */
+    struct where pw_at;
+    int match_given;
+    struct where match_at;
+};
+
+struct parse;
+typedef int conf_set_fn(struct parse *p, const char *val, size_t len);
+
+struct key_def {
+    enum sect sect;
+    const char *name;
+    int list; /* may repeat and continue on indented lines; values accumulate */
+    conf_set_fn *set;
+    size_t off; /* timeouts: the unsigned field in struct conf */
+};
+
+struct parse {
+    struct conf *c;
+    const char *file; /* path for messages; NULL for the environment */
+    const char *var;  /* environment variable being applied */
+    char *err;
+    size_t errlen;
+    int failed;
+    int fail_line; /* file line of the recorded error, 0 if none */
+
+    FILE *fp;
+    int lineno; /* lines handed to inih so far: the current line while it runs */
+    enum line_kind kind;
+    int have_prev_name; /* inih's prev_name is non-empty: indented lines continue it */
+    char section_raw[INI_NAME_MAX + 1];
+
+    enum sect sect;
+    size_t cur; /* index of the current upstream or device */
+    const struct key_def *kd;
+    int seen[CONF_MAX_KEYS]; /* line where each key of the current section was first set */
+    int relay_line;
+
+    int listen_given, allow_given;
+    struct where listen_at, allow_at;
+
+    struct up_extra *ux;  /* parallel to c->upstreams */
+    struct dev_extra *dx; /* parallel to c->devices */
+};
+
+static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, set_received,
+    set_bare_lf, set_log_level, set_host, set_port, set_tls, set_ca_file, set_server_name,
+    set_tls_verify, set_upstream, set_user, set_password_file, set_password_env, set_password,
+    set_match;
+
+static const struct key_def conf_keys[] = {
+    {SECT_RELAY, "listen", 1, set_listen, 0},
+    {SECT_RELAY, "allow", 1, set_allow, 0},
+    {SECT_RELAY, "hostname", 0, set_hostname, 0},
+    {SECT_RELAY, "max_message_size", 0, set_size, 0},
+    {SECT_RELAY, "idle_timeout", 0, set_timeout, offsetof(struct conf, idle_timeout)},
+    {SECT_RELAY, "connect_timeout", 0, set_timeout, offsetof(struct conf, connect_timeout)},
+    {SECT_RELAY, "command_timeout", 0, set_timeout, offsetof(struct conf, command_timeout)},
+    {SECT_RELAY, "data_timeout", 0, set_timeout, offsetof(struct conf, data_timeout)},
+    {SECT_RELAY, "shutdown_timeout", 0, set_timeout, offsetof(struct conf, shutdown_timeout)},
+    {SECT_RELAY, "received_header", 0, set_received, 0},
+    {SECT_RELAY, "bare_lf", 0, set_bare_lf, 0},
+    {SECT_RELAY, "log_level", 0, set_log_level, 0},
+    {SECT_UPSTREAM, "host", 0, set_host, 0},
+    {SECT_UPSTREAM, "port", 0, set_port, 0},
+    {SECT_UPSTREAM, "tls", 0, set_tls, 0},
+    {SECT_UPSTREAM, "ca_file", 0, set_ca_file, 0},
+    {SECT_UPSTREAM, "server_name", 0, set_server_name, 0},
+    {SECT_UPSTREAM, "tls_verify", 0, set_tls_verify, 0},
+    {SECT_DEVICE, "upstream", 0, set_upstream, 0},
+    {SECT_DEVICE, "user", 0, set_user, 0},
+    {SECT_DEVICE, "password_file", 0, set_password_file, 0},
+    {SECT_DEVICE, "password_env", 0, set_password_env, 0},
+    {SECT_DEVICE, "password", 0, set_password, 0},
+    {SECT_DEVICE, "match", 1, set_match, 0},
+};
+#define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
+_Static_assert(CONF_NKEYS <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+/* Records the first error only; later ones are consequences or come after it. A
+ * truncated message is still the right message, so snprintf truncation is accepted. */
+static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
+{
+    size_t n = 0;
+    int r = 0;
+
+    if (p->failed) {
+        return;
+    }
+    p->failed = 1;
+    p->fail_line = w && p->file ? w->line : 0;
+    if (!p->err || p->errlen == 0) {
+        return;
+    }
+    p->err[0] = '\0';
+    if (w && p->file) {
+        if (w->line > 0) {
+            r = snprintf(p->err, p->errlen, "%s:%d: %s%s", p->file, w->line, w->key ? w->key : "",
+                         w->key ? ": " : "");
+        } else {
+            r = snprintf(p->err, p->errlen, "%s: ", p->file);
+        }
+    } else if (w && w->var) {
+        r = snprintf(p->err, p->errlen, "%s: ", w->var);
+    }
+    if (r > 0) {
+        n = (size_t)r;
+    }
+    if (n < p->errlen) {
+        vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+    }
+}
+
+static void conf_fail_raw(struct parse *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void conf_fail_raw(struct parse *p, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    conf_failv(p, NULL, fmt, ap);
+    va_end(ap);
+}
+
+static void conf_fail_at(struct parse *p, struct where w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conf_fail_at(struct parse *p, struct where w, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    conf_failv(p, &w, fmt, ap);
+    va_end(ap);
+}
+
+/* The key being set: "file:line: key: ..." or "VAR: ...". */
+static struct where conf_here(const struct parse *p)
+{
+    struct where w = {p->lineno, p->var, p->kd ? p->kd->name : NULL};
+
+    return w;
+}
+
+/* A whole line or section: "file:line: ..." or "VAR: ...". */
+static struct where conf_line(const struct parse *p, int line)
+{
+    struct where w = {line, p->var, NULL};
+
+    return w;
+}
+
+static int conf_oom(struct parse *p)
+{
+    conf_fail_raw(p, "out of memory");
+    return -1;
+}
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+/* Room for one more element at index n, zeroed; NULL (arr untouched) on overflow or OOM. */
+static void *conf_grow(void *arr, size_t n, size_t elem)
+{
+    char *a;
+
+    if (n >= SIZE_MAX / elem - 1) {
+        return NULL;
+    }
+    a = realloc(arr, (n + 1) * elem);
+    if (!a) {
+        return NULL;
+    }
+    memset(a + n * elem, 0, elem);
+    return a;
+}
+
+/* Decimal digits only, no sign or blanks, at most max. */
+static int conf_parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (!*s) {
+        return -1;
+    }
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') {
+            return -1;
+        }
+        if (v > (max - (uint64_t)(*s - '0')) / 10) {
+            return -1;
+        }
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static int conf_parse_bool(const char *s)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            return 1;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Host names, hostname, server_name: printable, no blanks (they go into SMTP lines). */
+static int conf_valid_name(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > CONF_NAME_MAX) {
+        return 0;
+    }
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch <= ' ' || ch == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int conf_valid_section_name(const char *s, size_t len)
+{
+    if (len == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int conf_valid_env_name(const char *s)
+{
+    if (!*s || isdigit((unsigned char)*s)) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && *s != '_') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static char *conf_strdup(struct parse *p, const char *s)
+{
+    char *d = strdup(s);
+
+    if (!d) {
+        conf_oom(p);
+    }
+    return d;
+}
+
+/* "[upstream gmail]" for the section being parsed. */
+static const char *conf_label(const struct parse *p, char *buf, size_t cap)
+{
+    switch (p->sect) {
+    case SECT_RELAY:
+        snprintf(buf, cap, "[relay]");
+        break;
+    case SECT_UPSTREAM:
+        snprintf(buf, cap, "[upstream %s]", p->c->upstreams[p->cur].name);
+        break;
+    case SECT_DEVICE:
+        snprintf(buf, cap, "[device %s]", p->c->devices[p->cur].name);
+        break;
+    case SECT_NONE:
+        snprintf(buf, cap, "(no section)");
+        break;
+    default:
+        abort();
+    }
+    return buf;
+}
+
+/* Calls fn on each item of a list separated by commas and/or blanks. */
+static int conf_each_item(struct parse *p, const char *val, size_t len,
+                          int (*fn)(struct parse *p, const char *item))
+{
+    size_t i = 0;
+
+    while (i < len) {
+        char item[CONF_ITEM_MAX];
+        size_t start;
+
+        while (i < len && (val[i] == ',' || isspace((unsigned char)val[i]))) {
+            i++;
+        }
+        start = i;
+        while (i < len && val[i] != ',' && !isspace((unsigned char)val[i])) {
+            i++;
+        }
+        if (i == start) {
+            break;
+        }
+        if (i - start >= sizeof(item)) {
+            conf_fail_at(p, conf_here(p), "item too long: '%.*s'", (int)(sizeof(item) - 1),
+                         val + start);
+            return -1;
+        }
+        memcpy(item, val + start, i - start);
+        item[i - start] = '\0';
+        if (fn(p, item) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- [relay] --------------------------------------------------------------------------- */
+
+static int conf_add_listen(struct parse *p, const char *item)
+{
+    struct conf *c = p->c;
+    struct conf_listen l;
+    struct conf_listen *a;
+
+    memset(&l, 0, sizeof(l));
+    if (strlen(item) >= sizeof(l.text) || conf_parse_hostport(item, 25, &l.addr, &l.addrlen)) {
+        conf_fail_at(p, conf_here(p), "bad address '%s' (expected 0.0.0.0:25, [::]:25, ...)", item);
+        return -1;
+    }
+    for (size_t i = 0; i < c->nlisten; i++) {
+        if (c->listen[i].addrlen == l.addrlen &&
+            memcmp(&c->listen[i].addr, &l.addr, l.addrlen) == 0) {
+            conf_fail_at(p, conf_here(p), "address '%s' is listed twice", item);
+            return -1;
+        }
+    }
+    memcpy(l.text, item, strlen(item) + 1);
+    a = conf_grow(c->listen, c->nlisten, sizeof(*a));
+    if (!a) {
+        return conf_oom(p);
+    }
+    c->listen = a;
+    a[c->nlisten++] = l;
+    return 0;
+}
+
+static int conf_add_allow(struct parse *p, const char *item)
+{
+    struct conf *c = p->c;
+    struct cidr n;
+    struct cidr *a;
+
+    if (cidr_parse(item, &n) != 0) {
+        conf_fail_at(p, conf_here(p), "bad network '%s'", item);
+        return -1;
+    }
+    a = conf_grow(c->allow, c->nallow, sizeof(*a));
+    if (!a) {
+        return conf_oom(p);
+    }
+    c->allow = a;
+    a[c->nallow++] = n;
+    return 0;
+}
+
+static int set_listen(struct parse *p, const char *val, size_t len)
+{
+    if (!p->listen_given) {
+        p->listen_given = 1;
+        p->listen_at = conf_here(p);
+    }
+    return conf_each_item(p, val, len, conf_add_listen);
+}
+
+static int set_allow(struct parse *p, const char *val, size_t len)
+{
+    if (!p->allow_given) {
+        p->allow_given = 1;
+        p->allow_at = conf_here(p);
+    }
+    return conf_each_item(p, val, len, conf_add_allow);
+}
+
+static int set_hostname(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (!conf_valid_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad host name '%s' (no blanks or control characters)", val);
+        return -1;
+    }
+    p->c->hostname = conf_strdup(p, val);
+    return p->c->hostname ? 0 : -1;
+}
+
+static int set_size(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_size(val, &v) != 0 || v == 0) {
+        conf_fail_at(p, conf_here(p), "bad size '%s' (bytes, or a number with K, M or G)", val);
+        return -1;
+    }
+    p->c->max_message_size = v;
+    return 0;
+}
+
+static int set_timeout(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_uint(val, CONF_MAX_TIMEOUT, &v) != 0 || v == 0) {
+        conf_fail_at(p, conf_here(p), "bad number '%s' (seconds, 1 to %u)", val, CONF_MAX_TIMEOUT);
+        return -1;
+    }
+    *(unsigned *)(void *)((char *)p->c + p->kd->off) = (unsigned)v;
+    return 0;
+}
+
+static int set_received(struct parse *p, const char *val, size_t len)
+{
+    int b = conf_parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
+                     val);
+        return -1;
+    }
+    p->c->received_header = b;
+    return 0;
+}
+
+static int set_bare_lf(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (strcmp(val, "normalize") == 0) {
+        p->c->bare_lf = CONF_BARE_LF_NORMALIZE;
+    } else if (strcmp(val, "reject") == 0) {
+        p->c->bare_lf = CONF_BARE_LF_REJECT;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (normalize or reject)", val);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_log_level(struct parse *p, const char *val, size_t len)
+{
+    int l = log_level_parse(val);
+
+    (void)len;
+    if (l < 0) {
+        conf_fail_at(p, conf_here(p), "bad level '%s' (debug, info, warn or error)", val);
+        return -1;
+    }
+    p->c->log_level = l;
+    return 0;
+}
+
+/* ---- [upstream NAME] ------------------------------------------------------------------- */
+
+static int set_host(struct parse *p, const char *val, size_t len)
+{
+    struct conf_upstream *u = &p->c->upstreams[p->cur];
+    struct in6_addr a6;
+
+    (void)len;
+    if (!conf_valid_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad host '%s'", val);
+        return -1;
+    }
+    if (strchr(val, ':') && inet_pton(AF_INET6, val, &a6) != 1) {
+        conf_fail_at(p, conf_here(p), "bad host '%s' (give the port with port =)", val);
+        return -1;
+    }
+    u->host = conf_strdup(p, val);
+    return u->host ? 0 : -1;
+}
+
+static int set_port(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_uint(val, 65535, &v) != 0 || v == 0) {
+        conf_fail_at(p, conf_here(p), "bad port '%s' (1 to 65535)", val);
+        return -1;
+    }
+    p->c->upstreams[p->cur].port = (uint16_t)v;
+    p->ux[p->cur].port_given = 1;
+    return 0;
+}
+
+static int set_tls(struct parse *p, const char *val, size_t len)
+{
+    struct conf_upstream *u = &p->c->upstreams[p->cur];
+
+    (void)len;
+    if (strcmp(val, "starttls") == 0) {
+        u->tls = CONF_TLS_STARTTLS;
+    } else if (strcmp(val, "implicit") == 0) {
+        u->tls = CONF_TLS_IMPLICIT;
+    } else if (strcasecmp(val, "none") == 0 || strcasecmp(val, "plain") == 0 ||
+               strcasecmp(val, "no") == 0 || strcasecmp(val, "off") == 0) {
+        /* Credentials are sent upstream, so a cleartext mode is deliberately absent. */
+        conf_fail_at(p, conf_here(p),
+                     "'%s': relay25 has no plain mode (upstream TLS is mandatory); use starttls "
+                     "or implicit",
+                     val);
+        return -1;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (starttls or implicit)", val);
+        return -1;
+    }
+    p->ux[p->cur].tls_given = 1;
+    return 0;
+}
+
+static int set_ca_file(struct parse *p, const char *val, size_t len)
+{
+    struct conf_upstream *u = &p->c->upstreams[p->cur];
+
+    (void)len;
+    u->ca_file = conf_strdup(p, val);
+    return u->ca_file ? 0 : -1;
+}
+
+static int set_server_name(struct parse *p, const char *val, size_t len)
+{
+    struct conf_upstream *u = &p->c->upstreams[p->cur];
+
+    (void)len;
+    if (!conf_valid_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad name '%s'", val);
+        return -1;
+    }
+    u->server_name = conf_strdup(p, val);
+    return u->server_name ? 0 : -1;
+}
+
+static int set_tls_verify(struct parse *p, const char *val, size_t len)
+{
+    int b = conf_parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
+                     val);
+        return -1;
+    }
+    p->c->upstreams[p->cur].tls_verify = b;
+    return 0;
+}
+
+/* ---- [device NAME] --------------------------------------------------------------------- */
+
+static int set_upstream(struct parse *p, const char *val, size_t len)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+
+    (void)len;
+    if (!conf_valid_section_name(val, strlen(val))) {
+        conf_fail_at(p, conf_here(p), "bad upstream name '%s'", val);
+        return -1;
+    }
+    x->upstream = conf_strdup(p, val);
+    x->upstream_at = conf_here(p);
+    return x->upstream ? 0 : -1;
+}
+
+static int set_user(struct parse *p, const char *val, size_t len)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+
+    (void)len;
+    d->user = conf_strdup(p, val);
+    return d->user ? 0 : -1;
+}
+
+static const char *const conf_pw_keys[] = {"", "password_file", "password_env", "password"};
+
+/* Exactly one password source per device; the message never shows a value. */
+static int conf_pw_source(struct parse *p, enum pw_kind kind)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+    char label[96];
+
+    if (x->pw != PW_NONE) {
+        if (x->pw_at.line > 0) {
+            conf_fail_at(p, conf_here(p),
+                         "%s already has %s (line %d): give exactly one of password_file, "
+                         "password_env, password",
+                         conf_label(p, label, sizeof(label)), conf_pw_keys[x->pw], x->pw_at.line);
+        } else {
+            conf_fail_at(p, conf_here(p), "give exactly one of %s and %s", x->pw_at.var,
+                         p->var ? p->var : "");
+        }
+        return -1;
+    }
+    x->pw = kind;
+    x->pw_at = conf_here(p);
+    return 0;
+}
+
+/* password_source for `check` output: "file /path", "env NAME", "inline". */
+static int conf_set_source(struct parse *p, const char *prefix, const char *arg)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+    size_t n = strlen(prefix) + strlen(arg) + 1;
+    int r;
+
+    d->password_source = malloc(n);
+    if (!d->password_source) {
+        return conf_oom(p);
+    }
+    r = snprintf(d->password_source, n, "%s%s", prefix, arg);
+    if (r < 0 || (size_t)r >= n) {
+        return conf_oom(p);
+    }
+    return 0;
+}
+
+static int set_password_file(struct parse *p, const char *val, size_t len)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+
+    (void)len;
+    if (conf_pw_source(p, PW_FILE) != 0) {
+        return -1;
+    }
+    x->pw_arg = conf_strdup(p, val);
+    if (!x->pw_arg) {
+        return -1;
+    }
+    return conf_set_source(p, "file ", val);
+}
+
+static int set_password_env(struct parse *p, const char *val, size_t len)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+
+    (void)len;
+    if (conf_pw_source(p, PW_ENV) != 0) {
+        return -1;
+    }
+    if (!conf_valid_env_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad variable name '%s'", val);
+        return -1;
+    }
+    x->pw_arg = conf_strdup(p, val);
+    if (!x->pw_arg) {
+        return -1;
+    }
+    return conf_set_source(p, "env ", val);
+}
+
+static int set_password(struct parse *p, const char *val, size_t len)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+
+    (void)len;
+    if (conf_pw_source(p, PW_INLINE) != 0) {
+        return -1;
+    }
+    d->password = conf_strdup(p, val);
+    if (!d->password) {
+        return -1;
+    }
+    return conf_set_source(p, "inline", "");
+}
+
+static int conf_add_match(struct parse *p, const char *item)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+    struct cidr n;
+    struct cidr *a;
+
+    if (cidr_parse(item, &n) != 0) {
+        conf_fail_at(p, conf_here(p), "bad network '%s'", item);
+        return -1;
+    }
+    a = conf_grow(d->match, d->nmatch, sizeof(*a));
+    if (!a) {
+        return conf_oom(p);
+    }
+    d->match = a;
+    a[d->nmatch++] = n;
+    return 0;
+}
+
+static int set_match(struct parse *p, const char *val, size_t len)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+
+    if (p->c->devices[p->cur].is_default) {
+        conf_fail_at(p, conf_here(p),
+                     "[device default] takes no match: it serves allowed clients that match no "
+                     "other device");
+        return -1;
+    }
+    if (!x->match_given) {
+        x->match_given = 1;
+        x->match_at = conf_here(p);
+    }
+    return conf_each_item(p, val, len, conf_add_match);
+}
+
+/* ---- sections -------------------------------------------------------------------------- */
+
+static int conf_new_upstream(struct parse *p, const char *name, size_t len, int line)
+{
+    struct conf *c = p->c;
+    struct conf_upstream *u;
+    struct up_extra *x;
+
+    x = conf_grow(p->ux, c->nupstreams, sizeof(*x));
+    if (!x) {
+        return conf_oom(p);
+    }
+    p->ux = x;
+    u = conf_grow(c->upstreams, c->nupstreams, sizeof(*u));
+    if (!u) {
+        return conf_oom(p);
+    }
+    c->upstreams = u;
+    u = &c->upstreams[c->nupstreams++];
+    u->tls_verify = 1;
+    u->line = line;
+    u->name = strndup(name, len);
+    if (!u->name) {
+        return conf_oom(p);
+    }
+    p->sect = SECT_UPSTREAM;
+    p->cur = c->nupstreams - 1;
+    return 0;
+}
+
+static int conf_new_device(struct parse *p, const char *name, size_t len, int line)
+{
+    struct conf *c = p->c;
+    struct conf_device *d;
+    struct dev_extra *x;
+
+    x = conf_grow(p->dx, c->ndevices, sizeof(*x));
+    if (!x) {
+        return conf_oom(p);
+    }
+    p->dx = x;
+    d = conf_grow(c->devices, c->ndevices, sizeof(*d));
+    if (!d) {
+        return conf_oom(p);
+    }
+    c->devices = d;
+    d = &c->devices[c->ndevices++];
+    d->line = line;
+    d->name = strndup(name, len);
+    if (!d->name) {
+        return conf_oom(p);
+    }
+    d->is_default = strcmp(d->name, "default") == 0;
+    p->sect = SECT_DEVICE;
+    p->cur = c->ndevices - 1;
+    return 0;
+}
+
+/* A "[...]" line (text between the brackets): "relay", "upstream NAME", "device NAME". */
+static int conf_section(struct parse *p, const char *text, size_t len)
+{
+    struct conf *c = p->c;
+    const char *type, *name, *rest, *end = text + len;
+    size_t tlen, nlen;
+
+    memset(p->seen, 0, sizeof(p->seen));
+    p->sect = SECT_NONE;
+    if (len > INI_NAME_MAX) {
+        conf_fail_at(p, conf_line(p, p->lineno),
+                     "section header too long (inih keeps %d characters)", INI_NAME_MAX);
+        return -1;
+    }
+    memcpy(p->section_raw, text, len);
+    p->section_raw[len] = '\0';
+
+    for (type = text; type < end && isspace((unsigned char)*type); type++) {
+    }
+    for (name = type; name < end && !isspace((unsigned char)*name); name++) {
+    }
+    tlen = (size_t)(name - type);
+    for (; name < end && isspace((unsigned char)*name); name++) {
+    }
+    for (rest = name; rest < end && !isspace((unsigned char)*rest); rest++) {
+    }
+    nlen = (size_t)(rest - name);
+    for (; rest < end && isspace((unsigned char)*rest); rest++) {
+    }
+    if (rest != end) {
+        conf_fail_at(p, conf_line(p, p->lineno),
+                     "bad section header '[%.*s]' (expected [relay], [upstream NAME] or "
+                     "[device NAME])",
+                     (int)len, text);
+        return -1;
+    }
+
+    if (tlen == 5 && memcmp(type, "relay", 5) == 0) {
+        if (nlen) {
+            conf_fail_at(p, conf_line(p, p->lineno), "[relay] takes no name");
+            return -1;
+        }
+        if (p->relay_line) {
+            conf_fail_at(p, conf_line(p, p->lineno), "duplicate section [relay] (first on line %d)",
+                         p->relay_line);
+            return -1;
+        }
+        p->relay_line = p->lineno;
+        p->sect = SECT_RELAY;
+        return 0;
+    }
+    if ((tlen == 8 && memcmp(type, "upstream", 8) == 0) ||
+        (tlen == 6 && memcmp(type, "device", 6) == 0)) {
+        int is_up = tlen == 8;
+
+        if (!nlen) {
+            conf_fail_at(p, conf_line(p, p->lineno), "[%.*s] needs a name: [%.*s NAME]", (int)tlen,
+                         type, (int)tlen, type);
+            return -1;
+        }
+        if (!conf_valid_section_name(name, nlen)) {
+            conf_fail_at(p, conf_line(p, p->lineno),
+                         "bad name '%.*s' in [%.*s] (letters, digits, '.', '_', '-')", (int)nlen,
+                         name, (int)tlen, type);
+            return -1;
+        }
+        for (size_t i = 0; i < (is_up ? c->nupstreams : c->ndevices); i++) {
+            const char *other = is_up ? c->upstreams[i].name : c->devices[i].name;
+            int line = is_up ? c->upstreams[i].line : c->devices[i].line;
+
+            if (strlen(other) == nlen && memcmp(other, name, nlen) == 0) {
+                conf_fail_at(p, conf_line(p, p->lineno),
+                             "duplicate section [%.*s %.*s] (first on line %d)", (int)tlen, type,
+                             (int)nlen, name, line);
+                return -1;
+            }
+        }
+        return is_up ? conf_new_upstream(p, name, nlen, p->lineno)
+                     : conf_new_device(p, name, nlen, p->lineno);
+    }
+    conf_fail_at(p, conf_line(p, p->lineno),
+                 "unknown section type '%.*s' (expected [relay], [upstream NAME] or [device NAME])",
+                 (int)tlen, type);
+    return -1;
+}
+
+static const struct key_def *conf_find_key(enum sect s, const char *name)
+{
+    for (size_t i = 0; i < CONF_NKEYS; i++) {
+        if (conf_keys[i].sect == s && strcmp(conf_keys[i].name, name) == 0) {
+            return &conf_keys[i];
+        }
+    }
+    return NULL;
+}
+
+/* Applies one key; line > 0 in a file, the variable in p->var otherwise. */
+static int conf_apply(struct parse *p, const struct key_def *kd, const char *val, size_t len)
+{
+    size_t idx = (size_t)(kd - conf_keys);
+    int r;
+
+    if (!kd->list) {
+        if (p->seen[idx]) {
+            char label[96];
+            conf_fail_at(p, conf_line(p, p->lineno), "duplicate key '%s' in %s (first on line %d)",
+                         kd->name, conf_label(p, label, sizeof(label)), p->seen[idx]);
+            return -1;
+        }
+        if (!*val) {
+            p->kd = kd;
+            conf_fail_at(p, conf_here(p), "empty value");
+            p->kd = NULL;
+            return -1;
+        }
+    }
+    if (!p->seen[idx]) {
+        p->seen[idx] = p->lineno > 0 ? p->lineno : 1;
+    }
+    p->kd = kd;
+    r = kd->set(p, val, len);
+    p->kd = NULL;
+    return r;
+}
+
+/* ---- the file: reader and handler for inih ----------------------------------------------- */
+
+/* inih's ini_find_chars_or_comment(): first char of chars, or a ';' after a blank. */
+static const char *conf_find_chars_or_comment(const char *s, const char *end, const char *chars)
+{
+    int was_space = 0;
+
+    while (s < end && !strchr(chars, *s) && !(was_space && *s == ';')) {
+        was_space = isspace((unsigned char)*s);
+        s++;
+    }
+    return s;
+}
+
+/* Decides what inih will make of the line, with inih's own rules (ini_parse_stream),
+ * so the handler knows its section and line. Returns -1 with an error for lines
+ * inih would reject, so the first error is the one reported. */
+static int conf_classify(struct parse *p, const char *line, size_t len)
+{
+    const char *s = line, *end = line + len, *q;
+
+    if (p->lineno == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) {
+        s += 3; /* UTF-8 BOM (INI_ALLOW_BOM) */
+    }
+    while (end > s && isspace((unsigned char)end[-1])) {
+        end--;
+    }
+    while (s < end && isspace((unsigned char)*s)) {
+        s++;
+    }
+    if (s == end || *s == ';' || *s == '#') {
+        p->kind = LINE_BLANK;
+        return 0;
+    }
+    if (p->have_prev_name && s > line) {
+        p->kind = LINE_CONT;
+        return 0;
+    }
+    if (*s == '[') {
+        q = conf_find_chars_or_comment(s + 1, end, "]");
+        if (q == end || *q != ']') {
+            conf_fail_at(p, conf_line(p, p->lineno), "missing ']' in section header");
+            return -1;
+        }
+        p->kind = LINE_SECTION;
+        p->have_prev_name = 0;
+        return conf_section(p, s + 1, (size_t)(q - (s + 1)));
+    }
+    q = conf_find_chars_or_comment(s, end, "=:");
+    if (q == end || (*q != '=' && *q != ':')) {
+        /* The line is not quoted: it might be a stray password. */
+        conf_fail_at(p, conf_line(p, p->lineno),
+                     "syntax error: expected 'key = value', [section] or a ; comment");
+        return -1;
+    }
+    while (q > s && isspace((unsigned char)q[-1])) {
+        q--;
+    }
+    p->kind = LINE_KEY;
+    p->have_prev_name = q > s;
+    return 0;
+}
+
+/* ini_reader over p->fp: hands inih one whole physical line at a time, counts
+ * lines, and refuses lines inih would silently split (longer than num - 2 bytes
+ * before the newline) or truncate (NUL bytes). Returns NULL to stop at an error. */
+static char *conf_reader(char *str, int num, void *stream)
+{
+    struct parse *p = stream;
+    size_t max, n = 0;
+    int ch = EOF;
+
+    if (p->failed || num < 3) {
+        return NULL;
+    }
+    max = (size_t)num - 2;
+    while ((ch = getc(p->fp)) != EOF && ch != '\n') {
+        if (ch == '\0') {
+            explicit_bzero(str, n);
+            conf_fail_at(p, conf_line(p, p->lineno + 1), "NUL byte in line");
+            return NULL;
+        }
+        if (n == max) {
+            explicit_bzero(str, n);
+            conf_fail_at(p, conf_line(p, p->lineno + 1),
+                         "line longer than %zu characters (inih reads at most %d bytes per "
+                         "line, newline included)",
+                         max, num - 1);
+            return NULL;
+        }
+        str[n++] = (char)ch;
+    }
+    if (ch == EOF) {
+        if (ferror(p->fp)) {
+            conf_fail_raw(p, "cannot read %s: %s", p->file, strerror(errno));
+            return NULL;
+        }
+        if (n == 0) {
+            return NULL;
+        }
+    } else {
+        str[n++] = '\n';
+    }
+    str[n] = '\0';
+    p->lineno++;
+    if (conf_classify(p, str, n) != 0) {
+        return NULL;
+    }
+    return str;
+}
+
+static int conf_on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse *p = user;
+    const struct key_def *kd;
+    size_t len = strlen(value);
+    char label[96];
+
+    if (p->failed) {
+        return 0;
+    }
+    if ((p->kind != LINE_KEY && p->kind != LINE_CONT) || strcmp(section, p->section_raw) != 0) {
+        conf_fail_at(p, conf_line(p, p->lineno),
+                     "internal error: relay25 and inih disagree about this line");
+        return 0;
+    }
+    if (p->sect == SECT_NONE) {
+        conf_fail_at(p, conf_line(p, p->lineno),
+                     "key '%s' outside any section (start with [relay], [upstream NAME] or "
+                     "[device NAME])",
+                     name);
+        return 0;
+    }
+    kd = conf_find_key(p->sect, name);
+    if (!kd) {
+        conf_fail_at(p, conf_line(p, p->lineno), "unknown key '%s' in %s", name,
+                     conf_label(p, label, sizeof(label)));
+        return 0;
+    }
+    if (p->kind == LINE_CONT) {
+        if (!kd->list) {
+            conf_fail_at(p, conf_line(p, p->lineno),
+                         "'%s' takes one value; only lists (listen, allow, match) continue on "
+                         "indented lines",
+                         name);
+            return 0;
+        }
+        /* inih 55 leaves inline comments in continuation lines; cut them as it does
+         * on key lines (a ';' after a blank). */
+        len = (size_t)(conf_find_chars_or_comment(value, value + len, "") - value);
+    }
+    return conf_apply(p, kd, value, len) == 0;
+}
+
+static int conf_load_file(struct parse *p, const char *path)
+{
+    /* Our own stdio buffer, so inline passwords read through it can be wiped. */
+    char iobuf[4096];
+    FILE *fp;
+    int r;
+
+    fp = fopen(path, "re");
+    if (!fp) {
+        conf_fail_raw(p, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
+    p->fp = fp;
+    r = ini_parse_stream(conf_reader, p, conf_on_key, p);
+    p->fp = NULL;
+    fclose(fp);
+    explicit_bzero(iobuf, sizeof(iobuf));
+    if (r == -2) {
+        return conf_oom(p);
+    }
+    if (r > 0 && (!p->failed || (p->fail_line > 0 && r < p->fail_line))) {
+        /* The reader reports every line inih rejects, so this is a safety net. */
+        p->failed = 0;
+        conf_fail_at(p, conf_line(p, r), "syntax error");
+    }
+    return p->failed ? -1 : 0;
+}
+
+/* ---- the environment ------------------------------------------------------------------- */
+
+static const char *conf_getenv(const char *name)
+{
+    const char *v = getenv(name);
+
+    /* An empty variable counts as unset (compose files often pass VAR= ). */
+    return v && *v ? v : NULL;
+}
+
+static int conf_env_key(struct parse *p, const char *var, enum sect s, const char *key)
+{
+    const char *v = conf_getenv(var);
+    int r;
+
+    if (!v) {
+        return 0;
+    }
+    p->var = var;
+    p->sect = s;
+    p->cur = 0;
+    memset(p->seen, 0, sizeof(p->seen));
+    r = conf_apply(p, conf_find_key(s, key), v, strlen(v));
+    p->var = NULL;
+    return r;
+}
+
+/* "host", "host:port", "[v6]", "[v6]:port", "v6" (more than one ':'). */
+static int conf_split_upstream(const char *s, char *host, size_t cap, const char **port)
+{
+    const char *h = s, *e, *colon;
+
+    *port = NULL;
+    if (*s == '[') {
+        h = s + 1;
+        e = strchr(h, ']');
+        if (!e || (e[1] && e[1] != ':')) {
+            return -1;
+        }
+        if (e[1] == ':') {
+            *port = e + 2;
+        }
+    } else {
+        colon = strchr(s, ':');
+        /* one ':' is host:port; more is a bare IPv6 address */
+        if (colon && !strchr(colon + 1, ':')) {
+            e = colon;
+            *port = colon + 1;
+        } else {
+            e = s + strlen(s);
+        }
+    }
+    if (e == h || (size_t)(e - h) >= cap || (*port && !**port)) {
+        return -1;
+    }
+    memcpy(host, h, (size_t)(e - h));
+    host[e - h] = '\0';
+    return 0;
+}
+
+static int conf_load_env(struct parse *p)
+{
+    static const struct {
+        const char *var;
+        enum sect sect;
+        const char *key;
+    } vars[] = {
+        {"RELAY25_LISTEN", SECT_RELAY, "listen"},
+        {"RELAY25_ALLOW", SECT_RELAY, "allow"},
+        {"RELAY25_HOSTNAME", SECT_RELAY, "hostname"},
+        {"RELAY25_MAX_MESSAGE_SIZE", SECT_RELAY, "max_message_size"},
+        {"RELAY25_LOG_LEVEL", SECT_RELAY, "log_level"},
+        {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
+        {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
+        {"RELAY25_CA_FILE", SECT_UPSTREAM, "ca_file"},
+        {"RELAY25_TLS_VERIFY", SECT_UPSTREAM, "tls_verify"},
+        {"RELAY25_USER", SECT_DEVICE, "user"},
+        {"RELAY25_PASSWORD_FILE", SECT_DEVICE, "password_file"},
+    };
+    const char *up = conf_getenv("RELAY25_UPSTREAM");
+    const char *port;
+    char host[CONF_NAME_MAX + 1];
+
+    if (!up) {
+        conf_fail_raw(p, "no configuration: give -c FILE or set RELAY25_UPSTREAM");
+        return -1;
+    }
+    if (conf_new_upstream(p, "default", 7, 0) != 0 || conf_new_device(p, "default", 7, 0) != 0) {
+        return -1;
+    }
+    p->var = "RELAY25_UPSTREAM";
+    if (conf_split_upstream(up, host, sizeof(host), &port) != 0) {
+        conf_fail_at(p, conf_line(p, 0), "bad upstream '%s' (expected host:port)", up);
+        return -1;
+    }
+    p->sect = SECT_UPSTREAM;
+    p->cur = 0;
+    if (conf_apply(p, conf_find_key(SECT_UPSTREAM, "host"), host, strlen(host)) != 0 ||
+        (port && conf_apply(p, conf_find_key(SECT_UPSTREAM, "port"), port, strlen(port)) != 0)) {
+        return -1;
+    }
+    p->var = NULL;
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        if (conf_env_key(p, vars[i].var, vars[i].sect, vars[i].key) != 0) {
+            return -1;
+        }
+    }
+    if (conf_getenv("RELAY25_PASSWORD")) {
+        /* Looked up like password_env, so the secret is never copied into the snapshot
+         * twice and password_source reads "env RELAY25_PASSWORD". */
+        p->var = "RELAY25_PASSWORD";
+        p->sect = SECT_DEVICE;
+        p->cur = 0;
+        memset(p->seen, 0, sizeof(p->seen));
+        if (conf_apply(p, conf_find_key(SECT_DEVICE, "password_env"), "RELAY25_PASSWORD", 16)) {
+            return -1;
+        }
+        p->var = NULL;
+    }
+    if (!p->c->devices[0].user) {
+        p->var = "RELAY25_USER";
+        conf_fail_at(p, conf_line(p, 0), "not set (the login for RELAY25_UPSTREAM)");
+        return -1;
+    }
+    if (p->dx[0].pw == PW_NONE) {
+        conf_fail_raw(p, "set RELAY25_PASSWORD or RELAY25_PASSWORD_FILE");
+        return -1;
+    }
+    p->sect = SECT_NONE;
+    return 0;
+}
+
+/* ---- checks that need the whole file, defaults, secrets, trust anchors ------------------ */
+
+static int conf_default_hostname(struct parse *p)
+{
+    char buf[CONF_NAME_MAX + 1];
+
+    if (gethostname(buf, sizeof(buf)) != 0) {
+        buf[0] = '\0';
+    }
+    buf[sizeof(buf) - 1] = '\0';
+    p->c->hostname = conf_strdup(p, conf_valid_name(buf) ? buf : "localhost");
+    return p->c->hostname ? 0 : -1;
+}
+
+static int conf_finish_relay(struct parse *p)
+{
+    struct conf *c = p->c;
+
+    if (p->listen_given && c->nlisten == 0) {
+        conf_fail_at(p, p->listen_at, "empty list");
+        return -1;
+    }
+    if (p->allow_given && c->nallow == 0) {
+        conf_fail_at(p, p->allow_at, "empty list");
+        return -1;
+    }
+    if (!p->listen_given && conf_add_listen(p, CONF_DEFAULT_LISTEN) != 0) {
+        return -1;
+    }
+    if (!p->allow_given &&
+        (conf_add_allow(p, "127.0.0.0/8") != 0 || conf_add_allow(p, "::1/128") != 0)) {
+        return -1;
+    }
+    if (!c->hostname) {
+        return conf_default_hostname(p);
+    }
+    return 0;
+}
+
+static int conf_finish_upstreams(struct parse *p)
+{
+    struct conf *c = p->c;
+
+    if (c->nupstreams == 0) {
+        conf_fail_at(p, conf_line(p, p->lineno > 0 ? p->lineno : 1),
+                     "no [upstream NAME] section: relay25 needs one to send mail through");
+        return -1;
+    }
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        struct conf_upstream *u = &c->upstreams[i];
+        struct up_extra *x = &p->ux[i];
+
+        if (!u->host) {
+            conf_fail_at(p, conf_line(p, u->line), "[upstream %s] has no host", u->name);
+            return -1;
+        }
+        /* Port 465 is implicit TLS (RFC 8314 §3.3); 587 is submission with STARTTLS. */
+        if (!x->tls_given) {
+            u->tls = x->port_given && u->port == CONF_IMPLICIT_PORT ? CONF_TLS_IMPLICIT
+                                                                    : CONF_TLS_STARTTLS;
+        }
+        if (!x->port_given) {
+            u->port = u->tls == CONF_TLS_IMPLICIT ? CONF_IMPLICIT_PORT : CONF_DEFAULT_PORT;
+        }
+        if (!u->server_name && !(u->server_name = conf_strdup(p, u->host))) {
+            return -1;
+        }
+        if (!u->ca_file && !(u->ca_file = conf_strdup(p, CONF_DEFAULT_CA))) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int conf_finish_devices(struct parse *p)
+{
+    struct conf *c = p->c;
+
+    if (c->ndevices == 0) {
+        conf_fail_at(p, conf_line(p, p->lineno > 0 ? p->lineno : 1),
+                     "no [device NAME] section: add [device default] with user and "
+                     "password_file");
+        return -1;
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        struct conf_device *d = &c->devices[i];
+        struct dev_extra *x = &p->dx[i];
+        struct where sec = conf_line(p, d->line);
+
+        if (!d->user) {
+            conf_fail_at(p, sec, "[device %s] has no user", d->name);
+            return -1;
+        }
+        if (x->pw == PW_NONE) {
+            conf_fail_at(p, sec,
+                         "[device %s] needs exactly one of password_file, password_env, "
+                         "password",
+                         d->name);
+            return -1;
+        }
+        if (!d->is_default && d->nmatch == 0) {
+            conf_fail_at(p, x->match_given ? x->match_at : sec,
+                         "[device %s] has no match (only [device default] may omit it)", d->name);
+            return -1;
+        }
+        if (x->upstream) {
+            for (size_t j = 0; j < c->nupstreams && !d->up; j++) {
+                if (strcmp(c->upstreams[j].name, x->upstream) == 0) {
+                    d->up = &c->upstreams[j];
+                }
+            }
+            if (!d->up) {
+                conf_fail_at(p, x->upstream_at, "no [upstream %s] for [device %s]", x->upstream,
+                             d->name);
+                return -1;
+            }
+        } else if (c->nupstreams == 1) {
+            d->up = &c->upstreams[0];
+        } else {
+            conf_fail_at(p, sec, "[device %s] needs upstream = NAME (there are %zu upstreams)",
+                         d->name, c->nupstreams);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Secrets are read now, at load time, so a missing one stops startup or reload. */
+static int conf_load_secrets(struct parse *p)
+{
+    for (size_t i = 0; i < p->c->ndevices; i++) {
+        struct conf_device *d = &p->c->devices[i];
+        struct dev_extra *x = &p->dx[i];
+        char msg[512];
+
+        if (x->pw != PW_FILE && x->pw != PW_ENV) {
+            continue;
+        }
+        d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
+                                       : auth_secret_env(x->pw_arg, msg, sizeof(msg));
+        if (!d->password) {
+            conf_fail_at(p, x->pw_at, "%s", msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int conf_load_cas(struct parse *p)
+{
+    struct conf *c = p->c;
+
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        struct conf_upstream *u = &c->upstreams[i];
+        char msg[512];
+
+        for (size_t j = 0; j < i && !u->ca; j++) {
+            if (strcmp(c->upstreams[j].ca_file, u->ca_file) == 0) {
+                u->ca = c->upstreams[j].ca;
+            }
+        }
+        if (u->ca) {
+            continue;
+        }
+        u->ca = tls_ca_load(u->ca_file, msg, sizeof(msg));
+        if (!u->ca) {
+            struct where w = {u->line, p->file ? NULL : "RELAY25_CA_FILE", NULL};
+            conf_fail_at(p, w, "[upstream %s]: %s", u->name, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void conf_parse_free(struct parse *p)
+{
+    for (size_t i = 0; p->dx && i < p->c->ndevices; i++) {
+        free(p->dx[i].upstream);
+        free(p->dx[i].pw_arg);
+    }
+    free(p->dx);
+    free(p->ux);
+}
+
+/* ---- public ---------------------------------------------------------------------------- */
+
+struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
+{
+    struct parse p;
+    struct conf *c;
+
+    memset(&p, 0, sizeof(p));
+    p.err = err;
+    p.errlen = errlen;
+    if (err && errlen) {
+        err[0] = '\0';
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        conf_oom(&p);
+        return NULL;
+    }
+    p.c = c;
+    c->max_message_size = 35ull << 20;
+    c->received_header = 1;
+    c->bare_lf = CONF_BARE_LF_NORMALIZE;
+    c->log_level = LOG_INFO;
+    c->idle_timeout = 300;
+    c->connect_timeout = 30;
+    c->command_timeout = 300;
+    c->data_timeout = 600;
+    c->shutdown_timeout = 30;
+
+    if (path) {
+        c->path = conf_strdup(&p, path);
+        if (!c->path) {
+            goto fail;
+        }
+        p.file = c->path;
+        if (conf_load_file(&p, path) != 0) {
+            goto fail;
+        }
+    } else if (conf_load_env(&p) != 0) {
+        goto fail;
+    }
+    if (conf_finish_relay(&p) != 0 || conf_finish_upstreams(&p) != 0 ||
+        conf_finish_devices(&p) != 0 || conf_load_secrets(&p) != 0) {
+        goto fail;
+    }
+    if (load_ca && conf_load_cas(&p) != 0) {
+        goto fail;
+    }
+    conf_parse_free(&p);
+    return c;
+fail:
+    conf_parse_free(&p);
+    conf_free(c);
+    return NULL;
+}
+
+void conf_free(struct conf *c)
+{
+    if (!c) {
+        return;
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        struct conf_device *d = &c->devices[i];
+
+        if (d->password) {
+            explicit_bzero(d->password, strlen(d->password));
+            free(d->password);
+        }
+        free(d->name);
+        free(d->match);
+        free(d->user);
+        free(d->password_source);
+    }
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        struct conf_upstream *u = &c->upstreams[i];
+        int shared = 0;
+
+        for (size_t j = 0; j < i && !shared; j++) {
+            shared = c->upstreams[j].ca == u->ca;
+        }
+        if (u->ca && !shared) {
+            /* const for readers; the snapshot owns it. */
+            tls_ca_free((struct tls_ca *)u->ca);
+        }
+        free(u->name);
+        free(u->host);
+        free(u->ca_file);
+        free(u->server_name);
+    }
+    free(c->devices);
+    free(c->upstreams);
+    free(c->listen);
+    free(c->allow);
+    free(c->hostname);
+    free(c->path);
+    free(c);
+}
+
+int conf_parse_size(const char *s, uint64_t *out)
+{
+    char digits[24];
+    size_t n = strlen(s);
+    unsigned shift = 0;
+    uint64_t v;
+
+    if (n > 0) {
+        switch (s[n - 1]) {
+        case 'K':
+        case 'k':
+            shift = 10;
+            break;
+        case 'M':
+        case 'm':
+            shift = 20;
+            break;
+        case 'G':
+        case 'g':
+            shift = 30;
+            break;
+        default:
+            break;
+        }
+    }
+    if (shift) {
+        n--;
+    }
+    if (n == 0 || n >= sizeof(digits)) {
+        return -1;
+    }
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    if (conf_parse_uint(digits, UINT64_MAX >> shift, &v) != 0) {
+        return -1;
+    }
+    *out = v << shift;
+    return 0;
+}
+
+int conf_parse_hostport(const char *s, uint16_t defport, struct sockaddr_storage *ss,
+                        socklen_t *len)
+{
+    char addr[INET6_ADDRSTRLEN];
+    const char *a = s, *e, *port = NULL;
+    int v6;
+    uint64_t pv = defport;
+
+    if (*s == '[') {
+        a = s + 1;
+        e = strchr(a, ']');
+        if (!e || (e[1] && e[1] != ':')) {
+            return -1;
+        }
+        if (e[1] == ':') {
+            port = e + 2;
+        }
+        v6 = 1;
+    } else {
+        const char *colon = strchr(s, ':');
+
+        if (colon && strchr(colon + 1, ':')) {
+            e = s + strlen(s); /* bare IPv6 address, default port */
+            v6 = 1;
+        } else {
+            e = colon ? colon : s + strlen(s);
+            port = colon ? colon + 1 : NULL;
+            v6 = 0;
+        }
+    }
+    if (e == a || (size_t)(e - a) >= sizeof(addr)) {
+        return -1;
+    }
+    memcpy(addr, a, (size_t)(e - a));
+    addr[e - a] = '\0';
+    if (port && conf_parse_uint(port, 65535, &pv) != 0) {
+        return -1;
+    }
+    memset(ss, 0, sizeof(*ss));
+    if (v6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+        if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) != 1) {
+            return -1;
+        }
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)pv);
+        *len = sizeof(*sin6);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+        if (inet_pton(AF_INET, addr, &sin->sin_addr) != 1) {
+            return -1;
+        }
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)pv);
+        *len = sizeof(*sin);
+    }
+    return 0;
+}

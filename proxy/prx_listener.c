@@ -1,0 +1,161 @@
+/* prx_listener: binds the configured addresses, accepts connections into
+ * prx_sessions and runs the drain on shutdown. */
+#include "proxy/prx_listener.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "conf/conf.h"
+#include "proxy/prx_session.h"
+
+#define PRX_BACKLOG 1024 /* bursts of printers and cron jobs; capped by somaxconn */
+
+struct prx_server {
+    struct prx_env env;
+    uv_tcp_t *listeners;
+    size_t nlisteners;
+    uv_timer_t timer;
+    size_t open_handles; /* listeners + timer */
+    int shutting_down;
+    int env_empty;
+    prx_done_cb *done;
+    void *done_arg;
+};
+
+static void prx_server_check_done(struct prx_server *srv)
+{
+    if (srv->shutting_down && srv->open_handles == 0 && srv->env_empty) {
+        prx_done_cb *done = srv->done;
+        void *arg = srv->done_arg;
+        free(srv->listeners);
+        free(srv);
+        if (done) {
+            done(arg);
+        }
+    }
+}
+
+static void prx_handle_closed(uv_handle_t *h)
+{
+    struct prx_server *srv = h->data;
+    srv->open_handles--;
+    prx_server_check_done(srv);
+}
+
+static void prx_env_empty(struct prx_env *env)
+{
+    struct prx_server *srv = (struct prx_server *)env;
+    srv->env_empty = 1;
+    if (!uv_is_closing((uv_handle_t *)&srv->timer)) {
+        uv_close((uv_handle_t *)&srv->timer, prx_handle_closed);
+    }
+    prx_server_check_done(srv);
+}
+
+static void prx_on_connection(uv_stream_t *l, int status)
+{
+    struct prx_server *srv = l->data;
+
+    if (status < 0) {
+        log_warn(0, "prx", "event=accept_failed error=\"%s\"", uv_strerror(status));
+        return;
+    }
+    if (srv->shutting_down) {
+        return;
+    }
+    prx_session_accept(&srv->env, l);
+}
+
+static void prx_addr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+        snprintf(buf, len, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+        snprintf(buf, len, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
+    }
+}
+
+struct prx_server *prx_server_new(uv_loop_t *loop, const struct conf *c, char *err, size_t errlen)
+{
+    struct prx_server *srv = calloc(1, sizeof(*srv));
+    size_t i;
+
+    if (!srv || !(srv->listeners = calloc(c->nlisten, sizeof(uv_tcp_t)))) {
+        snprintf(err, errlen, "out of memory");
+        free(srv);
+        return NULL;
+    }
+    srv->env.loop = loop;
+    srv->env.conf = c;
+    srv->env.on_empty = prx_env_empty;
+    uv_timer_init(loop, &srv->timer);
+    srv->timer.data = srv;
+    srv->open_handles = 1;
+    for (i = 0; i < c->nlisten; i++) {
+        uv_tcp_t *l = &srv->listeners[i];
+        const struct sockaddr *sa = (const struct sockaddr *)&c->listen[i].addr;
+        struct sockaddr_storage ss;
+        int sl = sizeof(ss), r;
+        char text[80];
+
+        uv_tcp_init(loop, l);
+        l->data = srv;
+        srv->nlisteners++;
+        srv->open_handles++;
+        /* [::]:25 next to 0.0.0.0:25 needs IPv6-only sockets */
+        r = uv_tcp_bind(l, sa, sa->sa_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+        if (r == 0) {
+            r = uv_listen((uv_stream_t *)l, PRX_BACKLOG, prx_on_connection);
+        }
+        if (r != 0) {
+            snprintf(err, errlen, "cannot listen on %s: %s", c->listen[i].text, uv_strerror(r));
+            goto fail;
+        }
+        uv_tcp_getsockname(l, (struct sockaddr *)&ss, &sl);
+        prx_addr_text((struct sockaddr *)&ss, text, sizeof(text));
+        log_info(0, "prx", "event=listening addr=%s", text);
+    }
+    return srv;
+fail:
+    srv->env_empty = 1;
+    prx_server_shutdown(srv, NULL, NULL);
+    return NULL;
+}
+
+static void prx_shutdown_timeout(uv_timer_t *t)
+{
+    struct prx_server *srv = t->data;
+
+    log_warn(0, "prx", "event=shutdown_timeout sessions=%zu", srv->env.nsessions);
+    prx_session_abort_all(&srv->env);
+}
+
+void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg)
+{
+    srv->shutting_down = 1;
+    srv->done = done;
+    srv->done_arg = arg;
+    srv->env.draining = 1;
+    for (size_t i = 0; i < srv->nlisteners; i++) {
+        uv_close((uv_handle_t *)&srv->listeners[i], prx_handle_closed);
+    }
+    if (srv->env.nsessions == 0) {
+        srv->env_empty = 1;
+    }
+    if (srv->env_empty) {
+        uv_close((uv_handle_t *)&srv->timer, prx_handle_closed);
+        return;
+    }
+    prx_session_drain_all(&srv->env);
+    uv_timer_start(&srv->timer, prx_shutdown_timeout,
+                   (uint64_t)srv->env.conf->shutdown_timeout * 1000u, 0);
+}

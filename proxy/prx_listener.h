@@ -1,0 +1,23 @@
+/* prx_listener: the inbound listeners (IPv4 and IPv6) and the set of live
+ * sessions, with a graceful shutdown: stop accepting, let open transactions
+ * finish within shutdown_timeout, then 421 and close the rest. */
+#ifndef RELAY25_PRX_LISTENER_H
+#define RELAY25_PRX_LISTENER_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+struct conf;
+struct prx_server;
+
+typedef void prx_done_cb(void *arg);
+
+/* Binds and listens on every conf->listen address; logs each as
+ * "event=listening addr=HOST:PORT" (the real port when 0 was asked for). */
+struct prx_server *prx_server_new(uv_loop_t *loop, const struct conf *c, char *err, size_t errlen);
+/* Starts the shutdown; done runs once every handle of the server is closed,
+ * after which the server is freed. */
+void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg);
+
+#endif

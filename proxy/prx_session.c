@@ -1,0 +1,1110 @@
+/* prx_session: inbound SMTP server session (RFC 5321, PIPELINING RFC 2920,
+ * SIZE RFC 1870, 8BITMIME RFC 6152, ENHANCEDSTATUSCODES RFC 2034) in
+ * passthrough mode: every MAIL, RCPT and the end of DATA gets upstream's own
+ * verdict, and 250 for DATA only after upstream said 250. One command is
+ * handled at a time; pipelined commands wait in the tio until the previous
+ * one's upstream reply arrived, which keeps replies in order. */
+#include "proxy/prx_session.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth/auth_map.h"
+#include "common/data.h"
+#include "common/log.h"
+#include "common/reply.h"
+#include "common/tio.h"
+#include "conf/conf.h"
+#include "proxy/prx_cmd.h"
+#include "upstream/up_session.h"
+
+#define PRX_BODY_STEP 4096u      /* input bytes decoded per step */
+#define PRX_HIWAT (256u * 1024u) /* upstream backlog that pauses the client */
+#define PRX_MAX_RCPT 1000u       /* RFC 5321 §4.5.3.1.8 asks for at least 100 */
+#define PRX_MAX_ERRORS 20u       /* syntax errors before 421 */
+#define PRX_PARAMS_MAX 256u
+
+enum prx_state {
+    PRX_STATE_REFUSED,   /* greeted with 554: only QUIT (RFC 5321 §3.1) */
+    PRX_STATE_IDLE,      /* no transaction */
+    PRX_STATE_CONNECT,   /* MAIL received, upstream session being set up */
+    PRX_STATE_MAIL_WAIT, /* MAIL sent upstream */
+    PRX_STATE_TXN,       /* MAIL accepted: RCPT / DATA */
+    PRX_STATE_RCPT_WAIT,
+    PRX_STATE_DATA_WAIT,
+    PRX_STATE_BODY,     /* streaming the message */
+    PRX_STATE_DOT_WAIT, /* end of data sent upstream, awaiting its verdict */
+    PRX_STATE_RSET_WAIT,
+    PRX_STATE_CLOSING, /* last reply queued; close once written */
+};
+
+#define PRX_M(st) (1u << (st))
+#define PRX_M_CMD (PRX_M(PRX_STATE_REFUSED) | PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN))
+
+enum prx_body_err {
+    PRX_BODY_OK = 0,
+    PRX_BODY_TOO_BIG,
+    PRX_BODY_BARE_LF,
+    PRX_BODY_UPSTREAM, /* upstream failed during the body: reply is in s->upfail */
+};
+
+struct prx_session {
+    struct prx_env *env;
+    struct prx_session *prev, *next;
+    const struct conf *conf;
+    const struct conf_device *dev;
+    uint64_t sid;
+    enum prx_state state;
+    struct tio *tio;
+    uv_timer_t timer;
+    struct up_session *up;
+    int refs; /* timer + tio + live up sessions */
+    unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, txn_lost : 1,
+        line_overflow : 1, esmtp : 1, rset_silent : 1;
+    unsigned errors;
+    unsigned nmsg;
+
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    char helo[256];
+
+    /* the transaction */
+    uint64_t qid;
+    char from[PRX_PATH_MAX];
+    char mail_params[PRX_PARAMS_MAX];
+    char rcpt[PRX_PATH_MAX];
+    char rcpt_params[PRX_PARAMS_MAX];
+    unsigned nrcpt; /* accepted by upstream */
+    struct data_dec dec;
+    struct data_enc enc;
+    enum prx_body_err body_err;
+    char *bodybuf;    /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
+    char upfail[700]; /* the 4xx to give when upstream failed mid-transaction */
+
+    size_t linelen;
+    char line[PRX_LINE_MAX + 1];
+};
+
+static const struct tio_cbs prx_tio_cbs;
+static const struct up_cbs prx_up_cbs;
+static void prx_close(struct prx_session *s, const char *reason);
+static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
+
+static const char *prx_strstate(enum prx_state st)
+{
+    switch (st) {
+    case PRX_STATE_REFUSED:
+        return "refused";
+    case PRX_STATE_IDLE:
+        return "idle";
+    case PRX_STATE_CONNECT:
+        return "connect";
+    case PRX_STATE_MAIL_WAIT:
+        return "mail_wait";
+    case PRX_STATE_TXN:
+        return "txn";
+    case PRX_STATE_RCPT_WAIT:
+        return "rcpt_wait";
+    case PRX_STATE_DATA_WAIT:
+        return "data_wait";
+    case PRX_STATE_BODY:
+        return "body";
+    case PRX_STATE_DOT_WAIT:
+        return "dot_wait";
+    case PRX_STATE_RSET_WAIT:
+        return "rset_wait";
+    case PRX_STATE_CLOSING:
+        return "closing";
+    }
+    abort();
+}
+
+static void prx_timeout_cb(uv_timer_t *t);
+
+static void prx_enter_state(struct prx_session *s, enum prx_state st)
+{
+    log_debug(s->sid, "prx", "state=%s->%s", prx_strstate(s->state), prx_strstate(st));
+    s->state = st;
+    if (s->closing) {
+        return;
+    }
+    /* the idle timer runs only while we wait for the client */
+    if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
+        st == PRX_STATE_REFUSED) {
+        uint64_t ms = (uint64_t)s->conf->idle_timeout * 1000u;
+        uv_timer_start(&s->timer, prx_timeout_cb, ms, ms);
+    } else {
+        uv_timer_stop(&s->timer);
+    }
+}
+
+static int prx_waiting(const struct prx_session *s)
+{
+    return !(PRX_M(s->state) & (PRX_M_CMD | PRX_M(PRX_STATE_BODY)));
+}
+
+/* Queue a reply and send it as one write. */
+static void prx_send(struct prx_session *s, const char *text, size_t len)
+{
+    if (s->client_gone || s->closing) {
+        return;
+    }
+    if (tio_write(s->tio, text, len) < 0 || tio_flush(s->tio) < 0) {
+        prx_close(s, "write failed");
+    }
+}
+
+static void prx_reply(struct prx_session *s, enum reply_id id)
+{
+    size_t len;
+    const char *t = reply_canned(id, &len);
+    if (t[0] == '5') {
+        s->errors++;
+    }
+    prx_send(s, t, len);
+}
+
+/* Send what we have, then close once it is written. */
+static void prx_finish(struct prx_session *s)
+{
+    prx_enter_state(s, PRX_STATE_CLOSING);
+    if (s->closing || s->client_gone || tio_pending(s->tio) == 0) {
+        prx_close(s, "quit");
+    }
+}
+
+static void prx_unref(struct prx_session *s)
+{
+    if (--s->refs > 0) {
+        return;
+    }
+    if (s->prev) {
+        s->prev->next = s->next;
+    } else {
+        s->env->head = s->next;
+    }
+    if (s->next) {
+        s->next->prev = s->prev;
+    }
+    s->env->nsessions--;
+    free(s->bodybuf);
+    free(s);
+}
+
+static void prx_unref_env(struct prx_session *s)
+{
+    struct prx_env *env = s->env;
+    prx_unref(s);
+    if (env->nsessions == 0 && env->draining && env->on_empty) {
+        env->on_empty(env);
+    }
+}
+
+static void prx_timer_close_cb(uv_handle_t *h)
+{
+    prx_unref_env(h->data);
+}
+
+static void prx_log_message(struct prx_session *s, const char *status, const char *reply,
+                            size_t rlen)
+{
+    char q[600];
+    log_info(s->sid, "prx",
+             "qid=%010llx from=<%s> nrcpt=%u size=%llu device=%s user=%s relay=%s status=%s "
+             "reply=\"%s\"",
+             (unsigned long long)s->qid, s->from, s->nrcpt, (unsigned long long)s->dec.size,
+             s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-",
+             s->up ? up_where(s->up) : "-", status, log_quote(reply, rlen, q, sizeof(q)));
+}
+
+static void prx_close(struct prx_session *s, const char *reason)
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = 1;
+    log_info(s->sid, "prx", "event=disconnect client=%s reason=\"%s\" messages=%u", s->ip, reason,
+             s->nmsg);
+    uv_close((uv_handle_t *)&s->timer, prx_timer_close_cb);
+    if (!s->client_gone) {
+        s->client_gone = 1;
+        tio_close(s->tio);
+    }
+    if (s->up) {
+        /* inside DATA: closing without the final dot makes upstream drop it */
+        if (s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) {
+            up_close(s->up);
+        } else {
+            up_quit(s->up);
+        }
+        s->up = NULL;
+    }
+}
+
+/* The transaction is over (delivered, refused or aborted). */
+static void prx_txn_reset(struct prx_session *s)
+{
+    s->from[0] = '\0';
+    s->mail_params[0] = '\0';
+    s->nrcpt = 0;
+    s->qid = 0;
+    s->txn_lost = 0;
+    s->body_err = PRX_BODY_OK;
+    memset(&s->dec, 0, sizeof(s->dec));
+    free(s->bodybuf);
+    s->bodybuf = NULL;
+}
+
+/* A wait for upstream ended: continue with pipelined input. */
+static void prx_continue(struct prx_session *s)
+{
+    if (s->client_gone && !s->closing) {
+        prx_close(s, "client gone");
+    }
+    if (s->closing || s->client_gone) {
+        return;
+    }
+    if (!s->in_read) {
+        tio_resume(s->tio);
+    }
+}
+
+static void prx_drop_up(struct prx_session *s)
+{
+    if (s->up) {
+        up_close(s->up);
+        s->up = NULL;
+    }
+}
+
+/* ---- upstream callbacks ---- */
+
+static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+{
+    struct prx_session *s = arg;
+    char buf[700];
+    size_t n;
+
+    (void)r;
+    if (s->closing || s->state != PRX_STATE_CONNECT) {
+        return;
+    }
+    if (err == 0) {
+        char params[PRX_PARAMS_MAX];
+        prx_params_for_up(s, params, sizeof(params));
+        prx_enter_state(s, PRX_STATE_MAIL_WAIT);
+        up_mail(s->up, s->from, params);
+        return;
+    }
+    n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
+    prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
+    s->up = NULL; /* it closes itself; its on_close drops our ref */
+    prx_send(s, buf, n);
+    prx_txn_reset(s);
+    prx_enter_state(s, PRX_STATE_IDLE);
+    prx_continue(s);
+}
+
+static void prx_up_reply(void *arg, const struct up_reply *r)
+{
+    struct prx_session *s = arg;
+    int ok = r->code >= 200 && r->code < 300;
+
+    if (s->closing && s->state != PRX_STATE_DOT_WAIT) {
+        return;
+    }
+    switch (s->state) {
+    case PRX_STATE_MAIL_WAIT:
+        prx_send(s, r->text, r->len);
+        if (ok) {
+            prx_enter_state(s, PRX_STATE_TXN);
+        } else {
+            prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+            prx_txn_reset(s);
+            prx_enter_state(s, PRX_STATE_IDLE);
+        }
+        break;
+    case PRX_STATE_RCPT_WAIT:
+        if (ok) {
+            s->nrcpt++;
+        } else {
+            char q[600];
+            log_info(s->sid, "prx", "qid=%010llx to=<%s> status=%s reply=\"%s\"",
+                     (unsigned long long)s->qid, s->rcpt, r->code >= 500 ? "bounced" : "deferred",
+                     log_quote(r->text, r->len - 2, q, sizeof(q)));
+        }
+        prx_send(s, r->text, r->len);
+        prx_enter_state(s, PRX_STATE_TXN);
+        break;
+    case PRX_STATE_DATA_WAIT:
+        if (r->code == 354) {
+            s->bodybuf = malloc(3 * PRX_BODY_STEP);
+            if (!s->bodybuf) {
+                prx_drop_up(s);
+                prx_reply(s, REPLY_NOMEM);
+                prx_txn_reset(s);
+                prx_enter_state(s, PRX_STATE_IDLE);
+                break;
+            }
+            data_dec_init(&s->dec);
+            data_enc_init(&s->enc);
+            prx_reply(s, REPLY_DATA);
+            prx_enter_state(s, PRX_STATE_BODY);
+            if (s->conf->received_header) {
+                char hdr[600], date[64];
+                time_t now = time(NULL);
+                struct tm tm;
+                int n;
+                localtime_r(&now, &tm);
+                strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+                n = snprintf(hdr, sizeof(hdr),
+                             "Received: from %s ([%s])\r\n\tby %s (relay25) with %s id "
+                             "%010llx;\r\n\t%s\r\n",
+                             s->helo[0] ? s->helo : "unknown", s->ip, s->conf->hostname,
+                             s->esmtp ? "ESMTP" : "SMTP", (unsigned long long)s->qid, date);
+                if (n > 0 && (size_t)n < sizeof(hdr)) {
+                    up_body(s->up, hdr, (size_t)n);
+                }
+            }
+        } else {
+            if (r->code >= 300) {
+                prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+            }
+            prx_send(s, r->text, r->len);
+            prx_txn_reset(s);
+            prx_enter_state(s, PRX_STATE_IDLE);
+            if (s->up) {
+                /* keep upstream in step; its reply to our own RSET is not relayed */
+                s->rset_silent = 1;
+                prx_enter_state(s, PRX_STATE_RSET_WAIT);
+                up_rset(s->up);
+                return;
+            }
+        }
+        break;
+    case PRX_STATE_DOT_WAIT:
+        s->nmsg++;
+        prx_log_message(s,
+                        ok               ? "sent"
+                        : r->code >= 500 ? "bounced"
+                                         : "deferred",
+                        r->text, r->len - 2);
+        prx_send(s, r->text, r->len);
+        prx_txn_reset(s);
+        if (s->closing) {
+            if (s->up) {
+                up_quit(s->up);
+                s->up = NULL;
+            }
+            return;
+        }
+        prx_enter_state(s, PRX_STATE_IDLE);
+        break;
+    case PRX_STATE_RSET_WAIT:
+        if (!s->rset_silent) {
+            prx_reply(s, REPLY_RSET);
+        }
+        s->rset_silent = 0;
+        if (!ok) {
+            prx_drop_up(s);
+        }
+        prx_enter_state(s, PRX_STATE_IDLE);
+        break;
+    case PRX_STATE_REFUSED:
+    case PRX_STATE_IDLE:
+    case PRX_STATE_CONNECT:
+    case PRX_STATE_TXN:
+    case PRX_STATE_BODY:
+    case PRX_STATE_CLOSING:
+        return;
+    }
+    prx_continue(s);
+}
+
+static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
+{
+    struct prx_session *s = arg;
+    char buf[700];
+    size_t n;
+
+    (void)cmd_pending;
+    n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
+    memcpy(s->upfail, buf, n + 1);
+    if (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY) {
+        prx_log_message(s, "deferred", buf, n - 2);
+    }
+    s->up = NULL;
+    if (s->closing) {
+        return;
+    }
+    switch (s->state) {
+    case PRX_STATE_IDLE:
+    case PRX_STATE_REFUSED:
+    case PRX_STATE_CLOSING:
+    case PRX_STATE_CONNECT:
+        return; /* nothing was in flight: the next MAIL opens a new session */
+    case PRX_STATE_TXN:
+        /* the transaction is gone upstream; tell the client at its next command */
+        s->txn_lost = 1;
+        return;
+    case PRX_STATE_BODY:
+        s->body_err = PRX_BODY_UPSTREAM;
+        return;
+    case PRX_STATE_MAIL_WAIT:
+    case PRX_STATE_RCPT_WAIT:
+    case PRX_STATE_DATA_WAIT:
+    case PRX_STATE_DOT_WAIT:
+        prx_send(s, buf, n);
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+        break;
+    case PRX_STATE_RSET_WAIT:
+        if (!s->rset_silent) {
+            prx_reply(s, REPLY_RSET);
+        }
+        s->rset_silent = 0;
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+        break;
+    }
+    prx_continue(s);
+}
+
+static void prx_up_drain(void *arg)
+{
+    struct prx_session *s = arg;
+    if (s->bp && !s->closing) {
+        s->bp = 0;
+        prx_continue(s);
+    }
+}
+
+static void prx_up_close(void *arg)
+{
+    prx_unref_env(arg);
+}
+
+static const struct up_cbs prx_up_cbs = {
+    .on_ready = prx_up_ready,
+    .on_reply = prx_up_reply,
+    .on_fail = prx_up_fail,
+    .on_drain = prx_up_drain,
+    .on_close = prx_up_close,
+};
+
+/* ---- commands ---- */
+
+static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esmtp)
+{
+    char buf[512];
+    int n;
+
+    if (c->arglen == 0) {
+        prx_reply(s, REPLY_HELO_NEEDS_ARG);
+        return;
+    }
+    if (s->state == PRX_STATE_TXN) {
+        /* RFC 5321 §4.1.4: EHLO resets the transaction */
+        prx_drop_up(s);
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+    }
+    snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arglen, c->arg);
+    for (char *p = s->helo; *p; p++) {
+        if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '(' || *p == ')') {
+            *p = '_'; /* it goes into a header comment */
+        }
+    }
+    s->esmtp = esmtp;
+    if (!esmtp) {
+        n = snprintf(buf, sizeof(buf), "250 %s\r\n", s->conf->hostname);
+    } else {
+        n = snprintf(buf, sizeof(buf),
+                     "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+                     "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n",
+                     s->conf->hostname, (unsigned long long)s->conf->max_message_size);
+    }
+    if (n > 0 && (size_t)n < sizeof(buf)) {
+        prx_send(s, buf, (size_t)n);
+    }
+}
+
+/* Vets ESMTP parameters: known ones are kept for upstream when it supports
+ * them, unknown ones refused (RFC 5321 §4.1.1.11: 555). Returns 0 or -1. */
+static int prx_mail_params(struct prx_session *s, const char *p, size_t len)
+{
+    size_t o = 0;
+
+    s->mail_params[0] = '\0';
+    while (len > 0) {
+        size_t i = 0, kl;
+        while (i < len && p[i] != ' ' && p[i] != '\t') {
+            i++;
+        }
+        kl = 0;
+        while (kl < i && p[kl] != '=') {
+            kl++;
+        }
+        if ((kl == 4 && strncasecmp(p, "SIZE", 4) == 0) ||
+            (kl == 4 && strncasecmp(p, "BODY", 4) == 0)) {
+            if (o + i + 2 >= sizeof(s->mail_params)) {
+                return -1;
+            }
+            if (o) {
+                s->mail_params[o++] = ' ';
+            }
+            memcpy(s->mail_params + o, p, i);
+            o += i;
+            s->mail_params[o] = '\0';
+        } else if (i > 0) {
+            return -1;
+        }
+        while (i < len && (p[i] == ' ' || p[i] == '\t')) {
+            i++;
+        }
+        p += i;
+        len -= i;
+    }
+    return 0;
+}
+
+/* What upstream gets of the vetted parameters, by its EHLO keywords. */
+static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
+{
+    unsigned ext = s->up ? up_ext(s->up) : 0;
+    const char *v;
+    size_t vl, o = 0;
+    size_t pl = strlen(s->mail_params);
+
+    out[0] = '\0';
+    if ((ext & UP_EXT_SIZE) && prx_cmd_param(s->mail_params, pl, "SIZE", &v, &vl)) {
+        o += (size_t)snprintf(out + o, cap - o, "SIZE=%.*s", (int)vl, v);
+    }
+    if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->mail_params, pl, "BODY", &v, &vl) && o < cap) {
+        snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
+    }
+}
+
+static void prx_start_mail(struct prx_session *s)
+{
+    struct up_params p;
+    char params[PRX_PARAMS_MAX];
+
+    if (s->up && up_idle(s->up)) {
+        prx_enter_state(s, PRX_STATE_MAIL_WAIT);
+        prx_params_for_up(s, params, sizeof(params));
+        up_mail(s->up, s->from, params);
+        return;
+    }
+    prx_drop_up(s);
+    memset(&p, 0, sizeof(p));
+    p.up = s->dev->up;
+    p.user = s->dev->user;
+    p.password = s->dev->password;
+    p.helo = s->conf->hostname;
+    p.sid = s->sid;
+    p.connect_timeout = s->conf->connect_timeout;
+    p.command_timeout = s->conf->command_timeout;
+    p.data_timeout = s->conf->data_timeout;
+    s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
+    if (!s->up) {
+        prx_reply(s, REPLY_NOMEM);
+        prx_txn_reset(s);
+        return;
+    }
+    s->refs++;
+    prx_enter_state(s, PRX_STATE_CONNECT);
+    up_session_start(s->up); /* on_ready may run before this returns */
+}
+
+static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
+{
+    const char *params, *v;
+    size_t plen, vl;
+    int r = prx_cmd_path(c->arg, c->arglen, "FROM", s->from, sizeof(s->from), &params, &plen);
+
+    if (r == PRX_PATH_TOO_LONG) {
+        prx_reply(s, REPLY_PATH_TOO_LONG);
+        return;
+    }
+    if (r != PRX_PATH_OK) {
+        prx_reply(s, REPLY_SYNTAX_PATH);
+        return;
+    }
+    if (prx_mail_params(s, params, plen) < 0) {
+        prx_reply(s, REPLY_BAD_PARAM);
+        s->from[0] = '\0';
+        return;
+    }
+    if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "SIZE", &v, &vl)) {
+        unsigned long long sz = strtoull(v, NULL, 10);
+        if (sz > s->conf->max_message_size) {
+            prx_reply(s, REPLY_TOO_BIG);
+            s->from[0] = '\0';
+            return;
+        }
+    }
+    s->qid = log_new_id() & 0xffffffffffull;
+    s->nrcpt = 0;
+    prx_start_mail(s);
+}
+
+static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
+{
+    const char *params;
+    size_t plen;
+    int r;
+
+    if (s->txn_lost) {
+        prx_send(s, s->upfail, strlen(s->upfail));
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+        return;
+    }
+    r = prx_cmd_path(c->arg, c->arglen, "TO", s->rcpt, sizeof(s->rcpt), &params, &plen);
+    if (r == PRX_PATH_TOO_LONG) {
+        prx_reply(s, REPLY_PATH_TOO_LONG);
+        return;
+    }
+    if (r != PRX_PATH_OK || s->rcpt[0] == '\0') {
+        prx_reply(s, REPLY_SYNTAX_PATH);
+        return;
+    }
+    if (plen > 0) {
+        prx_reply(s, REPLY_BAD_PARAM);
+        return;
+    }
+    if (s->nrcpt >= PRX_MAX_RCPT) {
+        prx_reply(s, REPLY_TOO_MANY_RCPT);
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_RCPT_WAIT);
+    up_rcpt(s->up, s->rcpt, NULL);
+}
+
+static void prx_cmd_data(struct prx_session *s, const struct prx_cmd *c)
+{
+    (void)c;
+    if (s->txn_lost) {
+        prx_send(s, s->upfail, strlen(s->upfail));
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+        return;
+    }
+    if (s->nrcpt == 0) {
+        prx_reply(s, REPLY_NO_VALID_RCPT);
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_DATA_WAIT);
+    up_data(s->up);
+}
+
+static void prx_cmd_rset(struct prx_session *s, const struct prx_cmd *c)
+{
+    (void)c;
+    if (s->state == PRX_STATE_TXN && s->up && up_idle(s->up)) {
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_RSET_WAIT);
+        up_rset(s->up);
+        return;
+    }
+    prx_txn_reset(s);
+    if (s->state == PRX_STATE_TXN) {
+        prx_enter_state(s, PRX_STATE_IDLE);
+    }
+    prx_reply(s, REPLY_RSET);
+}
+
+static void prx_cmd_quit(struct prx_session *s, const struct prx_cmd *c)
+{
+    (void)c;
+    prx_reply(s, REPLY_QUIT);
+    prx_finish(s);
+}
+
+static void prx_cmd_simple(struct prx_session *s, const struct prx_cmd *c)
+{
+    switch (c->verb) {
+    case PRX_V_NOOP:
+        prx_reply(s, REPLY_OK);
+        break;
+    case PRX_V_VRFY:
+        prx_reply(s, REPLY_VRFY);
+        break;
+    case PRX_V_HELP:
+        prx_reply(s, REPLY_HELP);
+        break;
+    default:
+        prx_reply(s, REPLY_NOT_IMPL);
+        break;
+    }
+}
+
+static void prx_cmd_helo_h(struct prx_session *s, const struct prx_cmd *c)
+{
+    prx_cmd_helo(s, c, 0);
+}
+
+static void prx_cmd_ehlo_h(struct prx_session *s, const struct prx_cmd *c)
+{
+    prx_cmd_helo(s, c, 1);
+}
+
+/* Which verbs run in which state; anything else gets `wrong`. */
+static const struct {
+    enum prx_verb verb;
+    unsigned states;
+    enum reply_id wrong;
+    void (*handler)(struct prx_session *s, const struct prx_cmd *c);
+} prx_verbs[] = {
+    {PRX_V_HELO, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_helo_h},
+    {PRX_V_EHLO, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_ehlo_h},
+    {PRX_V_MAIL, PRX_M(PRX_STATE_IDLE), REPLY_NESTED_MAIL, prx_cmd_mail},
+    {PRX_V_RCPT, PRX_M(PRX_STATE_TXN), REPLY_NEED_MAIL, prx_cmd_rcpt},
+    {PRX_V_DATA, PRX_M(PRX_STATE_TXN), REPLY_NEED_MAIL, prx_cmd_data},
+    {PRX_V_RSET, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_rset},
+    {PRX_V_NOOP, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_simple},
+    {PRX_V_VRFY, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_simple},
+    {PRX_V_HELP, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_simple},
+    {PRX_V_QUIT, PRX_M_CMD, REPLY_ONLY_QUIT, prx_cmd_quit},
+};
+
+static void prx_command(struct prx_session *s, const char *line, size_t len)
+{
+    struct prx_cmd c;
+
+    if (s->state == PRX_STATE_IDLE && (s->draining || s->env->draining)) {
+        char buf[300];
+        size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
+        prx_send(s, buf, n);
+        prx_finish(s);
+        return;
+    }
+    prx_cmd_parse(line, len, &c);
+    for (size_t i = 0; i < sizeof(prx_verbs) / sizeof(prx_verbs[0]); i++) {
+        if (prx_verbs[i].verb != c.verb) {
+            continue;
+        }
+        if (PRX_M(s->state) & prx_verbs[i].states) {
+            prx_verbs[i].handler(s, &c);
+        } else {
+            prx_reply(s, s->state == PRX_STATE_REFUSED ? REPLY_ONLY_QUIT : prx_verbs[i].wrong);
+        }
+        return;
+    }
+    if (s->state == PRX_STATE_REFUSED) {
+        prx_reply(s, REPLY_ONLY_QUIT);
+    } else if (c.verb == PRX_V_UNKNOWN) {
+        prx_reply(s, REPLY_UNKNOWN);
+    } else {
+        prx_reply(s, REPLY_NOT_IMPL); /* EXPN, STARTTLS, AUTH, BDAT */
+    }
+}
+
+/* ---- the body ---- */
+
+static void prx_body_end(struct prx_session *s)
+{
+    size_t len;
+    const char *t;
+
+    switch (s->body_err) {
+    case PRX_BODY_OK: {
+        char term[8];
+        size_t n = data_enc_finish(&s->enc, term);
+        free(s->bodybuf);
+        s->bodybuf = NULL;
+        prx_enter_state(s, PRX_STATE_DOT_WAIT);
+        if (up_body(s->up, term, n) == 0) {
+            up_data_end(s->up); /* the verdict arrives via prx_up_reply / prx_up_fail */
+        }
+        return;
+    }
+    case PRX_BODY_TOO_BIG:
+        t = reply_canned(REPLY_TOO_BIG, &len);
+        break;
+    case PRX_BODY_BARE_LF:
+        t = reply_canned(REPLY_BARE_LF, &len);
+        break;
+    case PRX_BODY_UPSTREAM:
+    default:
+        t = s->upfail;
+        len = strlen(s->upfail);
+        break;
+    }
+    if (s->body_err != PRX_BODY_UPSTREAM) {
+        prx_log_message(s, t[0] == '5' ? "bounced" : "deferred", t, len - 2);
+    }
+    prx_send(s, t, len);
+    prx_txn_reset(s);
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
+/* Decode, check, re-encode and forward one step of body bytes. Returns input consumed. */
+static size_t prx_body(struct prx_session *s, const char *data, size_t len)
+{
+    char *dec = s->bodybuf, *enc = s->bodybuf + PRX_BODY_STEP;
+    size_t in = len < PRX_BODY_STEP / 2 ? len : PRX_BODY_STEP / 2;
+    size_t outlen = 0, c;
+    int done = 0;
+
+    c = data_dec_feed(&s->dec, data, in, dec, PRX_BODY_STEP, &outlen, &done);
+    if (s->body_err == PRX_BODY_OK) {
+        if (s->dec.size > s->conf->max_message_size) {
+            s->body_err = PRX_BODY_TOO_BIG;
+        } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
+            s->body_err = PRX_BODY_BARE_LF;
+        }
+        if (s->body_err != PRX_BODY_OK) {
+            prx_drop_up(s); /* no final dot: upstream discards the partial message */
+        } else if (outlen > 0) {
+            size_t n = data_enc_feed(&s->enc, dec, outlen, enc);
+            up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
+        }
+    }
+    if (done) {
+        prx_body_end(s);
+    }
+    return c;
+}
+
+/* ---- client I/O ---- */
+
+static size_t prx_tio_read(void *arg, const char *data, size_t len)
+{
+    struct prx_session *s = arg;
+    size_t off = 0;
+
+    s->in_read = 1;
+    while (off < len && !s->closing && !s->client_gone) {
+        if (s->state == PRX_STATE_BODY) {
+            if (s->up && up_pending(s->up) > PRX_HIWAT) {
+                s->bp = 1; /* resumed by prx_up_drain */
+                break;
+            }
+            uv_timer_again(&s->timer);
+            off += prx_body(s, data + off, len - off);
+            continue;
+        }
+        if (prx_waiting(s)) {
+            break;
+        }
+        /* input: the idle timer starts again */
+        uv_timer_again(&s->timer);
+        const char *nl = memchr(data + off, '\n', len - off);
+        size_t n = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
+        if (s->linelen + n > PRX_LINE_MAX || s->line_overflow) {
+            s->line_overflow = 1;
+        } else {
+            memcpy(s->line + s->linelen, data + off, n);
+            s->linelen += n;
+        }
+        off += n;
+        if (!nl) {
+            break;
+        }
+        if (s->line_overflow) {
+            s->line_overflow = 0;
+            s->linelen = 0;
+            prx_reply(s, REPLY_LINE_TOO_LONG);
+        } else {
+            size_t l = s->linelen - 1;
+            if (l > 0 && s->line[l - 1] == '\r') {
+                l--;
+            }
+            s->line[l] = '\0';
+            s->linelen = 0;
+            prx_command(s, s->line, l);
+        }
+        if (s->errors >= PRX_MAX_ERRORS && !s->closing && s->state != PRX_STATE_CLOSING) {
+            prx_reply(s, REPLY_TOO_MANY_ERRORS);
+            prx_finish(s);
+        }
+    }
+    s->in_read = 0;
+    if (s->closing || s->client_gone || s->state == PRX_STATE_CLOSING) {
+        return len; /* discard the rest */
+    }
+    return off;
+}
+
+static void prx_tio_drain(void *arg)
+{
+    struct prx_session *s = arg;
+    if (s->state == PRX_STATE_CLOSING && tio_pending(s->tio) == 0) {
+        prx_close(s, "quit");
+    }
+}
+
+static void prx_tio_error(void *arg, int err)
+{
+    struct prx_session *s = arg;
+    char e[128];
+
+    if (s->state == PRX_STATE_CLOSING) {
+        prx_close(s, "quit");
+        return;
+    }
+    tio_strerror(err, e, sizeof(e));
+    if (s->state == PRX_STATE_DOT_WAIT && s->up) {
+        /* the message is complete upstream: wait for its verdict to log it */
+        s->client_gone = 1;
+        tio_close(s->tio);
+        uv_timer_stop(&s->timer);
+        log_info(s->sid, "prx", "event=client_gone client=%s state=dot_wait", s->ip);
+        return;
+    }
+    if (s->state == PRX_STATE_BODY) {
+        prx_log_message(s, "aborted", "client disconnected during DATA", 31);
+    }
+    prx_close(s, err == UV_EOF ? "client closed connection" : e);
+}
+
+static void prx_tio_close(void *arg)
+{
+    prx_unref_env(arg);
+}
+
+static const struct tio_cbs prx_tio_cbs = {
+    .on_read = prx_tio_read,
+    .on_handshake = NULL,
+    .on_drain = prx_tio_drain,
+    .on_error = prx_tio_error,
+    .on_close = prx_tio_close,
+};
+
+static void prx_timeout_cb(uv_timer_t *t)
+{
+    struct prx_session *s = t->data;
+    char buf[300];
+    size_t n = reply_timeout(buf, sizeof(buf), s->conf->hostname);
+
+    log_info(s->sid, "prx", "event=timeout client=%s state=%s", s->ip, prx_strstate(s->state));
+    if (s->state == PRX_STATE_BODY) {
+        prx_log_message(s, "aborted", "client timed out during DATA", 28);
+        prx_drop_up(s);
+    }
+    prx_send(s, buf, n);
+    prx_finish(s);
+}
+
+struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener)
+{
+    struct prx_session *s = calloc(1, sizeof(*s));
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char buf[600];
+    size_t n;
+    const char *why = NULL;
+
+    if (!s) {
+        return NULL;
+    }
+    s->env = env;
+    s->conf = env->conf;
+    s->sid = log_new_id();
+    s->tio = tio_new(env->loop, &prx_tio_cbs, s);
+    if (!s->tio) {
+        free(s);
+        return NULL;
+    }
+    s->refs = 2; /* tio + timer */
+    uv_timer_init(env->loop, &s->timer);
+    s->timer.data = s;
+    s->next = env->head;
+    if (env->head) {
+        env->head->prev = s;
+    }
+    env->head = s;
+    env->nsessions++;
+    if (uv_accept(listener, tio_stream(s->tio)) != 0 ||
+        uv_tcp_getpeername(tio_tcp(s->tio), (struct sockaddr *)&ss, &sslen) != 0) {
+        s->state = PRX_STATE_CLOSING;
+        prx_close(s, "accept failed");
+        return NULL;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, s->ip, sizeof(s->ip));
+        s->port = ntohs(a->sin_port);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, s->ip, sizeof(s->ip));
+        s->port = ntohs(a->sin6_port);
+    }
+    uv_tcp_nodelay(tio_tcp(s->tio), 1);
+    if (!auth_map_allowed(s->conf, (struct sockaddr *)&ss)) {
+        why = "not in allow";
+    } else if (!(s->dev = auth_map_lookup(s->conf, (struct sockaddr *)&ss))) {
+        why = "no [device] matches and there is no [device default]";
+    }
+    if (why) {
+        log_info(s->sid, "prx", "event=refused client=%s port=%u reason=\"%s\"", s->ip, s->port,
+                 why);
+        n = reply_refused(buf, sizeof(buf), s->conf->hostname, s->ip, why);
+        s->state = PRX_STATE_REFUSED;
+        prx_enter_state(s, PRX_STATE_REFUSED);
+    } else {
+        log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
+                 s->dev->name, s->dev->user);
+        n = (size_t)snprintf(buf, sizeof(buf), "220 %s ESMTP relay25\r\n", s->conf->hostname);
+        s->state = PRX_STATE_IDLE;
+        prx_enter_state(s, PRX_STATE_IDLE);
+    }
+    prx_send(s, buf, n);
+    if (!s->closing) {
+        tio_start(s->tio);
+    }
+    return s;
+}
+
+static void prx_session_drain(struct prx_session *s)
+{
+    if (s->closing) {
+        return;
+    }
+    s->draining = 1;
+    if (s->state == PRX_STATE_IDLE || s->state == PRX_STATE_REFUSED) {
+        char buf[300];
+        size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
+        prx_send(s, buf, n);
+        prx_finish(s);
+    }
+}
+
+static void prx_session_abort(struct prx_session *s)
+{
+    if (s->closing) {
+        return;
+    }
+    if (s->state != PRX_STATE_CLOSING) {
+        char buf[300];
+        size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
+        if (s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) {
+            prx_log_message(s, "aborted", "shutdown", 8);
+        }
+        prx_send(s, buf, n);
+    }
+    prx_close(s, "shutdown");
+}
+
+/* Closing only starts here (memory goes in close callbacks), so the list stays
+ * intact while it is walked. */
+void prx_session_drain_all(struct prx_env *env)
+{
+    for (struct prx_session *s = env->head; s; s = s->next) {
+        prx_session_drain(s);
+    }
+}
+
+void prx_session_abort_all(struct prx_env *env)
+{
+    for (struct prx_session *s = env->head; s; s = s->next) {
+        prx_session_abort(s);
+    }
+}

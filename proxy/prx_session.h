@@ -1,0 +1,34 @@
+/* prx_session: one inbound SMTP session from a device (RFC 5321 server side),
+ * relayed transaction by transaction to an up_session that authenticates with
+ * the device's credentials. Owns its tio, timer and upstream session. Memory:
+ * ~2 KiB + tio (16 KiB) idle, + 24 KiB of codec buffers during DATA. */
+#ifndef RELAY25_PRX_SESSION_H
+#define RELAY25_PRX_SESSION_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+struct conf;
+struct prx_session;
+
+/* Shared by the listener and its sessions: the session list for shutdown. */
+struct prx_env {
+    uv_loop_t *loop;
+    const struct conf *conf;
+    struct prx_session *head; /* live sessions */
+    size_t nsessions;
+    int draining;                          /* SIGTERM: no new transactions */
+    void (*on_empty)(struct prx_env *env); /* called when the last session went away */
+};
+
+/* Accept one connection from listener and greet it (220, or 554 when the
+ * client is not allowed). Returns NULL if the accept failed. */
+struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener);
+/* Shutdown: idle sessions get 421 and close at once; sessions inside a
+ * transaction finish it first. */
+void prx_session_drain_all(struct prx_env *env);
+/* Shutdown timeout: 421 and close now (an unfinished message is not delivered). */
+void prx_session_abort_all(struct prx_env *env);
+
+#endif

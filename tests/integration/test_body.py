@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""Message bytes arrive upstream unchanged (apart from the one prepended Received:)."""
+
+import hashlib
+
+from relaytest import RelayTestCase, main, make_message, strip_received
+
+
+class BodyTest(RelayTestCase):
+    def assert_same_bytes(self, got, sent):
+        if got == sent:
+            return
+        n = next((i for i, (a, b) in enumerate(zip(got, sent)) if a != b), min(len(got),
+                                                                                len(sent)))
+        self.fail("upstream bytes differ from sent: len %d vs %d, sha256 %s vs %s, first "
+                  "difference at offset %d: got %r, sent %r" % (
+                      len(got), len(sent), hashlib.sha256(got).hexdigest()[:16],
+                      hashlib.sha256(sent).hexdigest()[:16], n, got[max(0, n - 40):n + 40],
+                      sent[max(0, n - 40):n + 40]))
+
+    def relay_one(self, msg, mail_options=(), source="127.0.0.2"):
+        peer, relay = self.start_default()
+        refused = self.send_mail(relay, "sender@example.org", ["rcpt@example.net"], msg,
+                                 source=source, mail_options=mail_options)
+        self.assertEqual(refused, {})
+        (m,) = peer.messages()
+        return m, relay
+
+    def test_received_header_prepended(self):
+        msg = make_message("received")
+        m, _ = self.relay_one(msg)
+        self.assertTrue(m.content.startswith(b"Received:"), m.content[:200])
+        self.assertEqual(m.content.count(b"\r\nReceived:"), 0, "more than one Received: added")
+        self.assert_same_bytes(strip_received(m.content), msg)
+
+    def test_leading_dots(self):
+        body = (b".\r\n"
+                b"..\r\n"
+                b"...three\r\n"
+                b".hidden line\r\n"
+                b" . space first\r\n"
+                b"a line ending with a dot.\r\n"
+                b". \r\n"
+                b"\r\n"
+                b".\r\n")
+        msg = make_message("dots", body)
+        m, _ = self.relay_one(msg)
+        self.assert_same_bytes(strip_received(m.content), msg)
+
+    def test_8bit_bytes(self):
+        high = bytes(range(0x80, 0x100))
+        body = (b"Gr\xc3\xbc\xc3\x9fe, na\xc3\xafve caf\xc3\xa9 \xe2\x82\xac\r\n"
+                + b"".join(high[i:i + 64] + b"\r\n" for i in range(0, 128, 64))
+                + b"latin-1: \xe4\xf6\xfc\xdf\r\n"
+                + b"tab\there and \x7f\r\n")
+        msg = make_message("8bit", body, headers=["MIME-Version: 1.0",
+                                                  "Content-Type: text/plain; charset=utf-8",
+                                                  "Content-Transfer-Encoding: 8bit"])
+        m, _ = self.relay_one(msg, mail_options=["BODY=8BITMIME"])
+        self.assert_same_bytes(strip_received(m.content), msg)
+
+    def test_8bit_declared_upstream(self):
+        msg = make_message("8bit", b"caf\xc3\xa9\r\n")
+        m, _ = self.relay_one(msg, mail_options=["BODY=8BITMIME"])
+        self.assertIn("BODY=8BITMIME", m.mail_options,
+                      "8-bit body relayed without BODY=8BITMIME (RFC 6152)")
+
+    def test_20mib_message(self):
+        # Deterministic 76-octet lines, some starting with a dot, ~20 MiB in total.
+        lines = []
+        size = 0
+        i = 0
+        while size < 20 * 1024 * 1024:
+            tag = b"." if i % 97 == 0 else b"L"
+            line = tag + (b"%09d " % i) + hashlib.sha256(b"%d" % i).hexdigest().encode() \
+                + b"0123456789\r\n"
+            lines.append(line)
+            size += len(line)
+            i += 1
+        msg = make_message("big", b"".join(lines))
+        m, relay = self.relay_one(msg)
+        self.assert_same_bytes(strip_received(m.content), msg)
+
+
+if __name__ == "__main__":
+    main()

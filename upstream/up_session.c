@@ -1,0 +1,744 @@
+/* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207,
+ * AUTH RFC 4954). Entering a state sends its command; up_on_reply() switches on
+ * the state to read the reply (OpenSMTPD mta_session.c). Owns a tio, a timer
+ * and, while resolving, a getaddrinfo request; freed when all three are gone. */
+#include "upstream/up_session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_sasl.h"
+#include "common/log.h"
+#include "common/reply.h"
+#include "common/tio.h"
+#include "conf/conf.h"
+
+#define UP_QUIT_TIMEOUT 5
+
+enum up_state {
+    UP_STATE_INIT,
+    UP_STATE_RESOLVE,
+    UP_STATE_CONNECT,
+    UP_STATE_TLS_IMPLICIT,
+    UP_STATE_GREETING,
+    UP_STATE_EHLO,
+    UP_STATE_STARTTLS,
+    UP_STATE_TLS,
+    UP_STATE_EHLO2,
+    UP_STATE_AUTH_PLAIN,
+    UP_STATE_AUTH_LOGIN,
+    UP_STATE_AUTH_LOGIN_USER,
+    UP_STATE_AUTH_LOGIN_PASS,
+    UP_STATE_AUTH_CRAM,
+    UP_STATE_AUTH_CRAM_RESP,
+    UP_STATE_READY,
+    UP_STATE_MAIL,
+    UP_STATE_RCPT,
+    UP_STATE_DATA,
+    UP_STATE_BODY,
+    UP_STATE_DOT,
+    UP_STATE_RSET,
+    UP_STATE_QUIT,
+    UP_STATE_CLOSED,
+};
+
+struct up_session {
+    uv_loop_t *loop;
+    struct up_params p;
+    const struct up_cbs *cbs;
+    void *arg;
+    enum up_state state;
+    struct tio *tio;
+    uv_timer_t timer;
+    uv_getaddrinfo_t gai;
+    uv_connect_t conn;
+    struct addrinfo *ai, *ai_next;
+    struct up_ehlo ehlo;
+    struct up_reply_parser rp;
+    int refs; /* timer + tio + getaddrinfo in flight */
+    unsigned closing : 1, ready : 1, failed : 1;
+    char where[300];
+};
+
+static const struct tio_cbs up_tio_cbs;
+
+static const char *up_strstate(enum up_state st)
+{
+    switch (st) {
+    case UP_STATE_INIT:
+        return "init";
+    case UP_STATE_RESOLVE:
+        return "resolve";
+    case UP_STATE_CONNECT:
+        return "connect";
+    case UP_STATE_TLS_IMPLICIT:
+        return "tls_implicit";
+    case UP_STATE_GREETING:
+        return "greeting";
+    case UP_STATE_EHLO:
+        return "ehlo";
+    case UP_STATE_STARTTLS:
+        return "starttls";
+    case UP_STATE_TLS:
+        return "tls";
+    case UP_STATE_EHLO2:
+        return "ehlo2";
+    case UP_STATE_AUTH_PLAIN:
+        return "auth_plain";
+    case UP_STATE_AUTH_LOGIN:
+        return "auth_login";
+    case UP_STATE_AUTH_LOGIN_USER:
+        return "auth_login_user";
+    case UP_STATE_AUTH_LOGIN_PASS:
+        return "auth_login_pass";
+    case UP_STATE_AUTH_CRAM:
+        return "auth_cram";
+    case UP_STATE_AUTH_CRAM_RESP:
+        return "auth_cram_resp";
+    case UP_STATE_READY:
+        return "ready";
+    case UP_STATE_MAIL:
+        return "mail";
+    case UP_STATE_RCPT:
+        return "rcpt";
+    case UP_STATE_DATA:
+        return "data";
+    case UP_STATE_BODY:
+        return "body";
+    case UP_STATE_DOT:
+        return "dot";
+    case UP_STATE_RSET:
+        return "rset";
+    case UP_STATE_QUIT:
+        return "quit";
+    case UP_STATE_CLOSED:
+        return "closed";
+    }
+    abort();
+}
+
+static void up_enter_state(struct up_session *s, enum up_state st)
+{
+    log_debug(s->p.sid, "up", "relay=%s state=%s->%s", s->where, up_strstate(s->state),
+              up_strstate(st));
+    s->state = st;
+}
+
+static void up_unref(struct up_session *s)
+{
+    if (--s->refs > 0) {
+        return;
+    }
+    if (s->ai) {
+        uv_freeaddrinfo(s->ai);
+    }
+    if (s->cbs->on_close) {
+        s->cbs->on_close(s->arg);
+    }
+    free(s);
+}
+
+static void up_timer_close_cb(uv_handle_t *h)
+{
+    up_unref(h->data);
+}
+
+static void up_shutdown(struct up_session *s)
+{
+    if (s->closing) {
+        return;
+    }
+    s->closing = 1;
+    up_enter_state(s, UP_STATE_CLOSED);
+    uv_close((uv_handle_t *)&s->timer, up_timer_close_cb);
+    if (s->tio) {
+        tio_close(s->tio);
+    }
+}
+
+/* Failure: tell the owner once (before or after ready), then close. */
+static void up_fail(struct up_session *s, int err, const struct up_reply *r, const char *detail)
+{
+    int pending;
+
+    if (s->failed || s->closing) {
+        return;
+    }
+    s->failed = 1;
+    pending = s->state != UP_STATE_READY && s->state != UP_STATE_QUIT;
+    if (s->state == UP_STATE_QUIT) {
+        up_shutdown(s);
+        return;
+    }
+    if (err == RELAY_E_AUTH) {
+        char q[600];
+        log_warn(s->p.sid, "up", "relay=%s event=auth_failed user=%s reply=\"%s\"", s->where,
+                 s->p.user, log_quote(detail, strlen(detail), q, sizeof(q)));
+    } else {
+        char q[600];
+        log_warn(s->p.sid, "up", "relay=%s event=failed state=%s error=%s detail=\"%s\"", s->where,
+                 up_strstate(s->state), reply_err_name(err),
+                 log_quote(detail, strlen(detail), q, sizeof(q)));
+    }
+    if (!s->ready) {
+        s->cbs->on_ready(s->arg, err, r, detail);
+    } else {
+        s->cbs->on_fail(s->arg, err, detail, pending);
+    }
+    up_shutdown(s);
+}
+
+static void up_fail_reply(struct up_session *s, int err, const struct up_reply *r)
+{
+    char line[600];
+    up_fail(s, err, r, up_reply_oneline(r, line, sizeof(line)));
+}
+
+static void up_timeout_cb(uv_timer_t *t)
+{
+    struct up_session *s = t->data;
+    char d[64];
+    snprintf(d, sizeof(d), "no answer in state %s", up_strstate(s->state));
+    if (s->state == UP_STATE_QUIT) {
+        up_shutdown(s);
+        return;
+    }
+    up_fail(s, RELAY_E_TIMEOUT, NULL, d);
+}
+
+static void up_arm(struct up_session *s, unsigned seconds)
+{
+    uv_timer_start(&s->timer, up_timeout_cb, (uint64_t)seconds * 1000u, 0);
+}
+
+/* Sends one command line (with CRLF added) as one write. */
+static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
+{
+    char line[1100];
+    va_list ap;
+    int n, r;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line) - 2) {
+        explicit_bzero(line, sizeof(line));
+        return RELAY_E_PROTOCOL;
+    }
+    line[n++] = '\r';
+    line[n++] = '\n';
+    r = tio_write(s->tio, line, (size_t)n);
+    explicit_bzero(line, (size_t)n); /* may hold an AUTH response */
+    if (r == 0) {
+        r = tio_flush(s->tio);
+    }
+    if (r < 0) {
+        char e[128];
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+        return RELAY_E_LOST;
+    }
+    up_arm(s, timeout);
+    return 0;
+}
+
+static void up_start_auth(struct up_session *s)
+{
+    unsigned m = s->ehlo.auth;
+    char buf[1100];
+
+    if (m & UP_AUTH_PLAIN) {
+        if (sasl_plain(s->p.user, s->p.password, buf, sizeof(buf)) == (size_t)-1) {
+            up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH PLAIN");
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_PLAIN);
+        up_send(s, s->p.command_timeout, "AUTH PLAIN %s", buf);
+        explicit_bzero(buf, sizeof(buf));
+    } else if (m & UP_AUTH_LOGIN) {
+        up_enter_state(s, UP_STATE_AUTH_LOGIN);
+        up_send(s, s->p.command_timeout, "AUTH LOGIN");
+    } else if (m & UP_AUTH_CRAM_MD5) {
+        up_enter_state(s, UP_STATE_AUTH_CRAM);
+        up_send(s, s->p.command_timeout, "AUTH CRAM-MD5");
+    } else {
+        up_fail(s, RELAY_E_NO_AUTH_MECH, NULL,
+                (s->ehlo.ext & UP_EXT_AUTH) ? "mechanisms offered: none usable"
+                                            : "no AUTH advertised after TLS");
+    }
+}
+
+static void up_auth_done(struct up_session *s, const struct up_reply *r)
+{
+    char tls[96];
+
+    if (r->code != 235) {
+        up_fail_reply(s, RELAY_E_AUTH, r);
+        return;
+    }
+    log_info(s->p.sid, "up", "relay=%s event=ready user=%s tls=%s", s->where, s->p.user,
+             tio_tls_desc(s->tio, tls, sizeof(tls)));
+    up_enter_state(s, UP_STATE_READY);
+    uv_timer_stop(&s->timer);
+    s->ready = 1;
+    s->cbs->on_ready(s->arg, 0, r, NULL);
+}
+
+static void up_send_b64(struct up_session *s, const char *data, size_t len)
+{
+    char b[800];
+    if (b64_encode(data, len, b, sizeof(b)) == (size_t)-1) {
+        up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH LOGIN");
+        return;
+    }
+    up_send(s, s->p.command_timeout, "%s", b);
+    explicit_bzero(b, sizeof(b));
+}
+
+static void up_on_reply(struct up_session *s, const struct up_reply *r)
+{
+    int tls_up = s->p.up->tls == CONF_TLS_IMPLICIT || s->state >= UP_STATE_TLS;
+
+    uv_timer_stop(&s->timer);
+    switch (s->state) {
+    case UP_STATE_GREETING:
+        if (r->code != 220) {
+            up_fail_reply(s, RELAY_E_REFUSED, r);
+            return;
+        }
+        up_enter_state(s, tls_up ? UP_STATE_EHLO2 : UP_STATE_EHLO);
+        up_send(s, s->p.command_timeout, "EHLO %s", s->p.helo);
+        return;
+    case UP_STATE_EHLO:
+        if (r->code != 250) {
+            up_fail_reply(s, RELAY_E_REFUSED, r);
+            return;
+        }
+        up_reply_ehlo(r, &s->ehlo);
+        if (!(s->ehlo.ext & UP_EXT_STARTTLS)) {
+            up_fail(s, RELAY_E_NO_STARTTLS, NULL, "STARTTLS not in EHLO reply");
+            return;
+        }
+        up_enter_state(s, UP_STATE_STARTTLS);
+        up_send(s, s->p.command_timeout, "STARTTLS");
+        return;
+    case UP_STATE_STARTTLS: {
+        int e;
+        if (r->code != 220) {
+            up_fail_reply(s, RELAY_E_NO_STARTTLS, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_TLS);
+        /* RFC 3207 §4.2: forget everything learned in clear */
+        memset(&s->ehlo, 0, sizeof(s->ehlo));
+        e = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify);
+        if (e < 0) {
+            char d[128];
+            up_fail(s, RELAY_E_TLS, NULL, tio_strerror(e, d, sizeof(d)));
+            return;
+        }
+        up_arm(s, s->p.connect_timeout);
+        return;
+    }
+    case UP_STATE_EHLO2:
+        if (r->code != 250) {
+            up_fail_reply(s, RELAY_E_REFUSED, r);
+            return;
+        }
+        up_reply_ehlo(r, &s->ehlo);
+        up_start_auth(s);
+        return;
+    case UP_STATE_AUTH_PLAIN:
+    case UP_STATE_AUTH_LOGIN_PASS:
+    case UP_STATE_AUTH_CRAM_RESP:
+        up_auth_done(s, r);
+        return;
+    case UP_STATE_AUTH_LOGIN:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_USER);
+        up_send_b64(s, s->p.user, strlen(s->p.user));
+        return;
+    case UP_STATE_AUTH_LOGIN_USER:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_PASS);
+        up_send_b64(s, s->p.password, strlen(s->p.password));
+        return;
+    case UP_STATE_AUTH_CRAM: {
+        char chal[600], out[800];
+        size_t n;
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_reply_lastline(r, chal, sizeof(chal));
+        n = sasl_cram_md5(s->p.user, s->p.password, chal, strlen(chal), out, sizeof(out));
+        if (n == (size_t)-1) {
+            up_fail(s, RELAY_E_PROTOCOL, NULL, "bad CRAM-MD5 challenge");
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_CRAM_RESP);
+        up_send(s, s->p.command_timeout, "%s", out);
+        explicit_bzero(out, sizeof(out));
+        return;
+    }
+    case UP_STATE_MAIL:
+    case UP_STATE_RCPT:
+    case UP_STATE_RSET:
+    case UP_STATE_DOT:
+        up_enter_state(s, UP_STATE_READY);
+        s->cbs->on_reply(s->arg, r);
+        return;
+    case UP_STATE_DATA:
+        up_enter_state(s, r->code == 354 ? UP_STATE_BODY : UP_STATE_READY);
+        if (r->code == 354) {
+            up_arm(s, s->p.data_timeout);
+        }
+        s->cbs->on_reply(s->arg, r);
+        return;
+    case UP_STATE_QUIT:
+        up_shutdown(s);
+        return;
+    case UP_STATE_READY:
+    case UP_STATE_BODY:
+        /* unsolicited, e.g. "421 idle timeout" */
+        up_fail_reply(s, r->code == 421 ? RELAY_E_LOST : RELAY_E_PROTOCOL, r);
+        return;
+    case UP_STATE_INIT:
+    case UP_STATE_RESOLVE:
+    case UP_STATE_CONNECT:
+    case UP_STATE_TLS_IMPLICIT:
+    case UP_STATE_TLS:
+    case UP_STATE_CLOSED:
+        up_fail_reply(s, RELAY_E_PROTOCOL, r);
+        return;
+    }
+    abort();
+}
+
+static size_t up_tio_read(void *arg, const char *data, size_t len)
+{
+    struct up_session *s = arg;
+    size_t off = 0;
+
+    while (off < len && !s->closing) {
+        size_t c = 0;
+        int r = up_reply_feed(&s->rp, data + off, len - off, &c);
+        off += c;
+        if (r == UP_REPLY_MORE) {
+            break;
+        }
+        if (r < 0) {
+            up_fail(s, RELAY_E_PROTOCOL, NULL,
+                    r == UP_REPLY_ERR_TOO_LONG ? "reply too long" : "malformed reply");
+            return len;
+        }
+        up_on_reply(s, &s->rp.r);
+        if (s->state == UP_STATE_TLS) {
+            return len; /* tio discarded the rest: nothing in clear after STARTTLS */
+        }
+    }
+    return s->closing ? len : off;
+}
+
+static void up_tio_handshake(void *arg)
+{
+    struct up_session *s = arg;
+    char tls[96];
+
+    log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s", s->where,
+              tio_tls_desc(s->tio, tls, sizeof(tls)), s->p.up->tls_verify ? "yes" : "no");
+    if (s->state == UP_STATE_TLS_IMPLICIT) {
+        up_enter_state(s, UP_STATE_GREETING);
+        up_arm(s, s->p.command_timeout);
+    } else if (s->state == UP_STATE_TLS) {
+        up_enter_state(s, UP_STATE_EHLO2);
+        up_send(s, s->p.command_timeout, "EHLO %s", s->p.helo);
+    }
+}
+
+static void up_tio_drain(void *arg)
+{
+    struct up_session *s = arg;
+    if (s->state == UP_STATE_BODY) {
+        up_arm(s, s->p.data_timeout); /* progress: the data block timer restarts */
+        if (s->cbs->on_drain) {
+            s->cbs->on_drain(s->arg);
+        }
+    }
+}
+
+static void up_tio_error(void *arg, int err)
+{
+    struct up_session *s = arg;
+    char d[160];
+
+    tio_strerror(err, d, sizeof(d));
+    if (TIO_IS_TLS_ERR(err)) {
+        up_fail(s, tio_err_is_cert(err) ? RELAY_E_CERT : RELAY_E_TLS, NULL, d);
+    } else if (s->state == UP_STATE_QUIT) {
+        up_shutdown(s);
+    } else {
+        up_fail(s, RELAY_E_LOST, NULL, err == UV_EOF ? "connection closed by upstream" : d);
+    }
+}
+
+static void up_tio_close(void *arg)
+{
+    up_unref(arg);
+}
+
+static const struct tio_cbs up_tio_cbs = {
+    .on_read = up_tio_read,
+    .on_handshake = up_tio_handshake,
+    .on_drain = up_tio_drain,
+    .on_error = up_tio_error,
+    .on_close = up_tio_close,
+};
+
+static void up_try_connect(struct up_session *s);
+
+static void up_connect_cb(uv_connect_t *req, int status)
+{
+    struct up_session *s = req->data;
+    char d[160];
+
+    if (s->closing) {
+        return;
+    }
+    if (status < 0) {
+        if (s->ai_next) {
+            log_debug(s->p.sid, "up", "relay=%s event=connect_failed error=\"%s\" next=yes",
+                      s->where, uv_strerror(status));
+            tio_close(s->tio); /* a fresh handle for the next address */
+            s->tio = NULL;
+            up_try_connect(s);
+            return;
+        }
+        snprintf(d, sizeof(d), "%s", uv_strerror(status));
+        up_fail(s, RELAY_E_CONNECT, NULL, d);
+        return;
+    }
+    uv_tcp_nodelay(tio_tcp(s->tio), 1);
+    if (s->p.up->tls == CONF_TLS_IMPLICIT) {
+        int e;
+        up_enter_state(s, UP_STATE_TLS_IMPLICIT);
+        e = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify);
+        if (e < 0) {
+            up_fail(s, RELAY_E_TLS, NULL, tio_strerror(e, d, sizeof(d)));
+            return;
+        }
+        up_arm(s, s->p.connect_timeout);
+    } else {
+        up_enter_state(s, UP_STATE_GREETING);
+        up_arm(s, s->p.command_timeout); /* RFC 5321 §4.5.3.2.1: 5 minutes for the 220 */
+    }
+    if (tio_start(s->tio) < 0) {
+        return; /* on_error already ran */
+    }
+}
+
+static void up_try_connect(struct up_session *s)
+{
+    struct addrinfo *ai = s->ai_next;
+    int r;
+
+    s->ai_next = ai->ai_next;
+    s->tio = tio_new(s->loop, &up_tio_cbs, s);
+    if (!s->tio) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    s->refs++;
+    s->conn.data = s;
+    r = uv_tcp_connect(&s->conn, tio_tcp(s->tio), ai->ai_addr, up_connect_cb);
+    if (r < 0) {
+        up_fail(s, RELAY_E_CONNECT, NULL, uv_strerror(r));
+    }
+}
+
+static void up_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct up_session *s = req->data;
+
+    s->ai = res;
+    if (s->closing) {
+        up_unref(s);
+        return;
+    }
+    if (status < 0 || !res) {
+        char d[300];
+        snprintf(d, sizeof(d), "%s: %s", s->p.up->host, uv_strerror(status));
+        up_fail(s, RELAY_E_RESOLVE, NULL, d);
+        up_unref(s);
+        return;
+    }
+    up_enter_state(s, UP_STATE_CONNECT);
+    s->ai_next = res;
+    up_try_connect(s);
+    up_unref(s);
+}
+
+struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
+                                  const struct up_cbs *cbs, void *arg)
+{
+    struct up_session *s = calloc(1, sizeof(*s));
+    const char *h;
+
+    if (!s) {
+        return NULL;
+    }
+    s->loop = loop;
+    s->p = *p;
+    s->cbs = cbs;
+    s->arg = arg;
+    h = p->up->host;
+    snprintf(s->where, sizeof(s->where), strchr(h, ':') ? "[%s]:%u" : "%s:%u", h,
+             (unsigned)p->up->port);
+    up_reply_init(&s->rp);
+    uv_timer_init(loop, &s->timer);
+    s->timer.data = s;
+    s->refs = 1;
+    return s;
+}
+
+int up_session_start(struct up_session *s)
+{
+    struct addrinfo hints;
+    char port[8];
+    int r;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    snprintf(port, sizeof(port), "%u", (unsigned)s->p.up->port);
+    up_enter_state(s, UP_STATE_RESOLVE);
+    s->gai.data = s;
+    up_arm(s, s->p.connect_timeout);
+    r = uv_getaddrinfo(s->loop, &s->gai, up_resolve_cb, s->p.up->host, port, &hints);
+    if (r < 0) {
+        up_fail(s, RELAY_E_RESOLVE, NULL, uv_strerror(r));
+        return r;
+    }
+    s->refs++;
+    return 0;
+}
+
+const char *up_where(const struct up_session *s)
+{
+    return s->where;
+}
+
+unsigned up_ext(const struct up_session *s)
+{
+    return s->ehlo.ext;
+}
+
+int up_idle(const struct up_session *s)
+{
+    return !s->closing && s->state == UP_STATE_READY;
+}
+
+static int up_command(struct up_session *s, enum up_state st, unsigned timeout, const char *verb,
+                      const char *arg, const char *params)
+{
+    if (s->closing || s->state != UP_STATE_READY) {
+        return RELAY_E_PROTOCOL;
+    }
+    up_enter_state(s, st);
+    if (arg) {
+        return up_send(s, timeout, "%s<%s>%s%s", verb, arg, params && *params ? " " : "",
+                       params ? params : "");
+    }
+    return up_send(s, timeout, "%s", verb);
+}
+
+int up_mail(struct up_session *s, const char *from, const char *params)
+{
+    return up_command(s, UP_STATE_MAIL, s->p.command_timeout, "MAIL FROM:", from, params);
+}
+
+int up_rcpt(struct up_session *s, const char *to, const char *params)
+{
+    return up_command(s, UP_STATE_RCPT, s->p.command_timeout, "RCPT TO:", to, params);
+}
+
+int up_data(struct up_session *s)
+{
+    /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes */
+    return up_command(s, UP_STATE_DATA, s->p.command_timeout, "DATA", NULL, NULL);
+}
+
+int up_rset(struct up_session *s)
+{
+    return up_command(s, UP_STATE_RSET, s->p.command_timeout, "RSET", NULL, NULL);
+}
+
+int up_body(struct up_session *s, const char *data, size_t len)
+{
+    int r;
+
+    if (s->closing || s->state != UP_STATE_BODY) {
+        return RELAY_E_PROTOCOL;
+    }
+    r = tio_write(s->tio, data, len);
+    if (r < 0) {
+        char e[128];
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+        return RELAY_E_LOST;
+    }
+    return 0;
+}
+
+size_t up_pending(const struct up_session *s)
+{
+    return s->tio && !s->closing ? tio_pending(s->tio) : 0;
+}
+
+int up_data_end(struct up_session *s)
+{
+    int r;
+
+    if (s->closing || s->state != UP_STATE_BODY) {
+        return RELAY_E_PROTOCOL;
+    }
+    up_enter_state(s, UP_STATE_DOT);
+    r = tio_flush(s->tio);
+    if (r < 0) {
+        char e[128];
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+        return RELAY_E_LOST;
+    }
+    up_arm(s, s->p.data_timeout); /* RFC 5321 §4.5.3.2.6: 10 minutes */
+    return 0;
+}
+
+void up_quit(struct up_session *s)
+{
+    if (s->closing) {
+        return;
+    }
+    if (s->state == UP_STATE_READY) {
+        up_enter_state(s, UP_STATE_QUIT);
+        if (tio_write(s->tio, "QUIT\r\n", 6) == 0 && tio_flush(s->tio) == 0) {
+            up_arm(s, UP_QUIT_TIMEOUT);
+            return;
+        }
+    }
+    up_shutdown(s);
+}
+
+void up_close(struct up_session *s)
+{
+    up_shutdown(s);
+}

@@ -1,0 +1,73 @@
+/* up_session: the outbound SMTP client. One session = one TCP connection to an
+ * upstream: resolve, connect, (implicit TLS | EHLO, STARTTLS), EHLO, AUTH; then
+ * transactions driven by the caller, one command at a time (RFC 5321, RFC 3207,
+ * RFC 4954). Credentials are never sent unless TLS is up and verified (or the
+ * user relaxed verification). Memory: ~6 KiB + tio (16 KiB + ~37 KiB TLS). */
+#ifndef RELAY25_UP_SESSION_H
+#define RELAY25_UP_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "upstream/up_reply.h"
+
+struct up_session;
+struct conf_upstream;
+
+struct up_params {
+    const struct conf_upstream *up;
+    const char *user;     /* must outlive the session (conf snapshot) */
+    const char *password; /* idem; never copied into logs */
+    const char *helo;     /* our EHLO name */
+    uint64_t sid;         /* log id of the session this serves */
+    unsigned connect_timeout, command_timeout, data_timeout; /* seconds */
+};
+
+struct up_cbs {
+    /* Authenticated and ready for MAIL (err == 0), or failed on the way there
+     * (err is enum relay_err; r is upstream's reply when one caused it, else NULL;
+     * detail is a one-line reason). The session closes itself after a failure. */
+    void (*on_ready)(void *arg, int err, const struct up_reply *r, const char *detail);
+    /* Upstream's reply to the last MAIL, RCPT, DATA, end of data or RSET. r is
+     * valid only during the call. */
+    void (*on_reply)(void *arg, const struct up_reply *r);
+    /* The connection failed after on_ready (lost, timed out, protocol error);
+     * cmd_pending says whether a command was waiting for a reply. The session closes. */
+    void (*on_fail)(void *arg, int err, const char *detail, int cmd_pending);
+    /* Body output fell below the low-water mark: more up_body() is welcome. */
+    void (*on_drain)(void *arg);
+    /* Gone; the session is freed right after. */
+    void (*on_close)(void *arg);
+};
+
+struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
+                                  const struct up_cbs *cbs, void *arg);
+int up_session_start(struct up_session *s);
+
+/* "host:port" for logs and replies. */
+const char *up_where(const struct up_session *s);
+/* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */
+unsigned up_ext(const struct up_session *s);
+/* 1 when ready and no command is outstanding. */
+int up_idle(const struct up_session *s);
+
+/* Each sends one command and arms the reply timeout; the reply comes through
+ * on_reply. params may be NULL or "" (ESMTP parameters, already vetted). */
+int up_mail(struct up_session *s, const char *from, const char *params);
+int up_rcpt(struct up_session *s, const char *to, const char *params);
+int up_data(struct up_session *s);
+/* After a 354: queue wire-format body bytes (already dot-stuffed). */
+int up_body(struct up_session *s, const char *data, size_t len);
+/* Bytes queued towards upstream and not yet written (backpressure). */
+size_t up_pending(const struct up_session *s);
+/* The terminator was queued with up_body: flush and await the final reply. */
+int up_data_end(struct up_session *s);
+int up_rset(struct up_session *s);
+/* QUIT politely when idle, then close; otherwise close at once. */
+void up_quit(struct up_session *s);
+/* Abort: close without QUIT (e.g. inside DATA, so upstream discards the message). */
+void up_close(struct up_session *s);
+
+#endif
