@@ -44,8 +44,13 @@ static void b64s_quad(struct b64_stream *s, const unsigned char *b, size_t n)
     }
     s->out[s->len++] = b64_alphabet[(v >> 18) & 63];
     s->out[s->len++] = b64_alphabet[(v >> 12) & 63];
-    s->out[s->len++] = n > 1 ? b64_alphabet[(v >> 6) & 63] : '=';
-    s->out[s->len++] = n > 2 ? b64_alphabet[v & 63] : '=';
+    s->out[s->len++] = b64_alphabet[(v >> 6) & 63];
+    s->out[s->len++] = b64_alphabet[v & 63];
+    /* RFC 4648 §4: pad a final group of 1 or 2 bytes with "==" or "=". */
+    if (n < 3)
+        s->out[s->len - 1] = '=';
+    if (n < 2)
+        s->out[s->len - 2] = '=';
 }
 
 static void b64s_write(struct b64_stream *s, const void *in, size_t len)

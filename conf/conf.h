@@ -23,21 +23,21 @@ enum conf_bare_lf {
 };
 
 struct conf_upstream {
-    char *name;        /* section name, "default" for the environment config */
-    char *host;        /* connect address (name or literal) */
-    uint16_t port;     /* default 587, or 465 for implicit */
-    enum conf_tls tls; /* default starttls, implicit when port is 465 */
-    char *ca_file;     /* default /etc/ssl/certs/ca-certificates.crt */
-    char *server_name; /* SNI and certificate name check; default: host */
-    int tls_verify;    /* 1 (default): chain and name verified; 0: user relaxed it */
+    char *name;              /* section name, "default" for the environment config */
+    char *host;              /* connect address (name or literal) */
+    uint16_t port;           /* default 587, or 465 for implicit */
+    enum conf_tls tls;       /* default starttls, implicit when port is 465 */
+    char *ca_file;           /* default /etc/ssl/certs/ca-certificates.crt */
+    char *server_name;       /* SNI and certificate name check; default: host */
+    int tls_verify;          /* 1 (default): chain and name verified; 0: user relaxed it */
     const struct tls_ca *ca; /* loaded trust anchors (shared between upstreams with one ca_file) */
-    int line;          /* line of the section header, for messages */
+    int line;                /* line of the section header, for messages */
 };
 
 struct conf_device {
-    char *name;                     /* section name ("default" for [device default]) */
-    int is_default;                 /* [device default] */
-    struct cidr *match;             /* empty for the default device */
+    char *name;         /* section name ("default" for [device default]) */
+    int is_default;     /* [device default] */
+    struct cidr *match; /* empty for the default device */
     size_t nmatch;
     const struct conf_upstream *up; /* resolved upstream */
     char *user;                     /* upstream login */
@@ -59,17 +59,17 @@ struct conf {
     size_t nlisten;
     struct cidr *allow; /* default loopback only: 127.0.0.0/8, ::1/128 */
     size_t nallow;
-    char *hostname; /* default gethostname() */
+    char *hostname;            /* default gethostname() */
     uint64_t max_message_size; /* bytes, default 35 MiB; "35M", "512K", "1G" accepted */
     int received_header;       /* 1 (default): prepend a Received: line */
     enum conf_bare_lf bare_lf;
     int log_level; /* enum log_level; default info; key log_level = debug|info|warn|error */
 
     /* timeouts in seconds (RFC 5321 §4.5.3.2 values are the upper bounds) */
-    unsigned idle_timeout;    /* inbound: waiting for a command or DATA bytes, default 300 */
-    unsigned connect_timeout; /* upstream TCP connect + TLS handshake, default 30 */
-    unsigned command_timeout; /* upstream reply to a command, default 300 */
-    unsigned data_timeout;    /* upstream reply after end of DATA, default 600 */
+    unsigned idle_timeout;     /* inbound: waiting for a command or DATA bytes, default 300 */
+    unsigned connect_timeout;  /* upstream TCP connect + TLS handshake, default 30 */
+    unsigned command_timeout;  /* upstream reply to a command, default 300 */
+    unsigned data_timeout;     /* upstream reply after end of DATA, default 600 */
     unsigned shutdown_timeout; /* SIGTERM: how long open sessions may finish, default 30 */
 
     struct conf_upstream *upstreams;

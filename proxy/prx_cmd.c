@@ -159,8 +159,8 @@ static size_t prx_skip_route(const char *s, size_t len)
     }
 }
 
-int prx_cmd_path(const char *arg, size_t arglen, const char *keyword, char *addr,
-                 size_t addrsz, const char **params, size_t *paramslen)
+int prx_cmd_path(const char *arg, size_t arglen, const char *keyword, char *addr, size_t addrsz,
+                 const char **params, size_t *paramslen)
 {
     size_t kl = strlen(keyword);
     size_t i, alen, pathend;

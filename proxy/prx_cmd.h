@@ -39,7 +39,7 @@ int prx_cmd_parse(const char *line, size_t len, struct prx_cmd *out);
 
 enum prx_path_err {
     PRX_PATH_OK = 0,
-    PRX_PATH_SYNTAX = -1,  /* missing "FROM:"/"TO:", unbalanced <>, blanks inside */
+    PRX_PATH_SYNTAX = -1, /* missing "FROM:"/"TO:", unbalanced <>, blanks inside */
     PRX_PATH_TOO_LONG = -2,
 };
 
@@ -48,8 +48,8 @@ enum prx_path_err {
  * and points *params at the ESMTP parameters that follow ("" if none).
  * Accepts "FROM:<a>", "FROM: <a>", "FROM:a", "from:<a> SIZE=10"; source routes
  * ("<@x,@y:a@b>") are reduced to the mailbox (RFC 5321 §4.1.2 says ignore them). */
-int prx_cmd_path(const char *arg, size_t arglen, const char *keyword, char *addr,
-                 size_t addrsz, const char **params, size_t *paramslen);
+int prx_cmd_path(const char *arg, size_t arglen, const char *keyword, char *addr, size_t addrsz,
+                 const char **params, size_t *paramslen);
 
 /* Find ESMTP parameter name (case-insensitive) in a params string, e.g. "SIZE".
  * Returns 1 and sets *val and *vallen ("" for a bare keyword) if present, else 0. */

@@ -23,8 +23,8 @@ static int check_count;
         long long check_a_ = (long long)(a), check_b_ = (long long)(b);                            \
         check_count++;                                                                             \
         if (check_a_ != check_b_) {                                                                \
-            fprintf(stderr, "%s:%d: ASSERT_EQ(%s, %s) failed: %lld != %lld\n", __FILE__,          \
-                    __LINE__, #a, #b, check_a_, check_b_);                                         \
+            fprintf(stderr, "%s:%d: ASSERT_EQ(%s, %s) failed: %lld != %lld\n", __FILE__, __LINE__, \
+                    #a, #b, check_a_, check_b_);                                                   \
             check_failures++;                                                                      \
         }                                                                                          \
     } while (0)
@@ -34,7 +34,7 @@ static int check_count;
         const char *check_a_ = (a), *check_b_ = (b);                                               \
         check_count++;                                                                             \
         if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0) {                           \
-            fprintf(stderr, "%s:%d: ASSERT_STREQ(%s, %s) failed: \"%s\" != \"%s\"\n", __FILE__,   \
+            fprintf(stderr, "%s:%d: ASSERT_STREQ(%s, %s) failed: \"%s\" != \"%s\"\n", __FILE__,    \
                     __LINE__, #a, #b, check_a_ ? check_a_ : "(null)",                              \
                     check_b_ ? check_b_ : "(null)");                                               \
             check_failures++;                                                                      \
@@ -46,9 +46,9 @@ static int check_count;
         size_t check_al_ = (alen), check_bl_ = (blen);                                             \
         check_count++;                                                                             \
         if (check_al_ != check_bl_ || memcmp((a), (b), check_al_) != 0) {                          \
-            fprintf(stderr, "%s:%d: ASSERT_MEMEQ(%s, %s) failed: \"%.*s\" != \"%.*s\"\n",        \
-                    __FILE__, __LINE__, #a, #b, (int)check_al_, (const char *)(a),                 \
-                    (int)check_bl_, (const char *)(b));                                            \
+            fprintf(stderr, "%s:%d: ASSERT_MEMEQ(%s, %s) failed: \"%.*s\" != \"%.*s\"\n",          \
+                    __FILE__, __LINE__, #a, #b, (int)check_al_, (const char *)(a), (int)check_bl_, \
+                    (const char *)(b));                                                            \
             check_failures++;                                                                      \
         }                                                                                          \
     } while (0)

@@ -31,8 +31,7 @@ static int up_reply_line(struct up_reply_parser *p, size_t len)
     if (len > UP_REPLY_LINE_MAX)
         return UP_REPLY_ERR_TOO_LONG;
     /* RFC 5321 §4.2: three digits, 2xx..5xx, then SP, "-" or the line end. */
-    if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' ||
-        l[2] > '9')
+    if (len < 3 || l[0] < '2' || l[0] > '5' || l[1] < '0' || l[1] > '9' || l[2] < '0' || l[2] > '9')
         return UP_REPLY_ERR_SYNTAX;
     if (len > 3 && l[3] != ' ' && l[3] != '-')
         return UP_REPLY_ERR_SYNTAX;
@@ -107,7 +106,10 @@ static void up_reply_copy_text(const char *s, size_t len, char *out, size_t cap,
     for (size_t i = len > 4 ? 4 : len; i < len && *o + 1 < cap; i++) {
         unsigned char c = (unsigned char)s[i];
 
-        out[(*o)++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+        out[*o] = s[i];
+        if (c < 0x20 || c == 0x7f)
+            out[*o] = ' ';
+        (*o)++;
     }
 }
 
@@ -234,12 +236,9 @@ void up_reply_ehlo(const struct up_reply *r, struct up_ehlo *out)
         const char *kw;
         unsigned bit;
     } exts[] = {
-        {"STARTTLS", UP_EXT_STARTTLS},
-        {"PIPELINING", UP_EXT_PIPELINING},
-        {"8BITMIME", UP_EXT_8BITMIME},
-        {"SMTPUTF8", UP_EXT_SMTPUTF8},
-        {"DSN", UP_EXT_DSN},
-        {"ENHANCEDSTATUSCODES", UP_EXT_ENHANCEDSTATUSCODES},
+        {"STARTTLS", UP_EXT_STARTTLS}, {"PIPELINING", UP_EXT_PIPELINING},
+        {"8BITMIME", UP_EXT_8BITMIME}, {"SMTPUTF8", UP_EXT_SMTPUTF8},
+        {"DSN", UP_EXT_DSN},           {"ENHANCEDSTATUSCODES", UP_EXT_ENHANCEDSTATUSCODES},
     };
     const char *s;
     size_t pos = 0, len;

@@ -10,10 +10,11 @@
 #define UP_REPLY_MAX 4096
 
 struct up_reply {
-    int code;       /* 200..599 */
+    int code; /* 200..599 */
     int nlines;
-    size_t len;     /* bytes in text */
-    char text[UP_REPLY_MAX]; /* the lines exactly as received, each ending in CRLF, NUL-terminated */
+    size_t len; /* bytes in text */
+    char
+        text[UP_REPLY_MAX]; /* the lines exactly as received, each ending in CRLF, NUL-terminated */
 };
 
 struct up_reply_parser {
@@ -24,8 +25,8 @@ struct up_reply_parser {
 };
 
 enum up_reply_status {
-    UP_REPLY_MORE = 0,     /* need more bytes */
-    UP_REPLY_DONE = 1,     /* p->r holds a complete reply; the next feed starts a new one */
+    UP_REPLY_MORE = 0,        /* need more bytes */
+    UP_REPLY_DONE = 1,        /* p->r holds a complete reply; the next feed starts a new one */
     UP_REPLY_ERR_SYNTAX = -1, /* not "ddd" + " " / "-" / end, or code changed mid-reply */
     UP_REPLY_ERR_TOO_LONG = -2,
 };
@@ -58,8 +59,8 @@ const char *up_reply_oneline(const struct up_reply *r, char *out, size_t cap);
 #define UP_AUTH_XOAUTH2 0x08u
 
 struct up_ehlo {
-    unsigned ext;  /* UP_EXT_* */
-    unsigned auth; /* UP_AUTH_* from "AUTH ..." (and the old "AUTH=..." form) */
+    unsigned ext;            /* UP_EXT_* */
+    unsigned auth;           /* UP_AUTH_* from "AUTH ..." (and the old "AUTH=..." form) */
     unsigned long long size; /* SIZE value, 0 if absent or no limit */
 };
 

@@ -428,7 +428,7 @@ def _print_message(m):
     out = ["message conn=%d from=<%s> to=%s login=%s tls=%s size=%d reply=%r" % (
         m.conn, m.mail_from, ",".join("<%s>" % r for r in m.rcpt_tos), m.login, m.tls,
         len(m.content), m.reply)]
-    for line in m.content.split(b"\r\n")[:12]:
+    for line in m.content.rstrip(b"\r\n").split(b"\r\n")[:12]:
         out.append("  | " + line.decode("utf-8", "replace"))
     print("\n".join(out), flush=True)
 

@@ -2,8 +2,9 @@
 """Message bytes arrive upstream unchanged (apart from the one prepended Received:)."""
 
 import hashlib
+import smtplib
 
-from relaytest import RelayTestCase, main, make_message, strip_received
+from relaytest import RawClient, RelayTestCase, main, make_message, strip_received
 
 
 class BodyTest(RelayTestCase):
@@ -80,6 +81,50 @@ class BodyTest(RelayTestCase):
         msg = make_message("big", b"".join(lines))
         m, relay = self.relay_one(msg)
         self.assert_same_bytes(strip_received(m.content), msg)
+
+    def test_over_max_message_size(self):
+        peer, relay = self.start_default(relay={"max_message_size": "1M"})
+        msg = make_message("too big", b"".join(b"%070d\r\n" % i for i in range(20000)))  # ~1.4 MiB
+        with self.assertRaises((smtplib.SMTPDataError, smtplib.SMTPSenderRefused)) as cm:
+            self.send_mail(relay, "s@example.org", ["r@example.net"], msg)
+        self.assertEqual(cm.exception.smtp_code, 552, cm.exception)
+        peer.wait_idle(10)
+        self.assertEqual(peer.messages(), [], "oversized message reached upstream")
+
+    def test_over_max_message_size_without_size_param(self):
+        # No SIZE= on MAIL: the relay only finds out while streaming the body.
+        peer, relay = self.start_default(relay={"max_message_size": "1M"})
+        c = RawClient(relay.host, relay.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(make_message("too big") + b"".join(b"%070d\r\n" % i for i in range(20000)))
+        code, text = c.cmd(".")
+        self.assertEqual(code, 552, text)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        peer.wait_idle(10)
+        self.assertEqual(peer.messages(), [], "oversized message reached upstream")
+
+    def test_client_disconnect_mid_data(self):
+        peer, relay = self.start_default()
+        c = RawClient(relay.host, relay.port)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(make_message("cut", b"".join(b"line %d\r\n" % i for i in range(5000))))
+        c.close()
+        relay.wait_log(r"\bevent=disconnect\b", 10)
+        peer.wait_idle(10)
+        self.assertEqual(peer.all_messages(), [],
+                         "a message cut off by the client was completed upstream")
+        # and the relay still serves
+        self.send_mail(relay, "s@example.org", ["r@example.net"], make_message("after"))
+        self.assertEqual([m.header("Subject") for m in peer.messages()], ["after"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "check.h"
+#include "tests/check.h"
 
 static enum prx_verb verb(const char *line)
 {
@@ -214,8 +214,7 @@ static void test_path(void)
     memcpy(arg + 1, "TO:", 3);
     ASSERT_EQ(prx_cmd_path(arg + 1, 3 + PRX_PATH_MAX, "TO", addr, sizeof(addr), &params, &plen),
               PRX_PATH_TOO_LONG);
-    ASSERT_EQ(prx_cmd_path(arg + 1, 3 + PRX_PATH_MAX - 1, "TO", addr, sizeof(addr), &params,
-                           &plen),
+    ASSERT_EQ(prx_cmd_path(arg + 1, 3 + PRX_PATH_MAX - 1, "TO", addr, sizeof(addr), &params, &plen),
               PRX_PATH_OK);
 
     ASSERT_EQ(prx_cmd_path("TO:<abcd>", 9, "TO", addr, 5, &params, &plen), PRX_PATH_OK);

@@ -1,1 +1,913 @@
-int main(void){return 0;}
+/* test_conf: configuration loading (conf/conf.c) from INI files written to a
+ * fresh temp dir and from RELAY25_* variables; every error's "file:line:" prefix,
+ * secrets (auth/auth_secret.c) and source-IP mapping (auth/auth_map.c). */
+#include "conf/conf.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/auth_map.h"
+#include "auth/auth_secret.h"
+#include "common/log.h"
+#include "common/tls_ca.h"
+#include "tests/check.h"
+
+#define CONF "relay25.conf"
+#define UP "[upstream gmail]\nhost = smtp.gmail.com\n"
+#define DEV "[device default]\nuser = office@example.com\npassword = hunter2\n"
+
+static char tmpdir[256];
+
+static void write_file(const char *name, const char *text, size_t len)
+{
+    FILE *f = fopen(name, "wb");
+
+    ASSERT_TRUE(f != NULL);
+    if (!f) {
+        return;
+    }
+    ASSERT_EQ(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+static struct conf *load_text(const char *text, char *err, size_t errlen)
+{
+    write_file(CONF, text, strlen(text));
+    return conf_load(CONF, 0, err, errlen);
+}
+
+/* The load fails, err starts with prefix (e.g. "relay25.conf:12: ") and contains part. */
+static void expect_err_at(int line, const char *text, const char *prefix, const char *part)
+{
+    char err[512];
+    struct conf *c = load_text(text, err, sizeof(err));
+    int ok = c == NULL && strncmp(err, prefix, strlen(prefix)) == 0 && strstr(err, part) != NULL;
+
+    ASSERT_TRUE(ok);
+    if (!ok) {
+        fprintf(stderr, "  test line %d: want \"%s...%s...\", got \"%s\" (conf %p)\n", line, prefix,
+                part, c ? "(loaded)" : err, (void *)c);
+    }
+    conf_free(c);
+}
+#define EXPECT_ERR(text, prefix, part) expect_err_at(__LINE__, text, prefix, part)
+
+static struct sockaddr_storage sa4(const char *ip)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+    memset(&ss, 0, sizeof(ss));
+    sin->sin_family = AF_INET;
+    ASSERT_EQ(inet_pton(AF_INET, ip, &sin->sin_addr), 1);
+    return ss;
+}
+
+static struct sockaddr_storage sa6(const char *ip)
+{
+    struct sockaddr_storage ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+    memset(&ss, 0, sizeof(ss));
+    sin6->sin6_family = AF_INET6;
+    ASSERT_EQ(inet_pton(AF_INET6, ip, &sin6->sin6_addr), 1);
+    return ss;
+}
+
+static const char *lookup4(const struct conf *c, const char *ip)
+{
+    struct sockaddr_storage ss = sa4(ip);
+    const struct conf_device *d = auth_map_lookup(c, (struct sockaddr *)&ss);
+
+    return d ? d->name : "(none)";
+}
+
+static const char *lookup6(const struct conf *c, const char *ip)
+{
+    struct sockaddr_storage ss = sa6(ip);
+    const struct conf_device *d = auth_map_lookup(c, (struct sockaddr *)&ss);
+
+    return d ? d->name : "(none)";
+}
+
+static int allowed(const struct conf *c, const char *ip)
+{
+    struct sockaddr_storage ss = strchr(ip, ':') ? sa6(ip) : sa4(ip);
+
+    return auth_map_allowed(c, (struct sockaddr *)&ss);
+}
+
+static const char *fmt_cidr(const struct cidr *n)
+{
+    static char buf[64];
+
+    return cidr_format(n, buf, sizeof(buf));
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    }
+    return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static void env_clear(void)
+{
+    static const char *const vars[] = {
+        "RELAY25_LISTEN",    "RELAY25_ALLOW",         "RELAY25_HOSTNAME",
+        "RELAY25_UPSTREAM",  "RELAY25_TLS",           "RELAY25_SERVER_NAME",
+        "RELAY25_CA_FILE",   "RELAY25_TLS_VERIFY",    "RELAY25_USER",
+        "RELAY25_PASSWORD",  "RELAY25_PASSWORD_FILE", "RELAY25_MAX_MESSAGE_SIZE",
+        "RELAY25_LOG_LEVEL",
+    };
+
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        unsetenv(vars[i]);
+    }
+}
+
+static const char full_text[] = "; relay25 test configuration\n"                     /* 1 */
+                                "[relay]\n"                                          /* 2 */
+                                "listen = 0.0.0.0:2525, [::]:2525   ; both stacks\n" /* 3 */
+                                "allow  = 127.0.0.0/8, ::1/128 192.168.1.0/24\n"     /* 4 */
+                                "allow = 10.0.0.0/8\n"                               /* 5 */
+                                "  fd00::/8 ; continuation with a comment\n"         /* 6 */
+                                "hostname = relay.home.arpa\n"                       /* 7 */
+                                "max_message_size = 10M\n"                           /* 8 */
+                                "idle_timeout = 301\n"                               /* 9 */
+                                "connect_timeout = 31\n"                             /* 10 */
+                                "command_timeout = 302\n"                            /* 11 */
+                                "data_timeout = 601\n"                               /* 12 */
+                                "shutdown_timeout = 5\n"                             /* 13 */
+                                "received_header = no\n"                             /* 14 */
+                                "bare_lf = reject\n"                                 /* 15 */
+                                "log_level = debug\n"                                /* 16 */
+                                "\n"                                                 /* 17 */
+                                "[upstream gmail]\n"                                 /* 18 */
+                                "host = smtp.gmail.com\n"                            /* 19 */
+                                "port = 587\n"                                       /* 20 */
+                                "tls  = starttls\n"                                  /* 21 */
+                                "ca_file = /etc/ssl/certs/ca-certificates.crt\n"     /* 22 */
+                                "server_name = smtp.gmail.com\n"                     /* 23 */
+                                "tls_verify = yes\n"                                 /* 24 */
+                                "\n"                                                 /* 25 */
+                                "[upstream backup]   ; implicit TLS, own CA\n"       /* 26 */
+                                "host = 192.0.2.10\n"                                /* 27 */
+                                "tls = implicit\n"                                   /* 28 */
+                                "server_name = mail.example.net\n"                   /* 29 */
+                                "tls_verify = off\n"                                 /* 30 */
+                                "ca_file = ./backup-ca.pem\n"                        /* 31 */
+                                "\n"                                                 /* 32 */
+                                "[device default]\n"                                 /* 33 */
+                                "upstream = gmail\n"                                 /* 34 */
+                                "user = office@example.com\n"                        /* 35 */
+                                "password_file = office.pass\n"                      /* 36 */
+                                "\n"                                                 /* 37 */
+                                "[device scanner]\n"                                 /* 38 */
+                                "upstream = backup\n"                                /* 39 */
+                                "match = 192.168.1.50, 192.168.1.64/28\n"            /* 40 */
+                                "  fd00::50\n"                                       /* 41 */
+                                "user = scanner@example.com\n"                       /* 42 */
+                                "password_env = RELAY25_TEST_SCANNER_PW\n"           /* 43 */
+                                "\n"                                                 /* 44 */
+                                "[device printer]\n"                                 /* 45 */
+                                "upstream = gmail\n"                                 /* 46 */
+                                "match = 192.168.1.0/24\n"                           /* 47 */
+                                "match = fd00::/64\n"                                /* 48 */
+                                "user = printer@example.com\n"                       /* 49 */
+                                "password = inline-secret\n"                         /* 50 */
+                                "\n"                                                 /* 51 */
+                                "[device tie]\n"                                     /* 52 */
+                                "upstream = gmail\n"                                 /* 53 */
+                                "match = 192.168.1.0/24\n"                           /* 54 */
+                                "user = tie@example.com\n"                           /* 55 */
+                                "password = tie-secret\n";                           /* 56 */
+
+static void test_full(void)
+{
+    char err[512] = "";
+    struct conf *c;
+
+    write_file("office.pass", "office-secret\n", 14);
+    setenv("RELAY25_TEST_SCANNER_PW", "scanner-secret", 1);
+    c = load_text(full_text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(err, "");
+    if (!c) {
+        fprintf(stderr, "  full: %s\n", err);
+        return;
+    }
+    ASSERT_STREQ(c->path, CONF);
+
+    ASSERT_EQ(c->nlisten, 2);
+    ASSERT_STREQ(c->listen[0].text, "0.0.0.0:2525");
+    ASSERT_EQ(c->listen[0].addr.ss_family, AF_INET);
+    ASSERT_EQ(c->listen[0].addrlen, sizeof(struct sockaddr_in));
+    ASSERT_EQ(port_of(&c->listen[0].addr), 2525);
+    ASSERT_STREQ(c->listen[1].text, "[::]:2525");
+    ASSERT_EQ(c->listen[1].addr.ss_family, AF_INET6);
+    ASSERT_EQ(c->listen[1].addrlen, sizeof(struct sockaddr_in6));
+    ASSERT_EQ(port_of(&c->listen[1].addr), 2525);
+
+    ASSERT_EQ(c->nallow, 5);
+    if (c->nallow == 5) {
+        ASSERT_STREQ(fmt_cidr(&c->allow[0]), "127.0.0.0/8");
+        ASSERT_STREQ(fmt_cidr(&c->allow[1]), "::1/128");
+        ASSERT_STREQ(fmt_cidr(&c->allow[2]), "192.168.1.0/24");
+        ASSERT_STREQ(fmt_cidr(&c->allow[3]), "10.0.0.0/8");
+        ASSERT_STREQ(fmt_cidr(&c->allow[4]), "fd00::/8");
+    }
+    ASSERT_STREQ(c->hostname, "relay.home.arpa");
+    ASSERT_EQ(c->max_message_size, 10 * 1024 * 1024);
+    ASSERT_EQ(c->idle_timeout, 301);
+    ASSERT_EQ(c->connect_timeout, 31);
+    ASSERT_EQ(c->command_timeout, 302);
+    ASSERT_EQ(c->data_timeout, 601);
+    ASSERT_EQ(c->shutdown_timeout, 5);
+    ASSERT_EQ(c->received_header, 0);
+    ASSERT_EQ(c->bare_lf, CONF_BARE_LF_REJECT);
+    ASSERT_EQ(c->log_level, LOG_DEBUG);
+
+    ASSERT_EQ(c->nupstreams, 2);
+    ASSERT_STREQ(c->upstreams[0].name, "gmail");
+    ASSERT_STREQ(c->upstreams[0].host, "smtp.gmail.com");
+    ASSERT_EQ(c->upstreams[0].port, 587);
+    ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_STARTTLS);
+    ASSERT_STREQ(c->upstreams[0].ca_file, "/etc/ssl/certs/ca-certificates.crt");
+    ASSERT_STREQ(c->upstreams[0].server_name, "smtp.gmail.com");
+    ASSERT_EQ(c->upstreams[0].tls_verify, 1);
+    ASSERT_TRUE(c->upstreams[0].ca == NULL);
+    ASSERT_EQ(c->upstreams[0].line, 18);
+    ASSERT_STREQ(c->upstreams[1].name, "backup");
+    ASSERT_STREQ(c->upstreams[1].host, "192.0.2.10");
+    ASSERT_EQ(c->upstreams[1].port, 465);
+    ASSERT_EQ(c->upstreams[1].tls, CONF_TLS_IMPLICIT);
+    ASSERT_STREQ(c->upstreams[1].ca_file, "./backup-ca.pem");
+    ASSERT_STREQ(c->upstreams[1].server_name, "mail.example.net");
+    ASSERT_EQ(c->upstreams[1].tls_verify, 0);
+    ASSERT_EQ(c->upstreams[1].line, 26);
+
+    ASSERT_EQ(c->ndevices, 4);
+    if (c->ndevices == 4) {
+        const struct conf_device *d = c->devices;
+
+        ASSERT_STREQ(d[0].name, "default");
+        ASSERT_EQ(d[0].is_default, 1);
+        ASSERT_EQ(d[0].nmatch, 0);
+        ASSERT_TRUE(d[0].up == &c->upstreams[0]);
+        ASSERT_STREQ(d[0].user, "office@example.com");
+        ASSERT_STREQ(d[0].password, "office-secret");
+        ASSERT_STREQ(d[0].password_source, "file office.pass");
+        ASSERT_EQ(d[0].line, 33);
+
+        ASSERT_STREQ(d[1].name, "scanner");
+        ASSERT_EQ(d[1].is_default, 0);
+        ASSERT_EQ(d[1].nmatch, 3);
+        if (d[1].nmatch == 3) {
+            ASSERT_STREQ(fmt_cidr(&d[1].match[0]), "192.168.1.50/32");
+            ASSERT_STREQ(fmt_cidr(&d[1].match[1]), "192.168.1.64/28");
+            ASSERT_STREQ(fmt_cidr(&d[1].match[2]), "fd00::50/128");
+        }
+        ASSERT_TRUE(d[1].up == &c->upstreams[1]);
+        ASSERT_STREQ(d[1].user, "scanner@example.com");
+        ASSERT_STREQ(d[1].password, "scanner-secret");
+        ASSERT_STREQ(d[1].password_source, "env RELAY25_TEST_SCANNER_PW");
+        ASSERT_EQ(d[1].line, 38);
+
+        ASSERT_STREQ(d[2].name, "printer");
+        ASSERT_EQ(d[2].nmatch, 2);
+        ASSERT_TRUE(d[2].up == &c->upstreams[0]);
+        ASSERT_STREQ(d[2].user, "printer@example.com");
+        ASSERT_STREQ(d[2].password, "inline-secret");
+        ASSERT_STREQ(d[2].password_source, "inline");
+        ASSERT_EQ(d[2].line, 45);
+        ASSERT_STREQ(d[3].name, "tie");
+    }
+
+    /* most specific wins, IPv4 */
+    ASSERT_STREQ(lookup4(c, "192.168.1.50"), "scanner"); /* /32 over /24 */
+    ASSERT_STREQ(lookup4(c, "192.168.1.70"), "scanner"); /* /28 over /24 */
+    ASSERT_STREQ(lookup4(c, "192.168.1.10"), "printer"); /* tie with [device tie]: first */
+    ASSERT_STREQ(lookup4(c, "10.1.2.3"), "default");     /* no match: default */
+    /* IPv6 */
+    ASSERT_STREQ(lookup6(c, "fd00::50"), "scanner"); /* /128 over /64 */
+    ASSERT_STREQ(lookup6(c, "fd00::51"), "printer");
+    ASSERT_STREQ(lookup6(c, "fd00:1::1"), "default");
+    /* IPv4-mapped IPv6 peers match IPv4 networks */
+    ASSERT_STREQ(lookup6(c, "::ffff:192.168.1.50"), "scanner");
+    ASSERT_STREQ(lookup6(c, "::ffff:192.168.1.66"), "scanner");
+    ASSERT_STREQ(lookup6(c, "::ffff:192.168.1.10"), "printer");
+    ASSERT_STREQ(lookup6(c, "::ffff:172.16.0.1"), "default");
+
+    ASSERT_EQ(allowed(c, "127.0.0.1"), 1);
+    ASSERT_EQ(allowed(c, "192.168.1.200"), 1);
+    ASSERT_EQ(allowed(c, "10.9.9.9"), 1);
+    ASSERT_EQ(allowed(c, "8.8.8.8"), 0);
+    ASSERT_EQ(allowed(c, "::1"), 1);
+    ASSERT_EQ(allowed(c, "::ffff:127.0.0.1"), 1);
+    ASSERT_EQ(allowed(c, "fd12::1"), 1);
+    ASSERT_EQ(allowed(c, "2001:db8::1"), 0);
+    conf_free(c);
+    unsetenv("RELAY25_TEST_SCANNER_PW");
+}
+
+static void test_defaults(void)
+{
+    char err[512] = "";
+    char host[256];
+    struct conf *c = load_text(UP DEV, err, sizeof(err));
+
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "  defaults: %s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->nlisten, 1);
+    ASSERT_STREQ(c->listen[0].text, "127.0.0.1:25");
+    ASSERT_EQ(c->listen[0].addr.ss_family, AF_INET);
+    ASSERT_EQ(port_of(&c->listen[0].addr), 25);
+    ASSERT_EQ(c->nallow, 2);
+    if (c->nallow == 2) {
+        ASSERT_STREQ(fmt_cidr(&c->allow[0]), "127.0.0.0/8");
+        ASSERT_STREQ(fmt_cidr(&c->allow[1]), "::1/128");
+    }
+    if (gethostname(host, sizeof(host)) == 0) {
+        host[sizeof(host) - 1] = '\0';
+        ASSERT_STREQ(c->hostname, host);
+    }
+    ASSERT_EQ(c->max_message_size, 36700160);
+    ASSERT_EQ(c->received_header, 1);
+    ASSERT_EQ(c->bare_lf, CONF_BARE_LF_NORMALIZE);
+    ASSERT_EQ(c->log_level, LOG_INFO);
+    ASSERT_EQ(c->idle_timeout, 300);
+    ASSERT_EQ(c->connect_timeout, 30);
+    ASSERT_EQ(c->command_timeout, 300);
+    ASSERT_EQ(c->data_timeout, 600);
+    ASSERT_EQ(c->shutdown_timeout, 30);
+    ASSERT_EQ(c->nupstreams, 1);
+    ASSERT_EQ(c->upstreams[0].port, 587);
+    ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_STARTTLS);
+    ASSERT_STREQ(c->upstreams[0].ca_file, "/etc/ssl/certs/ca-certificates.crt");
+    ASSERT_STREQ(c->upstreams[0].server_name, "smtp.gmail.com");
+    ASSERT_EQ(c->upstreams[0].tls_verify, 1);
+    ASSERT_EQ(c->ndevices, 1);
+    ASSERT_TRUE(c->devices[0].up == &c->upstreams[0]); /* single upstream: implied */
+    ASSERT_STREQ(c->devices[0].password, "hunter2");
+    ASSERT_STREQ(c->devices[0].password_source, "inline");
+    ASSERT_STREQ(lookup4(c, "127.0.0.1"), "default");
+    ASSERT_EQ(allowed(c, "127.0.0.1"), 1);
+    ASSERT_EQ(allowed(c, "192.168.1.1"), 0);
+    conf_free(c);
+
+    /* port 465 implies implicit TLS, implicit TLS implies port 465 */
+    c = load_text("[upstream a]\nhost = a.example\nport = 465\n"
+                  "[upstream b]\nhost = b.example\ntls = implicit\n"
+                  "[upstream c]\nhost = 2001:db8::1\nport = 2525\n"
+                  "[device default]\nupstream = c\nuser = u\npassword = p\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_IMPLICIT);
+        ASSERT_EQ(c->upstreams[1].port, 465);
+        ASSERT_EQ(c->upstreams[2].tls, CONF_TLS_STARTTLS);
+        ASSERT_EQ(c->upstreams[2].port, 2525);
+        ASSERT_STREQ(c->upstreams[2].server_name, "2001:db8::1");
+        ASSERT_TRUE(c->devices[0].up == &c->upstreams[2]);
+    }
+    conf_free(c);
+
+    /* no default device: an unmatched client maps to nothing */
+    c = load_text(UP "[device cam]\nmatch = 10.0.0.0/8\nuser = u\npassword = p\n", err,
+                  sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(lookup4(c, "10.1.1.1"), "cam");
+        ASSERT_STREQ(lookup4(c, "11.1.1.1"), "(none)");
+        ASSERT_STREQ(lookup6(c, "::1"), "(none)");
+    }
+    conf_free(c);
+
+    /* CRLF line ends and a UTF-8 BOM are accepted */
+    c = load_text("\xEF\xBB\xBF[upstream gmail]\r\nhost = smtp.gmail.com\r\n[device default]\r\n"
+                  "user = u\r\npassword = p\r\n[relay]\r\nallow = 10.0.0.0/8,\r\n"
+                  "   192.168.0.0/16\r\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->upstreams[0].host, "smtp.gmail.com");
+        ASSERT_STREQ(c->devices[0].password, "p");
+        ASSERT_EQ(c->nallow, 2);
+    }
+    conf_free(c);
+}
+
+static void test_errors(void)
+{
+    char err[512];
+    char line[400];
+    struct conf *c;
+
+    /* the exact message users see */
+    c = load_text("[upstream gmail]\nhots = smtp.gmail.com\n", err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:2: unknown key 'hots' in [upstream gmail]");
+    conf_free(c);
+
+    c = conf_load("does-not-exist.conf", 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    snprintf(line, sizeof(line), "cannot open does-not-exist.conf: %s", strerror(ENOENT));
+    ASSERT_STREQ(err, line);
+
+    EXPECT_ERR("[relay]\n[upsteam gmail]\n", "relay25.conf:2: ", "unknown section type 'upsteam'");
+    EXPECT_ERR(UP "[relay]\nlog_level = info\nfoo = 1\n",
+               "relay25.conf:5: ", "unknown key 'foo' in [relay]");
+    EXPECT_ERR(UP DEV "[device default]\n",
+               "relay25.conf:6: ", "duplicate section [device default] (first on line 3)");
+    EXPECT_ERR(UP DEV "[upstream gmail]\nhost = x\n",
+               "relay25.conf:6: ", "duplicate section [upstream gmail] (first on line 1)");
+    EXPECT_ERR("[relay]\n" UP "[relay]\n", "relay25.conf:4: ", "duplicate section [relay]");
+    EXPECT_ERR("[relay foo]\n", "relay25.conf:1: ", "[relay] takes no name");
+    EXPECT_ERR("[upstream]\n", "relay25.conf:1: ", "needs a name");
+    EXPECT_ERR("[upstream a b]\n", "relay25.conf:1: ", "bad section header");
+    EXPECT_ERR("[upstream a/b]\n", "relay25.conf:1: ", "bad name 'a/b'");
+    EXPECT_ERR("host = x\n", "relay25.conf:1: ", "outside any section");
+
+    /* addresses and networks: the bad item is quoted */
+    EXPECT_ERR("[relay]\nlisten = 127.0.0.1:25, 1.2.3:25\n",
+               "relay25.conf:2: listen: ", "bad address '1.2.3:25'");
+    EXPECT_ERR("[relay]\nlisten = [::1]:99999\n",
+               "relay25.conf:2: listen: ", "bad address '[::1]:99999'");
+    EXPECT_ERR("[relay]\nlisten = 127.0.0.1:25\n  127.0.0.1:25\n",
+               "relay25.conf:3: listen: ", "'127.0.0.1:25' is listed twice");
+    EXPECT_ERR("[relay]\nallow = 127.0.0.0/8\nallow = 10.0.0.0/99\n",
+               "relay25.conf:3: allow: ", "bad network '10.0.0.0/99'");
+    EXPECT_ERR("[relay]\nallow = 127.0.0.0/8,\n  ::1/129\n",
+               "relay25.conf:3: allow: ", "bad network '::1/129'");
+    EXPECT_ERR(UP "[device cam]\nmatch = 192.168.1.300\n",
+               "relay25.conf:4: match: ", "bad network '192.168.1.300'");
+    EXPECT_ERR("[relay]\nallow =\n" UP DEV, "relay25.conf:2: allow: ", "empty list");
+
+    /* numbers, sizes, booleans, enums */
+    EXPECT_ERR("[relay]\nidle_timeout = 5m\n", "relay25.conf:2: idle_timeout: ", "bad number '5m'");
+    EXPECT_ERR("[relay]\ndata_timeout = -1\n", "relay25.conf:2: data_timeout: ", "bad number");
+    EXPECT_ERR("[relay]\nconnect_timeout = 0\n",
+               "relay25.conf:2: connect_timeout: ", "bad number '0'");
+    EXPECT_ERR("[relay]\nmax_message_size = 35X\n",
+               "relay25.conf:2: max_message_size: ", "bad size '35X'");
+    EXPECT_ERR("[relay]\nmax_message_size = 99999999999999G\n",
+               "relay25.conf:2: max_message_size: ", "bad size");
+    EXPECT_ERR(UP "port = 70000\n", "relay25.conf:3: port: ", "bad port '70000'");
+    EXPECT_ERR(UP "port = 0x19\n", "relay25.conf:3: port: ", "bad port '0x19'");
+    EXPECT_ERR("[relay]\nreceived_header = maybe\n",
+               "relay25.conf:2: received_header: ", "bad boolean 'maybe'");
+    EXPECT_ERR(UP "tls_verify = perhaps\n", "relay25.conf:3: tls_verify: ", "bad boolean");
+    EXPECT_ERR("[relay]\nbare_lf = fix\n", "relay25.conf:2: bare_lf: ", "bad value 'fix'");
+    EXPECT_ERR("[relay]\nlog_level = loud\n", "relay25.conf:2: log_level: ", "bad level 'loud'");
+    EXPECT_ERR(UP "tls = ssl\n", "relay25.conf:3: tls: ", "bad value 'ssl'");
+    EXPECT_ERR(UP "tls = none\n", "relay25.conf:3: tls: ", "no plain mode");
+    EXPECT_ERR(UP "tls = plain\n", "relay25.conf:3: tls: ", "no plain mode");
+    EXPECT_ERR("[relay]\nhostname = relay home\n",
+               "relay25.conf:2: hostname: ", "bad host name 'relay home'");
+    EXPECT_ERR("[relay]\nhostname = a\x01"
+               "b\n",
+               "relay25.conf:2: hostname: ", "bad host name");
+    EXPECT_ERR("[upstream gmail]\nhost = smtp.gmail.com:587\n", "relay25.conf:2: host: ", "port =");
+    EXPECT_ERR("[relay]\nhostname =\n", "relay25.conf:2: hostname: ", "empty value");
+
+    /* repeated and continued keys */
+    EXPECT_ERR(UP "host = other\n",
+               "relay25.conf:3: ", "duplicate key 'host' in [upstream gmail] (first on line 2)");
+    EXPECT_ERR(UP "  more.example\n", "relay25.conf:3: ", "'host' takes one value");
+
+    /* devices */
+    EXPECT_ERR(UP "[device default]\npassword = p\n",
+               "relay25.conf:3: ", "[device default] has no user");
+    EXPECT_ERR(UP "[device default]\nuser = u\n",
+               "relay25.conf:3: ", "needs exactly one of password_file, password_env, password");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\npassword_env = X\n",
+               "relay25.conf:6: password_env: ", "already has password (line 5)");
+    EXPECT_ERR(UP DEV "[device scanner]\nuser = s\npassword_env = SCANNER\n",
+               "relay25.conf:6: ", "[device scanner] has no match");
+    EXPECT_ERR(UP "[device default]\nmatch = 10.0.0.1\n",
+               "relay25.conf:4: match: ", "[device default] takes no match");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nupstream = gmial\n",
+               "relay25.conf:6: upstream: ", "no [upstream gmial] for [device default]");
+    EXPECT_ERR(UP "[upstream other]\nhost = o\n" DEV,
+               "relay25.conf:5: ", "[device default] needs upstream = NAME");
+    EXPECT_ERR(DEV "[relay]\nbare_lf = reject\n", "relay25.conf:5: ", "no [upstream NAME]");
+    EXPECT_ERR(UP, "relay25.conf:2: ", "no [device NAME]");
+    EXPECT_ERR("[upstream gmail]\nport = 25\n" DEV,
+               "relay25.conf:1: ", "[upstream gmail] has no host");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword_env = 9LIVES\n",
+               "relay25.conf:5: password_env: ", "bad variable name");
+
+    /* password sources that cannot be read */
+    unsetenv("RELAY25_TEST_UNSET");
+    EXPECT_ERR(
+        UP "[device default]\nuser = u\npassword_env = RELAY25_TEST_UNSET\n",
+        "relay25.conf:5: password_env: ", "environment variable RELAY25_TEST_UNSET is not set");
+    snprintf(line, sizeof(line), "cannot read ./missing.pass: %s", strerror(ENOENT));
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword_file = ./missing.pass\n",
+               "relay25.conf:5: password_file: ", line);
+    write_file("empty.pass", "", 0);
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword_file = empty.pass\n",
+               "relay25.conf:5: password_file: ", "password file empty.pass is empty");
+    write_file("newline.pass", "\n", 1);
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword_file = newline.pass\n",
+               "relay25.conf:5: password_file: ", "is empty");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword_file = .\n",
+               "relay25.conf:5: password_file: ", "not a regular file");
+
+    /* syntax errors inih itself rejects, and the first error wins */
+    EXPECT_ERR("[relay\n", "relay25.conf:1: ", "missing ']'");
+    EXPECT_ERR("[relay]\njust some words\n", "relay25.conf:2: ", "syntax error");
+    EXPECT_ERR("[relay]\nlog_level = info\njunk\nfoo = 1\n", "relay25.conf:3: ", "syntax error");
+    EXPECT_ERR("[relay]\nfoo = 1\njunk\n", "relay25.conf:2: ", "unknown key 'foo'");
+    EXPECT_ERR("[relay]\nfoo = 1\n[bogus]\n", "relay25.conf:2: ", "unknown key 'foo'");
+    EXPECT_ERR("[relay]\n[bogus]\nfoo = 1\n", "relay25.conf:2: ", "unknown section type");
+    EXPECT_ERR("[relay]\nbare_lf = x\n[upstream\n", "relay25.conf:2: ", "bad value 'x'");
+    write_file(CONF, "[relay]\nlog_level = info\x00\n", 26);
+    c = conf_load(CONF, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "relay25.conf:2: NUL byte", 24) == 0);
+
+    /* inih reads 199 bytes per line: 198 characters and the newline */
+    {
+        char text[1024];
+        int n = snprintf(text, sizeof(text), UP DEV "[relay]\nhostname = ");
+        size_t pad = 198 - strlen("hostname = ");
+
+        memset(text + n, 'h', pad);
+        memcpy(text + n + pad, "\n", 2);
+        c = load_text(text, err, sizeof(err));
+        ASSERT_TRUE(c != NULL);
+        ASSERT_EQ(c ? strlen(c->hostname) : 0, pad);
+        conf_free(c);
+
+        memset(text + n, 'h', pad + 1);
+        memcpy(text + n + pad + 1, "\nfoo = 1\n", 10);
+        EXPECT_ERR(text, "relay25.conf:7: ", "line longer than 198 characters");
+
+        /* an over-long comment would be split by inih, so it is refused as well */
+        n = snprintf(text, sizeof(text), "[relay]\n;");
+        memset(text + n, 'c', 250);
+        memcpy(text + n + 250, "\n", 2);
+        EXPECT_ERR(text, "relay25.conf:2: ", "line longer than 198 characters");
+    }
+}
+
+static void test_secrets(void)
+{
+    char err[512];
+    char *s;
+    struct conf *c;
+
+    write_file("nl.pass", "with-newline\n", 13);
+    write_file("nonl.pass", "without-newline", 15);
+    write_file("crlf.pass", "with-crlf\r\n", 11);
+    write_file("two.pass", "two-newlines\n\n", 14);
+    write_file("inner.pass", "pass word\twith blanks \n", 23);
+
+    s = auth_secret_file("nl.pass", err, sizeof(err));
+    ASSERT_STREQ(s, "with-newline");
+    free(s);
+    s = auth_secret_file("nonl.pass", err, sizeof(err));
+    ASSERT_STREQ(s, "without-newline");
+    free(s);
+    s = auth_secret_file("crlf.pass", err, sizeof(err));
+    ASSERT_STREQ(s, "with-crlf");
+    free(s);
+    s = auth_secret_file("two.pass", err, sizeof(err)); /* only one newline is stripped */
+    ASSERT_STREQ(s, "two-newlines\n");
+    free(s);
+    s = auth_secret_file("inner.pass", err, sizeof(err));
+    ASSERT_STREQ(s, "pass word\twith blanks ");
+    free(s);
+    write_file("nul.pass", "a\0b\n", 4);
+    s = auth_secret_file("nul.pass", err, sizeof(err));
+    ASSERT_TRUE(s == NULL);
+    ASSERT_TRUE(strstr(err, "NUL") != NULL);
+
+    setenv("RELAY25_TEST_EMPTY", "", 1);
+    s = auth_secret_env("RELAY25_TEST_EMPTY", err, sizeof(err));
+    ASSERT_TRUE(s == NULL);
+    ASSERT_STREQ(err, "environment variable RELAY25_TEST_EMPTY is empty");
+    unsetenv("RELAY25_TEST_EMPTY");
+
+    c = load_text(UP "[device default]\nuser = u\npassword_file = nonl.pass\n", err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(c ? c->devices[0].password : NULL, "without-newline");
+    conf_free(c);
+    c = load_text(UP "[device default]\nuser = u\npassword_file = nl.pass\n", err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(c ? c->devices[0].password : NULL, "with-newline");
+    conf_free(c);
+
+    /* no error message ever shows a secret */
+    write_file("leak.pass", "file-s3cret\n", 12);
+    setenv("RELAY25_TEST_LEAK", "env-s3cret", 1);
+    {
+        static const char *const texts[] = {
+            UP "[device default]\nuser = u\npassword = inline-s3cret\nupstream = nope\n",
+            UP "[device default]\nuser = u\npassword_file = leak.pass\nupstream = nope\n",
+            UP "[device default]\nuser = u\npassword_env = RELAY25_TEST_LEAK\nupstream = nope\n",
+            UP "[device default]\nuser = u\npassword = inline-s3cret\npassword = inline-s3cret\n",
+            UP "[device default]\nuser = u\npassword = inline-s3cret\n  inline-s3cret\n",
+            UP "[device default]\nuser = u\npassword_file = leak.pass\npassword = inline-s3cret\n",
+            UP "[device default]\nuser = u\ninline-s3cret\n",
+            UP "[device default]\nuser = u\npasword = inline-s3cret\n",
+            "password = inline-s3cret\n",
+        };
+
+        for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+            c = load_text(texts[i], err, sizeof(err));
+            ASSERT_TRUE(c == NULL);
+            ASSERT_TRUE(strncmp(err, "relay25.conf:", 13) == 0);
+            ASSERT_TRUE(strstr(err, "s3cret") == NULL);
+            if (strstr(err, "s3cret")) {
+                fprintf(stderr, "  leaked: %s\n", err);
+            }
+            conf_free(c);
+        }
+    }
+    {
+        char text[512];
+        int n = snprintf(text, sizeof(text), UP "[device default]\nuser = u\npassword = ");
+
+        memset(text + n, 'x', 200);
+        memcpy(text + n + 200, "s3cret\n", 8);
+        c = load_text(text, err, sizeof(err));
+        ASSERT_TRUE(c == NULL);
+        ASSERT_TRUE(strstr(err, "xxxx") == NULL && strstr(err, "s3cret") == NULL);
+    }
+    env_clear();
+    setenv("RELAY25_UPSTREAM", "smtp.example.com:587", 1);
+    setenv("RELAY25_USER", "u", 1);
+    setenv("RELAY25_PASSWORD", "env-s3cret", 1);
+    setenv("RELAY25_PASSWORD_FILE", "leak.pass", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strstr(err, "RELAY25_PASSWORD") != NULL && strstr(err, "s3cret") == NULL);
+    env_clear();
+    unsetenv("RELAY25_TEST_LEAK");
+}
+
+static void test_env(void)
+{
+    char err[512] = "";
+    struct conf *c;
+
+    env_clear();
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "no configuration: give -c FILE or set RELAY25_UPSTREAM");
+
+    setenv("RELAY25_UPSTREAM", "smtp.gmail.com:587", 1);
+    setenv("RELAY25_USER", "office@example.com", 1);
+    setenv("RELAY25_PASSWORD", "env-password", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_TRUE(c->path == NULL);
+        ASSERT_EQ(c->nlisten, 1);
+        ASSERT_STREQ(c->listen[0].text, "127.0.0.1:25");
+        ASSERT_EQ(c->nallow, 2);
+        ASSERT_EQ(c->max_message_size, 36700160);
+        ASSERT_EQ(c->log_level, LOG_INFO);
+        ASSERT_EQ(c->nupstreams, 1);
+        ASSERT_STREQ(c->upstreams[0].name, "default");
+        ASSERT_STREQ(c->upstreams[0].host, "smtp.gmail.com");
+        ASSERT_EQ(c->upstreams[0].port, 587);
+        ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_STARTTLS);
+        ASSERT_STREQ(c->upstreams[0].server_name, "smtp.gmail.com");
+        ASSERT_STREQ(c->upstreams[0].ca_file, "/etc/ssl/certs/ca-certificates.crt");
+        ASSERT_EQ(c->upstreams[0].tls_verify, 1);
+        ASSERT_EQ(c->ndevices, 1);
+        ASSERT_STREQ(c->devices[0].name, "default");
+        ASSERT_EQ(c->devices[0].is_default, 1);
+        ASSERT_TRUE(c->devices[0].up == &c->upstreams[0]);
+        ASSERT_STREQ(c->devices[0].user, "office@example.com");
+        ASSERT_STREQ(c->devices[0].password, "env-password");
+        ASSERT_STREQ(c->devices[0].password_source, "env RELAY25_PASSWORD");
+        ASSERT_STREQ(lookup4(c, "127.0.0.1"), "default");
+    }
+    conf_free(c);
+
+    /* everything set; port 465 implies implicit TLS */
+    write_file("env.pass", "file-password\n", 14);
+    unsetenv("RELAY25_PASSWORD");
+    setenv("RELAY25_PASSWORD_FILE", "env.pass", 1);
+    setenv("RELAY25_UPSTREAM", "[2001:db8::25]:465", 1);
+    setenv("RELAY25_LISTEN", "0.0.0.0:2525 [::]:2525", 1);
+    setenv("RELAY25_ALLOW", "10.0.0.0/8,192.168.0.0/16", 1);
+    setenv("RELAY25_HOSTNAME", "relay.example", 1);
+    setenv("RELAY25_SERVER_NAME", "mx.example", 1);
+    setenv("RELAY25_CA_FILE", "/tmp/ca.pem", 1);
+    setenv("RELAY25_TLS_VERIFY", "no", 1);
+    setenv("RELAY25_MAX_MESSAGE_SIZE", "512K", 1);
+    setenv("RELAY25_LOG_LEVEL", "warn", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->nlisten, 2);
+        ASSERT_EQ(port_of(&c->listen[1].addr), 2525);
+        ASSERT_EQ(c->nallow, 2);
+        ASSERT_EQ(allowed(c, "127.0.0.1"), 0);
+        ASSERT_EQ(allowed(c, "10.0.0.1"), 1);
+        ASSERT_STREQ(c->hostname, "relay.example");
+        ASSERT_STREQ(c->upstreams[0].host, "2001:db8::25");
+        ASSERT_EQ(c->upstreams[0].port, 465);
+        ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_IMPLICIT);
+        ASSERT_STREQ(c->upstreams[0].server_name, "mx.example");
+        ASSERT_STREQ(c->upstreams[0].ca_file, "/tmp/ca.pem");
+        ASSERT_EQ(c->upstreams[0].tls_verify, 0);
+        ASSERT_EQ(c->max_message_size, 512 * 1024);
+        ASSERT_EQ(c->log_level, LOG_WARN);
+        ASSERT_STREQ(c->devices[0].password, "file-password");
+        ASSERT_STREQ(c->devices[0].password_source, "file env.pass");
+    }
+    conf_free(c);
+
+    /* RELAY25_TLS overrides; no port means 587 for starttls, 465 for implicit */
+    setenv("RELAY25_UPSTREAM", "smtp.example.com", 1);
+    setenv("RELAY25_TLS", "implicit", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_EQ(c ? c->upstreams[0].port : 0, 465);
+    conf_free(c);
+
+    /* errors name the variable */
+    setenv("RELAY25_ALLOW", "10.0.0.0/99", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "RELAY25_ALLOW: bad network '10.0.0.0/99'");
+    setenv("RELAY25_ALLOW", "10.0.0.0/8", 1);
+
+    setenv("RELAY25_TLS", "none", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "RELAY25_TLS: ", 13) == 0 && strstr(err, "no plain mode"));
+    setenv("RELAY25_TLS", "starttls", 1);
+
+    setenv("RELAY25_UPSTREAM", "smtp.example.com:0", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "RELAY25_UPSTREAM: bad port '0' (1 to 65535)");
+    setenv("RELAY25_UPSTREAM", "[::1", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "RELAY25_UPSTREAM: bad upstream", 30) == 0);
+    setenv("RELAY25_UPSTREAM", "smtp.example.com:587", 1);
+
+    setenv("RELAY25_MAX_MESSAGE_SIZE", "lots", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "RELAY25_MAX_MESSAGE_SIZE: bad size 'lots' (bytes, or a number with K, M "
+                      "or G)");
+    unsetenv("RELAY25_MAX_MESSAGE_SIZE");
+
+    setenv("RELAY25_PASSWORD_FILE", "./missing.pass", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "RELAY25_PASSWORD_FILE: cannot read ./missing.pass: ", 51) == 0);
+
+    unsetenv("RELAY25_PASSWORD_FILE");
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "set RELAY25_PASSWORD or RELAY25_PASSWORD_FILE");
+
+    setenv("RELAY25_PASSWORD", "p", 1);
+    unsetenv("RELAY25_USER");
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "RELAY25_USER: ", 14) == 0);
+    env_clear();
+}
+
+static void test_parsers(void)
+{
+    uint64_t v = 0;
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+
+    ASSERT_EQ(conf_parse_size("35M", &v), 0);
+    ASSERT_EQ(v, 36700160);
+    ASSERT_EQ(conf_parse_size("512K", &v), 0);
+    ASSERT_EQ(v, 524288);
+    ASSERT_EQ(conf_parse_size("1G", &v), 0);
+    ASSERT_EQ(v, 1073741824);
+    ASSERT_EQ(conf_parse_size("1000", &v), 0);
+    ASSERT_EQ(v, 1000);
+    ASSERT_EQ(conf_parse_size("2m", &v), 0);
+    ASSERT_EQ(v, 2097152);
+    ASSERT_EQ(conf_parse_size("18446744073709551615", &v), 0);
+    ASSERT_EQ(conf_parse_size("18446744073709551616", &v), -1);
+    ASSERT_EQ(conf_parse_size("17179869184G", &v), -1);
+    ASSERT_EQ(conf_parse_size("", &v), -1);
+    ASSERT_EQ(conf_parse_size("M", &v), -1);
+    ASSERT_EQ(conf_parse_size("-1", &v), -1);
+    ASSERT_EQ(conf_parse_size("1 M", &v), -1);
+    ASSERT_EQ(conf_parse_size("1MB", &v), -1);
+
+    ASSERT_EQ(conf_parse_hostport("0.0.0.0:25", 1, &ss, &len), 0);
+    ASSERT_EQ(ss.ss_family, AF_INET);
+    ASSERT_EQ(len, sizeof(struct sockaddr_in));
+    ASSERT_EQ(port_of(&ss), 25);
+    ASSERT_EQ(conf_parse_hostport("[::]:25", 1, &ss, &len), 0);
+    ASSERT_EQ(ss.ss_family, AF_INET6);
+    ASSERT_EQ(len, sizeof(struct sockaddr_in6));
+    ASSERT_EQ(port_of(&ss), 25);
+    ASSERT_EQ(conf_parse_hostport("127.0.0.1", 2525, &ss, &len), 0);
+    ASSERT_EQ(port_of(&ss), 2525);
+    ASSERT_EQ(conf_parse_hostport("[::1]", 2525, &ss, &len), 0);
+    ASSERT_EQ(port_of(&ss), 2525);
+    ASSERT_EQ(conf_parse_hostport("::1", 2525, &ss, &len), 0);
+    ASSERT_EQ(ss.ss_family, AF_INET6);
+    ASSERT_EQ(conf_parse_hostport("127.0.0.1:0", 25, &ss, &len), 0);
+    ASSERT_EQ(port_of(&ss), 0);
+    ASSERT_EQ(conf_parse_hostport("localhost:25", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("127.0.0.1:", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("127.0.0.1:65536", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("[::1]25", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("[127.0.0.1]:25", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("[::1", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport("", 25, &ss, &len), -1);
+    ASSERT_EQ(conf_parse_hostport(":25", 25, &ss, &len), -1);
+}
+
+/* Trust anchors: loaded once per distinct ca_file, shared, errors at the upstream's line. */
+static void test_ca(void)
+{
+    char err[512];
+    struct conf *c;
+
+    c = load_text("[device default]\nuser = u\npassword = p\nupstream = a\n"
+                  "[upstream a]\nhost = a.example\nca_file = ./no-such-ca.pem\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL); /* load_ca = 0: not read */
+    conf_free(c);
+    c = conf_load(CONF, 1, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "relay25.conf:5: [upstream a]: ", 30) == 0);
+    ASSERT_TRUE(strstr(err, "./no-such-ca.pem") != NULL);
+
+    if (access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0) {
+        c = load_text("[upstream a]\nhost = a.example\n[upstream b]\nhost = b.example\n"
+                      "[device default]\nupstream = a\nuser = u\npassword = p\n",
+                      err, sizeof(err));
+        conf_free(c);
+        c = conf_load(CONF, 1, err, sizeof(err));
+        ASSERT_TRUE(c != NULL);
+        if (c) {
+            ASSERT_TRUE(c->upstreams[0].ca != NULL);
+            ASSERT_TRUE(c->upstreams[0].ca == c->upstreams[1].ca);
+        }
+        conf_free(c);
+    }
+}
+
+static void cleanup(void)
+{
+    DIR *d = opendir(".");
+    struct dirent *e;
+
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            unlink(e->d_name);
+        }
+    }
+    if (d) {
+        closedir(d);
+    }
+    if (chdir("/") == 0) {
+        rmdir(tmpdir);
+    }
+}
+
+int main(void)
+{
+    const char *t = getenv("TMPDIR");
+    int n = snprintf(tmpdir, sizeof(tmpdir), "%s/relay25-conf-XXXXXX", t && *t ? t : "/tmp");
+
+    if (n < 0 || (size_t)n >= sizeof(tmpdir) || !mkdtemp(tmpdir) || chdir(tmpdir) != 0) {
+        perror("test_conf: temp dir");
+        return 1;
+    }
+    env_clear();
+    test_parsers();
+    test_defaults();
+    test_full();
+    test_errors();
+    test_secrets();
+    test_env();
+    test_ca();
+    cleanup();
+    return CHECK_DONE();
+}

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
+#include "tests/check.h"
 
 #define BUFMAX 8192
 
@@ -24,8 +24,8 @@ struct result {
 /* Feeds in as the chunks given by cuts[] (ncuts split points), each chunk with
  * an output room of at most room bytes (0 = 2*chunk+1), looping until the chunk is
  * consumed or the message ends. */
-static void decode_split(const char *in, size_t len, const size_t *cuts, size_t ncuts,
-                         size_t room, struct result *r)
+static void decode_split(const char *in, size_t len, const size_t *cuts, size_t ncuts, size_t room,
+                         struct result *r)
 {
     struct data_dec d;
     size_t start = 0;
@@ -234,9 +234,9 @@ static uint32_t rnd_state = 12345;
 static uint32_t rnd(void)
 {
     /* xorshift32: deterministic, no libc rand() state. */
-    rnd_state ^= rnd_state << 13;
+    rnd_state ^= (rnd_state & 0x7ffffu) << 13; /* masked: no bits shifted out */
     rnd_state ^= rnd_state >> 17;
-    rnd_state ^= rnd_state << 5;
+    rnd_state ^= (rnd_state & 0x7ffffffu) << 5;
     return rnd_state;
 }
 
@@ -244,8 +244,8 @@ static uint32_t rnd(void)
  * empty lines, 8-bit bytes and NUL; possibly without a final CRLF. */
 static size_t random_content(char *buf, size_t cap)
 {
-    static const char *const pieces[] = {".", "..", ".x", "", "a", "\xff\x80", "x.y", "...",
-                                         " .", "\t", "\0", "z"};
+    static const char *const pieces[] = {".",   "..",  ".x", "",   "a",  "\xff\x80",
+                                         "x.y", "...", " .", "\t", "\0", "z"};
     size_t n = 0, lines = rnd() % 12;
 
     for (size_t l = 0; l < lines; l++) {

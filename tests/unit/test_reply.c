@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#include "check.h"
+#include "tests/check.h"
 
 /* Feeds all of s at once; returns the status, *used the bytes consumed. */
 static int feed(struct up_reply_parser *p, const char *s, size_t *used)
@@ -181,11 +181,24 @@ static int parse_one(const char *s)
 static void test_errors(void)
 {
     static const char *const syntax[] = {
-        "25 ok\r\n",      "2500 ok\r\n",     "250ok\r\n",          "250_ok\r\n",
-        "abc ok\r\n",     "\r\n",            "\n",                 "199 x\r\n",
-        "600 x\r\n",      "099 x\r\n",       " 250 ok\r\n",        "250-a\r\n251 b\r\n",
-        "250-a\r\n550 b\r\n", "250-a\r\nxyz\r\n", "250 a\rb\r\n",   "250-a\r\n\r\n",
-        "2x0 ok\r\n",     "-250 ok\r\n",
+        "25 ok\r\n",
+        "2500 ok\r\n",
+        "250ok\r\n",
+        "250_ok\r\n",
+        "abc ok\r\n",
+        "\r\n",
+        "\n",
+        "199 x\r\n",
+        "600 x\r\n",
+        "099 x\r\n",
+        " 250 ok\r\n",
+        "250-a\r\n251 b\r\n",
+        "250-a\r\n550 b\r\n",
+        "250-a\r\nxyz\r\n",
+        "250 a\rb\r\n",
+        "250-a\r\n\r\n",
+        "2x0 ok\r\n",
+        "-250 ok\r\n",
     };
     struct up_reply_parser p;
     size_t used;

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-#include "check.h"
+#include "tests/check.h"
 
 #define ERR ((size_t)-1)
 
@@ -12,8 +12,13 @@ static void test_b64_encode(void)
 {
     /* RFC 4648 §10. */
     static const char *const vec[][2] = {
-        {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-        {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
     };
     char out[64];
 
@@ -38,13 +43,34 @@ static void test_b64_encode(void)
 static void test_b64_decode(void)
 {
     static const char *const vec[][2] = {
-        {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},         {"foo", "Zm9v"},
-        {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
     };
     static const char *const bad[] = {
-        "Zg",       "Zg=",      "Zm9",       "Z===",     "====",     "Zg==Zg==", "Zm9v\r\n",
-        "Zm 9v",    "Zm9v ",    "Zm9-",      "Zm9_",     "Zh==",     "Zm9=Zm9v", "=m9v",
-        "Zm=v",     "Zm8*",     "Zm9vYmF=",  "Zm9vY===", "\x80\x80\x80\x80",
+        "Zg",
+        "Zg=",
+        "Zm9",
+        "Z===",
+        "====",
+        "Zg==Zg==",
+        "Zm9v\r\n",
+        "Zm 9v",
+        "Zm9v ",
+        "Zm9-",
+        "Zm9_",
+        "Zh==",
+        "Zm9=Zm9v",
+        "=m9v",
+        "Zm=v",
+        "Zm8*",
+        "Zm9vYmF=",
+        "Zm9vY===",
+        "\x80\x80\x80\x80",
     };
     unsigned char out[64];
 
