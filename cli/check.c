@@ -23,7 +23,7 @@ struct check_probe {
     const char *rcpt;
     enum check_step step;
     int ok;
-    char result[800];
+    char result[1024];
 };
 
 static void check_print_list(const char *label, const struct cidr *v, size_t n)

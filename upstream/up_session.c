@@ -190,10 +190,13 @@ static void up_fail(struct up_session *s, int err, const struct up_reply *r, con
     up_shutdown(s);
 }
 
+/* The failure's detail is upstream's reply, code first ("535 5.7.8 ..."), so an
+ * admin sees exactly what the provider said. */
 static void up_fail_reply(struct up_session *s, int err, const struct up_reply *r)
 {
-    char line[600];
-    up_fail(s, err, r, up_reply_oneline(r, line, sizeof(line)));
+    char line[600], detail[620];
+    snprintf(detail, sizeof(detail), "%d %s", r->code, up_reply_oneline(r, line, sizeof(line)));
+    up_fail(s, err, r, detail);
 }
 
 static void up_timeout_cb(uv_timer_t *t)

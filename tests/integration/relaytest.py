@@ -169,6 +169,26 @@ class Relay:
         raise AssertionError("%s: no %s (/%s/) within %.0fs; exit=%s; log:\n%s" % (
             self.name, what or "log line", r.pattern, timeout, self.proc.poll(), self.tail()))
 
+    def wait_lines(self, pattern, n=1, timeout=10.0):
+        """Wait until at least n log lines match; returns all matching lines. relay25 may
+        log a message's status line just after replying to the client, so tests wait
+        for log lines instead of grepping right after the SMTP reply."""
+        r = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                lines = [line for line in self._lines if r.search(line)]
+                left = deadline - time.monotonic()
+                if len(lines) >= n or left <= 0 or (
+                        self.proc.poll() is not None
+                        and not any(t.is_alive() for t in self._readers)):
+                    break
+                self._cond.wait(min(left, 0.2))
+        if len(lines) < n:
+            raise AssertionError("%s: %d log lines match /%s/ within %.0fs, want %d; log:\n%s"
+                                 % (self.name, len(lines), pattern, timeout, n, self.tail()))
+        return lines
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 

@@ -63,7 +63,8 @@ class ConcurrencyTest(RelayTestCase):
         wrong = [(m.header("Message-ID"), sent[m.header("Message-ID")], m.login) for m in msgs
                  if m.login != expect.get(sent[m.header("Message-ID")], self.OFFICE)]
         self.assertEqual(wrong, [], "message relayed with another device's credentials")
-        self.assertEqual(len(relay.grep(r"\bstatus=sent\b")), CLIENTS * PER_CLIENT)
+        self.assertEqual(len(relay.wait_lines(r"\bstatus=sent\b", CLIENTS * PER_CLIENT)),
+                         CLIENTS * PER_CLIENT)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ class EnvelopeTest(RelayTestCase):
         self.assertEqual(m.rcpt_tos, ("rcpt@example.net",))
         self.assertEqual(m.login, self.SCANNER)
         self.assertEqual(m.tls, "starttls")
-        self.assertEqual(len(relay.grep(r"\bstatus=sent\b")), 1, relay.tail())
+        self.assertEqual(len(relay.wait_lines(r"\bstatus=sent\b")), 1, relay.tail())
 
     def test_five_recipients(self):
         peer, relay = self.start_default()

@@ -36,12 +36,12 @@ class UpstreamRepliesTest(RelayTestCase):
     def test_451_at_end_of_data(self):
         code, text, relay = self.data_reply("X-Test-Reply: 451")
         self.assertEqual(code, 451, text)
-        self.assertTrue(relay.grep(r"\bstatus=deferred\b"), relay.tail())
+        relay.wait_lines(r"\bstatus=deferred\b")
 
     def test_554_at_end_of_data(self):
         code, text, relay = self.data_reply("X-Test-Reply: 554")
         self.assertEqual(code, 554, text)
-        self.assertTrue(relay.grep(r"\bstatus=bounced\b"), relay.tail())
+        relay.wait_lines(r"\bstatus=bounced\b")
 
     def test_session_continues_after_refusal(self):
         peer, relay = self.start_default()
