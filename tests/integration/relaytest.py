@@ -96,7 +96,7 @@ def strip_received(content):
 # --------------------------------------------------------------------------- relay
 
 class Relay:
-    """relay25 serve as a subprocess."""
+    """relay25 serve as a subprocess (config_path None: no -c, environment config)."""
 
     def __init__(self, config_path, binary=RELAY25_BIN, env=None, name="relay25"):
         self.config_path = config_path
@@ -112,7 +112,10 @@ class Relay:
     def start(self, timeout=15.0):
         if not os.path.exists(self.binary):
             raise FileNotFoundError("relay25 binary not found: %s (set RELAY25_BIN)" % self.binary)
-        self.proc = subprocess.Popen([self.binary, "serve", "-c", self.config_path],
+        args = [self.binary, "serve"]
+        if self.config_path is not None:      # None: configured from RELAY25_* variables
+            args += ["-c", self.config_path]
+        self.proc = subprocess.Popen(args,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env)
         for stream in (self.proc.stderr, self.proc.stdout):
