@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "conf/conf.h"
@@ -29,6 +30,12 @@ struct conf *cli_load_conf(const char *path, int load_ca)
             path = e;
         } else if (!getenv("RELAY25_UPSTREAM")) {
             path = RELAY25_DEFAULT_CONFIG;
+            if (access(path, F_OK) != 0) {
+                fprintf(stderr, "relay25: no configuration: give -c FILE, set RELAY25_CONFIG, or "
+                                "set RELAY25_UPSTREAM (and RELAY25_USER, RELAY25_PASSWORD) "
+                                "(" RELAY25_DEFAULT_CONFIG " does not exist)\n");
+                return NULL;
+            }
         }
     }
     c = conf_load(path, load_ca, err, sizeof(err));

@@ -1,29 +1,124 @@
-/* serve: runs the relay in the foreground on one libuv loop until SIGTERM or
- * SIGINT, then drains open sessions (bounded by shutdown_timeout) and exits 0. */
+/* serve: runs the relay in the foreground on one libuv loop. After binding it
+ * drops root privileges, then tells systemd it is ready (NOTIFY_SOCKET, no
+ * libsystemd). SIGHUP reloads the configuration for new sessions (an invalid one
+ * is refused and the old one stays); SIGTERM/SIGINT drain and exit 0. */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <uv.h>
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "conf/conf.h"
 #include "proxy/prx_listener.h"
+
+#define SERVE_DEFAULT_USER "relay25"
 
 struct serve {
     uv_loop_t *loop;
     struct prx_server *srv;
-    uv_signal_t sigterm, sigint;
+    struct metrics_server *ms;
+    struct metrics metrics;
+    uv_signal_t sigterm, sigint, sighup;
+    char *path; /* what to reload: the file in use, or NULL for the environment */
     int stopping;
 };
+
+/* sd_notify(3) protocol: one datagram to $NOTIFY_SOCKET; best effort. */
+static void serve_notify(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa;
+    size_t len;
+    int fd;
+
+    if (!path || (path[0] != '/' && path[0] != '@') ||
+        (len = strlen(path)) >= sizeof(sa.sun_path)) {
+        return;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, len);
+    if (path[0] == '@') {
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    }
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return;
+    }
+    if (sendto(fd, state, strlen(state), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0) {
+        log_warn(0, "relay25", "event=notify_failed error=\"%s\"", strerror(errno));
+    }
+    close(fd);
+}
+
+/* Root only binds; clients are served as `user` (default relay25). */
+static int serve_drop_privileges(const struct conf *c)
+{
+    const char *name = c->user ? c->user : SERVE_DEFAULT_USER;
+    struct passwd *pw;
+
+    if (geteuid() != 0) {
+        return 0;
+    }
+    if (strcmp(name, "root") == 0) {
+        log_warn(0, "relay25", "event=privileges user=root warning=\"serving clients as root\"");
+        return 0;
+    }
+    errno = 0;
+    pw = getpwnam(name);
+    if (!pw) {
+        if (!c->user) {
+            log_warn(0, "relay25",
+                     "event=privileges user=root warning=\"no user %s: create it or set user = "
+                     "in [relay]; serving clients as root\"",
+                     name);
+            return 0;
+        }
+        fprintf(stderr, "relay25: user = %s: no such user\n", name);
+        return -1;
+    }
+    if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        fprintf(stderr, "relay25: cannot switch to user %s: %s\n", name, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        fprintf(stderr, "relay25: dropping privileges to %s failed (could regain root)\n", name);
+        return -1;
+    }
+    log_info(0, "relay25", "event=privileges user=%s uid=%u gid=%u", name, (unsigned)pw->pw_uid,
+             (unsigned)pw->pw_gid);
+    return 0;
+}
+
+static void serve_apply_log(const struct conf *c)
+{
+    log_set_level(c->log_level);
+    log_set_output(c->log_syslog, c->log_json);
+}
 
 static void serve_done(void *arg)
 {
     struct serve *sv = arg;
     uv_close((uv_handle_t *)&sv->sigterm, NULL);
     uv_close((uv_handle_t *)&sv->sigint, NULL);
+    uv_close((uv_handle_t *)&sv->sighup, NULL);
+    if (sv->ms) {
+        metrics_server_close(sv->ms);
+        sv->ms = NULL;
+    }
     log_info(0, "relay25", "event=stopped");
 }
 
@@ -35,8 +130,34 @@ static void serve_on_signal(uv_signal_t *h, int signum)
         return;
     }
     sv->stopping = 1;
+    serve_notify("STOPPING=1");
     log_info(0, "relay25", "event=stopping signal=%s", signum == SIGTERM ? "TERM" : "INT");
     prx_server_shutdown(sv->srv, serve_done, sv);
+}
+
+static void serve_on_hup(uv_signal_t *h, int signum)
+{
+    struct serve *sv = h->data;
+    char err[1024];
+    struct conf *c;
+
+    (void)signum;
+    if (sv->stopping) {
+        return;
+    }
+    serve_notify("RELOADING=1");
+    /* the file is read again as the unprivileged user: it must stay readable */
+    c = conf_load(sv->path, 1, err, sizeof(err));
+    if (!c) {
+        log_err(0, "relay25", "event=reload status=refused error=\"%s\"", err);
+        serve_notify("READY=1");
+        return;
+    }
+    serve_apply_log(c);
+    log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
+             c->ndevices);
+    prx_server_reload(sv->srv, c);
+    serve_notify("READY=1");
 }
 
 int cli_serve(int argc, char **argv)
@@ -59,30 +180,66 @@ int cli_serve(int argc, char **argv)
     if (!c) {
         return EX_CONFIG;
     }
-    log_set_level(c->log_level);
+    serve_apply_log(c);
     signal(SIGPIPE, SIG_IGN);
     memset(&sv, 0, sizeof(sv));
-    sv.loop = uv_default_loop();
-    sv.srv = prx_server_new(sv.loop, c, err, sizeof(err));
-    if (!sv.srv) {
-        fprintf(stderr, "relay25: %s\n", err);
-        uv_run(sv.loop, UV_RUN_DEFAULT);
-        uv_loop_close(sv.loop);
+    if (c->path && !(sv.path = strdup(c->path))) {
         conf_free(c);
         return EX_OSERR;
     }
+    sv.loop = uv_default_loop();
+    sv.metrics.start_time = (uint64_t)time(NULL);
+    if (c->metrics_enabled) {
+        sv.ms = metrics_server_new(sv.loop, (struct sockaddr *)&c->metrics_listen.addr, &sv.metrics,
+                                   err, sizeof(err));
+        if (!sv.ms) {
+            fprintf(stderr, "relay25: metrics_listen = %s: %s\n", c->metrics_listen.text, err);
+            uv_run(sv.loop, UV_RUN_DEFAULT);
+            conf_free(c);
+            free(sv.path);
+            return EX_OSERR;
+        }
+    }
+    sv.srv = prx_server_new(sv.loop, c, &sv.metrics, err, sizeof(err));
+    if (!sv.srv) {
+        fprintf(stderr, "relay25: %s\n", err);
+        if (sv.ms) {
+            metrics_server_close(sv.ms);
+        }
+        uv_run(sv.loop, UV_RUN_DEFAULT);
+        uv_loop_close(sv.loop);
+        conf_free(c);
+        free(sv.path);
+        return EX_OSERR;
+    }
+    /* c now belongs to the server */
+    if (serve_drop_privileges(c) != 0) {
+        sv.stopping = 1;
+        prx_server_shutdown(sv.srv, NULL, NULL);
+        if (sv.ms) {
+            metrics_server_close(sv.ms);
+        }
+        uv_run(sv.loop, UV_RUN_DEFAULT);
+        uv_loop_close(sv.loop);
+        free(sv.path);
+        return EX_NOPERM;
+    }
     uv_signal_init(sv.loop, &sv.sigterm);
     uv_signal_init(sv.loop, &sv.sigint);
-    sv.sigterm.data = sv.sigint.data = &sv;
+    uv_signal_init(sv.loop, &sv.sighup);
+    sv.sigterm.data = sv.sigint.data = sv.sighup.data = &sv;
     uv_signal_start(&sv.sigterm, serve_on_signal, SIGTERM);
     uv_signal_start(&sv.sigint, serve_on_signal, SIGINT);
-    log_info(0, "relay25", "event=started version=%s config=%s upstreams=%zu devices=%zu",
-             RELAY25_VERSION, c->path ? c->path : "environment", c->nupstreams, c->ndevices);
+    uv_signal_start(&sv.sighup, serve_on_hup, SIGHUP);
+    log_info(0, "relay25", "event=started version=%s config=%s upstreams=%zu devices=%zu pid=%d",
+             RELAY25_VERSION, c->path ? c->path : "environment", c->nupstreams, c->ndevices,
+             (int)getpid());
+    serve_notify("READY=1");
     uv_run(sv.loop, UV_RUN_DEFAULT);
     rc = uv_loop_close(sv.loop);
     if (rc != 0) {
         log_warn(0, "relay25", "event=loop_close error=\"%s\"", uv_strerror(rc));
     }
-    conf_free(c);
+    free(sv.path);
     return 0;
 }

@@ -8,15 +8,124 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 static int log_level = LOG_INFO;
+static int log_syslog;
+static int log_json;
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 
 void log_set_level(int level)
 {
     log_level = level;
+}
+
+void log_set_output(int use_syslog, int json)
+{
+    if (use_syslog && !log_syslog) {
+        openlog("relay25", LOG_PID | LOG_NDELAY, LOG_MAIL);
+    } else if (!use_syslog && log_syslog) {
+        closelog();
+    }
+    log_syslog = use_syslog;
+    log_json = json;
+}
+
+/* Appends s[0..len) JSON-escaped; returns the new length (stops before cap). */
+static size_t log_json_str(char *out, size_t o, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < len && o + 7 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            o += 4;
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    return o;
+}
+
+/* key=value / key="quoted \"text\"" pairs -> JSON members; words without '=' are
+ * gathered in "msg". Values are kept as strings. */
+static size_t log_to_json(const char *head, const char *body, char *out, size_t cap)
+{
+    size_t o = 0;
+    const char *p = body;
+    char msg[512];
+    size_t ml = 0;
+
+    o = (size_t)snprintf(out, cap, "{%s", head);
+    while (*p && o + 16 < cap) {
+        const char *k = p, *eq;
+        while (*p && *p != ' ' && *p != '=') {
+            p++;
+        }
+        if (*p != '=') { /* a plain word */
+            if (ml + (size_t)(p - k) + 2 < sizeof(msg)) {
+                if (ml) {
+                    msg[ml++] = ' ';
+                }
+                memcpy(msg + ml, k, (size_t)(p - k));
+                ml += (size_t)(p - k);
+            }
+            while (*p == ' ') {
+                p++;
+            }
+            continue;
+        }
+        eq = p++;
+        out[o++] = ',';
+        out[o++] = '"';
+        o = log_json_str(out, o, cap, k, (size_t)(eq - k));
+        out[o++] = '"';
+        out[o++] = ':';
+        out[o++] = '"';
+        if (*p == '"') {
+            p++;
+            while (*p && *p != '"' && o + 8 < cap) {
+                if (*p == '\\' && p[1]) {
+                    p++;
+                }
+                o = log_json_str(out, o, cap, p, 1);
+                p++;
+            }
+            if (*p == '"') {
+                p++;
+            }
+        } else {
+            const char *v = p;
+            while (*p && *p != ' ') {
+                p++;
+            }
+            o = log_json_str(out, o, cap, v, (size_t)(p - v));
+        }
+        out[o++] = '"';
+        while (*p == ' ') {
+            p++;
+        }
+    }
+    if (ml && o + ml + 16 < cap) {
+        memcpy(out + o, ",\"msg\":\"", 8);
+        o += 8;
+        o = log_json_str(out, o, cap, msg, ml);
+        out[o++] = '"';
+    }
+    if (o + 2 < cap) {
+        out[o++] = '}';
+    }
+    out[o] = '\0';
+    return o;
 }
 
 int log_enabled(int level)
@@ -39,7 +148,7 @@ int log_level_parse(const char *s)
 
 void log_msg(int level, uint64_t sid, const char *module, const char *fmt, ...)
 {
-    char line[2048];
+    char line[4096];
     size_t n;
     int r;
     va_list ap;
@@ -62,6 +171,28 @@ void log_msg(int level, uint64_t sid, const char *module, const char *fmt, ...)
     n += (size_t)r;
     if (n > sizeof(line) - 2) {
         n = sizeof(line) - 2; /* truncated: keep the line a line */
+    }
+    if (log_json) {
+        char head[160], js[4096];
+        struct timespec ts;
+        struct tm tm;
+        char tbuf[40];
+        size_t hl = strlen(log_names[level]) + 1 + 16 + 1 + strlen(module) + 1;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+        line[n] = '\0';
+        snprintf(head, sizeof(head),
+                 "\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"sid\":\"%016llx\",\"module\":\"%s\"",
+                 tbuf, ts.tv_nsec / 1000000, log_names[level], (unsigned long long)sid, module);
+        n = log_to_json(head, hl < n ? line + hl : "", js, sizeof(js) - 1);
+        memcpy(line, js, n < sizeof(line) - 1 ? n : sizeof(line) - 2);
+        n = n < sizeof(line) - 1 ? n : sizeof(line) - 2;
+    }
+    if (log_syslog) {
+        static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
+        syslog(prio[level], "%.*s", (int)n, line);
+        return;
     }
     line[n++] = '\n';
     /* stderr may be a pipe shared with other writers: one write per line */

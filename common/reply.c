@@ -40,6 +40,11 @@ static const struct {
     [REPLY_BAD_PARAM] = R("555 5.5.4 Error: unsupported MAIL/RCPT parameter"),
     [REPLY_NOMEM] = R("451 4.3.0 Error: local resource shortage, try again later"),
     [REPLY_TOO_MANY_ERRORS] = R("421 4.7.0 Error: too many errors, closing connection"),
+    [REPLY_TOO_MANY_COMMANDS] = R("421 4.7.0 Error: too many commands without MAIL, closing "
+                                  "connection"),
+    [REPLY_TOO_MANY_MESSAGES] = R("421 4.7.0 Error: too many messages in this session, closing "
+                                  "connection"),
+    [REPLY_HEADER_TOO_BIG] = R("552 5.3.4 Error: message header section exceeds fixed limit"),
 };
 
 const char *reply_canned(enum reply_id id, size_t *len)

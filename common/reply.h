@@ -28,30 +28,33 @@ enum relay_err {
 const char *reply_err_name(int err);
 
 enum reply_id {
-    REPLY_OK,              /* 250 2.0.0 Ok */
-    REPLY_RSET,            /* 250 2.0.0 Reset */
-    REPLY_QUIT,            /* 221 2.0.0 Bye */
-    REPLY_VRFY,            /* 252 2.1.5 */
-    REPLY_HELP,            /* 214 2.0.0 */
-    REPLY_DATA,            /* 354 */
-    REPLY_UNKNOWN,         /* 500 5.5.2 command unrecognized */
-    REPLY_LINE_TOO_LONG,   /* 500 5.5.2 line too long */
-    REPLY_SYNTAX_PARAM,    /* 501 5.5.4 */
-    REPLY_SYNTAX_PATH,     /* 501 5.1.7/5.1.3 bad address syntax */
-    REPLY_PATH_TOO_LONG,   /* 501 5.1.3? -> 553 5.1.3 */
-    REPLY_HELO_NEEDS_ARG,  /* 501 5.5.4 */
-    REPLY_NOT_IMPL,        /* 502 5.5.1 */
-    REPLY_NESTED_MAIL,     /* 503 5.5.1 */
-    REPLY_NEED_MAIL,       /* 503 5.5.1 */
-    REPLY_NEED_RCPT,       /* 503 5.5.1 */
-    REPLY_ONLY_QUIT,       /* 503 5.7.1 after a refused greeting (RFC 5321 §3.1) */
-    REPLY_NO_VALID_RCPT,   /* 554 5.5.1 */
-    REPLY_TOO_BIG,         /* 552 5.3.4 */
-    REPLY_TOO_MANY_RCPT,   /* 452 4.5.3 */
-    REPLY_BARE_LF,         /* 554 5.6.0 */
-    REPLY_BAD_PARAM,       /* 555 5.5.4 unsupported MAIL/RCPT parameter */
-    REPLY_NOMEM,           /* 451 4.3.0 */
-    REPLY_TOO_MANY_ERRORS, /* 421 4.7.0 */
+    REPLY_OK,                /* 250 2.0.0 Ok */
+    REPLY_RSET,              /* 250 2.0.0 Reset */
+    REPLY_QUIT,              /* 221 2.0.0 Bye */
+    REPLY_VRFY,              /* 252 2.1.5 */
+    REPLY_HELP,              /* 214 2.0.0 */
+    REPLY_DATA,              /* 354 */
+    REPLY_UNKNOWN,           /* 500 5.5.2 command unrecognized */
+    REPLY_LINE_TOO_LONG,     /* 500 5.5.2 line too long */
+    REPLY_SYNTAX_PARAM,      /* 501 5.5.4 */
+    REPLY_SYNTAX_PATH,       /* 501 5.1.7/5.1.3 bad address syntax */
+    REPLY_PATH_TOO_LONG,     /* 501 5.1.3? -> 553 5.1.3 */
+    REPLY_HELO_NEEDS_ARG,    /* 501 5.5.4 */
+    REPLY_NOT_IMPL,          /* 502 5.5.1 */
+    REPLY_NESTED_MAIL,       /* 503 5.5.1 */
+    REPLY_NEED_MAIL,         /* 503 5.5.1 */
+    REPLY_NEED_RCPT,         /* 503 5.5.1 */
+    REPLY_ONLY_QUIT,         /* 503 5.7.1 after a refused greeting (RFC 5321 §3.1) */
+    REPLY_NO_VALID_RCPT,     /* 554 5.5.1 */
+    REPLY_TOO_BIG,           /* 552 5.3.4 */
+    REPLY_TOO_MANY_RCPT,     /* 452 4.5.3 */
+    REPLY_BARE_LF,           /* 554 5.6.0 */
+    REPLY_BAD_PARAM,         /* 555 5.5.4 unsupported MAIL/RCPT parameter */
+    REPLY_NOMEM,             /* 451 4.3.0 */
+    REPLY_TOO_MANY_ERRORS,   /* 421 4.7.0 */
+    REPLY_TOO_MANY_COMMANDS, /* 421 4.7.0 max_commands_before_mail */
+    REPLY_TOO_MANY_MESSAGES, /* 421 4.7.0 max_messages_per_session */
+    REPLY_HEADER_TOO_BIG,    /* 552 5.3.4 max_header_size */
     REPLY_COUNT
 };
 

@@ -1,7 +1,9 @@
 /* conf: builds the immutable struct conf from one INI file (inih, fed by our own
  * line-counting reader so every message names file and line) or from RELAY25_*
  * environment variables. Owns the snapshot's strings, lists, secrets (wiped in
- * conf_free) and trust anchors. Timeout defaults follow RFC 5321 §4.5.3.2. */
+ * conf_free) and trust anchors. Timeout defaults follow RFC 5321 §4.5.3.2. Devices
+ * inherit the [relay] rate limits and address policy unless their section sets
+ * their own (lists are deep-copied, so each one has exactly one owner). */
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
@@ -26,13 +28,16 @@
 #define CONF_DEFAULT_PORT 587
 #define CONF_IMPLICIT_PORT 465
 #define CONF_MAX_TIMEOUT 86400u
+#define CONF_MAX_COUNT 1000000u /* limits and rate counts; larger values are typos */
+#define CONF_METRICS_PORT 9325
 #define CONF_NAME_MAX 255 /* host names, server_name, hostname (RFC 1035 §2.3.4 plus slack) */
 #define CONF_ITEM_MAX 128 /* one list item: an address or network */
 /* inih copies section and key names into 50-byte buffers (MAX_SECTION, MAX_NAME). */
 #define INI_NAME_MAX 49
-#define CONF_MAX_KEYS 32
+#define CONF_MAX_KEYS 64 /* dev_extra.keys is a 64-bit mask of key indexes */
+#define CONF_USER_MAX 32 /* login names (useradd's limit) */
 
-enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE };
+enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE, SECT_SENDMAIL };
 
 /* How inih will treat the line the reader just returned (mirrors ini_parse_stream). */
 enum line_kind {
@@ -64,6 +69,7 @@ struct dev_extra {
     struct where pw_at;
     int match_given;
     struct where match_at;
+    uint64_t keys; /* bit i: conf_keys[i] was set in this section (policy inheritance) */
 };
 
 struct parse;
@@ -74,7 +80,7 @@ struct key_def {
     const char *name;
     int list; /* may repeat and continue on indented lines; values accumulate */
     conf_set_fn *set;
-    size_t off; /* timeouts: the unsigned field in struct conf */
+    size_t off; /* the field in struct conf, or in struct conf_device for [device] keys */
 };
 
 struct parse {
@@ -97,24 +103,27 @@ struct parse {
     const struct key_def *kd;
     int seen[CONF_MAX_KEYS]; /* line where each key of the current section was first set */
     int relay_line;
+    int sendmail_line;
 
     int listen_given, allow_given;
     struct where listen_at, allow_at;
+    struct where proxy_at; /* proxy_protocol = yes */
 
     struct up_extra *ux;  /* parallel to c->upstreams */
     struct dev_extra *dx; /* parallel to c->devices */
 };
 
 static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, set_received,
-    set_bare_lf, set_log_level, set_host, set_port, set_tls, set_ca_file, set_server_name,
-    set_tls_verify, set_upstream, set_user, set_password_file, set_password_env, set_password,
-    set_match;
+    set_bare_lf, set_log_level, set_count, set_limit, set_rate, set_patterns, set_proxy_protocol,
+    set_proxy_from, set_run_as, set_log, set_log_format, set_metrics_listen, set_host, set_port,
+    set_tls, set_ca_file, set_server_name, set_tls_verify, set_upstream, set_user,
+    set_password_file, set_password_env, set_password, set_match, set_submit;
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
     {SECT_RELAY, "allow", 1, set_allow, 0},
     {SECT_RELAY, "hostname", 0, set_hostname, 0},
-    {SECT_RELAY, "max_message_size", 0, set_size, 0},
+    {SECT_RELAY, "max_message_size", 0, set_size, offsetof(struct conf, max_message_size)},
     {SECT_RELAY, "idle_timeout", 0, set_timeout, offsetof(struct conf, idle_timeout)},
     {SECT_RELAY, "connect_timeout", 0, set_timeout, offsetof(struct conf, connect_timeout)},
     {SECT_RELAY, "command_timeout", 0, set_timeout, offsetof(struct conf, command_timeout)},
@@ -123,6 +132,27 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "received_header", 0, set_received, 0},
     {SECT_RELAY, "bare_lf", 0, set_bare_lf, 0},
     {SECT_RELAY, "log_level", 0, set_log_level, 0},
+    {SECT_RELAY, "max_connections", 0, set_count, offsetof(struct conf, max_connections)},
+    {SECT_RELAY, "max_connections_per_ip", 0, set_count,
+     offsetof(struct conf, max_connections_per_ip)},
+    {SECT_RELAY, "max_recipients", 0, set_count, offsetof(struct conf, max_recipients)},
+    {SECT_RELAY, "max_header_size", 0, set_size, offsetof(struct conf, max_header_size)},
+    {SECT_RELAY, "max_errors", 0, set_count, offsetof(struct conf, max_errors)},
+    {SECT_RELAY, "max_commands_before_mail", 0, set_limit,
+     offsetof(struct conf, max_commands_before_mail)},
+    {SECT_RELAY, "max_messages_per_session", 0, set_limit,
+     offsetof(struct conf, max_messages_per_session)},
+    {SECT_RELAY, "session_timeout", 0, set_timeout, offsetof(struct conf, session_timeout)},
+    {SECT_RELAY, "message_rate", 0, set_rate, offsetof(struct conf, message_rate)},
+    {SECT_RELAY, "recipient_rate", 0, set_rate, offsetof(struct conf, recipient_rate)},
+    {SECT_RELAY, "allowed_senders", 1, set_patterns, offsetof(struct conf, allowed_senders)},
+    {SECT_RELAY, "allowed_recipients", 1, set_patterns, offsetof(struct conf, allowed_recipients)},
+    {SECT_RELAY, "proxy_protocol", 0, set_proxy_protocol, 0},
+    {SECT_RELAY, "proxy_from", 1, set_proxy_from, 0},
+    {SECT_RELAY, "user", 0, set_run_as, 0},
+    {SECT_RELAY, "log", 0, set_log, 0},
+    {SECT_RELAY, "log_format", 0, set_log_format, 0},
+    {SECT_RELAY, "metrics_listen", 0, set_metrics_listen, 0},
     {SECT_UPSTREAM, "host", 0, set_host, 0},
     {SECT_UPSTREAM, "port", 0, set_port, 0},
     {SECT_UPSTREAM, "tls", 0, set_tls, 0},
@@ -135,9 +165,17 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "password_env", 0, set_password_env, 0},
     {SECT_DEVICE, "password", 0, set_password, 0},
     {SECT_DEVICE, "match", 1, set_match, 0},
+    {SECT_DEVICE, "message_rate", 0, set_rate, offsetof(struct conf_device, message_rate)},
+    {SECT_DEVICE, "recipient_rate", 0, set_rate, offsetof(struct conf_device, recipient_rate)},
+    {SECT_DEVICE, "allowed_senders", 1, set_patterns,
+     offsetof(struct conf_device, allowed_senders)},
+    {SECT_DEVICE, "allowed_recipients", 1, set_patterns,
+     offsetof(struct conf_device, allowed_recipients)},
+    {SECT_SENDMAIL, "submit", 0, set_submit, 0},
 };
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
 _Static_assert(CONF_NKEYS <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
+_Static_assert(CONF_MAX_KEYS <= 64, "dev_extra.keys is a uint64_t");
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -344,6 +382,9 @@ static const char *conf_label(const struct parse *p, char *buf, size_t cap)
     case SECT_DEVICE:
         snprintf(buf, cap, "[device %s]", p->c->devices[p->cur].name);
         break;
+    case SECT_SENDMAIL:
+        snprintf(buf, cap, "[sendmail]");
+        break;
     case SECT_NONE:
         snprintf(buf, cap, "(no section)");
         break;
@@ -351,6 +392,15 @@ static const char *conf_label(const struct parse *p, char *buf, size_t cap)
         abort();
     }
     return buf;
+}
+
+/* The field the current key sets: kd->off into the current device for [device]
+ * keys, into struct conf otherwise. */
+static void *conf_field(const struct parse *p)
+{
+    char *base = p->sect == SECT_DEVICE ? (char *)&p->c->devices[p->cur] : (char *)p->c;
+
+    return base + p->kd->off;
 }
 
 /* Calls fn on each item of a list separated by commas and/or blanks. */
@@ -474,7 +524,7 @@ static int set_size(struct parse *p, const char *val, size_t len)
         conf_fail_at(p, conf_here(p), "bad size '%s' (bytes, or a number with K, M or G)", val);
         return -1;
     }
-    p->c->max_message_size = v;
+    *(uint64_t *)conf_field(p) = v;
     return 0;
 }
 
@@ -487,7 +537,7 @@ static int set_timeout(struct parse *p, const char *val, size_t len)
         conf_fail_at(p, conf_here(p), "bad number '%s' (seconds, 1 to %u)", val, CONF_MAX_TIMEOUT);
         return -1;
     }
-    *(unsigned *)(void *)((char *)p->c + p->kd->off) = (unsigned)v;
+    *(unsigned *)conf_field(p) = (unsigned)v;
     return 0;
 }
 
@@ -529,6 +579,229 @@ static int set_log_level(struct parse *p, const char *val, size_t len)
         return -1;
     }
     p->c->log_level = l;
+    return 0;
+}
+
+/* Limits that must allow at least one (a session, a recipient, an error). */
+static int set_count(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_uint(val, CONF_MAX_COUNT, &v) != 0 || v == 0) {
+        conf_fail_at(p, conf_here(p), "bad number '%s' (1 to %u)", val, CONF_MAX_COUNT);
+        return -1;
+    }
+    *(unsigned *)conf_field(p) = (unsigned)v;
+    return 0;
+}
+
+/* Limits where 0 means unlimited. */
+static int set_limit(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_uint(val, CONF_MAX_COUNT, &v) != 0) {
+        conf_fail_at(p, conf_here(p), "bad number '%s' (0 for unlimited, or 1 to %u)", val,
+                     CONF_MAX_COUNT);
+        return -1;
+    }
+    *(unsigned *)conf_field(p) = (unsigned)v;
+    return 0;
+}
+
+static int set_rate(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (conf_parse_rate(val, conf_field(p)) != 0) {
+        conf_fail_at(p, conf_here(p),
+                     "bad rate '%s' (N/second, N/minute, N/hour or N/day with N from 1 to %u; "
+                     "0 or unlimited for no limit)",
+                     val, CONF_MAX_COUNT);
+        return -1;
+    }
+    return 0;
+}
+
+/* Why item is not a valid policy pattern, or NULL. Only the forms conf_patterns_match
+ * understands are accepted, so a typo cannot become a pattern that never matches.
+ * Quoted local parts containing '@' or blanks (RFC 5321 §4.1.2) are not supported. */
+static const char *conf_bad_pattern(const char *item, int senders)
+{
+    const char *at = strchr(item, '@');
+    const char *dom = at ? at + 1 : item;
+
+    if (strcmp(item, "<>") == 0) {
+        return senders ? NULL : "the null sender <> belongs in allowed_senders";
+    }
+    for (const char *s = item; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch < ' ' || ch == 0x7f) {
+            return "control character";
+        }
+        if (ch == '<' || ch == '>') {
+            return "write a@b without angle brackets; <> alone is the null sender";
+        }
+    }
+    if (at && strchr(at + 1, '@')) {
+        return "more than one '@'";
+    }
+    if (!*dom) {
+        return "no domain after '@'";
+    }
+    if (*dom == '.' || dom[strlen(dom) - 1] == '.' || strstr(dom, "..")) {
+        return "bad domain";
+    }
+    return NULL;
+}
+
+static int conf_add_pattern(struct parse *p, const char *item)
+{
+    struct conf_patterns *pl = conf_field(p);
+    const char *why = conf_bad_pattern(item, strcmp(p->kd->name, "allowed_senders") == 0);
+    char **a;
+    char *d;
+
+    if (why) {
+        conf_fail_at(p, conf_here(p), "bad address '%s' (%s)", item, why);
+        return -1;
+    }
+    d = conf_strdup(p, item);
+    if (!d) {
+        return -1;
+    }
+    /* Stored lower-cased so `check` shows what is compared (ASCII only: RFC 5321
+     * §2.4 domains; local parts are compared case-insensitively by policy). */
+    for (char *s = d; *s; s++) {
+        if (*s >= 'A' && *s <= 'Z') {
+            *s = (char)(*s - 'A' + 'a');
+        }
+    }
+    a = conf_grow(pl->items, pl->n, sizeof(*a));
+    if (!a) {
+        free(d);
+        return conf_oom(p);
+    }
+    pl->items = a;
+    a[pl->n++] = d;
+    return 0;
+}
+
+/* An empty value is allowed and means every address (struct conf_patterns); in a
+ * [device] section it lifts the [relay] list for that device. */
+static int set_patterns(struct parse *p, const char *val, size_t len)
+{
+    return conf_each_item(p, val, len, conf_add_pattern);
+}
+
+static int set_proxy_protocol(struct parse *p, const char *val, size_t len)
+{
+    int b = conf_parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
+                     val);
+        return -1;
+    }
+    p->c->proxy_protocol = b;
+    p->proxy_at = conf_line(p, p->lineno);
+    return 0;
+}
+
+static int conf_add_proxy_from(struct parse *p, const char *item)
+{
+    struct conf *c = p->c;
+    struct cidr n;
+    struct cidr *a;
+
+    if (cidr_parse(item, &n) != 0) {
+        conf_fail_at(p, conf_here(p), "bad network '%s'", item);
+        return -1;
+    }
+    a = conf_grow(c->proxy_from, c->nproxy_from, sizeof(*a));
+    if (!a) {
+        return conf_oom(p);
+    }
+    c->proxy_from = a;
+    a[c->nproxy_from++] = n;
+    return 0;
+}
+
+static int set_proxy_from(struct parse *p, const char *val, size_t len)
+{
+    return conf_each_item(p, val, len, conf_add_proxy_from);
+}
+
+/* The account to drop to after binding. Portable user names (POSIX.1 §3.437, with
+ * useradd's length limit); root would defeat the point, so it is refused here where
+ * the message can name the line. */
+static int set_run_as(struct parse *p, const char *val, size_t len)
+{
+    int ok = len <= CONF_USER_MAX && val[0] != '-';
+
+    for (const char *s = val; ok && *s; s++) {
+        ok = isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-';
+    }
+    if (!ok) {
+        conf_fail_at(p, conf_here(p),
+                     "bad user name '%s' (letters, digits, '.', '_', '-', at most %d)", val,
+                     CONF_USER_MAX);
+        return -1;
+    }
+    if (strcmp(val, "root") == 0) {
+        conf_fail_at(p, conf_here(p),
+                     "relay25 does not keep root privileges; name an "
+                     "unprivileged account (default relay25)");
+        return -1;
+    }
+    p->c->user = conf_strdup(p, val);
+    return p->c->user ? 0 : -1;
+}
+
+static int set_log(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (strcmp(val, "stderr") == 0) {
+        p->c->log_syslog = 0;
+    } else if (strcmp(val, "syslog") == 0) {
+        p->c->log_syslog = 1;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (stderr or syslog)", val);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_log_format(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (strcmp(val, "text") == 0) {
+        p->c->log_json = 0;
+    } else if (strcmp(val, "json") == 0) {
+        p->c->log_json = 1;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (text or json)", val);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_metrics_listen(struct parse *p, const char *val, size_t len)
+{
+    struct conf_listen *l = &p->c->metrics_listen;
+
+    len = strlen(val);
+    if (len >= sizeof(l->text) ||
+        conf_parse_hostport(val, CONF_METRICS_PORT, &l->addr, &l->addrlen) != 0) {
+        conf_fail_at(p, conf_here(p), "bad address '%s' (expected 127.0.0.1:%d, [::1]:%d, ...)",
+                     val, CONF_METRICS_PORT, CONF_METRICS_PORT);
+        return -1;
+    }
+    memcpy(l->text, val, len + 1);
+    p->c->metrics_enabled = 1;
     return 0;
 }
 
@@ -780,6 +1053,35 @@ static int set_match(struct parse *p, const char *val, size_t len)
     return conf_each_item(p, val, len, conf_add_match);
 }
 
+/* ---- [sendmail] ----------------------------------------------------------------------- */
+
+/* Where the sendmail command submits: a relay25 daemon's listener. The port is
+ * required (a connect target has no sensible default) and kept as written. */
+static int set_submit(struct parse *p, const char *val, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    uint16_t port;
+
+    (void)len;
+    if (conf_parse_hostport(val, 0, &ss, &sslen) != 0) {
+        port = 0;
+    } else if (ss.ss_family == AF_INET) {
+        port = ntohs(((const struct sockaddr_in *)&ss)->sin_port);
+    } else {
+        port = ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    if (port == 0) {
+        conf_fail_at(p, conf_here(p),
+                     "bad address '%s' (expected host:port of a relay25 listener, e.g. "
+                     "127.0.0.1:25 or [::1]:25)",
+                     val);
+        return -1;
+    }
+    p->c->submit = conf_strdup(p, val);
+    return p->c->submit ? 0 : -1;
+}
+
 /* ---- sections -------------------------------------------------------------------------- */
 
 static int conf_new_upstream(struct parse *p, const char *name, size_t len, int line)
@@ -838,7 +1140,8 @@ static int conf_new_device(struct parse *p, const char *name, size_t len, int li
     return 0;
 }
 
-/* A "[...]" line (text between the brackets): "relay", "upstream NAME", "device NAME". */
+/* A "[...]" line (text between the brackets): "relay", "sendmail", "upstream NAME",
+ * "device NAME". */
 static int conf_section(struct parse *p, const char *text, size_t len)
 {
     struct conf *c = p->c;
@@ -869,24 +1172,28 @@ static int conf_section(struct parse *p, const char *text, size_t len)
     }
     if (rest != end) {
         conf_fail_at(p, conf_line(p, p->lineno),
-                     "bad section header '[%.*s]' (expected [relay], [upstream NAME] or "
-                     "[device NAME])",
+                     "bad section header '[%.*s]' (expected [relay], [upstream NAME], "
+                     "[device NAME] or [sendmail])",
                      (int)len, text);
         return -1;
     }
 
-    if (tlen == 5 && memcmp(type, "relay", 5) == 0) {
+    if ((tlen == 5 && memcmp(type, "relay", 5) == 0) ||
+        (tlen == 8 && memcmp(type, "sendmail", 8) == 0)) {
+        int is_relay = tlen == 5;
+        int *first = is_relay ? &p->relay_line : &p->sendmail_line;
+
         if (nlen) {
-            conf_fail_at(p, conf_line(p, p->lineno), "[relay] takes no name");
+            conf_fail_at(p, conf_line(p, p->lineno), "[%.*s] takes no name", (int)tlen, type);
             return -1;
         }
-        if (p->relay_line) {
-            conf_fail_at(p, conf_line(p, p->lineno), "duplicate section [relay] (first on line %d)",
-                         p->relay_line);
+        if (*first) {
+            conf_fail_at(p, conf_line(p, p->lineno), "duplicate section [%.*s] (first on line %d)",
+                         (int)tlen, type, *first);
             return -1;
         }
-        p->relay_line = p->lineno;
-        p->sect = SECT_RELAY;
+        *first = p->lineno;
+        p->sect = is_relay ? SECT_RELAY : SECT_SENDMAIL;
         return 0;
     }
     if ((tlen == 8 && memcmp(type, "upstream", 8) == 0) ||
@@ -919,7 +1226,8 @@ static int conf_section(struct parse *p, const char *text, size_t len)
                      : conf_new_device(p, name, nlen, p->lineno);
     }
     conf_fail_at(p, conf_line(p, p->lineno),
-                 "unknown section type '%.*s' (expected [relay], [upstream NAME] or [device NAME])",
+                 "unknown section type '%.*s' (expected [relay], [upstream NAME], [device NAME] "
+                 "or [sendmail])",
                  (int)tlen, type);
     return -1;
 }
@@ -956,6 +1264,9 @@ static int conf_apply(struct parse *p, const struct key_def *kd, const char *val
     }
     if (!p->seen[idx]) {
         p->seen[idx] = p->lineno > 0 ? p->lineno : 1;
+    }
+    if (p->sect == SECT_DEVICE) {
+        p->dx[p->cur].keys |= UINT64_C(1) << idx;
     }
     p->kd = kd;
     r = kd->set(p, val, len);
@@ -1105,8 +1416,8 @@ static int conf_on_key(void *user, const char *section, const char *name, const 
     if (p->kind == LINE_CONT) {
         if (!kd->list) {
             conf_fail_at(p, conf_line(p, p->lineno),
-                         "'%s' takes one value; only lists (listen, allow, match) continue on "
-                         "indented lines",
+                         "'%s' takes one value; only lists (listen, allow, match, proxy_from, "
+                         "allowed_senders, allowed_recipients) continue on indented lines",
                          name);
             return 0;
         }
@@ -1218,6 +1529,18 @@ static int conf_load_env(struct parse *p)
         {"RELAY25_HOSTNAME", SECT_RELAY, "hostname"},
         {"RELAY25_MAX_MESSAGE_SIZE", SECT_RELAY, "max_message_size"},
         {"RELAY25_LOG_LEVEL", SECT_RELAY, "log_level"},
+        {"RELAY25_LOG", SECT_RELAY, "log"},
+        {"RELAY25_LOG_FORMAT", SECT_RELAY, "log_format"},
+        {"RELAY25_METRICS_LISTEN", SECT_RELAY, "metrics_listen"},
+        /* RELAY25_USER is the upstream login, so the account to run as has its own name */
+        {"RELAY25_RUN_AS", SECT_RELAY, "user"},
+        {"RELAY25_MAX_CONNECTIONS", SECT_RELAY, "max_connections"},
+        {"RELAY25_MAX_CONNECTIONS_PER_IP", SECT_RELAY, "max_connections_per_ip"},
+        {"RELAY25_MESSAGE_RATE", SECT_RELAY, "message_rate"},
+        {"RELAY25_RECIPIENT_RATE", SECT_RELAY, "recipient_rate"},
+        {"RELAY25_ALLOWED_SENDERS", SECT_RELAY, "allowed_senders"},
+        {"RELAY25_ALLOWED_RECIPIENTS", SECT_RELAY, "allowed_recipients"},
+        {"RELAY25_SUBMIT", SECT_SENDMAIL, "submit"},
         {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
         {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
         {"RELAY25_CA_FILE", SECT_UPSTREAM, "ca_file"},
@@ -1311,6 +1634,11 @@ static int conf_finish_relay(struct parse *p)
         (conf_add_allow(p, "127.0.0.0/8") != 0 || conf_add_allow(p, "::1/128") != 0)) {
         return -1;
     }
+    if (c->proxy_protocol && c->nproxy_from == 0) {
+        conf_fail_at(p, p->proxy_at,
+                     "proxy_protocol = yes needs proxy_from = the load balancer's addresses");
+        return -1;
+    }
     if (!c->hostname) {
         return conf_default_hostname(p);
     }
@@ -1348,6 +1676,56 @@ static int conf_finish_upstreams(struct parse *p)
         if (!u->ca_file && !(u->ca_file = conf_strdup(p, CONF_DEFAULT_CA))) {
             return -1;
         }
+    }
+    return 0;
+}
+
+static int conf_copy_patterns(struct parse *p, struct conf_patterns *dst,
+                              const struct conf_patterns *src)
+{
+    if (src->n == 0) {
+        return 0;
+    }
+    dst->items = calloc(src->n, sizeof(*dst->items));
+    if (!dst->items) {
+        return conf_oom(p);
+    }
+    for (; dst->n < src->n; dst->n++) {
+        dst->items[dst->n] = conf_strdup(p, src->items[dst->n]);
+        if (!dst->items[dst->n]) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether [device] key `name` was set in device i's section. */
+static int conf_dev_given(const struct parse *p, size_t i, const char *name)
+{
+    size_t idx = (size_t)(conf_find_key(SECT_DEVICE, name) - conf_keys);
+
+    return (int)((p->dx[i].keys >> idx) & 1u);
+}
+
+/* A device that does not set a policy key gets the [relay] value. */
+static int conf_inherit_policy(struct parse *p, size_t i)
+{
+    const struct conf *c = p->c;
+    struct conf_device *d = &c->devices[i];
+
+    if (!conf_dev_given(p, i, "message_rate")) {
+        d->message_rate = c->message_rate;
+    }
+    if (!conf_dev_given(p, i, "recipient_rate")) {
+        d->recipient_rate = c->recipient_rate;
+    }
+    if (!conf_dev_given(p, i, "allowed_senders") &&
+        conf_copy_patterns(p, &d->allowed_senders, &c->allowed_senders) != 0) {
+        return -1;
+    }
+    if (!conf_dev_given(p, i, "allowed_recipients") &&
+        conf_copy_patterns(p, &d->allowed_recipients, &c->allowed_recipients) != 0) {
+        return -1;
     }
     return 0;
 }
@@ -1399,6 +1777,9 @@ static int conf_finish_devices(struct parse *p)
         } else {
             conf_fail_at(p, sec, "[device %s] needs upstream = NAME (there are %zu upstreams)",
                          d->name, c->nupstreams);
+            return -1;
+        }
+        if (conf_inherit_policy(p, i) != 0) {
             return -1;
         }
     }
@@ -1490,6 +1871,15 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     c->command_timeout = 300;
     c->data_timeout = 600;
     c->shutdown_timeout = 30;
+    c->max_connections = 200;
+    c->max_connections_per_ip = 20;
+    c->max_recipients = 1000;
+    c->max_header_size = 1ull << 20;
+    c->max_errors = 20;
+    c->max_commands_before_mail = 100;
+    c->max_messages_per_session = 1000;
+    c->session_timeout = 3600;
+    /* rates unlimited ({0, 0}), lists empty, user NULL, log to stderr as text: calloc */
 
     if (path) {
         c->path = conf_strdup(&p, path);
@@ -1518,6 +1908,14 @@ fail:
     return NULL;
 }
 
+static void conf_free_patterns(struct conf_patterns *pl)
+{
+    for (size_t i = 0; i < pl->n; i++) {
+        free(pl->items[i]);
+    }
+    free(pl->items);
+}
+
 void conf_free(struct conf *c)
 {
     if (!c) {
@@ -1534,6 +1932,8 @@ void conf_free(struct conf *c)
         free(d->match);
         free(d->user);
         free(d->password_source);
+        conf_free_patterns(&d->allowed_senders);
+        conf_free_patterns(&d->allowed_recipients);
     }
     for (size_t i = 0; i < c->nupstreams; i++) {
         struct conf_upstream *u = &c->upstreams[i];
@@ -1556,8 +1956,85 @@ void conf_free(struct conf *c)
     free(c->listen);
     free(c->allow);
     free(c->hostname);
+    free(c->proxy_from);
+    conf_free_patterns(&c->allowed_senders);
+    conf_free_patterns(&c->allowed_recipients);
+    free(c->user);
+    free(c->submit);
     free(c->path);
     free(c);
+}
+
+int conf_parse_rate(const char *s, struct conf_rate *out)
+{
+    static const struct {
+        const char *unit;
+        unsigned seconds;
+    } units[] = {{"second", 1}, {"minute", 60}, {"hour", 3600}, {"day", 86400}};
+    const char *slash = strchr(s, '/');
+    char digits[16];
+    uint64_t v;
+    size_t n;
+
+    if (strcmp(s, "0") == 0 || strcmp(s, "unlimited") == 0) {
+        out->count = 0;
+        out->per_seconds = 0;
+        return 0;
+    }
+    if (!slash) {
+        return -1;
+    }
+    n = (size_t)(slash - s);
+    if (n == 0 || n >= sizeof(digits)) {
+        return -1;
+    }
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    /* "0/minute" would read as "never"; a count of 0 is spelled "0" or "unlimited" */
+    if (conf_parse_uint(digits, CONF_MAX_COUNT, &v) != 0 || v == 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(slash + 1, units[i].unit) == 0) {
+            out->count = (unsigned)v;
+            out->per_seconds = units[i].seconds;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Patterns are "<>" (the null sender), "local@domain" (whole address), "@domain" or
+ * "domain" (any local part at exactly that domain: not its subdomains). The null
+ * sender "" (MAIL FROM:<>, RFC 5321 §4.5.5 bounces) matches only "<>", so a
+ * non-empty allowed_senders refuses bounces unless it lists "<>". The domain is
+ * taken after the last '@'. ASCII case-insensitive throughout. */
+int conf_patterns_match(const struct conf_patterns *p, const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+
+    if (!p || p->n == 0) {
+        return 1;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        const char *item = p->items[i];
+        const char *iat = strchr(item, '@');
+
+        if (strcmp(item, "<>") == 0) {
+            if (!*addr) {
+                return 1;
+            }
+        } else if (!*addr) {
+            continue;
+        } else if (!iat || iat == item) {
+            if (at && strcasecmp(at + 1, iat ? item + 1 : item) == 0) {
+                return 1;
+            }
+        } else if (strcasecmp(item, addr) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int conf_parse_size(const char *s, uint64_t *out)

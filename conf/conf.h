@@ -34,6 +34,20 @@ struct conf_upstream {
     int line;                /* line of the section header, for messages */
 };
 
+/* A token bucket rate: `count` events per `per_seconds` (e.g. "30/minute"). */
+struct conf_rate {
+    unsigned count;       /* 0: unlimited */
+    unsigned per_seconds; /* 1, 60, 3600 or 86400 */
+};
+
+/* Address patterns for MAIL FROM / RCPT TO policy: "user@example.com" (exact,
+ * case-insensitive), "@example.com" (any address at that domain), "example.com"
+ * (same as "@example.com"). An empty list allows everything. */
+struct conf_patterns {
+    char **items;
+    size_t n;
+};
+
 struct conf_device {
     char *name;         /* section name ("default" for [device default]) */
     int is_default;     /* [device default] */
@@ -43,6 +57,11 @@ struct conf_device {
     char *user;                     /* upstream login */
     char *password;                 /* secret; never logged; wiped in conf_free */
     char *password_source;          /* "file /path", "env NAME", "inline": for `check` output */
+    /* policy; when not set in the section, copied from [relay] */
+    struct conf_rate message_rate;   /* message_rate = 30/minute */
+    struct conf_rate recipient_rate; /* recipient_rate = 500/hour */
+    struct conf_patterns allowed_senders;    /* allowed_senders = @example.com, a@b.c */
+    struct conf_patterns allowed_recipients; /* allowed_recipients = example.org */
     int line;
 };
 
@@ -72,6 +91,33 @@ struct conf {
     unsigned data_timeout;     /* upstream reply after end of DATA, default 600 */
     unsigned shutdown_timeout; /* SIGTERM: how long open sessions may finish, default 30 */
 
+    /* limits (issue: hardening); 0 means unlimited where noted */
+    unsigned max_connections;        /* total inbound sessions, default 200; excess gets 421 4.7.0 */
+    unsigned max_connections_per_ip; /* default 20 */
+    unsigned max_recipients;         /* per message, default 1000; excess gets 452 4.5.3 */
+    uint64_t max_header_size;        /* header section bytes, default 1M; excess gets 552 5.3.4 */
+    unsigned max_errors;             /* syntax errors before 421, default 20 */
+    unsigned max_commands_before_mail; /* non-transaction commands before the first MAIL,
+                                          default 100 (0 = unlimited) */
+    unsigned max_messages_per_session; /* default 1000 (0 = unlimited) */
+    unsigned session_timeout;        /* total session duration in seconds, default 3600 */
+    struct conf_rate message_rate;   /* [relay] defaults for devices; default unlimited */
+    struct conf_rate recipient_rate;
+    struct conf_patterns allowed_senders;
+    struct conf_patterns allowed_recipients;
+    int proxy_protocol;              /* listeners expect a PROXY v1/v2 header */
+    struct cidr *proxy_from;         /* who may send one (required when proxy_protocol = yes) */
+    size_t nproxy_from;
+
+    /* host integration */
+    char *user;             /* drop privileges to this user after binding; default "relay25"
+                               when started as root, ignored otherwise; "" keeps root (refused) */
+    int log_syslog;         /* log = stderr (0, default) | syslog (1) */
+    int log_json;           /* log_format = text (0, default) | json (1) */
+    struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
+    int metrics_enabled;
+    char *submit;           /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
+
     struct conf_upstream *upstreams;
     size_t nupstreams;
     struct conf_device *devices; /* the default device, if any, is among them */
@@ -85,6 +131,11 @@ struct conf {
  * host skip it). */
 struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
 void conf_free(struct conf *c);
+
+/* "30/minute" -> {30, 60}; "/second", "/minute", "/hour", "/day". 0 or -1. */
+int conf_parse_rate(const char *s, struct conf_rate *out);
+/* 1 when addr (no angle brackets) matches one of the patterns, or the list is empty. */
+int conf_patterns_match(const struct conf_patterns *p, const char *addr);
 
 /* "35M" -> 36700160. Returns 0 on success, -1 on syntax error or overflow. */
 int conf_parse_size(const char *s, uint64_t *out);

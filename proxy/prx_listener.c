@@ -31,6 +31,7 @@ static void prx_server_check_done(struct prx_server *srv)
     if (srv->shutting_down && srv->open_handles == 0 && srv->env_empty) {
         prx_done_cb *done = srv->done;
         void *arg = srv->done_arg;
+        prx_conf_release(srv->env.cur);
         free(srv->listeners);
         free(srv);
         if (done) {
@@ -84,18 +85,23 @@ static void prx_addr_text(const struct sockaddr *sa, char *buf, size_t len)
     }
 }
 
-struct prx_server *prx_server_new(uv_loop_t *loop, const struct conf *c, char *err, size_t errlen)
+struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metrics *m, char *err,
+                                  size_t errlen)
 {
     struct prx_server *srv = calloc(1, sizeof(*srv));
     size_t i;
 
-    if (!srv || !(srv->listeners = calloc(c->nlisten, sizeof(uv_tcp_t)))) {
+    if (!srv || !(srv->listeners = calloc(c->nlisten, sizeof(uv_tcp_t))) ||
+        !(srv->env.cur = prx_conf_new(c))) {
         snprintf(err, errlen, "out of memory");
+        if (srv) {
+            free(srv->listeners);
+        }
         free(srv);
         return NULL;
     }
     srv->env.loop = loop;
-    srv->env.conf = c;
+    srv->env.metrics = m;
     srv->env.on_empty = prx_env_empty;
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
@@ -127,8 +133,39 @@ struct prx_server *prx_server_new(uv_loop_t *loop, const struct conf *c, char *e
     return srv;
 fail:
     srv->env_empty = 1;
+    srv->env.cur->c = NULL; /* the caller keeps c on failure */
     prx_server_shutdown(srv, NULL, NULL);
     return NULL;
+}
+
+static int prx_same_listen(const struct conf *a, const struct conf *b)
+{
+    if (a->nlisten != b->nlisten) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->nlisten; i++) {
+        if (a->listen[i].addrlen != b->listen[i].addrlen ||
+            memcmp(&a->listen[i].addr, &b->listen[i].addr, a->listen[i].addrlen) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void prx_server_reload(struct prx_server *srv, struct conf *c)
+{
+    struct prx_conf *pc = prx_conf_new(c);
+
+    if (!pc) {
+        log_err(0, "relay25", "event=reload status=failed error=\"out of memory\"");
+        conf_free(c);
+        return;
+    }
+    if (!prx_same_listen(srv->env.cur->c, c)) {
+        log_warn(0, "relay25", "event=reload warning=\"listen changed: restart to apply it\"");
+    }
+    prx_conf_release(srv->env.cur);
+    srv->env.cur = pc;
 }
 
 static void prx_shutdown_timeout(uv_timer_t *t)
@@ -157,5 +194,5 @@ void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg)
     }
     prx_session_drain_all(&srv->env);
     uv_timer_start(&srv->timer, prx_shutdown_timeout,
-                   (uint64_t)srv->env.conf->shutdown_timeout * 1000u, 0);
+                   (uint64_t)srv->env.cur->c->shutdown_timeout * 1000u, 0);
 }

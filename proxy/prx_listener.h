@@ -9,13 +9,20 @@
 #include <uv.h>
 
 struct conf;
+struct metrics;
 struct prx_server;
 
 typedef void prx_done_cb(void *arg);
 
 /* Binds and listens on every conf->listen address; logs each as
- * "event=listening addr=HOST:PORT" (the real port when 0 was asked for). */
-struct prx_server *prx_server_new(uv_loop_t *loop, const struct conf *c, char *err, size_t errlen);
+ * "event=listening addr=HOST:PORT" (the real port when 0 was asked for).
+ * Takes ownership of c on success. m receives the counters. */
+struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metrics *m, char *err,
+                                  size_t errlen);
+/* A reloaded configuration for new sessions (ownership taken); open sessions
+ * finish on theirs. Listen addresses are kept: changing them needs a restart
+ * (a warning is logged). */
+void prx_server_reload(struct prx_server *srv, struct conf *c);
 /* Starts the shutdown; done runs once every handle of the server is closed,
  * after which the server is freed. */
 void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg);

@@ -15,21 +15,24 @@
 #include <time.h>
 
 #include "auth/auth_map.h"
+#include "auth/auth_rate.h"
 #include "common/data.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
+#include "proxy/prx_proxy.h"
 #include "upstream/up_session.h"
 
 #define PRX_BODY_STEP 4096u      /* input bytes decoded per step */
 #define PRX_HIWAT (256u * 1024u) /* upstream backlog that pauses the client */
-#define PRX_MAX_RCPT 1000u       /* RFC 5321 §4.5.3.1.8 asks for at least 100 */
-#define PRX_MAX_ERRORS 20u       /* syntax errors before 421 */
+#define PRX_INBUF (PRX_PROXY_MAX > PRX_LINE_MAX ? PRX_PROXY_MAX : PRX_LINE_MAX)
 #define PRX_PARAMS_MAX 256u
 
 enum prx_state {
+    PRX_STATE_PROXY,     /* awaiting the PROXY protocol header from the load balancer */
     PRX_STATE_REFUSED,   /* greeted with 554: only QUIT (RFC 5321 §3.1) */
     PRX_STATE_IDLE,      /* no transaction */
     PRX_STATE_CONNECT,   /* MAIL received, upstream session being set up */
@@ -50,13 +53,20 @@ enum prx_body_err {
     PRX_BODY_OK = 0,
     PRX_BODY_TOO_BIG,
     PRX_BODY_BARE_LF,
+    PRX_BODY_HEADER_TOO_BIG,
     PRX_BODY_UPSTREAM, /* upstream failed during the body: reply is in s->upfail */
 };
 
 struct prx_session {
     struct prx_env *env;
     struct prx_session *prev, *next;
+    struct prx_conf *pc; /* the snapshot this session lives on */
     const struct conf *conf;
+    size_t devidx;        /* index of dev in conf->devices, for its rate buckets */
+    uint64_t start_ms;    /* accept time, for session_timeout */
+    uint64_t up_start_ms; /* upstream session start, for the setup histogram */
+    uint64_t dot_ms;      /* end of data sent upstream */
+    unsigned ncmds;       /* commands since the last MAIL (max_commands_before_mail) */
     const struct conf_device *dev;
     uint64_t sid;
     enum prx_state state;
@@ -83,21 +93,26 @@ struct prx_session {
     struct data_dec dec;
     struct data_enc enc;
     enum prx_body_err body_err;
+    int hdr_done;     /* the header section ended (first empty line) */
+    int hdr_eol;      /* 0..3: progress through CR LF CR LF while scanning headers */
     char *bodybuf;    /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
     char upfail[700]; /* the 4xx to give when upstream failed mid-transaction */
 
     size_t linelen;
-    char line[PRX_LINE_MAX + 1];
+    char line[PRX_INBUF + 1];
 };
 
 static const struct tio_cbs prx_tio_cbs;
 static const struct up_cbs prx_up_cbs;
 static void prx_close(struct prx_session *s, const char *reason);
 static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
+static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t len);
 
 static const char *prx_strstate(enum prx_state st)
 {
     switch (st) {
+    case PRX_STATE_PROXY:
+        return "proxy";
     case PRX_STATE_REFUSED:
         return "refused";
     case PRX_STATE_IDLE:
@@ -135,8 +150,14 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
     }
     /* the idle timer runs only while we wait for the client */
     if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
-        st == PRX_STATE_REFUSED) {
+        st == PRX_STATE_REFUSED || st == PRX_STATE_PROXY) {
         uint64_t ms = (uint64_t)s->conf->idle_timeout * 1000u;
+        uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
+        uint64_t now = uv_now(s->env->loop);
+        /* the session's total duration is bounded too: fire at whichever is first */
+        if (s->conf->session_timeout > 0 && end < now + ms) {
+            ms = end > now ? end - now : 1;
+        }
         uv_timer_start(&s->timer, prx_timeout_cb, ms, ms);
     } else {
         uv_timer_stop(&s->timer);
@@ -145,7 +166,7 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
 
 static int prx_waiting(const struct prx_session *s)
 {
-    return !(PRX_M(s->state) & (PRX_M_CMD | PRX_M(PRX_STATE_BODY)));
+    return !(PRX_M(s->state) & (PRX_M_CMD | PRX_M(PRX_STATE_BODY) | PRX_M(PRX_STATE_PROXY)));
 }
 
 /* Queue a reply and send it as one write. */
@@ -192,6 +213,10 @@ static void prx_unref(struct prx_session *s)
         s->next->prev = s->prev;
     }
     s->env->nsessions--;
+    if (s->env->metrics) {
+        s->env->metrics->sessions_active--;
+    }
+    prx_conf_release(s->pc);
     free(s->bodybuf);
     free(s);
 }
@@ -214,6 +239,21 @@ static void prx_log_message(struct prx_session *s, const char *status, const cha
                             size_t rlen)
 {
     char q[600];
+    struct metrics *m = s->env->metrics;
+
+    if (m) {
+        if (strcmp(status, "sent") == 0) {
+            m->messages_sent++;
+            m->bytes_total += s->dec.size;
+            m->recipients_total += s->nrcpt;
+        } else if (strcmp(status, "deferred") == 0) {
+            m->messages_deferred++;
+        } else if (strcmp(status, "bounced") == 0) {
+            m->messages_bounced++;
+        } else {
+            m->messages_aborted++;
+        }
+    }
     log_info(s->sid, "prx",
              "qid=%010llx from=<%s> nrcpt=%u size=%llu device=%s user=%s relay=%s status=%s "
              "reply=\"%s\"",
@@ -255,6 +295,8 @@ static void prx_txn_reset(struct prx_session *s)
     s->qid = 0;
     s->txn_lost = 0;
     s->body_err = PRX_BODY_OK;
+    s->hdr_done = 0;
+    s->hdr_eol = 2; /* the body starts at the beginning of a line */
     memset(&s->dec, 0, sizeof(s->dec));
     free(s->bodybuf);
     s->bodybuf = NULL;
@@ -291,6 +333,14 @@ static void prx_up_ready(void *arg, int err, const struct up_reply *r, const cha
     size_t n;
 
     (void)r;
+    if (s->env->metrics) {
+        if (err == 0) {
+            metrics_observe(&s->env->metrics->upstream_setup,
+                            (double)(uv_now(s->env->loop) - s->up_start_ms) / 1000.0);
+        } else {
+            metrics_upstream_error(s->env->metrics, err);
+        }
+    }
     if (s->closing || s->state != PRX_STATE_CONNECT) {
         return;
     }
@@ -352,6 +402,8 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 break;
             }
             data_dec_init(&s->dec);
+            s->hdr_done = 0;
+            s->hdr_eol = 2;
             data_enc_init(&s->enc);
             prx_reply(s, REPLY_DATA);
             prx_enter_state(s, PRX_STATE_BODY);
@@ -362,11 +414,13 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 int n;
                 localtime_r(&now, &tm);
                 strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+                /* RFC 5321 §4.1.3: IPv6 address literals carry the "IPv6:" tag */
                 n = snprintf(hdr, sizeof(hdr),
-                             "Received: from %s ([%s])\r\n\tby %s (relay25) with %s id "
+                             "Received: from %s ([%s%s])\r\n\tby %s (relay25) with %s id "
                              "%010llx;\r\n\t%s\r\n",
-                             s->helo[0] ? s->helo : "unknown", s->ip, s->conf->hostname,
-                             s->esmtp ? "ESMTP" : "SMTP", (unsigned long long)s->qid, date);
+                             s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "",
+                             s->ip, s->conf->hostname, s->esmtp ? "ESMTP" : "SMTP",
+                             (unsigned long long)s->qid, date);
                 if (n > 0 && (size_t)n < sizeof(hdr)) {
                     up_body(s->up, hdr, (size_t)n);
                 }
@@ -389,6 +443,10 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         break;
     case PRX_STATE_DOT_WAIT:
         s->nmsg++;
+        if (s->env->metrics) {
+            metrics_observe(&s->env->metrics->upstream_delivery,
+                            (double)(uv_now(s->env->loop) - s->dot_ms) / 1000.0);
+        }
         prx_log_message(s,
                         ok               ? "sent"
                         : r->code >= 500 ? "bounced"
@@ -415,6 +473,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         }
         prx_enter_state(s, PRX_STATE_IDLE);
         break;
+    case PRX_STATE_PROXY:
     case PRX_STATE_REFUSED:
     case PRX_STATE_IDLE:
     case PRX_STATE_CONNECT:
@@ -433,6 +492,9 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     size_t n;
 
     (void)cmd_pending;
+    if (s->env->metrics) {
+        metrics_upstream_error(s->env->metrics, err);
+    }
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
     memcpy(s->upfail, buf, n + 1);
     if (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY) {
@@ -443,6 +505,7 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
         return;
     }
     switch (s->state) {
+    case PRX_STATE_PROXY:
     case PRX_STATE_IDLE:
     case PRX_STATE_REFUSED:
     case PRX_STATE_CLOSING:
@@ -618,8 +681,55 @@ static void prx_start_mail(struct prx_session *s)
         return;
     }
     s->refs++;
+    s->up_start_ms = uv_now(s->env->loop);
     prx_enter_state(s, PRX_STATE_CONNECT);
     up_session_start(s->up); /* on_ready may run before this returns */
+}
+
+/* allowed_senders / allowed_recipients refusal: 550 5.7.1 with the reason. */
+static void prx_policy_refuse(struct prx_session *s, const char *what, const char *addr)
+{
+    char buf[PRX_PATH_MAX + 200];
+    int n = snprintf(buf, sizeof(buf), "550 5.7.1 %s <%s> not allowed for device %s\r\n", what,
+                     addr, s->dev->name);
+
+    log_info(s->sid, "prx", "event=policy_refused device=%s %s=<%s>", s->dev->name,
+             what[0] == 'S' ? "from" : "to", addr);
+    if (s->env->metrics) {
+        s->env->metrics->policy_refused_total++;
+    }
+    if (n > 0 && (size_t)n < sizeof(buf)) {
+        prx_send(s, buf, (size_t)n);
+    }
+}
+
+/* One token from the device's bucket, or 450 4.7.1 with a retry hint. */
+static int prx_rate_take(struct prx_session *s, struct auth_bucket *buckets,
+                         const struct conf_rate *rate, const char *name)
+{
+    uint64_t retry = 0;
+    char buf[300];
+    int n;
+
+    if (rate->count == 0 || !buckets ||
+        auth_bucket_take(&buckets[s->devidx], rate->count, rate->per_seconds, 1,
+                         uv_now(s->env->loop), &retry)) {
+        return 1;
+    }
+    log_info(s->sid, "prx", "event=rate_limited device=%s limit=%s rate=%u/%us", s->dev->name, name,
+             rate->count, rate->per_seconds);
+    if (s->env->metrics) {
+        s->env->metrics->rate_limited_total++;
+    }
+    n = snprintf(buf, sizeof(buf),
+                 "450 4.7.1 Rate limit %s (%u per %u s) exceeded for device %s, try again in "
+                 "%llu s\r\n",
+                 name, rate->count, rate->per_seconds, s->dev->name,
+                 (unsigned long long)(retry / 1000 + 1));
+    if (n > 0 && (size_t)n < sizeof(buf)) {
+        prx_send(s, buf, (size_t)n);
+    }
+    return 0;
 }
 
 static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
@@ -628,6 +738,12 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
     size_t plen, vl;
     int r = prx_cmd_path(c->arg, c->arglen, "FROM", s->from, sizeof(s->from), &params, &plen);
 
+    if (s->conf->max_messages_per_session && s->nmsg >= s->conf->max_messages_per_session) {
+        prx_reply(s, REPLY_TOO_MANY_MESSAGES);
+        prx_finish(s);
+        return;
+    }
+    s->ncmds = 0;
     if (r == PRX_PATH_TOO_LONG) {
         prx_reply(s, REPLY_PATH_TOO_LONG);
         return;
@@ -648,6 +764,15 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
             s->from[0] = '\0';
             return;
         }
+    }
+    if (!conf_patterns_match(&s->dev->allowed_senders, s->from)) {
+        prx_policy_refuse(s, "Sender", s->from);
+        s->from[0] = '\0';
+        return;
+    }
+    if (!prx_rate_take(s, s->pc->msg_buckets, &s->dev->message_rate, "message_rate")) {
+        s->from[0] = '\0';
+        return;
     }
     s->qid = log_new_id() & 0xffffffffffull;
     s->nrcpt = 0;
@@ -679,8 +804,15 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_BAD_PARAM);
         return;
     }
-    if (s->nrcpt >= PRX_MAX_RCPT) {
+    if (s->conf->max_recipients && s->nrcpt >= s->conf->max_recipients) {
         prx_reply(s, REPLY_TOO_MANY_RCPT);
+        return;
+    }
+    if (!conf_patterns_match(&s->dev->allowed_recipients, s->rcpt)) {
+        prx_policy_refuse(s, "Recipient", s->rcpt);
+        return;
+    }
+    if (!prx_rate_take(s, s->pc->rcpt_buckets, &s->dev->recipient_rate, "recipient_rate")) {
         return;
     }
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
@@ -778,14 +910,21 @@ static void prx_command(struct prx_session *s, const char *line, size_t len)
 {
     struct prx_cmd c;
 
-    if (s->state == PRX_STATE_IDLE && (s->draining || s->env->draining)) {
+    prx_cmd_parse(line, len, &c);
+    if (s->state == PRX_STATE_IDLE && (s->draining || s->env->draining) && c.verb != PRX_V_QUIT) {
         char buf[300];
         size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
         prx_send(s, buf, n);
         prx_finish(s);
         return;
     }
-    prx_cmd_parse(line, len, &c);
+    /* Postfix's junk command limit: a client that never sends mail goes away */
+    if (c.verb != PRX_V_MAIL && c.verb != PRX_V_QUIT && s->state == PRX_STATE_IDLE &&
+        s->conf->max_commands_before_mail && ++s->ncmds > s->conf->max_commands_before_mail) {
+        prx_reply(s, REPLY_TOO_MANY_COMMANDS);
+        prx_finish(s);
+        return;
+    }
     for (size_t i = 0; i < sizeof(prx_verbs) / sizeof(prx_verbs[0]); i++) {
         if (prx_verbs[i].verb != c.verb) {
             continue;
@@ -831,6 +970,9 @@ static void prx_body_end(struct prx_session *s)
     case PRX_BODY_BARE_LF:
         t = reply_canned(REPLY_BARE_LF, &len);
         break;
+    case PRX_BODY_HEADER_TOO_BIG:
+        t = reply_canned(REPLY_HEADER_TOO_BIG, &len);
+        break;
     case PRX_BODY_UPSTREAM:
     default:
         t = s->upfail;
@@ -845,6 +987,27 @@ static void prx_body_end(struct prx_session *s)
     prx_enter_state(s, PRX_STATE_IDLE);
 }
 
+/* Finds the empty line that ends the header section (RFC 5322 §2.1) in decoded
+ * content, whose line ends are always CRLF. hdr_eol: 0 in a line, 1 after its
+ * CR, 2 at the start of a line, 3 after a CR at the start of a line. */
+static void prx_scan_header(struct prx_session *s, const char *p, size_t n)
+{
+    int st = s->hdr_eol;
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\r') {
+            st = st == 2 ? 3 : 1;
+        } else if (ch == '\n' && st == 3) {
+            s->hdr_done = 1;
+            return;
+        } else {
+            st = ch == '\n' && st == 1 ? 2 : 0;
+        }
+    }
+    s->hdr_eol = st;
+}
+
 /* Decode, check, re-encode and forward one step of body bytes. Returns input consumed. */
 static size_t prx_body(struct prx_session *s, const char *data, size_t len)
 {
@@ -854,9 +1017,15 @@ static size_t prx_body(struct prx_session *s, const char *data, size_t len)
     int done = 0;
 
     c = data_dec_feed(&s->dec, data, in, dec, PRX_BODY_STEP, &outlen, &done);
+    if (!s->hdr_done) {
+        prx_scan_header(s, dec, outlen);
+    }
     if (s->body_err == PRX_BODY_OK) {
         if (s->dec.size > s->conf->max_message_size) {
             s->body_err = PRX_BODY_TOO_BIG;
+        } else if (!s->hdr_done && s->conf->max_header_size &&
+                   s->dec.size > s->conf->max_header_size) {
+            s->body_err = PRX_BODY_HEADER_TOO_BIG;
         } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
             s->body_err = PRX_BODY_BARE_LF;
         }
@@ -882,6 +1051,10 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
 
     s->in_read = 1;
     while (off < len && !s->closing && !s->client_gone) {
+        if (s->state == PRX_STATE_PROXY) {
+            off += prx_proxy_input(s, data + off, len - off);
+            continue;
+        }
         if (s->state == PRX_STATE_BODY) {
             if (s->up && up_pending(s->up) > PRX_HIWAT) {
                 s->bp = 1; /* resumed by prx_up_drain */
@@ -921,7 +1094,8 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
             s->linelen = 0;
             prx_command(s, s->line, l);
         }
-        if (s->errors >= PRX_MAX_ERRORS && !s->closing && s->state != PRX_STATE_CLOSING) {
+        if (s->conf->max_errors && s->errors >= s->conf->max_errors && !s->closing &&
+            s->state != PRX_STATE_CLOSING) {
             prx_reply(s, REPLY_TOO_MANY_ERRORS);
             prx_finish(s);
         }
@@ -993,23 +1167,134 @@ static void prx_timeout_cb(uv_timer_t *t)
     prx_finish(s);
 }
 
+/* Address text and port of a sockaddr. */
+static void prx_set_peer(struct prx_session *s, const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, s->ip, sizeof(s->ip));
+        s->port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, s->ip, sizeof(s->ip));
+        s->port = ntohs(a->sin6_port);
+    }
+}
+
+static size_t prx_count_ip(const struct prx_session *s)
+{
+    size_t n = 0;
+    for (const struct prx_session *o = s->env->head; o; o = o->next) {
+        n += !o->closing && strcmp(o->ip, s->ip) == 0;
+    }
+    return n;
+}
+
+/* The client's address is known (socket or PROXY header): refuse, limit or greet. */
+static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
+{
+    char buf[600];
+    size_t n;
+    const char *why = NULL;
+    const struct conf *c = s->conf;
+
+    prx_set_peer(s, ss);
+    if (!auth_map_allowed(c, (const struct sockaddr *)ss)) {
+        why = "not in allow";
+    } else if (!(s->dev = auth_map_lookup(c, (const struct sockaddr *)ss))) {
+        why = "no [device] matches and there is no [device default]";
+    }
+    if (why) {
+        log_info(s->sid, "prx", "event=refused client=%s port=%u reason=\"%s\"", s->ip, s->port,
+                 why);
+        if (s->env->metrics) {
+            s->env->metrics->refused_total++;
+        }
+        n = reply_refused(buf, sizeof(buf), c->hostname, s->ip, why);
+        prx_enter_state(s, PRX_STATE_REFUSED);
+        prx_send(s, buf, n);
+        return;
+    }
+    s->devidx = (size_t)(s->dev - c->devices);
+    if ((c->max_connections && s->env->nsessions > c->max_connections) ||
+        (c->max_connections_per_ip && prx_count_ip(s) > c->max_connections_per_ip)) {
+        int total = c->max_connections && s->env->nsessions > c->max_connections;
+        log_info(s->sid, "prx", "event=limited client=%s limit=%s", s->ip,
+                 total ? "max_connections" : "max_connections_per_ip");
+        if (s->env->metrics) {
+            s->env->metrics->limited_total++;
+        }
+        n = (size_t)snprintf(buf, sizeof(buf),
+                             "421 4.7.0 %s Error: too many connections%s, try again later\r\n",
+                             c->hostname, total ? "" : " from your address");
+        prx_send(s, buf, n);
+        prx_finish(s);
+        return;
+    }
+    log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
+             s->dev->name, s->dev->user);
+    n = (size_t)snprintf(buf, sizeof(buf), "220 %s ESMTP relay25\r\n", c->hostname);
+    prx_enter_state(s, PRX_STATE_IDLE);
+    prx_send(s, buf, n);
+}
+
+/* PROXY protocol: bytes are gathered in the line buffer until the header is whole. */
+static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t len)
+{
+    struct prx_proxy_result res;
+    size_t before = s->linelen, take = PRX_INBUF - s->linelen, used = 0;
+    int r;
+
+    if (take > len) {
+        take = len;
+    }
+    memcpy(s->line + s->linelen, data, take);
+    s->linelen += take;
+    r = prx_proxy_parse(s->line, s->linelen, &used, &res);
+    if (r == PRX_PROXY_MORE && s->linelen < PRX_INBUF) {
+        return take;
+    }
+    if (r != PRX_PROXY_DONE) {
+        log_info(s->sid, "prx", "event=refused client=%s reason=\"bad PROXY protocol header\"",
+                 s->ip);
+        if (s->env->metrics) {
+            s->env->metrics->refused_total++;
+        }
+        prx_close(s, "bad PROXY header");
+        return len;
+    }
+    s->linelen = 0;
+    if (!res.local) {
+        log_debug(s->sid, "prx", "event=proxy via=%s", s->ip);
+        prx_greet(s, &res.src);
+    } else {
+        struct sockaddr_storage ss;
+        int sl = sizeof(ss);
+        uv_tcp_getpeername(tio_tcp(s->tio), (struct sockaddr *)&ss, &sl);
+        prx_greet(s, &ss);
+    }
+    /* bytes after the header (it ended inside this chunk) are SMTP input */
+    return used - before;
+}
+
 struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener)
 {
     struct prx_session *s = calloc(1, sizeof(*s));
     struct sockaddr_storage ss;
     int sslen = sizeof(ss);
-    char buf[600];
-    size_t n;
-    const char *why = NULL;
 
     if (!s) {
         return NULL;
     }
     s->env = env;
-    s->conf = env->conf;
+    s->pc = env->cur;
+    prx_conf_hold(s->pc);
+    s->conf = s->pc->c;
     s->sid = log_new_id();
+    s->start_ms = uv_now(env->loop);
     s->tio = tio_new(env->loop, &prx_tio_cbs, s);
     if (!s->tio) {
+        prx_conf_release(s->pc);
         free(s);
         return NULL;
     }
@@ -1022,41 +1307,40 @@ struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listene
     }
     env->head = s;
     env->nsessions++;
+    if (env->metrics) {
+        env->metrics->sessions_total++;
+        env->metrics->sessions_active++;
+    }
     if (uv_accept(listener, tio_stream(s->tio)) != 0 ||
         uv_tcp_getpeername(tio_tcp(s->tio), (struct sockaddr *)&ss, &sslen) != 0) {
         s->state = PRX_STATE_CLOSING;
         prx_close(s, "accept failed");
         return NULL;
     }
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, s->ip, sizeof(s->ip));
-        s->port = ntohs(a->sin_port);
-    } else {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, s->ip, sizeof(s->ip));
-        s->port = ntohs(a->sin6_port);
-    }
     uv_tcp_nodelay(tio_tcp(s->tio), 1);
-    if (!auth_map_allowed(s->conf, (struct sockaddr *)&ss)) {
-        why = "not in allow";
-    } else if (!(s->dev = auth_map_lookup(s->conf, (struct sockaddr *)&ss))) {
-        why = "no [device] matches and there is no [device default]";
-    }
-    if (why) {
-        log_info(s->sid, "prx", "event=refused client=%s port=%u reason=\"%s\"", s->ip, s->port,
-                 why);
-        n = reply_refused(buf, sizeof(buf), s->conf->hostname, s->ip, why);
-        s->state = PRX_STATE_REFUSED;
-        prx_enter_state(s, PRX_STATE_REFUSED);
+    if (s->conf->proxy_protocol) {
+        int trusted = 0;
+        prx_set_peer(s, &ss);
+        for (size_t i = 0; i < s->conf->nproxy_from && !trusted; i++) {
+            trusted = cidr_match(&s->conf->proxy_from[i], (struct sockaddr *)&ss);
+        }
+        if (!trusted) {
+            log_info(s->sid, "prx",
+                     "event=refused client=%s reason=\"PROXY protocol from an address not in "
+                     "proxy_from\"",
+                     s->ip);
+            if (env->metrics) {
+                env->metrics->refused_total++;
+            }
+            s->state = PRX_STATE_CLOSING;
+            prx_close(s, "untrusted PROXY source");
+            return s;
+        }
+        s->state = PRX_STATE_PROXY;
+        prx_enter_state(s, PRX_STATE_PROXY);
     } else {
-        log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
-                 s->dev->name, s->dev->user);
-        n = (size_t)snprintf(buf, sizeof(buf), "220 %s ESMTP relay25\r\n", s->conf->hostname);
-        s->state = PRX_STATE_IDLE;
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_greet(s, &ss);
     }
-    prx_send(s, buf, n);
     if (!s->closing) {
         tio_start(s->tio);
     }
@@ -1107,4 +1391,51 @@ void prx_session_abort_all(struct prx_env *env)
     for (struct prx_session *s = env->head; s; s = s->next) {
         prx_session_abort(s);
     }
+}
+
+struct prx_conf *prx_conf_new(struct conf *c)
+{
+    struct prx_conf *pc = calloc(1, sizeof(*pc));
+
+    if (!pc) {
+        return NULL;
+    }
+    pc->c = c;
+    pc->refs = 1;
+    if (c->ndevices > 0) {
+        pc->msg_buckets = calloc(c->ndevices, sizeof(*pc->msg_buckets));
+        pc->rcpt_buckets = calloc(c->ndevices, sizeof(*pc->rcpt_buckets));
+        if (!pc->msg_buckets || !pc->rcpt_buckets) {
+            free(pc->msg_buckets);
+            free(pc->rcpt_buckets);
+            free(pc);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        const struct conf_device *d = &c->devices[i];
+        auth_bucket_init(&pc->msg_buckets[i], d->message_rate.count, d->message_rate.per_seconds,
+                         0);
+        auth_bucket_init(&pc->rcpt_buckets[i], d->recipient_rate.count,
+                         d->recipient_rate.per_seconds, 0);
+    }
+    return pc;
+}
+
+void prx_conf_hold(struct prx_conf *pc)
+{
+    pc->refs++;
+}
+
+void prx_conf_release(struct prx_conf *pc)
+{
+    if (!pc || --pc->refs > 0) {
+        return;
+    }
+    if (pc->c) {
+        conf_free(pc->c);
+    }
+    free(pc->msg_buckets);
+    free(pc->rcpt_buckets);
+    free(pc);
 }

@@ -322,6 +322,12 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
             return;
         }
         up_reply_ehlo(r, &s->ehlo);
+        if (s->p.local_plain) {
+            up_enter_state(s, UP_STATE_READY);
+            s->ready = 1;
+            s->cbs->on_ready(s->arg, 0, r, NULL);
+            return;
+        }
         if (!(s->ehlo.ext & UP_EXT_STARTTLS)) {
             up_fail(s, RELAY_E_NO_STARTTLS, NULL, "STARTTLS not in EHLO reply");
             return;

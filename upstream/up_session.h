@@ -23,6 +23,9 @@ struct up_params {
     const char *helo;     /* our EHLO name */
     uint64_t sid;         /* log id of the session this serves */
     unsigned connect_timeout, command_timeout, data_timeout; /* seconds */
+    /* Hand-off to a relay25 daemon (sendmail's `submit`): plain SMTP, no TLS and
+     * no AUTH; user and password are unused. Never for a provider. */
+    int local_plain;
 };
 
 struct up_cbs {

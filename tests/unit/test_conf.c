@@ -1,6 +1,7 @@
 /* test_conf: configuration loading (conf/conf.c) from INI files written to a
  * fresh temp dir and from RELAY25_* variables; every error's "file:line:" prefix,
- * secrets (auth/auth_secret.c) and source-IP mapping (auth/auth_map.c). */
+ * limits, rates and address policy (with [device] inheritance), secrets
+ * (auth/auth_secret.c) and source-IP mapping (auth/auth_map.c). */
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
@@ -121,11 +122,30 @@ static uint16_t port_of(const struct sockaddr_storage *ss)
 static void env_clear(void)
 {
     static const char *const vars[] = {
-        "RELAY25_LISTEN",    "RELAY25_ALLOW",         "RELAY25_HOSTNAME",
-        "RELAY25_UPSTREAM",  "RELAY25_TLS",           "RELAY25_SERVER_NAME",
-        "RELAY25_CA_FILE",   "RELAY25_TLS_VERIFY",    "RELAY25_USER",
-        "RELAY25_PASSWORD",  "RELAY25_PASSWORD_FILE", "RELAY25_MAX_MESSAGE_SIZE",
+        "RELAY25_LISTEN",
+        "RELAY25_ALLOW",
+        "RELAY25_HOSTNAME",
+        "RELAY25_UPSTREAM",
+        "RELAY25_TLS",
+        "RELAY25_SERVER_NAME",
+        "RELAY25_CA_FILE",
+        "RELAY25_TLS_VERIFY",
+        "RELAY25_USER",
+        "RELAY25_PASSWORD",
+        "RELAY25_PASSWORD_FILE",
+        "RELAY25_MAX_MESSAGE_SIZE",
         "RELAY25_LOG_LEVEL",
+        "RELAY25_LOG",
+        "RELAY25_LOG_FORMAT",
+        "RELAY25_METRICS_LISTEN",
+        "RELAY25_RUN_AS",
+        "RELAY25_MAX_CONNECTIONS",
+        "RELAY25_MAX_CONNECTIONS_PER_IP",
+        "RELAY25_MESSAGE_RATE",
+        "RELAY25_RECIPIENT_RATE",
+        "RELAY25_ALLOWED_SENDERS",
+        "RELAY25_ALLOWED_RECIPIENTS",
+        "RELAY25_SUBMIT",
     };
 
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
@@ -351,6 +371,32 @@ static void test_defaults(void)
     ASSERT_EQ(c->command_timeout, 300);
     ASSERT_EQ(c->data_timeout, 600);
     ASSERT_EQ(c->shutdown_timeout, 30);
+    ASSERT_EQ(c->max_connections, 200);
+    ASSERT_EQ(c->max_connections_per_ip, 20);
+    ASSERT_EQ(c->max_recipients, 1000);
+    ASSERT_EQ(c->max_header_size, 1024 * 1024);
+    ASSERT_EQ(c->max_errors, 20);
+    ASSERT_EQ(c->max_commands_before_mail, 100);
+    ASSERT_EQ(c->max_messages_per_session, 1000);
+    ASSERT_EQ(c->session_timeout, 3600);
+    ASSERT_EQ(c->message_rate.count, 0);
+    ASSERT_EQ(c->recipient_rate.count, 0);
+    ASSERT_EQ(c->allowed_senders.n, 0);
+    ASSERT_EQ(c->allowed_recipients.n, 0);
+    ASSERT_EQ(c->proxy_protocol, 0);
+    ASSERT_EQ(c->nproxy_from, 0);
+    ASSERT_TRUE(c->user == NULL);
+    ASSERT_EQ(c->log_syslog, 0);
+    ASSERT_EQ(c->log_json, 0);
+    ASSERT_EQ(c->metrics_enabled, 0);
+    ASSERT_TRUE(c->submit == NULL);
+    ASSERT_EQ(c->devices[0].message_rate.count, 0);
+    ASSERT_EQ(c->devices[0].recipient_rate.count, 0);
+    ASSERT_EQ(c->devices[0].allowed_senders.n, 0);
+    ASSERT_TRUE(c->devices[0].allowed_senders.items == NULL);
+    ASSERT_EQ(c->devices[0].allowed_recipients.n, 0);
+    ASSERT_EQ(conf_patterns_match(&c->devices[0].allowed_senders, ""), 1);
+    ASSERT_EQ(conf_patterns_match(&c->devices[0].allowed_recipients, "a@b.example"), 1);
     ASSERT_EQ(c->nupstreams, 1);
     ASSERT_EQ(c->upstreams[0].port, 587);
     ASSERT_EQ(c->upstreams[0].tls, CONF_TLS_STARTTLS);
@@ -480,6 +526,131 @@ static void test_errors(void)
                "relay25.conf:2: hostname: ", "bad host name");
     EXPECT_ERR("[upstream gmail]\nhost = smtp.gmail.com:587\n", "relay25.conf:2: host: ", "port =");
     EXPECT_ERR("[relay]\nhostname =\n", "relay25.conf:2: hostname: ", "empty value");
+
+    /* limits */
+    EXPECT_ERR("[relay]\nmax_connections = 0\n",
+               "relay25.conf:2: max_connections: ", "bad number '0' (1 to 1000000)");
+    EXPECT_ERR("[relay]\nmax_connections_per_ip = many\n",
+               "relay25.conf:2: max_connections_per_ip: ", "bad number 'many' (1 to 1000000)");
+    EXPECT_ERR("[relay]\nmax_recipients = 1000001\n",
+               "relay25.conf:2: max_recipients: ", "bad number '1000001'");
+    EXPECT_ERR("[relay]\nmax_errors = -1\n", "relay25.conf:2: max_errors: ", "bad number '-1'");
+    EXPECT_ERR("[relay]\nmax_errors = 0\n", "relay25.conf:2: max_errors: ", "bad number '0'");
+    EXPECT_ERR("[relay]\nmax_commands_before_mail = 1e3\n",
+               "relay25.conf:2: max_commands_before_mail: ",
+               "bad number '1e3' (0 for unlimited, or 1 to 1000000)");
+    EXPECT_ERR("[relay]\nmax_messages_per_session = 10x\n",
+               "relay25.conf:2: max_messages_per_session: ", "bad number '10x'");
+    EXPECT_ERR("[relay]\nmax_header_size = 0\n",
+               "relay25.conf:2: max_header_size: ", "bad size '0'");
+    EXPECT_ERR("[relay]\nmax_header_size = 1T\n",
+               "relay25.conf:2: max_header_size: ", "bad size '1T'");
+    EXPECT_ERR("[relay]\nsession_timeout = 0\n",
+               "relay25.conf:2: session_timeout: ", "bad number '0' (seconds, 1 to 86400)");
+    EXPECT_ERR("[relay]\nsession_timeout = 1h\n", "relay25.conf:2: session_timeout: ", "'1h'");
+
+    /* rates */
+    EXPECT_ERR("[relay]\nmessage_rate = 30/min\n",
+               "relay25.conf:2: message_rate: ", "bad rate '30/min' (N/second, N/minute");
+    EXPECT_ERR("[relay]\nrecipient_rate = 0/hour\n",
+               "relay25.conf:2: recipient_rate: ", "bad rate '0/hour'");
+    EXPECT_ERR("[relay]\nmessage_rate = 30/minute\nmessage_rate = 1/second\n",
+               "relay25.conf:3: ", "duplicate key 'message_rate' in [relay] (first on line 2)");
+    EXPECT_ERR("[relay]\nmessage_rate = 30/minute\n  1/second\n",
+               "relay25.conf:3: ", "'message_rate' takes one value");
+    EXPECT_ERR(UP DEV "message_rate = 5/week\n",
+               "relay25.conf:6: message_rate: ", "bad rate '5/week'");
+    EXPECT_ERR(UP DEV "recipient_rate =\n", "relay25.conf:6: recipient_rate: ", "empty value");
+
+    /* address patterns: the bad item is quoted, with the reason */
+    EXPECT_ERR("[relay]\nallowed_senders = a@b.example, x@y@z.example\n",
+               "relay25.conf:2: allowed_senders: ", "bad address 'x@y@z.example' (more than one");
+    EXPECT_ERR("[relay]\nallowed_senders = a@@b.example\n",
+               "relay25.conf:2: allowed_senders: ", "bad address 'a@@b.example'");
+    EXPECT_ERR("[relay]\nallowed_senders = <a@b.example>\n",
+               "relay25.conf:2: allowed_senders: ", "without angle brackets");
+    EXPECT_ERR("[relay]\nallowed_senders = a@\n",
+               "relay25.conf:2: allowed_senders: ", "bad address 'a@' (no domain after '@')");
+    EXPECT_ERR("[relay]\nallowed_senders = @\n", "relay25.conf:2: allowed_senders: ", "no domain");
+    EXPECT_ERR("[relay]\nallowed_recipients = @.example.com\n",
+               "relay25.conf:2: allowed_recipients: ", "bad address '@.example.com' (bad domain)");
+    EXPECT_ERR("[relay]\nallowed_recipients = example..com\n",
+               "relay25.conf:2: allowed_recipients: ", "(bad domain)");
+    EXPECT_ERR("[relay]\nallowed_recipients = a@example.com.\n",
+               "relay25.conf:2: allowed_recipients: ", "(bad domain)");
+    EXPECT_ERR("[relay]\nallowed_senders = a\x01"
+               "b@example.com\n",
+               "relay25.conf:2: allowed_senders: ", "(control character)");
+    EXPECT_ERR("[relay]\nallowed_recipients = <>\n", "relay25.conf:2: allowed_recipients: ",
+               "bad address '<>' (the null sender <> belongs in allowed_senders)");
+    EXPECT_ERR("[relay]\nallowed_senders = a@b.example,\n  <>, c@@d\n",
+               "relay25.conf:3: allowed_senders: ", "bad address 'c@@d'");
+    EXPECT_ERR(UP DEV "allowed_recipients = a@b@c\n",
+               "relay25.conf:6: allowed_recipients: ", "more than one '@'");
+    {
+        char text[256];
+        int n = snprintf(text, sizeof(text), "[relay]\nallowed_senders = ");
+
+        memset(text + n, 'a', 130);
+        memcpy(text + n + 130, "@b\n", 4);
+        EXPECT_ERR(text, "relay25.conf:2: allowed_senders: ", "item too long");
+    }
+
+    /* PROXY protocol */
+    EXPECT_ERR("[relay]\nproxy_protocol = sometimes\n",
+               "relay25.conf:2: proxy_protocol: ", "bad boolean 'sometimes'");
+    c = load_text(UP DEV "[relay]\nlog = stderr\nproxy_protocol = yes\n", err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:8: proxy_protocol = yes needs proxy_from = the load "
+                      "balancer's addresses");
+    EXPECT_ERR(UP DEV "[relay]\nproxy_protocol = on\nproxy_from =\n",
+               "relay25.conf:7: ", "proxy_protocol = yes needs proxy_from");
+    EXPECT_ERR("[relay]\nproxy_from = 10.0.0.0/33\n",
+               "relay25.conf:2: proxy_from: ", "bad network '10.0.0.0/33'");
+    EXPECT_ERR("[relay]\nproxy_from = 10.0.0.1\n  lb.example\n",
+               "relay25.conf:3: proxy_from: ", "bad network 'lb.example'");
+
+    /* host integration */
+    EXPECT_ERR("[relay]\nuser = root\n",
+               "relay25.conf:2: user: ", "relay25 does not keep root privileges");
+    EXPECT_ERR("[relay]\nuser = relay 25\n",
+               "relay25.conf:2: user: ", "bad user name 'relay 25' (letters, digits");
+    EXPECT_ERR("[relay]\nuser = -relay\n", "relay25.conf:2: user: ", "bad user name '-relay'");
+    EXPECT_ERR("[relay]\nuser = a234567890123456789012345678901234\n",
+               "relay25.conf:2: user: ", "bad user name");
+    EXPECT_ERR("[relay]\nuser = r/x\n", "relay25.conf:2: user: ", "bad user name 'r/x'");
+    EXPECT_ERR("[relay]\nuser =\n", "relay25.conf:2: user: ", "empty value");
+    EXPECT_ERR("[relay]\nlog = file\n",
+               "relay25.conf:2: log: ", "bad value 'file' (stderr or syslog)");
+    EXPECT_ERR("[relay]\nlog = Syslog\n", "relay25.conf:2: log: ", "bad value 'Syslog'");
+    EXPECT_ERR("[relay]\nlog_format = xml\n",
+               "relay25.conf:2: log_format: ", "bad value 'xml' (text or json)");
+    EXPECT_ERR("[relay]\nmetrics_listen = localhost:9325\n",
+               "relay25.conf:2: metrics_listen: ", "bad address 'localhost:9325'");
+    EXPECT_ERR("[relay]\nmetrics_listen = 127.0.0.1:70000\n",
+               "relay25.conf:2: metrics_listen: ", "bad address '127.0.0.1:70000'");
+    EXPECT_ERR("[relay]\nmetrics_listen = 127.0.0.1:1, [::1]:2\n",
+               "relay25.conf:2: metrics_listen: ", "bad address");
+
+    /* [sendmail] */
+    EXPECT_ERR("[sendmail]\nsubmit = 127.0.0.1\n", "relay25.conf:2: submit: ",
+               "bad address '127.0.0.1' (expected host:port of a relay25 listener");
+    EXPECT_ERR("[sendmail]\nsubmit = 127.0.0.1:0\n",
+               "relay25.conf:2: submit: ", "bad address '127.0.0.1:0'");
+    EXPECT_ERR("[sendmail]\nsubmit = relay.example:25\n",
+               "relay25.conf:2: submit: ", "bad address 'relay.example:25'");
+    EXPECT_ERR("[sendmail]\nsubmit = ::1\n", "relay25.conf:2: submit: ", "bad address '::1'");
+    EXPECT_ERR("[sendmail]\nsubmit =\n", "relay25.conf:2: submit: ", "empty value");
+    EXPECT_ERR("[sendmail]\nhost = x\n", "relay25.conf:2: ", "unknown key 'host' in [sendmail]");
+    EXPECT_ERR("[sendmail]\n[relay]\n[sendmail]\n",
+               "relay25.conf:3: ", "duplicate section [sendmail] (first on line 1)");
+    EXPECT_ERR("[sendmail local]\n", "relay25.conf:1: ", "[sendmail] takes no name");
+    EXPECT_ERR("[relay]\nsubmit = 127.0.0.1:25\n",
+               "relay25.conf:2: ", "unknown key 'submit' in [relay]");
+    EXPECT_ERR(UP DEV "max_connections = 5\n",
+               "relay25.conf:6: ", "unknown key 'max_connections' in [device default]");
+    EXPECT_ERR(UP DEV "proxy_from = 10.0.0.1\n",
+               "relay25.conf:6: ", "unknown key 'proxy_from' in [device default]");
 
     /* repeated and continued keys */
     EXPECT_ERR(UP "host = other\n",
@@ -788,6 +959,92 @@ static void test_env(void)
     c = conf_load(NULL, 0, err, sizeof(err));
     ASSERT_TRUE(c == NULL);
     ASSERT_TRUE(strncmp(err, "RELAY25_USER: ", 14) == 0);
+    /* limits, policy and host integration; RELAY25_USER stays the upstream login */
+    env_clear();
+    setenv("RELAY25_UPSTREAM", "smtp.example.com:587", 1);
+    setenv("RELAY25_USER", "office@example.com", 1);
+    setenv("RELAY25_PASSWORD", "p", 1);
+    setenv("RELAY25_RUN_AS", "mail", 1);
+    setenv("RELAY25_LOG", "syslog", 1);
+    setenv("RELAY25_LOG_FORMAT", "json", 1);
+    setenv("RELAY25_METRICS_LISTEN", "0.0.0.0:9325", 1);
+    setenv("RELAY25_MAX_CONNECTIONS", "10", 1);
+    setenv("RELAY25_MAX_CONNECTIONS_PER_IP", "2", 1);
+    setenv("RELAY25_MESSAGE_RATE", "60/hour", 1);
+    setenv("RELAY25_RECIPIENT_RATE", "1000/day", 1);
+    setenv("RELAY25_ALLOWED_SENDERS", "@Example.com,<>", 1);
+    setenv("RELAY25_ALLOWED_RECIPIENTS", "a@example.org b@example.org", 1);
+    setenv("RELAY25_SUBMIT", "127.0.0.1:2525", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->user, "mail");
+        ASSERT_STREQ(c->devices[0].user, "office@example.com");
+        ASSERT_EQ(c->log_syslog, 1);
+        ASSERT_EQ(c->log_json, 1);
+        ASSERT_EQ(c->metrics_enabled, 1);
+        ASSERT_STREQ(c->metrics_listen.text, "0.0.0.0:9325");
+        ASSERT_EQ(c->max_connections, 10);
+        ASSERT_EQ(c->max_connections_per_ip, 2);
+        ASSERT_EQ(c->max_recipients, 1000);
+        ASSERT_EQ(c->message_rate.count, 60);
+        ASSERT_EQ(c->message_rate.per_seconds, 3600);
+        ASSERT_EQ(c->devices[0].message_rate.count, 60);
+        ASSERT_EQ(c->devices[0].recipient_rate.count, 1000);
+        ASSERT_EQ(c->devices[0].recipient_rate.per_seconds, 86400);
+        ASSERT_EQ(c->allowed_senders.n, 2);
+        ASSERT_EQ(c->devices[0].allowed_senders.n, 2);
+        ASSERT_STREQ(c->devices[0].allowed_senders.n ? c->devices[0].allowed_senders.items[0]
+                                                     : NULL,
+                     "@example.com");
+        ASSERT_EQ(conf_patterns_match(&c->devices[0].allowed_senders, ""), 1);
+        ASSERT_EQ(c->devices[0].allowed_recipients.n, 2);
+        ASSERT_STREQ(c->submit, "127.0.0.1:2525");
+    }
+    conf_free(c);
+
+    /* an empty variable counts as unset: RELAY25_RUN_AS= keeps the default */
+    setenv("RELAY25_RUN_AS", "", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_TRUE(c && c->user == NULL);
+    conf_free(c);
+
+    {
+        static const struct {
+            const char *var, *val, *want;
+        } bad[] = {
+            {"RELAY25_RUN_AS", "root", "RELAY25_RUN_AS: relay25 does not keep root privileges"},
+            {"RELAY25_LOG", "journal", "RELAY25_LOG: bad value 'journal' (stderr or syslog)"},
+            {"RELAY25_LOG_FORMAT", "yaml", "RELAY25_LOG_FORMAT: bad value 'yaml' (text or json)"},
+            {"RELAY25_METRICS_LISTEN", "metrics:9325", "RELAY25_METRICS_LISTEN: bad address"},
+            {"RELAY25_MAX_CONNECTIONS", "0", "RELAY25_MAX_CONNECTIONS: bad number '0' (1 to"},
+            {"RELAY25_MAX_CONNECTIONS_PER_IP", "x", "RELAY25_MAX_CONNECTIONS_PER_IP: bad number"},
+            {"RELAY25_MESSAGE_RATE", "30/min", "RELAY25_MESSAGE_RATE: bad rate '30/min'"},
+            {"RELAY25_RECIPIENT_RATE", "5", "RELAY25_RECIPIENT_RATE: bad rate '5'"},
+            {"RELAY25_ALLOWED_SENDERS", "a@b@c", "RELAY25_ALLOWED_SENDERS: bad address 'a@b@c'"},
+            {"RELAY25_ALLOWED_RECIPIENTS", "<>", "RELAY25_ALLOWED_RECIPIENTS: bad address '<>'"},
+            {"RELAY25_SUBMIT", "127.0.0.1", "RELAY25_SUBMIT: bad address '127.0.0.1'"},
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            const char *old = getenv(bad[i].var);
+            char keep[128] = "";
+
+            if (old) {
+                snprintf(keep, sizeof(keep), "%s", old);
+            }
+            setenv(bad[i].var, bad[i].val, 1);
+            c = conf_load(NULL, 0, err, sizeof(err));
+            ASSERT_TRUE(c == NULL);
+            ASSERT_TRUE(strncmp(err, bad[i].want, strlen(bad[i].want)) == 0);
+            if (strncmp(err, bad[i].want, strlen(bad[i].want)) != 0) {
+                fprintf(stderr, "  want \"%s...\", got \"%s\"\n", bad[i].want, err);
+            }
+            conf_free(c);
+            setenv(bad[i].var, keep, 1);
+        }
+    }
     env_clear();
 }
 
@@ -840,6 +1097,262 @@ static void test_parsers(void)
     ASSERT_EQ(conf_parse_hostport("[::1", 25, &ss, &len), -1);
     ASSERT_EQ(conf_parse_hostport("", 25, &ss, &len), -1);
     ASSERT_EQ(conf_parse_hostport(":25", 25, &ss, &len), -1);
+}
+
+static const char policy_text[] = "[relay]\n"                                          /* 1 */
+                                  "max_connections = 50\n"                             /* 2 */
+                                  "max_connections_per_ip = 5\n"                       /* 3 */
+                                  "max_recipients = 100\n"                             /* 4 */
+                                  "max_header_size = 64K\n"                            /* 5 */
+                                  "max_errors = 3\n"                                   /* 6 */
+                                  "max_commands_before_mail = 0\n"                     /* 7 */
+                                  "max_messages_per_session = 0\n"                     /* 8 */
+                                  "session_timeout = 600\n"                            /* 9 */
+                                  "message_rate = 30/minute\n"                         /* 10 */
+                                  "recipient_rate = 500/hour\n"                        /* 11 */
+                                  "allowed_senders = @Example.COM, Boss@Example.org\n" /* 12 */
+                                  "  <>  example.net ; bounces too\n"                  /* 13 */
+                                  "allowed_recipients = example.org\n"                 /* 14 */
+                                  "proxy_protocol = yes\n"                             /* 15 */
+                                  "proxy_from = 10.0.0.1, 10.0.1.0/24\n"               /* 16 */
+                                  "  fd00::1\n"                                        /* 17 */
+                                  "user = _relay25\n"                                  /* 18 */
+                                  "log = syslog\n"                                     /* 19 */
+                                  "log_format = json\n"                                /* 20 */
+                                  "metrics_listen = [::1]:9100\n"                      /* 21 */
+                                  "[sendmail]\n"                                       /* 22 */
+                                  "submit = [::1]:2525\n"                              /* 23 */
+                                  "[upstream gmail]\n"                                 /* 24 */
+                                  "host = smtp.gmail.com\n"                            /* 25 */
+                                  "[device default]\n"                                 /* 26 */
+                                  "user = office@example.com\n"                        /* 27 */
+                                  "password = hunter2\n"                               /* 28 */
+                                  "[device scanner]\n"                                 /* 29 */
+                                  "match = 192.168.1.50\n"                             /* 30 */
+                                  "user = s\n"                                         /* 31 */
+                                  "password = p\n"                                     /* 32 */
+                                  "message_rate = unlimited\n"                         /* 33 */
+                                  "recipient_rate = 10/second\n"                       /* 34 */
+                                  "allowed_senders = Scanner@Example.com\n"            /* 35 */
+                                  "allowed_recipients =\n"                             /* 36 */
+                                  "[device cam]\n"                                     /* 37 */
+                                  "match = 192.168.1.60\n"                             /* 38 */
+                                  "user = c\n"                                         /* 39 */
+                                  "password = p\n"                                     /* 40 */
+                                  "recipient_rate = 1/day\n";                          /* 41 */
+
+/* Limits, rates, address policy, PROXY, host integration, [sendmail]; devices inherit
+ * the [relay] policy unless they set their own. */
+static void test_policy(void)
+{
+    char err[512] = "";
+    struct conf *c = load_text(policy_text, err, sizeof(err));
+    const struct conf_device *d;
+
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(err, "");
+    if (!c) {
+        fprintf(stderr, "  policy: %s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->max_connections, 50);
+    ASSERT_EQ(c->max_connections_per_ip, 5);
+    ASSERT_EQ(c->max_recipients, 100);
+    ASSERT_EQ(c->max_header_size, 64 * 1024);
+    ASSERT_EQ(c->max_errors, 3);
+    ASSERT_EQ(c->max_commands_before_mail, 0);
+    ASSERT_EQ(c->max_messages_per_session, 0);
+    ASSERT_EQ(c->session_timeout, 600);
+    ASSERT_EQ(c->max_message_size, 36700160); /* set_size writes only its own field */
+    ASSERT_EQ(c->message_rate.count, 30);
+    ASSERT_EQ(c->message_rate.per_seconds, 60);
+    ASSERT_EQ(c->recipient_rate.count, 500);
+    ASSERT_EQ(c->recipient_rate.per_seconds, 3600);
+    ASSERT_EQ(c->allowed_senders.n, 4);
+    if (c->allowed_senders.n == 4) {
+        ASSERT_STREQ(c->allowed_senders.items[0], "@example.com"); /* lower-cased */
+        ASSERT_STREQ(c->allowed_senders.items[1], "boss@example.org");
+        ASSERT_STREQ(c->allowed_senders.items[2], "<>");
+        ASSERT_STREQ(c->allowed_senders.items[3], "example.net");
+    }
+    ASSERT_EQ(c->allowed_recipients.n, 1);
+    ASSERT_STREQ(c->allowed_recipients.n ? c->allowed_recipients.items[0] : NULL, "example.org");
+    ASSERT_EQ(c->proxy_protocol, 1);
+    ASSERT_EQ(c->nproxy_from, 3);
+    if (c->nproxy_from == 3) {
+        ASSERT_STREQ(fmt_cidr(&c->proxy_from[0]), "10.0.0.1/32");
+        ASSERT_STREQ(fmt_cidr(&c->proxy_from[1]), "10.0.1.0/24");
+        ASSERT_STREQ(fmt_cidr(&c->proxy_from[2]), "fd00::1/128");
+    }
+    ASSERT_STREQ(c->user, "_relay25");
+    ASSERT_EQ(c->log_syslog, 1);
+    ASSERT_EQ(c->log_json, 1);
+    ASSERT_EQ(c->metrics_enabled, 1);
+    ASSERT_STREQ(c->metrics_listen.text, "[::1]:9100");
+    ASSERT_EQ(c->metrics_listen.addr.ss_family, AF_INET6);
+    ASSERT_EQ(c->metrics_listen.addrlen, sizeof(struct sockaddr_in6));
+    ASSERT_EQ(port_of(&c->metrics_listen.addr), 9100);
+    ASSERT_STREQ(c->submit, "[::1]:2525");
+
+    ASSERT_EQ(c->ndevices, 3);
+    if (c->ndevices != 3) {
+        conf_free(c);
+        return;
+    }
+    /* [device default] sets nothing: everything from [relay], lists deep-copied */
+    d = &c->devices[0];
+    ASSERT_EQ(d->message_rate.count, 30);
+    ASSERT_EQ(d->message_rate.per_seconds, 60);
+    ASSERT_EQ(d->recipient_rate.count, 500);
+    ASSERT_EQ(d->recipient_rate.per_seconds, 3600);
+    ASSERT_EQ(d->allowed_senders.n, 4);
+    ASSERT_TRUE(d->allowed_senders.items != c->allowed_senders.items);
+    if (d->allowed_senders.n == 4) {
+        for (size_t i = 0; i < 4; i++) {
+            ASSERT_STREQ(d->allowed_senders.items[i], c->allowed_senders.items[i]);
+            ASSERT_TRUE(d->allowed_senders.items[i] != c->allowed_senders.items[i]);
+        }
+    }
+    ASSERT_EQ(d->allowed_recipients.n, 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "Anyone@EXAMPLE.com"), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "boss@example.ORG"), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "staff@example.org"), 0);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "x@example.net"), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, ""), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_recipients, "x@example.org"), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_recipients, "x@example.com"), 0);
+
+    /* [device scanner] overrides all four; an explicit unlimited and an empty list
+     * lift the [relay] values */
+    d = &c->devices[1];
+    ASSERT_STREQ(d->name, "scanner");
+    ASSERT_EQ(d->message_rate.count, 0);
+    ASSERT_EQ(d->recipient_rate.count, 10);
+    ASSERT_EQ(d->recipient_rate.per_seconds, 1);
+    ASSERT_EQ(d->allowed_senders.n, 1);
+    ASSERT_STREQ(d->allowed_senders.n ? d->allowed_senders.items[0] : NULL, "scanner@example.com");
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "SCANNER@example.com"), 1);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, "boss@example.org"), 0);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_senders, ""), 0); /* no "<>": bounces refused */
+    ASSERT_EQ(d->allowed_recipients.n, 0);
+    ASSERT_EQ(conf_patterns_match(&d->allowed_recipients, "x@example.com"), 1);
+
+    /* [device cam] overrides one key, inherits the rest */
+    d = &c->devices[2];
+    ASSERT_STREQ(d->name, "cam");
+    ASSERT_EQ(d->message_rate.count, 30);
+    ASSERT_EQ(d->recipient_rate.count, 1);
+    ASSERT_EQ(d->recipient_rate.per_seconds, 86400);
+    ASSERT_EQ(d->allowed_senders.n, 4);
+    ASSERT_EQ(d->allowed_recipients.n, 1);
+    ASSERT_TRUE(d->allowed_recipients.items != c->devices[0].allowed_recipients.items);
+    conf_free(c);
+
+    /* the remaining spellings */
+    c = load_text(UP DEV "[relay]\nproxy_protocol = no\nlog = stderr\nlog_format = text\n"
+                         "metrics_listen = 127.0.0.1\nmessage_rate = 0\n"
+                         "max_commands_before_mail = 1000000\nallowed_senders =\n"
+                         "[sendmail]\nsubmit = 127.0.0.1:25\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->proxy_protocol, 0);
+        ASSERT_EQ(c->log_syslog, 0);
+        ASSERT_EQ(c->log_json, 0);
+        ASSERT_EQ(c->metrics_enabled, 1);
+        ASSERT_STREQ(c->metrics_listen.text, "127.0.0.1");
+        ASSERT_EQ(port_of(&c->metrics_listen.addr), 9325);
+        ASSERT_EQ(c->message_rate.count, 0);
+        ASSERT_EQ(c->max_commands_before_mail, 1000000);
+        ASSERT_EQ(c->allowed_senders.n, 0);
+        ASSERT_EQ(c->devices[0].allowed_senders.n, 0);
+        ASSERT_STREQ(c->submit, "127.0.0.1:25");
+    }
+    conf_free(c);
+}
+
+static void test_rate_and_patterns(void)
+{
+    struct conf_rate r = {7, 7};
+    char *items[] = {"@example.com", "boss@example.org", "example.net", "<>"};
+    struct conf_patterns p = {items, 4};
+    struct conf_patterns none = {NULL, 0};
+
+    ASSERT_EQ(conf_parse_rate("30/minute", &r), 0);
+    ASSERT_EQ(r.count, 30);
+    ASSERT_EQ(r.per_seconds, 60);
+    ASSERT_EQ(conf_parse_rate("1/second", &r), 0);
+    ASSERT_EQ(r.count, 1);
+    ASSERT_EQ(r.per_seconds, 1);
+    ASSERT_EQ(conf_parse_rate("500/hour", &r), 0);
+    ASSERT_EQ(r.per_seconds, 3600);
+    ASSERT_EQ(conf_parse_rate("1000000/day", &r), 0);
+    ASSERT_EQ(r.count, 1000000);
+    ASSERT_EQ(r.per_seconds, 86400);
+    ASSERT_EQ(conf_parse_rate("0", &r), 0);
+    ASSERT_EQ(r.count, 0);
+    ASSERT_EQ(r.per_seconds, 0);
+    r.count = 9;
+    ASSERT_EQ(conf_parse_rate("unlimited", &r), 0);
+    ASSERT_EQ(r.count, 0);
+
+    r.count = 7;
+    r.per_seconds = 7;
+    {
+        static const char *const bad[] = {
+            "",           "30",          "30/",
+            "/minute",    "0/minute",    "-1/minute",
+            "+1/minute",  "x/minute",    "30/min",
+            "30/sec",     "30/h",        "30/d",
+            "30/Minute",  "30/minutes",  "30 /minute",
+            "30/ minute", "30/minute/",  "Unlimited",
+            "00",         "1000001/day", "99999999999999999999/day",
+            "30/week",    "0x10/hour",   "3.5/hour",
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            ASSERT_EQ(conf_parse_rate(bad[i], &r), -1);
+            if (r.count != 7 || r.per_seconds != 7) {
+                fprintf(stderr, "  rate '%s' changed the output\n", bad[i]);
+            }
+        }
+        ASSERT_EQ(r.count, 7);
+        ASSERT_EQ(r.per_seconds, 7);
+    }
+
+    /* "@domain" and "domain": that exact domain, any case */
+    ASSERT_EQ(conf_patterns_match(&p, "x@example.com"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "x@EXAMPLE.com"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "X@Example.Com"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "y@example.net"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "y@Example.NET"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "x@sub.example.com"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "x@badexample.com"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "x@example.com.evil"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "x@example.com."), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "x@sub.example.net"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "example.com"), 0); /* no '@': not at the domain */
+    ASSERT_EQ(conf_patterns_match(&p, "example.com@other.example"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "\"a@b\"@example.com"), 1); /* domain after the last @ */
+    /* exact addresses compare whole */
+    ASSERT_EQ(conf_patterns_match(&p, "boss@example.org"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "BOSS@Example.ORG"), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "xboss@example.org"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "boss@example.org.uk"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "staff@example.org"), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "boss@sub.example.org"), 0);
+    /* the null sender matches only "<>" (or an empty list) */
+    ASSERT_EQ(conf_patterns_match(&p, ""), 1);
+    p.n = 3;
+    ASSERT_EQ(conf_patterns_match(&p, ""), 0);
+    ASSERT_EQ(conf_patterns_match(&p, "<>"), 0);
+    ASSERT_EQ(conf_patterns_match(&none, ""), 1);
+    ASSERT_EQ(conf_patterns_match(&none, "anyone@anywhere.example"), 1);
+    ASSERT_EQ(conf_patterns_match(NULL, "anyone@anywhere.example"), 1);
+    items[0] = "<>";
+    p.n = 1;
+    ASSERT_EQ(conf_patterns_match(&p, ""), 1);
+    ASSERT_EQ(conf_patterns_match(&p, "x@example.com"), 0);
 }
 
 /* Trust anchors: loaded once per distinct ca_file, shared, errors at the upstream's line. */
@@ -902,8 +1415,10 @@ int main(void)
     }
     env_clear();
     test_parsers();
+    test_rate_and_patterns();
     test_defaults();
     test_full();
+    test_policy();
     test_errors();
     test_secrets();
     test_env();
