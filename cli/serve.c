@@ -73,10 +73,6 @@ static int serve_drop_privileges(const struct conf *c)
     if (geteuid() != 0) {
         return 0;
     }
-    if (strcmp(name, "root") == 0) {
-        log_warn(0, "relay25", "event=privileges user=root warning=\"serving clients as root\"");
-        return 0;
-    }
     errno = 0;
     pw = getpwnam(name);
     if (!pw) {

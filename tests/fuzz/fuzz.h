@@ -13,7 +13,7 @@
 #define FUZZ_CHECK(c)                                                                              \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);             \
+            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #c);              \
             abort();                                                                               \
         }                                                                                          \
     } while (0)

@@ -11,7 +11,7 @@
 #include "tests/fuzz/fuzz.h"
 
 static const char *const verbs[] = {
-    "",     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET",     "NOOP",
+    "",     "HELO", "EHLO", "MAIL", "RCPT",     "DATA", "RSET", "NOOP",
     "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH", "BDAT",
 };
 
@@ -28,8 +28,8 @@ static int inside(const char *p, size_t n, const char *base, size_t len)
 
 static void check_params(const char *params, size_t plen)
 {
-    static const char *const names[] = {"SIZE", "BODY", "SMTPUTF8", "AUTH", "RET", "ENVID",
-                                        "NOTIFY", "ORCPT"};
+    static const char *const names[] = {"SIZE", "BODY",  "SMTPUTF8", "AUTH",
+                                        "RET",  "ENVID", "NOTIFY",   "ORCPT"};
 
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         const char *val = NULL;

@@ -54,6 +54,7 @@ for t in $TARGETS; do
     last=$(grep -E '^#[0-9]+.*cov: ' "$dir/log" | tail -n 1 || true)
     cov=$(printf '%s\n' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
     eps=$(printf '%s\n' "$last" | sed -n 's/.* exec\/s: \([0-9]*\).*/\1/p')
+    [ -n "$eps" ] || eps=$(sed -n 's/^stat::average_exec_per_sec: *\([0-9]*\).*/\1/p' "$dir/log")
     status=ok
     if [ "$rc" -ne 0 ]; then
         status="FAILED (exit $rc)"
