@@ -1,4 +1,5 @@
-/* main: dispatches `relay25 serve|check` and prints usage. */
+/* main: dispatches `relay25 serve|check|sendmail|health` (and the sendmail and
+ * mailq names, when called through a symlink) and prints usage. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,12 +9,12 @@
 #include "cli/cli.h"
 #include "conf/conf.h"
 
-#define RELAY25_DEFAULT_CONFIG "/etc/relay25/relay25.conf"
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: relay25 serve [-c FILE]\n"
                "       relay25 check [-c FILE] [--upstream] [--rcpt ADDRESS]\n"
+               "       relay25 sendmail [-t] [-i] [-f SENDER] [-F NAME] [-v] [-C FILE] [RCPT...]\n"
+               "       relay25 health [-c FILE] [--timeout SECONDS] [HOST:PORT]\n"
                "       relay25 --version\n"
                "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"
                "is set, else " RELAY25_DEFAULT_CONFIG ".\n");
@@ -47,6 +48,16 @@ struct conf *cli_load_conf(const char *path, int load_ca)
 
 int main(int argc, char **argv)
 {
+    const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
+    const char *name = slash ? slash + 1 : argc > 0 ? argv[0] : "relay25";
+
+    /* /usr/sbin/sendmail and /usr/bin/mailq may be symlinks to relay25 */
+    if (strcmp(name, "sendmail") == 0) {
+        return cli_sendmail(argc, argv, 0);
+    }
+    if (strcmp(name, "mailq") == 0) {
+        return cli_sendmail(argc, argv, 1);
+    }
     if (argc < 2) {
         usage(stderr);
         return EX_USAGE;
@@ -56,6 +67,15 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "check") == 0) {
         return cli_check(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "sendmail") == 0) {
+        return cli_sendmail(argc - 1, argv + 1, 0);
+    }
+    if (strcmp(argv[1], "mailq") == 0) {
+        return cli_sendmail(argc - 1, argv + 1, 1);
+    }
+    if (strcmp(argv[1], "health") == 0) {
+        return cli_health(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("relay25 %s\n", RELAY25_VERSION);

@@ -30,6 +30,7 @@
 #define PRX_HIWAT (256u * 1024u) /* upstream backlog that pauses the client */
 #define PRX_INBUF (PRX_PROXY_MAX > PRX_LINE_MAX ? PRX_PROXY_MAX : PRX_LINE_MAX)
 #define PRX_PARAMS_MAX 256u
+#define PRX_CLOSE_TIMEOUT_MS 10000u /* flushing the last reply before closing */
 
 enum prx_state {
     PRX_STATE_PROXY,     /* awaiting the PROXY protocol header from the load balancer */
@@ -196,7 +197,10 @@ static void prx_finish(struct prx_session *s)
     prx_enter_state(s, PRX_STATE_CLOSING);
     if (s->closing || s->client_gone || tio_pending(s->tio) == 0) {
         prx_close(s, "quit");
+        return;
     }
+    /* a client that does not read its last reply does not keep the session */
+    uv_timer_start(&s->timer, prx_timeout_cb, PRX_CLOSE_TIMEOUT_MS, 0);
 }
 
 static void prx_unref(struct prx_session *s)
@@ -324,6 +328,24 @@ static void prx_drop_up(struct prx_session *s)
     }
 }
 
+/* An up_* call refused without calling back (the upstream session was not in a
+ * state to take it): nothing will answer, so answer the client now. */
+static void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
+{
+    char buf[300];
+    size_t n;
+
+    if (r >= 0 || s->closing || s->state != waiting || !s->up) {
+        return; /* sent, or a callback already took care of it */
+    }
+    n = reply_upstream(buf, sizeof(buf), RELAY_E_PROTOCOL, up_where(s->up),
+                       "session not ready for the command");
+    prx_drop_up(s);
+    prx_send(s, buf, n);
+    prx_txn_reset(s);
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
 /* ---- upstream callbacks ---- */
 
 static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
@@ -348,7 +370,7 @@ static void prx_up_ready(void *arg, int err, const struct up_reply *r, const cha
         char params[PRX_PARAMS_MAX];
         prx_params_for_up(s, params, sizeof(params));
         prx_enter_state(s, PRX_STATE_MAIL_WAIT);
-        up_mail(s->up, s->from, params);
+        prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
         return;
     }
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
@@ -436,7 +458,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 /* keep upstream in step; its reply to our own RSET is not relayed */
                 s->rset_silent = 1;
                 prx_enter_state(s, PRX_STATE_RSET_WAIT);
-                up_rset(s->up);
+                prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
                 return;
             }
         }
@@ -516,8 +538,10 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
         s->txn_lost = 1;
         return;
     case PRX_STATE_BODY:
+        /* keep reading the client's body (paused or not) to answer at its end */
         s->body_err = PRX_BODY_UPSTREAM;
-        return;
+        s->bp = 0;
+        break;
     case PRX_STATE_MAIL_WAIT:
     case PRX_STATE_RCPT_WAIT:
     case PRX_STATE_DATA_WAIT:
@@ -661,7 +685,7 @@ static void prx_start_mail(struct prx_session *s)
     if (s->up && up_idle(s->up)) {
         prx_enter_state(s, PRX_STATE_MAIL_WAIT);
         prx_params_for_up(s, params, sizeof(params));
-        up_mail(s->up, s->from, params);
+        prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
         return;
     }
     prx_drop_up(s);
@@ -816,7 +840,7 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
         return;
     }
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
-    up_rcpt(s->up, s->rcpt, NULL);
+    prx_up_check(s, up_rcpt(s->up, s->rcpt, NULL), PRX_STATE_RCPT_WAIT);
 }
 
 static void prx_cmd_data(struct prx_session *s, const struct prx_cmd *c)
@@ -833,7 +857,7 @@ static void prx_cmd_data(struct prx_session *s, const struct prx_cmd *c)
         return;
     }
     prx_enter_state(s, PRX_STATE_DATA_WAIT);
-    up_data(s->up);
+    prx_up_check(s, up_data(s->up), PRX_STATE_DATA_WAIT);
 }
 
 static void prx_cmd_rset(struct prx_session *s, const struct prx_cmd *c)
@@ -842,7 +866,7 @@ static void prx_cmd_rset(struct prx_session *s, const struct prx_cmd *c)
     if (s->state == PRX_STATE_TXN && s->up && up_idle(s->up)) {
         prx_txn_reset(s);
         prx_enter_state(s, PRX_STATE_RSET_WAIT);
-        up_rset(s->up);
+        prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
         return;
     }
     prx_txn_reset(s);
@@ -960,7 +984,8 @@ static void prx_body_end(struct prx_session *s)
         s->bodybuf = NULL;
         prx_enter_state(s, PRX_STATE_DOT_WAIT);
         if (up_body(s->up, term, n) == 0) {
-            up_data_end(s->up); /* the verdict arrives via prx_up_reply / prx_up_fail */
+            /* the verdict arrives via prx_up_reply / prx_up_fail */
+            prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
         }
         return;
     }
@@ -1158,6 +1183,10 @@ static void prx_timeout_cb(uv_timer_t *t)
     char buf[300];
     size_t n = reply_timeout(buf, sizeof(buf), s->conf->hostname);
 
+    if (s->state == PRX_STATE_CLOSING) {
+        prx_close(s, "close timeout");
+        return;
+    }
     log_info(s->sid, "prx", "event=timeout client=%s state=%s", s->ip, prx_strstate(s->state));
     if (s->state == PRX_STATE_BODY) {
         prx_log_message(s, "aborted", "client timed out during DATA", 28);

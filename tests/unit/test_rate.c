@@ -96,7 +96,7 @@ static void test_retry_after_fractional_rate(void)
 static void test_many_small_refills(void)
 {
     struct auth_bucket b;
-    uint64_t retry;
+    uint64_t retry, exact = 0;
 
     /* six refills of 1/6 token each must add up to exactly one token */
     auth_bucket_init(&b, 10, 60, 0);
@@ -112,7 +112,6 @@ static void test_many_small_refills(void)
     /* 1 per 3 s polled every millisecond */
     auth_bucket_init(&b, 1, 3, 0);
     ASSERT_EQ(auth_bucket_take(&b, 1, 3, 1, 0, &retry), 1);
-    uint64_t exact = 0;
     for (uint64_t t = 1; t < 3000; t++)
         if (auth_bucket_take(&b, 1, 3, 1, t, &retry) == 0 && retry == 3000 - t)
             exact++;
