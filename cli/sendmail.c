@@ -268,6 +268,11 @@ static struct conf *sm_load_conf(const char *path)
             path = e;
         } else if (access(RELAY25_DEFAULT_CONFIG, F_OK) == 0) {
             path = RELAY25_DEFAULT_CONFIG;
+        } else if (!getenv("RELAY25_UPSTREAM")) {
+            sm_say(
+                "no configuration: give -C FILE, set RELAY25_CONFIG, create " RELAY25_DEFAULT_CONFIG
+                " or set RELAY25_UPSTREAM");
+            return NULL;
         }
     }
     c = conf_load(path, 1, err, sizeof(err));
@@ -758,9 +763,9 @@ done:
 /* ---- header section ------------------------------------------------------------------ */
 
 struct sm_field {
-    size_t start, end;   /* the whole field, continuation lines and CRLF included */
-    size_t name_len;     /* name at start */
-    size_t value;        /* offset of the value (after ':') */
+    size_t start, end; /* the whole field, continuation lines and CRLF included */
+    size_t name_len;   /* name at start */
+    size_t value;      /* offset of the value (after ':') */
 };
 
 /* The field at *off, or 0 at the end. */
@@ -1108,8 +1113,7 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     }
     if (up_ext(s->up) & UP_EXT_SIZE) {
         o += (size_t)snprintf(params + o, sizeof(params) - o, "SIZE=%llu",
-                              (unsigned long long)(s->m->hdrlen + s->addedlen + 2 +
-                                                   s->m->bodylen));
+                              (unsigned long long)(s->m->hdrlen + s->addedlen + 2 + s->m->bodylen));
     }
     if (s->m->eightbit && (up_ext(s->up) & UP_EXT_8BITMIME)) {
         snprintf(params + o, sizeof(params) - o, "%sBODY=8BITMIME", o ? " " : "");
@@ -1430,6 +1434,13 @@ int cli_sendmail(int argc, char **argv, int mailq)
     }
     m.hostname = c->hostname;
     for (int i = o.argi; i < argc; i++) {
+        for (const char *q = argv[i]; *q; q++) {
+            if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                sm_say("bad recipient argument (control character): '%s'", argv[i]);
+                rc = EX_DATAERR;
+                goto done;
+            }
+        }
         if ((rc = sm_parse_addrlist(&m, argv[i], strlen(argv[i]), "recipient argument")) != 0) {
             goto done;
         }

@@ -141,7 +141,16 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     if (sv->stopping) {
         return;
     }
-    serve_notify("RELOADING=1");
+    {
+        /* systemd >= 253 (Type=notify-reload) wants the time of the reload */
+        char msg[64];
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+                 (unsigned long long)ts.tv_sec * 1000000ull +
+                     (unsigned long long)ts.tv_nsec / 1000u);
+        serve_notify(msg);
+    }
     /* the file is read again as the unprivileged user: it must stay readable */
     c = conf_load(sv->path, 1, err, sizeof(err));
     if (!c) {

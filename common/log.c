@@ -8,9 +8,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
+
+/* In log_syslog.c, which includes <syslog.h>: its LOG_* macros collide with ours. */
+void log__syslog_open(void);
+void log__syslog_close(void);
+void log__syslog(int level, const char *line, size_t len);
 
 static int log_level = LOG_INFO;
 static int log_syslog;
@@ -26,9 +30,9 @@ void log_set_level(int level)
 void log_set_output(int use_syslog, int json)
 {
     if (use_syslog && !log_syslog) {
-        openlog("relay25", LOG_PID | LOG_NDELAY, LOG_MAIL);
+        log__syslog_open();
     } else if (!use_syslog && log_syslog) {
-        closelog();
+        log__syslog_close();
     }
     log_syslog = use_syslog;
     log_json = json;
@@ -190,8 +194,7 @@ void log_msg(int level, uint64_t sid, const char *module, const char *fmt, ...)
         n = n < sizeof(line) - 1 ? n : sizeof(line) - 2;
     }
     if (log_syslog) {
-        static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
-        syslog(prio[level], "%.*s", (int)n, line);
+        log__syslog(level, line, n);
         return;
     }
     line[n++] = '\n';

@@ -297,11 +297,11 @@ struct metrics_server *metrics_server_new(uv_loop_t *loop, const struct sockaddr
     uv_tcp_getsockname(&ms->tcp, (struct sockaddr *)&ss, &sl);
     if (ss.ss_family == AF_INET6) {
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
-        log_info(0, "metrics", "event=listening addr=[%s]:%u", ip,
+        log_info(0, "metrics", "event=listening service=metrics addr=[%s]:%u", ip,
                  (unsigned)ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
     } else {
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-        log_info(0, "metrics", "event=listening addr=%s:%u", ip,
+        log_info(0, "metrics", "event=listening service=metrics addr=%s:%u", ip,
                  (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
     }
     return ms;

@@ -2,8 +2,9 @@
  * line-counting reader so every message names file and line) or from RELAY25_*
  * environment variables. Owns the snapshot's strings, lists, secrets (wiped in
  * conf_free) and trust anchors. Timeout defaults follow RFC 5321 §4.5.3.2. Devices
- * inherit the [relay] rate limits and address policy unless their section sets
- * their own (lists are deep-copied, so each one has exactly one owner). */
+ * inherit the [relay] rate limits, address policy, mode and on_upstream_failure
+ * unless their section sets their own (lists are deep-copied, so each one has
+ * exactly one owner); a device's failover list points into c->upstreams. */
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
@@ -36,6 +37,9 @@
 #define INI_NAME_MAX 49
 #define CONF_MAX_KEYS 64 /* dev_extra.keys is a 64-bit mask of key indexes */
 #define CONF_USER_MAX 32 /* login names (useradd's limit) */
+#define CONF_DEFAULT_SPOOL_DIR "/var/spool/relay25"
+#define CONF_MAX_DURATION (365u * 86400u) /* max_queue_age, retry_min, retry_max */
+#define CONF_MAX_UP_CONNECTIONS 1000u     /* [upstream] max_connections */
 
 enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE, SECT_SENDMAIL };
 
@@ -61,9 +65,17 @@ struct up_extra {
     int tls_given;
 };
 
+/* One name from `upstream = a, b`, resolved in conf_finish_devices(). */
+struct dev_up {
+    char *name;
+    struct where at; /* its own line: the list may continue on indented lines */
+};
+
 struct dev_extra {
-    char *upstream; /* name from `upstream =`, resolved in conf_finish() */
-    struct where upstream_at;
+    struct dev_up *ups; /* failover order as written */
+    size_t nups;
+    int upstream_given;
+    struct where upstream_at; /* first `upstream =` line */
     enum pw_kind pw;
     char *pw_arg; /* password_file path or password_env name */
     struct where pw_at;
@@ -104,6 +116,7 @@ struct parse {
     int seen[CONF_MAX_KEYS]; /* line where each key of the current section was first set */
     int relay_line;
     int sendmail_line;
+    int relay_seen[CONF_MAX_KEYS]; /* p->seen of [relay], kept for checks across keys */
 
     int listen_given, allow_given;
     struct where listen_at, allow_at;
@@ -115,9 +128,10 @@ struct parse {
 
 static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, set_received,
     set_bare_lf, set_log_level, set_count, set_limit, set_rate, set_patterns, set_proxy_protocol,
-    set_proxy_from, set_run_as, set_log, set_log_format, set_metrics_listen, set_host, set_port,
-    set_tls, set_ca_file, set_server_name, set_tls_verify, set_upstream, set_user,
-    set_password_file, set_password_env, set_password, set_match, set_submit;
+    set_proxy_from, set_run_as, set_log, set_log_format, set_metrics_listen, set_mode,
+    set_on_failure, set_spool_dir, set_size_limit, set_duration, set_bounce, set_host, set_port,
+    set_tls, set_ca_file, set_server_name, set_tls_verify, set_up_connections, set_upstream,
+    set_user, set_password_file, set_password_env, set_password, set_match, set_submit;
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -153,13 +167,22 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "log", 0, set_log, 0},
     {SECT_RELAY, "log_format", 0, set_log_format, 0},
     {SECT_RELAY, "metrics_listen", 0, set_metrics_listen, 0},
+    {SECT_RELAY, "mode", 0, set_mode, offsetof(struct conf, mode)},
+    {SECT_RELAY, "on_upstream_failure", 0, set_on_failure, offsetof(struct conf, on_failure)},
+    {SECT_RELAY, "spool_dir", 0, set_spool_dir, 0},
+    {SECT_RELAY, "max_spool_size", 0, set_size_limit, offsetof(struct conf, max_spool_size)},
+    {SECT_RELAY, "max_queue_age", 0, set_duration, offsetof(struct conf, max_queue_age)},
+    {SECT_RELAY, "retry_min", 0, set_duration, offsetof(struct conf, retry_min)},
+    {SECT_RELAY, "retry_max", 0, set_duration, offsetof(struct conf, retry_max)},
+    {SECT_RELAY, "bounce", 0, set_bounce, 0},
     {SECT_UPSTREAM, "host", 0, set_host, 0},
     {SECT_UPSTREAM, "port", 0, set_port, 0},
     {SECT_UPSTREAM, "tls", 0, set_tls, 0},
     {SECT_UPSTREAM, "ca_file", 0, set_ca_file, 0},
     {SECT_UPSTREAM, "server_name", 0, set_server_name, 0},
     {SECT_UPSTREAM, "tls_verify", 0, set_tls_verify, 0},
-    {SECT_DEVICE, "upstream", 0, set_upstream, 0},
+    {SECT_UPSTREAM, "max_connections", 0, set_up_connections, 0},
+    {SECT_DEVICE, "upstream", 1, set_upstream, 0},
     {SECT_DEVICE, "user", 0, set_user, 0},
     {SECT_DEVICE, "password_file", 0, set_password_file, 0},
     {SECT_DEVICE, "password_env", 0, set_password_env, 0},
@@ -171,6 +194,9 @@ static const struct key_def conf_keys[] = {
      offsetof(struct conf_device, allowed_senders)},
     {SECT_DEVICE, "allowed_recipients", 1, set_patterns,
      offsetof(struct conf_device, allowed_recipients)},
+    {SECT_DEVICE, "mode", 0, set_mode, offsetof(struct conf_device, mode)},
+    {SECT_DEVICE, "on_upstream_failure", 0, set_on_failure,
+     offsetof(struct conf_device, on_failure)},
     {SECT_SENDMAIL, "submit", 0, set_submit, 0},
 };
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -296,6 +322,42 @@ static int conf_parse_uint(const char *s, uint64_t max, uint64_t *out)
         v = v * 10 + (uint64_t)(*s - '0');
     }
     *out = v;
+    return 0;
+}
+
+/* Durations: "90" or "90s", "15m", "12h", "3d" (lower case, no blanks), 1 to max seconds. */
+static int conf_parse_duration(const char *s, unsigned max, unsigned *out)
+{
+    static const struct {
+        char suffix;
+        unsigned seconds;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    char digits[16];
+    size_t n = strlen(s);
+    unsigned mult = 1;
+    uint64_t v;
+
+    if (n > 0 && !isdigit((unsigned char)s[n - 1])) {
+        mult = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            if (s[n - 1] == units[i].suffix) {
+                mult = units[i].seconds;
+            }
+        }
+        if (mult == 0) {
+            return -1;
+        }
+        n--;
+    }
+    if (n == 0 || n >= sizeof(digits)) {
+        return -1;
+    }
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    if (conf_parse_uint(digits, max / mult, &v) != 0 || v == 0) {
+        return -1;
+    }
+    *out = (unsigned)v * mult;
     return 0;
 }
 
@@ -805,6 +867,104 @@ static int set_metrics_listen(struct parse *p, const char *val, size_t len)
     return 0;
 }
 
+/* mode = passthrough | spool, in [relay] and [device]. */
+static int set_mode(struct parse *p, const char *val, size_t len)
+{
+    enum conf_mode *m = conf_field(p);
+
+    (void)len;
+    if (strcmp(val, "passthrough") == 0) {
+        *m = CONF_MODE_PASSTHROUGH;
+    } else if (strcmp(val, "spool") == 0) {
+        *m = CONF_MODE_SPOOL;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (passthrough or spool)", val);
+        return -1;
+    }
+    return 0;
+}
+
+/* on_upstream_failure = reject | queue, in [relay] and [device]. */
+static int set_on_failure(struct parse *p, const char *val, size_t len)
+{
+    enum conf_on_failure *f = conf_field(p);
+
+    (void)len;
+    if (strcmp(val, "reject") == 0) {
+        *f = CONF_ON_FAILURE_REJECT;
+    } else if (strcmp(val, "queue") == 0) {
+        *f = CONF_ON_FAILURE_QUEUE;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (reject or queue)", val);
+        return -1;
+    }
+    return 0;
+}
+
+/* Absolute, so the spool does not move with the working directory (the daemon may
+ * chdir, and a reload must find the same queue). */
+static int set_spool_dir(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (val[0] != '/') {
+        conf_fail_at(p, conf_here(p), "'%s' is not an absolute path (start it with '/')", val);
+        return -1;
+    }
+    for (const char *s = val; *s; s++) {
+        if ((unsigned char)*s < ' ' || *s == 0x7f) {
+            conf_fail_at(p, conf_here(p), "control character in path");
+            return -1;
+        }
+    }
+    p->c->spool_dir = conf_strdup(p, val);
+    return p->c->spool_dir ? 0 : -1;
+}
+
+/* Sizes where 0 means unlimited. */
+static int set_size_limit(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_size(val, &v) != 0) {
+        conf_fail_at(p, conf_here(p),
+                     "bad size '%s' (0 for unlimited, or bytes, or a number with K, M or G)", val);
+        return -1;
+    }
+    *(uint64_t *)conf_field(p) = v;
+    return 0;
+}
+
+static int set_duration(struct parse *p, const char *val, size_t len)
+{
+    unsigned v;
+
+    (void)len;
+    if (conf_parse_duration(val, CONF_MAX_DURATION, &v) != 0) {
+        conf_fail_at(p, conf_here(p),
+                     "bad duration '%s' (seconds, or a number with s, m, h or d; 1s to 365d)", val);
+        return -1;
+    }
+    *(unsigned *)conf_field(p) = v;
+    return 0;
+}
+
+static int set_bounce(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (strcmp(val, "dsn") == 0) {
+        p->c->bounce = CONF_BOUNCE_DSN;
+    } else if (strcmp(val, "keep") == 0) {
+        p->c->bounce = CONF_BOUNCE_KEEP;
+    } else if (strcmp(val, "drop") == 0) {
+        p->c->bounce = CONF_BOUNCE_DROP;
+    } else {
+        conf_fail_at(p, conf_here(p), "bad value '%s' (dsn, keep or drop)", val);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- [upstream NAME] ------------------------------------------------------------------- */
 
 static int set_host(struct parse *p, const char *val, size_t len)
@@ -900,20 +1060,63 @@ static int set_tls_verify(struct parse *p, const char *val, size_t len)
     return 0;
 }
 
+static int set_up_connections(struct parse *p, const char *val, size_t len)
+{
+    uint64_t v;
+
+    (void)len;
+    if (conf_parse_uint(val, CONF_MAX_UP_CONNECTIONS, &v) != 0 || v == 0) {
+        conf_fail_at(p, conf_here(p), "bad number '%s' (1 to %u)", val, CONF_MAX_UP_CONNECTIONS);
+        return -1;
+    }
+    p->c->upstreams[p->cur].max_connections = (unsigned)v;
+    return 0;
+}
+
 /* ---- [device NAME] --------------------------------------------------------------------- */
+
+/* One name of `upstream = a, b`; names are resolved once all sections are read. */
+static int conf_add_upstream_name(struct parse *p, const char *item)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_up *a;
+    char *name;
+
+    if (!conf_valid_section_name(item, strlen(item))) {
+        conf_fail_at(p, conf_here(p), "bad upstream name '%s'", item);
+        return -1;
+    }
+    for (size_t i = 0; i < x->nups; i++) {
+        if (strcmp(x->ups[i].name, item) == 0) {
+            conf_fail_at(p, conf_here(p), "upstream '%s' is listed twice", item);
+            return -1;
+        }
+    }
+    name = conf_strdup(p, item);
+    if (!name) {
+        return -1;
+    }
+    a = conf_grow(x->ups, x->nups, sizeof(*a));
+    if (!a) {
+        free(name);
+        return conf_oom(p);
+    }
+    x->ups = a;
+    a[x->nups].name = name;
+    a[x->nups].at = conf_here(p);
+    x->nups++;
+    return 0;
+}
 
 static int set_upstream(struct parse *p, const char *val, size_t len)
 {
     struct dev_extra *x = &p->dx[p->cur];
 
-    (void)len;
-    if (!conf_valid_section_name(val, strlen(val))) {
-        conf_fail_at(p, conf_here(p), "bad upstream name '%s'", val);
-        return -1;
+    if (!x->upstream_given) {
+        x->upstream_given = 1;
+        x->upstream_at = conf_here(p);
     }
-    x->upstream = conf_strdup(p, val);
-    x->upstream_at = conf_here(p);
-    return x->upstream ? 0 : -1;
+    return conf_each_item(p, val, len, conf_add_upstream_name);
 }
 
 static int set_user(struct parse *p, const char *val, size_t len)
@@ -1102,6 +1305,7 @@ static int conf_new_upstream(struct parse *p, const char *name, size_t len, int 
     c->upstreams = u;
     u = &c->upstreams[c->nupstreams++];
     u->tls_verify = 1;
+    u->max_connections = 4;
     u->line = line;
     u->name = strndup(name, len);
     if (!u->name) {
@@ -1268,6 +1472,9 @@ static int conf_apply(struct parse *p, const struct key_def *kd, const char *val
     if (p->sect == SECT_DEVICE) {
         p->dx[p->cur].keys |= UINT64_C(1) << idx;
     }
+    if (p->sect == SECT_RELAY && !p->relay_seen[idx]) {
+        p->relay_seen[idx] = p->seen[idx];
+    }
     p->kd = kd;
     r = kd->set(p, val, len);
     p->kd = NULL;
@@ -1416,8 +1623,9 @@ static int conf_on_key(void *user, const char *section, const char *name, const 
     if (p->kind == LINE_CONT) {
         if (!kd->list) {
             conf_fail_at(p, conf_line(p, p->lineno),
-                         "'%s' takes one value; only lists (listen, allow, match, proxy_from, "
-                         "allowed_senders, allowed_recipients) continue on indented lines",
+                         "'%s' takes one value; only lists (listen, allow, match, upstream, "
+                         "proxy_from, allowed_senders, allowed_recipients) continue on indented "
+                         "lines",
                          name);
             return 0;
         }
@@ -1540,6 +1748,12 @@ static int conf_load_env(struct parse *p)
         {"RELAY25_RECIPIENT_RATE", SECT_RELAY, "recipient_rate"},
         {"RELAY25_ALLOWED_SENDERS", SECT_RELAY, "allowed_senders"},
         {"RELAY25_ALLOWED_RECIPIENTS", SECT_RELAY, "allowed_recipients"},
+        {"RELAY25_MODE", SECT_RELAY, "mode"},
+        {"RELAY25_ON_UPSTREAM_FAILURE", SECT_RELAY, "on_upstream_failure"},
+        {"RELAY25_SPOOL_DIR", SECT_RELAY, "spool_dir"},
+        {"RELAY25_MAX_SPOOL_SIZE", SECT_RELAY, "max_spool_size"},
+        {"RELAY25_MAX_QUEUE_AGE", SECT_RELAY, "max_queue_age"},
+        {"RELAY25_BOUNCE", SECT_RELAY, "bounce"},
         {"RELAY25_SUBMIT", SECT_SENDMAIL, "submit"},
         {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
         {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
@@ -1615,6 +1829,27 @@ static int conf_default_hostname(struct parse *p)
     return p->c->hostname ? 0 : -1;
 }
 
+/* Line of [relay] key `name`, 0 when it was not set. */
+static int conf_relay_seen(const struct parse *p, const char *name)
+{
+    return p->relay_seen[conf_find_key(SECT_RELAY, name) - conf_keys];
+}
+
+/* retry_max < retry_min is reported at whichever of the two keys comes later (the
+ * one that made the pair wrong), or at [relay]. */
+static struct where conf_retry_where(const struct parse *p)
+{
+    int lmin = conf_relay_seen(p, "retry_min");
+    int lmax = conf_relay_seen(p, "retry_max");
+    struct where w = {p->relay_line, NULL, NULL};
+
+    if (lmin > 0 || lmax > 0) {
+        w.line = lmax > lmin ? lmax : lmin;
+        w.key = lmax > lmin ? "retry_max" : "retry_min";
+    }
+    return w;
+}
+
 static int conf_finish_relay(struct parse *p)
 {
     struct conf *c = p->c;
@@ -1637,6 +1872,14 @@ static int conf_finish_relay(struct parse *p)
     if (c->proxy_protocol && c->nproxy_from == 0) {
         conf_fail_at(p, p->proxy_at,
                      "proxy_protocol = yes needs proxy_from = the load balancer's addresses");
+        return -1;
+    }
+    if (c->retry_max < c->retry_min) {
+        conf_fail_at(p, conf_retry_where(p), "retry_max (%us) is less than retry_min (%us)",
+                     c->retry_max, c->retry_min);
+        return -1;
+    }
+    if (!c->spool_dir && !(c->spool_dir = conf_strdup(p, CONF_DEFAULT_SPOOL_DIR))) {
         return -1;
     }
     if (!c->hostname) {
@@ -1707,12 +1950,18 @@ static int conf_dev_given(const struct parse *p, size_t i, const char *name)
     return (int)((p->dx[i].keys >> idx) & 1u);
 }
 
-/* A device that does not set a policy key gets the [relay] value. */
+/* A device that does not set a policy or delivery key gets the [relay] value. */
 static int conf_inherit_policy(struct parse *p, size_t i)
 {
     const struct conf *c = p->c;
     struct conf_device *d = &c->devices[i];
 
+    if (!conf_dev_given(p, i, "mode")) {
+        d->mode = c->mode;
+    }
+    if (!conf_dev_given(p, i, "on_upstream_failure")) {
+        d->on_failure = c->on_failure;
+    }
     if (!conf_dev_given(p, i, "message_rate")) {
         d->message_rate = c->message_rate;
     }
@@ -1727,6 +1976,56 @@ static int conf_inherit_policy(struct parse *p, size_t i)
         conf_copy_patterns(p, &d->allowed_recipients, &c->allowed_recipients) != 0) {
         return -1;
     }
+    return 0;
+}
+
+static const struct conf_upstream *conf_find_upstream(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        if (strcmp(c->upstreams[i].name, name) == 0) {
+            return &c->upstreams[i];
+        }
+    }
+    return NULL;
+}
+
+/* `upstream = a, b` -> ups = {a, b}, up = a; without the key the only upstream. The
+ * upstreams array is complete here, so the pointers stay valid. */
+static int conf_resolve_upstreams(struct parse *p, size_t i)
+{
+    const struct conf *c = p->c;
+    struct conf_device *d = &c->devices[i];
+    const struct dev_extra *x = &p->dx[i];
+    size_t n = x->upstream_given ? x->nups : 1;
+
+    if (x->upstream_given && x->nups == 0) {
+        conf_fail_at(p, x->upstream_at, "empty list");
+        return -1;
+    }
+    if (!x->upstream_given && c->nupstreams != 1) {
+        conf_fail_at(p, conf_line(p, d->line),
+                     "[device %s] needs upstream = NAME (there are %zu upstreams)", d->name,
+                     c->nupstreams);
+        return -1;
+    }
+    d->ups = calloc(n, sizeof(*d->ups));
+    if (!d->ups) {
+        return conf_oom(p);
+    }
+    if (!x->upstream_given) {
+        d->ups[d->nups++] = &c->upstreams[0];
+    }
+    for (size_t j = 0; j < x->nups; j++) {
+        const struct conf_upstream *u = conf_find_upstream(c, x->ups[j].name);
+
+        if (!u) {
+            conf_fail_at(p, x->ups[j].at, "no [upstream %s] for [device %s]", x->ups[j].name,
+                         d->name);
+            return -1;
+        }
+        d->ups[d->nups++] = u;
+    }
+    d->up = d->ups[0];
     return 0;
 }
 
@@ -1761,25 +2060,7 @@ static int conf_finish_devices(struct parse *p)
                          "[device %s] has no match (only [device default] may omit it)", d->name);
             return -1;
         }
-        if (x->upstream) {
-            for (size_t j = 0; j < c->nupstreams && !d->up; j++) {
-                if (strcmp(c->upstreams[j].name, x->upstream) == 0) {
-                    d->up = &c->upstreams[j];
-                }
-            }
-            if (!d->up) {
-                conf_fail_at(p, x->upstream_at, "no [upstream %s] for [device %s]", x->upstream,
-                             d->name);
-                return -1;
-            }
-        } else if (c->nupstreams == 1) {
-            d->up = &c->upstreams[0];
-        } else {
-            conf_fail_at(p, sec, "[device %s] needs upstream = NAME (there are %zu upstreams)",
-                         d->name, c->nupstreams);
-            return -1;
-        }
-        if (conf_inherit_policy(p, i) != 0) {
+        if (conf_resolve_upstreams(p, i) != 0 || conf_inherit_policy(p, i) != 0) {
             return -1;
         }
     }
@@ -1836,7 +2117,10 @@ static int conf_load_cas(struct parse *p)
 static void conf_parse_free(struct parse *p)
 {
     for (size_t i = 0; p->dx && i < p->c->ndevices; i++) {
-        free(p->dx[i].upstream);
+        for (size_t j = 0; j < p->dx[i].nups; j++) {
+            free(p->dx[i].ups[j].name);
+        }
+        free(p->dx[i].ups);
         free(p->dx[i].pw_arg);
     }
     free(p->dx);
@@ -1879,6 +2163,13 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     c->max_commands_before_mail = 100;
     c->max_messages_per_session = 1000;
     c->session_timeout = 3600;
+    c->mode = CONF_MODE_PASSTHROUGH;
+    c->on_failure = CONF_ON_FAILURE_REJECT;
+    c->max_spool_size = 0; /* unlimited */
+    c->max_queue_age = 3u * 86400u;
+    c->retry_min = 60;
+    c->retry_max = 3600;
+    c->bounce = CONF_BOUNCE_DSN;
     /* rates unlimited ({0, 0}), lists empty, user NULL, log to stderr as text: calloc */
 
     if (path) {
@@ -1930,6 +2221,7 @@ void conf_free(struct conf *c)
         }
         free(d->name);
         free(d->match);
+        free(d->ups); /* the upstreams themselves belong to c->upstreams */
         free(d->user);
         free(d->password_source);
         conf_free_patterns(&d->allowed_senders);
@@ -1961,6 +2253,7 @@ void conf_free(struct conf *c)
     conf_free_patterns(&c->allowed_recipients);
     free(c->user);
     free(c->submit);
+    free(c->spool_dir);
     free(c->path);
     free(c);
 }

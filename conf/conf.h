@@ -17,6 +17,23 @@ enum conf_tls {
     CONF_TLS_IMPLICIT, /* 465: TLS from the first byte */
 };
 
+/* What happens to a message (issue: durable spool). */
+enum conf_mode {
+    CONF_MODE_PASSTHROUGH, /* upstream's verdict is the client's (default) */
+    CONF_MODE_SPOOL,       /* stored durably, 250 with a queue id, delivered in the background */
+};
+
+enum conf_on_failure {
+    CONF_ON_FAILURE_REJECT, /* passthrough: upstream trouble is a 4xx to the client (default) */
+    CONF_ON_FAILURE_QUEUE,  /* passthrough: on connect/TLS/AUTH failure or a 4xx, spool instead */
+};
+
+enum conf_bounce {
+    CONF_BOUNCE_DSN,  /* RFC 3464 report to the envelope sender (default) */
+    CONF_BOUNCE_KEEP, /* move the message to the spool's failed area */
+    CONF_BOUNCE_DROP, /* only log */
+};
+
 enum conf_bare_lf {
     CONF_BARE_LF_NORMALIZE, /* bare LF / CR sent upstream as CRLF */
     CONF_BARE_LF_REJECT,    /* message refused with 554 5.6.0 */
@@ -31,6 +48,7 @@ struct conf_upstream {
     char *server_name;       /* SNI and certificate name check; default: host */
     int tls_verify;          /* 1 (default): chain and name verified; 0: user relaxed it */
     const struct tls_ca *ca; /* loaded trust anchors (shared between upstreams with one ca_file) */
+    unsigned max_connections; /* background deliveries at once to this upstream, default 4 */
     int line;                /* line of the section header, for messages */
 };
 
@@ -53,7 +71,12 @@ struct conf_device {
     int is_default;     /* [device default] */
     struct cidr *match; /* empty for the default device */
     size_t nmatch;
-    const struct conf_upstream *up; /* resolved upstream */
+    const struct conf_upstream *up; /* resolved upstream (the first of ups) */
+    /* `upstream = m365, sendgrid`: failover order for background delivery; ups[0] == up */
+    const struct conf_upstream **ups;
+    size_t nups;
+    enum conf_mode mode;             /* default: [relay] mode */
+    enum conf_on_failure on_failure; /* default: [relay] on_upstream_failure */
     char *user;                     /* upstream login */
     char *password;                 /* secret; never logged; wiped in conf_free */
     char *password_source;          /* "file /path", "env NAME", "inline": for `check` output */
@@ -109,6 +132,16 @@ struct conf {
     struct cidr *proxy_from;         /* who may send one (required when proxy_protocol = yes) */
     size_t nproxy_from;
 
+    /* spool (durable store-and-forward) */
+    enum conf_mode mode;             /* mode = passthrough | spool */
+    enum conf_on_failure on_failure; /* on_upstream_failure = reject | queue */
+    char *spool_dir;                 /* default /var/spool/relay25 */
+    uint64_t max_spool_size;         /* bytes of spooled messages, 0 = unlimited (default) */
+    unsigned max_queue_age;          /* seconds, default 3 days ("3d", "12h", "90m" or seconds) */
+    unsigned retry_min;              /* first retry delay in seconds, default 60 */
+    unsigned retry_max;              /* longest delay between retries, default 3600 */
+    enum conf_bounce bounce;         /* bounce = dsn | keep | drop */
+
     /* host integration */
     char *user;             /* drop privileges to this user after binding; default "relay25"
                                when started as root, ignored otherwise; "" keeps root (refused) */
@@ -117,6 +150,8 @@ struct conf {
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
     char *submit;           /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
+
+    unsigned refs; /* holders beyond the loader (conf_hold / conf_release) */
 
     struct conf_upstream *upstreams;
     size_t nupstreams;
@@ -131,6 +166,11 @@ struct conf {
  * host skip it). */
 struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
 void conf_free(struct conf *c);
+/* A snapshot outlives a reload while anything holds it: conf_hold() adds a
+ * holder, conf_release() drops one and frees the snapshot when none is left
+ * (the loader's own reference counts as one: release it instead of conf_free). */
+struct conf *conf_hold(struct conf *c);
+void conf_release(struct conf *c);
 
 /* "30/minute" -> {30, 60}; "/second", "/minute", "/hour", "/day". 0 or -1. */
 int conf_parse_rate(const char *s, struct conf_rate *out);

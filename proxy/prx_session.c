@@ -1461,9 +1461,7 @@ void prx_conf_release(struct prx_conf *pc)
     if (!pc || --pc->refs > 0) {
         return;
     }
-    if (pc->c) {
-        conf_free(pc->c);
-    }
+    conf_release(pc->c);
     free(pc->msg_buckets);
     free(pc->rcpt_buckets);
     free(pc);

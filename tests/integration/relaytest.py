@@ -42,7 +42,8 @@ RELAY25_BIN = os.environ.get("RELAY25_BIN") or os.path.join(REPO, "build", "rela
 LOG_LEVEL = os.environ.get("RELAY25_TEST_LOG_LEVEL", "debug")
 VERBOSE = os.environ.get("RELAY25_TEST_VERBOSE", "") not in ("", "0")
 CLIENT_NAME = "client.test"
-LISTENING_RE = re.compile(r"\bevent=listening addr=(\S+)")
+# the SMTP listener; "metrics event=listening" (metrics_listen) is logged first
+LISTENING_RE = re.compile(r"\bprx event=listening addr=(\S+)")
 
 
 # --------------------------------------------------------------------------- config

@@ -1,6 +1,7 @@
 /* test_conf: configuration loading (conf/conf.c) from INI files written to a
  * fresh temp dir and from RELAY25_* variables; every error's "file:line:" prefix,
- * limits, rates and address policy (with [device] inheritance), secrets
+ * limits, rates and address policy (with [device] inheritance), the spool keys and
+ * upstream failover lists, secrets
  * (auth/auth_secret.c) and source-IP mapping (auth/auth_map.c). */
 #include "conf/conf.h"
 
@@ -146,6 +147,12 @@ static void env_clear(void)
         "RELAY25_ALLOWED_SENDERS",
         "RELAY25_ALLOWED_RECIPIENTS",
         "RELAY25_SUBMIT",
+        "RELAY25_MODE",
+        "RELAY25_ON_UPSTREAM_FAILURE",
+        "RELAY25_SPOOL_DIR",
+        "RELAY25_MAX_SPOOL_SIZE",
+        "RELAY25_MAX_QUEUE_AGE",
+        "RELAY25_BOUNCE",
     };
 
     for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
@@ -296,6 +303,8 @@ static void test_full(void)
             ASSERT_STREQ(fmt_cidr(&d[1].match[2]), "fd00::50/128");
         }
         ASSERT_TRUE(d[1].up == &c->upstreams[1]);
+        ASSERT_EQ(d[1].nups, 1);
+        ASSERT_TRUE(d[1].ups != NULL && d[1].ups[0] == &c->upstreams[1]);
         ASSERT_STREQ(d[1].user, "scanner@example.com");
         ASSERT_STREQ(d[1].password, "scanner-secret");
         ASSERT_STREQ(d[1].password_source, "env RELAY25_TEST_SCANNER_PW");
@@ -405,6 +414,19 @@ static void test_defaults(void)
     ASSERT_EQ(c->upstreams[0].tls_verify, 1);
     ASSERT_EQ(c->ndevices, 1);
     ASSERT_TRUE(c->devices[0].up == &c->upstreams[0]); /* single upstream: implied */
+    ASSERT_EQ(c->devices[0].nups, 1);
+    ASSERT_TRUE(c->devices[0].ups != NULL && c->devices[0].ups[0] == &c->upstreams[0]);
+    ASSERT_EQ(c->upstreams[0].max_connections, 4);
+    ASSERT_EQ(c->mode, CONF_MODE_PASSTHROUGH);
+    ASSERT_EQ(c->on_failure, CONF_ON_FAILURE_REJECT);
+    ASSERT_STREQ(c->spool_dir, "/var/spool/relay25");
+    ASSERT_EQ(c->max_spool_size, 0);
+    ASSERT_EQ(c->max_queue_age, 259200);
+    ASSERT_EQ(c->retry_min, 60);
+    ASSERT_EQ(c->retry_max, 3600);
+    ASSERT_EQ(c->bounce, CONF_BOUNCE_DSN);
+    ASSERT_EQ(c->devices[0].mode, CONF_MODE_PASSTHROUGH);
+    ASSERT_EQ(c->devices[0].on_failure, CONF_ON_FAILURE_REJECT);
     ASSERT_STREQ(c->devices[0].password, "hunter2");
     ASSERT_STREQ(c->devices[0].password_source, "inline");
     ASSERT_STREQ(lookup4(c, "127.0.0.1"), "default");
@@ -426,6 +448,9 @@ static void test_defaults(void)
         ASSERT_EQ(c->upstreams[2].port, 2525);
         ASSERT_STREQ(c->upstreams[2].server_name, "2001:db8::1");
         ASSERT_TRUE(c->devices[0].up == &c->upstreams[2]);
+        ASSERT_EQ(c->devices[0].nups, 1);
+        ASSERT_TRUE(c->devices[0].ups[0] == &c->upstreams[2]);
+        ASSERT_EQ(c->upstreams[1].max_connections, 4);
     }
     conf_free(c);
 
@@ -734,6 +759,138 @@ static void test_errors(void)
     }
 }
 
+/* Every spool and failover error, with its "file:line:" prefix. */
+static void test_spool_errors(void)
+{
+    char err[512];
+    struct conf *c;
+
+    /* enums, in [relay] and [device] */
+    EXPECT_ERR("[relay]\nmode = store\n",
+               "relay25.conf:2: mode: ", "bad value 'store' (passthrough or spool)");
+    EXPECT_ERR("[relay]\nmode = Spool\n", "relay25.conf:2: mode: ", "bad value 'Spool'");
+    EXPECT_ERR(UP DEV "mode = queue\n", "relay25.conf:6: mode: ", "bad value 'queue'");
+    EXPECT_ERR("[relay]\non_upstream_failure = spool\n",
+               "relay25.conf:2: on_upstream_failure: ", "bad value 'spool' (reject or queue)");
+    EXPECT_ERR(UP DEV "on_upstream_failure = retry\n",
+               "relay25.conf:6: on_upstream_failure: ", "bad value 'retry' (reject or queue)");
+    EXPECT_ERR("[relay]\nbounce = yes\n",
+               "relay25.conf:2: bounce: ", "bad value 'yes' (dsn, keep or drop)");
+    EXPECT_ERR("[relay]\nmode =\n", "relay25.conf:2: mode: ", "empty value");
+    EXPECT_ERR(UP DEV "on_upstream_failure =\n",
+               "relay25.conf:6: on_upstream_failure: ", "empty value");
+    EXPECT_ERR("[relay]\nmode = spool\nmode = passthrough\n",
+               "relay25.conf:3: ", "duplicate key 'mode' in [relay] (first on line 2)");
+    EXPECT_ERR(UP DEV "mode = spool\n  passthrough\n",
+               "relay25.conf:7: ", "'mode' takes one value");
+
+    /* keys in the wrong section */
+    EXPECT_ERR(UP DEV "spool_dir = /srv\n",
+               "relay25.conf:6: ", "unknown key 'spool_dir' in [device default]");
+    EXPECT_ERR(UP DEV "bounce = drop\n",
+               "relay25.conf:6: ", "unknown key 'bounce' in [device default]");
+    EXPECT_ERR(UP "mode = spool\n", "relay25.conf:3: ", "unknown key 'mode' in [upstream gmail]");
+    EXPECT_ERR("[relay]\nupstream = gmail\n",
+               "relay25.conf:2: ", "unknown key 'upstream' in [relay]");
+
+    /* spool_dir */
+    EXPECT_ERR("[relay]\nspool_dir = spool\n",
+               "relay25.conf:2: spool_dir: ", "'spool' is not an absolute path");
+    EXPECT_ERR("[relay]\nspool_dir = ./spool\n",
+               "relay25.conf:2: spool_dir: ", "'./spool' is not an absolute path");
+    EXPECT_ERR("[relay]\nspool_dir = ~/spool\n",
+               "relay25.conf:2: spool_dir: ", "not an absolute path (start it with '/')");
+    EXPECT_ERR("[relay]\nspool_dir = /var/a\x01"
+               "b\n",
+               "relay25.conf:2: spool_dir: ", "control character");
+    EXPECT_ERR("[relay]\nspool_dir =\n", "relay25.conf:2: spool_dir: ", "empty value");
+
+    /* max_spool_size */
+    EXPECT_ERR("[relay]\nmax_spool_size = 1T\n", "relay25.conf:2: max_spool_size: ",
+               "bad size '1T' (0 for unlimited, or bytes, or a number with K, M or G)");
+    EXPECT_ERR("[relay]\nmax_spool_size = -1\n", "relay25.conf:2: max_spool_size: ", "bad size");
+    EXPECT_ERR("[relay]\nmax_spool_size = unlimited\n",
+               "relay25.conf:2: max_spool_size: ", "bad size 'unlimited'");
+
+    /* durations */
+    {
+        static const char *const bad[] = {
+            "0",       "0s",       "0d",        "366d", "8761h",
+            "525601m", "31536001", "31536001s", "1w",   "1D",
+            "1H",      "1.5h",     "h",         "-1",   "+1",
+            "1 h",     "1hh",      "1h30m",     "0x10", "99999999999999999999d",
+            "3days",
+        };
+        char text[256], want[128];
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            snprintf(text, sizeof(text), "[relay]\nmax_queue_age = %s\n", bad[i]);
+            snprintf(want, sizeof(want),
+                     "bad duration '%s' (seconds, or a number with s, m, h or "
+                     "d; 1s to 365d)",
+                     bad[i]);
+            EXPECT_ERR(text, "relay25.conf:2: max_queue_age: ", want);
+        }
+    }
+    EXPECT_ERR("[relay]\nretry_min = 0\n", "relay25.conf:2: retry_min: ", "bad duration '0'");
+    EXPECT_ERR("[relay]\nretry_max = 1y\n", "relay25.conf:2: retry_max: ", "bad duration '1y'");
+
+    /* retry_max < retry_min: at the later of the two keys */
+    c = load_text(UP DEV "[relay]\nretry_min = 2h\n", err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:7: retry_min: retry_max (3600s) is less than retry_min "
+                      "(7200s)");
+    conf_free(c);
+    c = load_text(UP DEV "[relay]\nretry_max = 30s\n", err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:7: retry_max: retry_max (30s) is less than retry_min (60s)");
+    conf_free(c);
+    EXPECT_ERR("[relay]\nretry_min = 10m\nbounce = dsn\nretry_max = 5m\n" UP DEV,
+               "relay25.conf:4: retry_max: ", "retry_max (300s) is less than retry_min (600s)");
+    EXPECT_ERR("[relay]\nretry_max = 5m\nretry_min = 10m\n" UP DEV,
+               "relay25.conf:3: retry_min: ", "retry_max (300s) is less than retry_min (600s)");
+    /* the first error in the file wins over the cross-key check */
+    EXPECT_ERR("[relay]\nretry_max = 5m\nretry_min = 10m\nbounce = x\n" UP DEV,
+               "relay25.conf:4: bounce: ", "bad value 'x'");
+
+    /* [upstream] max_connections */
+    EXPECT_ERR(UP "max_connections = 0\n",
+               "relay25.conf:3: max_connections: ", "bad number '0' (1 to 1000)");
+    EXPECT_ERR(UP "max_connections = 1001\n",
+               "relay25.conf:3: max_connections: ", "bad number '1001' (1 to 1000)");
+    EXPECT_ERR(UP "max_connections = four\n",
+               "relay25.conf:3: max_connections: ", "bad number 'four'");
+    EXPECT_ERR(UP "max_connections = -4\n", "relay25.conf:3: max_connections: ", "bad number");
+    EXPECT_ERR(UP "max_connections = 4\nmax_connections = 5\n", "relay25.conf:4: ",
+               "duplicate key 'max_connections' in [upstream gmail] (first on line 3)");
+
+    /* upstream lists: the missing or repeated name, at its own line */
+    c = load_text(UP "[device default]\nuser = u\npassword = p\nupstream = gmail, sendgrid\n", err,
+                  sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:6: upstream: no [upstream sendgrid] for [device default]");
+    conf_free(c);
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nupstream = gmail,\n  nope\n",
+               "relay25.conf:7: upstream: ", "no [upstream nope] for [device default]");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nupstream = gmail\nupstream = nope\n",
+               "relay25.conf:7: upstream: ", "no [upstream nope] for [device default]");
+    EXPECT_ERR(UP "[device default]\nupstream = gmail, gmail\n",
+               "relay25.conf:4: upstream: ", "upstream 'gmail' is listed twice");
+    EXPECT_ERR(UP "[upstream b]\nhost = b\n[device default]\nupstream = gmail b\n  b\n",
+               "relay25.conf:7: upstream: ", "upstream 'b' is listed twice");
+    EXPECT_ERR(UP "[device default]\nupstream = gmail\nupstream = gmail\n",
+               "relay25.conf:5: upstream: ", "upstream 'gmail' is listed twice");
+    EXPECT_ERR(UP "[device default]\nupstream = gmail, a/b\n",
+               "relay25.conf:4: upstream: ", "bad upstream name 'a/b'");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nupstream =\n",
+               "relay25.conf:6: upstream: ", "empty list");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nupstream = ,\n",
+               "relay25.conf:6: upstream: ", "empty list");
+    /* a missing name is reported even with several upstreams and a valid first one */
+    EXPECT_ERR(UP "[upstream b]\nhost = b\n" DEV "upstream = b, gmail, c\n",
+               "relay25.conf:8: upstream: ", "no [upstream c] for [device default]");
+}
+
 static void test_secrets(void)
 {
     char err[512];
@@ -1003,6 +1160,51 @@ static void test_env(void)
     }
     conf_free(c);
 
+    /* the spool variables; the single device inherits mode and on_upstream_failure and
+     * fails over to nothing but the one upstream */
+    setenv("RELAY25_MODE", "spool", 1);
+    setenv("RELAY25_ON_UPSTREAM_FAILURE", "queue", 1);
+    setenv("RELAY25_SPOOL_DIR", "/data/spool", 1);
+    setenv("RELAY25_MAX_SPOOL_SIZE", "10G", 1);
+    setenv("RELAY25_MAX_QUEUE_AGE", "2d", 1);
+    setenv("RELAY25_BOUNCE", "drop", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->mode, CONF_MODE_SPOOL);
+        ASSERT_EQ(c->on_failure, CONF_ON_FAILURE_QUEUE);
+        ASSERT_STREQ(c->spool_dir, "/data/spool");
+        ASSERT_EQ(c->max_spool_size, 10ull << 30);
+        ASSERT_EQ(c->max_queue_age, 172800);
+        ASSERT_EQ(c->retry_min, 60);
+        ASSERT_EQ(c->retry_max, 3600);
+        ASSERT_EQ(c->bounce, CONF_BOUNCE_DROP);
+        ASSERT_EQ(c->devices[0].mode, CONF_MODE_SPOOL);
+        ASSERT_EQ(c->devices[0].on_failure, CONF_ON_FAILURE_QUEUE);
+        ASSERT_EQ(c->devices[0].nups, 1);
+        ASSERT_TRUE(c->devices[0].ups != NULL && c->devices[0].ups[0] == &c->upstreams[0]);
+        ASSERT_TRUE(c->devices[0].up == &c->upstreams[0]);
+        ASSERT_EQ(c->upstreams[0].max_connections, 4);
+    }
+    conf_free(c);
+    unsetenv("RELAY25_MODE");
+    unsetenv("RELAY25_ON_UPSTREAM_FAILURE");
+    unsetenv("RELAY25_SPOOL_DIR");
+    unsetenv("RELAY25_MAX_SPOOL_SIZE");
+    unsetenv("RELAY25_MAX_QUEUE_AGE");
+    unsetenv("RELAY25_BOUNCE");
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->mode, CONF_MODE_PASSTHROUGH);
+        ASSERT_STREQ(c->spool_dir, "/var/spool/relay25");
+        ASSERT_EQ(c->max_spool_size, 0);
+        ASSERT_EQ(c->max_queue_age, 259200);
+        ASSERT_EQ(c->devices[0].mode, CONF_MODE_PASSTHROUGH);
+        ASSERT_EQ(c->devices[0].nups, 1);
+    }
+    conf_free(c);
+
     /* an empty variable counts as unset: RELAY25_RUN_AS= keeps the default */
     setenv("RELAY25_RUN_AS", "", 1);
     c = conf_load(NULL, 0, err, sizeof(err));
@@ -1025,6 +1227,14 @@ static void test_env(void)
             {"RELAY25_ALLOWED_SENDERS", "a@b@c", "RELAY25_ALLOWED_SENDERS: bad address 'a@b@c'"},
             {"RELAY25_ALLOWED_RECIPIENTS", "<>", "RELAY25_ALLOWED_RECIPIENTS: bad address '<>'"},
             {"RELAY25_SUBMIT", "127.0.0.1", "RELAY25_SUBMIT: bad address '127.0.0.1'"},
+            {"RELAY25_MODE", "store", "RELAY25_MODE: bad value 'store' (passthrough or spool)"},
+            {"RELAY25_ON_UPSTREAM_FAILURE", "spool",
+             "RELAY25_ON_UPSTREAM_FAILURE: bad value 'spool' (reject or queue)"},
+            {"RELAY25_SPOOL_DIR", "spool", "RELAY25_SPOOL_DIR: 'spool' is not an absolute path"},
+            {"RELAY25_MAX_SPOOL_SIZE", "1T", "RELAY25_MAX_SPOOL_SIZE: bad size '1T'"},
+            {"RELAY25_MAX_QUEUE_AGE", "1w", "RELAY25_MAX_QUEUE_AGE: bad duration '1w'"},
+            {"RELAY25_MAX_QUEUE_AGE", "366d", "RELAY25_MAX_QUEUE_AGE: bad duration '366d'"},
+            {"RELAY25_BOUNCE", "none", "RELAY25_BOUNCE: bad value 'none' (dsn, keep or drop)"},
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -1271,6 +1481,170 @@ static void test_policy(void)
     conf_free(c);
 }
 
+static const char spool_text[] = "[device default]\n"               /* 1 */
+                                 "upstream = m365, sendgrid\n"      /* 2 */
+                                 "user = office@example.com\n"      /* 3 */
+                                 "password = p\n"                   /* 4 */
+                                 "[device scanner]\n"               /* 5 */
+                                 "match = 192.168.1.50\n"           /* 6 */
+                                 "user = s\n"                       /* 7 */
+                                 "password = p\n"                   /* 8 */
+                                 "upstream = sendgrid,\n"           /* 9 */
+                                 "  backup m365 ; last resort\n"    /* 10 */
+                                 "mode = passthrough\n"             /* 11 */
+                                 "on_upstream_failure = reject\n"   /* 12 */
+                                 "[device cam]\n"                   /* 13 */
+                                 "match = 192.168.1.60\n"           /* 14 */
+                                 "user = c\n"                       /* 15 */
+                                 "password = p\n"                   /* 16 */
+                                 "upstream = backup\n"              /* 17 */
+                                 "mode = passthrough\n"             /* 18 */
+                                 "[relay]\n"                        /* 19 */
+                                 "mode = spool\n"                   /* 20 */
+                                 "on_upstream_failure = queue\n"    /* 21 */
+                                 "spool_dir = /srv/relay25/spool\n" /* 22 */
+                                 "max_spool_size = 2G\n"            /* 23 */
+                                 "max_queue_age = 12h\n"            /* 24 */
+                                 "retry_min = 5m\n"                 /* 25 */
+                                 "retry_max = 2h\n"                 /* 26 */
+                                 "bounce = keep\n"                  /* 27 */
+                                 "[upstream m365]\n"                /* 28 */
+                                 "host = smtp.office365.com\n"      /* 29 */
+                                 "max_connections = 10\n"           /* 30 */
+                                 "[upstream sendgrid]\n"            /* 31 */
+                                 "host = smtp.sendgrid.net\n"       /* 32 */
+                                 "max_connections = 1000\n"         /* 33 */
+                                 "[upstream backup]\n"              /* 34 */
+                                 "host = 192.0.2.25\n"              /* 35 */
+                                 "max_connections = 1\n";           /* 36 */
+
+/* The spool keys, per-upstream concurrency, failover lists; [device] mode and
+ * on_upstream_failure come from [relay] even when [relay] is written after them. */
+static void test_spool(void)
+{
+    char err[512] = "";
+    struct conf *c = load_text(spool_text, err, sizeof(err));
+    const struct conf_device *d;
+
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(err, "");
+    if (!c) {
+        fprintf(stderr, "  spool: %s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->mode, CONF_MODE_SPOOL);
+    ASSERT_EQ(c->on_failure, CONF_ON_FAILURE_QUEUE);
+    ASSERT_STREQ(c->spool_dir, "/srv/relay25/spool");
+    ASSERT_EQ(c->max_spool_size, 2ull << 30);
+    ASSERT_EQ(c->max_queue_age, 12 * 3600);
+    ASSERT_EQ(c->retry_min, 300);
+    ASSERT_EQ(c->retry_max, 7200);
+    ASSERT_EQ(c->bounce, CONF_BOUNCE_KEEP);
+    ASSERT_EQ(c->nupstreams, 3);
+    ASSERT_EQ(c->ndevices, 3);
+    if (c->nupstreams != 3 || c->ndevices != 3) {
+        conf_free(c);
+        return;
+    }
+    ASSERT_EQ(c->upstreams[0].max_connections, 10);
+    ASSERT_EQ(c->upstreams[1].max_connections, 1000);
+    ASSERT_EQ(c->upstreams[2].max_connections, 1);
+
+    /* the failover order is the order written */
+    d = &c->devices[0];
+    ASSERT_EQ(d->nups, 2);
+    if (d->nups == 2) {
+        ASSERT_TRUE(d->ups[0] == &c->upstreams[0]);
+        ASSERT_TRUE(d->ups[1] == &c->upstreams[1]);
+    }
+    ASSERT_TRUE(d->up == &c->upstreams[0]);
+    ASSERT_EQ(d->mode, CONF_MODE_SPOOL);
+    ASSERT_EQ(d->on_failure, CONF_ON_FAILURE_QUEUE);
+
+    /* continued on an indented line, with a comment */
+    d = &c->devices[1];
+    ASSERT_EQ(d->nups, 3);
+    if (d->nups == 3) {
+        ASSERT_STREQ(d->ups[0]->name, "sendgrid");
+        ASSERT_STREQ(d->ups[1]->name, "backup");
+        ASSERT_STREQ(d->ups[2]->name, "m365");
+    }
+    ASSERT_TRUE(d->up == &c->upstreams[1]);
+    ASSERT_EQ(d->mode, CONF_MODE_PASSTHROUGH);
+    ASSERT_EQ(d->on_failure, CONF_ON_FAILURE_REJECT);
+
+    /* one key set, the other inherited */
+    d = &c->devices[2];
+    ASSERT_EQ(d->nups, 1);
+    ASSERT_TRUE(d->nups == 1 && d->ups[0] == &c->upstreams[2]);
+    ASSERT_TRUE(d->up == &c->upstreams[2]);
+    ASSERT_EQ(d->mode, CONF_MODE_PASSTHROUGH);
+    ASSERT_EQ(d->on_failure, CONF_ON_FAILURE_QUEUE);
+    conf_free(c);
+
+    /* the other spellings; `upstream` repeats like the other lists; equal retry
+     * bounds are fine */
+    c = load_text("[upstream a]\nhost = a.example\n[upstream b]\nhost = b.example\n"
+                  "[device default]\nuser = u\npassword = p\nupstream = b\nupstream = a\n"
+                  "mode = spool\non_upstream_failure = queue\n"
+                  "[relay]\nbounce = drop\nmax_spool_size = 0\nmax_queue_age = 1\n"
+                  "retry_min = 90s\nretry_max = 90\nspool_dir = /\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->bounce, CONF_BOUNCE_DROP);
+        ASSERT_EQ(c->max_spool_size, 0);
+        ASSERT_EQ(c->max_queue_age, 1);
+        ASSERT_EQ(c->retry_min, 90);
+        ASSERT_EQ(c->retry_max, 90);
+        ASSERT_STREQ(c->spool_dir, "/");
+        ASSERT_EQ(c->mode, CONF_MODE_PASSTHROUGH);
+        ASSERT_EQ(c->on_failure, CONF_ON_FAILURE_REJECT);
+        ASSERT_EQ(c->devices[0].mode, CONF_MODE_SPOOL);
+        ASSERT_EQ(c->devices[0].on_failure, CONF_ON_FAILURE_QUEUE);
+        ASSERT_EQ(c->devices[0].nups, 2);
+        ASSERT_TRUE(c->devices[0].up == &c->upstreams[1]);
+        ASSERT_TRUE(c->devices[0].nups == 2 && c->devices[0].ups[1] == &c->upstreams[0]);
+    }
+    conf_free(c);
+    if (!c) {
+        fprintf(stderr, "  spool spellings: %s\n", err);
+    }
+
+    /* durations: every suffix, and both ends of 1s .. 365d */
+    {
+        static const struct {
+            const char *text;
+            unsigned want;
+        } ok[] = {
+            {"1", 1},
+            {"1s", 1},
+            {"59s", 59},
+            {"90m", 5400},
+            {"12h", 43200},
+            {"3d", 259200},
+            {"365d", 31536000},
+            {"8760h", 31536000},
+            {"525600m", 31536000},
+            {"31536000", 31536000},
+            {"31536000s", 31536000},
+            {"007m", 420},
+        };
+        char text[256];
+
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+            snprintf(text, sizeof(text), UP DEV "[relay]\nmax_queue_age = %s\n", ok[i].text);
+            c = load_text(text, err, sizeof(err));
+            ASSERT_TRUE(c != NULL);
+            ASSERT_EQ(c ? c->max_queue_age : 0, ok[i].want);
+            if (!c || c->max_queue_age != ok[i].want) {
+                fprintf(stderr, "  duration '%s': %s\n", ok[i].text, c ? "wrong value" : err);
+            }
+            conf_free(c);
+        }
+    }
+}
+
 static void test_rate_and_patterns(void)
 {
     struct conf_rate r = {7, 7};
@@ -1419,7 +1793,9 @@ int main(void)
     test_defaults();
     test_full();
     test_policy();
+    test_spool();
     test_errors();
+    test_spool_errors();
     test_secrets();
     test_env();
     test_ca();

@@ -296,8 +296,9 @@ static void test_v2_valid(void)
 
     /* TLVs: ALPN "smtp", an empty NOOP, an SSL block with a sub-TLV */
     memcpy(body, ip4, sizeof(ip4));
-    memcpy(body + 12, "\x01\x00\x04smtp\x04\x00\x00\x20\x00\x0b\x01\x00\x00\x00\x00\x21\x00\x03"
-                      "1.2",
+    memcpy(body + 12,
+           "\x01\x00\x04smtp\x04\x00\x00\x20\x00\x0b\x01\x00\x00\x00\x00\x21\x00\x03"
+           "1.2",
            4 + 3 + 3 + 3 + 11);
     n = v2_build(hdr, 0x21, 0x11, body, 12 + 24);
     expect_done(hdr, n, &r);

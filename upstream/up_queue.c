@@ -1,0 +1,1438 @@
+/* up_queue: the delivery scheduler for spooled messages. A job's file work
+ * (reading its envelope and progress, recording results, removing or moving the
+ * files, writing a bounce) runs in libuv's thread pool as plain POSIX code; the
+ * SMTP side runs on the loop through up_session, the body is read with uv_fs_read.
+ * While a job is active only its own callbacks touch it. RFC 3464 (DSN),
+ * RFC 5321 §4.5.4.1 (retry strategy). */
+#include "upstream/up_queue.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/data.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/reply.h"
+#include "conf/conf.h"
+#include "upstream/up_session.h"
+#include "upstream/up_spool.h"
+
+#define UPQ_MAX_BUSY 64u             /* jobs preparing or delivering at once */
+#define UPQ_READ (32u * 1024u)       /* body bytes read per step */
+#define UPQ_HIWAT (256u * 1024u)     /* upstream backlog that pauses reading */
+#define UPQ_FILE_MAX (4u << 20)      /* .env / .done files larger than this are corrupt */
+#define UPQ_HEADERS_MAX (64u * 1024) /* original headers quoted in a bounce */
+
+enum upq_rcpt {
+    UPQ_R_PENDING = 0,
+    UPQ_R_ACCEPTED, /* RCPT accepted in this attempt */
+    UPQ_R_OK,       /* delivered (now or before) */
+    UPQ_R_FAILED,   /* permanent failure (now or before) */
+    UPQ_R_NEW_OK,   /* delivered in this attempt: to record */
+    UPQ_R_NEW_FAILED,
+};
+
+enum upq_step {
+    UPQ_IDLE,
+    UPQ_PREPARE, /* work: read .env and .done */
+    UPQ_SLOT,    /* waiting for a connection slot to its upstream */
+    UPQ_CONNECT,
+    UPQ_MAIL,
+    UPQ_RCPT,
+    UPQ_DATA,
+    UPQ_BODY,
+    UPQ_DOT,
+    UPQ_RECORD, /* work: record results, remove / move / bounce */
+};
+
+struct upq_slot {
+    char name[128];
+    unsigned active;
+};
+
+struct upq_job {
+    struct upq_job *prev, *next;
+    struct up_queue *q;
+    uint64_t qid;
+    uint64_t size;
+    unsigned attempts;
+    uint64_t next_ms;
+    size_t upidx; /* position in the device's failover list */
+    size_t tried; /* upstreams tried since the last backoff */
+    enum upq_step step;
+    int gone; /* the files disappeared (deleted by `queue delete`) */
+
+    /* an attempt */
+    struct conf *conf; /* held during an attempt */
+    const struct conf_device *dev;
+    const struct conf_upstream *up;
+    struct up_spool_env env;
+    unsigned char *rstate;
+    char **rreply; /* failure reply per recipient (malloc'd), for .done and the bounce */
+    size_t ircpt;
+    int temp_fail; /* this attempt ended in a temporary failure */
+    int perm_all;  /* a permanent failure for every pending recipient */
+    struct up_session *ups;
+    uv_work_t work;
+    uv_fs_t fs;
+    uv_file fd;
+    uint64_t off;
+    int body_eof, reading, waiting_drain;
+    struct data_enc enc;
+    char *rbuf, *ebuf;
+    char lasterr[600];
+    /* results of the record work */
+    int finished; /* no pending recipient left: the files are gone (or moved) */
+    uint64_t bounce_qid, bounce_size;
+    char errmsg[4400];
+};
+
+struct up_queue {
+    uv_loop_t *loop;
+    struct conf *conf;
+    struct metrics *m;
+    struct upq_job *head;
+    size_t njobs;
+    uint64_t bytes;
+    unsigned busy; /* jobs out of UPQ_IDLE */
+    uv_timer_t timer;
+    uv_work_t scan;
+    int scanning, rescan;
+    uint64_t *scan_ids;
+    uint64_t *scan_sizes;
+    size_t scan_n;
+    struct upq_slot *slots;
+    size_t nslots;
+    int closing;
+    unsigned pending_handles; /* timer */
+    void (*done)(void *);
+    void *done_arg;
+};
+
+static void upq_schedule(struct up_queue *q);
+static void upq_attempt_end(struct upq_job *j);
+static void upq_read_body(struct upq_job *j);
+static const struct up_cbs upq_up_cbs;
+
+uint64_t up_queue_new_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
+            id = log_new_id() ^ ((uint64_t)time(NULL) << 20);
+        }
+    }
+    return id;
+}
+
+static uint64_t upq_now_unix(void)
+{
+    return (uint64_t)time(NULL);
+}
+
+/* ---- jobs ---- */
+
+static struct upq_job *upq_find(struct up_queue *q, uint64_t qid)
+{
+    for (struct upq_job *j = q->head; j; j = j->next) {
+        if (j->qid == qid) {
+            return j;
+        }
+    }
+    return NULL;
+}
+
+static struct upq_job *upq_job_add(struct up_queue *q, uint64_t qid, uint64_t size)
+{
+    struct upq_job *j;
+
+    if ((j = upq_find(q, qid))) {
+        j->next_ms = uv_now(q->loop);
+        return j;
+    }
+    if (!(j = calloc(1, sizeof(*j)))) {
+        log_err(0, "queue", "qid=%016" PRIx64 " event=add error=\"out of memory\"", qid);
+        return NULL;
+    }
+    j->q = q;
+    j->qid = qid;
+    j->size = size;
+    j->fd = -1;
+    j->next_ms = uv_now(q->loop);
+    j->next = q->head;
+    if (q->head) {
+        q->head->prev = j;
+    }
+    q->head = j;
+    q->njobs++;
+    q->bytes += size;
+    return j;
+}
+
+static void upq_attempt_free(struct upq_job *j)
+{
+    if (j->rreply) {
+        for (size_t i = 0; i < j->env.nrcpt; i++) {
+            free(j->rreply[i]);
+        }
+    }
+    free(j->rreply);
+    j->rreply = NULL;
+    free(j->rstate);
+    j->rstate = NULL;
+    up_spool_env_free(&j->env);
+    free(j->rbuf);
+    free(j->ebuf);
+    j->rbuf = j->ebuf = NULL;
+    if (j->conf) {
+        conf_release(j->conf);
+        j->conf = NULL;
+    }
+    j->dev = NULL;
+    j->up = NULL;
+}
+
+static void upq_job_free(struct upq_job *j)
+{
+    struct up_queue *q = j->q;
+
+    if (j->prev) {
+        j->prev->next = j->next;
+    } else {
+        q->head = j->next;
+    }
+    if (j->next) {
+        j->next->prev = j->prev;
+    }
+    q->njobs--;
+    q->bytes -= j->size < q->bytes ? j->size : q->bytes;
+    upq_attempt_free(j);
+    free(j);
+}
+
+static struct upq_slot *upq_slot(struct up_queue *q, const char *name)
+{
+    struct upq_slot *ns;
+
+    for (size_t i = 0; i < q->nslots; i++) {
+        if (strcmp(q->slots[i].name, name) == 0) {
+            return &q->slots[i];
+        }
+    }
+    if (!(ns = realloc(q->slots, (q->nslots + 1) * sizeof(*ns)))) {
+        return NULL;
+    }
+    q->slots = ns;
+    memset(&ns[q->nslots], 0, sizeof(*ns));
+    snprintf(ns[q->nslots].name, sizeof(ns->name), "%s", name);
+    return &q->slots[q->nslots++];
+}
+
+/* ---- the close of the whole queue ---- */
+
+static void upq_maybe_done(struct up_queue *q)
+{
+    void (*done)(void *);
+    void *arg;
+
+    if (!q->closing || q->busy > 0 || q->scanning || q->pending_handles > 0) {
+        return;
+    }
+    while (q->head) {
+        upq_job_free(q->head);
+    }
+    done = q->done;
+    arg = q->done_arg;
+    conf_release(q->conf);
+    free(q->slots);
+    free(q->scan_ids);
+    free(q->scan_sizes);
+    free(q);
+    if (done) {
+        done(arg);
+    }
+}
+
+static void upq_busy_end(struct upq_job *j)
+{
+    struct up_queue *q = j->q;
+    q->busy--;
+    j->step = UPQ_IDLE;
+    if (q->closing) {
+        upq_attempt_free(j);
+        upq_maybe_done(q);
+        return;
+    }
+    upq_schedule(q);
+}
+
+/* ---- prepare: read .env and .done (thread pool) ---- */
+
+static char *upq_read_file(const char *path, size_t *len, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    *len = 0;
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    for (;;) {
+        ssize_t r;
+        if (n + 1 >= cap) {
+            char *nb;
+            cap = cap ? cap * 2 : 4096;
+            if (cap > UPQ_FILE_MAX || !(nb = realloc(buf, cap))) {
+                *err = EFBIG;
+                goto fail;
+            }
+            buf = nb;
+        }
+        r = read(fd, buf + n, cap - n - 1);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            *err = errno;
+            goto fail;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *len = n;
+    *err = 0;
+    return buf;
+fail:
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+static void upq_prepare_work(uv_work_t *w)
+{
+    struct upq_job *j = w->data;
+    const char *dir = j->conf->spool_dir;
+    char path[4096], *text, *done;
+    size_t len, dlen;
+    int err;
+
+    j->errmsg[0] = '\0';
+    if (up_spool_path(path, sizeof(path), dir, "q", j->qid, ".env") != 0) {
+        snprintf(j->errmsg, sizeof(j->errmsg), "spool path too long");
+        return;
+    }
+    text = upq_read_file(path, &len, &err);
+    if (!text) {
+        if (err == ENOENT) {
+            j->gone = 1;
+        } else {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot read %s: %s", path, strerror(err));
+        }
+        return;
+    }
+    if (up_spool_env_parse(text, len, &j->env, j->errmsg, sizeof(j->errmsg)) != 0) {
+        free(text);
+        return;
+    }
+    free(text);
+    j->rstate = calloc(j->env.nrcpt, 1);
+    j->rreply = calloc(j->env.nrcpt, sizeof(*j->rreply));
+    if (!j->rstate || !j->rreply) {
+        snprintf(j->errmsg, sizeof(j->errmsg), "out of memory");
+        return;
+    }
+    if (j->size == 0) {
+        struct stat st;
+        if (up_spool_path(path, sizeof(path), dir, "q", j->qid, ".msg") == 0 &&
+            stat(path, &st) == 0) {
+            j->size = (uint64_t)st.st_size;
+        }
+    }
+    up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
+    done = upq_read_file(path, &dlen, &err);
+    if (done) {
+        for (size_t i = 0; i < j->env.nrcpt; i++) {
+            char key[UP_SPOOL_ADDR_MAX + 8];
+            if (!up_spool_done_has(done, dlen, j->env.rcpt[i])) {
+                continue;
+            }
+            /* up_spool_done_has matched the address; which verdict? */
+            snprintf(key, sizeof(key), "ok %s\n", j->env.rcpt[i]);
+            j->rstate[i] = strstr(done, key) ? UPQ_R_OK : UPQ_R_FAILED;
+            if (j->rstate[i] == UPQ_R_FAILED) {
+                char *f, *e;
+                snprintf(key, sizeof(key), "failed %s ", j->env.rcpt[i]);
+                if ((f = strstr(done, key)) && (e = strchr(f + strlen(key), '\n'))) {
+                    f += strlen(key);
+                    j->rreply[i] = strndup(f, (size_t)(e - f));
+                }
+            }
+        }
+        free(done);
+    }
+}
+
+static const struct conf_device *upq_device(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; i < c->ndevices; i++) {
+        if (strcmp(c->devices[i].name, name) == 0) {
+            return &c->devices[i];
+        }
+    }
+    return NULL;
+}
+
+static size_t upq_npending(const struct upq_job *j)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        n += j->rstate[i] == UPQ_R_PENDING;
+    }
+    return n;
+}
+
+static void upq_start_delivery(struct upq_job *j);
+
+static void upq_prepare_done(uv_work_t *w, int status)
+{
+    struct upq_job *j = w->data;
+    struct up_queue *q = j->q;
+
+    (void)status;
+    if (q->closing) {
+        upq_busy_end(j);
+        return;
+    }
+    if (j->gone) {
+        log_info(0, "queue",
+                 "qid=%016" PRIx64 " event=removed reason=\"files gone (queue delete)\"", j->qid);
+        q->busy--;
+        upq_job_free(j);
+        upq_schedule(q);
+        return;
+    }
+    if (j->errmsg[0]) {
+        log_err(0, "queue", "qid=%016" PRIx64 " event=unreadable error=\"%s\"", j->qid, j->errmsg);
+        upq_attempt_free(j);
+        j->next_ms = uv_now(q->loop) + (uint64_t)q->conf->retry_max * 1000u;
+        upq_busy_end(j);
+        return;
+    }
+    j->dev = upq_device(j->conf, j->env.device);
+    if (!j->dev) {
+        /* the device was renamed or removed since: the default device takes it */
+        j->dev = upq_device(j->conf, "default");
+        log_warn(0, "queue", "qid=%016" PRIx64 " event=device_missing device=%s using=%s", j->qid,
+                 j->env.device, j->dev ? "default" : "none");
+    }
+    if (!j->dev) {
+        snprintf(j->lasterr, sizeof(j->lasterr), "no [device %s] and no [device default]",
+                 j->env.device);
+        j->temp_fail = 1;
+        j->step = UPQ_DOT; /* go straight to the bookkeeping */
+        upq_attempt_end(j);
+        return;
+    }
+    if (upq_npending(j) == 0) {
+        j->step = UPQ_DOT;
+        upq_attempt_end(j);
+        return;
+    }
+    if (upq_now_unix() > j->env.created + j->conf->max_queue_age) {
+        j->perm_all = 1;
+        snprintf(j->lasterr, sizeof(j->lasterr),
+                 "message expired after %u seconds in the queue%s%s", j->conf->max_queue_age,
+                 j->lasterr[0] ? "; last error: " : "", "");
+        j->step = UPQ_DOT;
+        upq_attempt_end(j);
+        return;
+    }
+    j->upidx %= j->dev->nups ? j->dev->nups : 1;
+    j->up = j->dev->nups ? j->dev->ups[j->upidx] : j->dev->up;
+    j->step = UPQ_SLOT;
+    upq_schedule(q); /* takes a slot when one is free */
+}
+
+/* ---- SMTP ---- */
+
+static void upq_start_delivery(struct upq_job *j)
+{
+    struct up_queue *q = j->q;
+    struct up_params p;
+
+    memset(&p, 0, sizeof(p));
+    p.up = j->up;
+    p.user = j->dev->user;
+    p.password = j->dev->password;
+    p.helo = j->conf->hostname;
+    p.sid = j->qid;
+    p.connect_timeout = j->conf->connect_timeout;
+    p.command_timeout = j->conf->command_timeout;
+    p.data_timeout = j->conf->data_timeout;
+    j->step = UPQ_CONNECT;
+    j->attempts++;
+    j->ups = up_session_new(q->loop, &p, &upq_up_cbs, j);
+    if (!j->ups) {
+        snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
+        j->temp_fail = 1;
+        upq_attempt_end(j);
+        return;
+    }
+    log_debug(j->qid, "queue", "qid=%016" PRIx64 " event=attempt n=%u relay=%s", j->qid,
+              j->attempts, up_where(j->ups));
+    up_session_start(j->ups);
+}
+
+static void upq_next_rcpt(struct upq_job *j)
+{
+    while (j->ircpt < j->env.nrcpt && j->rstate[j->ircpt] != UPQ_R_PENDING) {
+        j->ircpt++;
+    }
+    if (j->ircpt < j->env.nrcpt) {
+        j->step = UPQ_RCPT;
+        up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL);
+        return;
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_ACCEPTED) {
+            j->step = UPQ_DATA;
+            up_data(j->ups);
+            return;
+        }
+    }
+    /* nobody accepted: nothing to send */
+    up_quit(j->ups);
+    j->ups = NULL;
+    upq_attempt_end(j);
+}
+
+static void upq_reply_text(const struct up_reply *r, char *out, size_t cap)
+{
+    char line[560];
+    snprintf(out, cap, "%d %s", r->code, up_reply_oneline(r, line, sizeof(line)));
+}
+
+/* Apply a verdict to every recipient accepted in this attempt. */
+static void upq_settle_accepted(struct upq_job *j, const struct up_reply *r)
+{
+    char text[600];
+
+    upq_reply_text(r, text, sizeof(text));
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] != UPQ_R_ACCEPTED) {
+            continue;
+        }
+        if (r->code < 300) {
+            j->rstate[i] = UPQ_R_NEW_OK;
+        } else if (r->code >= 500) {
+            j->rstate[i] = UPQ_R_NEW_FAILED;
+            free(j->rreply[i]);
+            j->rreply[i] = strdup(text);
+        } else {
+            j->rstate[i] = UPQ_R_PENDING;
+            j->temp_fail = 1;
+        }
+    }
+    if (r->code >= 300) {
+        snprintf(j->lasterr, sizeof(j->lasterr), "%s", text);
+    }
+}
+
+static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+{
+    struct upq_job *j = arg;
+    char params[64];
+
+    (void)r;
+    if (err != 0) {
+        reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
+        j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
+        if (j->q->m) {
+            metrics_upstream_error(j->q->m, err);
+        }
+        j->ups = NULL; /* it closes itself */
+        j->temp_fail = 1;
+        upq_attempt_end(j);
+        return;
+    }
+    params[0] = '\0';
+    if (j->env.body[0] && (up_ext(j->ups) & UP_EXT_8BITMIME)) {
+        snprintf(params, sizeof(params), "BODY=%s", j->env.body);
+    }
+    j->step = UPQ_MAIL;
+    up_mail(j->ups, j->env.from, params);
+}
+
+static void upq_on_reply(void *arg, const struct up_reply *r)
+{
+    struct upq_job *j = arg;
+    char text[600];
+
+    switch (j->step) {
+    case UPQ_MAIL:
+        if (r->code >= 300) {
+            upq_reply_text(r, text, sizeof(text));
+            snprintf(j->lasterr, sizeof(j->lasterr), "%s", text);
+            if (r->code >= 500) {
+                j->perm_all = 1;
+            } else {
+                j->temp_fail = 1;
+            }
+            up_quit(j->ups);
+            j->ups = NULL;
+            upq_attempt_end(j);
+            return;
+        }
+        j->ircpt = 0;
+        upq_next_rcpt(j);
+        return;
+    case UPQ_RCPT:
+        if (r->code < 300) {
+            j->rstate[j->ircpt] = UPQ_R_ACCEPTED;
+        } else if (r->code >= 500) {
+            upq_reply_text(r, text, sizeof(text));
+            j->rstate[j->ircpt] = UPQ_R_NEW_FAILED;
+            free(j->rreply[j->ircpt]);
+            j->rreply[j->ircpt] = strdup(text);
+        } else {
+            upq_reply_text(r, j->lasterr, sizeof(j->lasterr));
+            j->temp_fail = 1;
+        }
+        j->ircpt++;
+        upq_next_rcpt(j);
+        return;
+    case UPQ_DATA:
+        if (r->code != 354) {
+            upq_settle_accepted(j, r);
+            up_quit(j->ups);
+            j->ups = NULL;
+            upq_attempt_end(j);
+            return;
+        }
+        j->step = UPQ_BODY;
+        j->off = 0;
+        j->body_eof = 0;
+        data_enc_init(&j->enc);
+        j->rbuf = malloc(UPQ_READ);
+        j->ebuf = malloc(2 * UPQ_READ + 8);
+        if (!j->rbuf || !j->ebuf) {
+            snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
+            j->temp_fail = 1;
+            for (size_t i = 0; i < j->env.nrcpt; i++) {
+                j->rstate[i] = j->rstate[i] == UPQ_R_ACCEPTED ? UPQ_R_PENDING : j->rstate[i];
+            }
+            up_close(j->ups);
+            j->ups = NULL;
+            upq_attempt_end(j);
+            return;
+        }
+        upq_read_body(j);
+        return;
+    case UPQ_DOT:
+        upq_settle_accepted(j, r);
+        up_quit(j->ups);
+        j->ups = NULL;
+        upq_attempt_end(j);
+        return;
+    default:
+        return;
+    }
+}
+
+static void upq_on_fail(void *arg, int err, const char *detail, int pending)
+{
+    struct upq_job *j = arg;
+
+    (void)pending;
+    reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
+    j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
+    if (j->q->m) {
+        metrics_upstream_error(j->q->m, err);
+    }
+    j->ups = NULL;
+    j->temp_fail = 1;
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_ACCEPTED) {
+            j->rstate[i] = UPQ_R_PENDING;
+        }
+    }
+    if (j->reading) {
+        j->step = UPQ_RECORD; /* the read callback ends the attempt */
+        return;
+    }
+    upq_attempt_end(j);
+}
+
+static void upq_on_drain(void *arg)
+{
+    struct upq_job *j = arg;
+    if (j->waiting_drain && j->step == UPQ_BODY) {
+        j->waiting_drain = 0;
+        upq_read_body(j);
+    }
+}
+
+static void upq_on_close(void *arg)
+{
+    (void)arg;
+}
+
+static const struct up_cbs upq_up_cbs = {
+    .on_ready = upq_on_ready,
+    .on_reply = upq_on_reply,
+    .on_fail = upq_on_fail,
+    .on_drain = upq_on_drain,
+    .on_close = upq_on_close,
+};
+
+/* ---- the body, from <qid>.msg ---- */
+
+static void upq_body_abort(struct upq_job *j, const char *why)
+{
+    snprintf(j->lasterr, sizeof(j->lasterr), "%s", why);
+    j->temp_fail = 1;
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_ACCEPTED) {
+            j->rstate[i] = UPQ_R_PENDING;
+        }
+    }
+    if (j->ups) {
+        up_close(j->ups); /* no final dot: upstream drops the partial message */
+        j->ups = NULL;
+    }
+    upq_attempt_end(j);
+}
+
+static void upq_fs_cb(uv_fs_t *req)
+{
+    struct upq_job *j = req->data;
+    ssize_t r = req->result;
+    int was_open = req->fs_type == UV_FS_OPEN;
+
+    uv_fs_req_cleanup(req);
+    j->reading = 0;
+    if (j->step != UPQ_BODY || !j->ups) { /* upstream failed meanwhile */
+        if (was_open && r >= 0) {
+            j->fd = (uv_file)r;
+        }
+        upq_attempt_end(j);
+        return;
+    }
+    if (r < 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "cannot read spooled message: %s", uv_strerror((int)r));
+        if (was_open && r == UV_ENOENT) {
+            j->gone = 1;
+        }
+        upq_body_abort(j, why);
+        return;
+    }
+    if (was_open) {
+        j->fd = (uv_file)r;
+        upq_read_body(j);
+        return;
+    }
+    if (r == 0) {
+        char term[8];
+        size_t n = data_enc_finish(&j->enc, term);
+        j->body_eof = 1;
+        j->step = UPQ_DOT;
+        if (up_body(j->ups, term, n) == 0) {
+            up_data_end(j->ups);
+        }
+        return;
+    }
+    j->off += (uint64_t)r;
+    {
+        size_t n = data_enc_feed(&j->enc, j->rbuf, (size_t)r, j->ebuf);
+        if (up_body(j->ups, j->ebuf, n) != 0) {
+            return; /* on_fail took over */
+        }
+    }
+    if (up_pending(j->ups) > UPQ_HIWAT) {
+        j->waiting_drain = 1; /* upq_on_drain continues */
+        return;
+    }
+    upq_read_body(j);
+}
+
+static void upq_read_body(struct upq_job *j)
+{
+    uv_buf_t b;
+    int r;
+
+    j->fs.data = j;
+    j->reading = 1;
+    if (j->fd < 0) {
+        char path[4096];
+        up_spool_path(path, sizeof(path), j->conf->spool_dir, "q", j->qid, ".msg");
+        r = uv_fs_open(j->q->loop, &j->fs, path, O_RDONLY | O_CLOEXEC, 0, upq_fs_cb);
+    } else {
+        b = uv_buf_init(j->rbuf, UPQ_READ);
+        r = uv_fs_read(j->q->loop, &j->fs, j->fd, &b, 1, (int64_t)j->off, upq_fs_cb);
+    }
+    if (r < 0) {
+        j->reading = 0;
+        upq_body_abort(j, uv_strerror(r));
+    }
+}
+
+/* ---- record: results to disk, then remove / move / bounce (thread pool) ---- */
+
+static int upq_fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
+    if (fd < 0) {
+        return -1;
+    }
+    r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+static int upq_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The first header section of the original message (RFC 3462 text/rfc822-headers). */
+static char *upq_orig_headers(const char *msgpath, size_t *len)
+{
+    int fd = open(msgpath, O_RDONLY | O_CLOEXEC);
+    char *buf, *end;
+    ssize_t n;
+
+    *len = 0;
+    if (fd < 0 || !(buf = malloc(UPQ_HEADERS_MAX + 1))) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return NULL;
+    }
+    n = read(fd, buf, UPQ_HEADERS_MAX);
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    end = strstr(buf, "\r\n\r\n");
+    *len = end ? (size_t)(end - buf) + 2 : (size_t)n;
+    return buf;
+}
+
+/* Writes an RFC 3464 report for the failed recipients as a new spooled message
+ * (null sender, to the original sender, same device). Returns its qid or 0. */
+static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
+{
+    const char *dir = j->conf->spool_dir, *host = j->conf->hostname;
+    char msgpath[4096], tmsg[4096], tenv[4096], qmsg[4096], qenv[4096], qdir[4096];
+    char date[64], boundary[64];
+    uint64_t bq = up_queue_new_id();
+    struct up_spool_env be;
+    char rcpt1[1][UP_SPOOL_ADDR_MAX];
+    char *hdrs, *envtext = NULL, *out = NULL;
+    size_t hl, el, cap, o = 0;
+    time_t now = time(NULL);
+    struct tm tm;
+    int fd = -1, ok = 0;
+
+    up_spool_path(msgpath, sizeof(msgpath), dir, "q", j->qid, ".msg");
+    hdrs = upq_orig_headers(msgpath, &hl);
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    snprintf(boundary, sizeof(boundary), "%016" PRIx64 "/%.40s", bq, host);
+    cap = 8192 + hl + j->env.nrcpt * 1200;
+    if (!(out = malloc(cap))) {
+        goto done;
+    }
+#define UPQ_PUT(...)                                                                               \
+    do {                                                                                           \
+        int n_ = snprintf(out + o, cap - o, __VA_ARGS__);                                          \
+        if (n_ < 0 || (size_t)n_ >= cap - o) {                                                     \
+            goto done;                                                                             \
+        }                                                                                          \
+        o += (size_t)n_;                                                                           \
+    } while (0)
+    UPQ_PUT("From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nDate: %s\r\n"
+            "Message-ID: <%016" PRIx64 ".bounce@%s>\r\nAuto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+            "\tboundary=\"%s\"\r\n\r\n",
+            host, j->env.from, date, bq, host, boundary);
+    UPQ_PUT("--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "This is the relay25 mail relay at %s.\r\n\r\n"
+            "Your message (queue id %016" PRIx64 ") could not be delivered to the\r\n"
+            "following recipients:\r\n\r\n",
+            boundary, host, j->qid);
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED) {
+            UPQ_PUT("<%s>: %s\r\n", j->env.rcpt[i], j->rreply[i] ? j->rreply[i] : j->lasterr);
+        }
+    }
+    UPQ_PUT("\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; %s\r\nX-Relay25-Queue-ID: %016" PRIx64 "\r\n",
+            boundary, host, j->qid);
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        const char *why;
+        char status[16] = "5.0.0";
+        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
+            continue;
+        }
+        why = j->rreply[i] ? j->rreply[i] : j->lasterr;
+        /* "550 5.1.1 ..." -> Status: 5.1.1 */
+        if (strlen(why) > 9 && why[4] == '5' && why[5] == '.') {
+            snprintf(status, sizeof(status), "%.*s", (int)strcspn(why + 4, " "), why + 4);
+        }
+        UPQ_PUT("\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
+                "Diagnostic-Code: smtp; %s\r\n",
+                j->env.rcpt[i], status, why);
+    }
+    UPQ_PUT("\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
+    if (hdrs && o + hl + 200 < cap) {
+        memcpy(out + o, hdrs, hl);
+        o += hl;
+    }
+    UPQ_PUT("\r\n--%s--\r\n", boundary);
+#undef UPQ_PUT
+
+    memset(&be, 0, sizeof(be));
+    be.created = (uint64_t)now;
+    snprintf(be.device, sizeof(be.device), "%s", j->env.device);
+    snprintf(be.user, sizeof(be.user), "%s", j->env.user);
+    snprintf(be.client, sizeof(be.client), "127.0.0.1");
+    snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
+    be.rcpt = rcpt1;
+    be.nrcpt = 1;
+    if (!(envtext = up_spool_env_format(&be, &el))) {
+        goto done;
+    }
+    up_spool_path(tmsg, sizeof(tmsg), dir, "tmp", bq, ".msg");
+    up_spool_path(tenv, sizeof(tenv), dir, "tmp", bq, ".env");
+    up_spool_path(qmsg, sizeof(qmsg), dir, "q", bq, ".msg");
+    up_spool_path(qenv, sizeof(qenv), dir, "q", bq, ".env");
+    snprintf(qdir, sizeof(qdir), "%s/q", dir);
+    fd = open(tmsg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || upq_write_all(fd, out, o) != 0 || fsync(fd) != 0) {
+        goto done;
+    }
+    close(fd);
+    fd = open(tenv, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || upq_write_all(fd, envtext, el) != 0 || fsync(fd) != 0) {
+        goto done;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmsg, qmsg) != 0 || rename(tenv, qenv) != 0 || upq_fsync_dir(qdir) != 0) {
+        goto done;
+    }
+    *size = o;
+    ok = 1;
+done:
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (!ok) {
+        unlink(tmsg);
+        unlink(tenv);
+    }
+    free(hdrs);
+    free(out);
+    free(envtext);
+    return ok ? bq : 0;
+}
+
+static void upq_record_work(uv_work_t *w)
+{
+    struct upq_job *j = w->data;
+    const char *dir = j->conf->spool_dir;
+    char path[4096], *lines = NULL;
+    size_t cap = 64, o = 0;
+    int any_failed = 0, pending = 0;
+    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+
+    j->finished = 0;
+    j->bounce_qid = 0;
+    j->errmsg[0] = '\0';
+    if (j->perm_all) {
+        for (size_t i = 0; i < j->env.nrcpt; i++) {
+            if (j->rstate[i] == UPQ_R_PENDING || j->rstate[i] == UPQ_R_ACCEPTED) {
+                j->rstate[i] = UPQ_R_NEW_FAILED;
+                free(j->rreply[i]);
+                j->rreply[i] = strdup(j->lasterr);
+            }
+        }
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        cap += UP_SPOOL_ADDR_MAX + 16 + (j->rreply[i] ? strlen(j->rreply[i]) : 0);
+    }
+    lines = malloc(cap);
+    for (size_t i = 0; lines && i < j->env.nrcpt; i++) {
+        int n = 0;
+        if (j->rstate[i] == UPQ_R_NEW_OK) {
+            n = snprintf(lines + o, cap - o, "ok %s\n", j->env.rcpt[i]);
+        } else if (j->rstate[i] == UPQ_R_NEW_FAILED) {
+            const char *why = j->rreply[i] ? j->rreply[i] : "failed";
+            n = snprintf(lines + o, cap - o, "failed %s %.*s\n", j->env.rcpt[i],
+                         (int)strcspn(why, "\r\n"), why);
+        }
+        o += n > 0 ? (size_t)n : 0;
+        any_failed |= j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED;
+        pending |= j->rstate[i] == UPQ_R_PENDING || j->rstate[i] == UPQ_R_ACCEPTED;
+    }
+    if (!j->dev) {
+        pending = 1;
+    }
+    if (o > 0 && pending) {
+        /* progress must survive a crash: append and fsync before going on */
+        int fd;
+        up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
+        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || upq_write_all(fd, lines, o) != 0 || fsync(fd) != 0) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress in %s: %s", path,
+                     strerror(errno));
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    free(lines);
+    if (pending) {
+        return;
+    }
+    /* every recipient has a final verdict */
+    if (any_failed && j->conf->bounce == CONF_BOUNCE_DSN && j->env.from[0]) {
+        j->bounce_qid = upq_write_bounce(j, &j->bounce_size);
+        if (!j->bounce_qid) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot write the bounce: %s", strerror(errno));
+            return; /* keep the message: the bounce is retried with the next attempt */
+        }
+    }
+    if (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP) {
+        char to[4096];
+        int fd;
+        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            upq_write_all(fd, j->lasterr, strlen(j->lasterr));
+            upq_write_all(fd, "\n", 1);
+            fsync(fd);
+            close(fd);
+        }
+        for (size_t e = 0; e < 3; e++) {
+            up_spool_path(path, sizeof(path), dir, "q", j->qid, exts[e]);
+            up_spool_path(to, sizeof(to), dir, "failed", j->qid, exts[e]);
+            if (rename(path, to) != 0 && errno != ENOENT) {
+                snprintf(j->errmsg, sizeof(j->errmsg), "cannot move %s: %s", path, strerror(errno));
+            }
+        }
+        snprintf(path, sizeof(path), "%s/failed", dir);
+        upq_fsync_dir(path);
+    } else {
+        /* .env first: a crash after it leaves only files startup removes */
+        for (size_t e = 0; e < 3; e++) {
+            up_spool_path(path, sizeof(path), dir, "q", j->qid, exts[e]);
+            unlink(path);
+        }
+    }
+    snprintf(path, sizeof(path), "%s/q", dir);
+    upq_fsync_dir(path);
+    j->finished = 1;
+}
+
+static const char *upq_status_of(const struct upq_job *j)
+{
+    int failed = 0;
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        failed |= j->rstate[i] == UPQ_R_NEW_FAILED || j->rstate[i] == UPQ_R_FAILED;
+    }
+    return failed ? "bounced" : "sent";
+}
+
+static void upq_record_done(uv_work_t *w, int status)
+{
+    struct upq_job *j = w->data;
+    struct up_queue *q = j->q;
+    char qt[700];
+
+    (void)status;
+    if (j->errmsg[0]) {
+        log_err(0, "queue", "qid=%016" PRIx64 " event=spool_error error=\"%s\"", j->qid, j->errmsg);
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_NEW_OK || j->rstate[i] == UPQ_R_NEW_FAILED) {
+            log_info(
+                0, "queue", "qid=%016" PRIx64 " to=<%s> relay=%s status=%s reply=\"%s\"", j->qid,
+                j->env.rcpt[i], j->up ? j->up->name : "-",
+                j->rstate[i] == UPQ_R_NEW_OK ? "sent" : "bounced",
+                log_quote(j->rstate[i] == UPQ_R_NEW_OK ? "ok" : (j->rreply[i] ? j->rreply[i] : ""),
+                          500, qt, sizeof(qt)));
+        }
+    }
+    if (j->finished) {
+        const char *st = upq_status_of(j);
+        log_info(0, "queue",
+                 "qid=%016" PRIx64 " from=<%s> nrcpt=%zu size=%" PRIu64
+                 " device=%s attempts=%u status=%s bounce=%s",
+                 j->qid, j->env.from, j->env.nrcpt, j->size, j->env.device, j->attempts, st,
+                 strcmp(st, "sent") == 0               ? "-"
+                 : j->bounce_qid                       ? "dsn"
+                 : j->conf->bounce == CONF_BOUNCE_KEEP ? "kept"
+                                                       : "none");
+        if (q->m) {
+            if (strcmp(st, "sent") == 0) {
+                q->m->messages_sent++;
+                q->m->bytes_total += j->size;
+            } else {
+                q->m->messages_bounced++;
+            }
+        }
+        if (j->bounce_qid && !q->closing) {
+            upq_job_add(q, j->bounce_qid, j->bounce_size);
+        }
+        q->busy--;
+        upq_job_free(j);
+        if (q->closing) {
+            upq_maybe_done(q);
+            return;
+        }
+        upq_schedule(q);
+        return;
+    }
+    /* temporary failure: back off (RFC 5321 §4.5.4.1), or the next upstream now */
+    {
+        uint64_t now = uv_now(q->loop), delay;
+        const struct conf *c = j->conf;
+        size_t nups = j->dev && j->dev->nups ? j->dev->nups : 1;
+        unsigned shift = j->attempts > 0 ? j->attempts - 1 : 0;
+        uint32_t rnd;
+
+        log_info(0, "queue", "qid=%016" PRIx64 " relay=%s attempts=%u status=deferred reply=\"%s\"",
+                 j->qid, j->up ? j->up->name : "-", j->attempts,
+                 log_quote(j->lasterr, strlen(j->lasterr), qt, sizeof(qt)));
+        if (q->m) {
+            q->m->messages_deferred++;
+        }
+        j->tried++;
+        if (j->dev && j->tried < nups) {
+            j->upidx = (j->upidx + 1) % nups; /* failover */
+            delay = 0;
+        } else {
+            j->tried = 0;
+            j->upidx = 0;
+            delay = (uint64_t)c->retry_min << (shift > 20 ? 20 : shift);
+            if (delay > c->retry_max) {
+                delay = c->retry_max;
+            }
+            delay *= 1000u;
+            if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+                rnd = (uint32_t)now;
+            }
+            /* jitter: 75% .. 125% */
+            delay = delay * 3 / 4 + (delay / 2) * (rnd % 1000) / 1000;
+        }
+        j->next_ms = now + delay;
+        upq_attempt_free(j);
+        upq_busy_end(j);
+    }
+}
+
+static void upq_attempt_end(struct upq_job *j)
+{
+    struct up_queue *q = j->q;
+
+    if (j->ups) {
+        up_close(j->ups);
+        j->ups = NULL;
+    }
+    if (j->up) {
+        struct upq_slot *sl = upq_slot(q, j->up->name);
+        if (sl && sl->active > 0 && j->step >= UPQ_CONNECT) {
+            sl->active--;
+        }
+    }
+    if (j->fd >= 0) {
+        uv_fs_t r;
+        uv_fs_close(q->loop, &r, j->fd, NULL);
+        uv_fs_req_cleanup(&r);
+        j->fd = -1;
+    }
+    if (j->gone) {
+        q->busy--;
+        upq_job_free(j);
+        upq_schedule(q);
+        return;
+    }
+    if (q->closing) {
+        upq_busy_end(j);
+        return;
+    }
+    j->step = UPQ_RECORD;
+    j->work.data = j;
+    if (uv_queue_work(q->loop, &j->work, upq_record_work, upq_record_done) != 0) {
+        upq_attempt_free(j);
+        upq_busy_end(j);
+    }
+}
+
+/* ---- scheduling ---- */
+
+static void upq_timer_cb(uv_timer_t *t)
+{
+    upq_schedule(t->data);
+}
+
+static void upq_schedule(struct up_queue *q)
+{
+    uint64_t now = uv_now(q->loop), next = UINT64_MAX;
+
+    if (q->closing) {
+        return;
+    }
+    for (struct upq_job *j = q->head; j; j = j->next) {
+        if (j->step == UPQ_SLOT) {
+            struct upq_slot *sl = upq_slot(q, j->up->name);
+            if (sl && sl->active < j->up->max_connections) {
+                sl->active++;
+                upq_start_delivery(j);
+            }
+            continue;
+        }
+        if (j->step != UPQ_IDLE) {
+            continue;
+        }
+        if (j->next_ms > now) {
+            next = j->next_ms < next ? j->next_ms : next;
+            continue;
+        }
+        if (q->busy >= UPQ_MAX_BUSY) {
+            next = now + 1000 < next ? now + 1000 : next;
+            continue;
+        }
+        q->busy++;
+        j->step = UPQ_PREPARE;
+        j->temp_fail = j->perm_all = 0;
+        j->lasterr[0] = '\0';
+        j->conf = conf_hold(q->conf);
+        j->work.data = j;
+        if (uv_queue_work(q->loop, &j->work, upq_prepare_work, upq_prepare_done) != 0) {
+            upq_attempt_free(j);
+            q->busy--;
+            j->step = UPQ_IDLE;
+        }
+    }
+    if (next != UINT64_MAX) {
+        uv_timer_start(&q->timer, upq_timer_cb, next > now ? next - now : 0, 0);
+    } else {
+        uv_timer_stop(&q->timer);
+    }
+}
+
+/* ---- scanning the spool ---- */
+
+static void upq_scan_work(uv_work_t *w)
+{
+    struct up_queue *q = w->data;
+    char path[4096];
+    DIR *d;
+    struct dirent *de;
+    size_t cap = 0;
+
+    q->scan_n = 0;
+    snprintf(path, sizeof(path), "%s/q", q->conf->spool_dir);
+    if (!(d = opendir(path))) {
+        return;
+    }
+    while ((de = readdir(d))) {
+        char *end;
+        uint64_t id;
+        struct stat st;
+        char msg[32];
+
+        if (strlen(de->d_name) != 20 || strcmp(de->d_name + 16, ".env") != 0) {
+            continue;
+        }
+        id = strtoull(de->d_name, &end, 16);
+        if (end != de->d_name + 16 || id == 0) {
+            continue;
+        }
+        if (q->scan_n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            uint64_t *a = realloc(q->scan_ids, ncap * sizeof(*a));
+            uint64_t *b = a ? realloc(q->scan_sizes, ncap * sizeof(*b)) : NULL;
+            if (a) {
+                q->scan_ids = a;
+            }
+            if (!b) {
+                break;
+            }
+            q->scan_sizes = b;
+            cap = ncap;
+        }
+        snprintf(msg, sizeof(msg), "%.16s.msg", de->d_name);
+        q->scan_ids[q->scan_n] = id;
+        q->scan_sizes[q->scan_n] = fstatat(dirfd(d), msg, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
+        q->scan_n++;
+    }
+    closedir(d);
+}
+
+static void upq_scan_start(struct up_queue *q);
+
+static void upq_scan_done(uv_work_t *w, int status)
+{
+    struct up_queue *q = w->data;
+    size_t added = 0;
+
+    (void)status;
+    q->scanning = 0;
+    if (q->closing) {
+        upq_maybe_done(q);
+        return;
+    }
+    for (size_t i = 0; i < q->scan_n; i++) {
+        if (!upq_find(q, q->scan_ids[i])) {
+            added += upq_job_add(q, q->scan_ids[i], q->scan_sizes[i]) != NULL;
+        }
+    }
+    if (added) {
+        log_info(0, "queue", "event=scan added=%zu queued=%zu bytes=%" PRIu64, added, q->njobs,
+                 q->bytes);
+    }
+    if (q->rescan) {
+        q->rescan = 0;
+        upq_scan_start(q);
+    }
+    upq_schedule(q);
+}
+
+static void upq_scan_start(struct up_queue *q)
+{
+    if (q->scanning) {
+        q->rescan = 1;
+        return;
+    }
+    q->scanning = 1;
+    q->scan.data = q;
+    if (uv_queue_work(q->loop, &q->scan, upq_scan_work, upq_scan_done) != 0) {
+        q->scanning = 0;
+    }
+}
+
+/* ---- API ---- */
+
+struct up_queue *up_queue_new(uv_loop_t *loop, struct conf *c, struct metrics *m)
+{
+    struct up_queue *q = calloc(1, sizeof(*q));
+
+    if (!q) {
+        return NULL;
+    }
+    q->loop = loop;
+    q->conf = conf_hold(c);
+    q->m = m;
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    upq_scan_start(q);
+    return q;
+}
+
+void up_queue_reload(struct up_queue *q, struct conf *c)
+{
+    conf_release(q->conf);
+    q->conf = conf_hold(c);
+}
+
+void up_queue_add(struct up_queue *q, uint64_t qid, uint64_t size)
+{
+    if (q->closing) {
+        return;
+    }
+    if (upq_job_add(q, qid, size)) {
+        upq_schedule(q);
+    }
+}
+
+void up_queue_flush(struct up_queue *q)
+{
+    uint64_t now = uv_now(q->loop);
+
+    if (q->closing) {
+        return;
+    }
+    for (struct upq_job *j = q->head; j; j = j->next) {
+        j->next_ms = now;
+        j->tried = 0;
+    }
+    log_info(0, "queue", "event=flush queued=%zu", q->njobs);
+    upq_scan_start(q);
+    upq_schedule(q);
+}
+
+uint64_t up_queue_bytes(const struct up_queue *q)
+{
+    return q->bytes;
+}
+
+size_t up_queue_count(const struct up_queue *q)
+{
+    return q->njobs;
+}
+
+static void upq_timer_closed(uv_handle_t *h)
+{
+    struct up_queue *q = h->data;
+    q->pending_handles--;
+    upq_maybe_done(q);
+}
+
+void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
+{
+    q->closing = 1;
+    q->done = done;
+    q->done_arg = arg;
+    q->pending_handles++;
+    uv_close((uv_handle_t *)&q->timer, upq_timer_closed);
+    for (struct upq_job *j = q->head; j; j = j->next) {
+        if (j->ups) {
+            /* cut: the message stays spooled and is retried at the next start */
+            up_close(j->ups);
+            j->ups = NULL;
+            if (!j->reading && j->step >= UPQ_CONNECT && j->step <= UPQ_DOT) {
+                j->step = UPQ_DOT;
+                upq_attempt_end(j);
+            }
+        } else if (j->step == UPQ_SLOT) {
+            upq_attempt_free(j);
+            q->busy--;
+            j->step = UPQ_IDLE;
+        }
+    }
+}
