@@ -96,6 +96,7 @@ struct prx_session {
     enum prx_body_err body_err;
     int hdr_done;     /* the header section ended (first empty line) */
     int hdr_eol;      /* 0..3: progress through CR LF CR LF while scanning headers */
+    uint64_t hdr_size; /* header section bytes seen so far */
     char *bodybuf;    /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
     char upfail[700]; /* the 4xx to give when upstream failed mid-transaction */
 
@@ -142,6 +143,20 @@ static const char *prx_strstate(enum prx_state st)
 
 static void prx_timeout_cb(uv_timer_t *t);
 
+/* (Re)starts the idle timer while we wait for the client: idle_timeout from
+ * now, or the end of session_timeout if that comes first. */
+static void prx_arm_timer(struct prx_session *s)
+{
+    uint64_t ms = (uint64_t)s->conf->idle_timeout * 1000u;
+    uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
+    uint64_t now = uv_now(s->env->loop);
+
+    if (s->conf->session_timeout > 0 && end < now + ms) {
+        ms = end > now ? end - now : 1;
+    }
+    uv_timer_start(&s->timer, prx_timeout_cb, ms, 0);
+}
+
 static void prx_enter_state(struct prx_session *s, enum prx_state st)
 {
     log_debug(s->sid, "prx", "state=%s->%s", prx_strstate(s->state), prx_strstate(st));
@@ -152,14 +167,7 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
     /* the idle timer runs only while we wait for the client */
     if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
         st == PRX_STATE_REFUSED || st == PRX_STATE_PROXY) {
-        uint64_t ms = (uint64_t)s->conf->idle_timeout * 1000u;
-        uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
-        uint64_t now = uv_now(s->env->loop);
-        /* the session's total duration is bounded too: fire at whichever is first */
-        if (s->conf->session_timeout > 0 && end < now + ms) {
-            ms = end > now ? end - now : 1;
-        }
-        uv_timer_start(&s->timer, prx_timeout_cb, ms, ms);
+        prx_arm_timer(s);
     } else {
         uv_timer_stop(&s->timer);
     }
@@ -426,6 +434,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
             data_dec_init(&s->dec);
             s->hdr_done = 0;
             s->hdr_eol = 2;
+            s->hdr_size = 0;
             data_enc_init(&s->enc);
             prx_reply(s, REPLY_DATA);
             prx_enter_state(s, PRX_STATE_BODY);
@@ -1025,12 +1034,14 @@ static void prx_scan_header(struct prx_session *s, const char *p, size_t n)
             st = st == 2 ? 3 : 1;
         } else if (ch == '\n' && st == 3) {
             s->hdr_done = 1;
+            s->hdr_size += i + 1;
             return;
         } else {
             st = ch == '\n' && st == 1 ? 2 : 0;
         }
     }
     s->hdr_eol = st;
+    s->hdr_size += n;
 }
 
 /* Decode, check, re-encode and forward one step of body bytes. Returns input consumed. */
@@ -1048,8 +1059,7 @@ static size_t prx_body(struct prx_session *s, const char *data, size_t len)
     if (s->body_err == PRX_BODY_OK) {
         if (s->dec.size > s->conf->max_message_size) {
             s->body_err = PRX_BODY_TOO_BIG;
-        } else if (!s->hdr_done && s->conf->max_header_size &&
-                   s->dec.size > s->conf->max_header_size) {
+        } else if (s->conf->max_header_size && s->hdr_size > s->conf->max_header_size) {
             s->body_err = PRX_BODY_HEADER_TOO_BIG;
         } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
             s->body_err = PRX_BODY_BARE_LF;
@@ -1085,7 +1095,7 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
                 s->bp = 1; /* resumed by prx_up_drain */
                 break;
             }
-            uv_timer_again(&s->timer);
+            prx_arm_timer(s);
             off += prx_body(s, data + off, len - off);
             continue;
         }
@@ -1093,7 +1103,7 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
             break;
         }
         /* input: the idle timer starts again */
-        uv_timer_again(&s->timer);
+        prx_arm_timer(s);
         const char *nl = memchr(data + off, '\n', len - off);
         size_t n = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
         if (s->linelen + n > PRX_LINE_MAX || s->line_overflow) {
@@ -1187,7 +1197,12 @@ static void prx_timeout_cb(uv_timer_t *t)
         prx_close(s, "close timeout");
         return;
     }
-    log_info(s->sid, "prx", "event=timeout client=%s state=%s", s->ip, prx_strstate(s->state));
+    log_info(s->sid, "prx", "event=timeout client=%s state=%s limit=%s", s->ip,
+             prx_strstate(s->state),
+             s->conf->session_timeout &&
+                     uv_now(s->env->loop) >= s->start_ms + s->conf->session_timeout * 1000ull
+                 ? "session_timeout"
+                 : "idle_timeout");
     if (s->state == PRX_STATE_BODY) {
         prx_log_message(s, "aborted", "client timed out during DATA", 28);
         prx_drop_up(s);

@@ -43,7 +43,7 @@ LOG_LEVEL = os.environ.get("RELAY25_TEST_LOG_LEVEL", "debug")
 VERBOSE = os.environ.get("RELAY25_TEST_VERBOSE", "") not in ("", "0")
 CLIENT_NAME = "client.test"
 # the SMTP listener; "metrics event=listening" (metrics_listen) is logged first
-LISTENING_RE = re.compile(r"\bprx event=listening addr=(\S+)")
+LISTENING_RE = re.compile(r"\bprx event=listening\b.*?\baddr=(\S+)")
 
 
 # --------------------------------------------------------------------------- config

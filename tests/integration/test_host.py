@@ -26,7 +26,7 @@ from relaytest import (CLIENT_NAME, RELAY25_BIN, Relay, RelayTestCase, main, mak
                        parse_hostport)
 
 PRX_LISTENING_RE = re.compile(r"\bprx event=listening addr=(\S+)")
-METRICS_LISTENING_RE = re.compile(r"\bmetrics event=listening addr=(\S+)")
+METRICS_LISTENING_RE = re.compile(r"\bmetrics event=listening service=metrics addr=(\S+)")
 JSON_PRX_LISTENING_RE = re.compile(r'"module":"prx".*"event":"listening".*"addr":"([^"]+)"')
 UNKNOWN_USER = "no-such-user-xyz"
 

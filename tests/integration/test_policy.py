@@ -274,7 +274,7 @@ class PolicyTest(RelayTestCase):
     # --- metrics ---------------------------------------------------------------------
 
     def scrape(self, relay):
-        addr = parse_hostport(relay.wait_log(r"\bmetrics event=listening addr=(\S+)").group(1))
+        addr = parse_hostport(relay.wait_log(r"\bmetrics event=listening\b.*?\baddr=(\S+)").group(1))
         with socket.create_connection(addr, timeout=10) as s:
             s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
             data = b""

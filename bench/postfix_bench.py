@@ -1,0 +1,723 @@
+#!/usr/bin/python3
+"""relay25 against Postfix as a smarthost, on demand (never in CI). Run via bench/postfix.sh.
+
+Everything runs on 127.0.0.1 with its own config directories and ports; the
+system Postfix (/etc/postfix, port 25) is never touched or started.
+
+  upstream  a Postfix instance: one smtpd port that requires STARTTLS + AUTH
+            (Cyrus sasldb, PLAIN/LOGIN; certificate from a throwaway CA made by
+            tests/integration/certs.py) and one plain port (the ceiling). Every
+            message is discarded (default_transport = discard). It logs through
+            postlogd to its own file (maillog_file); a message counts as arrived
+            when its "status=sent (...)" line from discard(8) is in that file.
+  postfix   a second Postfix instance set up as users set up a null-client
+            smarthost: relayhost = [127.0.0.1]:<upstream TLS port>,
+            smtp_sasl_auth_enable with a hash: smtp_sasl_password_maps,
+            smtp_tls_security_level = secure against the CA, TLS session cache.
+  relay25   the binary under test (--bin), tls = starttls, ca_file = the CA,
+            server_name = localhost, the same SASL user.
+  ceiling   smtp-source straight to the upstream's plain port, one connection
+            per message ("plain") and reusing connections with -d ("plain-reuse");
+            plus "tls-reuse": a Python smtplib client (threads, one STARTTLS+AUTH
+            session per thread, many messages each) to the TLS port.
+
+Load: smtp-source (from the postfix package) with -s CONCURRENCY -m COUNT -l SIZE,
+no -d: a new client connection per message.
+
+Measured per relay and scenario, between the start of smtp-source and the moment
+the upstream has logged the last delivery:
+  msg/s       COUNT / that time.
+  cpu/1k      CPU seconds (utime+stime) per 1000 messages over the relay's whole
+              process tree. relay25: its one process. Postfix: the instance's
+              master plus every live child (found by scanning /proc for ppid ==
+              master), each utime+stime+cutime+cstime, sampled before and after;
+              the master waitpid()s every child it forks, so children that exited
+              in between are in its cutime/cstime. after - before is the tree's CPU
+              in the interval (the "after" sample is taken once smtp-source has
+              exited and 1 s later, so QUITs and cache closes are included).
+  up-cpu/1k   the same for the upstream instance (what the relay costs the upstream).
+  PSS MB      peak of the summed Pss (/proc/PID/smaps_rollup) over the same process
+              set, sampled every 0.2 s during the run.
+  up-conns    "connect from" lines at the upstream's TLS port during the run.
+Rounds alternate the order (relay25 first on even rounds, Postfix first on odd);
+the table shows medians over rounds and ratios to Postfix from this run.
+"""
+import argparse
+import datetime
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+import certs  # noqa: E402
+from relaytest import render_ini  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+POSTFIX = "/usr/sbin/postfix"
+POSTMAP = "/usr/sbin/postmap"
+SASLPASSWD2 = "/usr/sbin/saslpasswd2"
+DOMAIN = "bench.test"
+USER = "bench"
+LOGIN = USER + "@" + DOMAIN
+PASSWORD = "bench-pass-Xq7"
+SENDER = "sender@" + DOMAIN
+RCPT = "sink@example.org"
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# Services an instance needs; chroot off (our directories are not chroot-ready).
+MASTER_SERVICES = """\
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path, text, mode=0o644):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+# --------------------------------------------------------------------------- /proc
+
+def read_stat(pid):
+    """(ppid, utime+stime+cutime+cstime in ticks) or None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    # rest[0] = state (field 3); ppid = field 4; utime..cstime = fields 14..17
+    return int(rest[1]), sum(int(x) for x in rest[11:15])
+
+
+def children_of(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = read_stat(int(d))
+            if st and st[0] == pid:
+                out.append(int(d))
+    return out
+
+
+def tree_pids(root):
+    return [root] + children_of(root) if read_stat(root) else []
+
+
+def tree_cpu(root):
+    """CPU seconds of root (with its reaped children) and its live children."""
+    total = 0
+    for p in tree_pids(root):
+        st = read_stat(p)
+        if st:
+            total += st[1]
+    return total / CLK
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for li in f:
+                if li.startswith("Pss:"):
+                    return int(li.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemSampler(threading.Thread):
+    """Peak of the summed PSS over the process tree of each root, every 0.2 s."""
+
+    def __init__(self, roots):
+        super().__init__(daemon=True)
+        self.roots = roots
+        self.peak = {r: 0 for r in roots}
+        self.stop_ev = threading.Event()
+
+    def sample(self):
+        for r in self.roots:
+            self.peak[r] = max(self.peak[r], sum(pss_kb(p) for p in tree_pids(r)))
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            self.sample()
+            self.stop_ev.wait(0.2)
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join()
+        self.sample()
+        return self.peak
+
+
+# --------------------------------------------------------------------------- Postfix
+
+class PostfixInstance:
+    """A Postfix instance in BASE/NAME/{etc,queue,data}, started with postfix -c."""
+
+    def __init__(self, base, name):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        self.etc = os.path.join(self.dir, "etc")
+        self.queue = os.path.join(self.dir, "queue")
+        self.data = os.path.join(self.dir, "data")
+        self.maillog = os.path.join(self.dir, "maillog")
+        for d in (self.dir, self.etc, self.queue, self.data):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        shutil.chown(self.data, "postfix", "postfix")   # postfix check fixes the rest
+        self.started = False
+        self.master_pid = None
+
+    def main_cf(self, base, extra):
+        common = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue,
+            "data_directory": self.data,
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "syslog_name": "bench-" + self.name,
+            "maillog_file": self.maillog,
+            "maillog_file_prefixes": base,
+            "myhostname": self.name + "." + DOMAIN,
+            "mydomain": DOMAIN,
+            "myorigin": "$myhostname",
+            "mydestination": "",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mynetworks": "127.0.0.0/8",
+            "alias_maps": "",
+            "alias_database": "",
+            "biff": "no",
+            "smtputf8_enable": "no",
+            "readme_directory": "no",
+        }
+        common.update(extra)
+        write(os.path.join(self.etc, "main.cf"),
+              "".join("%s = %s\n" % kv for kv in common.items()))
+
+    def master_cf(self, inet_lines):
+        write(os.path.join(self.etc, "master.cf"), inet_lines + MASTER_SERVICES)
+
+    def postfix(self, *args, check=True):
+        r = subprocess.run([POSTFIX, "-c", self.etc, *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out = r.stdout.decode(errors="replace")
+        if check and r.returncode != 0:
+            raise RuntimeError("postfix -c %s %s failed (%d):\n%s"
+                               % (self.etc, " ".join(args), r.returncode, out))
+        return out
+
+    def start(self):
+        self.postfix("check")
+        self.started = True
+        self.postfix("start")
+        pidfile = os.path.join(self.queue, "pid", "master.pid")
+        for _ in range(100):
+            try:
+                with open(pidfile) as f:
+                    self.master_pid = int(f.read().strip())
+                if read_stat(self.master_pid):
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("%s: master did not start:\n%s" % (self.name, self.log_tail()))
+
+    def stop(self):
+        if not self.started:
+            return
+        self.started = False
+        self.postfix("stop", check=False)
+        for _ in range(100):
+            if self.master_pid is None or not read_stat(self.master_pid):
+                return
+            time.sleep(0.1)
+        log("%s: master %d still there after postfix stop; abort" % (self.name, self.master_pid))
+        self.postfix("abort", check=False)
+        time.sleep(1)
+        if read_stat(self.master_pid):
+            os.kill(self.master_pid, signal.SIGKILL)
+
+    def queue_count(self):
+        """Messages in the instance's queue (maildrop, incoming, active, deferred, hold)."""
+        n = 0
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for _root, _dirs, files in os.walk(os.path.join(self.queue, sub)):
+                n += len(files)
+        return n
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.maillog)
+        except OSError:
+            return 0
+
+    def log_since(self, off):
+        try:
+            with open(self.maillog, "rb") as f:
+                f.seek(off)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=20):
+        return "\n".join(self.log_since(0).splitlines()[-n:])
+
+
+class LogCounter:
+    """Counts matching lines appended to a file since an offset (polled)."""
+
+    def __init__(self, path, off, pattern):
+        self.path, self.off, self.re = path, off, re.compile(pattern)
+        self.count, self.partial = 0, b""
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.off)
+                data = f.read()
+        except OSError:
+            return self.count
+        self.off += len(data)
+        data = self.partial + data
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        for li in lines:
+            if self.re.search(li.decode(errors="replace")):
+                self.count += 1
+        return self.count
+
+
+# --------------------------------------------------------------------------- setup
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.base = tempfile.mkdtemp(prefix="relay25-bench-")
+        os.chmod(self.base, 0o755)
+        self.relay25_proc = None
+        self.instances = []
+        self.ports = {}
+
+    def setup(self):
+        b = self.base
+        log("work directory %s" % b)
+        self.pki = certs.make_pki(os.path.join(b, "pki"), "bench")
+        for fn in os.listdir(os.path.join(b, "pki")):
+            os.chmod(os.path.join(b, "pki", fn), 0o644)
+        os.chmod(os.path.join(b, "pki"), 0o755)
+        p = self.ports = {k: free_port() for k in ("up_tls", "up_plain", "postfix", "relay25")}
+
+        # ---- upstream
+        up = self.upstream = PostfixInstance(b, "upstream")
+        # Debian's Postfix reads the Cyrus config from $config_directory/sasl/smtpd.conf
+        # (strace shows it; cyrus_sasl_config_path is set to the same place anyway).
+        sasl = os.path.join(up.etc, "sasl")
+        os.makedirs(sasl, mode=0o755)
+        sasldb = os.path.join(sasl, "sasldb2")
+        r = subprocess.run([SASLPASSWD2, "-c", "-p", "-f", sasldb, "-u", DOMAIN, USER],
+                           input=PASSWORD.encode(), capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError("saslpasswd2 failed: %s" % r.stderr.decode())
+        os.chmod(sasldb, 0o644)   # smtpd reads it as the postfix user; throwaway secret
+        write(os.path.join(sasl, "smtpd.conf"),
+              "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n"
+              "sasldb_path: %s\n" % sasldb)
+        up.main_cf(b, {
+            "default_transport": "discard",
+            "relay_transport": "discard",
+            "local_transport": "discard",
+            "virtual_transport": "discard",
+            "smtpd_tls_chain_files": "%s, %s" % (self.pki.key_file, self.pki.cert_file),
+            "smtpd_sasl_type": "cyrus",
+            "smtpd_sasl_path": "smtpd",
+            "cyrus_sasl_config_path": sasl,
+            "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+        })
+        up.master_cf(
+            "127.0.0.1:%d inet n - n - - smtpd\n"
+            "  -o syslog_name=bench-upstream/tls\n"
+            "  -o smtpd_tls_security_level=encrypt\n"
+            "  -o smtpd_tls_auth_only=yes\n"
+            "  -o smtpd_sasl_auth_enable=yes\n"
+            "  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"
+            "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject\n"
+            "127.0.0.1:%d inet n - n - - smtpd\n"
+            "  -o syslog_name=bench-upstream/plain\n" % (p["up_tls"], p["up_plain"]))
+        self.instances.append(up)
+
+        # ---- Postfix null-client smarthost
+        pf = self.peer = PostfixInstance(b, "postfix")
+        pw_map = os.path.join(pf.etc, "sasl_passwd")
+        write(pw_map, "[127.0.0.1]:%d %s:%s\n" % (p["up_tls"], LOGIN, PASSWORD), 0o600)
+        pf.main_cf(b, {
+            "relayhost": "[127.0.0.1]:%d" % p["up_tls"],
+            "local_transport": "error:local delivery is disabled",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "smtp_sasl_auth_enable": "yes",
+            "smtp_sasl_password_maps": "hash:" + pw_map,
+            "smtp_sasl_security_options": "noanonymous",
+            "smtp_tls_security_level": "secure",
+            "smtp_tls_CAfile": self.pki.ca_file,
+            "smtp_tls_secure_cert_match": "localhost",
+            "smtp_tls_session_cache_database": "btree:${data_directory}/smtp_scache",
+        })
+        pf.master_cf("127.0.0.1:%d inet n - n - - smtpd\n" % p["postfix"])
+        subprocess.run([POSTMAP, "-c", pf.etc, pw_map], check=True)
+        self.instances.append(pf)
+
+        for inst in self.instances:
+            inst.start()
+            log("%s: master pid %d" % (inst.name, inst.master_pid))
+
+        # ---- relay25
+        rd = os.path.join(b, "relay25")
+        os.makedirs(rd, mode=0o755)
+        pwfile = os.path.join(rd, "password")
+        write(pwfile, PASSWORD + "\n")
+        self.relay25_cfg = os.path.join(rd, "relay25.ini")
+        write(self.relay25_cfg, render_ini([
+            ("relay", {"listen": "127.0.0.1:%d" % p["relay25"], "allow": "127.0.0.0/8",
+                       "hostname": "relay25." + DOMAIN, "max_message_size": "64M",
+                       "log_level": "info", "max_connections": 1000,
+                       "max_connections_per_ip": 1000, "user": "nobody"}),
+            ("upstream bench", {"host": "127.0.0.1", "port": p["up_tls"], "tls": "starttls",
+                                "ca_file": self.pki.ca_file, "server_name": "localhost"}),
+            ("device default", {"user": LOGIN, "password_file": pwfile}),
+        ]))
+        self.relay25_log = os.path.join(rd, "relay25.log")
+        self.relay25_logf = open(self.relay25_log, "ab")
+        self.relay25_proc = subprocess.Popen(
+            [self.args.bin, "serve", "-c", self.relay25_cfg], stdin=subprocess.DEVNULL,
+            stdout=self.relay25_logf, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            with open(self.relay25_log, errors="replace") as f:
+                if "event=listening" in f.read():
+                    break
+            if self.relay25_proc.poll() is not None:
+                raise RuntimeError("relay25 exited:\n" + open(self.relay25_log).read())
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("relay25 is not listening:\n" + open(self.relay25_log).read())
+        log("relay25: pid %d (%s)" % (self.relay25_proc.pid, self.args.bin))
+        log("ports: %s" % p)
+
+    def teardown(self):
+        if self.relay25_proc and self.relay25_proc.poll() is None:
+            self.relay25_proc.terminate()
+            try:
+                self.relay25_proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.relay25_proc.kill()
+                self.relay25_proc.wait()
+        for inst in reversed(self.instances):
+            inst.stop()
+        if self.args.keep:
+            log("kept %s" % self.base)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    # ----------------------------------------------------------------------- one run
+
+    def wait_drained(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(i.queue_count() == 0 for i in self.instances):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("queues not empty after %ds: %s" % (
+            timeout, {i.name: i.queue_count() for i in self.instances}))
+
+    def run_one(self, target, count, size, conc):
+        """target: relay25 | postfix | plain | plain-reuse | tls-reuse."""
+        self.wait_drained()
+        up = self.upstream
+        off = up.log_size()
+        delivered = LogCounter(up.maillog, off, r"/discard\[\d+\]: .*status=sent")
+        roots = {"relay25": self.relay25_proc.pid, "postfix": self.peer.master_pid}
+        relay_root = roots.get(target)
+        r25_off = os.path.getsize(self.relay25_log)
+        mem = MemSampler([r for r in (relay_root, up.master_pid) if r])
+        cpu0 = tree_cpu(relay_root) if relay_root else 0.0
+        ucpu0 = tree_cpu(up.master_pid)
+        mem.start()
+
+        port = {"relay25": self.ports["relay25"], "postfix": self.ports["postfix"],
+                "plain": self.ports["up_plain"], "plain-reuse": self.ports["up_plain"],
+                "tls-reuse": self.ports["up_tls"]}[target]
+        errs = tempfile.TemporaryFile()
+        t0 = time.monotonic()
+        if target == "tls-reuse":
+            client = TlsReuseClient(port, self.pki.ca_file, count, size, conc)
+            client.start()
+            alive = client.is_alive
+        else:
+            cmd = [SMTP_SOURCE, "-s", str(conc), "-m", str(count), "-l", str(size),
+                   "-f", SENDER, "-t", RCPT, "-M", "client." + DOMAIN]
+            if target == "plain-reuse":
+                cmd.insert(1, "-d")
+            client = subprocess.Popen(cmd + ["127.0.0.1:%d" % port], stdin=subprocess.DEVNULL,
+                                      stdout=errs, stderr=subprocess.STDOUT)
+            alive = lambda: client.poll() is None  # noqa: E731
+        t_end = None
+        t_client = None
+        last_change, last_n = time.monotonic(), 0
+        limit = t0 + self.args.timeout
+        while True:
+            n = delivered.poll()
+            now = time.monotonic()
+            if n >= count:
+                t_end = now
+                break
+            if n != last_n:
+                last_n, last_change = n, now
+            if t_client is None and not alive():
+                t_client = now
+            # the client is done and nothing arrived for 5 s with the queues empty: give up
+            if (t_client is not None and now - last_change > 5
+                    and all(i.queue_count() == 0 for i in self.instances)):
+                break
+            if now > limit:
+                log("%s: timeout after %ds with %d/%d delivered" % (target, self.args.timeout,
+                                                                   n, count))
+                break
+            time.sleep(0.02)
+        # let the client finish (QUITs, closes), then settle and take the CPU samples
+        if target == "tls-reuse":
+            client.join(60)
+            client_rc = 0 if not client.errors else 1
+            errs.write("\n".join(client.errors[:20]).encode())
+        else:
+            try:
+                client.wait(60)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait()
+            client_rc = client.returncode
+        time.sleep(1.0)
+        cpu1 = tree_cpu(relay_root) if relay_root else 0.0
+        ucpu1 = tree_cpu(up.master_pid)
+        peaks = mem.finish()
+        n = delivered.poll()
+        uplog = up.log_since(off)
+        tag = {"plain": "plain", "plain-reuse": "plain"}.get(target, "tls")
+        conns = len(re.findall(r"bench-upstream/%s/smtpd\[\d+\]: connect from" % tag, uplog))
+        errs.seek(0)
+        client_out = errs.read().decode(errors="replace")
+        errs.close()
+        notes = []
+        if client_rc:
+            notes.append("client exit %s: %s" % (client_rc, " | ".join(
+                client_out.strip().splitlines()[-3:])))
+        elif client_out.strip():
+            notes.append("client: " + " | ".join(client_out.strip().splitlines()[-3:]))
+        if target == "relay25":
+            with open(self.relay25_log, "rb") as f:
+                f.seek(r25_off)
+                r25 = f.read().decode(errors="replace").splitlines()
+            bad = [li for li in r25 if not li.startswith("info ")
+                   or "status=deferred" in li or "status=bounced" in li]
+            if bad:
+                notes.append("relay25: %d warn/error/deferred lines, e.g.: %s"
+                             % (len(bad), " || ".join(bad[:3])))
+        if n < count:
+            notes.append("only %d/%d delivered" % (n, count))
+        secs = (t_end or time.monotonic()) - t0
+        return {
+            "target": target, "n": n, "count": count, "secs": secs,
+            "rate": n / secs if secs > 0 else 0.0,
+            "cpu_k": (cpu1 - cpu0) * 1000.0 / max(n, 1) if relay_root else None,
+            "ucpu_k": (ucpu1 - ucpu0) * 1000.0 / max(n, 1),
+            "pss_mb": peaks[relay_root] / 1024.0 if relay_root else None,
+            "conns": conns, "ok": n >= count, "notes": notes,
+        }
+
+
+class TlsReuseClient(threading.Thread):
+    """Ceiling with TLS reuse: conc threads, each one STARTTLS+AUTH session to the
+    upstream TLS port sending its share of the messages (Python smtplib)."""
+
+    def __init__(self, port, ca_file, count, size, conc):
+        super().__init__(daemon=True)
+        self.port, self.ca_file, self.count, self.size, self.conc = port, ca_file, count, size, conc
+        self.errors = []
+        line = b"x" * 76 + b"\r\n"
+        head = ("From: %s\r\nTo: %s\r\nSubject: bench\r\n\r\n" % (SENDER, RCPT)).encode()
+        self.msg = head + (line * (size // len(line) + 1))[:size]
+
+    def worker(self, n):
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            with smtplib.SMTP("127.0.0.1", self.port, local_hostname="client." + DOMAIN,
+                              timeout=120) as s:
+                s.starttls(context=ctx)   # name check: the cert has IP:127.0.0.1
+                s.login(LOGIN, PASSWORD)
+                for _ in range(n):
+                    s.sendmail(SENDER, [RCPT], self.msg)
+                s.quit()
+        except Exception as e:  # noqa: BLE001 - reported in the table notes
+            self.errors.append("%s: %s" % (type(e).__name__, e))
+
+    def run(self):
+        share = [self.count // self.conc + (1 if i < self.count % self.conc else 0)
+                 for i in range(self.conc)]
+        ts = [threading.Thread(target=self.worker, args=(k,), daemon=True) for k in share if k]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+
+# --------------------------------------------------------------------------- main
+
+def scenarios(quick):
+    if quick:
+        return [("2K c1", 200, 2048, 1), ("2K c10", 200, 2048, 10), ("2K c50", 200, 2048, 50)]
+    return [("2K c1", 2000, 2048, 1), ("2K c10", 2000, 2048, 10), ("2K c50", 2000, 2048, 50),
+            ("1M c10", 200, 1048576, 10)]
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def ratio(a, b):
+    return "-" if a is None or b in (None, 0) else "%.2f" % (a / b)
+
+
+def med(results, key):
+    vals = [r[key] for r in results if r[key] is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="200 small messages per scenario")
+    ap.add_argument("--bin", default=os.environ.get("RELAY25_BIN")
+                    or os.path.join(REPO, "build", "relay25"))
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per run at most")
+    ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (Postfix instances are started with postfix -c DIR start)")
+    if not os.access(args.bin, os.X_OK):
+        sys.exit("relay25 binary not found: %s (build it, or --bin PATH)" % args.bin)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    bench = Bench(args)
+    results = {}   # (scenario, target) -> [result, ...]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t_start = time.monotonic()
+    try:
+        bench.setup()
+        for rnd in range(args.rounds):
+            relays = ["relay25", "postfix"] if rnd % 2 == 0 else ["postfix", "relay25"]
+            for name, count, size, conc in scenarios(args.quick):
+                targets = relays + ([] if args.no_ceiling else
+                                    ["plain", "plain-reuse", "tls-reuse"])
+                for target in targets:
+                    r = bench.run_one(target, count, size, conc)
+                    results.setdefault((name, target), []).append(r)
+                    log("round %d %-7s %-11s %6.1f msg/s  %d/%d in %.1fs  cpu/1k %s  "
+                        "up-cpu/1k %.2f  pss %s MB  up-conns %d%s" % (
+                            rnd + 1, name, target, r["rate"], r["n"], r["count"], r["secs"],
+                            fmt(r["cpu_k"], ".2f"), r["ucpu_k"], fmt(r["pss_mb"], ".1f"),
+                            r["conns"], ("  NOTE " + "; ".join(r["notes"])) if r["notes"]
+                            else ""))
+    except KeyboardInterrupt as e:
+        log("interrupted (%s)" % e)
+    finally:
+        bench.teardown()
+
+    if not results:
+        sys.exit(1)
+    out = []
+    out.append("relay25 vs Postfix smarthost, %s, %d round(s)%s, %.0f s; relay25 %s"
+               % (started.strftime("%Y-%m-%d %H:%M UTC"), args.rounds,
+                  " (--quick)" if args.quick else "", time.monotonic() - t_start, args.bin))
+    out.append("medians over rounds; x = relay25/Postfix; cpu/1k = CPU s per 1000 msgs of the "
+               "relay's process tree; up-* = the upstream's")
+    hdr = "%-7s %-11s %8s %5s %7s %5s %7s %5s %8s %8s  %s" % (
+        "load", "target", "msg/s", "x", "cpu/1k", "x", "PSS MB", "x", "up-cpu/1k",
+        "up-conns", "delivered")
+    out.append(hdr)
+    out.append("-" * len(hdr))
+    notes = []
+    for name, _c, _s, _k in scenarios(args.quick):
+        pf = results.get((name, "postfix"), [])
+        for target in ("relay25", "postfix", "plain", "plain-reuse", "tls-reuse"):
+            rs = results.get((name, target))
+            if not rs:
+                continue
+            rate, cpu, pss = med(rs, "rate"), med(rs, "cpu_k"), med(rs, "pss_mb")
+            is_r25 = target == "relay25"
+            out.append("%-7s %-11s %8.1f %5s %7s %5s %7s %5s %8.2f %8s  %s" % (
+                name, target, rate, ratio(rate, med(pf, "rate")) if is_r25 else "",
+                fmt(cpu, ".2f"), ratio(cpu, med(pf, "cpu_k")) if is_r25 else "",
+                fmt(pss, ".1f"), ratio(pss, med(pf, "pss_mb")) if is_r25 else "",
+                med(rs, "ucpu_k"), "%g" % med(rs, "conns"),
+                "/".join(str(r["n"]) for r in rs) + " of %d" % rs[0]["count"]))
+            for i, r in enumerate(rs):
+                for nt in r["notes"]:
+                    notes.append("%s %s round %d: %s" % (name, target, i + 1, nt))
+    if notes:
+        out.append("")
+        out.append("notes:")
+        out.extend("  " + n for n in notes)
+    print("\n".join(out))
+    ok = all(r["ok"] for rs in results.values() for r in rs)
+    sys.exit(0 if ok else 2)
+
+
+if __name__ == "__main__":
+    main()
