@@ -18,8 +18,10 @@ system Postfix (/etc/postfix, port 25) is never touched or started.
             server_name = localhost, the same SASL user.
   ceiling   smtp-source straight to the upstream's plain port, one connection
             per message ("plain") and reusing connections with -d ("plain-reuse");
-            plus "tls-reuse": a Python smtplib client (threads, one STARTTLS+AUTH
-            session per thread, many messages each) to the TLS port.
+            smtp-source speaks no TLS, so for the TLS port a Python smtplib client
+            (CONCURRENCY threads on the same 2 cores, so a low bound): "tls-new" opens
+            a STARTTLS+AUTH session per message (what a relay without reuse could
+            reach at best), "tls-reuse" one session per thread for all its messages.
 
 Load: smtp-source (from the postfix package) with -s CONCURRENCY -m COUNT -l SIZE,
 no -d: a new client connection per message.
@@ -62,8 +64,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
-import certs  # noqa: E402
-from relaytest import render_ini  # noqa: E402
+import certs  # noqa: E402  (stdlib only; relaytest.py would pull in aiosmtpd)
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 POSTFIX = "/usr/sbin/postfix"
@@ -114,6 +115,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+def render_ini(sections):
+    return "".join("[%s]\n%s\n" % (h, "".join("%s = %s\n" % kv for kv in keys.items()))
+                   for h, keys in sections)
+
+
 def write(path, text, mode=0o644):
     with open(path, "w") as f:
         f.write(text)
@@ -156,6 +162,28 @@ def tree_cpu(root):
         if st:
             total += st[1]
     return total / CLK
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def leftovers(base):
+    """Processes whose environment names a config directory under base."""
+    mine, key = [], ("MAIL_CONFIG=" + base).encode()
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open("/proc/%s/environ" % d, "rb") as f:
+                    if any(v.startswith(key) for v in f.read().split(b"\0")):
+                        mine.append(int(d))
+            except OSError:
+                pass
+    return mine
 
 
 def pss_kb(pid):
@@ -457,6 +485,13 @@ class Bench:
                 self.relay25_proc.wait()
         for inst in reversed(self.instances):
             inst.stop()
+        # Anything of ours still running? Postfix daemons carry MAIL_CONFIG=<our etc dir>.
+        for pid in leftovers(self.base):
+            log("left over: pid %d %s; SIGTERM" % (pid, cmdline(pid)))
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
         if self.args.keep:
             log("kept %s" % self.base)
         else:
@@ -474,7 +509,7 @@ class Bench:
             timeout, {i.name: i.queue_count() for i in self.instances}))
 
     def run_one(self, target, count, size, conc):
-        """target: relay25 | postfix | plain | plain-reuse | tls-reuse."""
+        """target: relay25 | postfix | plain | plain-reuse | tls-new | tls-reuse."""
         self.wait_drained()
         up = self.upstream
         off = up.log_size()
@@ -489,11 +524,12 @@ class Bench:
 
         port = {"relay25": self.ports["relay25"], "postfix": self.ports["postfix"],
                 "plain": self.ports["up_plain"], "plain-reuse": self.ports["up_plain"],
-                "tls-reuse": self.ports["up_tls"]}[target]
+                "tls-new": self.ports["up_tls"], "tls-reuse": self.ports["up_tls"]}[target]
         errs = tempfile.TemporaryFile()
         t0 = time.monotonic()
-        if target == "tls-reuse":
-            client = TlsReuseClient(port, self.pki.ca_file, count, size, conc)
+        if target.startswith("tls-"):
+            client = TlsClient(port, self.pki.ca_file, count, size, conc,
+                               reuse=target == "tls-reuse")
             client.start()
             alive = client.is_alive
         else:
@@ -528,7 +564,7 @@ class Bench:
                 break
             time.sleep(0.02)
         # let the client finish (QUITs, closes), then settle and take the CPU samples
-        if target == "tls-reuse":
+        if target.startswith("tls-"):
             client.join(60)
             client_rc = 0 if not client.errors else 1
             errs.write("\n".join(client.errors[:20]).encode())
@@ -560,7 +596,7 @@ class Bench:
             with open(self.relay25_log, "rb") as f:
                 f.seek(r25_off)
                 r25 = f.read().decode(errors="replace").splitlines()
-            bad = [li for li in r25 if not li.startswith("info ")
+            bad = [li for li in r25 if li.startswith(("warn ", "error "))
                    or "status=deferred" in li or "status=bounced" in li]
             if bad:
                 notes.append("relay25: %d warn/error/deferred lines, e.g.: %s"
@@ -578,28 +614,36 @@ class Bench:
         }
 
 
-class TlsReuseClient(threading.Thread):
-    """Ceiling with TLS reuse: conc threads, each one STARTTLS+AUTH session to the
-    upstream TLS port sending its share of the messages (Python smtplib)."""
+class TlsClient(threading.Thread):
+    """Python smtplib load on the upstream TLS port: conc threads; reuse: one
+    STARTTLS+AUTH session per thread for its share, else one session per message."""
 
-    def __init__(self, port, ca_file, count, size, conc):
+    def __init__(self, port, ca_file, count, size, conc, reuse):
         super().__init__(daemon=True)
         self.port, self.ca_file, self.count, self.size, self.conc = port, ca_file, count, size, conc
+        self.reuse = reuse
+        self.ctx = ssl.create_default_context(cafile=ca_file)
         self.errors = []
         line = b"x" * 76 + b"\r\n"
         head = ("From: %s\r\nTo: %s\r\nSubject: bench\r\n\r\n" % (SENDER, RCPT)).encode()
         self.msg = head + (line * (size // len(line) + 1))[:size]
 
+    def session(self, n):
+        with smtplib.SMTP("127.0.0.1", self.port, local_hostname="client." + DOMAIN,
+                          timeout=120) as s:
+            s.starttls(context=self.ctx)   # name check: the cert has IP:127.0.0.1
+            s.login(LOGIN, PASSWORD)
+            for _ in range(n):
+                s.sendmail(SENDER, [RCPT], self.msg)
+            s.quit()
+
     def worker(self, n):
         try:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
-            with smtplib.SMTP("127.0.0.1", self.port, local_hostname="client." + DOMAIN,
-                              timeout=120) as s:
-                s.starttls(context=ctx)   # name check: the cert has IP:127.0.0.1
-                s.login(LOGIN, PASSWORD)
+            if self.reuse:
+                self.session(n)
+            else:
                 for _ in range(n):
-                    s.sendmail(SENDER, [RCPT], self.msg)
-                s.quit()
+                    self.session(1)
         except Exception as e:  # noqa: BLE001 - reported in the table notes
             self.errors.append("%s: %s" % (type(e).__name__, e))
 
@@ -664,7 +708,7 @@ def main():
             relays = ["relay25", "postfix"] if rnd % 2 == 0 else ["postfix", "relay25"]
             for name, count, size, conc in scenarios(args.quick):
                 targets = relays + ([] if args.no_ceiling else
-                                    ["plain", "plain-reuse", "tls-reuse"])
+                                    ["plain", "plain-reuse", "tls-new", "tls-reuse"])
                 for target in targets:
                     r = bench.run_one(target, count, size, conc)
                     results.setdefault((name, target), []).append(r)
@@ -695,7 +739,7 @@ def main():
     notes = []
     for name, _c, _s, _k in scenarios(args.quick):
         pf = results.get((name, "postfix"), [])
-        for target in ("relay25", "postfix", "plain", "plain-reuse", "tls-reuse"):
+        for target in ("relay25", "postfix", "plain", "plain-reuse", "tls-new", "tls-reuse"):
             rs = results.get((name, target))
             if not rs:
                 continue

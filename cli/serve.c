@@ -22,6 +22,8 @@
 #include "common/metrics.h"
 #include "conf/conf.h"
 #include "proxy/prx_listener.h"
+#include "upstream/up_queue.h"
+#include "upstream/up_spool.h"
 
 #define SERVE_DEFAULT_USER "relay25"
 
@@ -30,7 +32,9 @@ struct serve {
     struct prx_server *srv;
     struct metrics_server *ms;
     struct metrics metrics;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
+    struct up_queue *queue;
+    char pidfile[4200];
     char *path; /* what to reload: the file in use, or NULL for the environment */
     int stopping;
 };
@@ -105,17 +109,86 @@ static void serve_apply_log(const struct conf *c)
     log_set_output(c->log_syslog, c->log_json);
 }
 
-static void serve_done(void *arg)
+static void serve_closed(void *arg)
 {
     struct serve *sv = arg;
     uv_close((uv_handle_t *)&sv->sigterm, NULL);
     uv_close((uv_handle_t *)&sv->sigint, NULL);
     uv_close((uv_handle_t *)&sv->sighup, NULL);
+    uv_close((uv_handle_t *)&sv->sigusr1, NULL);
+    if (sv->pidfile[0]) {
+        unlink(sv->pidfile);
+    }
     if (sv->ms) {
         metrics_server_close(sv->ms);
         sv->ms = NULL;
     }
     log_info(0, "relay25", "event=stopped");
+}
+
+/* Sessions are gone (their messages are upstream or spooled): stop the queue. */
+static void serve_done(void *arg)
+{
+    struct serve *sv = arg;
+    if (sv->queue) {
+        struct up_queue *q = sv->queue;
+        sv->queue = NULL;
+        up_queue_close(q, serve_closed, sv);
+        return;
+    }
+    serve_closed(sv);
+}
+
+static void serve_on_usr1(uv_signal_t *h, int signum)
+{
+    struct serve *sv = h->data;
+    (void)signum;
+    if (sv->queue && !sv->stopping) {
+        up_queue_flush(sv->queue);
+    }
+}
+
+/* Is the spool used anywhere (mode = spool or on_upstream_failure = queue)? */
+static int serve_needs_spool(const struct conf *c)
+{
+    if (c->mode == CONF_MODE_SPOOL || c->on_failure == CONF_ON_FAILURE_QUEUE) {
+        return 1;
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        if (c->devices[i].mode == CONF_MODE_SPOOL ||
+            c->devices[i].on_failure == CONF_ON_FAILURE_QUEUE) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After the privilege drop, so the spool belongs to the serving user. */
+static int serve_start_spool(struct serve *sv, struct conf *c)
+{
+    char err[600];
+    FILE *f;
+
+    if (!serve_needs_spool(c)) {
+        return 0;
+    }
+    if (up_spool_prepare(c->spool_dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "relay25: spool_dir = %s: %s\n", c->spool_dir, err);
+        return -1;
+    }
+    snprintf(sv->pidfile, sizeof(sv->pidfile), "%s/relay25.pid", c->spool_dir);
+    if ((f = fopen(sv->pidfile, "w"))) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    sv->queue = up_queue_new(sv->loop, c, &sv->metrics);
+    if (!sv->queue) {
+        fprintf(stderr, "relay25: out of memory\n");
+        return -1;
+    }
+    prx_server_set_queue(sv->srv, sv->queue);
+    log_info(0, "relay25", "event=spool dir=%s", c->spool_dir);
+    return 0;
 }
 
 static void serve_on_signal(uv_signal_t *h, int signum)
@@ -161,7 +234,14 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     serve_apply_log(c);
     log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
              c->ndevices);
+    if (!sv->queue && serve_needs_spool(c)) {
+        log_warn(0, "relay25",
+                 "event=reload warning=\"the spool was off at start: restart to use it\"");
+    }
     prx_server_reload(sv->srv, c);
+    if (sv->queue) {
+        up_queue_reload(sv->queue, c);
+    }
     serve_notify("READY=1");
 }
 
@@ -217,9 +297,13 @@ int cli_serve(int argc, char **argv)
         free(sv.path);
         return EX_OSERR;
     }
-    /* c now belongs to the server */
-    if (serve_drop_privileges(c) != 0) {
+    /* c now belongs to the server */ if (serve_drop_privileges(c) != 0 ||
+                                          serve_start_spool(&sv, c) != 0) {
         sv.stopping = 1;
+        if (sv.queue) {
+            up_queue_close(sv.queue, NULL, NULL);
+            sv.queue = NULL;
+        }
         prx_server_shutdown(sv.srv, NULL, NULL);
         if (sv.ms) {
             metrics_server_close(sv.ms);
@@ -232,7 +316,9 @@ int cli_serve(int argc, char **argv)
     uv_signal_init(sv.loop, &sv.sigterm);
     uv_signal_init(sv.loop, &sv.sigint);
     uv_signal_init(sv.loop, &sv.sighup);
-    sv.sigterm.data = sv.sigint.data = sv.sighup.data = &sv;
+    uv_signal_init(sv.loop, &sv.sigusr1);
+    sv.sigterm.data = sv.sigint.data = sv.sighup.data = sv.sigusr1.data = &sv;
+    uv_signal_start(&sv.sigusr1, serve_on_usr1, SIGUSR1);
     uv_signal_start(&sv.sigterm, serve_on_signal, SIGTERM);
     uv_signal_start(&sv.sigint, serve_on_signal, SIGINT);
     uv_signal_start(&sv.sighup, serve_on_hup, SIGHUP);

@@ -208,3 +208,8 @@ void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg)
     uv_timer_start(&srv->timer, prx_shutdown_timeout,
                    (uint64_t)srv->env.cur->c->shutdown_timeout * 1000u, 0);
 }
+
+void prx_server_set_queue(struct prx_server *srv, struct up_queue *q)
+{
+    srv->env.queue = q;
+}

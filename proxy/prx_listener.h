@@ -23,6 +23,9 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
  * finish on theirs. Listen addresses are kept: changing them needs a restart
  * (a warning is logged). */
 void prx_server_reload(struct prx_server *srv, struct conf *c);
+struct up_queue;
+/* Where spooled messages go for background delivery. */
+void prx_server_set_queue(struct prx_server *srv, struct up_queue *q);
 /* Starts the shutdown; done runs once every handle of the server is closed,
  * after which the server is freed. */
 void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg);

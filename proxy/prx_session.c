@@ -7,6 +7,7 @@
 #include "proxy/prx_session.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +25,9 @@
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
 #include "proxy/prx_proxy.h"
+#include "upstream/up_queue.h"
 #include "upstream/up_session.h"
-
+#include "upstream/up_spool.h"
 #define PRX_BODY_STEP 4096u      /* input bytes decoded per step */
 #define PRX_HIWAT (256u * 1024u) /* upstream backlog that pauses the client */
 #define PRX_INBUF (PRX_PROXY_MAX > PRX_LINE_MAX ? PRX_PROXY_MAX : PRX_LINE_MAX)
@@ -41,10 +43,11 @@ enum prx_state {
     PRX_STATE_TXN,       /* MAIL accepted: RCPT / DATA */
     PRX_STATE_RCPT_WAIT,
     PRX_STATE_DATA_WAIT,
-    PRX_STATE_BODY,     /* streaming the message */
-    PRX_STATE_DOT_WAIT, /* end of data sent upstream, awaiting its verdict */
-    PRX_STATE_RSET_WAIT,
-    PRX_STATE_CLOSING, /* last reply queued; close once written */
+    PRX_STATE_BODY, /* streaming the message */
+    PRX_STATE_DOT_WAIT,
+    /* end of data sent upstream, awaiting its verdict */ PRX_STATE_RSET_WAIT,
+    PRX_STATE_SPOOL_WAIT, /* the message is being committed to the spool */
+    PRX_STATE_CLOSING,    /* last reply queued; close once written */
 };
 
 #define PRX_M(st) (1u << (st))
@@ -56,6 +59,7 @@ enum prx_body_err {
     PRX_BODY_BARE_LF,
     PRX_BODY_HEADER_TOO_BIG,
     PRX_BODY_UPSTREAM, /* upstream failed during the body: reply is in s->upfail */
+    PRX_BODY_SPOOL,    /* the spool could not take it (disk full, max_spool_size, I/O) */
 };
 
 struct prx_session {
@@ -94,11 +98,21 @@ struct prx_session {
     struct data_dec dec;
     struct data_enc enc;
     enum prx_body_err body_err;
-    int hdr_done;     /* the header section ended (first empty line) */
-    int hdr_eol;      /* 0..3: progress through CR LF CR LF while scanning headers */
+    int hdr_done;      /* the header section ended (first empty line) */
+    int hdr_eol;       /* 0..3: progress through CR LF CR LF while scanning headers */
     uint64_t hdr_size; /* header section bytes seen so far */
-    char *bodybuf;    /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
-    char upfail[700]; /* the 4xx to give when upstream failed mid-transaction */
+    char *bodybuf;     /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
+    char upfail[700];  /* the 4xx to give when upstream failed mid-transaction */
+
+    /* spooling (mode = spool, or on_upstream_failure = queue) */
+    struct up_spool_writer *spw;
+    int spool_err;               /* the writer failed (uv error) */
+    unsigned txn_local : 1,      /* this transaction goes to the spool only */
+        bp_spool : 1,            /* paused until the spool writer drains */
+        reply_after_commit : 1;  /* the client's DATA reply waits for the commit */
+    char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
+    unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
+    size_t nrcpts, rcap;
 
     size_t linelen;
     char line[PRX_INBUF + 1];
@@ -109,7 +123,8 @@ static const struct up_cbs prx_up_cbs;
 static void prx_close(struct prx_session *s, const char *reason);
 static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
 static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t len);
-
+static void prx_body_start(struct prx_session *s);
+static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
 static const char *prx_strstate(enum prx_state st)
 {
     switch (st) {
@@ -135,6 +150,8 @@ static const char *prx_strstate(enum prx_state st)
         return "dot_wait";
     case PRX_STATE_RSET_WAIT:
         return "rset_wait";
+    case PRX_STATE_SPOOL_WAIT:
+        return "spool_wait";
     case PRX_STATE_CLOSING:
         return "closing";
     }
@@ -230,6 +247,8 @@ static void prx_unref(struct prx_session *s)
     }
     prx_conf_release(s->pc);
     free(s->bodybuf);
+    free(s->rcpts);
+    free(s->rq);
     free(s);
 }
 
@@ -267,7 +286,7 @@ static void prx_log_message(struct prx_session *s, const char *status, const cha
         }
     }
     log_info(s->sid, "prx",
-             "qid=%010llx from=<%s> nrcpt=%u size=%llu device=%s user=%s relay=%s status=%s "
+             "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s relay=%s status=%s "
              "reply=\"%s\"",
              (unsigned long long)s->qid, s->from, s->nrcpt, (unsigned long long)s->dec.size,
              s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-",
@@ -312,6 +331,20 @@ static void prx_txn_reset(struct prx_session *s)
     memset(&s->dec, 0, sizeof(s->dec));
     free(s->bodybuf);
     s->bodybuf = NULL;
+    if (s->spw) {
+        up_spool_abort(s->spw);
+        s->spw = NULL;
+        s->refs--; /* the writer's hold; the session is alive (this is its code) */
+    }
+    s->spool_err = 0;
+    s->txn_local = 0;
+    s->bp_spool = 0;
+    s->reply_after_commit = 0;
+    free(s->rcpts);
+    free(s->rq);
+    s->rcpts = NULL;
+    s->rq = NULL;
+    s->nrcpts = s->rcap = 0;
 }
 
 /* A wait for upstream ended: continue with pipelined input. */
@@ -354,6 +387,193 @@ static void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
     prx_enter_state(s, PRX_STATE_IDLE);
 }
 
+/* ---- spool ---- */
+
+static int prx_queue_mode(const struct prx_session *s)
+{
+    return s->env->queue && s->dev && s->dev->on_failure == CONF_ON_FAILURE_QUEUE;
+}
+
+static int prx_spool_mode(const struct prx_session *s)
+{
+    return s->env->queue && s->dev && s->dev->mode == CONF_MODE_SPOOL;
+}
+
+/* max_spool_size: would `more` bytes still fit? */
+static int prx_spool_room(const struct prx_session *s, uint64_t more)
+{
+    uint64_t max = s->conf->max_spool_size;
+    return max == 0 || up_queue_bytes(s->env->queue) + more <= max;
+}
+
+static int prx_rcpt_add(struct prx_session *s, const char *addr, int queued)
+{
+    if (s->nrcpts == s->rcap) {
+        size_t ncap = s->rcap ? s->rcap * 2 : 4;
+        void *a = realloc(s->rcpts, ncap * sizeof(*s->rcpts));
+        unsigned char *b;
+        if (!a) {
+            return -1;
+        }
+        s->rcpts = a;
+        if (!(b = realloc(s->rq, ncap))) {
+            return -1;
+        }
+        s->rq = b;
+        s->rcap = ncap;
+    }
+    snprintf(s->rcpts[s->nrcpts], PRX_PATH_MAX, "%s", addr);
+    s->rq[s->nrcpts++] = (unsigned char)queued;
+    return 0;
+}
+
+static size_t prx_count_queued(const struct prx_session *s, int queued)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        n += s->rq[i] == queued;
+    }
+    return n;
+}
+
+/* on_upstream_failure = queue: upstream trouble turns this transaction into a
+ * spooled one; every recipient accepted so far goes to the spool. */
+static void prx_go_local(struct prx_session *s, const char *why)
+{
+    char q[600];
+    log_info(s->sid, "prx", "qid=%016llx event=queue_fallback reason=\"%s\"",
+             (unsigned long long)s->qid, log_quote(why, strlen(why), q, sizeof(q)));
+    s->txn_local = 1;
+    for (size_t i = 0; i < s->nrcpts; i++) {
+        s->rq[i] = 1;
+    }
+    prx_drop_up(s);
+}
+
+static void prx_send_text(struct prx_session *s, const char *text)
+{
+    prx_send(s, text, strlen(text));
+}
+
+static void prx_spool_drain(void *arg)
+{
+    struct prx_session *s = arg;
+    if (s->bp_spool && !s->closing) {
+        s->bp_spool = 0;
+        prx_continue(s);
+    }
+}
+
+static void prx_spool_done(void *arg, int err, uint64_t size)
+{
+    struct prx_session *s = arg;
+    char buf[300], q[300];
+    int reply = s->reply_after_commit && !s->closing && !s->client_gone;
+
+    s->spw = NULL;
+    if (err == 0) {
+        up_queue_add(s->env->queue, s->qid, size);
+        s->nmsg++;
+        log_info(s->sid, "prx", "qid=%016llx from=<%s> nrcpt=%zu size=%llu device=%s status=queued",
+                 (unsigned long long)s->qid, s->from, s->nrcpts, (unsigned long long)size,
+                 s->dev ? s->dev->name : "-");
+        snprintf(buf, sizeof(buf), "250 2.0.0 Ok: queued as %016llx\r\n",
+                 (unsigned long long)s->qid);
+    } else {
+        const char *t = err == UV_ENOSPC || err == -EDQUOT || err == UV_EFBIG
+                            ? "452 4.3.1 Insufficient system storage: the spool is full\r\n"
+                            : "451 4.3.0 Local error: the message could not be spooled\r\n";
+        log_err(s->sid, "prx", "qid=%016llx event=spool_failed error=\"%s\" status=deferred",
+                (unsigned long long)s->qid, log_quote(uv_strerror(err), 100, q, sizeof(q)));
+        snprintf(buf, sizeof(buf), "%s", t);
+        if (s->env->metrics) {
+            s->env->metrics->messages_deferred++;
+        }
+    }
+    if (reply) {
+        prx_send_text(s, buf);
+    }
+    if (s->state == PRX_STATE_SPOOL_WAIT) {
+        prx_txn_reset(s);
+        if (!s->closing) {
+            prx_enter_state(s, PRX_STATE_IDLE);
+        }
+        prx_continue(s);
+    }
+    prx_unref_env(s); /* the writer's hold */
+}
+
+static const struct up_spool_writer_cbs prx_spool_cbs = {
+    .on_drain = prx_spool_drain,
+    .on_done = prx_spool_done,
+};
+
+/* Starts writing this message to the spool (alongside upstream when tee). */
+static int prx_spool_open(struct prx_session *s)
+{
+    s->spw = up_spool_writer_new(s->env->loop, s->conf->spool_dir, s->qid, &prx_spool_cbs, s);
+    if (!s->spw) {
+        return -1;
+    }
+    s->refs++;
+    return 0;
+}
+
+/* The body is complete: commit it with all recipients, or only those upstream
+ * did not take. reply_after: the client's DATA reply waits for the result. */
+static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after)
+{
+    struct up_spool_env env;
+    char(*list)[UP_SPOOL_ADDR_MAX] = NULL;
+    size_t n = 0;
+    const char *v;
+    size_t vl;
+
+    memset(&env, 0, sizeof(env));
+    env.created = (uint64_t)time(NULL);
+    snprintf(env.device, sizeof(env.device), "%s", s->dev->name);
+    snprintf(env.user, sizeof(env.user), "%s", s->dev->user);
+    snprintf(env.client, sizeof(env.client), "%s", s->ip);
+    snprintf(env.helo, sizeof(env.helo), "%s", s->helo);
+    if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "BODY", &v, &vl)) {
+        snprintf(env.body, sizeof(env.body), "%.*s", (int)vl, v);
+    }
+    snprintf(env.from, sizeof(env.from), "%s", s->from);
+    list = malloc((s->nrcpts ? s->nrcpts : 1) * sizeof(*list));
+    for (size_t i = 0; list && i < s->nrcpts; i++) {
+        if (!only_queued || s->rq[i]) {
+            memcpy(list[n++], s->rcpts[i], UP_SPOOL_ADDR_MAX);
+        }
+    }
+    env.rcpt = list;
+    env.nrcpt = n;
+    s->reply_after_commit = reply_after;
+    prx_enter_state(s, PRX_STATE_SPOOL_WAIT);
+    if (!list || n == 0) {
+        up_spool_abort(s->spw);
+        s->spw = NULL;
+        free(list);
+        prx_spool_done(s, UV_ENOMEM, 0); /* drops the writer's hold */
+        return;
+    }
+    up_spool_commit(s->spw, &env); /* formats env at once: list can go */
+    free(list);
+}
+
+/* DATA for a spool-only transaction: 354 from us. */
+static void prx_data_local(struct prx_session *s)
+{
+    if (s->nrcpts == 0) {
+        prx_reply(s, REPLY_NO_VALID_RCPT);
+        return;
+    }
+    if (prx_spool_open(s) != 0) {
+        prx_reply(s, REPLY_NOMEM);
+        return;
+    }
+    prx_body_start(s);
+}
+
 /* ---- upstream callbacks ---- */
 
 static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
@@ -382,8 +602,16 @@ static void prx_up_ready(void *arg, int err, const struct up_reply *r, const cha
         return;
     }
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
-    prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
     s->up = NULL; /* it closes itself; its on_close drops our ref */
+    if (prx_queue_mode(s) && prx_spool_room(s, 0)) {
+        buf[n > 2 ? n - 2 : n] = '\0';
+        prx_go_local(s, buf);
+        prx_send_text(s, "250 2.1.0 Ok (upstream unavailable: the message will be queued)\r\n");
+        prx_enter_state(s, PRX_STATE_TXN);
+        prx_continue(s);
+        return;
+    }
+    prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
     prx_send(s, buf, n);
     prx_txn_reset(s);
     prx_enter_state(s, PRX_STATE_IDLE);
@@ -400,6 +628,14 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     }
     switch (s->state) {
     case PRX_STATE_MAIL_WAIT:
+        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s) && prx_spool_room(s, 0)) {
+            char line[600];
+            snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+            prx_go_local(s, line);
+            prx_send_text(s, "250 2.1.0 Ok (upstream deferred: the message will be queued)\r\n");
+            prx_enter_state(s, PRX_STATE_TXN);
+            break;
+        }
         prx_send(s, r->text, r->len);
         if (ok) {
             prx_enter_state(s, PRX_STATE_TXN);
@@ -410,11 +646,27 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         }
         break;
     case PRX_STATE_RCPT_WAIT:
+        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s)) {
+            if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
+                prx_reply(s, REPLY_NOMEM);
+            } else {
+                s->nrcpt++;
+                prx_send_text(s, "250 2.1.5 Ok (upstream deferred it: queued)\r\n");
+            }
+            prx_enter_state(s, PRX_STATE_TXN);
+            break;
+        }
         if (ok) {
             s->nrcpt++;
+            if (prx_queue_mode(s) && prx_rcpt_add(s, s->rcpt, 0) != 0) {
+                s->nrcpt--;
+                prx_reply(s, REPLY_NOMEM);
+                prx_enter_state(s, PRX_STATE_TXN);
+                break;
+            }
         } else {
             char q[600];
-            log_info(s->sid, "prx", "qid=%010llx to=<%s> status=%s reply=\"%s\"",
+            log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
                      (unsigned long long)s->qid, s->rcpt, r->code >= 500 ? "bounced" : "deferred",
                      log_quote(r->text, r->len - 2, q, sizeof(q)));
         }
@@ -422,41 +674,27 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         prx_enter_state(s, PRX_STATE_TXN);
         break;
     case PRX_STATE_DATA_WAIT:
+        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s)) {
+            char line[600];
+            snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+            prx_go_local(s, line);
+            prx_data_local(s);
+            break;
+        }
         if (r->code == 354) {
-            s->bodybuf = malloc(3 * PRX_BODY_STEP);
-            if (!s->bodybuf) {
+            /* on_upstream_failure = queue: the body goes to the spool too, so a
+             * later 4xx can still be answered with 250 */
+            if (prx_queue_mode(s) && prx_spool_open(s) != 0) {
                 prx_drop_up(s);
                 prx_reply(s, REPLY_NOMEM);
                 prx_txn_reset(s);
                 prx_enter_state(s, PRX_STATE_IDLE);
                 break;
             }
-            data_dec_init(&s->dec);
-            s->hdr_done = 0;
-            s->hdr_eol = 2;
-            s->hdr_size = 0;
-            data_enc_init(&s->enc);
-            prx_reply(s, REPLY_DATA);
-            prx_enter_state(s, PRX_STATE_BODY);
-            if (s->conf->received_header) {
-                char hdr[600], date[64];
-                time_t now = time(NULL);
-                struct tm tm;
-                int n;
-                localtime_r(&now, &tm);
-                strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-                /* RFC 5321 §4.1.3: IPv6 address literals carry the "IPv6:" tag */
-                n = snprintf(hdr, sizeof(hdr),
-                             "Received: from %s ([%s%s])\r\n\tby %s (relay25) with %s id "
-                             "%010llx;\r\n\t%s\r\n",
-                             s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "",
-                             s->ip, s->conf->hostname, s->esmtp ? "ESMTP" : "SMTP",
-                             (unsigned long long)s->qid, date);
-                if (n > 0 && (size_t)n < sizeof(hdr)) {
-                    up_body(s->up, hdr, (size_t)n);
-                }
-            }
-        } else {
+            prx_body_start(s);
+            break;
+        }
+        {
             if (r->code >= 300) {
                 prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
             }
@@ -473,11 +711,30 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         }
         break;
     case PRX_STATE_DOT_WAIT:
-        s->nmsg++;
         if (s->env->metrics) {
             metrics_observe(&s->env->metrics->upstream_delivery,
                             (double)(uv_now(s->env->loop) - s->dot_ms) / 1000.0);
         }
+        if (s->spw && !s->closing) {
+            /* tee: the spool copy decides what upstream did not take */
+            if (r->code >= 400 && r->code < 500) {
+                char line[600];
+                snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+                prx_go_local(s, line);
+                prx_spool_commit(s, 0, 1);
+                return;
+            }
+            if (prx_count_queued(s, 1) > 0) {
+                prx_log_message(s, ok ? "sent" : "bounced", r->text, r->len - 2);
+                prx_send(s, r->text, r->len);
+                prx_spool_commit(s, 1, 0); /* the rest, deferred at RCPT, goes to the queue */
+                return;
+            }
+            up_spool_abort(s->spw); /* upstream took it all: no copy to keep */
+            s->spw = NULL;
+            s->refs--;
+        }
+        s->nmsg++;
         prx_log_message(s,
                         ok               ? "sent"
                         : r->code >= 500 ? "bounced"
@@ -510,6 +767,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     case PRX_STATE_CONNECT:
     case PRX_STATE_TXN:
     case PRX_STATE_BODY:
+    case PRX_STATE_SPOOL_WAIT:
     case PRX_STATE_CLOSING:
         return;
     }
@@ -535,12 +793,46 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     if (s->closing) {
         return;
     }
+    if (prx_queue_mode(s) && s->qid && !s->txn_local &&
+        (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
+         s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
+         (s->state == PRX_STATE_BODY && s->spw) || (s->state == PRX_STATE_DOT_WAIT && s->spw))) {
+        buf[n > 2 ? n - 2 : n] = '\0';
+        prx_go_local(s, buf);
+        switch (s->state) {
+        case PRX_STATE_MAIL_WAIT:
+            prx_send_text(s, "250 2.1.0 Ok (upstream unavailable: the message will be queued)\r\n");
+            prx_enter_state(s, PRX_STATE_TXN);
+            break;
+        case PRX_STATE_RCPT_WAIT:
+            if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
+                prx_reply(s, REPLY_NOMEM);
+            } else {
+                s->nrcpt++;
+                prx_send_text(s, "250 2.1.5 Ok (upstream unavailable: queued)\r\n");
+            }
+            prx_enter_state(s, PRX_STATE_TXN);
+            break;
+        case PRX_STATE_DATA_WAIT:
+            prx_data_local(s);
+            break;
+        case PRX_STATE_DOT_WAIT:
+            prx_spool_commit(s, 0, 1);
+            return;
+        default:
+            s->bp = 0; /* BODY: go on reading into the spool only */
+            break;
+        }
+        prx_continue(s);
+        return;
+    }
     switch (s->state) {
     case PRX_STATE_PROXY:
     case PRX_STATE_IDLE:
     case PRX_STATE_REFUSED:
     case PRX_STATE_CLOSING:
     case PRX_STATE_CONNECT:
+    case PRX_STATE_SPOOL_WAIT:
         return; /* nothing was in flight: the next MAIL opens a new session */
     case PRX_STATE_TXN:
         /* the transaction is gone upstream; tell the client at its next command */
@@ -807,8 +1099,23 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         s->from[0] = '\0';
         return;
     }
-    s->qid = log_new_id() & 0xffffffffffull;
+    s->qid = up_queue_new_id();
     s->nrcpt = 0;
+    if (prx_spool_mode(s)) {
+        unsigned long long sz = 0;
+        if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "SIZE", &v, &vl)) {
+            sz = strtoull(v, NULL, 10);
+        }
+        if (!prx_spool_room(s, sz)) {
+            prx_send_text(s, "452 4.3.1 Insufficient system storage: the spool is full\r\n");
+            prx_txn_reset(s);
+            return;
+        }
+        s->txn_local = 1;
+        prx_send_text(s, "250 2.1.0 Ok\r\n");
+        prx_enter_state(s, PRX_STATE_TXN);
+        return;
+    }
     prx_start_mail(s);
 }
 
@@ -848,6 +1155,15 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
     if (!prx_rate_take(s, s->pc->rcpt_buckets, &s->dev->recipient_rate, "recipient_rate")) {
         return;
     }
+    if (s->txn_local) {
+        if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
+            prx_reply(s, REPLY_NOMEM);
+            return;
+        }
+        s->nrcpt++;
+        prx_send_text(s, "250 2.1.5 Ok\r\n");
+        return;
+    }
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
     prx_up_check(s, up_rcpt(s->up, s->rcpt, NULL), PRX_STATE_RCPT_WAIT);
 }
@@ -863,6 +1179,16 @@ static void prx_cmd_data(struct prx_session *s, const struct prx_cmd *c)
     }
     if (s->nrcpt == 0) {
         prx_reply(s, REPLY_NO_VALID_RCPT);
+        return;
+    }
+    if (s->txn_local) {
+        prx_data_local(s);
+        return;
+    }
+    if (prx_queue_mode(s) && prx_count_queued(s, 0) == 0) {
+        /* upstream deferred every recipient: all of it goes to the spool */
+        prx_go_local(s, "upstream deferred every recipient");
+        prx_data_local(s);
         return;
     }
     prx_enter_state(s, PRX_STATE_DATA_WAIT);
@@ -980,17 +1306,75 @@ static void prx_command(struct prx_session *s, const char *line, size_t len)
 
 /* ---- the body ---- */
 
+/* 354 sent: the body streams to upstream, to the spool, or to both. */
+static void prx_body_start(struct prx_session *s)
+{
+    s->bodybuf = malloc(3 * PRX_BODY_STEP);
+    if (!s->bodybuf) {
+        prx_drop_up(s);
+        prx_reply(s, REPLY_NOMEM);
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
+        return;
+    }
+    data_dec_init(&s->dec);
+    s->hdr_done = 0;
+    s->hdr_eol = 2;
+    s->hdr_size = 0;
+    data_enc_init(&s->enc);
+    prx_reply(s, REPLY_DATA);
+    prx_enter_state(s, PRX_STATE_BODY);
+    if (s->conf->received_header) {
+        char hdr[600], date[64];
+        time_t now = time(NULL);
+        struct tm tm;
+        int n;
+        localtime_r(&now, &tm);
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+        /* RFC 5321 §4.1.3: IPv6 address literals carry the "IPv6:" tag */
+        n = snprintf(hdr, sizeof(hdr),
+                     "Received: from %s ([%s%s])\r\n\tby %s (relay25) with %s id "
+                     "%016llx;\r\n\t%s\r\n",
+                     s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "", s->ip,
+                     s->conf->hostname, s->esmtp ? "ESMTP" : "SMTP", (unsigned long long)s->qid,
+                     date);
+        if (n > 0 && (size_t)n < sizeof(hdr)) {
+            if (s->up && !s->txn_local) {
+                up_body(s->up, hdr, (size_t)n);
+            }
+            if (s->spw && up_spool_write(s->spw, hdr, (size_t)n) < 0) {
+                s->spool_err = 1;
+            }
+        }
+    }
+}
+
 static void prx_body_end(struct prx_session *s)
 {
     size_t len;
     const char *t;
-
+    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err && (s->txn_local || !s->up)) {
+        s->body_err = PRX_BODY_SPOOL;
+    }
+    if (s->body_err == PRX_BODY_OK && s->txn_local) {
+        free(s->bodybuf);
+        s->bodybuf = NULL;
+        prx_spool_commit(s, 0, 1);
+        return;
+    }
+    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err) {
+        /* tee: the spool copy failed; upstream alone decides */
+        up_spool_abort(s->spw);
+        s->spw = NULL;
+        s->refs--;
+    }
     switch (s->body_err) {
     case PRX_BODY_OK: {
         char term[8];
         size_t n = data_enc_finish(&s->enc, term);
         free(s->bodybuf);
         s->bodybuf = NULL;
+        s->dot_ms = uv_now(s->env->loop);
         prx_enter_state(s, PRX_STATE_DOT_WAIT);
         if (up_body(s->up, term, n) == 0) {
             /* the verdict arrives via prx_up_reply / prx_up_fail */
@@ -1006,6 +1390,10 @@ static void prx_body_end(struct prx_session *s)
         break;
     case PRX_BODY_HEADER_TOO_BIG:
         t = reply_canned(REPLY_HEADER_TOO_BIG, &len);
+        break;
+    case PRX_BODY_SPOOL:
+        t = "452 4.3.1 Insufficient system storage: the spool cannot take the message\r\n";
+        len = strlen(t);
         break;
     case PRX_BODY_UPSTREAM:
     default:
@@ -1064,11 +1452,25 @@ static size_t prx_body(struct prx_session *s, const char *data, size_t len)
         } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
             s->body_err = PRX_BODY_BARE_LF;
         }
+        if (s->body_err == PRX_BODY_OK && s->spw && !s->spool_err &&
+            !prx_spool_room(s, up_spool_written(s->spw) + outlen)) {
+            s->spool_err = UV_ENOSPC; /* max_spool_size */
+        }
         if (s->body_err != PRX_BODY_OK) {
             prx_drop_up(s); /* no final dot: upstream discards the partial message */
         } else if (outlen > 0) {
-            size_t n = data_enc_feed(&s->enc, dec, outlen, enc);
-            up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
+            if (s->spw && !s->spool_err) {
+                int r = up_spool_write(s->spw, dec, outlen);
+                if (r < 0) {
+                    s->spool_err = r;
+                } else if (r == 1) {
+                    s->bp_spool = 1; /* resumed by prx_spool_drain */
+                }
+            }
+            if (s->up && !s->txn_local) {
+                size_t n = data_enc_feed(&s->enc, dec, outlen, enc);
+                up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
+            }
         }
     }
     if (done) {
@@ -1093,6 +1495,9 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
         if (s->state == PRX_STATE_BODY) {
             if (s->up && up_pending(s->up) > PRX_HIWAT) {
                 s->bp = 1; /* resumed by prx_up_drain */
+                break;
+            }
+            if (s->bp_spool) {
                 break;
             }
             prx_arm_timer(s);

@@ -13,6 +13,7 @@ struct conf;
 struct metrics;
 struct prx_session;
 struct auth_bucket;
+struct up_queue;
 
 /* A configuration snapshot as the sessions see it: sessions opened before a
  * reload keep theirs until they end. Rate-limit buckets belong to it (one per
@@ -29,6 +30,7 @@ struct prx_env {
     uv_loop_t *loop;
     struct prx_conf *cur; /* for new sessions */
     struct metrics *metrics;
+    struct up_queue *queue;   /* background delivery; NULL when nothing is spooled */
     struct prx_session *head; /* live sessions */
     size_t nsessions;
     int draining;                          /* SIGTERM: no new transactions */
