@@ -48,6 +48,7 @@ import argparse
 import datetime
 import os
 import re
+import resource
 import shutil
 import signal
 import smtplib
@@ -162,6 +163,13 @@ def tree_cpu(root):
         if st:
             total += st[1]
     return total / CLK
+
+
+def system_busy():
+    """Busy CPU seconds of the whole machine (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK
 
 
 def cmdline(pid):
@@ -499,6 +507,14 @@ class Bench:
 
     # ----------------------------------------------------------------------- one run
 
+    def our_cpu(self):
+        """CPU seconds of everything this bench runs: relay25, both Postfix trees,
+        this process and its reaped children (smtp-source, postfix commands)."""
+        t = tree_cpu(self.relay25_proc.pid) + sum(tree_cpu(i.master_pid) for i in self.instances)
+        me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+            resource.RUSAGE_CHILDREN)
+        return t + me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
     def wait_drained(self, timeout=120):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -520,6 +536,8 @@ class Bench:
         mem = MemSampler([r for r in (relay_root, up.master_pid) if r])
         cpu0 = tree_cpu(relay_root) if relay_root else 0.0
         ucpu0 = tree_cpu(up.master_pid)
+        ours0 = self.our_cpu()
+        sys0 = system_busy()
         mem.start()
 
         port = {"relay25": self.ports["relay25"], "postfix": self.ports["postfix"],
@@ -578,6 +596,8 @@ class Bench:
         time.sleep(1.0)
         cpu1 = tree_cpu(relay_root) if relay_root else 0.0
         ucpu1 = tree_cpu(up.master_pid)
+        other = (system_busy() - sys0) - (self.our_cpu() - ours0)
+        wall = time.monotonic() - t0
         peaks = mem.finish()
         n = delivered.poll()
         uplog = up.log_since(off)
@@ -587,6 +607,9 @@ class Bench:
         client_out = errs.read().decode(errors="replace")
         errs.close()
         notes = []
+        if other / wall > 0.15:
+            notes.append("other processes on this machine used %.2f cores meanwhile"
+                         % (other / wall))
         if client_rc:
             notes.append("client exit %s: %s" % (client_rc, " | ".join(
                 client_out.strip().splitlines()[-3:])))
@@ -610,7 +633,7 @@ class Bench:
             "cpu_k": (cpu1 - cpu0) * 1000.0 / max(n, 1) if relay_root else None,
             "ucpu_k": (ucpu1 - ucpu0) * 1000.0 / max(n, 1),
             "pss_mb": peaks[relay_root] / 1024.0 if relay_root else None,
-            "conns": conns, "ok": n >= count, "notes": notes,
+            "conns": conns, "ok": n >= count, "notes": notes, "other": other / wall,
         }
 
 
@@ -731,6 +754,9 @@ def main():
                   " (--quick)" if args.quick else "", time.monotonic() - t_start, args.bin))
     out.append("medians over rounds; x = relay25/Postfix; cpu/1k = CPU s per 1000 msgs of the "
                "relay's process tree; up-* = the upstream's")
+    others = [r["other"] for rs in results.values() for r in rs]
+    out.append("%d cores; CPU used by other processes during the runs: median %.2f, max %.2f cores"
+               % (os.cpu_count(), statistics.median(others), max(others)))
     hdr = "%-7s %-11s %8s %5s %7s %5s %7s %5s %8s %8s  %s" % (
         "load", "target", "msg/s", "x", "cpu/1k", "x", "PSS MB", "x", "up-cpu/1k",
         "up-conns", "delivered")

@@ -2,8 +2,9 @@
 # Installs the Debian 12 packages relay25 needs to build, run its demo and run
 # its tests, if any is missing. Used by ./run.sh, tests/run.sh and .ci/run.
 set -eu
+# Extra packages may be named as arguments (tests/run.sh adds its test peers).
 PKGS="build-essential cmake pkg-config libuv1-dev libbearssl-dev libinih-dev \
-python3 python3-aiosmtpd openssl swaks ca-certificates"
+python3 python3-aiosmtpd openssl swaks ca-certificates $*"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
