@@ -13,7 +13,8 @@
 
 #include "common/tls_ca.h"
 
-#define TIO_RBUF (16u * 1024u)
+#define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
+#define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
 #define TIO_WCHUNK (16u * 1024u)
 
 struct tio_wreq {
@@ -48,8 +49,8 @@ struct tio {
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
     unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1;
-    char rbuf[TIO_RBUF];
+        in_pump : 1, again : 1, handshake_done : 1;    char *rbuf;
+    size_t rcap;
 };
 
 static void tio_process(struct tio *t);
@@ -127,9 +128,8 @@ static void tio_fail(struct tio *t, int err)
 static void tio_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct tio *t = h->data;
-    (void)suggested;
-    buf->base = t->rbuf + t->rlen;
-    buf->len = TIO_RBUF - t->rlen;
+    (void)suggested;    buf->base = t->rbuf + t->rlen;
+    buf->len = t->rcap - t->rlen;
 }
 
 static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -146,8 +146,7 @@ static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void tio_update_reading(struct tio *t)
 {
-    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&
-               t->rlen < TIO_RBUF;
+    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&               t->rlen < t->rcap;
     if (want && !t->reading) {
         if (uv_read_start((uv_stream_t *)&t->tcp, tio_alloc_cb, tio_read_cb) == 0) {
             t->reading = 1;
@@ -329,8 +328,9 @@ struct tio *tio_new(uv_loop_t *loop, const struct tio_cbs *cbs, void *arg)
     struct tio *t = calloc(1, sizeof(*t));
     if (!t) {
         return NULL;
-    }
-    if (uv_tcp_init(loop, &t->tcp) != 0) {
+    }    t->rcap = TIO_RBUF_PLAIN;
+    if (!(t->rbuf = malloc(t->rcap)) || uv_tcp_init(loop, &t->tcp) != 0) {
+        free(t->rbuf);
         free(t);
         return NULL;
     }
@@ -380,10 +380,18 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
 
     if (t->tls || t->closing || t->failed) {
         return UV_EINVAL;
-    }
-    tls = calloc(1, sizeof(*tls));
+    }    tls = calloc(1, sizeof(*tls));
     if (!tls) {
         return UV_ENOMEM;
+    }
+    if (t->rcap < TIO_RBUF_TLS) {
+        char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
+        if (!nb) {
+            free(tls);
+            return UV_ENOMEM;
+        }
+        t->rbuf = nb;
+        t->rcap = TIO_RBUF_TLS;
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
     eng = &tls->cc.eng;
@@ -538,10 +546,9 @@ size_t tio_pending(const struct tio *t)
 
 static void tio_close_cb(uv_handle_t *h)
 {
-    struct tio *t = h->data;
-
-    t->cbs->on_close(t->arg);
+    struct tio *t = h->data;    t->cbs->on_close(t->arg);
     free(t->w);
+    free(t->rbuf);
     if (t->tls) {
         explicit_bzero(t->tls, sizeof(*t->tls)); /* session keys */
         free(t->tls);

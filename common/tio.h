@@ -2,7 +2,7 @@
  * passes bytes through; after tio_starttls_client() the BearSSL engine sits in
  * the middle (ciphertext on the socket, plaintext to and from the caller), so
  * SMTP code is the same in clear and in TLS. Owns its uv_tcp_t, buffers and TLS
- * context. Memory: 16 KiB read buffer + queued writes (bounded by the caller via
+ * context. Memory: 4 KiB read buffer (16 KiB with TLS) + queued writes (bounded by the caller via
  * tio_pending()) + ~37 KiB while TLS is active (BR_SSL_BUFSIZE_BIDI + contexts). */
 #ifndef RELAY25_TIO_H
 #define RELAY25_TIO_H
