@@ -41,8 +41,12 @@ the upstream has logged the last delivery:
   PSS MB      peak of the summed Pss (/proc/PID/smaps_rollup) over the same process
               set, sampled every 0.2 s during the run.
   up-conns    "connect from" lines at the upstream's TLS port during the run.
-Rounds alternate the order (relay25 first on even rounds, Postfix first on odd);
-the table shows medians over rounds and ratios to Postfix from this run.
+Each relay is started for its own run and stopped after it (one relay at a time;
+peaks are per scenario); the upstream runs throughout. Before each run the bench
+waits (at most --quiet-wait s) for the rest of the machine to be idle, and notes
+runs during which other processes used CPU (/proc/stat minus everything the bench
+runs). Rounds alternate the order (relay25 first on odd rounds, Postfix first on
+even); the table shows medians over rounds and ratios to Postfix from this run.
 """
 import argparse
 import datetime
@@ -152,11 +156,13 @@ def children_of(pid):
 
 
 def tree_pids(root):
-    return [root] + children_of(root) if read_stat(root) else []
+    return [root] + children_of(root) if root and read_stat(root) else []
 
 
 def tree_cpu(root):
     """CPU seconds of root (with its reaped children) and its live children."""
+    if not root:
+        return 0.0
     total = 0
     for p in tree_pids(root):
         st = read_stat(p)
@@ -246,7 +252,7 @@ class PostfixInstance:
         for d in (self.dir, self.etc, self.queue, self.data):
             os.makedirs(d, mode=0o755, exist_ok=True)
         shutil.chown(self.data, "postfix", "postfix")   # postfix check fixes the rest
-        self.started = False
+        self.started = self.checked = False
         self.master_pid = None
 
     def main_cf(self, base, extra):
@@ -289,7 +295,9 @@ class PostfixInstance:
         return out
 
     def start(self):
-        self.postfix("check")
+        if not self.checked:    # creates the queue directories the first time
+            self.postfix("check")
+            self.checked = True
         self.started = True
         self.postfix("start")
         pidfile = os.path.join(self.queue, "pid", "master.pid")
@@ -310,15 +318,16 @@ class PostfixInstance:
             return
         self.started = False
         self.postfix("stop", check=False)
+        pid, self.master_pid = self.master_pid, None
         for _ in range(100):
-            if self.master_pid is None or not read_stat(self.master_pid):
+            if pid is None or not read_stat(pid):
                 return
             time.sleep(0.1)
-        log("%s: master %d still there after postfix stop; abort" % (self.name, self.master_pid))
+        log("%s: master %d still there after postfix stop; abort" % (self.name, pid))
         self.postfix("abort", check=False)
         time.sleep(1)
-        if read_stat(self.master_pid):
-            os.kill(self.master_pid, signal.SIGKILL)
+        if read_stat(pid):
+            os.kill(pid, signal.SIGKILL)
 
     def queue_count(self):
         """Messages in the instance's queue (maildrop, incoming, active, deferred, hold)."""
@@ -448,9 +457,8 @@ class Bench:
         subprocess.run([POSTMAP, "-c", pf.etc, pw_map], check=True)
         self.instances.append(pf)
 
-        for inst in self.instances:
-            inst.start()
-            log("%s: master pid %d" % (inst.name, inst.master_pid))
+        up.start()
+        log("upstream: master pid %d" % up.master_pid)
 
         # ---- relay25
         rd = os.path.join(b, "relay25")
@@ -469,11 +477,19 @@ class Bench:
         ]))
         self.relay25_log = os.path.join(rd, "relay25.log")
         self.relay25_logf = open(self.relay25_log, "ab")
+        log("ports: %s" % p)
+
+    # Each relay is started fresh for its run and stopped after it, so its peak memory
+    # belongs to that scenario (no idle smtpd processes or heap left from a bigger one)
+    # and only one relay exists at a time.
+    def start_relay25(self):
+        off = os.path.getsize(self.relay25_log)
         self.relay25_proc = subprocess.Popen(
             [self.args.bin, "serve", "-c", self.relay25_cfg], stdin=subprocess.DEVNULL,
             stdout=self.relay25_logf, stderr=subprocess.STDOUT)
         for _ in range(100):
             with open(self.relay25_log, errors="replace") as f:
+                f.seek(off)
                 if "event=listening" in f.read():
                     break
             if self.relay25_proc.poll() is not None:
@@ -481,17 +497,52 @@ class Bench:
             time.sleep(0.1)
         else:
             raise RuntimeError("relay25 is not listening:\n" + open(self.relay25_log).read())
-        log("relay25: pid %d (%s)" % (self.relay25_proc.pid, self.args.bin))
-        log("ports: %s" % p)
+        return self.relay25_proc.pid
 
-    def teardown(self):
+    def stop_relay25(self):
         if self.relay25_proc and self.relay25_proc.poll() is None:
             self.relay25_proc.terminate()
             try:
-                self.relay25_proc.wait(40)
+                rc = self.relay25_proc.wait(40)
+                if rc != 0:
+                    log("relay25 exited %d after SIGTERM" % rc)
             except subprocess.TimeoutExpired:
+                log("relay25 did not exit 40 s after SIGTERM; SIGKILL")
                 self.relay25_proc.kill()
                 self.relay25_proc.wait()
+        self.relay25_proc = None
+
+    def start_relay(self, target):
+        if target == "relay25":
+            return self.start_relay25()
+        if target == "postfix":
+            self.peer.start()
+            return self.peer.master_pid
+        return None
+
+    def stop_relay(self, target):
+        if target == "relay25":
+            self.stop_relay25()
+        elif target == "postfix":
+            self.peer.stop()
+            if self.peer.queue_count():     # a failed run: do not deliver it in the next one
+                log("postfix: %d messages left in the queue, deleted" % self.peer.queue_count())
+                subprocess.run(["/usr/sbin/postsuper", "-c", self.peer.etc, "-d", "ALL"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_quiet(self):
+        """Wait (at most --quiet-wait s) until the rest of the machine is idle: busy
+        under 0.2 cores over one second. Returns the busy cores last seen."""
+        deadline = time.monotonic() + self.args.quiet_wait
+        while True:
+            b0 = system_busy()
+            time.sleep(1.0)
+            busy = system_busy() - b0
+            if busy < 0.2 or time.monotonic() > deadline:
+                return busy
+
+    def teardown(self):
+        self.stop_relay25()
         for inst in reversed(self.instances):
             inst.stop()
         # Anything of ours still running? Postfix daemons carry MAIL_CONFIG=<our etc dir>.
@@ -511,7 +562,8 @@ class Bench:
     def our_cpu(self):
         """CPU seconds of everything this bench runs: relay25, both Postfix trees,
         this process and its reaped children (smtp-source, postfix commands)."""
-        t = tree_cpu(self.relay25_proc.pid) + sum(tree_cpu(i.master_pid) for i in self.instances)
+        t = (tree_cpu(self.relay25_proc.pid if self.relay25_proc else None)
+             + sum(tree_cpu(i.master_pid) for i in self.instances))
         me, ch = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
             resource.RUSAGE_CHILDREN)
         return t + me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
@@ -528,11 +580,20 @@ class Bench:
     def run_one(self, target, count, size, conc):
         """target: relay25 | postfix | plain | plain-reuse | tls-new | tls-reuse."""
         self.wait_drained()
+        relay_root = self.start_relay(target)
+        try:
+            busy = self.wait_quiet()
+            r = self.measure(target, count, size, conc, relay_root)
+        finally:
+            self.stop_relay(target)
+        if busy >= 0.2:
+            r["notes"].insert(0, "machine busy (%.2f cores) before the run" % busy)
+        return r
+
+    def measure(self, target, count, size, conc, relay_root):
         up = self.upstream
         off = up.log_size()
         delivered = LogCounter(up.maillog, off, r"/discard\[\d+\]: .*status=sent")
-        roots = {"relay25": self.relay25_proc.pid, "postfix": self.peer.master_pid}
-        relay_root = roots.get(target)
         r25_off = os.path.getsize(self.relay25_log)
         mem = MemSampler([r for r in (relay_root, up.master_pid) if r])
         cpu0 = tree_cpu(relay_root) if relay_root else 0.0
@@ -711,6 +772,8 @@ def main():
                     or os.path.join(REPO, "build", "relay25"))
     ap.add_argument("--timeout", type=int, default=600, help="seconds per run at most")
     ap.add_argument("--no-ceiling", action="store_true")
+    ap.add_argument("--quiet-wait", type=float, default=30,
+                    help="before each run wait up to this many seconds for an idle machine")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     if os.geteuid() != 0:

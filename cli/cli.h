@@ -1,4 +1,4 @@
-/* cli: the relay25 command's front ends (serve, check, sendmail, health); each
+/* cli: the relay25 command's front ends (serve, check, sendmail, health, queue); each
  * returns the process exit status (sysexits.h codes for usage and configuration
  * errors). */
 #ifndef RELAY25_CLI_H
@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #define RELAY25_DEFAULT_CONFIG "/etc/relay25/relay25.conf"
+/* conf.c's spool_dir default, for `mailq` on a host with no configuration at all */
+#define RELAY25_DEFAULT_SPOOL_DIR "/var/spool/relay25"
 
 struct conf;
 
@@ -19,6 +21,13 @@ int cli_sendmail(int argc, char **argv, int mailq);
 /* `relay25 health [-c FILE] [--timeout SECONDS] [HOST:PORT]`: greeting, EHLO, QUIT
  * against a running relay25; 0 when healthy, 1 otherwise (the Docker HEALTHCHECK). */
 int cli_health(int argc, char **argv);
+/* `relay25 queue [-c FILE] [--json] list [--failed] | show ID | flush [ID] | delete ID |
+ * delete [--failed] --all | retry-failed`: the spool's messages (upstream/up_spool.h);
+ * 0, 1 when a message does not exist, else a sysexits.h code. */
+int cli_queue(int argc, char **argv);
+/* The listing of `queue list`, `sendmail -bp` and `mailq`: the messages in
+ * <spool_dir>/q (failed: <spool_dir>/failed), as text lines or a JSON array. */
+int cli_queue_list(const char *spool_dir, int failed, int json);
 
 /* Which configuration to use: -c FILE, else $RELAY25_CONFIG, else the
  * RELAY25_* environment when RELAY25_UPSTREAM is set, else

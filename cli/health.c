@@ -49,7 +49,11 @@ int cli__hostport(const char *s, uint16_t defport, char *host, size_t hostcap, u
     } else {
         colon = strrchr(s, ':');
         if (colon && strchr(s, ':') != colon) {
-            colon = NULL; /* a bare IPv6 literal: no port */
+            struct in6_addr a6;
+            if (inet_pton(AF_INET6, s, &a6) != 1) {
+                return -1; /* several colons: only a bare IPv6 literal (no port) */
+            }
+            colon = NULL;
         }
         hlen = colon ? (size_t)(colon - s) : strlen(s);
     }

@@ -1381,6 +1381,32 @@ static int sm_sender(const struct sm_opts *o, const struct conf *c, const struct
     return 0;
 }
 
+/* -bp / mailq: `relay25 queue list` of the configured spool (the configuration is
+ * found as for sending, without loading CAs); with no configuration at all, the
+ * default spool. */
+static int sm_list_queue(const char *path)
+{
+    const char *e = getenv("RELAY25_CONFIG");
+    char err[1024];
+    struct conf *c;
+    int rc;
+
+    if (!path && e && *e) {
+        path = e;
+    } else if (!path && access(RELAY25_DEFAULT_CONFIG, F_OK) == 0) {
+        path = RELAY25_DEFAULT_CONFIG;
+    } else if (!path && !getenv("RELAY25_UPSTREAM")) {
+        return cli_queue_list(RELAY25_DEFAULT_SPOOL_DIR, 0, 0);
+    }
+    if (!(c = conf_load(path, 0, err, sizeof(err)))) {
+        sm_say("%s", err);
+        return EX_CONFIG;
+    }
+    rc = cli_queue_list(c->spool_dir, 0, 0);
+    conf_free(c);
+    return rc;
+}
+
 int cli_sendmail(int argc, char **argv, int mailq)
 {
     struct sm_opts o;
@@ -1399,8 +1425,7 @@ int cli_sendmail(int argc, char **argv, int mailq)
         return rc;
     }
     if (mailq || o.mode == SM_MODE_LIST) {
-        printf("Mail queue is empty\n"); /* relay25 hands every message on at once */
-        return 0;
+        return sm_list_queue(o.conf_path);
     }
     if (o.mode == SM_MODE_FLUSH) {
         return 0;

@@ -22,10 +22,12 @@
 #include "common/metrics.h"
 #include "conf/conf.h"
 #include "proxy/prx_listener.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_spool.h"
 
 #define SERVE_DEFAULT_USER "relay25"
+#define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
 
 struct serve {
     uv_loop_t *loop;
@@ -34,6 +36,7 @@ struct serve {
     struct metrics metrics;
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     struct up_queue *queue;
+    struct up_pool *pool;
     char pidfile[4200];
     char *path; /* what to reload: the file in use, or NULL for the environment */
     int stopping;
@@ -112,6 +115,10 @@ static void serve_apply_log(const struct conf *c)
 static void serve_closed(void *arg)
 {
     struct serve *sv = arg;
+    if (sv->pool) {
+        up_pool_close(sv->pool);
+        sv->pool = NULL;
+    }
     uv_close((uv_handle_t *)&sv->sigterm, NULL);
     uv_close((uv_handle_t *)&sv->sigint, NULL);
     uv_close((uv_handle_t *)&sv->sighup, NULL);
@@ -187,6 +194,7 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
         return -1;
     }
     prx_server_set_queue(sv->srv, sv->queue);
+    up_queue_set_pool(sv->queue, sv->pool);
     log_info(0, "relay25", "event=spool dir=%s", c->spool_dir);
     return 0;
 }
@@ -297,8 +305,9 @@ int cli_serve(int argc, char **argv)
         free(sv.path);
         return EX_OSERR;
     }
-    /* c now belongs to the server */ if (serve_drop_privileges(c) != 0 ||
-                                          serve_start_spool(&sv, c) != 0) {
+    /* c now belongs to the server */ sv.pool = up_pool_new(sv.loop, SERVE_POOL_IDLE);
+    prx_server_set_pool(sv.srv, sv.pool);
+    if (serve_drop_privileges(c) != 0 || serve_start_spool(&sv, c) != 0) {
         sv.stopping = 1;
         if (sv.queue) {
             up_queue_close(sv.queue, NULL, NULL);
@@ -307,6 +316,9 @@ int cli_serve(int argc, char **argv)
         prx_server_shutdown(sv.srv, NULL, NULL);
         if (sv.ms) {
             metrics_server_close(sv.ms);
+        }
+        if (sv.pool) {
+            up_pool_close(sv.pool);
         }
         uv_run(sv.loop, UV_RUN_DEFAULT);
         uv_loop_close(sv.loop);

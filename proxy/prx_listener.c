@@ -213,3 +213,8 @@ void prx_server_set_queue(struct prx_server *srv, struct up_queue *q)
 {
     srv->env.queue = q;
 }
+
+void prx_server_set_pool(struct prx_server *srv, struct up_pool *pool)
+{
+    srv->env.pool = pool;
+}

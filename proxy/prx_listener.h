@@ -26,6 +26,9 @@ void prx_server_reload(struct prx_server *srv, struct conf *c);
 struct up_queue;
 /* Where spooled messages go for background delivery. */
 void prx_server_set_queue(struct prx_server *srv, struct up_queue *q);
+struct up_pool;
+/* Idle authenticated upstream sessions to reuse (NULL: none). */
+void prx_server_set_pool(struct prx_server *srv, struct up_pool *pool);
 /* Starts the shutdown; done runs once every handle of the server is closed,
  * after which the server is freed. */
 void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg);

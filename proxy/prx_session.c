@@ -25,6 +25,7 @@
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
 #include "proxy/prx_proxy.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
@@ -106,10 +107,14 @@ struct prx_session {
 
     /* spooling (mode = spool, or on_upstream_failure = queue) */
     struct up_spool_writer *spw;
-    int spool_err;               /* the writer failed (uv error) */
-    unsigned txn_local : 1,      /* this transaction goes to the spool only */
-        bp_spool : 1,            /* paused until the spool writer drains */
-        reply_after_commit : 1;  /* the client's DATA reply waits for the commit */
+    int spool_err;          /* the writer failed (uv error) */
+    unsigned txn_local : 1, /* this transaction goes to the spool only */
+        bp_spool : 1,
+        /* paused until the spool writer drains */ reply_after_commit : 1, /* the client's DATA
+                                                                              reply waits for the
+                                                                              commit */
+        up_reused : 1,           /* s->up came from the pool: retry afresh if it is dead */
+        up_txn : 1;              /* a transaction is open upstream (MAIL accepted) */
     char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
     unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
     size_t nrcpts, rcap;
@@ -125,6 +130,7 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
 static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t len);
 static void prx_body_start(struct prx_session *s);
 static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
+static void prx_start_mail(struct prx_session *s, int use_pool);
 static const char *prx_strstate(enum prx_state st)
 {
     switch (st) {
@@ -310,6 +316,10 @@ static void prx_close(struct prx_session *s, const char *reason)
         /* inside DATA: closing without the final dot makes upstream drop it */
         if (s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) {
             up_close(s->up);
+        } else if (s->env->pool && !s->up_txn && up_idle(s->up)) {
+            /* authenticated and clean: the next device with this identity reuses it */
+            up_pool_put(s->env->pool, s->up, s->dev->up->max_connections);
+            s->refs--; /* the pool owns it now; the timer's close is still pending */
         } else {
             up_quit(s->up);
         }
@@ -367,6 +377,7 @@ static void prx_drop_up(struct prx_session *s)
         up_close(s->up);
         s->up = NULL;
     }
+    s->up_txn = 0;
 }
 
 /* An up_* call refused without calling back (the upstream session was not in a
@@ -638,6 +649,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         }
         prx_send(s, r->text, r->len);
         if (ok) {
+            s->up_txn = 1;
             prx_enter_state(s, PRX_STATE_TXN);
         } else {
             prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
@@ -742,6 +754,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                         r->text, r->len - 2);
         prx_send(s, r->text, r->len);
         prx_txn_reset(s);
+        s->up_txn = 0; /* end of data closes the transaction upstream */
         if (s->closing) {
             if (s->up) {
                 up_quit(s->up);
@@ -756,6 +769,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
             prx_reply(s, REPLY_RSET);
         }
         s->rset_silent = 0;
+        s->up_txn = 0;
         if (!ok) {
             prx_drop_up(s);
         }
@@ -779,8 +793,17 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     struct prx_session *s = arg;
     char buf[700];
     size_t n;
-
     (void)cmd_pending;
+    if (s->up_reused && s->state == PRX_STATE_MAIL_WAIT && !s->closing) {
+        /* a pooled session died before answering MAIL: nothing was sent, try afresh */
+        log_debug(s->sid, "prx", "event=reuse_failed error=%s retry=fresh", reply_err_name(err));
+        s->up = NULL;
+        s->up_reused = 0;
+        s->up_txn = 0;
+        prx_start_mail(s, 0);
+        return;
+    }
+    s->up_txn = 0;
     if (s->env->metrics) {
         metrics_upstream_error(s->env->metrics, err);
     }
@@ -978,11 +1001,17 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
     }
 }
 
-static void prx_start_mail(struct prx_session *s)
+static void prx_start_mail(struct prx_session *s, int use_pool)
 {
     struct up_params p;
     char params[PRX_PARAMS_MAX];
 
+    if (!s->up && use_pool && s->env->pool &&
+        (s->up = up_pool_take(s->env->pool, s->dev->up, s->dev->user, s->dev->password, &prx_up_cbs,
+                              s, s->sid))) {
+        s->refs++;
+        s->up_reused = 1;
+    }
     if (s->up && up_idle(s->up)) {
         prx_enter_state(s, PRX_STATE_MAIL_WAIT);
         prx_params_for_up(s, params, sizeof(params));
@@ -990,6 +1019,7 @@ static void prx_start_mail(struct prx_session *s)
         return;
     }
     prx_drop_up(s);
+    s->up_reused = 0;
     memset(&p, 0, sizeof(p));
     p.up = s->dev->up;
     p.user = s->dev->user;
@@ -1116,7 +1146,7 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         prx_enter_state(s, PRX_STATE_TXN);
         return;
     }
-    prx_start_mail(s);
+    prx_start_mail(s, 1);
 }
 
 static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)

@@ -14,6 +14,7 @@ struct metrics;
 struct prx_session;
 struct auth_bucket;
 struct up_queue;
+struct up_pool;
 
 /* A configuration snapshot as the sessions see it: sessions opened before a
  * reload keep theirs until they end. Rate-limit buckets belong to it (one per
@@ -31,6 +32,7 @@ struct prx_env {
     struct prx_conf *cur; /* for new sessions */
     struct metrics *metrics;
     struct up_queue *queue;   /* background delivery; NULL when nothing is spooled */
+    struct up_pool *pool;     /* idle authenticated upstream sessions; NULL: no reuse */
     struct prx_session *head; /* live sessions */
     size_t nsessions;
     int draining;                          /* SIGTERM: no new transactions */

@@ -23,6 +23,7 @@
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
 
@@ -80,6 +81,7 @@ struct upq_job {
     char **rreply; /* failure reply per recipient (malloc'd), for .done and the bounce */
     size_t ircpt;
     int temp_fail; /* this attempt ended in a temporary failure */
+    int reused;    /* ups came from the pool */
     int perm_all;  /* a permanent failure for every pending recipient */
     struct up_session *ups;
     uv_work_t work;
@@ -113,6 +115,7 @@ struct up_queue {
     struct upq_slot *slots;
     size_t nslots;
     int closing;
+    struct up_pool *pool;     /* reuse of authenticated sessions, may be NULL */
     unsigned pending_handles; /* timer */
     void (*done)(void *);
     void *done_arg;
@@ -122,6 +125,7 @@ static void upq_schedule(struct up_queue *q);
 static void upq_attempt_end(struct upq_job *j);
 static void upq_read_body(struct upq_job *j);
 static const struct up_cbs upq_up_cbs;
+static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail);
 
 uint64_t up_queue_new_id(void)
 {
@@ -486,6 +490,13 @@ static void upq_start_delivery(struct upq_job *j)
     p.data_timeout = j->conf->data_timeout;
     j->step = UPQ_CONNECT;
     j->attempts++;
+    j->reused = 0;
+    if (q->pool && (j->ups = up_pool_take(q->pool, j->up, j->dev->user, j->dev->password,
+                                          &upq_up_cbs, j, j->qid))) {
+        j->reused = 1;
+        upq_on_ready(j, 0, NULL, NULL);
+        return;
+    }
     j->ups = up_session_new(q->loop, &p, &upq_up_cbs, j);
     if (!j->ups) {
         snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
@@ -645,7 +656,11 @@ static void upq_on_reply(void *arg, const struct up_reply *r)
         return;
     case UPQ_DOT:
         upq_settle_accepted(j, r);
-        up_quit(j->ups);
+        if (j->q->pool && !j->q->closing) {
+            up_pool_put(j->q->pool, j->ups, j->up->max_connections);
+        } else {
+            up_quit(j->ups);
+        }
         j->ups = NULL;
         upq_attempt_end(j);
         return;
@@ -657,8 +672,19 @@ static void upq_on_reply(void *arg, const struct up_reply *r)
 static void upq_on_fail(void *arg, int err, const char *detail, int pending)
 {
     struct upq_job *j = arg;
-
     (void)pending;
+    if (j->reused && j->step == UPQ_MAIL) {
+        /* a pooled session was dead: nothing was sent, start a fresh one */
+        j->ups = NULL;
+        j->attempts--;
+        {
+            struct up_pool *pool = j->q->pool;
+            j->q->pool = NULL;
+            upq_start_delivery(j);
+            j->q->pool = pool;
+        }
+        return;
+    }
     reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
     j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
     if (j->q->m) {
@@ -1009,8 +1035,8 @@ static void upq_record_work(uv_work_t *w)
     }
     if (!j->dev) {
         pending = 1;
-    }
-    if (o > 0 && pending) {
+    }    /* bounce = keep moves .done along: it must say who got the message */
+    if (o > 0 && (pending || (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP))) {
         /* progress must survive a crash: append and fsync before going on */
         int fd;
         up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
@@ -1038,11 +1064,21 @@ static void upq_record_work(uv_work_t *w)
     if (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP) {
         char to[4096];
         int fd;
-        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd >= 0) {
-            upq_write_all(fd, j->lasterr, strlen(j->lasterr));
-            upq_write_all(fd, "\n", 1);
+            /* one line per failed recipient: "<addr>: reply" */
+            for (size_t i = 0; i < j->env.nrcpt; i++) {
+                const char *why;
+                if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
+                    continue;
+                }
+                why = j->rreply[i] ? j->rreply[i] : j->lasterr;
+                upq_write_all(fd, "<", 1);
+                upq_write_all(fd, j->env.rcpt[i], strlen(j->env.rcpt[i]));
+                upq_write_all(fd, ">: ", 3);
+                upq_write_all(fd, why, strcspn(why, "\r\n"));
+                upq_write_all(fd, "\n", 1);
+            }
             fsync(fd);
             close(fd);
         }
@@ -1435,4 +1471,9 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
             j->step = UPQ_IDLE;
         }
     }
+}
+
+void up_queue_set_pool(struct up_queue *q, struct up_pool *pool)
+{
+    q->pool = pool;
 }

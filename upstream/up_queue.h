@@ -35,6 +35,10 @@ size_t up_queue_count(const struct up_queue *q);
  * when every handle and work item is finished, then q is freed. */
 void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg);
 
+struct up_pool;
+/* Reuse authenticated upstream sessions from (and return them to) pool. */
+void up_queue_set_pool(struct up_queue *q, struct up_pool *pool);
+
 /* A fresh queue id: 64 random bits, never 0. */
 uint64_t up_queue_new_id(void);
 

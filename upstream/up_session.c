@@ -57,7 +57,8 @@ struct up_session {
     struct addrinfo *ai, *ai_next;
     struct up_ehlo ehlo;
     struct up_reply_parser rp;
-    int refs; /* timer + tio + getaddrinfo in flight */
+    int refs;                            /* timer + tio + getaddrinfo in flight */
+    char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     unsigned closing : 1, ready : 1, failed : 1;
     char where[300];
 };
@@ -137,6 +138,12 @@ static void up_unref(struct up_session *s)
     if (s->cbs->on_close) {
         s->cbs->on_close(s->arg);
     }
+    if (s->password) {
+        explicit_bzero(s->password, strlen(s->password));
+    }
+    free(s->user);
+    free(s->password);
+    free(s->server_name);
     free(s);
 }
 
@@ -304,8 +311,6 @@ static void up_send_b64(struct up_session *s, const char *data, size_t len)
 
 static void up_on_reply(struct up_session *s, const struct up_reply *r)
 {
-    int tls_up = s->p.up->tls == CONF_TLS_IMPLICIT || s->state >= UP_STATE_TLS;
-
     uv_timer_stop(&s->timer);
     switch (s->state) {
     case UP_STATE_GREETING:
@@ -313,7 +318,7 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
             up_fail_reply(s, RELAY_E_REFUSED, r);
             return;
         }
-        up_enter_state(s, tls_up ? UP_STATE_EHLO2 : UP_STATE_EHLO);
+        up_enter_state(s, tio_tls_active(s->tio) ? UP_STATE_EHLO2 : UP_STATE_EHLO);
         up_send(s, s->p.command_timeout, "EHLO %s", s->p.helo);
         return;
     case UP_STATE_EHLO:
@@ -610,6 +615,18 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
     s->p = *p;
     s->cbs = cbs;
     s->arg = arg;
+    s->user = strdup(p->user ? p->user : "");
+    s->password = strdup(p->password ? p->password : "");
+    s->server_name = strdup(p->up->server_name ? p->up->server_name : "");
+    if (!s->user || !s->password || !s->server_name) {
+        free(s->user);
+        free(s->password);
+        free(s->server_name);
+        free(s);
+        return NULL;
+    }
+    s->p.user = s->user;
+    s->p.password = s->password;
     h = p->up->host;
     snprintf(s->where, sizeof(s->where), strchr(h, ':') ? "[%s]:%u" : "%s:%u", h,
              (unsigned)p->up->port);
@@ -750,4 +767,23 @@ void up_quit(struct up_session *s)
 void up_close(struct up_session *s)
 {
     up_shutdown(s);
+}
+
+int up_session_same(const struct up_session *s, const struct conf_upstream *up, const char *user,
+                    const char *password)
+{
+    char where[sizeof(s->where)];
+
+    snprintf(where, sizeof(where), strchr(up->host, ':') ? "[%s]:%u" : "%s:%u", up->host,
+             (unsigned)up->port);
+    return strcmp(where, s->where) == 0 && strcmp(user, s->user) == 0 &&
+           strcmp(password, s->password) == 0 &&
+           strcmp(up->server_name ? up->server_name : "", s->server_name) == 0;
+}
+
+void up_session_rebind(struct up_session *s, const struct up_cbs *cbs, void *arg, uint64_t sid)
+{
+    s->cbs = cbs;
+    s->arg = arg;
+    s->p.sid = sid;
 }

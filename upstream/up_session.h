@@ -18,8 +18,8 @@ struct conf_upstream;
 
 struct up_params {
     const struct conf_upstream *up;
-    const char *user;     /* must outlive the session (conf snapshot) */
-    const char *password; /* idem; never copied into logs */
+    const char *user;     /* copied: a session may outlive the conf it came from */
+    const char *password; /* copied, wiped at the end; never logged */
     const char *helo;     /* our EHLO name */
     uint64_t sid;         /* log id of the session this serves */
     unsigned connect_timeout, command_timeout, data_timeout; /* seconds */
@@ -72,5 +72,12 @@ int up_rset(struct up_session *s);
 void up_quit(struct up_session *s);
 /* Abort: close without QUIT (e.g. inside DATA, so upstream discards the message). */
 void up_close(struct up_session *s);
+
+/* Reuse (up_pool): 1 when s authenticated at up's address and server name
+ * with these credentials. */
+int up_session_same(const struct up_session *s, const struct conf_upstream *up, const char *user,
+                    const char *password);
+/* Hand a session to a new owner (callbacks and log id). */
+void up_session_rebind(struct up_session *s, const struct up_cbs *cbs, void *arg, uint64_t sid);
 
 #endif

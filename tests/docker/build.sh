@@ -113,20 +113,22 @@ else
 fi
 
 # 4. the entrypoint serves from the environment, as relay25, on port 25 ---------
-port=25
-if ss -ltn 2>/dev/null | grep -q ':25 '; then port=2525; fi
+port=25 # the binary's capability is what lets user relay25 bind it
+if ss -ltn 2>/dev/null | grep -q ':25 '; then
+    port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 printf 'me@example.com\n' >"$mnt/tmp/user"
 secret=pw-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 printf '%s\n' "$secret" >"$mnt/tmp/password"
 chmod 0644 "$mnt/tmp/user" "$mnt/tmp/password"
 chroot --userspec=relay25:relay25 "$mnt" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     RELAY25_UPSTREAM=smtp.example.com:587 RELAY25_USER_FILE=/tmp/user \
-    RELAY25_PASSWORD_FILE=/tmp/password RELAY25_LISTEN=127.0.0.1:$port \
+    RELAY25_PASSWORD_FILE=/tmp/password "RELAY25_LISTEN=127.0.0.1:$port" \
     RELAY25_HOSTNAME=relay.test /usr/local/bin/relay25-entrypoint >"$work/serve.log" 2>&1 &
 pid=$!
 healthy=
 for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-    if out=$(run RELAY25_LISTEN=127.0.0.1:$port /usr/sbin/relay25 health 2>&1); then
+    if out=$(run "RELAY25_LISTEN=127.0.0.1:$port" /usr/sbin/relay25 health 2>&1); then
         healthy=1
         break
     fi

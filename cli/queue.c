@@ -1,0 +1,1478 @@
+/* queue: `relay25 queue`, the operator's view of the durable spool laid out in
+ * upstream/up_spool.h: list, show, delete and re-queue messages with plain
+ * blocking POSIX calls (a short-lived command, not the daemon), and ask a running
+ * daemon to retry now (SIGUSR1 to the PID in <spool_dir>/relay25.pid). JSON
+ * output through Debian's cJSON. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli/cli.h"
+#include "conf/conf.h"
+#include "upstream/up_spool.h"
+
+#define Q_FILE_MAX (4u << 20)    /* .env / .done / .reason larger than this are corrupt */
+#define Q_HEAD_MAX (64u * 1024u) /* bytes of a .msg read for `show` */
+#define Q_HEAD_LINES 20          /* header lines `show` prints */
+#define Q_ID_MIN 6               /* shortest queue id prefix accepted */
+#define Q_PIDFILE "relay25.pid"
+#define Q_NOT_FOUND 1 /* exit status: no such message */
+#define Q_PATH 4096
+
+/* list columns: id, age, size, rcpt, device (then sender and reason share the rest) */
+#define Q_W_AGE 6
+#define Q_W_SIZE 6
+#define Q_W_RCPT 5
+#define Q_W_DEV 10
+#define Q_W_FIXED (16 + 1 + Q_W_AGE + 1 + Q_W_SIZE + 1 + Q_W_RCPT + 1 + Q_W_DEV + 1)
+#define Q_W_FROM_MIN 24 /* sender column with --failed when nothing is cut */
+
+enum q_rstate { Q_R_PENDING, Q_R_OK, Q_R_FAILED };
+
+struct q_msg {
+    uint64_t qid;
+    int failed; /* in failed/ rather than q/ */
+    int env_ok; /* env parsed; else env_err says why */
+    char env_err[256];
+    struct up_spool_env env;
+    uint64_t size;         /* of the .msg */
+    unsigned char *rstate; /* enum q_rstate per env.rcpt */
+    char **rreply;         /* the failure reply per recipient, or NULL */
+    size_t npending;
+    char *reason; /* failed/: first line of the .reason, or NULL */
+};
+
+static void q_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: relay25 queue [-c FILE] [--json] list [--failed]\n"
+            "       relay25 queue [-c FILE] [--json] show ID\n"
+            "       relay25 queue [-c FILE] flush [ID]\n"
+            "       relay25 queue [-c FILE] delete ID | delete [--failed] --all\n"
+            "       relay25 queue [-c FILE] retry-failed\n"
+            "ID: a queue id (16 hex digits) or a unique prefix of at least %d.\n",
+            Q_ID_MIN);
+}
+
+static int q_errno_rc(int e)
+{
+    return e == EACCES || e == EPERM ? EX_NOPERM : EX_IOERR;
+}
+
+static const char *q_area(int failed)
+{
+    return failed ? "failed" : "q";
+}
+
+static void q_idstr(uint64_t qid, char out[17])
+{
+    snprintf(out, 17, "%016" PRIx64, qid);
+}
+
+/* "<spool>/<area>/<qid><ext>"; -1 (ENAMETOOLONG) when it does not fit. */
+static int q_path(char *out, const char *spool, int failed, uint64_t qid, const char *ext)
+{
+    if (up_spool_path(out, Q_PATH, spool, q_area(failed), qid, ext) != 0) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+/* A whole file, NUL-terminated; more than max bytes is EFBIG unless trunc_ok
+ * (then the first max bytes). NULL with *err set on failure. */
+static char *q_read(const char *path, size_t max, int trunc_ok, size_t *len, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    *len = 0;
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    for (;;) {
+        ssize_t r;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 4096;
+            char *nb;
+            if (cap >= max) {
+                if (trunc_ok) {
+                    break;
+                }
+                *err = EFBIG;
+                goto fail;
+            }
+            if (ncap > max) {
+                ncap = max;
+            }
+            if (!(nb = realloc(buf, ncap + 1))) {
+                *err = ENOMEM;
+                goto fail;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            *err = errno;
+            goto fail;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!buf && !(buf = malloc(1))) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    *err = 0;
+    return buf;
+fail:
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+static int q_write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A new file with data, synced; owned like the spool when we are root, so the
+ * daemon (running as its own user) can read it. 0 or an errno value. */
+static int q_write_file(const char *path, const char *data, size_t len, const struct stat *owner)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), e;
+
+    if (fd < 0) {
+        return errno;
+    }
+    if ((geteuid() == 0 && fchown(fd, owner->st_uid, owner->st_gid) != 0) ||
+        q_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        e = errno;
+        close(fd);
+        unlink(path);
+        return e;
+    }
+    if (close(fd) != 0) {
+        e = errno;
+        unlink(path);
+        return e;
+    }
+    return 0;
+}
+
+/* Renames and unlinks are durable once their directory is synced. */
+static int q_fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = 0;
+
+    if (fd < 0) {
+        return errno;
+    }
+    if (fsync(fd) != 0) {
+        e = errno;
+    }
+    close(fd);
+    return e;
+}
+
+/* ---- text ---------------------------------------------------------------------------- */
+
+/* In place: invalid UTF-8, C0/C1 controls and DEL become '?', a tab a blank (an
+ * address or an upstream reply could carry terminal escapes; cJSON then gets
+ * valid UTF-8). The text never grows. */
+static char *q_clean(char *str)
+{
+    unsigned char *r = (unsigned char *)str, *w = r;
+
+    while (*r) {
+        unsigned c = *r;
+        size_t n = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
+        uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+        static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+        size_t i;
+
+        for (i = 1; i < n && (r[i] & 0xc0) == 0x80; i++) {
+            cp = (cp << 6) | (r[i] & 0x3f);
+        }
+        if (n == 0 || i < n || cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+            *w++ = '?'; /* a bad byte: resynchronise on the next one */
+            r++;
+            continue;
+        }
+        if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0)) {
+            *w++ = cp == '\t' ? ' ' : '?';
+            r += n;
+            continue;
+        }
+        memmove(w, r, n);
+        w += n;
+        r += n;
+    }
+    *w = '\0';
+    return str;
+}
+
+/* Writes s in at most max characters (0: no limit; a cut ends in '~'), padded
+ * with blanks to pad characters. */
+static void q_put(const char *s, size_t max, size_t pad)
+{
+    size_t chars = 0, i;
+
+    for (i = 0; s[i]; i++) {
+        chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+    }
+    if (max > 0 && chars > max) {
+        size_t k = 0;
+        for (i = 0; s[i]; i++) {
+            if (((unsigned char)s[i] & 0xc0) != 0x80) {
+                if (k == max - 1) {
+                    break;
+                }
+                k++;
+            }
+        }
+        fwrite(s, 1, i, stdout);
+        putchar('~');
+        chars = max;
+    } else {
+        fputs(s, stdout);
+    }
+    for (; chars < pad; chars++) {
+        putchar(' ');
+    }
+}
+
+static const char *q_age(uint64_t s, char *buf, size_t cap)
+{
+    if (s < 60) {
+        snprintf(buf, cap, "%us", (unsigned)s);
+    } else if (s < 3600) {
+        snprintf(buf, cap, "%um", (unsigned)(s / 60));
+    } else if (s < 86400) {
+        snprintf(buf, cap, "%uh%um", (unsigned)(s / 3600), (unsigned)(s % 3600 / 60));
+    } else {
+        snprintf(buf, cap, "%" PRIu64 "d%uh", s / 86400, (unsigned)(s % 86400 / 3600));
+    }
+    return buf;
+}
+
+/* "812", "9.6K", "12K", "3.4M" */
+static const char *q_size_short(uint64_t n, char *buf, size_t cap)
+{
+    static const char units[] = "KMGT";
+    double v = (double)n;
+    int u = -1;
+
+    if (n < 1024) {
+        snprintf(buf, cap, "%" PRIu64, n);
+        return buf;
+    }
+    while (v >= 1024 && u < 3) {
+        v /= 1024;
+        u++;
+    }
+    if (v < 10) {
+        snprintf(buf, cap, "%.1f%c", v, units[u]);
+    } else {
+        snprintf(buf, cap, "%.0f%c", v, units[u]);
+    }
+    return buf;
+}
+
+/* "812 bytes", "12 KiB", "3.4 MiB" */
+static const char *q_size_long(uint64_t n, char *buf, size_t cap)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    double v = (double)n;
+    int u = -1;
+
+    if (n < 1024) {
+        snprintf(buf, cap, "%" PRIu64 " byte%s", n, n == 1 ? "" : "s");
+        return buf;
+    }
+    while (v >= 1024 && u < 3) {
+        v /= 1024;
+        u++;
+    }
+    if (v < 10) {
+        snprintf(buf, cap, "%.1f %s", v, units[u]);
+    } else {
+        snprintf(buf, cap, "%.0f %s", v, units[u]);
+    }
+    return buf;
+}
+
+static const char *q_rstate_name(unsigned char st)
+{
+    return st == Q_R_OK ? "ok" : st == Q_R_FAILED ? "failed" : "pending";
+}
+
+/* ---- reading the spool ---------------------------------------------------------------- */
+
+static int q_cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Queue ids of the committed messages (those with a .env) in <spool>/<area>,
+ * sorted. A missing area holds none. 0 or an errno value. */
+static int q_scan(const char *spool, int failed, uint64_t **ids, size_t *n)
+{
+    char path[Q_PATH];
+    size_t cap = 0;
+    DIR *d;
+    struct dirent *de;
+
+    *ids = NULL;
+    *n = 0;
+    if (snprintf(path, sizeof(path), "%s/%s", spool, q_area(failed)) >= (int)sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    if (!(d = opendir(path))) {
+        return errno == ENOENT ? 0 : errno;
+    }
+    while ((de = readdir(d))) {
+        const char *s = de->d_name;
+        uint64_t id = 0;
+        size_t i;
+
+        if (strlen(s) != 20 || strcmp(s + 16, ".env") != 0) {
+            continue;
+        }
+        for (i = 0; i < 16; i++) { /* up_spool_path writes lower-case hex */
+            int v = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
+                    : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
+                                                 : -1;
+            if (v < 0) {
+                break;
+            }
+            id = id << 4 | (uint64_t)v;
+        }
+        if (i < 16 || id == 0) {
+            continue;
+        }
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            uint64_t *v = realloc(*ids, ncap * sizeof(*v));
+            if (!v) {
+                closedir(d);
+                free(*ids);
+                *ids = NULL;
+                *n = 0;
+                return ENOMEM;
+            }
+            *ids = v;
+            cap = ncap;
+        }
+        (*ids)[(*n)++] = id;
+    }
+    closedir(d);
+    if (*n > 0) {
+        qsort(*ids, *n, sizeof(**ids), q_cmp_id);
+    }
+    return 0;
+}
+
+/* The verdicts of a .done ("ok ADDR" / "failed ADDR REPLY" lines); a torn last
+ * line counts as not done, as for the daemon. */
+static void q_apply_done(struct q_msg *m, const char *t, size_t len)
+{
+    const char *p = t, *end = t + len;
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *sp, *a, *ae;
+        int ok, bad;
+
+        if (!nl) {
+            break;
+        }
+        sp = memchr(p, ' ', (size_t)(nl - p));
+        ok = sp && sp - p == 2 && memcmp(p, "ok", 2) == 0;
+        bad = sp && sp - p == 6 && memcmp(p, "failed", 6) == 0;
+        if (ok || bad) {
+            a = sp + 1;
+            ae = memchr(a, ' ', (size_t)(nl - a));
+            if (!ae) {
+                ae = nl;
+            }
+            for (size_t i = 0; i < m->env.nrcpt; i++) {
+                if (strlen(m->env.rcpt[i]) != (size_t)(ae - a) ||
+                    memcmp(m->env.rcpt[i], a, (size_t)(ae - a)) != 0) {
+                    continue;
+                }
+                m->rstate[i] = ok ? Q_R_OK : Q_R_FAILED;
+                free(m->rreply[i]);
+                m->rreply[i] = NULL;
+                if (bad && ae < nl) {
+                    m->rreply[i] = strndup(ae + 1, (size_t)(nl - ae - 1));
+                    if (m->rreply[i]) {
+                        q_clean(m->rreply[i]);
+                    }
+                }
+            }
+        }
+        p = nl + 1;
+    }
+}
+
+static void q_msg_free(struct q_msg *m)
+{
+    for (size_t i = 0; m->rreply && i < m->env.nrcpt; i++) {
+        free(m->rreply[i]);
+    }
+    free(m->rreply);
+    free(m->rstate);
+    free(m->reason);
+    up_spool_env_free(&m->env);
+    memset(m, 0, sizeof(*m));
+}
+
+/* One message for display (every text cleaned). 0; ENOENT when it went away
+ * meanwhile (delivered or deleted); another errno value when its envelope cannot
+ * be read (then m holds the id, the reason in env_err, and must still be freed). */
+static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
+{
+    char path[Q_PATH], *text;
+    size_t len;
+    int err;
+    struct stat st;
+
+    memset(m, 0, sizeof(*m));
+    m->qid = qid;
+    m->failed = failed;
+    if (q_path(path, spool, failed, qid, ".env") != 0) {
+        snprintf(m->env_err, sizeof(m->env_err), "%s", strerror(errno));
+        return ENAMETOOLONG;
+    }
+    if (!(text = q_read(path, Q_FILE_MAX, 0, &len, &err))) {
+        snprintf(m->env_err, sizeof(m->env_err), "cannot read the .env: %s", strerror(err));
+        return err;
+    }
+    err = up_spool_env_parse(text, len, &m->env, m->env_err, sizeof(m->env_err));
+    free(text);
+    if (q_path(path, spool, failed, qid, ".msg") == 0 && stat(path, &st) == 0) {
+        m->size = (uint64_t)st.st_size;
+    }
+    if (err != 0) {
+        q_clean(m->env_err);
+        return EINVAL;
+    }
+    m->env_ok = 1;
+    m->rstate = calloc(m->env.nrcpt, 1);
+    m->rreply = calloc(m->env.nrcpt, sizeof(*m->rreply));
+    if (!m->rstate || !m->rreply) {
+        m->env_ok = 0;
+        snprintf(m->env_err, sizeof(m->env_err), "out of memory");
+        return ENOMEM;
+    }
+    if (q_path(path, spool, failed, qid, ".done") == 0 &&
+        (text = q_read(path, Q_FILE_MAX, 0, &len, &err))) {
+        q_apply_done(m, text, len);
+        free(text);
+    }
+    if (failed && q_path(path, spool, failed, qid, ".reason") == 0 &&
+        (text = q_read(path, Q_FILE_MAX, 1, &len, &err))) {
+        text[strcspn(text, "\r\n")] = '\0';
+        if (*text) {
+            m->reason = q_clean(text);
+        } else {
+            free(text);
+        }
+    }
+    q_clean(m->env.device);
+    q_clean(m->env.user);
+    q_clean(m->env.client);
+    q_clean(m->env.helo);
+    q_clean(m->env.body);
+    q_clean(m->env.from);
+    for (size_t i = 0; i < m->env.nrcpt; i++) {
+        q_clean(m->env.rcpt[i]);
+        m->npending += m->rstate[i] == Q_R_PENDING;
+    }
+    return 0;
+}
+
+static int q_cmp_msg(const void *a, const void *b)
+{
+    const struct q_msg *x = a, *y = b;
+    if (x->env.created != y->env.created) {
+        return x->env.created < y->env.created ? -1 : 1;
+    }
+    return x->qid < y->qid ? -1 : x->qid > y->qid;
+}
+
+/* Every message of an area, oldest first. 0 or an exit status (printed). */
+static int q_load_area(const char *spool, int failed, struct q_msg **out, size_t *nout)
+{
+    uint64_t *ids;
+    size_t n, k = 0;
+    struct q_msg *v;
+    int err;
+
+    *out = NULL;
+    *nout = 0;
+    if ((err = q_scan(spool, failed, &ids, &n)) != 0) {
+        fprintf(stderr, "relay25: cannot read %s/%s: %s\n", spool, q_area(failed), strerror(err));
+        return q_errno_rc(err);
+    }
+    if (n == 0) {
+        return 0;
+    }
+    if (!(v = calloc(n, sizeof(*v)))) {
+        free(ids);
+        fprintf(stderr, "relay25: out of memory\n");
+        return EX_OSERR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (q_load(spool, ids[i], failed, &v[k]) == ENOENT) {
+            q_msg_free(&v[k]); /* delivered or deleted since the scan */
+            continue;
+        }
+        k++;
+    }
+    free(ids);
+    qsort(v, k, sizeof(*v), q_cmp_msg);
+    *out = v;
+    *nout = k;
+    return 0;
+}
+
+static void q_free_all(struct q_msg *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        q_msg_free(&v[i]);
+    }
+    free(v);
+}
+
+/* The message an id or a unique prefix of one names: in q/, then (also_failed)
+ * in failed/. 0, or an exit status with the reason printed. */
+static int q_find(const char *spool, const char *arg, int also_failed, uint64_t *qid, int *failed)
+{
+    char prefix[17], id[17];
+    size_t plen = strlen(arg), matches = 0;
+    uint64_t seen[4];
+
+    if (plen < Q_ID_MIN || plen > 16 || strspn(arg, "0123456789abcdefABCDEF") != plen) {
+        fprintf(stderr, "relay25: bad queue id '%s' (16 hex digits, or at least %d of them)\n", arg,
+                Q_ID_MIN);
+        return EX_USAGE;
+    }
+    for (size_t i = 0; i <= plen; i++) {
+        prefix[i] = arg[i] >= 'A' && arg[i] <= 'F' ? (char)(arg[i] - 'A' + 'a') : arg[i];
+    }
+    for (int f = 0; f <= also_failed; f++) {
+        uint64_t *ids;
+        size_t n;
+        int err = q_scan(spool, f, &ids, &n);
+
+        if (err != 0) {
+            fprintf(stderr, "relay25: cannot read %s/%s: %s\n", spool, q_area(f), strerror(err));
+            return q_errno_rc(err);
+        }
+        for (size_t i = 0; i < n; i++) {
+            q_idstr(ids[i], id);
+            if (memcmp(id, prefix, plen) != 0) {
+                continue;
+            }
+            if (matches == 0) {
+                *qid = ids[i];
+                *failed = f;
+            }
+            if (matches < sizeof(seen) / sizeof(seen[0])) {
+                seen[matches] = ids[i];
+            }
+            matches++;
+        }
+        free(ids);
+    }
+    if (matches == 0) {
+        fprintf(stderr, "relay25: no message %s in %s/q%s\n", arg, spool,
+                also_failed ? " or failed" : "");
+        return Q_NOT_FOUND;
+    }
+    if (matches > 1) {
+        fprintf(stderr, "relay25: queue id %s is ambiguous:", arg);
+        for (size_t i = 0; i < matches && i < sizeof(seen) / sizeof(seen[0]); i++) {
+            q_idstr(seen[i], id);
+            fprintf(stderr, " %s", id);
+        }
+        fprintf(stderr, "%s\n", matches > sizeof(seen) / sizeof(seen[0]) ? " ..." : "");
+        return EX_USAGE;
+    }
+    return 0;
+}
+
+/* ---- the daemon ------------------------------------------------------------------------ */
+
+/* A pid file outlives a crash (and the spool a reboot), and SIGUSR1 ends most
+ * programs: where /proc tells, the process must have been started as relay25. */
+static int q_is_relay25(pid_t pid)
+{
+    char path[64], *argv0, *base;
+    size_t len;
+    int err, ok;
+
+    snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
+    if (!(argv0 = q_read(path, 4096, 1, &len, &err))) {
+        return 1; /* no /proc (or not ours to read): kill(2) decides */
+    }
+    base = strrchr(argv0, '/');
+    base = base ? base + 1 : argv0;
+    ok = strcmp(base, "relay25") == 0;
+    free(argv0);
+    return ok;
+}
+
+/* The running daemon's pid from <spool>/relay25.pid into *pid, 0 when none runs
+ * (no file, or a stale one). 0, or an exit status (printed). */
+static int q_daemon(const char *spool, pid_t *pid)
+{
+    char path[Q_PATH], *text, *end;
+    size_t len;
+    long v;
+    int err;
+
+    *pid = 0;
+    if (snprintf(path, sizeof(path), "%s/" Q_PIDFILE, spool) >= (int)sizeof(path)) {
+        fprintf(stderr, "relay25: %s: %s\n", spool, strerror(ENAMETOOLONG));
+        return EX_IOERR;
+    }
+    if (!(text = q_read(path, 64, 1, &len, &err))) {
+        if (err == ENOENT) {
+            return 0;
+        }
+        fprintf(stderr, "relay25: cannot read %s: %s\n", path, strerror(err));
+        return q_errno_rc(err);
+    }
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || v <= 1 || (*end && *end != '\n' && *end != ' ')) {
+        fprintf(stderr, "relay25: %s does not hold a process id; ignored\n", path);
+        free(text);
+        return 0;
+    }
+    free(text);
+    /* EPERM: it exists but is not ours to signal; kill(SIGUSR1) reports that */
+    if (kill((pid_t)v, 0) != 0 && errno != EPERM) {
+        return 0;
+    }
+    if (!q_is_relay25((pid_t)v)) {
+        fprintf(stderr, "relay25: %s is stale: process %ld is another program\n", path, v);
+        return 0;
+    }
+    *pid = (pid_t)v;
+    return 0;
+}
+
+/* SIGUSR1: the daemon rescans the spool and retries every message now. */
+static int q_signal(const char *spool)
+{
+    pid_t pid;
+    int rc = q_daemon(spool, &pid);
+
+    if (rc != 0) {
+        return rc;
+    }
+    if (pid == 0) {
+        printf("no running relay25: messages will be retried when it starts\n");
+        return 0;
+    }
+    if (kill(pid, SIGUSR1) != 0) {
+        int e = errno;
+        fprintf(stderr, "relay25: cannot signal relay25 (pid %ld): %s\n", (long)pid, strerror(e));
+        return q_errno_rc(e);
+    }
+    printf("relay25 (pid %ld) is retrying the queue now\n", (long)pid);
+    return 0;
+}
+
+/* ---- list ------------------------------------------------------------------------------ */
+
+/* Terminal columns, 0 when stdout is not a terminal (then nothing is cut). */
+static size_t q_columns(void)
+{
+    struct winsize ws;
+
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+        return ws.ws_col < Q_W_FIXED + 20 ? Q_W_FIXED + 20 : ws.ws_col;
+    }
+    return 0;
+}
+
+static uint64_t q_now(void)
+{
+    time_t t = time(NULL);
+    return t > 0 ? (uint64_t)t : 0;
+}
+
+static uint64_t q_age_of(const struct q_msg *m, uint64_t now)
+{
+    return m->env_ok && now > m->env.created ? now - m->env.created : 0;
+}
+
+/* Widths of the sender and reason columns: what the terminal leaves, or (not a
+ * terminal) no limit. */
+struct q_cols {
+    size_t cut;        /* 0: nothing is cut */
+    size_t from_max;   /* sender: at most (0: no limit) */
+    size_t from_pad;   /* sender: padded to, when a reason follows */
+    size_t reason_max; /* --failed: reason at most (0: no limit) */
+};
+
+static void q_cols_init(struct q_cols *w, int failed)
+{
+    size_t cols = q_columns(), rest = cols > Q_W_FIXED ? cols - Q_W_FIXED : 0;
+
+    memset(w, 0, sizeof(*w));
+    w->cut = cols;
+    w->from_max = rest;
+    w->from_pad = Q_W_FROM_MIN;
+    if (failed && rest > 0) {
+        w->from_max = w->from_pad = rest * 2 / 5;
+        w->reason_max = rest - w->from_max - 1;
+    }
+}
+
+static void q_list_line(const struct q_msg *m, int failed, uint64_t now, const struct q_cols *w)
+{
+    char id[17], age[24], size[24], rc[48], from[UP_SPOOL_ADDR_MAX + 3];
+
+    q_idstr(m->qid, id);
+    if (m->env_ok) {
+        q_age(q_age_of(m, now), age, sizeof(age));
+        snprintf(rc, sizeof(rc), "%zu/%zu", m->npending, m->env.nrcpt);
+        snprintf(from, sizeof(from), "%s", m->env.from[0] ? m->env.from : "<>");
+    } else {
+        snprintf(age, sizeof(age), "?");
+        snprintf(rc, sizeof(rc), "?");
+    }
+    printf("%s %*s %*s %*s ", id, Q_W_AGE, age, Q_W_SIZE, q_size_short(m->size, size, sizeof(size)),
+           Q_W_RCPT, rc);
+    q_put(m->env_ok ? m->env.device : "?", w->cut ? Q_W_DEV : 0, Q_W_DEV);
+    putchar(' ');
+    if (!m->env_ok) {
+        printf("(unreadable: %s)", m->env_err);
+    } else if (failed) {
+        q_put(from, w->from_max, w->from_pad);
+        putchar(' ');
+        q_put(m->reason ? m->reason : "-", w->reason_max, 0);
+    } else {
+        q_put(from, w->from_max, 0);
+    }
+    putchar('\n');
+}
+
+static int q_list_text(const char *spool, const struct q_msg *v, size_t n, int failed)
+{
+    uint64_t now = q_now(), bytes = 0;
+    struct q_cols w;
+    char total[32];
+    uint64_t *fids;
+    size_t nfailed;
+
+    if (n == 0) {
+        puts(failed ? "No failed messages" : "Mail queue is empty");
+    } else {
+        q_cols_init(&w, failed);
+        printf("%-16s %*s %*s %*s ", "Queue ID", Q_W_AGE, "Age", Q_W_SIZE, "Size", Q_W_RCPT,
+               "Rcpt");
+        q_put("Device", 0, Q_W_DEV);
+        putchar(' ');
+        if (failed) {
+            q_put("Sender", 0, w.from_pad);
+            puts(" Reason");
+        } else {
+            puts("Sender");
+        }
+        for (size_t i = 0; i < n; i++) {
+            q_list_line(&v[i], failed, now, &w);
+            bytes += v[i].size;
+        }
+        printf("%zu %smessage%s, %s\n", n, failed ? "failed " : "", n == 1 ? "" : "s",
+               q_size_long(bytes, total, sizeof(total)));
+    }
+    /* point at failed/ from the queue listing: those are never retried alone */
+    if (!failed && q_scan(spool, 1, &fids, &nfailed) == 0) {
+        if (nfailed > 0) {
+            printf("(%zu failed message%s: relay25 queue list --failed)\n", nfailed,
+                   nfailed == 1 ? "" : "s");
+        }
+        free(fids);
+    }
+    return 0;
+}
+
+#define Q_JSON_STR(o, k, v) (cJSON_AddStringToObject((o), (k), (v)) != NULL)
+#define Q_JSON_NUM(o, k, v) (cJSON_AddNumberToObject((o), (k), (double)(v)) != NULL)
+
+/* One message as a JSON object (see README "Queue"); NULL when out of memory. */
+static cJSON *q_json_msg(const struct q_msg *m, uint64_t now)
+{
+    cJSON *o = cJSON_CreateObject(), *arr;
+    char id[17];
+    int ok;
+
+    if (!o) {
+        return NULL;
+    }
+    q_idstr(m->qid, id);
+    ok = Q_JSON_STR(o, "qid", id) && Q_JSON_STR(o, "area", m->failed ? "failed" : "queue");
+    if (!m->env_ok) {
+        ok = ok && Q_JSON_NUM(o, "size", m->size) && Q_JSON_STR(o, "error", m->env_err);
+        goto out;
+    }
+    ok = ok && Q_JSON_NUM(o, "created", m->env.created) &&
+         Q_JSON_NUM(o, "age_seconds", q_age_of(m, now)) && Q_JSON_NUM(o, "size", m->size) &&
+         Q_JSON_STR(o, "from", m->env.from) && Q_JSON_STR(o, "device", m->env.device) &&
+         Q_JSON_STR(o, "user", m->env.user) && Q_JSON_STR(o, "client", m->env.client) &&
+         Q_JSON_STR(o, "helo", m->env.helo) && Q_JSON_STR(o, "body", m->env.body);
+    arr = ok ? cJSON_AddArrayToObject(o, "rcpt") : NULL;
+    ok = arr != NULL;
+    for (size_t i = 0; ok && i < m->env.nrcpt; i++) {
+        cJSON *r = cJSON_CreateObject();
+        if (!r || !cJSON_AddItemToArray(arr, r)) {
+            cJSON_Delete(r);
+            ok = 0;
+            break;
+        }
+        ok = Q_JSON_STR(r, "address", m->env.rcpt[i]) &&
+             Q_JSON_STR(r, "status", q_rstate_name(m->rstate[i])) &&
+             (!m->rreply[i] || Q_JSON_STR(r, "reply", m->rreply[i]));
+    }
+    ok = ok && (m->reason ? Q_JSON_STR(o, "reason", m->reason)
+                          : cJSON_AddNullToObject(o, "reason") != NULL);
+out:
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static int q_json_print(cJSON *j)
+{
+    char *s = j ? cJSON_Print(j) : NULL;
+
+    cJSON_Delete(j);
+    if (!s) {
+        fprintf(stderr, "relay25: out of memory\n");
+        return EX_OSERR;
+    }
+    printf("%s\n", s);
+    cJSON_free(s);
+    return 0;
+}
+
+static int q_list_json(const struct q_msg *v, size_t n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    uint64_t now = q_now();
+
+    for (size_t i = 0; arr && i < n; i++) {
+        cJSON *o = q_json_msg(&v[i], now);
+        if (!o || !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
+    }
+    return q_json_print(arr);
+}
+
+int cli_queue_list(const char *spool_dir, int failed, int json)
+{
+    struct q_msg *v;
+    size_t n;
+    int rc = q_load_area(spool_dir, failed, &v, &n);
+
+    if (rc != 0) {
+        return rc;
+    }
+    rc = json ? q_list_json(v, n) : q_list_text(spool_dir, v, n, failed);
+    q_free_all(v, n);
+    return rc;
+}
+
+/* ---- show ------------------------------------------------------------------------------ */
+
+/* The first Q_HEAD_LINES header lines of the .msg, each cleaned, into lines[]
+ * (malloc'd); *more when the header section goes on. Returns the count. */
+static size_t q_head(const char *spool, const struct q_msg *m, char **lines, int *more)
+{
+    char path[Q_PATH], *text;
+    size_t len, n = 0;
+    int err;
+
+    *more = 0;
+    if (q_path(path, spool, m->failed, m->qid, ".msg") != 0 ||
+        !(text = q_read(path, Q_HEAD_MAX, 1, &len, &err))) {
+        return 0;
+    }
+    for (const char *p = text, *end = text + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+        if (l > 0 && p[l - 1] == '\r') {
+            l--;
+        }
+        if (l == 0) {
+            break; /* end of the header section */
+        }
+        if (n == Q_HEAD_LINES) {
+            *more = 1;
+            break;
+        }
+        if (!(lines[n] = strndup(p, l))) {
+            break;
+        }
+        q_clean(lines[n++]);
+        if (!nl) {
+            break;
+        }
+        p = nl + 1;
+    }
+    free(text);
+    return n;
+}
+
+static void q_show_text(const struct q_msg *m, char **lines, size_t nlines, int more)
+{
+    char id[17], when[64] = "?", age[24], size[32];
+    time_t t;
+    struct tm tm;
+
+    q_idstr(m->qid, id);
+    printf("Queue ID:  %s (%s)\n", id, m->failed ? "failed" : "queued");
+    if (!m->env_ok) {
+        printf("Envelope:  unreadable: %s\n", m->env_err);
+    } else {
+        t = (time_t)m->env.created;
+        if (localtime_r(&t, &tm)) {
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", &tm);
+        }
+        printf("Created:   %s (%s ago)\n", when, q_age(q_age_of(m, q_now()), age, sizeof(age)));
+        printf("Size:      %" PRIu64 " bytes (%s)\n", m->size,
+               q_size_long(m->size, size, sizeof(size)));
+        printf("Device:    %s\n", m->env.device);
+        printf("User:      %s\n", m->env.user);
+        printf("Client:    %s\n", m->env.client);
+        printf("HELO:      %s\n", m->env.helo[0] ? m->env.helo : "-");
+        printf("Body:      %s\n", m->env.body[0] ? m->env.body : "-");
+        printf("From:      <%s>\n", m->env.from);
+        if (m->failed) {
+            printf("Reason:    %s\n", m->reason ? m->reason : "-");
+        }
+        printf("Recipients (%zu pending of %zu):\n", m->npending, m->env.nrcpt);
+        for (size_t i = 0; i < m->env.nrcpt; i++) {
+            printf("  %-8s %s%s%s\n", q_rstate_name(m->rstate[i]), m->env.rcpt[i],
+                   m->rreply[i] ? "  " : "", m->rreply[i] ? m->rreply[i] : "");
+        }
+    }
+    printf("Headers:\n");
+    for (size_t i = 0; i < nlines; i++) {
+        printf("  %s\n", lines[i]);
+    }
+    if (more) {
+        printf("  ...\n");
+    }
+}
+
+static int q_show(const char *spool, const char *arg, int json)
+{
+    struct q_msg m;
+    uint64_t qid;
+    int failed, rc;
+    char *lines[Q_HEAD_LINES];
+    size_t nlines;
+    int more;
+
+    if ((rc = q_find(spool, arg, 1, &qid, &failed)) != 0) {
+        return rc;
+    }
+    if (q_load(spool, qid, failed, &m) == ENOENT) {
+        fprintf(stderr, "relay25: message %s is gone (delivered or deleted meanwhile)\n", arg);
+        q_msg_free(&m);
+        return Q_NOT_FOUND;
+    }
+    nlines = q_head(spool, &m, lines, &more);
+    if (json) {
+        cJSON *o = q_json_msg(&m, q_now()), *h = NULL;
+        if (o && (h = cJSON_AddArrayToObject(o, "headers"))) {
+            for (size_t i = 0; i < nlines; i++) {
+                cJSON *s = cJSON_CreateString(lines[i]);
+                if (!s || !cJSON_AddItemToArray(h, s)) {
+                    cJSON_Delete(s);
+                    h = NULL;
+                    break;
+                }
+            }
+        }
+        if (!h) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+        rc = q_json_print(o);
+    } else {
+        q_show_text(&m, lines, nlines, more);
+    }
+    for (size_t i = 0; i < nlines; i++) {
+        free(lines[i]);
+    }
+    q_msg_free(&m);
+    return rc;
+}
+
+/* ---- flush, delete, retry-failed ------------------------------------------------------- */
+
+static int q_flush(const char *spool, const char *arg)
+{
+    uint64_t qid;
+    int failed, rc;
+
+    if (arg) {
+        if ((rc = q_find(spool, arg, 1, &qid, &failed)) != 0) {
+            return rc;
+        }
+        if (failed) {
+            fprintf(stderr,
+                    "relay25: message %s failed for good (in %s/failed): use `relay25 queue "
+                    "retry-failed` to queue it again\n",
+                    arg, spool);
+            return Q_NOT_FOUND;
+        }
+    }
+    return q_signal(spool);
+}
+
+/* Removes one message's files, .env first: from then on the daemon drops the job
+ * when it next looks (a delivery already under way still finishes). The caller
+ * syncs the directory. 0, ENOENT when the message was already gone, or an errno
+ * value (printed). */
+static int q_remove(const char *spool, uint64_t qid, int failed)
+{
+    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+    char path[Q_PATH];
+    int rc = 0, gone = 0;
+
+    for (size_t e = 0; e < sizeof(exts) / sizeof(exts[0]); e++) {
+        int err;
+        if (q_path(path, spool, failed, qid, exts[e]) == 0 && unlink(path) == 0) {
+            continue;
+        }
+        if (errno == ENOENT) {
+            gone |= e == 0;
+            continue;
+        }
+        err = errno;
+        fprintf(stderr, "relay25: cannot remove %s: %s\n", path, strerror(err));
+        if (e == 0) {
+            return err; /* nothing removed: the message stays whole */
+        }
+        rc = err;
+    }
+    return rc ? rc : gone ? ENOENT : 0;
+}
+
+static int q_sync_area(const char *spool, int failed)
+{
+    char path[Q_PATH];
+    int err;
+
+    snprintf(path, sizeof(path), "%s/%s", spool, q_area(failed));
+    if ((err = q_fsync_dir(path)) != 0 && err != ENOENT) {
+        fprintf(stderr, "relay25: cannot sync %s: %s\n", path, strerror(err));
+        return q_errno_rc(err);
+    }
+    return 0;
+}
+
+static int q_delete(const char *spool, const char *arg, int all, int failed)
+{
+    uint64_t qid, *ids;
+    size_t n, done = 0;
+    int err, rc = 0;
+
+    if (!all) {
+        char id[17];
+        if ((rc = q_find(spool, arg, 1, &qid, &failed)) != 0) {
+            return rc;
+        }
+        q_idstr(qid, id);
+        err = q_remove(spool, qid, failed);
+        if (err == ENOENT) {
+            fprintf(stderr, "relay25: message %s is gone (delivered or deleted meanwhile)\n", id);
+            return Q_NOT_FOUND;
+        }
+        rc = q_sync_area(spool, failed);
+        if (err != 0) {
+            return q_errno_rc(err);
+        }
+        printf("deleted %s\n", id);
+        return rc;
+    }
+    if ((err = q_scan(spool, failed, &ids, &n)) != 0) {
+        fprintf(stderr, "relay25: cannot read %s/%s: %s\n", spool, q_area(failed), strerror(err));
+        return q_errno_rc(err);
+    }
+    for (size_t i = 0; i < n; i++) {
+        err = q_remove(spool, ids[i], failed);
+        if (err == 0) {
+            done++;
+        } else if (err != ENOENT) {
+            rc = q_errno_rc(err);
+        }
+    }
+    free(ids);
+    if (n > 0) {
+        int src = q_sync_area(spool, failed);
+        rc = rc ? rc : src;
+    }
+    printf("deleted %zu %smessage%s\n", done, failed ? "failed " : "", done == 1 ? "" : "s");
+    return rc;
+}
+
+/* Only the "ok" lines of a failed message's .done: the failed recipients are
+ * pending again. malloc'd (possibly empty), NULL when out of memory. */
+static char *q_done_ok_lines(const char *t, size_t len, size_t *olen)
+{
+    char *out = malloc(len + 1);
+    size_t o = 0;
+
+    if (!out) {
+        return NULL;
+    }
+    for (const char *p = t, *end = t + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) {
+            break;
+        }
+        if (nl - p > 3 && memcmp(p, "ok ", 3) == 0) {
+            memcpy(out + o, p, (size_t)(nl + 1 - p));
+            o += (size_t)(nl + 1 - p);
+        }
+        p = nl + 1;
+    }
+    *olen = o;
+    return out;
+}
+
+/* Puts failed/<qid> back into q/ so the daemon tries it again. The .msg is
+ * hard-linked (it stays in failed/ until the new .env is committed: a crash
+ * leaves either the failed message or the queued one, as startup removes a q/
+ * .msg without .env); the .done keeps only delivered recipients; the .env gets
+ * created = now (a fresh max_queue_age, else an expired message would fail at
+ * once) and is renamed in last. failed/ is cleaned up afterwards. 0 or an errno
+ * value, with the reason in err. */
+static int q_retry_one(const char *spool, uint64_t qid, const struct stat *owner, char *err,
+                       size_t errlen)
+{
+    char fenv[Q_PATH], fmsg[Q_PATH], fdone[Q_PATH], freason[Q_PATH];
+    char qenv[Q_PATH], qmsg[Q_PATH], qdone[Q_PATH], tenv[Q_PATH], tdone[Q_PATH], qdir[Q_PATH];
+    char *text = NULL, *ok = NULL, *envtext = NULL;
+    size_t len, oklen = 0, envlen;
+    struct up_spool_env env;
+    int e = 0, have_env = 0;
+
+    memset(&env, 0, sizeof(env));
+    if (q_path(fenv, spool, 1, qid, ".env") != 0 || q_path(fmsg, spool, 1, qid, ".msg") != 0 ||
+        q_path(fdone, spool, 1, qid, ".done") != 0 ||
+        q_path(freason, spool, 1, qid, ".reason") != 0 ||
+        q_path(qenv, spool, 0, qid, ".env") != 0 || q_path(qmsg, spool, 0, qid, ".msg") != 0 ||
+        q_path(qdone, spool, 0, qid, ".done") != 0 ||
+        up_spool_path(tenv, sizeof(tenv), spool, "tmp", qid, ".env") != 0 ||
+        up_spool_path(tdone, sizeof(tdone), spool, "tmp", qid, ".done") != 0 ||
+        snprintf(qdir, sizeof(qdir), "%s/q", spool) >= (int)sizeof(qdir)) {
+        snprintf(err, errlen, "spool path too long");
+        return ENAMETOOLONG;
+    }
+    if (access(qenv, F_OK) == 0) {
+        snprintf(err, errlen, "%s exists already", qenv);
+        return EEXIST;
+    }
+    if (!(text = q_read(fenv, Q_FILE_MAX, 0, &len, &e))) {
+        snprintf(err, errlen, "cannot read %s: %s", fenv, strerror(e));
+        return e;
+    }
+    if (up_spool_env_parse(text, len, &env, err, errlen) != 0) {
+        free(text);
+        return EINVAL;
+    }
+    have_env = 1;
+    free(text);
+    text = NULL;
+    unlink(qmsg); /* a q/ .msg without .env is never committed: startup would remove it */
+    if (link(fmsg, qmsg) != 0) {
+        e = errno;
+        snprintf(err, errlen, "cannot link the .msg into q/: %s", strerror(e));
+        goto fail;
+    }
+    text = q_read(fdone, Q_FILE_MAX, 0, &len, &e);
+    if (!text && e != ENOENT) {
+        snprintf(err, errlen, "cannot read %s: %s", fdone, strerror(e));
+        goto fail;
+    }
+    if (text && !(ok = q_done_ok_lines(text, len, &oklen))) {
+        e = ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (oklen > 0) {
+        if ((e = q_write_file(tdone, ok, oklen, owner)) != 0) {
+            snprintf(err, errlen, "cannot write %s: %s", tdone, strerror(e));
+            goto fail;
+        }
+        if (rename(tdone, qdone) != 0) {
+            e = errno;
+            snprintf(err, errlen, "cannot move the .done into q/: %s", strerror(e));
+            goto fail;
+        }
+    } else {
+        unlink(qdone);
+    }
+    /* the .msg and .done must be on disk before the .env commits them */
+    if ((e = q_fsync_dir(qdir)) != 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", qdir, strerror(e));
+        goto fail;
+    }
+    env.created = q_now();
+    if (!(envtext = up_spool_env_format(&env, &envlen))) {
+        e = ENOMEM;
+        snprintf(err, errlen, "cannot format the envelope");
+        goto fail;
+    }
+    if ((e = q_write_file(tenv, envtext, envlen, owner)) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", tenv, strerror(e));
+        goto fail;
+    }
+    if (rename(tenv, qenv) != 0) {
+        e = errno;
+        snprintf(err, errlen, "cannot move the .env into q/: %s", strerror(e));
+        goto fail;
+    }
+    /* committed; failed/ loses it, .env first (as every remover does) */
+    unlink(fenv);
+    unlink(fmsg);
+    unlink(fdone);
+    unlink(freason);
+    free(envtext);
+    free(ok);
+    free(text);
+    up_spool_env_free(&env);
+    return 0;
+fail:
+    unlink(tenv);
+    unlink(tdone);
+    unlink(qdone);
+    unlink(qmsg);
+    free(envtext);
+    free(ok);
+    free(text);
+    if (have_env) {
+        up_spool_env_free(&env);
+    }
+    return e ? e : EIO;
+}
+
+/* A spool directory retry-failed writes into, created like up_spool_prepare
+ * does when the daemon never ran. 0 or an errno value. */
+static int q_mkdir(const char *spool, const char *area, const struct stat *owner)
+{
+    char path[Q_PATH];
+
+    if (snprintf(path, sizeof(path), "%s/%s", spool, area) >= (int)sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    if (mkdir(path, 0700) != 0) {
+        return errno == EEXIST ? 0 : errno;
+    }
+    if (geteuid() == 0 && chown(path, owner->st_uid, owner->st_gid) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+static int q_retry_failed(const char *spool)
+{
+    uint64_t *ids;
+    size_t n, moved = 0;
+    struct stat owner;
+    char err[Q_PATH + 300], id[17];
+    int e, rc = 0;
+
+    if ((e = q_scan(spool, 1, &ids, &n)) != 0) {
+        fprintf(stderr, "relay25: cannot read %s/failed: %s\n", spool, strerror(e));
+        return q_errno_rc(e);
+    }
+    if (n == 0) {
+        printf("No failed messages\n");
+        return 0;
+    }
+    /* new files belong to whoever owns the spool (the daemon's user) */
+    if (stat(spool, &owner) != 0) {
+        e = errno;
+        fprintf(stderr, "relay25: cannot stat %s: %s\n", spool, strerror(e));
+        free(ids);
+        return q_errno_rc(e);
+    }
+    if ((e = q_mkdir(spool, "q", &owner)) != 0 || (e = q_mkdir(spool, "tmp", &owner)) != 0) {
+        fprintf(stderr, "relay25: cannot create the spool directories in %s: %s\n", spool,
+                strerror(e));
+        free(ids);
+        return q_errno_rc(e);
+    }
+    for (size_t i = 0; i < n; i++) {
+        q_idstr(ids[i], id);
+        e = q_retry_one(spool, ids[i], &owner, err, sizeof(err));
+        if (e != 0) {
+            fprintf(stderr, "relay25: %s not queued again: %s\n", id, q_clean(err));
+            rc = e == EINVAL || e == EEXIST ? EX_DATAERR : q_errno_rc(e);
+            continue;
+        }
+        printf("queued again: %s\n", id);
+        moved++;
+    }
+    free(ids);
+    if ((e = q_sync_area(spool, 0)) != 0 || (e = q_sync_area(spool, 1)) != 0) {
+        rc = rc ? rc : e;
+    }
+    printf("%zu failed message%s queued again\n", moved, moved == 1 ? "" : "s");
+    if (moved > 0) {
+        e = q_signal(spool);
+        rc = rc ? rc : e;
+    }
+    return rc;
+}
+
+/* ---- the command ----------------------------------------------------------------------- */
+
+/* Which arguments each subcommand takes (see q_usage). */
+static int q_args_ok(const char *cmd, const char *arg, int all, int failed)
+{
+    if (strcmp(cmd, "list") == 0) {
+        return !arg && !all;
+    }
+    if (strcmp(cmd, "show") == 0) {
+        return arg && !all && !failed;
+    }
+    if (strcmp(cmd, "flush") == 0) {
+        return !all && !failed;
+    }
+    if (strcmp(cmd, "delete") == 0) {
+        return (arg != NULL) != all && (!failed || all);
+    }
+    if (strcmp(cmd, "retry-failed") == 0) {
+        return !arg && !all && !failed;
+    }
+    return 0;
+}
+
+int cli_queue(int argc, char **argv)
+{
+    const char *path = NULL, *cmd = NULL, *arg = NULL;
+    int json = 0, failed = 0, all = 0, rc;
+    struct conf *c;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "relay25 queue: %s needs a file\n", a);
+                q_usage(stderr);
+                return EX_USAGE;
+            }
+            path = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--failed") == 0) {
+            failed = 1;
+        } else if (strcmp(a, "--all") == 0) {
+            all = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            q_usage(stdout);
+            return 0;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "relay25 queue: unknown option '%s'\n", a);
+            q_usage(stderr);
+            return EX_USAGE;
+        } else if (!cmd) {
+            cmd = a;
+        } else if (!arg) {
+            arg = a;
+        } else {
+            fprintf(stderr, "relay25 queue: unexpected argument '%s'\n", a);
+            q_usage(stderr);
+            return EX_USAGE;
+        }
+    }
+    if (!cmd) {
+        q_usage(stderr);
+        return EX_USAGE;
+    }
+    if (!q_args_ok(cmd, arg, all, failed)) {
+        if (strcmp(cmd, "list") && strcmp(cmd, "show") && strcmp(cmd, "flush") &&
+            strcmp(cmd, "delete") && strcmp(cmd, "retry-failed")) {
+            fprintf(stderr, "relay25 queue: unknown command '%s'\n", cmd);
+        } else {
+            fprintf(stderr, "relay25 queue: bad arguments for '%s'\n", cmd);
+        }
+        q_usage(stderr);
+        return EX_USAGE;
+    }
+    if (!(c = cli_load_conf(path, 0))) {
+        return EX_CONFIG;
+    }
+    if (strcmp(cmd, "list") == 0) {
+        rc = cli_queue_list(c->spool_dir, failed, json);
+    } else if (strcmp(cmd, "show") == 0) {
+        rc = q_show(c->spool_dir, arg, json);
+    } else if (strcmp(cmd, "flush") == 0) {
+        rc = q_flush(c->spool_dir, arg);
+    } else if (strcmp(cmd, "delete") == 0) {
+        rc = q_delete(c->spool_dir, arg, all, failed);
+    } else {
+        rc = q_retry_failed(c->spool_dir);
+    }
+    conf_free(c);
+    return rc;
+}
