@@ -40,7 +40,7 @@ the upstream has logged the last delivery:
   up-cpu/1k   the same for the upstream instance (what the relay costs the upstream).
   PSS MB      peak of the summed Pss (/proc/PID/smaps_rollup) over the same process
               set, sampled every 0.2 s during the run.
-  up-conns    "connect from" lines at the upstream's TLS port during the run.
+  up-conns    "connect from" lines at the upstream port used, during the run.
 Each relay is started for its own run and stopped after it (one relay at a time;
 peaks are per scenario); the upstream runs throughout. Before each run the bench
 waits (at most --quiet-wait s) for the rest of the machine to be idle, and notes

@@ -1,10 +1,7 @@
-/* sendmail: the sendmail(8)-compatible front end (`relay25 sendmail`, or the
- * binary called as sendmail / mailq). Reads one message from stdin into an
- * unlinked temp file, keeping only the header section in memory (SM_HEADER_MAX),
- * then submits it in one SMTP transaction on a private uv loop: to a relay25
- * daemon in plain SMTP when [sendmail] submit is set, else straight to the
- * configured provider with the device's credentials (verified TLS + AUTH), as
- * serve does. Exit codes from sysexits.h. RFC 5321 (SMTP), RFC 5322 (format). */
+/* sendmail: the sendmail(8) interface (`relay25 sendmail`, or called as sendmail).
+ * Owns one message: stdin -> unlinked temp file (only the header section in memory),
+ * then one SMTP transaction on a private uv loop, to a relay25 daemon ([sendmail]
+ * submit) or straight to the device's upstream. RFC 5321, RFC 5322; sysexits.h. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,11 +28,11 @@
 #include "upstream/up_session.h"
 
 #define SM_NAME "relay25-sendmail"
-#define SM_HEADER_MAX (256u * 1024u) /* header section kept in memory for -t and Bcc */
-#define SM_ADDR_MAX 256              /* RFC 5321 §4.5.3.1.3: a path is 256 octets */
-#define SM_CHUNK (64u * 1024u)       /* stdin reads and body reads from the temp file */
-#define SM_HIWAT (256u * 1024u)      /* upstream backlog that pauses the file reads */
-#define SM_NAME_MAX 200              /* -F display name, bytes kept */
+#define SM_HEADER_MAX ((size_t)256 * 1024) /* header section kept in memory for -t and Bcc */
+#define SM_ADDR_MAX 256                    /* RFC 5321 §4.5.3.1.3: a path is 256 octets */
+#define SM_CHUNK ((size_t)64 * 1024)       /* stdin reads and body reads from the temp file */
+#define SM_HIWAT ((size_t)256 * 1024)      /* upstream backlog that pauses the file reads */
+#define SM_NAME_MAX 200                    /* -F display name, bytes kept */
 
 enum sm_mode { SM_MODE_SEND, SM_MODE_LIST, SM_MODE_FLUSH };
 
@@ -431,7 +428,11 @@ static int sm_parse_addrlist(struct sm_msg *m, const char *s, size_t n, const ch
 
     memset(&a, 0, sizeof(a));
     for (size_t i = 0; i <= n; i++) {
-        char c = i < n ? s[i] : ',';
+        char c = ',';
+
+        if (i < n) {
+            c = s[i];
+        }
 
         switch (c) {
         case '"':
@@ -568,7 +569,7 @@ static void sm_put(struct sm_reader *r, char c)
     }
     if (m->hdrlen + 2 >= SM_HEADER_MAX) {
         if (!r->err) {
-            sm_say("the header section is larger than %u KiB", SM_HEADER_MAX / 1024);
+            sm_say("the header section is larger than %zu KiB", SM_HEADER_MAX / 1024);
             r->err = EX_DATAERR;
         }
         return;
@@ -614,11 +615,8 @@ static void sm_eol(struct sm_reader *r)
         r->in_header = 0;
     } else if (r->first && len >= 5 && memcmp(line, "From ", 5) == 0) {
         m->hdrlen = r->lstart; /* mbox "From " line, dropped like Postfix's sendmail does */
-    } else if ((line[0] == ' ' || line[0] == '\t') && r->lstart > 0) {
-        m->hdr[m->hdrlen++] = '\r'; /* continuation of a folded field */
-        m->hdr[m->hdrlen++] = '\n';
-    } else if (sm_is_field(line, len)) {
-        m->hdr[m->hdrlen++] = '\r';
+    } else if (((line[0] == ' ' || line[0] == '\t') && r->lstart > 0) || sm_is_field(line, len)) {
+        m->hdr[m->hdrlen++] = '\r'; /* a field, or the continuation of a folded one */
         m->hdr[m->hdrlen++] = '\n';
     } else {
         /* Not a header: the header section ended without its blank line, and
@@ -992,6 +990,12 @@ static void sm_finish(struct sm_send *s, int rc)
     up_quit(s->up);
 }
 
+/* Message size before dot-stuffing: headers, ours, the blank line, the body. */
+static uint64_t sm_size(const struct sm_send *s)
+{
+    return (uint64_t)s->m->hdrlen + (uint64_t)s->addedlen + 2u + s->m->bodylen;
+}
+
 static void sm_read_next(struct sm_send *s);
 static int sm_body_out(struct sm_send *s, const char *p, size_t n);
 
@@ -1018,8 +1022,7 @@ static void sm_on_fs_read(uv_fs_t *req)
             return; /* on_fail reported it */
         }
         if (s->o->verbose) {
-            sm_say(">>> (message, %llu bytes) .",
-                   (unsigned long long)(s->m->hdrlen + s->addedlen + 2 + s->m->bodylen));
+            sm_say(">>> (message, %llu bytes) .", (unsigned long long)sm_size(s));
         }
         sm_enter_state(s, SM_STATE_DOT);
         up_data_end(s->up);
@@ -1113,7 +1116,7 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     }
     if (up_ext(s->up) & UP_EXT_SIZE) {
         o += (size_t)snprintf(params + o, sizeof(params) - o, "SIZE=%llu",
-                              (unsigned long long)(s->m->hdrlen + s->addedlen + 2 + s->m->bodylen));
+                              (unsigned long long)sm_size(s));
     }
     if (s->m->eightbit && (up_ext(s->up) & UP_EXT_8BITMIME)) {
         snprintf(params + o, sizeof(params) - o, "%sBODY=8BITMIME", o ? " " : "");

@@ -12,8 +12,10 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 
-from relaytest import closed_port, main, make_message, strip_received
+from relaytest import Relay, closed_port, main, make_message, strip_received
 from spooltest import (QUEUED_RE, Script, SpoolTestCase, dsn_parts, parse_dsn, parse_env,
                        run_queue_cli)
 
@@ -147,6 +149,46 @@ class SpoolTest(SpoolTestCase):
         self.wait_spool_empty(r)
         (m,) = peer.messages()
         self.assertEqual(m.header("Subject"), "usr1")
+
+    def test_sigusr1_as_soon_as_the_pid_file_exists(self):
+        """A script (or `relay25 queue flush`) that signals the PID in
+        <spool_dir>/relay25.pid the moment the file appears must not kill relay25:
+        the file may only be there once SIGUSR1 is handled."""
+        devices, users = self.default_devices()
+        closed, port = closed_port()
+        self.addCleanup(closed.close)
+        died = []
+        for attempt in range(5):
+            spool = os.path.join(self.dir, "spool-%d" % attempt)
+            keys = self.spool_relay_keys(mode="spool", spool_dir=spool)
+            path = self.write_config({"main": self.upstream(port=port)}, devices, keys,
+                                     name="relay25-%d.ini" % attempt)
+            r = Relay(path, name="relay25-%d" % attempt)
+            self.addCleanup(self._reap, r)
+            t = threading.Thread(target=r.start, daemon=True)
+            t.start()
+            pidfile = os.path.join(spool, "relay25.pid")
+            pid = None
+            deadline = time.monotonic() + 15
+            while pid is None and time.monotonic() < deadline:
+                try:
+                    with open(pidfile) as f:
+                        pid = int(f.read())
+                except (OSError, ValueError):
+                    continue
+            self.assertIsNotNone(pid, "no %s" % pidfile)
+            os.kill(pid, signal.SIGUSR1)
+            t.join(15)
+            try:
+                r.wait_lines(r"event=started", timeout=10)
+            except AssertionError:
+                pass
+            if r.proc.poll() is not None:
+                died.append((attempt, r.proc.returncode, r.tail(5)))
+                continue
+            self.stop_expect_0(r)
+        self.assertEqual(died, [], "relay25 died of SIGUSR1 sent right after its pid file "
+                                   "appeared (attempt, exit status, log tail)")
 
     # 2. passthrough + on_upstream_failure = queue -----------------------------------------
 
@@ -409,6 +451,43 @@ class SpoolTest(SpoolTestCase):
         self.assertEqual(orig[0].rcpt_tos, ("one@example.net", "three@example.net"))
         self.assertEqual(strip_received(orig[0].content), msg)
         self.assert_dsn(dsn[0], "alice@example.org", ["reject-two@example.net"], "partial", q)
+
+    def test_bounce_to_refused_sender_is_not_bounced_again(self):
+        """The sender itself is refused upstream: its DSN (null sender) fails for good
+        and is dropped, not bounced again."""
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True, relay={"bounce": "dsn"})
+        q = self.submit_queued(r, "reject-sender@example.org", ["reject-x@example.net"],
+                               make_message("double bounce"))
+        r.wait_lines(r"qid=%s .*status=bounced bounce=dsn" % q, timeout=30)
+        r.wait_lines(r"from=<> .*status=bounced bounce=none", timeout=30)
+        self.wait_spool_empty(r)
+        self.assertEqual(peer.all_messages(), [])
+        self.assertEqual(len(r.grep(r"status=bounced bounce=")), 2, r.tail())
+        self.assertEqual(self.files("failed"), [])
+
+    def test_partial_temporary_failure_retries_only_deferred(self):
+        """One recipient deferred (450 at RCPT), the other delivered: .done records the
+        delivered one, and after a restart only the deferred one is tried again."""
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users)
+        Script(peer, rcpt={"two@example.net": ["450 4.2.1 busy"]})
+        keys = self.spool_relay_keys(mode="spool", retry_min="1h", retry_max="2h")
+        path = self.write_config({"main": self.upstream(peer)}, devices, keys)
+        r1 = self.start_own_relay(path)
+        msg = make_message("half")
+        q = self.submit_queued(r1, "s@example.org", ["one@example.net", "two@example.net"], msg)
+        r1.wait_lines(r"qid=%s .*status=deferred" % q, timeout=20)
+        with open(os.path.join(self.spool, "q", q + ".done")) as f:
+            self.assertEqual(f.read(), "ok one@example.net\n")
+        self.stop_expect_0(r1)
+        r2 = self.start_relay(config=path)    # picks the message up at start
+        peer.wait_messages(2, timeout=30)
+        self.wait_spool_empty(r2)
+        msgs = peer.all_messages()
+        self.assertEqual([m.rcpt_tos for m in msgs], [("one@example.net",), ("two@example.net",)])
+        self.assertTrue(all(m.accepted for m in msgs))
+        for m in msgs:
+            self.assertEqual(strip_received(m.content), msg)
 
     # 6. max_queue_age --------------------------------------------------------------------
 
