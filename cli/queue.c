@@ -298,8 +298,8 @@ static const char *q_age(uint64_t s, char *buf, size_t cap)
 static const char *q_size_short(uint64_t n, char *buf, size_t cap)
 {
     static const char units[] = "KMGT";
-    double v = (double)n;
-    int u = -1;
+    double v = (double)n / 1024;
+    int u = 0;
 
     if (n < 1024) {
         snprintf(buf, cap, "%" PRIu64, n);
@@ -321,8 +321,8 @@ static const char *q_size_short(uint64_t n, char *buf, size_t cap)
 static const char *q_size_long(uint64_t n, char *buf, size_t cap)
 {
     static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
-    double v = (double)n;
-    int u = -1;
+    double v = (double)n / 1024;
+    int u = 0;
 
     if (n < 1024) {
         snprintf(buf, cap, "%" PRIu64 " byte%s", n, n == 1 ? "" : "s");
@@ -589,9 +589,13 @@ static void q_free_all(struct q_msg *v, size_t n)
 static int q_find(const char *spool, const char *arg, int also_failed, uint64_t *qid, int *failed)
 {
     char prefix[17], id[17];
-    size_t plen = strlen(arg), matches = 0;
+    size_t plen = arg ? strlen(arg) : 0, matches = 0;
     uint64_t seen[4];
 
+    if (!arg) {
+        q_usage(stderr);
+        return EX_USAGE;
+    }
     if (plen < Q_ID_MIN || plen > 16 || strspn(arg, "0123456789abcdefABCDEF") != plen) {
         fprintf(stderr, "relay25: bad queue id '%s' (16 hex digits, or at least %d of them)\n", arg,
                 Q_ID_MIN);

@@ -275,6 +275,10 @@ int cli_serve(int argc, char **argv)
     }
     serve_apply_log(c);
     signal(SIGPIPE, SIG_IGN);
+    /* until the loop's handlers are in place (the pid file exists before them):
+     * a flush or reload request during startup is moot, it must not kill us */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     memset(&sv, 0, sizeof(sv));
     if (c->path && !(sv.path = strdup(c->path))) {
         conf_free(c);
@@ -305,7 +309,8 @@ int cli_serve(int argc, char **argv)
         free(sv.path);
         return EX_OSERR;
     }
-    /* c now belongs to the server */ sv.pool = up_pool_new(sv.loop, SERVE_POOL_IDLE);
+    /* c now belongs to the server */
+    sv.pool = up_pool_new(sv.loop, SERVE_POOL_IDLE);
     prx_server_set_pool(sv.srv, sv.pool);
     if (serve_drop_privileges(c) != 0 || serve_start_spool(&sv, c) != 0) {
         sv.stopping = 1;
