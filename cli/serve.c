@@ -140,6 +140,7 @@ static void serve_done(void *arg)
     if (sv->queue) {
         struct up_queue *q = sv->queue;
         sv->queue = NULL;
+        sv->metrics.queue_stats = NULL;
         up_queue_close(q, serve_closed, sv);
         return;
     }
@@ -194,6 +195,8 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
         return -1;
     }
     prx_server_set_queue(sv->srv, sv->queue);
+    sv->metrics.queue_stats = up_queue_stats;
+    sv->metrics.queue_arg = sv->queue;
     up_queue_set_pool(sv->queue, sv->pool);
     log_info(0, "relay25", "event=spool dir=%s", c->spool_dir);
     return 0;

@@ -133,6 +133,25 @@ size_t metrics_format(const struct metrics *m, char *buf, size_t cap)
                      &m->upstream_setup);
     metrics_hist_out(&o, "relay25_upstream_delivery_seconds",
                      "Time from end of DATA to upstream's verdict.", &m->upstream_delivery);
+    metrics_counter(&o, "relay25_upstream_connections_total",
+                    "Upstream sessions opened (TCP, TLS and AUTH).", m->upstream_connections);
+    metrics_counter(&o, "relay25_upstream_reused_total",
+                    "Transactions sent on an already authenticated upstream session.",
+                    m->upstream_reused);
+    if (m->queue_stats) {
+        uint64_t n = 0, bytes = 0, oldest = 0, now = (uint64_t)time(NULL);
+        m->queue_stats(m->queue_arg, &n, &bytes, &oldest);
+        metrics_put(&o,
+                    "# HELP relay25_queue_messages Messages in the spool.\n"
+                    "# TYPE relay25_queue_messages gauge\nrelay25_queue_messages %llu\n"
+                    "# HELP relay25_queue_bytes Bytes of messages in the spool.\n"
+                    "# TYPE relay25_queue_bytes gauge\nrelay25_queue_bytes %llu\n"
+                    "# HELP relay25_queue_oldest_seconds Age of the oldest spooled message.\n"
+                    "# TYPE relay25_queue_oldest_seconds gauge\nrelay25_queue_oldest_seconds "
+                    "%llu\n",
+                    (unsigned long long)n, (unsigned long long)bytes,
+                    (unsigned long long)(oldest && oldest < now ? now - oldest : 0));
+    }
     metrics_put(&o,
                 "# HELP relay25_start_time_seconds Start time of the process.\n"
                 "# TYPE relay25_start_time_seconds gauge\nrelay25_start_time_seconds %llu\n",

@@ -36,6 +36,11 @@ struct metrics {
     struct metrics_hist upstream_setup;     /* connect + TLS + AUTH, seconds */
     struct metrics_hist upstream_delivery;  /* end of DATA -> upstream's reply, seconds */
     uint64_t start_time;                    /* unix seconds */
+    uint64_t upstream_connections;          /* upstream sessions opened (not reused) */
+    uint64_t upstream_reused;               /* transactions on a pooled session */
+    /* When spooling: the queue's size and its oldest message (set by serve). */
+    void (*queue_stats)(void *arg, uint64_t *messages, uint64_t *bytes, uint64_t *oldest_unix);
+    void *queue_arg;
 };
 
 void metrics_observe(struct metrics_hist *h, double seconds);

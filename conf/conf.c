@@ -51,7 +51,7 @@ enum line_kind {
     LINE_CONT,    /* indented line after a key: more of its value (INI_ALLOW_MULTILINE) */
 };
 
-enum pw_kind { PW_NONE, PW_FILE, PW_ENV, PW_INLINE };
+enum pw_kind { PW_NONE, PW_FILE, PW_ENV, PW_INLINE, PW_CRED };
 
 /* Where a value came from, for messages: a file line (and key) or a variable. */
 struct where {
@@ -131,7 +131,8 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_proxy_from, set_run_as, set_log, set_log_format, set_metrics_listen, set_mode,
     set_on_failure, set_spool_dir, set_size_limit, set_duration, set_bounce, set_host, set_port,
     set_tls, set_ca_file, set_server_name, set_tls_verify, set_up_connections, set_upstream,
-    set_user, set_password_file, set_password_env, set_password, set_match, set_submit;
+    set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
+    set_submit;
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -185,6 +186,7 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "upstream", 1, set_upstream, 0},
     {SECT_DEVICE, "user", 0, set_user, 0},
     {SECT_DEVICE, "password_file", 0, set_password_file, 0},
+    {SECT_DEVICE, "password_credential", 0, set_password_credential, 0},
     {SECT_DEVICE, "password_env", 0, set_password_env, 0},
     {SECT_DEVICE, "password", 0, set_password, 0},
     {SECT_DEVICE, "match", 1, set_match, 0},
@@ -1128,7 +1130,8 @@ static int set_user(struct parse *p, const char *val, size_t len)
     return d->user ? 0 : -1;
 }
 
-static const char *const conf_pw_keys[] = {"", "password_file", "password_env", "password"};
+static const char *const conf_pw_keys[] = {"", "password_file", "password_env", "password",
+                                           "password_credential"};
 
 /* Exactly one password source per device; the message never shows a value. */
 static int conf_pw_source(struct parse *p, enum pw_kind kind)
@@ -1203,6 +1206,26 @@ static int set_password_env(struct parse *p, const char *val, size_t len)
         return -1;
     }
     return conf_set_source(p, "env ", val);
+}
+
+/* systemd credentials (LoadCredential=): a file named val in $CREDENTIALS_DIRECTORY. */
+static int set_password_credential(struct parse *p, const char *val, size_t len)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+
+    (void)len;
+    if (conf_pw_source(p, PW_CRED) != 0) {
+        return -1;
+    }
+    if (!val[0] || strchr(val, '/') || strcmp(val, ".") == 0 || strcmp(val, "..") == 0) {
+        conf_fail_at(p, conf_here(p), "bad credential name '%s'", val);
+        return -1;
+    }
+    x->pw_arg = conf_strdup(p, val);
+    if (!x->pw_arg) {
+        return -1;
+    }
+    return conf_set_source(p, "systemd credential ", val);
 }
 
 static int set_password(struct parse *p, const char *val, size_t len)
@@ -2074,12 +2097,26 @@ static int conf_load_secrets(struct parse *p)
         struct conf_device *d = &p->c->devices[i];
         struct dev_extra *x = &p->dx[i];
         char msg[512];
-
-        if (x->pw != PW_FILE && x->pw != PW_ENV) {
+        if (x->pw == PW_CRED) {
+            const char *dir = getenv("CREDENTIALS_DIRECTORY");
+            char path[4096];
+            if (!dir || !*dir) {
+                conf_fail_at(p, x->pw_at,
+                             "password_credential needs $CREDENTIALS_DIRECTORY (systemd "
+                             "LoadCredential=)");
+                return -1;
+            }
+            if (snprintf(path, sizeof(path), "%s/%s", dir, x->pw_arg) >= (int)sizeof(path)) {
+                conf_fail_at(p, x->pw_at, "credential path too long");
+                return -1;
+            }
+            d->password = auth_secret_file(path, msg, sizeof(msg));
+        } else if (x->pw == PW_FILE || x->pw == PW_ENV) {
+            d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
+                                           : auth_secret_env(x->pw_arg, msg, sizeof(msg));
+        } else {
             continue;
         }
-        d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
-                                       : auth_secret_env(x->pw_arg, msg, sizeof(msg));
         if (!d->password) {
             conf_fail_at(p, x->pw_at, "%s", msg);
             return -1;

@@ -1011,6 +1011,9 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
                               s, s->sid))) {
         s->refs++;
         s->up_reused = 1;
+        if (s->env->metrics) {
+            s->env->metrics->upstream_reused++;
+        }
     }
     if (s->up && up_idle(s->up)) {
         prx_enter_state(s, PRX_STATE_MAIL_WAIT);
@@ -1036,6 +1039,9 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
         return;
     }
     s->refs++;
+    if (s->env->metrics) {
+        s->env->metrics->upstream_connections++;
+    }
     s->up_start_ms = uv_now(s->env->loop);
     prx_enter_state(s, PRX_STATE_CONNECT);
     up_session_start(s->up); /* on_ready may run before this returns */

@@ -65,6 +65,7 @@ struct upq_job {
     struct up_queue *q;
     uint64_t qid;
     uint64_t size;
+    uint64_t since; /* unix time the job was created or found */
     unsigned attempts;
     uint64_t next_ms;
     size_t upidx; /* position in the device's failover list */
@@ -170,6 +171,7 @@ static struct upq_job *upq_job_add(struct up_queue *q, uint64_t qid, uint64_t si
     j->q = q;
     j->qid = qid;
     j->size = size;
+    j->since = (uint64_t)time(NULL);
     j->fd = -1;
     j->next_ms = uv_now(q->loop);
     j->next = q->head;
@@ -353,6 +355,9 @@ static void upq_prepare_work(uv_work_t *w)
         free(text);
         return;
     }
+    if (j->env.created && j->env.created < j->since) {
+        j->since = j->env.created; /* the job was found at startup: its real age */
+    }
     free(text);
     j->rstate = calloc(j->env.nrcpt, 1);
     j->rreply = calloc(j->env.nrcpt, sizeof(*j->rreply));
@@ -494,8 +499,14 @@ static void upq_start_delivery(struct upq_job *j)
     if (q->pool && (j->ups = up_pool_take(q->pool, j->up, j->dev->user, j->dev->password,
                                           &upq_up_cbs, j, j->qid))) {
         j->reused = 1;
+        if (q->m) {
+            q->m->upstream_reused++;
+        }
         upq_on_ready(j, 0, NULL, NULL);
         return;
+    }
+    if (q->m) {
+        q->m->upstream_connections++;
     }
     j->ups = up_session_new(q->loop, &p, &upq_up_cbs, j);
     if (!j->ups) {
@@ -1035,7 +1046,7 @@ static void upq_record_work(uv_work_t *w)
     }
     if (!j->dev) {
         pending = 1;
-    }    /* bounce = keep moves .done along: it must say who got the message */
+    } /* bounce = keep moves .done along: it must say who got the message */
     if (o > 0 && (pending || (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP))) {
         /* progress must survive a crash: append and fsync before going on */
         int fd;
@@ -1064,7 +1075,8 @@ static void upq_record_work(uv_work_t *w)
     if (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP) {
         char to[4096];
         int fd;
-        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd >= 0) {
             /* one line per failed recipient: "<addr>: reply" */
             for (size_t i = 0; i < j->env.nrcpt; i++) {
@@ -1476,4 +1488,19 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
 void up_queue_set_pool(struct up_queue *q, struct up_pool *pool)
 {
     q->pool = pool;
+}
+
+void up_queue_stats(void *arg, uint64_t *messages, uint64_t *bytes, uint64_t *oldest_unix)
+{
+    const struct up_queue *q = arg;
+    uint64_t oldest = 0;
+
+    for (const struct upq_job *j = q->head; j; j = j->next) {
+        if (!oldest || j->since < oldest) {
+            oldest = j->since;
+        }
+    }
+    *messages = q->njobs;
+    *bytes = q->bytes;
+    *oldest_unix = oldest;
 }

@@ -39,6 +39,9 @@ struct up_pool;
 /* Reuse authenticated upstream sessions from (and return them to) pool. */
 void up_queue_set_pool(struct up_queue *q, struct up_pool *pool);
 
+/* For metrics: messages, bytes and the oldest message's unix time (arg = q). */
+void up_queue_stats(void *arg, uint64_t *messages, uint64_t *bytes, uint64_t *oldest_unix);
+
 /* A fresh queue id: 64 random bits, never 0. */
 uint64_t up_queue_new_id(void);
 

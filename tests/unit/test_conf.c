@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth/auth_map.h"
@@ -889,6 +890,36 @@ static void test_spool_errors(void)
     /* a missing name is reported even with several upstreams and a valid first one */
     EXPECT_ERR(UP "[upstream b]\nhost = b\n" DEV "upstream = b, gmail, c\n",
                "relay25.conf:8: upstream: ", "no [upstream c] for [device default]");
+}
+
+/* password_credential: systemd's LoadCredential= files in $CREDENTIALS_DIRECTORY. */
+static void test_credentials(void)
+{
+    char err[512], cwd[512];
+    struct conf *c;
+    static const char text[] =
+        UP "[device default]\nuser = office@example.com\npassword_credential = office.pass\n";
+
+    mkdir("creds", 0700);
+    write_file("creds/office.pass", "cred-secret\n", 12);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    expect_err_at(__LINE__, text, CONF ":5: ", "CREDENTIALS_DIRECTORY");
+    ASSERT_TRUE(getcwd(cwd, sizeof(cwd) - 8) != NULL);
+    strcat(cwd, "/creds");
+    setenv("CREDENTIALS_DIRECTORY", cwd, 1);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->devices[0].password, "cred-secret");
+        ASSERT_STREQ(c->devices[0].password_source, "systemd credential office.pass");
+        conf_free(c);
+    }
+    expect_err_at(__LINE__, UP "[device default]\nuser = u\npassword_credential = ../x\n",
+                  CONF ":5: ", "bad credential name");
+    expect_err_at(__LINE__,
+                  UP "[device default]\nuser = u\npassword = a\npassword_credential = b\n",
+                  CONF ":6: ", "exactly one");
+    unsetenv("CREDENTIALS_DIRECTORY");
 }
 
 static void test_secrets(void)
@@ -1797,6 +1828,7 @@ int main(void)
     test_errors();
     test_spool_errors();
     test_secrets();
+    test_credentials();
     test_env();
     test_ca();
     cleanup();
