@@ -806,20 +806,22 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     s->up_txn = 0;
     if (s->env->metrics) {
         metrics_upstream_error(s->env->metrics, err);
-    }
+    }    int fallback = prx_queue_mode(s) && s->qid && !s->txn_local && !s->closing &&
+                   (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
+                    s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
+                    (s->state == PRX_STATE_BODY && s->spw) ||
+                    (s->state == PRX_STATE_DOT_WAIT && s->spw));
+
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
     memcpy(s->upfail, buf, n + 1);
-    if (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY) {
+    if (!fallback && (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY)) {
         prx_log_message(s, "deferred", buf, n - 2);
     }
     s->up = NULL;
     if (s->closing) {
         return;
     }
-    if (prx_queue_mode(s) && s->qid && !s->txn_local &&
-        (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
-         s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
-         (s->state == PRX_STATE_BODY && s->spw) || (s->state == PRX_STATE_DOT_WAIT && s->spw))) {
+    if (fallback) {
         buf[n > 2 ? n - 2 : n] = '\0';
         prx_go_local(s, buf);
         switch (s->state) {
