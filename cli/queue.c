@@ -91,85 +91,6 @@ static int q_path(char *out, const char *spool, int failed, uint64_t qid, const 
     return 0;
 }
 
-/* A whole file, NUL-terminated; more than max bytes is EFBIG unless trunc_ok
- * (then the first max bytes). NULL with *err set on failure. */
-static char *q_read(const char *path, size_t max, int trunc_ok, size_t *len, int *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-
-    *len = 0;
-    if (fd < 0) {
-        *err = errno;
-        return NULL;
-    }
-    for (;;) {
-        ssize_t r;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
-            char *nb;
-            if (cap >= max) {
-                if (trunc_ok) {
-                    break;
-                }
-                *err = EFBIG;
-                goto fail;
-            }
-            if (ncap > max) {
-                ncap = max;
-            }
-            if (!(nb = realloc(buf, ncap + 1))) {
-                *err = ENOMEM;
-                goto fail;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            *err = errno;
-            goto fail;
-        }
-        if (r == 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    if (!buf && !(buf = malloc(1))) {
-        *err = ENOMEM;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    *err = 0;
-    return buf;
-fail:
-    close(fd);
-    free(buf);
-    return NULL;
-}
-
-static int q_write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w < 0) {
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* A new file with data, synced; owned like the spool when we are root, so the
  * daemon (running as its own user) can read it. 0 or an errno value. */
 static int q_write_file(const char *path, const char *data, size_t len, const struct stat *owner)
@@ -180,7 +101,7 @@ static int q_write_file(const char *path, const char *data, size_t len, const st
         return errno;
     }
     if ((geteuid() == 0 && fchown(fd, owner->st_uid, owner->st_gid) != 0) ||
-        q_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+        up_spool_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         e = errno;
         close(fd);
         unlink(path);
@@ -483,7 +404,7 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
         snprintf(m->env_err, sizeof(m->env_err), "%s", strerror(errno));
         return ENAMETOOLONG;
     }
-    if (!(text = q_read(path, Q_FILE_MAX, 0, &len, &err))) {
+    if (!(text = up_spool_read(path, Q_FILE_MAX, 0, &len, &err))) {
         snprintf(m->env_err, sizeof(m->env_err), "cannot read the .env: %s", strerror(err));
         return err;
     }
@@ -505,12 +426,12 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
         return ENOMEM;
     }
     if (q_path(path, spool, failed, qid, ".done") == 0 &&
-        (text = q_read(path, Q_FILE_MAX, 0, &len, &err))) {
+        (text = up_spool_read(path, Q_FILE_MAX, 0, &len, &err))) {
         q_apply_done(m, text, len);
         free(text);
     }
     if (failed && q_path(path, spool, failed, qid, ".reason") == 0 &&
-        (text = q_read(path, Q_FILE_MAX, 1, &len, &err))) {
+        (text = up_spool_read(path, Q_FILE_MAX, 1, &len, &err))) {
         text[strcspn(text, "\r\n")] = '\0';
         if (*text) {
             m->reason = q_clean(text);
@@ -657,7 +578,7 @@ static int q_is_relay25(pid_t pid)
     int err, ok;
 
     snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
-    if (!(argv0 = q_read(path, 4096, 1, &len, &err))) {
+    if (!(argv0 = up_spool_read(path, 4096, 1, &len, &err))) {
         return 1; /* no /proc (or not ours to read): kill(2) decides */
     }
     base = strrchr(argv0, '/');
@@ -681,7 +602,7 @@ static int q_daemon(const char *spool, pid_t *pid)
         fprintf(stderr, "relay25: %s: %s\n", spool, strerror(ENAMETOOLONG));
         return EX_IOERR;
     }
-    if (!(text = q_read(path, 64, 1, &len, &err))) {
+    if (!(text = up_spool_read(path, 64, 1, &len, &err))) {
         if (err == ENOENT) {
             return 0;
         }
@@ -949,7 +870,7 @@ static size_t q_head(const char *spool, const struct q_msg *m, char **lines, int
 
     *more = 0;
     if (q_path(path, spool, m->failed, m->qid, ".msg") != 0 ||
-        !(text = q_read(path, Q_HEAD_MAX, 1, &len, &err))) {
+        !(text = up_spool_read(path, Q_HEAD_MAX, 1, &len, &err))) {
         return 0;
     }
     for (const char *p = text, *end = text + len; p < end;) {
@@ -1233,7 +1154,7 @@ static int q_retry_one(const char *spool, uint64_t qid, const struct stat *owner
         snprintf(err, errlen, "%s exists already", qenv);
         return EEXIST;
     }
-    if (!(text = q_read(fenv, Q_FILE_MAX, 0, &len, &e))) {
+    if (!(text = up_spool_read(fenv, Q_FILE_MAX, 0, &len, &e))) {
         snprintf(err, errlen, "cannot read %s: %s", fenv, strerror(e));
         return e;
     }
@@ -1250,7 +1171,7 @@ static int q_retry_one(const char *spool, uint64_t qid, const struct stat *owner
         snprintf(err, errlen, "cannot link the .msg into q/: %s", strerror(e));
         goto fail;
     }
-    text = q_read(fdone, Q_FILE_MAX, 0, &len, &e);
+    text = up_spool_read(fdone, Q_FILE_MAX, 0, &len, &e);
     if (!text && e != ENOENT) {
         snprintf(err, errlen, "cannot read %s: %s", fdone, strerror(e));
         goto fail;

@@ -531,23 +531,28 @@ static int conf_add_listen(struct parse *p, const char *item)
     return 0;
 }
 
-static int conf_add_allow(struct parse *p, const char *item)
+/* One network of a CIDR list (allow, proxy_from, match) appended to *arr. */
+static int conf_add_cidr(struct parse *p, const char *item, struct cidr **arr, size_t *n)
 {
-    struct conf *c = p->c;
-    struct cidr n;
+    struct cidr net;
     struct cidr *a;
 
-    if (cidr_parse(item, &n) != 0) {
+    if (cidr_parse(item, &net) != 0) {
         conf_fail_at(p, conf_here(p), "bad network '%s'", item);
         return -1;
     }
-    a = conf_grow(c->allow, c->nallow, sizeof(*a));
+    a = conf_grow(*arr, *n, sizeof(*a));
     if (!a) {
         return conf_oom(p);
     }
-    c->allow = a;
-    a[c->nallow++] = n;
+    *arr = a;
+    a[(*n)++] = net;
     return 0;
+}
+
+static int conf_add_allow(struct parse *p, const char *item)
+{
+    return conf_add_cidr(p, item, &p->c->allow, &p->c->nallow);
 }
 
 static int set_listen(struct parse *p, const char *val, size_t len)
@@ -777,21 +782,7 @@ static int set_proxy_protocol(struct parse *p, const char *val, size_t len)
 
 static int conf_add_proxy_from(struct parse *p, const char *item)
 {
-    struct conf *c = p->c;
-    struct cidr n;
-    struct cidr *a;
-
-    if (cidr_parse(item, &n) != 0) {
-        conf_fail_at(p, conf_here(p), "bad network '%s'", item);
-        return -1;
-    }
-    a = conf_grow(c->proxy_from, c->nproxy_from, sizeof(*a));
-    if (!a) {
-        return conf_oom(p);
-    }
-    c->proxy_from = a;
-    a[c->nproxy_from++] = n;
-    return 0;
+    return conf_add_cidr(p, item, &p->c->proxy_from, &p->c->nproxy_from);
 }
 
 static int set_proxy_from(struct parse *p, const char *val, size_t len)
@@ -1246,20 +1237,7 @@ static int set_password(struct parse *p, const char *val, size_t len)
 static int conf_add_match(struct parse *p, const char *item)
 {
     struct conf_device *d = &p->c->devices[p->cur];
-    struct cidr n;
-    struct cidr *a;
-
-    if (cidr_parse(item, &n) != 0) {
-        conf_fail_at(p, conf_here(p), "bad network '%s'", item);
-        return -1;
-    }
-    a = conf_grow(d->match, d->nmatch, sizeof(*a));
-    if (!a) {
-        return conf_oom(p);
-    }
-    d->match = a;
-    a[d->nmatch++] = n;
-    return 0;
+    return conf_add_cidr(p, item, &d->match, &d->nmatch);
 }
 
 static int set_match(struct parse *p, const char *val, size_t len)

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the Debian 12 packages relay25 needs to build, run its demo and run
-# its tests, if any is missing. Used by ./run.sh, tests/run.sh and .ci/run.
+# its tests, if any is missing. Used by ./run.sh, tests/run-tests.sh and .ci/run.
 set -eu
-# Extra packages may be named as arguments (tests/run.sh adds its test peers).
+# Extra packages may be named as arguments (tests/run-tests.sh adds its test peers).
 PKGS="build-essential cmake pkg-config libuv1-dev libbearssl-dev libinih-dev libcjson-dev \
 python3 python3-aiosmtpd openssl swaks ca-certificates $*"
 missing=""

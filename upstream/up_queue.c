@@ -283,52 +283,6 @@ static void upq_busy_end(struct upq_job *j)
 
 /* ---- prepare: read .env and .done (thread pool) ---- */
 
-static char *upq_read_file(const char *path, size_t *len, int *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-
-    *len = 0;
-    if (fd < 0) {
-        *err = errno;
-        return NULL;
-    }
-    for (;;) {
-        ssize_t r;
-        if (n + 1 >= cap) {
-            char *nb;
-            cap = cap ? cap * 2 : 4096;
-            if (cap > UPQ_FILE_MAX || !(nb = realloc(buf, cap))) {
-                *err = EFBIG;
-                goto fail;
-            }
-            buf = nb;
-        }
-        r = read(fd, buf + n, cap - n - 1);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r < 0) {
-            *err = errno;
-            goto fail;
-        }
-        if (r == 0) {
-            break;
-        }
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = '\0';
-    *len = n;
-    *err = 0;
-    return buf;
-fail:
-    close(fd);
-    free(buf);
-    return NULL;
-}
-
 static void upq_prepare_work(uv_work_t *w)
 {
     struct upq_job *j = w->data;
@@ -342,7 +296,7 @@ static void upq_prepare_work(uv_work_t *w)
         snprintf(j->errmsg, sizeof(j->errmsg), "spool path too long");
         return;
     }
-    text = upq_read_file(path, &len, &err);
+    text = up_spool_read(path, UPQ_FILE_MAX, 0, &len, &err);
     if (!text) {
         if (err == ENOENT) {
             j->gone = 1;
@@ -373,7 +327,7 @@ static void upq_prepare_work(uv_work_t *w)
         }
     }
     up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
-    done = upq_read_file(path, &dlen, &err);
+    done = up_spool_read(path, UPQ_FILE_MAX, 0, &dlen, &err);
     if (done) {
         for (size_t i = 0; i < j->env.nrcpt; i++) {
             char key[UP_SPOOL_ADDR_MAX + 8];
@@ -842,22 +796,6 @@ static int upq_fsync_dir(const char *path)
     return r;
 }
 
-static int upq_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) {
-            continue;
-        }
-        if (w <= 0) {
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The first header section of the original message (RFC 3462 text/rfc822-headers). */
 static char *upq_orig_headers(const char *msgpath, size_t *len)
 {
@@ -977,12 +915,12 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     up_spool_path(qenv, sizeof(qenv), dir, "q", bq, ".env");
     snprintf(qdir, sizeof(qdir), "%s/q", dir);
     fd = open(tmsg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || upq_write_all(fd, out, o) != 0 || fsync(fd) != 0) {
+    if (fd < 0 || up_spool_write_all(fd, out, o) != 0 || fsync(fd) != 0) {
         goto done;
     }
     close(fd);
     fd = open(tenv, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || upq_write_all(fd, envtext, el) != 0 || fsync(fd) != 0) {
+    if (fd < 0 || up_spool_write_all(fd, envtext, el) != 0 || fsync(fd) != 0) {
         goto done;
     }
     close(fd);
@@ -1052,7 +990,7 @@ static void upq_record_work(uv_work_t *w)
         int fd;
         up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd < 0 || upq_write_all(fd, lines, o) != 0 || fsync(fd) != 0) {
+        if (fd < 0 || up_spool_write_all(fd, lines, o) != 0 || fsync(fd) != 0) {
             snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress in %s: %s", path,
                      strerror(errno));
         }
@@ -1085,11 +1023,11 @@ static void upq_record_work(uv_work_t *w)
                     continue;
                 }
                 why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-                upq_write_all(fd, "<", 1);
-                upq_write_all(fd, j->env.rcpt[i], strlen(j->env.rcpt[i]));
-                upq_write_all(fd, ">: ", 3);
-                upq_write_all(fd, why, strcspn(why, "\r\n"));
-                upq_write_all(fd, "\n", 1);
+                up_spool_write_all(fd, "<", 1);
+                up_spool_write_all(fd, j->env.rcpt[i], strlen(j->env.rcpt[i]));
+                up_spool_write_all(fd, ">: ", 3);
+                up_spool_write_all(fd, why, strcspn(why, "\r\n"));
+                up_spool_write_all(fd, "\n", 1);
             }
             fsync(fd);
             close(fd);

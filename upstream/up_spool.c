@@ -176,6 +176,87 @@ int up_spool_done_has(const char *text, size_t len, const char *addr)
     return 0;
 }
 
+/* ---- blocking helpers (thread pool, the queue command) ---- */
+
+/* A whole file, NUL-terminated; more than max bytes is EFBIG unless trunc_ok
+ * (then the first max bytes). NULL with *err set on failure. */
+char *up_spool_read(const char *path, size_t max, int trunc_ok, size_t *len, int *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    *len = 0;
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    for (;;) {
+        ssize_t r;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 4096;
+            char *nb;
+            if (cap >= max) {
+                if (trunc_ok) {
+                    break;
+                }
+                *err = EFBIG;
+                goto fail;
+            }
+            if (ncap > max) {
+                ncap = max;
+            }
+            if (!(nb = realloc(buf, ncap + 1))) {
+                *err = ENOMEM;
+                goto fail;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            *err = errno;
+            goto fail;
+        }
+        if (r == 0) {
+            break;
+        }
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!buf && !(buf = malloc(1))) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    *err = 0;
+    return buf;
+fail:
+    close(fd);
+    free(buf);
+    return NULL;
+}
+
+int up_spool_write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w < 0) {
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 /* ---- startup ---- */
 
 static int up_spool_mkdir(const char *path, char *err, size_t errlen)

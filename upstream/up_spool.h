@@ -54,6 +54,13 @@ void up_spool_env_free(struct up_spool_env *env);
 /* Recipients already finished according to a .done file's text: 1 if addr is listed. */
 int up_spool_done_has(const char *text, size_t len, const char *addr);
 
+/* Blocking file helpers for thread-pool work and the `queue` command (never on
+ * the loop). up_spool_read: the whole file NUL-terminated; more than max bytes is
+ * EFBIG unless trunc_ok (then the first max bytes); NULL with *err (errno) set.
+ * up_spool_write_all: 0, or -1 with errno. */
+char *up_spool_read(const char *path, size_t max, int trunc_ok, size_t *len, int *err);
+int up_spool_write_all(int fd, const char *p, size_t len);
+
 /* Paths: "<dir>/q/<qid>.env" etc. Returns 0 or -1 if it does not fit. */
 int up_spool_path(char *out, size_t cap, const char *dir, const char *area, uint64_t qid,
                   const char *ext);
