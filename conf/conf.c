@@ -624,17 +624,40 @@ static int set_received(struct parse *p, const char *val, size_t len)
     return 0;
 }
 
+/* A keyword value: the index of val in words (count n), or -1 after an error
+ * listing them ("bad value 'x' (a, b or c)"). */
+static int conf_keyword(struct parse *p, const char *val, const char *const *words, size_t n)
+{
+    char list[160];
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(val, words[i]) == 0) {
+            return (int)i;
+        }
+    }
+    list[0] = '\0';
+    for (size_t i = 0; i < n && o < sizeof(list); i++) {
+        int r = snprintf(list + o, sizeof(list) - o, "%s%s", words[i],
+                         i + 2 < n    ? ", "
+                         : i + 2 == n ? " or "
+                                      : "");
+        o += r > 0 ? (size_t)r : 0;
+    }
+    conf_fail_at(p, conf_here(p), "bad value '%s' (%s)", val, list);
+    return -1;
+}
+
 static int set_bare_lf(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"normalize", "reject"};
+    int k = conf_keyword(p, val, words, 2);
+
     (void)len;
-    if (strcmp(val, "normalize") == 0) {
-        p->c->bare_lf = CONF_BARE_LF_NORMALIZE;
-    } else if (strcmp(val, "reject") == 0) {
-        p->c->bare_lf = CONF_BARE_LF_REJECT;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (normalize or reject)", val);
+    if (k < 0) {
         return -1;
     }
+    p->c->bare_lf = k == 0 ? CONF_BARE_LF_NORMALIZE : CONF_BARE_LF_REJECT;
     return 0;
 }
 
@@ -818,29 +841,27 @@ static int set_run_as(struct parse *p, const char *val, size_t len)
 
 static int set_log(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"stderr", "syslog"};
+    int k = conf_keyword(p, val, words, 2);
+
     (void)len;
-    if (strcmp(val, "stderr") == 0) {
-        p->c->log_syslog = 0;
-    } else if (strcmp(val, "syslog") == 0) {
-        p->c->log_syslog = 1;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (stderr or syslog)", val);
+    if (k < 0) {
         return -1;
     }
+    p->c->log_syslog = k;
     return 0;
 }
 
 static int set_log_format(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"text", "json"};
+    int k = conf_keyword(p, val, words, 2);
+
     (void)len;
-    if (strcmp(val, "text") == 0) {
-        p->c->log_json = 0;
-    } else if (strcmp(val, "json") == 0) {
-        p->c->log_json = 1;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (text or json)", val);
+    if (k < 0) {
         return -1;
     }
+    p->c->log_json = k;
     return 0;
 }
 
@@ -863,34 +884,30 @@ static int set_metrics_listen(struct parse *p, const char *val, size_t len)
 /* mode = passthrough | spool, in [relay] and [device]. */
 static int set_mode(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"passthrough", "spool"};
     enum conf_mode *m = conf_field(p);
+    int k = conf_keyword(p, val, words, 2);
 
     (void)len;
-    if (strcmp(val, "passthrough") == 0) {
-        *m = CONF_MODE_PASSTHROUGH;
-    } else if (strcmp(val, "spool") == 0) {
-        *m = CONF_MODE_SPOOL;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (passthrough or spool)", val);
+    if (k < 0) {
         return -1;
     }
+    *m = k == 0 ? CONF_MODE_PASSTHROUGH : CONF_MODE_SPOOL;
     return 0;
 }
 
 /* on_upstream_failure = reject | queue, in [relay] and [device]. */
 static int set_on_failure(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"reject", "queue"};
     enum conf_on_failure *f = conf_field(p);
+    int k = conf_keyword(p, val, words, 2);
 
     (void)len;
-    if (strcmp(val, "reject") == 0) {
-        *f = CONF_ON_FAILURE_REJECT;
-    } else if (strcmp(val, "queue") == 0) {
-        *f = CONF_ON_FAILURE_QUEUE;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (reject or queue)", val);
+    if (k < 0) {
         return -1;
     }
+    *f = k == 0 ? CONF_ON_FAILURE_REJECT : CONF_ON_FAILURE_QUEUE;
     return 0;
 }
 
@@ -944,17 +961,15 @@ static int set_duration(struct parse *p, const char *val, size_t len)
 
 static int set_bounce(struct parse *p, const char *val, size_t len)
 {
+    static const char *const words[] = {"dsn", "keep", "drop"};
+    static const enum conf_bounce values[] = {CONF_BOUNCE_DSN, CONF_BOUNCE_KEEP, CONF_BOUNCE_DROP};
+    int k = conf_keyword(p, val, words, 3);
+
     (void)len;
-    if (strcmp(val, "dsn") == 0) {
-        p->c->bounce = CONF_BOUNCE_DSN;
-    } else if (strcmp(val, "keep") == 0) {
-        p->c->bounce = CONF_BOUNCE_KEEP;
-    } else if (strcmp(val, "drop") == 0) {
-        p->c->bounce = CONF_BOUNCE_DROP;
-    } else {
-        conf_fail_at(p, conf_here(p), "bad value '%s' (dsn, keep or drop)", val);
+    if (k < 0) {
         return -1;
     }
+    p->c->bounce = values[k];
     return 0;
 }
 
