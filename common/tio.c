@@ -36,6 +36,8 @@ struct tio_tls {
     br_ssl_client_context cc;
     br_x509_minimal_context xc;
     struct tio_x509_any any;
+    unsigned char offered[32]; /* session ID offered for resumption */
+    size_t offered_len;
     unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
 };
 
@@ -49,7 +51,8 @@ struct tio {
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
     unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1;    char *rbuf;
+        in_pump : 1, again : 1, handshake_done : 1;
+    char *rbuf;
     size_t rcap;
 };
 
@@ -128,7 +131,8 @@ static void tio_fail(struct tio *t, int err)
 static void tio_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct tio *t = h->data;
-    (void)suggested;    buf->base = t->rbuf + t->rlen;
+    (void)suggested;
+    buf->base = t->rbuf + t->rlen;
     buf->len = t->rcap - t->rlen;
 }
 
@@ -146,7 +150,8 @@ static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void tio_update_reading(struct tio *t)
 {
-    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&               t->rlen < t->rcap;
+    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&
+               t->rlen < t->rcap;
     if (want && !t->reading) {
         if (uv_read_start((uv_stream_t *)&t->tcp, tio_alloc_cb, tio_read_cb) == 0) {
             t->reading = 1;
@@ -328,7 +333,8 @@ struct tio *tio_new(uv_loop_t *loop, const struct tio_cbs *cbs, void *arg)
     struct tio *t = calloc(1, sizeof(*t));
     if (!t) {
         return NULL;
-    }    t->rcap = TIO_RBUF_PLAIN;
+    }
+    t->rcap = TIO_RBUF_PLAIN;
     if (!(t->rbuf = malloc(t->rcap)) || uv_tcp_init(loop, &t->tcp) != 0) {
         free(t->rbuf);
         free(t);
@@ -373,14 +379,16 @@ void tio_pause(struct tio *t)
     tio_update_reading(t);
 }
 
-int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify)
+int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify,
+                        const br_ssl_session_parameters *resume)
 {
     struct tio_tls *tls;
     br_ssl_engine_context *eng;
 
     if (t->tls || t->closing || t->failed) {
         return UV_EINVAL;
-    }    tls = calloc(1, sizeof(*tls));
+    }
+    tls = calloc(1, sizeof(*tls));
     if (!tls) {
         return UV_ENOMEM;
     }
@@ -402,7 +410,12 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
     br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
     br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
-    if (!br_ssl_client_reset(&tls->cc, server_name, 0)) {
+    if (resume && resume->session_id_len > 0) {
+        br_ssl_engine_set_session_parameters(eng, resume);
+        memcpy(tls->offered, resume->session_id, resume->session_id_len);
+        tls->offered_len = resume->session_id_len;
+    }
+    if (!br_ssl_client_reset(&tls->cc, server_name, tls->offered_len > 0)) {
         int e = br_ssl_engine_last_error(eng);
         free(tls);
         return TIO_ERR_TLS - e;
@@ -546,7 +559,8 @@ size_t tio_pending(const struct tio *t)
 
 static void tio_close_cb(uv_handle_t *h)
 {
-    struct tio *t = h->data;    t->cbs->on_close(t->arg);
+    struct tio *t = h->data;
+    t->cbs->on_close(t->arg);
     free(t->w);
     free(t->rbuf);
     if (t->tls) {
@@ -633,4 +647,15 @@ const char *tio_strerror(int err, char *buf, size_t len)
         snprintf(buf, len, "TLS failure (BearSSL error %d)", e);
     }
     return buf;
+}
+
+int tio_tls_session(const struct tio *t, br_ssl_session_parameters *out, int *resumed)
+{
+    if (!t->tls || !t->handshake_done) {
+        return -1;
+    }
+    br_ssl_engine_get_session_parameters(&t->tls->cc.eng, out);
+    *resumed = t->tls->offered_len > 0 && out->session_id_len == t->tls->offered_len &&
+               memcmp(out->session_id, t->tls->offered, t->tls->offered_len) == 0;
+    return 0;
 }

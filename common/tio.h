@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include <bearssl.h>
 #include <uv.h>
 
 struct tio;
@@ -52,8 +53,12 @@ void tio_pause(struct tio *t);
  * Any plaintext received but not yet consumed is discarded (RFC 3207 §4.2,
  * STARTTLS command injection). Call it at a line boundary from on_read or
  * before tio_start(). on_handshake follows, or on_error. */
-int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name,
-                        int verify);
+int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify,
+                        const br_ssl_session_parameters *resume);
+/* After the handshake: the session parameters to offer next time (resumption,
+ * RFC 5246 §7.3, by session ID), and whether this handshake resumed one.
+ * Returns 0, or -1 before the handshake. */
+int tio_tls_session(const struct tio *t, br_ssl_session_parameters *out, int *resumed);
 int tio_tls_active(const struct tio *t);
 /* TLS version and cipher suite for logs, e.g. "TLSv1.2:ECDHE-ECDSA-AES128-GCM". */
 const char *tio_tls_desc(const struct tio *t, char *buf, size_t len);

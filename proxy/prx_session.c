@@ -806,11 +806,12 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     s->up_txn = 0;
     if (s->env->metrics) {
         metrics_upstream_error(s->env->metrics, err);
-    }    int fallback = prx_queue_mode(s) && s->qid && !s->txn_local && !s->closing &&
-                   (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
-                    s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
-                    (s->state == PRX_STATE_BODY && s->spw) ||
-                    (s->state == PRX_STATE_DOT_WAIT && s->spw));
+    }
+    int fallback =
+        prx_queue_mode(s) && s->qid && !s->txn_local && !s->closing &&
+        (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
+         s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
+         (s->state == PRX_STATE_BODY && s->spw) || (s->state == PRX_STATE_DOT_WAIT && s->spw));
 
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
     memcpy(s->upfail, buf, n + 1);
@@ -1034,6 +1035,7 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     p.connect_timeout = s->conf->connect_timeout;
     p.command_timeout = s->conf->command_timeout;
     p.data_timeout = s->conf->data_timeout;
+    p.tls_cache = s->env->pool;
     s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
     if (!s->up) {
         prx_reply(s, REPLY_NOMEM);

@@ -16,7 +16,17 @@ struct up_pool_entry {
     int closing; /* QUIT sent, waiting for on_close */
 };
 
+#define UP_POOL_TLS_MAX 32
+
+struct up_pool_tls {
+    char key[400]; /* "where server_name" */
+    br_ssl_session_parameters params;
+    uint64_t used_ms;
+};
+
 struct up_pool {
+    struct up_pool_tls tls[UP_POOL_TLS_MAX];
+    size_t ntls;
     uv_loop_t *loop;
     uv_timer_t timer;
     uint64_t idle_ms;
@@ -29,8 +39,58 @@ struct up_pool {
 static void up_pool_maybe_free(struct up_pool *p)
 {
     if (p->closing && p->timer_closed && p->n == 0) {
+        explicit_bzero(p->tls, sizeof(p->tls)); /* master secrets */
         free(p);
     }
+}
+
+static struct up_pool_tls *up_pool_tls_find(struct up_pool *p, const char *key)
+{
+    for (size_t i = 0; i < p->ntls; i++) {
+        if (strcmp(p->tls[i].key, key) == 0) {
+            return &p->tls[i];
+        }
+    }
+    return NULL;
+}
+
+int up_pool_tls_get(struct up_pool *p, const char *where, const char *server_name,
+                    br_ssl_session_parameters *out)
+{
+    char key[400];
+    struct up_pool_tls *e;
+
+    snprintf(key, sizeof(key), "%s %s", where, server_name);
+    if (!(e = up_pool_tls_find(p, key))) {
+        return -1;
+    }
+    e->used_ms = uv_now(p->loop);
+    *out = e->params;
+    return 0;
+}
+
+void up_pool_tls_put(struct up_pool *p, const char *where, const char *server_name,
+                     const br_ssl_session_parameters *params)
+{
+    char key[400];
+    struct up_pool_tls *e;
+
+    snprintf(key, sizeof(key), "%s %s", where, server_name);
+    if (!(e = up_pool_tls_find(p, key))) {
+        if (p->ntls < UP_POOL_TLS_MAX) {
+            e = &p->tls[p->ntls++];
+        } else { /* replace the least recently used */
+            e = &p->tls[0];
+            for (size_t i = 1; i < p->ntls; i++) {
+                if (p->tls[i].used_ms < e->used_ms) {
+                    e = &p->tls[i];
+                }
+            }
+        }
+        snprintf(e->key, sizeof(e->key), "%s", key);
+    }
+    e->params = *params;
+    e->used_ms = uv_now(p->loop);
 }
 
 static void up_pool_unlink(struct up_pool_entry *e)

@@ -447,6 +447,7 @@ static void upq_start_delivery(struct upq_job *j)
     p.connect_timeout = j->conf->connect_timeout;
     p.command_timeout = j->conf->command_timeout;
     p.data_timeout = j->conf->data_timeout;
+    p.tls_cache = q->pool;
     j->step = UPQ_CONNECT;
     j->attempts++;
     j->reused = 0;

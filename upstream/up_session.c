@@ -3,7 +3,6 @@
  * the state to read the reply (OpenSMTPD mta_session.c). Owns a tio, a timer
  * and, while resolving, a getaddrinfo request; freed when all three are gone. */
 #include "upstream/up_session.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
+#include "upstream/up_pool.h"
 
 #define UP_QUIT_TIMEOUT 5
 
@@ -256,6 +256,18 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     return 0;
 }
 
+/* TLS towards upstream, offering the last session with it for resumption. */
+static int up_start_tls(struct up_session *s)
+{
+    br_ssl_session_parameters sp;
+    int have =
+        s->p.tls_cache && up_pool_tls_get(s->p.tls_cache, s->where, s->server_name, &sp) == 0;
+    int r = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify,
+                                have ? &sp : NULL);
+    explicit_bzero(&sp, sizeof(sp));
+    return r;
+}
+
 static void up_start_auth(struct up_session *s)
 {
     unsigned m = s->ehlo.auth;
@@ -349,7 +361,7 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
         up_enter_state(s, UP_STATE_TLS);
         /* RFC 3207 §4.2: forget everything learned in clear */
         memset(&s->ehlo, 0, sizeof(s->ehlo));
-        e = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify);
+        e = up_start_tls(s);
         if (e < 0) {
             char d[128];
             up_fail(s, RELAY_E_TLS, NULL, tio_strerror(e, d, sizeof(d)));
@@ -468,9 +480,17 @@ static void up_tio_handshake(void *arg)
 {
     struct up_session *s = arg;
     char tls[96];
-
-    log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s", s->where,
-              tio_tls_desc(s->tio, tls, sizeof(tls)), s->p.up->tls_verify ? "yes" : "no");
+    {
+        br_ssl_session_parameters sp;
+        int resumed = 0;
+        if (s->p.tls_cache && tio_tls_session(s->tio, &sp, &resumed) == 0) {
+            up_pool_tls_put(s->p.tls_cache, s->where, s->server_name, &sp);
+            explicit_bzero(&sp, sizeof(sp));
+        }
+        log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s resumed=%s", s->where,
+                  tio_tls_desc(s->tio, tls, sizeof(tls)), s->p.up->tls_verify ? "yes" : "no",
+                  resumed ? "yes" : "no");
+    }
     if (s->state == UP_STATE_TLS_IMPLICIT) {
         up_enter_state(s, UP_STATE_GREETING);
         up_arm(s, s->p.command_timeout);
@@ -546,7 +566,7 @@ static void up_connect_cb(uv_connect_t *req, int status)
     if (s->p.up->tls == CONF_TLS_IMPLICIT) {
         int e;
         up_enter_state(s, UP_STATE_TLS_IMPLICIT);
-        e = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify);
+        e = up_start_tls(s);
         if (e < 0) {
             up_fail(s, RELAY_E_TLS, NULL, tio_strerror(e, d, sizeof(d)));
             return;

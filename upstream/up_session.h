@@ -14,6 +14,7 @@
 #include "upstream/up_reply.h"
 
 struct up_session;
+struct up_pool;
 struct conf_upstream;
 
 struct up_params {
@@ -26,6 +27,8 @@ struct up_params {
     /* Hand-off to a relay25 daemon (sendmail's `submit`): plain SMTP, no TLS and
      * no AUTH; user and password are unused. Never for a provider. */
     int local_plain;
+    /* TLS session resumption cache (may be NULL). */
+    struct up_pool *tls_cache;
 };
 
 struct up_cbs {
