@@ -39,6 +39,36 @@ enum conf_bare_lf {
     CONF_BARE_LF_REJECT,    /* message refused with 554 5.6.0 */
 };
 
+/* How a device logs in upstream (issue: OAuth2 for Microsoft 365). */
+enum conf_auth {
+    CONF_AUTH_PASSWORD, /* PLAIN, LOGIN or CRAM-MD5 with the password (default) */
+    CONF_AUTH_XOAUTH2,  /* XOAUTH2 with an OAuth2 access token (upstream/up_oauth.c) */
+};
+
+/* Where a device's access tokens come from. */
+enum conf_oauth_grant {
+    CONF_OAUTH_REFRESH_TOKEN,      /* oauth_refresh_token_file: RFC 6749 §6 */
+    CONF_OAUTH_CLIENT_CREDENTIALS, /* oauth_grant = client_credentials: RFC 6749 §4.4 */
+    CONF_OAUTH_COMMAND,            /* oauth_token_command: its stdout is the token */
+};
+
+/* auth = xoauth2. Secrets are never logged and are wiped in conf_free. */
+struct conf_oauth {
+    enum conf_oauth_grant grant;
+    char *token_url;            /* as written: https://host[:port]/path */
+    char *host;                 /* from token_url (IPv6 without brackets): SNI, name check */
+    uint16_t port;              /* default 443 */
+    char *path;                 /* "/path?query", "/" when the URL has none */
+    char *client_id;            /* oauth_client_id */
+    char *client_secret;        /* secret, or NULL (public client) */
+    char *client_secret_source; /* "file /path", "env NAME", or NULL: for `check` */
+    char *scope;                /* oauth_scope, NULL: not sent */
+    char *refresh_token_file;   /* rotated refresh tokens are written back here */
+    char *refresh_token;        /* secret, read at load time */
+    char *command;              /* oauth_token_command as written */
+    char **argv;                /* ... split into words (NULL-terminated), argv[0] absolute */
+};
+
 struct conf_upstream {
     char *name;              /* section name, "default" for the environment config */
     char *host;              /* connect address (name or literal) */
@@ -80,6 +110,8 @@ struct conf_device {
     char *user;                     /* upstream login */
     char *password;                 /* secret; never logged; wiped in conf_free */
     char *password_source;          /* "file /path", "env NAME", "inline": for `check` output */
+    enum conf_auth auth;            /* auth = password (default) | xoauth2 */
+    struct conf_oauth oauth;        /* auth = xoauth2 (password is then NULL) */
     /* policy; when not set in the section, copied from [relay] */
     struct conf_rate message_rate;   /* message_rate = 30/minute */
     struct conf_rate recipient_rate; /* recipient_rate = 500/hour */
