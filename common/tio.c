@@ -16,6 +16,7 @@
 #define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
 #define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
 #define TIO_WCHUNK (16u * 1024u)
+#define TIO_WSMALL 1024u
 
 struct tio_wreq {
     uv_write_t req;
@@ -47,6 +48,7 @@ struct tio {
     void *arg;
     struct tio_tls *tls;
     struct tio_wreq *w; /* plain-mode chunk being filled */
+    size_t wcap;        /* its capacity */
     size_t pending;     /* bytes handed to uv_write, not yet written */
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
@@ -512,10 +514,14 @@ int tio_write(struct tio *t, const void *data, size_t len)
         return 0;
     }
     while (len > 0) {
-        if (!t->w && !(t->w = tio_wreq_new(t, TIO_WCHUNK))) {
-            return UV_ENOMEM;
+        /* a small reply gets a small buffer; bulk data fills 16 KiB chunks */
+        if (!t->w) {
+            t->wcap = len < TIO_WSMALL ? TIO_WSMALL : TIO_WCHUNK;
+            if (!(t->w = tio_wreq_new(t, t->wcap))) {
+                return UV_ENOMEM;
+            }
         }
-        size_t n = TIO_WCHUNK - t->w->len;
+        size_t n = t->wcap - t->w->len;
         if (n > len) {
             n = len;
         }
@@ -523,7 +529,7 @@ int tio_write(struct tio *t, const void *data, size_t len)
         t->w->len += n;
         p += n;
         len -= n;
-        if (t->w->len == TIO_WCHUNK) {
+        if (t->w->len == t->wcap) {
             struct tio_wreq *w = t->w;
             int r;
             t->w = NULL;

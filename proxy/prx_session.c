@@ -25,12 +25,16 @@
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
 #include "proxy/prx_proxy.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
-#define PRX_BODY_STEP 4096u      /* input bytes decoded per step */
-#define PRX_HIWAT (256u * 1024u) /* upstream backlog that pauses the client */
+#define PRX_BODY_STEP 4096u /* input bytes decoded per step */
+#define PRX_HIWAT (256u * 1024u)
+#define PRX_OUT_HIWAT                                                                              \
+    (64u * 1024u) /* replies the client has not read yet */ /* upstream backlog that pauses the    \
+                                                               client */
 #define PRX_INBUF (PRX_PROXY_MAX > PRX_LINE_MAX ? PRX_PROXY_MAX : PRX_LINE_MAX)
 #define PRX_PARAMS_MAX 256u
 #define PRX_CLOSE_TIMEOUT_MS 10000u /* flushing the last reply before closing */
@@ -113,8 +117,11 @@ struct prx_session {
         /* paused until the spool writer drains */ reply_after_commit : 1, /* the client's DATA
                                                                               reply waits for the
                                                                               commit */
-        up_reused : 1,           /* s->up came from the pool: retry afresh if it is dead */
-        up_txn : 1;              /* a transaction is open upstream (MAIL accepted) */
+        up_reused : 1,
+        /* s->up came from the pool: retry afresh if it is dead */ up_txn : 1, /* a transaction is
+                                                                                  open upstream
+                                                                                  (MAIL accepted) */
+        bp_out : 1;              /* paused until the client reads its replies */
     char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
     unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
     size_t nrcpts, rcap;
@@ -307,6 +314,12 @@ static void prx_close(struct prx_session *s, const char *reason)
     s->closing = 1;
     log_info(s->sid, "prx", "event=disconnect client=%s reason=\"%s\" messages=%u", s->ip, reason,
              s->nmsg);
+    if (s->spw && s->state != PRX_STATE_SPOOL_WAIT) {
+        /* an unfinished message: nothing was acknowledged, nothing may stay */
+        up_spool_abort(s->spw);
+        s->spw = NULL;
+        s->refs--; /* the timer's close is pending: refs stays above zero */
+    }
     uv_close((uv_handle_t *)&s->timer, prx_timer_close_cb);
     if (!s->client_gone) {
         s->client_gone = 1;
@@ -580,6 +593,8 @@ static void prx_data_local(struct prx_session *s)
     }
     if (prx_spool_open(s) != 0) {
         prx_reply(s, REPLY_NOMEM);
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
         return;
     }
     prx_body_start(s);
@@ -639,6 +654,13 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     }
     switch (s->state) {
     case PRX_STATE_MAIL_WAIT:
+        if (r->code == 421 && s->up_reused) {
+            /* a pooled session the upstream is closing: nothing was sent, try afresh */
+            prx_drop_up(s);
+            s->up_reused = 0;
+            prx_start_mail(s, 0);
+            return;
+        }
         if (r->code >= 400 && r->code < 500 && prx_queue_mode(s) && prx_spool_room(s, 0)) {
             char line[600];
             snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
@@ -736,13 +758,16 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 prx_spool_commit(s, 0, 1);
                 return;
             }
-            if (prx_count_queued(s, 1) > 0) {
-                prx_log_message(s, ok ? "sent" : "bounced", r->text, r->len - 2);
-                prx_send(s, r->text, r->len);
-                prx_spool_commit(s, 1, 0); /* the rest, deferred at RCPT, goes to the queue */
+            s->up_txn = 0;
+            if (ok && prx_count_queued(s, 1) > 0) {
+                /* the rest, deferred at RCPT, goes to the queue; the client's 250
+                 * waits until that copy is on disk (a failure there is a 4xx) */
+                prx_log_message(s, "sent", r->text, r->len - 2);
+                prx_spool_commit(s, 1, 1);
                 return;
             }
-            up_spool_abort(s->spw); /* upstream took it all: no copy to keep */
+            /* upstream took it all, or refused the content for good: no copy */
+            up_spool_abort(s->spw);
             s->spw = NULL;
             s->refs--;
         }
@@ -1036,10 +1061,12 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     p.command_timeout = s->conf->command_timeout;
     p.data_timeout = s->conf->data_timeout;
     p.tls_cache = s->env->pool;
+    p.oauth = up_oauth_set_find(s->env->oauth, s->dev); /* NULL unless auth = xoauth2 */
     s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
     if (!s->up) {
         prx_reply(s, REPLY_NOMEM);
         prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
         return;
     }
     s->refs++;
@@ -1393,8 +1420,11 @@ static void prx_body_end(struct prx_session *s)
 {
     size_t len;
     const char *t;
-    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err && (s->txn_local || !s->up)) {
+    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err &&
+        (s->txn_local || !s->up || prx_count_queued(s, 1) > 0)) {
+        /* recipients promised to the queue cannot be served: refuse it all (4xx) */
         s->body_err = PRX_BODY_SPOOL;
+        prx_drop_up(s);
     }
     if (s->body_err == PRX_BODY_OK && s->txn_local) {
         free(s->bodybuf);
@@ -1547,6 +1577,11 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
         if (prx_waiting(s)) {
             break;
         }
+        if (tio_pending(s->tio) > PRX_OUT_HIWAT) {
+            /* a client that pipelines without reading: stop until it reads */
+            s->bp_out = 1;
+            break;
+        }
         /* input: the idle timer starts again */
         prx_arm_timer(s);
         const char *nl = memchr(data + off, '\n', len - off);
@@ -1590,6 +1625,11 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
 static void prx_tio_drain(void *arg)
 {
     struct prx_session *s = arg;
+    if (s->bp_out && s->state != PRX_STATE_CLOSING && tio_pending(s->tio) < PRX_OUT_HIWAT / 2) {
+        s->bp_out = 0;
+        prx_continue(s);
+        return;
+    }
     if (s->state == PRX_STATE_CLOSING && tio_pending(s->tio) == 0) {
         prx_close(s, "quit");
     }

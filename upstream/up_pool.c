@@ -54,13 +54,10 @@ static struct up_pool_tls *up_pool_tls_find(struct up_pool *p, const char *key)
     return NULL;
 }
 
-int up_pool_tls_get(struct up_pool *p, const char *where, const char *server_name,
-                    br_ssl_session_parameters *out)
+int up_pool_tls_get(struct up_pool *p, const char *key, br_ssl_session_parameters *out)
 {
-    char key[400];
     struct up_pool_tls *e;
 
-    snprintf(key, sizeof(key), "%s %s", where, server_name);
     if (!(e = up_pool_tls_find(p, key))) {
         return -1;
     }
@@ -69,13 +66,10 @@ int up_pool_tls_get(struct up_pool *p, const char *where, const char *server_nam
     return 0;
 }
 
-void up_pool_tls_put(struct up_pool *p, const char *where, const char *server_name,
-                     const br_ssl_session_parameters *params)
+void up_pool_tls_put(struct up_pool *p, const char *key, const br_ssl_session_parameters *params)
 {
-    char key[400];
     struct up_pool_tls *e;
 
-    snprintf(key, sizeof(key), "%s %s", where, server_name);
     if (!(e = up_pool_tls_find(p, key))) {
         if (p->ntls < UP_POOL_TLS_MAX) {
             e = &p->tls[p->ntls++];

@@ -25,12 +25,11 @@ struct up_session *up_pool_take(struct up_pool *p, const struct conf_upstream *u
 /* Give back a ready session with no transaction open upstream. cap: most idle
  * sessions kept for its address; beyond it the session is closed with QUIT. */
 void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap);
-/* TLS session resumption cache, by upstream address and server name: what
- * to offer on the next connection. get returns 0 and fills out, or -1. */
-int up_pool_tls_get(struct up_pool *p, const char *where, const char *server_name,
-                    br_ssl_session_parameters *out);
-void up_pool_tls_put(struct up_pool *p, const char *where, const char *server_name,
-                     const br_ssl_session_parameters *params);
+/* TLS session resumption cache: what to offer on the next connection, by a key
+ * the caller builds from everything verification depends on. get returns 0
+ * and fills out, or -1. */
+int up_pool_tls_get(struct up_pool *p, const char *key, br_ssl_session_parameters *out);
+void up_pool_tls_put(struct up_pool *p, const char *key, const br_ssl_session_parameters *params);
 
 /* Sessions currently idle in the pool. */
 unsigned up_pool_size(const struct up_pool *p);

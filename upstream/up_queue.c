@@ -23,6 +23,7 @@
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
@@ -96,12 +97,14 @@ struct upq_job {
     /* results of the record work */
     int finished; /* no pending recipient left: the files are gone (or moved) */
     uint64_t bounce_qid, bounce_size;
+    uint64_t found_size; /* .msg size read by the prepare work (0: unknown) */
     char errmsg[4400];
 };
 
 struct up_queue {
     uv_loop_t *loop;
     struct conf *conf;
+    char *spool_dir; /* a copy: the scan runs in the thread pool while a reload may swap conf */
     struct metrics *m;
     struct upq_job *head;
     size_t njobs;
@@ -116,8 +119,9 @@ struct up_queue {
     struct upq_slot *slots;
     size_t nslots;
     int closing;
-    struct up_pool *pool;     /* reuse of authenticated sessions, may be NULL */
-    unsigned pending_handles; /* timer */
+    struct up_pool *pool;       /* reuse of authenticated sessions, may be NULL */
+    struct up_oauth_set *oauth; /* token providers for auth = xoauth2, may be NULL */
+    unsigned pending_handles;   /* timer */
     void (*done)(void *);
     void *done_arg;
 };
@@ -259,6 +263,7 @@ static void upq_maybe_done(struct up_queue *q)
     done = q->done;
     arg = q->done_arg;
     conf_release(q->conf);
+    free(q->spool_dir);
     free(q->slots);
     free(q->scan_ids);
     free(q->scan_sizes);
@@ -309,9 +314,6 @@ static void upq_prepare_work(uv_work_t *w)
         free(text);
         return;
     }
-    if (j->env.created && j->env.created < j->since) {
-        j->since = j->env.created; /* the job was found at startup: its real age */
-    }
     free(text);
     j->rstate = calloc(j->env.nrcpt, 1);
     j->rreply = calloc(j->env.nrcpt, sizeof(*j->rreply));
@@ -319,11 +321,12 @@ static void upq_prepare_work(uv_work_t *w)
         snprintf(j->errmsg, sizeof(j->errmsg), "out of memory");
         return;
     }
-    if (j->size == 0) {
+    j->found_size = 0;
+    {
         struct stat st;
         if (up_spool_path(path, sizeof(path), dir, "q", j->qid, ".msg") == 0 &&
             stat(path, &st) == 0) {
-            j->size = (uint64_t)st.st_size;
+            j->found_size = (uint64_t)st.st_size;
         }
     }
     up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
@@ -375,8 +378,14 @@ static void upq_prepare_done(uv_work_t *w, int status)
 {
     struct upq_job *j = w->data;
     struct up_queue *q = j->q;
-
     (void)status;
+    if (j->env.created && j->env.created < j->since) {
+        j->since = j->env.created; /* found at startup: its real age (on the loop) */
+    }
+    if (j->found_size && j->found_size != j->size) {
+        q->bytes = q->bytes - (j->size < q->bytes ? j->size : q->bytes) + j->found_size;
+        j->size = j->found_size;
+    }
     if (q->closing) {
         upq_busy_end(j);
         return;
@@ -448,6 +457,7 @@ static void upq_start_delivery(struct upq_job *j)
     p.command_timeout = j->conf->command_timeout;
     p.data_timeout = j->conf->data_timeout;
     p.tls_cache = q->pool;
+    p.oauth = up_oauth_set_find(q->oauth, j->dev); /* NULL unless auth = xoauth2 */
     j->step = UPQ_CONNECT;
     j->attempts++;
     j->reused = 0;
@@ -1253,7 +1263,7 @@ static void upq_scan_work(uv_work_t *w)
     size_t cap = 0;
 
     q->scan_n = 0;
-    snprintf(path, sizeof(path), "%s/q", q->conf->spool_dir);
+    snprintf(path, sizeof(path), "%s/q", q->spool_dir);
     if (!(d = opendir(path))) {
         return;
     }
@@ -1343,6 +1353,11 @@ struct up_queue *up_queue_new(uv_loop_t *loop, struct conf *c, struct metrics *m
         return NULL;
     }
     q->loop = loop;
+    q->spool_dir = strdup(c->spool_dir);
+    if (!q->spool_dir) {
+        free(q);
+        return NULL;
+    }
     q->conf = conf_hold(c);
     q->m = m;
     uv_timer_init(loop, &q->timer);
@@ -1422,6 +1437,11 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
             j->step = UPQ_IDLE;
         }
     }
+}
+
+void up_queue_set_oauth(struct up_queue *q, struct up_oauth_set *set)
+{
+    q->oauth = set;
 }
 
 void up_queue_set_pool(struct up_queue *q, struct up_pool *pool)

@@ -39,6 +39,10 @@ struct up_pool;
 /* Reuse authenticated upstream sessions from (and return them to) pool. */
 void up_queue_set_pool(struct up_queue *q, struct up_pool *pool);
 
+struct up_oauth_set;
+/* OAuth2 token providers for auth = xoauth2 devices (must outlive q). */
+void up_queue_set_oauth(struct up_queue *q, struct up_oauth_set *set);
+
 /* For metrics: messages, bytes and the oldest message's unix time (arg = q). */
 void up_queue_stats(void *arg, uint64_t *messages, uint64_t *bytes, uint64_t *oldest_unix);
 

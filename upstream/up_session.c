@@ -13,6 +13,7 @@
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 
 #define UP_QUIT_TIMEOUT 5
@@ -33,6 +34,9 @@ enum up_state {
     UP_STATE_AUTH_LOGIN_PASS,
     UP_STATE_AUTH_CRAM,
     UP_STATE_AUTH_CRAM_RESP,
+    UP_STATE_AUTH_TOKEN,       /* waiting for an OAuth2 access token (up_oauth) */
+    UP_STATE_AUTH_XOAUTH2,     /* AUTH XOAUTH2 sent */
+    UP_STATE_AUTH_XOAUTH2_ERR, /* empty line sent after the error challenge */
     UP_STATE_READY,
     UP_STATE_MAIL,
     UP_STATE_RCPT,
@@ -59,7 +63,9 @@ struct up_session {
     struct up_reply_parser rp;
     int refs;                            /* timer + tio + getaddrinfo in flight */
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
-    unsigned closing : 1, ready : 1, failed : 1;
+    char tls_key[400];
+    unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
+    char *token; /* the OAuth2 access token of this login; wiped */
     char where[300];
 };
 
@@ -98,6 +104,12 @@ static const char *up_strstate(enum up_state st)
         return "auth_cram";
     case UP_STATE_AUTH_CRAM_RESP:
         return "auth_cram_resp";
+    case UP_STATE_AUTH_TOKEN:
+        return "auth_token";
+    case UP_STATE_AUTH_XOAUTH2:
+        return "auth_xoauth2";
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        return "auth_xoauth2_err";
     case UP_STATE_READY:
         return "ready";
     case UP_STATE_MAIL:
@@ -141,6 +153,10 @@ static void up_unref(struct up_session *s)
     if (s->password) {
         explicit_bzero(s->password, strlen(s->password));
     }
+    if (s->token) {
+        explicit_bzero(s->token, strlen(s->token));
+    }
+    free(s->token);
     free(s->user);
     free(s->password);
     free(s->server_name);
@@ -158,6 +174,10 @@ static void up_shutdown(struct up_session *s)
         return;
     }
     s->closing = 1;
+    if (s->token_wait) { /* the provider must not call back into a closed session */
+        s->token_wait = 0;
+        up_oauth_cancel(s->p.oauth, s);
+    }
     up_enter_state(s, UP_STATE_CLOSED);
     uv_close((uv_handle_t *)&s->timer, up_timer_close_cb);
     if (s->tio) {
@@ -229,7 +249,7 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
 
 static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
 {
-    char line[1100];
+    char line[2100];
     va_list ap;
     int n, r;
 
@@ -238,6 +258,12 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line) - 2) {
         explicit_bzero(line, sizeof(line));
+        /* never leave the owner waiting: this is a failure like any other */
+        up_fail(s,
+                s->state >= UP_STATE_AUTH_PLAIN && s->state <= UP_STATE_AUTH_CRAM_RESP
+                    ? RELAY_E_AUTH
+                    : RELAY_E_PROTOCOL,
+                NULL, "command line too long (user name or password too long?)");
         return RELAY_E_PROTOCOL;
     }
     line[n++] = '\r';
@@ -256,16 +282,121 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     return 0;
 }
 
+/* Resumption skips the certificate check, so a cached session is only offered
+ * under the same verification: address, server name, CA set and tls_verify. */
+static const char *up_tls_key(struct up_session *s)
+{
+    snprintf(s->tls_key, sizeof(s->tls_key), "%s %s %p %d", s->where, s->server_name,
+             (const void *)s->p.up->ca, s->p.up->tls_verify);
+    return s->tls_key;
+}
+
 /* TLS towards upstream, offering the last session with it for resumption. */
 static int up_start_tls(struct up_session *s)
 {
     br_ssl_session_parameters sp;
-    int have =
-        s->p.tls_cache && up_pool_tls_get(s->p.tls_cache, s->where, s->server_name, &sp) == 0;
+    int have = s->p.tls_cache && up_pool_tls_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
     int r = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify,
                                 have ? &sp : NULL);
     explicit_bzero(&sp, sizeof(sp));
     return r;
+}
+
+/* XOAUTH2 (Google, Microsoft): base64("user=" user ^A "auth=Bearer " token ^A ^A)
+ * as the initial response. Tokens run to a few KiB, beyond up_send()'s line. */
+static void up_send_xoauth2(struct up_session *s)
+{
+    size_t rawlen = 5 + strlen(s->p.user) + 13 + strlen(s->token) + 2;
+    size_t cap = 13 + (rawlen + 2) / 3 * 4 + 3, n = 0;
+    char *raw = malloc(rawlen + 1), *line = malloc(cap);
+    int r = 0, sent = 0;
+
+    if (raw && line) {
+        snprintf(raw, rawlen + 1, "user=%s\001auth=Bearer %s\001\001", s->p.user, s->token);
+        memcpy(line, "AUTH XOAUTH2 ", 13);
+        n = b64_encode(raw, rawlen, line + 13, cap - 13 - 2);
+        explicit_bzero(raw, rawlen);
+    }
+    if (n != (size_t)-1 && n > 0) {
+        n += 13;
+        line[n++] = '\r';
+        line[n++] = '\n';
+        r = tio_write(s->tio, line, n);
+        if (r == 0) {
+            r = tio_flush(s->tio);
+        }
+        explicit_bzero(line, n);
+        sent = 1;
+    }
+    free(raw);
+    free(line);
+    if (!sent) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+    } else if (r < 0) {
+        char e[128];
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+    } else {
+        up_arm(s, s->p.command_timeout);
+    }
+}
+
+static void up_on_token(void *arg, const char *token, const char *err)
+{
+    struct up_session *s = arg;
+    char d[400];
+
+    s->token_wait = 0;
+    if (s->closing) {
+        return;
+    }
+    if (!token) {
+        snprintf(d, sizeof(d), "no OAuth2 token: %s", err);
+        up_fail(s, RELAY_E_AUTH, NULL, d);
+        return;
+    }
+    if (s->token) {
+        explicit_bzero(s->token, strlen(s->token));
+        free(s->token);
+    }
+    s->token = strdup(token);
+    if (!s->token) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    up_enter_state(s, UP_STATE_AUTH_XOAUTH2);
+    up_send_xoauth2(s);
+}
+
+/* The provider may answer at once (cached token) or after a fetch. */
+static void up_get_token(struct up_session *s)
+{
+    up_enter_state(s, UP_STATE_AUTH_TOKEN);
+    up_arm(s, s->p.connect_timeout + s->p.command_timeout);
+    s->token_wait = 1;
+    if (up_oauth_get(s->p.oauth, up_on_token, s) != 0) {
+        s->token_wait = 0;
+        up_fail(s, RELAY_E_AUTH, NULL, "no OAuth2 token: out of memory");
+    }
+}
+
+/* An expired or revoked token is refused with 535 or a 5.7.x code (after the
+ * error challenge, whatever comes): one fresh token and one more AUTH. */
+static void up_xoauth2_rejected(struct up_session *s, const struct up_reply *r)
+{
+    char last[200], q[300];
+
+    up_reply_lastline(r, last, sizeof(last));
+    if (s->token_retried || r->code / 100 != 5 ||
+        !(r->code == 535 || strncmp(last, "5.7.", 4) == 0 ||
+          s->state == UP_STATE_AUTH_XOAUTH2_ERR)) {
+        up_fail_reply(s, RELAY_E_AUTH, r);
+        return;
+    }
+    log_info(s->p.sid, "up", "relay=%s event=token_rejected user=%s reply=\"%d %s\" retry=yes",
+             s->where, s->p.user, r->code, log_quote(last, strlen(last), q, sizeof(q)));
+    s->token_retried = 1;
+    up_oauth_invalidate(s->p.oauth, s->token);
+    up_get_token(s);
 }
 
 static void up_start_auth(struct up_session *s)
@@ -273,6 +404,20 @@ static void up_start_auth(struct up_session *s)
     unsigned m = s->ehlo.auth;
     char buf[1100];
 
+    if (s->p.oauth) {
+        if (!(m & UP_AUTH_XOAUTH2)) {
+            up_fail(s, RELAY_E_NO_AUTH_MECH, NULL,
+                    (s->ehlo.ext & UP_EXT_AUTH) ? "auth = xoauth2, but XOAUTH2 is not offered"
+                                                : "no AUTH advertised after TLS");
+            return;
+        }
+        up_get_token(s);
+        return;
+    }
+    if (!s->p.password[0]) {
+        up_fail(s, RELAY_E_AUTH, NULL, "no password and no OAuth2 token provider");
+        return;
+    }
     if (m & UP_AUTH_PLAIN) {
         if (sasl_plain(s->p.user, s->p.password, buf, sizeof(buf)) == (size_t)-1) {
             up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH PLAIN");
@@ -302,8 +447,8 @@ static void up_auth_done(struct up_session *s, const struct up_reply *r)
         up_fail_reply(s, RELAY_E_AUTH, r);
         return;
     }
-    log_info(s->p.sid, "up", "relay=%s event=ready user=%s tls=%s", s->where, s->p.user,
-             tio_tls_desc(s->tio, tls, sizeof(tls)));
+    log_info(s->p.sid, "up", "relay=%s event=ready user=%s tls=%s%s", s->where, s->p.user,
+             tio_tls_desc(s->tio, tls, sizeof(tls)), s->p.oauth ? " auth=xoauth2" : "");
     up_enter_state(s, UP_STATE_READY);
     uv_timer_stop(&s->timer);
     s->ready = 1;
@@ -383,6 +528,27 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
     case UP_STATE_AUTH_CRAM_RESP:
         up_auth_done(s, r);
         return;
+    case UP_STATE_AUTH_XOAUTH2:
+        if (r->code == 334) {
+            /* an error challenge (base64 JSON: status, schemes, scope); the
+             * final reply follows our empty response */
+            up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
+            up_send(s, s->p.command_timeout, "%s", "");
+            return;
+        }
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
     case UP_STATE_AUTH_LOGIN:
         if (r->code != 334) {
             up_fail_reply(s, RELAY_E_AUTH, r);
@@ -440,6 +606,7 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
         up_fail_reply(s, r->code == 421 ? RELAY_E_LOST : RELAY_E_PROTOCOL, r);
         return;
     case UP_STATE_INIT:
+    case UP_STATE_AUTH_TOKEN:
     case UP_STATE_RESOLVE:
     case UP_STATE_CONNECT:
     case UP_STATE_TLS_IMPLICIT:
@@ -484,7 +651,7 @@ static void up_tio_handshake(void *arg)
         br_ssl_session_parameters sp;
         int resumed = 0;
         if (s->p.tls_cache && tio_tls_session(s->tio, &sp, &resumed) == 0) {
-            up_pool_tls_put(s->p.tls_cache, s->where, s->server_name, &sp);
+            up_pool_tls_put(s->p.tls_cache, up_tls_key(s), &sp);
             explicit_bzero(&sp, sizeof(sp));
         }
         log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s resumed=%s", s->where,
@@ -796,8 +963,9 @@ int up_session_same(const struct up_session *s, const struct conf_upstream *up, 
 
     snprintf(where, sizeof(where), strchr(up->host, ':') ? "[%s]:%u" : "%s:%u", up->host,
              (unsigned)up->port);
+    /* auth = xoauth2 has no password: its sessions match each other by user */
     return strcmp(where, s->where) == 0 && strcmp(user, s->user) == 0 &&
-           strcmp(password, s->password) == 0 &&
+           strcmp(password ? password : "", s->password) == 0 &&
            strcmp(up->server_name ? up->server_name : "", s->server_name) == 0;
 }
 

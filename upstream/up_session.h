@@ -15,6 +15,7 @@
 
 struct up_session;
 struct up_pool;
+struct up_oauth;
 struct conf_upstream;
 
 struct up_params {
@@ -29,6 +30,9 @@ struct up_params {
     int local_plain;
     /* TLS session resumption cache (may be NULL). */
     struct up_pool *tls_cache;
+    /* auth = xoauth2: AUTH XOAUTH2 with tokens from here (password unused); it
+     * must outlive the session. NULL: PLAIN, LOGIN or CRAM-MD5 with password. */
+    struct up_oauth *oauth;
 };
 
 struct up_cbs {

@@ -1,0 +1,1416 @@
+/* up_oauth: access tokens for XOAUTH2. A provider owns its timer, its cached
+ * token and the refresh token; each fetch is a struct up_oauth_fetch that owns
+ * the getaddrinfo request, the tio (HTTP/1.1 over TLS, RFC 9112, Connection:
+ * close) or the command's process and pipe, and the response buffer, and frees
+ * itself when the last of them is gone, so a finished or aborted fetch never
+ * touches the provider again. Token responses are RFC 6749 §5.1 / §5.2 JSON. */
+#include "upstream/up_oauth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "common/tio.h"
+#include "common/tls_ca.h"
+#include "conf/conf.h"
+
+#define UP_OAUTH_TIMEOUT_MS 30000u       /* a whole fetch: DNS, TLS, HTTP or the command */
+#define UP_OAUTH_RESP_MAX (64u * 1024u)  /* response or command output */
+#define UP_OAUTH_TOKEN_MAX 16384u        /* Microsoft's JWTs are a few KiB */
+#define UP_OAUTH_DEFAULT_TTL 3600u       /* expires_in is only RECOMMENDED (§5.1) */
+#define UP_OAUTH_COMMAND_TTL 300u        /* a bare token from the command */
+#define UP_OAUTH_MAX_TTL (366u * 86400u) /* larger values are treated as this */
+#define UP_OAUTH_EARLY_MS 60000u         /* refresh at most this long before expiry */
+#define UP_OAUTH_MIN_LEFT_MS 10000u      /* a stale token this fresh is used during a refresh */
+#define UP_OAUTH_RETRY_MS 30000u         /* after a failed refresh, keep the cached token */
+#define UP_OAUTH_ERR_MAX 300
+
+enum up_oauth_state {
+    UP_OAUTH_IDLE,
+    UP_OAUTH_CA,      /* reading ca_file in the thread pool (once per provider) */
+    UP_OAUTH_RESOLVE, /* token endpoint host */
+    UP_OAUTH_CONNECT,
+    UP_OAUTH_TLS,     /* handshake: verified chain, SNI and name check */
+    UP_OAUTH_HTTP,    /* request sent, reading the response until close */
+    UP_OAUTH_COMMAND, /* oauth_token_command running */
+};
+
+struct up_oauth_wait {
+    struct up_oauth_wait *next;
+    up_oauth_cb *cb;
+    void *arg;
+};
+
+struct up_oauth_fetch {
+    struct up_oauth *o; /* NULL once the fetch ended: callbacks only clean up */
+    int refs;           /* the provider's + getaddrinfo, tio, process, pipe, CA work */
+    uv_getaddrinfo_t gai;
+    struct addrinfo *ai, *ai_next;
+    uv_connect_t conn;
+    struct tio *tio;
+    uv_work_t ca_work;
+    char *ca_path;
+    struct tls_ca *ca;
+    char ca_err[UP_OAUTH_ERR_MAX];
+    uv_process_t proc;
+    uv_pipe_t out;
+    unsigned running : 1, exited : 1, eof : 1, pipe_open : 1;
+    int64_t status;
+    int signal;
+    char *req; /* the HTTP request: holds secrets, wiped once written */
+    size_t reqlen;
+    char *resp;
+    size_t rlen;
+};
+
+/* Refresh-token write-back, done in the thread pool (open, write, fsync, rename). */
+struct up_oauth_write {
+    uv_work_t work;
+    struct up_oauth *o;
+    char *path, *token;
+    const char *failed; /* the step that failed, or NULL */
+    int err;            /* its errno */
+};
+
+struct up_oauth {
+    struct up_oauth *next; /* in its set */
+    uv_loop_t *loop;
+    enum up_oauth_state state;
+    int refs; /* owner + timer + fetch + write in flight */
+    unsigned closing : 1, writing : 1, write_again : 1;
+    uv_timer_t timer;
+    struct up_oauth_fetch *fetch;
+    struct up_oauth_wait *waiters;
+
+    /* identity, copied from the first device that uses it */
+    char *device; /* for logs */
+    enum conf_oauth_grant grant;
+    char *token_url, *host, *path, *client_id, *scope, *refresh_file, *command, *ca_file;
+    char **argv;
+    uint16_t port;
+    /* secrets */
+    char *client_secret;
+    char *refresh_token; /* the current one (rotations included) */
+    char *refresh_conf;  /* the value a configuration last read from the file */
+    struct tls_ca *ca;   /* read from ca_file on the first fetch */
+
+    char *token;                                  /* the cached access token */
+    uint64_t refresh_at, expires_at, fetch_start; /* uv_now() ms */
+};
+
+struct up_oauth_set {
+    uv_loop_t *loop;
+    struct up_oauth *head;
+};
+
+static const struct tio_cbs up_oauth_tio_cbs;
+static void up_oauth_finish(struct up_oauth *o, const char *token, unsigned ttl, const char *err);
+
+static const char *up_oauth_strstate(enum up_oauth_state st)
+{
+    switch (st) {
+    case UP_OAUTH_IDLE:
+        return "idle";
+    case UP_OAUTH_CA:
+        return "ca";
+    case UP_OAUTH_RESOLVE:
+        return "resolve";
+    case UP_OAUTH_CONNECT:
+        return "connect";
+    case UP_OAUTH_TLS:
+        return "tls";
+    case UP_OAUTH_HTTP:
+        return "http";
+    case UP_OAUTH_COMMAND:
+        return "command";
+    }
+    abort();
+}
+
+static void up_oauth_enter_state(struct up_oauth *o, enum up_oauth_state st)
+{
+    log_debug(0, "oauth", "device=%s state=%s->%s", o->device, up_oauth_strstate(o->state),
+              up_oauth_strstate(st));
+    o->state = st;
+}
+
+static const char *up_oauth_grant_name(enum conf_oauth_grant g)
+{
+    switch (g) {
+    case CONF_OAUTH_REFRESH_TOKEN:
+        return "refresh_token";
+    case CONF_OAUTH_CLIENT_CREDENTIALS:
+        return "client_credentials";
+    case CONF_OAUTH_COMMAND:
+        return "command";
+    }
+    abort();
+}
+
+static void up_oauth_wipe(char **s)
+{
+    if (*s) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
+/* ---- lifetime ------------------------------------------------------------------------- */
+
+static void up_oauth_unref(struct up_oauth *o)
+{
+    if (--o->refs > 0) {
+        return;
+    }
+    up_oauth_wipe(&o->client_secret);
+    up_oauth_wipe(&o->refresh_token);
+    up_oauth_wipe(&o->refresh_conf);
+    up_oauth_wipe(&o->token);
+    if (o->ca) {
+        tls_ca_free(o->ca);
+    }
+    for (size_t i = 0; o->argv && o->argv[i]; i++) {
+        free(o->argv[i]);
+    }
+    free(o->argv);
+    free(o->device);
+    free(o->token_url);
+    free(o->host);
+    free(o->path);
+    free(o->client_id);
+    free(o->scope);
+    free(o->refresh_file);
+    free(o->command);
+    free(o->ca_file);
+    free(o);
+}
+
+static void up_oauth_fetch_unref(struct up_oauth_fetch *f)
+{
+    if (--f->refs > 0) {
+        return;
+    }
+    if (f->ai) {
+        uv_freeaddrinfo(f->ai);
+    }
+    if (f->ca) {
+        tls_ca_free(f->ca);
+    }
+    free(f->ca_path);
+    if (f->req) {
+        explicit_bzero(f->req, f->reqlen);
+        free(f->req);
+    }
+    if (f->resp) {
+        explicit_bzero(f->resp, UP_OAUTH_RESP_MAX + 1); /* tokens */
+        free(f->resp);
+    }
+    free(f);
+}
+
+static void up_oauth_fetch_close_cb(uv_handle_t *h)
+{
+    up_oauth_fetch_unref(h->data);
+}
+
+static void up_oauth_timer_close_cb(uv_handle_t *h)
+{
+    up_oauth_unref(h->data);
+}
+
+/* Detaches the fetch from its provider and stops what it still does; its
+ * callbacks then only release it. */
+static void up_oauth_fetch_end(struct up_oauth_fetch *f)
+{
+    f->o = NULL;
+    if (f->tio) {
+        tio_close(f->tio); /* its on_close releases f */
+        f->tio = NULL;
+    }
+    if (f->running) {
+        uv_process_kill(&f->proc, SIGKILL); /* the exit callback closes the handle */
+    }
+    if (f->pipe_open) {
+        f->pipe_open = 0;
+        uv_close((uv_handle_t *)&f->out, up_oauth_fetch_close_cb);
+    }
+    up_oauth_fetch_unref(f); /* the provider's reference */
+}
+
+/* ---- tokens and waiters ---------------------------------------------------------------- */
+
+/* Token characters: printable ASCII without blanks (RFC 6750 §2.1 b64token and
+ * JWTs); anything else could not go into the SASL message safely. */
+static int up_oauth_valid_token(const char *t, size_t len)
+{
+    if (len == 0 || len > UP_OAUTH_TOKEN_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (t[i] <= ' ' || t[i] >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Refresh at 80% of the lifetime, but no earlier than 60 s before expiry. */
+static void up_oauth_store(struct up_oauth *o, const char *token, unsigned ttl)
+{
+    uint64_t now = uv_now(o->loop), life = (uint64_t)ttl * 1000u;
+    uint64_t early = life / 5 < UP_OAUTH_EARLY_MS ? life / 5 : UP_OAUTH_EARLY_MS;
+    char *copy = strdup(token);
+
+    up_oauth_wipe(&o->token);
+    if (!copy) {
+        return;
+    }
+    o->token = copy;
+    o->expires_at = now + life;
+    o->refresh_at = now + life - early;
+}
+
+/* Calls every request that waited for this fetch. A callback may ask again
+ * (a retry after upstream refused the token): that request is new and waits for
+ * the next fetch or gets the cached token at once. */
+static void up_oauth_notify(struct up_oauth *o, const char *token, const char *err)
+{
+    struct up_oauth_wait *list = o->waiters;
+
+    o->waiters = NULL;
+    o->refs++; /* a callback may free the set */
+    while (list) {
+        struct up_oauth_wait *w = list;
+        list = w->next;
+        w->cb(w->arg, token, err);
+        free(w);
+    }
+    up_oauth_unref(o);
+}
+
+/* The fetch is over: with a token (ttl seconds), or with err. A refresh that
+ * failed while the cached token is still valid hands out the cached one. */
+static void up_oauth_finish(struct up_oauth *o, const char *token, unsigned ttl, const char *err)
+{
+    uint64_t ms = uv_now(o->loop) - o->fetch_start;
+    char q[UP_OAUTH_ERR_MAX + 40];
+
+    if (o->fetch) {
+        struct up_oauth_fetch *f = o->fetch;
+        o->fetch = NULL;
+        up_oauth_fetch_end(f);
+    }
+    uv_timer_stop(&o->timer);
+    up_oauth_enter_state(o, UP_OAUTH_IDLE);
+    if (token) {
+        up_oauth_store(o, token, ttl);
+        log_info(0, "oauth", "device=%s event=token grant=%s expires_in=%u ms=%llu", o->device,
+                 up_oauth_grant_name(o->grant), ttl, (unsigned long long)ms);
+        up_oauth_notify(o, o->token, o->token ? NULL : "out of memory");
+        return;
+    }
+    if (o->token && uv_now(o->loop) < o->expires_at) {
+        uint64_t retry = uv_now(o->loop) + UP_OAUTH_RETRY_MS;
+        o->refresh_at = retry < o->expires_at ? retry : o->expires_at;
+        log_warn(0, "oauth", "device=%s event=refresh_failed error=\"%s\" using=cached_token",
+                 o->device, log_quote(err, strlen(err), q, sizeof(q)));
+        up_oauth_notify(o, o->token, NULL);
+        return;
+    }
+    log_debug(0, "oauth", "device=%s event=token_failed error=\"%s\" ms=%llu", o->device,
+              log_quote(err, strlen(err), q, sizeof(q)), (unsigned long long)ms);
+    up_oauth_notify(o, NULL, err);
+}
+
+static void up_oauth_failf(struct up_oauth *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void up_oauth_failf(struct up_oauth *o, const char *fmt, ...)
+{
+    char err[UP_OAUTH_ERR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, sizeof(err), fmt, ap);
+    va_end(ap);
+    up_oauth_finish(o, NULL, 0, err);
+}
+
+static void up_oauth_timeout_cb(uv_timer_t *t)
+{
+    struct up_oauth *o = t->data;
+
+    if (o->grant == CONF_OAUTH_COMMAND) {
+        up_oauth_failf(o, "oauth_token_command gave no token within %u s",
+                       UP_OAUTH_TIMEOUT_MS / 1000u);
+    } else {
+        up_oauth_failf(o, "token endpoint %s:%u: no answer within %u s (state %s)", o->host,
+                       (unsigned)o->port, UP_OAUTH_TIMEOUT_MS / 1000u, up_oauth_strstate(o->state));
+    }
+}
+
+/* ---- refresh-token write-back ---------------------------------------------------------- */
+
+/* In the thread pool: a new file next to the old one (same file system, so the
+ * rename is atomic), mode 0600, synced, renamed over it, directory synced. */
+static void up_oauth_write_work(uv_work_t *req)
+{
+    struct up_oauth_write *w = req->data;
+    size_t plen = strlen(w->path), tlen = strlen(w->token);
+    char *tmp = malloc(plen + 16), *dir = strdup(w->path), *slash;
+    int fd = -1;
+
+    if (!tmp || !dir) {
+        w->failed = "allocate";
+        w->err = ENOMEM;
+        goto out;
+    }
+    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", w->path);
+    fd = mkstemp(tmp); /* O_EXCL, mode 0600 */
+    if (fd < 0) {
+        w->failed = "create a temporary file";
+        w->err = errno;
+        goto out;
+    }
+    if (fchmod(fd, 0600) != 0) {
+        w->failed = "chmod";
+    } else {
+        size_t off = 0;
+        while (off < tlen + 1 && !w->failed) {
+            const char *p = off < tlen ? w->token + off : "\n";
+            size_t n = off < tlen ? tlen - off : 1;
+            ssize_t r = write(fd, p, n);
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r <= 0) {
+                w->failed = "write";
+                break;
+            }
+            off += (size_t)r;
+        }
+        if (!w->failed && fsync(fd) != 0) {
+            w->failed = "fsync";
+        }
+    }
+    if (w->failed) {
+        w->err = errno;
+    }
+    if (close(fd) != 0 && !w->failed) {
+        w->failed = "close";
+        w->err = errno;
+    }
+    if (!w->failed && rename(tmp, w->path) != 0) {
+        w->failed = "rename";
+        w->err = errno;
+    }
+    if (w->failed) {
+        unlink(tmp);
+        goto out;
+    }
+    slash = strrchr(dir, '/');
+    if (slash) {
+        slash[slash == dir ? 1 : 0] = '\0';
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)fsync(fd); /* the rename itself; best effort on odd file systems */
+            close(fd);
+        }
+    }
+out:
+    free(tmp);
+    free(dir);
+}
+
+static void up_oauth_write(struct up_oauth *o);
+
+static void up_oauth_write_done(uv_work_t *req, int status)
+{
+    struct up_oauth_write *w = req->data;
+    struct up_oauth *o = w->o;
+
+    if (status < 0 && !w->failed) {
+        w->failed = "schedule";
+        w->err = -status;
+    }
+    if (w->failed) {
+        log_err(0, "oauth",
+                "device=%s event=refresh_token_not_saved file=%s step=\"%s\" error=\"%s\"",
+                o->device, w->path, w->failed, strerror(w->err));
+    } else {
+        log_info(0, "oauth", "device=%s event=refresh_token_saved file=%s", o->device, w->path);
+    }
+    explicit_bzero(w->token, strlen(w->token));
+    free(w->token);
+    free(w->path);
+    free(w);
+    o->writing = 0;
+    if (o->write_again) { /* rotated again meanwhile: the newest one must land last */
+        o->write_again = 0;
+        up_oauth_write(o);
+    }
+    up_oauth_unref(o);
+}
+
+static void up_oauth_write(struct up_oauth *o)
+{
+    struct up_oauth_write *w;
+
+    if (o->writing) {
+        o->write_again = 1;
+        return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w || !(w->path = strdup(o->refresh_file)) || !(w->token = strdup(o->refresh_token))) {
+        if (w) {
+            free(w->path);
+            free(w);
+        }
+        log_err(0, "oauth", "device=%s event=refresh_token_not_saved error=\"out of memory\"",
+                o->device);
+        return;
+    }
+    w->o = o;
+    w->work.data = w;
+    if (uv_queue_work(o->loop, &w->work, up_oauth_write_work, up_oauth_write_done) != 0) {
+        explicit_bzero(w->token, strlen(w->token));
+        free(w->token);
+        free(w->path);
+        free(w);
+        log_err(0, "oauth", "device=%s event=refresh_token_not_saved error=\"cannot schedule\"",
+                o->device);
+        return;
+    }
+    o->writing = 1;
+    o->refs++;
+}
+
+/* RFC 6749 §6: the server may issue a new refresh token; the old one may stop
+ * working at once, so the new one is kept in memory and saved before anything else. */
+static void up_oauth_rotate(struct up_oauth *o, const char *rt)
+{
+    char *copy;
+
+    if (o->grant != CONF_OAUTH_REFRESH_TOKEN || !o->refresh_file ||
+        strcmp(rt, o->refresh_token) == 0) {
+        return;
+    }
+    copy = strdup(rt);
+    if (!copy) {
+        log_err(0, "oauth", "device=%s event=refresh_token_not_saved error=\"out of memory\"",
+                o->device);
+        return;
+    }
+    up_oauth_wipe(&o->refresh_token);
+    o->refresh_token = copy;
+    log_info(0, "oauth", "device=%s event=refresh_token_rotated file=%s", o->device,
+             o->refresh_file);
+    up_oauth_write(o);
+}
+
+/* ---- token responses ------------------------------------------------------------------- */
+
+/* A value from the server, for an error message: printable ASCII only, short. */
+static void up_oauth_clean(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    for (; in && *in && o + 1 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        out[o++] = c >= ' ' && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+    out[o] = '\0';
+}
+
+/* An error description must not echo a secret back into the log. */
+static int up_oauth_mentions_secret(const struct up_oauth *o, const char *s)
+{
+    const char *secrets[] = {o->client_secret, o->refresh_token, o->token};
+
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        if (secrets[i] && strlen(secrets[i]) >= 8 && strstr(s, secrets[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void up_oauth_json_wipe(cJSON *item)
+{
+    if (cJSON_IsString(item) && item->valuestring) {
+        explicit_bzero(item->valuestring, strlen(item->valuestring));
+    }
+}
+
+/* RFC 6749 §5.1 (200, access_token, token_type Bearer, expires_in, refresh_token)
+ * or §5.2 (400/401 with error and error_description). defttl: when expires_in is
+ * missing. what: "token endpoint host:port" or "oauth_token_command". */
+static void up_oauth_response(struct up_oauth *o, int status, const char *body, size_t len,
+                              unsigned defttl, const char *what)
+{
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    cJSON *at, *tt, *ei, *rt;
+    double ttl = defttl;
+
+    if (status != 200) {
+        cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "error_description");
+        char ec[64], dc[160];
+
+        up_oauth_clean(cJSON_IsString(e) ? e->valuestring : NULL, ec, sizeof(ec));
+        up_oauth_clean(cJSON_IsString(d) ? d->valuestring : NULL, dc, sizeof(dc));
+        if (cJSON_IsString(d) && up_oauth_mentions_secret(o, d->valuestring)) {
+            dc[0] = '\0';
+        }
+        cJSON_Delete(j);
+        up_oauth_failf(o, "%s answered HTTP %d%s%s%s%s%s", what, status, ec[0] ? " " : "", ec,
+                       dc[0] ? " (" : "", dc, dc[0] ? ")" : "");
+        return;
+    }
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        up_oauth_failf(o, "%s: the token response is not a JSON object", what);
+        return;
+    }
+    at = cJSON_GetObjectItemCaseSensitive(j, "access_token");
+    tt = cJSON_GetObjectItemCaseSensitive(j, "token_type");
+    ei = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    rt = cJSON_GetObjectItemCaseSensitive(j, "refresh_token");
+    if (!cJSON_IsString(at) || !up_oauth_valid_token(at->valuestring, strlen(at->valuestring))) {
+        up_oauth_json_wipe(at);
+        up_oauth_json_wipe(rt);
+        cJSON_Delete(j);
+        up_oauth_failf(o, "%s: no usable access_token in the response", what);
+        return;
+    }
+    if (tt && (!cJSON_IsString(tt) || strcasecmp(tt->valuestring, "Bearer") != 0)) {
+        char tc[40];
+        up_oauth_clean(cJSON_IsString(tt) ? tt->valuestring : "?", tc, sizeof(tc));
+        up_oauth_json_wipe(at);
+        up_oauth_json_wipe(rt);
+        cJSON_Delete(j);
+        up_oauth_failf(o, "%s: token_type %s, not Bearer", what, tc);
+        return;
+    }
+    if (cJSON_IsNumber(ei)) {
+        ttl = ei->valuedouble;
+    } else if (cJSON_IsString(ei)) { /* some servers quote it */
+        ttl = strtod(ei->valuestring, NULL);
+    }
+    if (!(ttl >= 1)) {
+        ttl = 1;
+    } else if (ttl > UP_OAUTH_MAX_TTL) {
+        ttl = UP_OAUTH_MAX_TTL;
+    }
+    if (cJSON_IsString(rt) && rt->valuestring[0]) {
+        up_oauth_rotate(o, rt->valuestring);
+    }
+    up_oauth_finish(o, at->valuestring, (unsigned)ttl, NULL);
+    up_oauth_json_wipe(at);
+    up_oauth_json_wipe(rt);
+    cJSON_Delete(j);
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------- */
+
+/* application/x-www-form-urlencoded value (HTML form encoding: unreserved bytes
+ * as they are, everything else %XX). Appends to out at *o; 0 or -1 when full. */
+static int up_oauth_form(char *out, size_t cap, size_t *o, const char *name, const char *val)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = *o;
+    int r = snprintf(out + n, cap - n, "%s%s=", n ? "&" : "", name);
+
+    if (r < 0 || (size_t)r >= cap - n) {
+        return -1;
+    }
+    n += (size_t)r;
+    for (const unsigned char *p = (const unsigned char *)val; *p; p++) {
+        if (n + 4 > cap) {
+            return -1;
+        }
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+    *o = n;
+    return 0;
+}
+
+/* The POST, client authentication in the body (RFC 6749 §2.3.1). */
+static int up_oauth_build_request(struct up_oauth *o, struct up_oauth_fetch *f)
+{
+    size_t cap = 3 * (strlen(o->client_id) + (o->client_secret ? strlen(o->client_secret) : 0) +
+                      (o->scope ? strlen(o->scope) : 0) +
+                      (o->refresh_token ? strlen(o->refresh_token) : 0)) +
+                 200;
+    size_t blen = 0, hcap;
+    char *body = malloc(cap), host[300];
+    int ok, n;
+
+    if (!body) {
+        return -1;
+    }
+    ok = up_oauth_form(body, cap, &blen, "grant_type", up_oauth_grant_name(o->grant)) == 0;
+    if (ok && o->grant == CONF_OAUTH_REFRESH_TOKEN) {
+        ok = up_oauth_form(body, cap, &blen, "refresh_token", o->refresh_token) == 0;
+    }
+    ok = ok && up_oauth_form(body, cap, &blen, "client_id", o->client_id) == 0;
+    if (ok && o->client_secret) {
+        ok = up_oauth_form(body, cap, &blen, "client_secret", o->client_secret) == 0;
+    }
+    if (ok && o->scope) {
+        ok = up_oauth_form(body, cap, &blen, "scope", o->scope) == 0;
+    }
+    /* RFC 9110 §7.2: the port only when it is not the default */
+    n = snprintf(host, sizeof(host), strchr(o->host, ':') ? "[%s]" : "%s", o->host);
+    if (o->port != 443 && n > 0 && (size_t)n < sizeof(host)) {
+        snprintf(host + n, sizeof(host) - (size_t)n, ":%u", (unsigned)o->port);
+    }
+    hcap = blen + strlen(o->path) + strlen(host) + 400;
+    f->req = ok ? malloc(hcap) : NULL;
+    if (!f->req) {
+        explicit_bzero(body, cap);
+        free(body);
+        return -1;
+    }
+    n = snprintf(f->req, hcap,
+                 "POST %s HTTP/1.1\r\n"
+                 "Host: %s\r\n"
+                 "User-Agent: relay25/" RELAY25_VERSION "\r\n"
+                 "Accept: application/json\r\n"
+                 "Content-Type: application/x-www-form-urlencoded\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Connection: close\r\n"
+                 "\r\n"
+                 "%s",
+                 o->path, host, blen, body);
+    explicit_bzero(body, cap);
+    free(body);
+    if (n < 0 || (size_t)n >= hcap) {
+        return -1;
+    }
+    f->reqlen = (size_t)n;
+    return 0;
+}
+
+/* A chunked body (RFC 9112 §7.1) at in: 1 when complete (decoded in place when
+ * decode, *outlen set), 0 when more is needed, -1 when malformed. */
+static int up_oauth_dechunk(char *in, size_t len, int decode, size_t *outlen)
+{
+    size_t r = 0, w = 0;
+
+    for (;;) {
+        size_t size = 0, digits = 0;
+        const char *eol;
+
+        while (r < len && ((in[r] >= '0' && in[r] <= '9') ||
+                           ((in[r] | 0x20) >= 'a' && (in[r] | 0x20) <= 'f'))) {
+            int v = in[r] <= '9' ? in[r] - '0' : (in[r] | 0x20) - 'a' + 10;
+            if (size > (UP_OAUTH_RESP_MAX >> 4)) {
+                return -1;
+            }
+            size = size * 16 + (size_t)v;
+            r++;
+            digits++;
+        }
+        eol = memchr(in + r, '\n', len - r);
+        if (!eol) {
+            return 0;
+        }
+        if (digits == 0) {
+            return -1;
+        }
+        r = (size_t)(eol - in) + 1; /* chunk extensions are ignored */
+        if (size == 0) {
+            *outlen = w;
+            return 1; /* trailers, if any, do not matter */
+        }
+        if (len - r < size + 2) {
+            return 0;
+        }
+        if (decode) {
+            memmove(in + w, in + r, size);
+        }
+        w += size;
+        r += size;
+        if (in[r] == '\r') {
+            r++;
+        }
+        if (in[r] != '\n') {
+            return -1;
+        }
+        r++;
+    }
+}
+
+/* The response so far: 1 complete (*status, *body, *blen set), 0 need more, -1 bad.
+ * eof: the server closed the connection, so a body without length ends here. */
+static int up_oauth_http_parse(char *buf, size_t len, int eof, int *status, char **body,
+                               size_t *blen)
+{
+    char *end, *line, *b;
+    long long clen = -1;
+    int chunked = 0, r;
+
+    buf[len] = '\0';
+    end = strstr(buf, "\r\n\r\n");
+    if (!end) {
+        return eof ? -1 : 0;
+    }
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || len < 12 || buf[8] != ' ' || buf[9] < '1' ||
+        buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9') {
+        return -1;
+    }
+    *status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+    b = end + 4;
+    for (line = strstr(buf, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
+        if (strncasecmp(line, "Content-Length:", 15) == 0) {
+            clen = strtoll(line + 15, NULL, 10);
+        } else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0) {
+            const char *v = line + 18, *e = strstr(line, "\r\n");
+            for (; v + 7 <= e; v++) {
+                if (strncasecmp(v, "chunked", 7) == 0) {
+                    chunked = 1;
+                }
+            }
+        }
+    }
+    if (chunked) {
+        size_t n;
+        r = up_oauth_dechunk(b, len - (size_t)(b - buf), 0, &n);
+        if (r == 1) {
+            up_oauth_dechunk(b, len - (size_t)(b - buf), 1, &n);
+            *body = b;
+            *blen = n;
+        }
+        return r == 0 && eof ? -1 : r;
+    }
+    if (clen >= 0) {
+        if ((long long)(len - (size_t)(b - buf)) < clen) {
+            return eof ? -1 : 0;
+        }
+        *body = b;
+        *blen = (size_t)clen;
+        return 1;
+    }
+    if (!eof) {
+        return 0;
+    }
+    *body = b;
+    *blen = len - (size_t)(b - buf);
+    return 1;
+}
+
+/* Feeds the response; ends the fetch once it is complete (or broken). */
+static void up_oauth_http_check(struct up_oauth *o, struct up_oauth_fetch *f, int eof)
+{
+    char what[300], *body = NULL;
+    size_t blen = 0;
+    int status = 0;
+    int r = up_oauth_http_parse(f->resp, f->rlen, eof, &status, &body, &blen);
+
+    snprintf(what, sizeof(what), "token endpoint %s:%u", o->host, (unsigned)o->port);
+    if (r == 0) {
+        return;
+    }
+    if (r < 0) {
+        up_oauth_failf(o, "%s: %s", what,
+                       f->rlen ? "malformed HTTP response" : "closed without an answer");
+        return;
+    }
+    up_oauth_response(o, status, body, blen, UP_OAUTH_DEFAULT_TTL, what);
+}
+
+static size_t up_oauth_tio_read(void *arg, const char *data, size_t len)
+{
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o;
+
+    if (!o) {
+        return len;
+    }
+    if (o->state != UP_OAUTH_HTTP || len > UP_OAUTH_RESP_MAX - f->rlen) {
+        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
+                       o->state != UP_OAUTH_HTTP ? "data before the request"
+                                                 : "response larger than 64 KiB");
+        return len;
+    }
+    memcpy(f->resp + f->rlen, data, len);
+    f->rlen += len;
+    up_oauth_http_check(o, f, 0);
+    return len;
+}
+
+static void up_oauth_tio_handshake(void *arg)
+{
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o;
+    int r;
+
+    if (!o) {
+        return;
+    }
+    up_oauth_enter_state(o, UP_OAUTH_HTTP);
+    r = tio_write(f->tio, f->req, f->reqlen);
+    explicit_bzero(f->req, f->reqlen);
+    if (r == 0) {
+        r = tio_flush(f->tio);
+    }
+    if (r < 0) {
+        char e[128];
+        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
+                       tio_strerror(r, e, sizeof(e)));
+    }
+}
+
+static void up_oauth_tio_error(void *arg, int err)
+{
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o;
+    char e[160];
+
+    if (!o) {
+        return;
+    }
+    if (o->state == UP_OAUTH_HTTP && err == UV_EOF) {
+        up_oauth_http_check(o, f, 1);
+        return;
+    }
+    up_oauth_failf(o, "token endpoint %s:%u: %s%s", o->host, (unsigned)o->port,
+                   TIO_IS_TLS_ERR(err) ? "TLS: " : "", tio_strerror(err, e, sizeof(e)));
+}
+
+static void up_oauth_tio_close(void *arg)
+{
+    up_oauth_fetch_unref(arg);
+}
+
+static const struct tio_cbs up_oauth_tio_cbs = {
+    .on_read = up_oauth_tio_read,
+    .on_handshake = up_oauth_tio_handshake,
+    .on_drain = NULL,
+    .on_error = up_oauth_tio_error,
+    .on_close = up_oauth_tio_close,
+};
+
+static void up_oauth_connect_next(struct up_oauth *o, struct up_oauth_fetch *f);
+
+static void up_oauth_connect_cb(uv_connect_t *req, int status)
+{
+    struct up_oauth_fetch *f = req->data;
+    struct up_oauth *o = f->o;
+    int r;
+
+    if (!o || status == UV_ECANCELED) {
+        return;
+    }
+    if (status < 0) {
+        if (f->ai_next) {
+            tio_close(f->tio);
+            f->tio = NULL;
+            up_oauth_connect_next(o, f);
+            return;
+        }
+        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
+                       uv_strerror(status));
+        return;
+    }
+    up_oauth_enter_state(o, UP_OAUTH_TLS);
+    /* Always verified: the request carries the client secret and refresh token. */
+    r = tio_starttls_client(f->tio, o->ca, o->host, 1, NULL);
+    if (r < 0) {
+        char e[128];
+        up_oauth_failf(o, "token endpoint %s:%u: TLS: %s", o->host, (unsigned)o->port,
+                       tio_strerror(r, e, sizeof(e)));
+        return;
+    }
+    tio_start(f->tio); /* on failure on_error has run */
+}
+
+static void up_oauth_connect_next(struct up_oauth *o, struct up_oauth_fetch *f)
+{
+    struct addrinfo *ai = f->ai_next;
+    int r;
+
+    f->ai_next = ai->ai_next;
+    f->tio = tio_new(o->loop, &up_oauth_tio_cbs, f);
+    if (!f->tio) {
+        up_oauth_failf(o, "out of memory");
+        return;
+    }
+    f->refs++;
+    f->conn.data = f;
+    r = uv_tcp_connect(&f->conn, tio_tcp(f->tio), ai->ai_addr, up_oauth_connect_cb);
+    if (r < 0) {
+        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port, uv_strerror(r));
+    }
+}
+
+static void up_oauth_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct up_oauth_fetch *f = req->data;
+    struct up_oauth *o = f->o;
+
+    f->ai = res;
+    if (!o) {
+        up_oauth_fetch_unref(f);
+        return;
+    }
+    if (status < 0 || !res) {
+        up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(status));
+    } else {
+        up_oauth_enter_state(o, UP_OAUTH_CONNECT);
+        f->ai_next = res;
+        up_oauth_connect_next(o, f);
+    }
+    up_oauth_fetch_unref(f);
+}
+
+static void up_oauth_resolve(struct up_oauth *o, struct up_oauth_fetch *f)
+{
+    struct addrinfo hints;
+    char port[8];
+    int r;
+
+    if (up_oauth_build_request(o, f) != 0) {
+        up_oauth_failf(o, "out of memory");
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    snprintf(port, sizeof(port), "%u", (unsigned)o->port);
+    up_oauth_enter_state(o, UP_OAUTH_RESOLVE);
+    f->gai.data = f;
+    r = uv_getaddrinfo(o->loop, &f->gai, up_oauth_resolve_cb, o->host, port, &hints);
+    if (r < 0) {
+        up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(r));
+        return;
+    }
+    f->refs++;
+}
+
+/* The trust anchors are read once, off the loop (a system bundle is ~200 KiB of PEM). */
+static void up_oauth_ca_work(uv_work_t *req)
+{
+    struct up_oauth_fetch *f = req->data;
+    f->ca = tls_ca_load(f->ca_path, f->ca_err, sizeof(f->ca_err));
+}
+
+static void up_oauth_ca_done(uv_work_t *req, int status)
+{
+    struct up_oauth_fetch *f = req->data;
+    struct up_oauth *o = f->o;
+
+    if (o && status == 0 && f->ca) {
+        o->ca = f->ca;
+        f->ca = NULL;
+        up_oauth_resolve(o, f);
+    } else if (o) {
+        up_oauth_failf(o, "ca_file: %s", status < 0 ? uv_strerror(status) : f->ca_err);
+    }
+    up_oauth_fetch_unref(f);
+}
+
+/* ---- oauth_token_command --------------------------------------------------------------- */
+
+static void up_oauth_command_check(struct up_oauth *o, struct up_oauth_fetch *f)
+{
+    char *s = f->resp, *e = f->resp + f->rlen;
+
+    if (!f->exited || !f->eof) {
+        return;
+    }
+    if (f->signal) {
+        up_oauth_failf(o, "oauth_token_command killed by signal %d", f->signal);
+        return;
+    }
+    if (f->status != 0) {
+        up_oauth_failf(o, "oauth_token_command exited with status %lld", (long long)f->status);
+        return;
+    }
+    while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) {
+        s++;
+    }
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n')) {
+        e--;
+    }
+    *e = '\0';
+    if (s < e && *s == '{') { /* a token response, for commands that know the lifetime */
+        up_oauth_response(o, 200, s, (size_t)(e - s), UP_OAUTH_COMMAND_TTL, "oauth_token_command");
+    } else if (!up_oauth_valid_token(s, (size_t)(e - s))) {
+        up_oauth_failf(o, "oauth_token_command printed %s", s == e ? "nothing" : "no usable token");
+    } else {
+        up_oauth_finish(o, s, UP_OAUTH_COMMAND_TTL, NULL);
+    }
+}
+
+static void up_oauth_exit_cb(uv_process_t *p, int64_t status, int term_signal)
+{
+    struct up_oauth_fetch *f = p->data;
+
+    f->running = 0;
+    f->exited = 1;
+    f->status = status;
+    f->signal = term_signal;
+    uv_close((uv_handle_t *)p, up_oauth_fetch_close_cb);
+    if (f->o) {
+        up_oauth_command_check(f->o, f);
+    }
+}
+
+static void up_oauth_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct up_oauth_fetch *f = h->data;
+
+    (void)suggested;
+    buf->base = f->resp + f->rlen;
+    buf->len = UP_OAUTH_RESP_MAX - f->rlen;
+}
+
+static void up_oauth_pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct up_oauth_fetch *f = s->data;
+
+    (void)buf;
+    if (nread == UV_ENOBUFS) {
+        if (f->o) {
+            up_oauth_failf(f->o, "oauth_token_command printed more than 64 KiB");
+        }
+        return;
+    }
+    if (nread < 0) {
+        uv_read_stop(s);
+        f->eof = 1;
+        if (f->o) {
+            up_oauth_command_check(f->o, f);
+        }
+        return;
+    }
+    f->rlen += (size_t)nread;
+}
+
+static void up_oauth_spawn(struct up_oauth *o, struct up_oauth_fetch *f)
+{
+    uv_process_options_t opt;
+    uv_stdio_container_t io[3];
+    int r;
+
+    up_oauth_enter_state(o, UP_OAUTH_COMMAND);
+    uv_pipe_init(o->loop, &f->out, 0);
+    f->out.data = f;
+    f->pipe_open = 1;
+    f->refs++;
+    memset(&opt, 0, sizeof(opt));
+    memset(io, 0, sizeof(io));
+    io[0].flags = UV_IGNORE;
+    io[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    io[1].data.stream = (uv_stream_t *)&f->out;
+    io[2].flags = UV_INHERIT_FD; /* its complaints go where relay25 logs */
+    io[2].data.fd = 2;
+    opt.file = o->argv[0];
+    opt.args = o->argv;
+    opt.stdio = io;
+    opt.stdio_count = 3;
+    opt.exit_cb = up_oauth_exit_cb;
+    f->proc.data = f;
+    r = uv_spawn(o->loop, &f->proc, &opt);
+    f->refs++; /* the process handle is closed even when uv_spawn failed */
+    if (r < 0) {
+        uv_close((uv_handle_t *)&f->proc, up_oauth_fetch_close_cb);
+        up_oauth_failf(o, "cannot run oauth_token_command %s: %s", o->argv[0], uv_strerror(r));
+        return;
+    }
+    f->running = 1;
+    r = uv_read_start((uv_stream_t *)&f->out, up_oauth_pipe_alloc, up_oauth_pipe_read);
+    if (r < 0) {
+        up_oauth_failf(o, "oauth_token_command: %s", uv_strerror(r));
+    }
+}
+
+/* ---- fetching -------------------------------------------------------------------------- */
+
+static void up_oauth_fetch(struct up_oauth *o)
+{
+    struct up_oauth_fetch *f = calloc(1, sizeof(*f));
+
+    if (f) {
+        f->resp = malloc(UP_OAUTH_RESP_MAX + 1);
+    }
+    if (!f || !f->resp) {
+        free(f);
+        up_oauth_finish(o, NULL, 0, "out of memory");
+        return;
+    }
+    f->o = o;
+    f->refs = 1;
+    o->fetch = f;
+    o->fetch_start = uv_now(o->loop);
+    uv_timer_start(&o->timer, up_oauth_timeout_cb, UP_OAUTH_TIMEOUT_MS, 0);
+    if (o->grant == CONF_OAUTH_COMMAND) {
+        up_oauth_spawn(o, f);
+        return;
+    }
+    if (o->ca) {
+        up_oauth_resolve(o, f);
+        return;
+    }
+    up_oauth_enter_state(o, UP_OAUTH_CA);
+    f->ca_path = strdup(o->ca_file); /* the work item must not touch o */
+    f->ca_work.data = f;
+    if (!f->ca_path) {
+        up_oauth_failf(o, "out of memory");
+        return;
+    }
+    if (uv_queue_work(o->loop, &f->ca_work, up_oauth_ca_work, up_oauth_ca_done) != 0) {
+        up_oauth_failf(o, "cannot schedule reading ca_file");
+        return;
+    }
+    f->refs++;
+}
+
+int up_oauth_get(struct up_oauth *o, up_oauth_cb *cb, void *arg)
+{
+    struct up_oauth_wait *w, **tail;
+
+    uint64_t now = uv_now(o->loop);
+    int fresh = o->token && now < o->refresh_at;
+    int usable = o->token && now + UP_OAUTH_MIN_LEFT_MS < o->expires_at;
+
+    if (o->closing) {
+        return -1;
+    }
+    if (!fresh && usable && o->state == UP_OAUTH_IDLE) {
+        up_oauth_fetch(o); /* in the background: the cached token is still good for a while */
+    }
+    if (o->token && (fresh || usable)) {
+        cb(arg, o->token, NULL);
+        return 0;
+    }
+    w = calloc(1, sizeof(*w));
+    if (!w) {
+        return -1;
+    }
+    w->cb = cb;
+    w->arg = arg;
+    for (tail = &o->waiters; *tail; tail = &(*tail)->next) {
+    }
+    *tail = w;
+    if (o->state == UP_OAUTH_IDLE) {
+        up_oauth_fetch(o);
+    }
+    return 0;
+}
+
+void up_oauth_cancel(struct up_oauth *o, void *arg)
+{
+    for (struct up_oauth_wait **p = &o->waiters; *p;) {
+        struct up_oauth_wait *w = *p;
+        if (w->arg == arg) {
+            *p = w->next;
+            free(w);
+        } else {
+            p = &w->next;
+        }
+    }
+}
+
+void up_oauth_invalidate(struct up_oauth *o, const char *token)
+{
+    if (o->token && token && strcmp(o->token, token) == 0) {
+        up_oauth_wipe(&o->token);
+        o->refresh_at = o->expires_at = 0;
+    }
+}
+
+/* ---- construction ---------------------------------------------------------------------- */
+
+static int up_oauth_dup(char **dst, const char *src)
+{
+    if (!src) {
+        *dst = NULL;
+        return 0;
+    }
+    *dst = strdup(src);
+    return *dst ? 0 : -1;
+}
+
+struct up_oauth *up_oauth_new(uv_loop_t *loop, const struct conf_device *d)
+{
+    const struct conf_oauth *c = &d->oauth;
+    struct up_oauth *o;
+    size_t n = 0;
+
+    if (d->auth != CONF_AUTH_XOAUTH2) {
+        return NULL;
+    }
+    o = calloc(1, sizeof(*o));
+    if (!o) {
+        return NULL;
+    }
+    o->loop = loop;
+    o->grant = c->grant;
+    o->port = c->port;
+    if (up_oauth_dup(&o->device, d->name) || up_oauth_dup(&o->token_url, c->token_url) ||
+        up_oauth_dup(&o->host, c->host) || up_oauth_dup(&o->path, c->path) ||
+        up_oauth_dup(&o->client_id, c->client_id) || up_oauth_dup(&o->scope, c->scope) ||
+        up_oauth_dup(&o->refresh_file, c->refresh_token_file) ||
+        up_oauth_dup(&o->command, c->command) ||
+        up_oauth_dup(&o->ca_file, d->up ? d->up->ca_file : NULL) ||
+        up_oauth_dup(&o->client_secret, c->client_secret) ||
+        up_oauth_dup(&o->refresh_token, c->refresh_token) ||
+        up_oauth_dup(&o->refresh_conf, c->refresh_token)) {
+        goto fail;
+    }
+    if (c->argv) {
+        while (c->argv[n]) {
+            n++;
+        }
+        o->argv = calloc(n + 1, sizeof(*o->argv));
+        for (size_t i = 0; o->argv && i < n; i++) {
+            if (up_oauth_dup(&o->argv[i], c->argv[i])) {
+                goto fail;
+            }
+        }
+        if (!o->argv) {
+            goto fail;
+        }
+    }
+    if (o->grant != CONF_OAUTH_COMMAND && (!o->host || !o->path || !o->client_id || !o->ca_file)) {
+        goto fail;
+    }
+    if (o->grant == CONF_OAUTH_COMMAND && !o->argv) {
+        goto fail;
+    }
+    uv_timer_init(loop, &o->timer);
+    o->timer.data = o;
+    o->refs = 2; /* owner + timer */
+    return o;
+fail:
+    o->refs = 1;
+    up_oauth_unref(o);
+    return NULL;
+}
+
+void up_oauth_free(struct up_oauth *o)
+{
+    if (!o || o->closing) {
+        return;
+    }
+    o->closing = 1;
+    if (o->fetch) {
+        up_oauth_finish(o, NULL, 0, "relay25 is shutting down");
+    }
+    uv_close((uv_handle_t *)&o->timer, up_oauth_timer_close_cb);
+    up_oauth_unref(o);
+}
+
+/* ---- the set --------------------------------------------------------------------------- */
+
+static int up_oauth_streq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Same token source: endpoint, client, grant, refresh-token file or command, CA. */
+static int up_oauth_same(const struct up_oauth *o, const struct conf_device *d)
+{
+    const struct conf_oauth *c = &d->oauth;
+
+    return o->grant == c->grant && up_oauth_streq(o->token_url, c->token_url) &&
+           up_oauth_streq(o->client_id, c->client_id) && up_oauth_streq(o->scope, c->scope) &&
+           up_oauth_streq(o->refresh_file, c->refresh_token_file) &&
+           up_oauth_streq(o->command, c->command) &&
+           up_oauth_streq(o->ca_file, d->up ? d->up->ca_file : NULL);
+}
+
+/* A reload read the secrets again: a new client secret is taken as it is; a
+ * refresh token is taken only when the file changed behind relay25's back (it
+ * also reads back what the provider itself wrote after a rotation). */
+static void up_oauth_update(struct up_oauth *o, const struct conf_device *d)
+{
+    const struct conf_oauth *c = &d->oauth;
+    char *copy;
+
+    if (c->client_secret && !up_oauth_streq(o->client_secret, c->client_secret) &&
+        (copy = strdup(c->client_secret))) {
+        up_oauth_wipe(&o->client_secret);
+        o->client_secret = copy;
+    }
+    if (c->refresh_token && !up_oauth_streq(o->refresh_conf, c->refresh_token) &&
+        (copy = strdup(c->refresh_token))) {
+        up_oauth_wipe(&o->refresh_conf);
+        o->refresh_conf = copy;
+        if (!o->writing && !up_oauth_streq(o->refresh_token, copy) &&
+            (copy = strdup(c->refresh_token))) {
+            up_oauth_wipe(&o->refresh_token);
+            o->refresh_token = copy;
+            log_info(0, "oauth", "device=%s event=refresh_token_reloaded file=%s", o->device,
+                     o->refresh_file);
+        }
+    }
+}
+
+struct up_oauth_set *up_oauth_set_new(uv_loop_t *loop)
+{
+    struct up_oauth_set *set = calloc(1, sizeof(*set));
+
+    if (set) {
+        set->loop = loop;
+    }
+    return set;
+}
+
+struct up_oauth *up_oauth_set_find(struct up_oauth_set *set, const struct conf_device *d)
+{
+    struct up_oauth *o;
+
+    if (!set || d->auth != CONF_AUTH_XOAUTH2) {
+        return NULL;
+    }
+    for (o = set->head; o; o = o->next) {
+        if (up_oauth_same(o, d)) {
+            up_oauth_update(o, d);
+            return o;
+        }
+    }
+    o = up_oauth_new(set->loop, d);
+    if (o) {
+        o->next = set->head;
+        set->head = o;
+    }
+    return o;
+}
+
+void up_oauth_set_free(struct up_oauth_set *set)
+{
+    if (!set) {
+        return;
+    }
+    while (set->head) {
+        struct up_oauth *o = set->head;
+        set->head = o->next;
+        up_oauth_free(o);
+    }
+    free(set);
+}
