@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_session.h"
 
 enum check_step { CHECK_AUTH, CHECK_MAIL, CHECK_RCPT, CHECK_RSET, CHECK_DONE };
@@ -34,6 +35,31 @@ static void check_print_list(const char *label, const struct cidr *v, size_t n)
         printf("%s%s", i ? ", " : " ", cidr_format(&v[i], b, sizeof(b)));
     }
     printf("\n");
+}
+
+/* Where the device's XOAUTH2 tokens come from; never a secret. */
+static void check_print_oauth(const struct conf_device *d)
+{
+    const struct conf_oauth *o = &d->oauth;
+
+    printf(" -> user %s (XOAUTH2, ", d->user);
+    if (o->grant == CONF_OAUTH_COMMAND) {
+        printf("token from command %s", o->command);
+    } else {
+        printf("%s grant at %s, client %s",
+               o->grant == CONF_OAUTH_CLIENT_CREDENTIALS ? "client_credentials" : "refresh_token",
+               o->token_url, o->client_id);
+        if (o->client_secret_source) {
+            printf(", secret from %s", o->client_secret_source);
+        }
+        if (o->refresh_token_file) {
+            printf(", refresh token in %s", o->refresh_token_file);
+        }
+        if (o->scope) {
+            printf(", scope %s", o->scope);
+        }
+    }
+    printf(") -> upstream %s\n", d->up->name);
 }
 
 static void check_print(const struct conf *c)
@@ -63,8 +89,12 @@ static void check_print(const struct conf *c)
         for (size_t j = 0; j < d->nmatch; j++) {
             printf("%s%s", j ? ", " : " ", cidr_format(&d->match[j], b, sizeof(b)));
         }
-        printf(" -> user %s (password from %s) -> upstream %s\n", d->user, d->password_source,
-               d->up->name);
+        if (d->auth == CONF_AUTH_XOAUTH2) {
+            check_print_oauth(d);
+        } else {
+            printf(" -> user %s (password from %s) -> upstream %s\n", d->user, d->password_source,
+                   d->up->name);
+        }
     }
 }
 
@@ -161,12 +191,14 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
 {
     uv_loop_t loop;
     struct check_probe *probes = calloc(c->ndevices, sizeof(*probes));
+    struct up_oauth_set *oauth;
     int failed = 0;
 
     if (!probes) {
         return EX_OSERR;
     }
     uv_loop_init(&loop);
+    oauth = up_oauth_set_new(&loop);
     for (size_t i = 0; i < c->ndevices; i++) {
         struct check_probe *p = &probes[i];
         struct up_params up;
@@ -182,12 +214,15 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
         up.connect_timeout = c->connect_timeout;
         up.command_timeout = c->command_timeout;
         up.data_timeout = c->data_timeout;
+        up.oauth = up_oauth_set_find(oauth, p->dev); /* fetches a token: checks the grant */
         snprintf(p->result, sizeof(p->result), "FAILED: no result");
         p->up = up_session_new(&loop, &up, &check_cbs, p);
         if (p->up) {
             up_session_start(p->up);
         }
     }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    up_oauth_set_free(oauth);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     for (size_t i = 0; i < c->ndevices; i++) {

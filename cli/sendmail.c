@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_session.h"
 
 #define SM_NAME "relay25-sendmail"
@@ -1322,6 +1323,9 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         }
     }
     uv_loop_init(&s.loop);
+    if (!p.local_plain) {
+        p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
+    }
     s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
     if (!s.up) {
         s.rc = EX_OSERR;
@@ -1330,6 +1334,10 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         up_session_start(s.up);
     }
     uv_run(&s.loop, UV_RUN_DEFAULT);
+    if (p.oauth) {
+        up_oauth_free(p.oauth);
+        uv_run(&s.loop, UV_RUN_DEFAULT);
+    }
     uv_loop_close(&s.loop);
     free(s.rbuf);
     free(s.ebuf);

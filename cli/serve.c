@@ -22,6 +22,7 @@
 #include "common/metrics.h"
 #include "conf/conf.h"
 #include "proxy/prx_listener.h"
+#include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_spool.h"
@@ -37,6 +38,7 @@ struct serve {
     uv_signal_t sigterm, sigint, sighup, sigusr1;
     struct up_queue *queue;
     struct up_pool *pool;
+    struct up_oauth_set *oauth; /* token providers, kept across reloads */
     char pidfile[4200];
     char *path; /* what to reload: the file in use, or NULL for the environment */
     int stopping;
@@ -119,6 +121,8 @@ static void serve_closed(void *arg)
         up_pool_close(sv->pool);
         sv->pool = NULL;
     }
+    up_oauth_set_free(sv->oauth);
+    sv->oauth = NULL;
     uv_close((uv_handle_t *)&sv->sigterm, NULL);
     uv_close((uv_handle_t *)&sv->sigint, NULL);
     uv_close((uv_handle_t *)&sv->sighup, NULL);
@@ -198,6 +202,7 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
     sv->metrics.queue_stats = up_queue_stats;
     sv->metrics.queue_arg = sv->queue;
     up_queue_set_pool(sv->queue, sv->pool);
+    up_queue_set_oauth(sv->queue, sv->oauth);
     log_info(0, "relay25", "event=spool dir=%s", c->spool_dir);
     return 0;
 }
@@ -315,6 +320,8 @@ int cli_serve(int argc, char **argv)
     /* c now belongs to the server */
     sv.pool = up_pool_new(sv.loop, SERVE_POOL_IDLE);
     prx_server_set_pool(sv.srv, sv.pool);
+    sv.oauth = up_oauth_set_new(sv.loop);
+    prx_server_set_oauth(sv.srv, sv.oauth);
     if (serve_drop_privileges(c) != 0 || serve_start_spool(&sv, c) != 0) {
         sv.stopping = 1;
         if (sv.queue) {
@@ -328,6 +335,7 @@ int cli_serve(int argc, char **argv)
         if (sv.pool) {
             up_pool_close(sv.pool);
         }
+        up_oauth_set_free(sv.oauth);
         uv_run(sv.loop, UV_RUN_DEFAULT);
         uv_loop_close(sv.loop);
         free(sv.path);

@@ -159,7 +159,7 @@ size_t reply_upstream(char *out, size_t cap, int err, const char *where, const c
         break;
     case RELAY_E_NO_AUTH_MECH:
         code = "451 4.7.4";
-        what = "offers no AUTH mechanism relay25 supports (PLAIN, LOGIN, CRAM-MD5)";
+        what = "offers no AUTH mechanism relay25 supports (PLAIN, LOGIN, CRAM-MD5, XOAUTH2)";
         break;
     case RELAY_E_REFUSED:
         code = "451 4.4.0";

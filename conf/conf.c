@@ -35,11 +35,13 @@
 #define CONF_ITEM_MAX 128 /* one list item: an address or network */
 /* inih copies section and key names into 50-byte buffers (MAX_SECTION, MAX_NAME). */
 #define INI_NAME_MAX 49
-#define CONF_MAX_KEYS 64 /* dev_extra.keys is a 64-bit mask of key indexes */
-#define CONF_USER_MAX 32 /* login names (useradd's limit) */
+#define CONF_MAX_KEYS 128 /* dev_extra.keys is a bit mask of key indexes */
+#define CONF_USER_MAX 32  /* login names (useradd's limit) */
 #define CONF_DEFAULT_SPOOL_DIR "/var/spool/relay25"
 #define CONF_MAX_DURATION (365u * 86400u) /* max_queue_age, retry_min, retry_max */
 #define CONF_MAX_UP_CONNECTIONS 1000u     /* [upstream] max_connections */
+#define CONF_HTTPS_PORT 443
+#define CONF_MAX_ARGS 64 /* words of oauth_token_command */
 
 enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE, SECT_SENDMAIL };
 
@@ -52,6 +54,29 @@ enum line_kind {
 };
 
 enum pw_kind { PW_NONE, PW_FILE, PW_ENV, PW_INLINE, PW_CRED };
+
+/* The [device] oauth_* keys, for checks that need their lines after the file is read. */
+enum oauth_key {
+    OK_TOKEN_URL,
+    OK_CLIENT_ID,
+    OK_CLIENT_SECRET_FILE,
+    OK_CLIENT_SECRET_ENV,
+    OK_SCOPE,
+    OK_REFRESH_TOKEN_FILE,
+    OK_GRANT,
+    OK_TOKEN_COMMAND,
+    CONF_OAUTH_NKEYS
+};
+static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
+    "oauth_token_url",
+    "oauth_client_id",
+    "oauth_client_secret_file",
+    "oauth_client_secret_env",
+    "oauth_scope",
+    "oauth_refresh_token_file",
+    "oauth_grant",
+    "oauth_token_command",
+};
 
 /* Where a value came from, for messages: a file line (and key) or a variable. */
 struct where {
@@ -81,7 +106,12 @@ struct dev_extra {
     struct where pw_at;
     int match_given;
     struct where match_at;
-    uint64_t keys; /* bit i: conf_keys[i] was set in this section (policy inheritance) */
+    uint64_t keys[CONF_MAX_KEYS / 64]; /* bit i: conf_keys[i] was set in this section */
+    struct where auth_at;              /* auth = xoauth2 */
+    enum pw_kind oauth_secret;         /* oauth_client_secret_file (PW_FILE) or _env (PW_ENV) */
+    char *oauth_secret_arg;
+    struct where oauth_secret_at;
+    struct where oauth_at[CONF_OAUTH_NKEYS]; /* line of each oauth_* key, 0 when not set */
 };
 
 struct parse;
@@ -132,7 +162,8 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_on_failure, set_spool_dir, set_size_limit, set_duration, set_bounce, set_host, set_port,
     set_tls, set_ca_file, set_server_name, set_tls_verify, set_up_connections, set_upstream,
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
-    set_submit;
+    set_submit, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
+    set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -199,11 +230,21 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "mode", 0, set_mode, offsetof(struct conf_device, mode)},
     {SECT_DEVICE, "on_upstream_failure", 0, set_on_failure,
      offsetof(struct conf_device, on_failure)},
+    {SECT_DEVICE, "auth", 0, set_auth, 0},
+    {SECT_DEVICE, "oauth_token_url", 0, set_oauth_url, 0},
+    {SECT_DEVICE, "oauth_client_id", 0, set_oauth_text,
+     offsetof(struct conf_device, oauth.client_id)},
+    {SECT_DEVICE, "oauth_client_secret_file", 0, set_oauth_secret_file, 0},
+    {SECT_DEVICE, "oauth_client_secret_env", 0, set_oauth_secret_env, 0},
+    {SECT_DEVICE, "oauth_scope", 0, set_oauth_text, offsetof(struct conf_device, oauth.scope)},
+    {SECT_DEVICE, "oauth_refresh_token_file", 0, set_oauth_refresh_file, 0},
+    {SECT_DEVICE, "oauth_grant", 0, set_oauth_grant, 0},
+    {SECT_DEVICE, "oauth_token_command", 0, set_oauth_command, 0},
     {SECT_SENDMAIL, "submit", 0, set_submit, 0},
 };
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
 _Static_assert(CONF_NKEYS <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
-_Static_assert(CONF_MAX_KEYS <= 64, "dev_extra.keys is a uint64_t");
+_Static_assert(CONF_MAX_KEYS % 64 == 0, "dev_extra.keys is an array of uint64_t");
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
@@ -1272,6 +1313,321 @@ static int set_match(struct parse *p, const char *val, size_t len)
     return conf_each_item(p, val, len, conf_add_match);
 }
 
+/* ---- [device NAME]: auth = xoauth2 ------------------------------------------------------ */
+
+static int set_auth(struct parse *p, const char *val, size_t len)
+{
+    static const char *const words[] = {"password", "xoauth2"};
+    int k = conf_keyword(p, val, words, 2);
+
+    (void)len;
+    if (k < 0) {
+        return -1;
+    }
+    p->c->devices[p->cur].auth = k == 0 ? CONF_AUTH_PASSWORD : CONF_AUTH_XOAUTH2;
+    p->dx[p->cur].auth_at = conf_here(p);
+    return 0;
+}
+
+/* Remembers where an oauth_* key was set, for conf_check_oauth(). */
+static void conf_oauth_seen(struct parse *p)
+{
+    for (size_t k = 0; k < CONF_OAUTH_NKEYS; k++) {
+        if (strcmp(p->kd->name, conf_oauth_keys[k]) == 0) {
+            p->dx[p->cur].oauth_at[k] = conf_here(p);
+        }
+    }
+}
+
+/* No control characters: values end up in an HTTP request. */
+static int conf_valid_text(const char *s)
+{
+    for (; *s; s++) {
+        if ((unsigned char)*s < ' ' || *s == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* "https://host[:port][/path][?query]" (RFC 3986 §3) into o->host, o->port and
+ * o->path. Returns NULL, or why the URL is refused. */
+static const char *conf_parse_url(const char *url, struct conf_oauth *o)
+{
+    const char *a, *e, *h, *he, *port = NULL, *q;
+    uint64_t v = CONF_HTTPS_PORT;
+    size_t plen;
+
+    if (strncasecmp(url, "https://", 8) != 0) {
+        return strncasecmp(url, "http://", 7) == 0
+                   ? "plain http would expose the secrets; use https://"
+                   : "expected https://host/path";
+    }
+    if (!conf_valid_text(url) || strpbrk(url, " \t")) {
+        return "blank or control character";
+    }
+    a = url + 8;
+    e = a + strcspn(a, "/?#");
+    if (memchr(a, '@', (size_t)(e - a))) {
+        return "no user@ before the host";
+    }
+    if (*a == '[') {
+        struct in6_addr a6;
+        char v6[INET6_ADDRSTRLEN];
+
+        h = a + 1;
+        he = memchr(h, ']', (size_t)(e - h));
+        if (!he || (size_t)(he - h) >= sizeof(v6)) {
+            return "bad IPv6 address";
+        }
+        memcpy(v6, h, (size_t)(he - h));
+        v6[he - h] = '\0';
+        if (inet_pton(AF_INET6, v6, &a6) != 1) {
+            return "bad IPv6 address";
+        }
+        if (he + 1 < e) {
+            if (he[1] != ':') {
+                return "bad host";
+            }
+            port = he + 2;
+        }
+    } else {
+        h = a;
+        he = memchr(a, ':', (size_t)(e - a));
+        if (he) {
+            port = he + 1;
+        } else {
+            he = e;
+        }
+    }
+    if (he == h || (size_t)(he - h) > CONF_NAME_MAX) {
+        return "no host";
+    }
+    if (port) {
+        char digits[8];
+        size_t n = (size_t)(e - port);
+
+        if (n == 0 || n >= sizeof(digits)) {
+            return "bad port";
+        }
+        memcpy(digits, port, n);
+        digits[n] = '\0';
+        if (conf_parse_uint(digits, 65535, &v) != 0 || v == 0) {
+            return "bad port";
+        }
+    }
+    q = e + strcspn(e, "#"); /* the fragment is not sent (RFC 3986 §3.5) */
+    plen = (size_t)(q - e);
+    o->host = strndup(h, (size_t)(he - h));
+    o->path = malloc(plen + 2);
+    if (!o->host || !o->path) {
+        return NULL; /* the caller sees the missing copy */
+    }
+    o->port = (uint16_t)v;
+    snprintf(o->path, plen + 2, "%s%.*s", *e == '/' ? "" : "/", (int)plen, e);
+    return NULL;
+}
+
+static int set_oauth_url(struct parse *p, const char *val, size_t len)
+{
+    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
+    const char *why;
+
+    (void)len;
+    conf_oauth_seen(p);
+    why = conf_parse_url(val, o);
+    if (why) {
+        conf_fail_at(p, conf_here(p), "bad URL '%s' (%s)", val, why);
+        return -1;
+    }
+    if (!o->host || !o->path) {
+        return conf_oom(p);
+    }
+    o->token_url = conf_strdup(p, val);
+    return o->token_url ? 0 : -1;
+}
+
+/* oauth_client_id, oauth_scope: kept as written (form-encoded when sent). */
+static int set_oauth_text(struct parse *p, const char *val, size_t len)
+{
+    char **field = conf_field(p);
+
+    (void)len;
+    conf_oauth_seen(p);
+    if (!conf_valid_text(val)) {
+        conf_fail_at(p, conf_here(p), "control character in value");
+        return -1;
+    }
+    *field = conf_strdup(p, val);
+    return *field ? 0 : -1;
+}
+
+/* The client secret is read with the other secrets, once the file is parsed. */
+static int conf_oauth_secret(struct parse *p, enum pw_kind kind, const char *val)
+{
+    struct dev_extra *x = &p->dx[p->cur];
+    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
+    size_t n = strlen(val) + 6;
+
+    conf_oauth_seen(p);
+    if (x->oauth_secret != PW_NONE) {
+        conf_fail_at(p, conf_here(p),
+                     "give one of oauth_client_secret_file and oauth_client_secret_env");
+        return -1;
+    }
+    if (kind == PW_ENV && !conf_valid_env_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad variable name '%s'", val);
+        return -1;
+    }
+    x->oauth_secret = kind;
+    x->oauth_secret_at = conf_here(p);
+    x->oauth_secret_arg = conf_strdup(p, val);
+    o->client_secret_source = malloc(n);
+    if (!x->oauth_secret_arg || !o->client_secret_source) {
+        return conf_oom(p);
+    }
+    snprintf(o->client_secret_source, n, "%s %s", kind == PW_FILE ? "file" : "env", val);
+    return 0;
+}
+
+static int set_oauth_secret_file(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    return conf_oauth_secret(p, PW_FILE, val);
+}
+
+static int set_oauth_secret_env(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    return conf_oauth_secret(p, PW_ENV, val);
+}
+
+/* Absolute: rotated refresh tokens are written back (temp file + rename in its
+ * directory) long after startup, whatever the working directory is then. */
+static int set_oauth_refresh_file(struct parse *p, const char *val, size_t len)
+{
+    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
+
+    (void)len;
+    conf_oauth_seen(p);
+    if (val[0] != '/' || !conf_valid_text(val)) {
+        conf_fail_at(p, conf_here(p), "'%s' is not an absolute path (start it with '/')", val);
+        return -1;
+    }
+    o->refresh_token_file = conf_strdup(p, val);
+    return o->refresh_token_file ? 0 : -1;
+}
+
+static int set_oauth_grant(struct parse *p, const char *val, size_t len)
+{
+    static const char *const words[] = {"refresh_token", "client_credentials"};
+    int k;
+
+    (void)len;
+    conf_oauth_seen(p);
+    k = conf_keyword(p, val, words, 2);
+    if (k < 0) {
+        return -1;
+    }
+    p->c->devices[p->cur].oauth.grant =
+        k == 0 ? CONF_OAUTH_REFRESH_TOKEN : CONF_OAUTH_CLIENT_CREDENTIALS;
+    return 0;
+}
+
+static void conf_free_argv(char **argv)
+{
+    for (size_t i = 0; argv && argv[i]; i++) {
+        free(argv[i]);
+    }
+    free(argv);
+}
+
+/* Words of a command line: blanks separate, '...' and "..." quote, a backslash
+ * escapes the next character (not inside '...'). No shell: no variables, globs or
+ * pipes. Returns NULL with *out set, or why the line is refused. */
+static const char *conf_split_words(const char *s, char ***out)
+{
+    char **argv = calloc(CONF_MAX_ARGS + 1, sizeof(*argv));
+    size_t n = 0, cap = strlen(s) + 1;
+    const char *why = NULL;
+
+    *out = NULL;
+    if (!argv) {
+        return "out of memory";
+    }
+    while (!why) {
+        char *w, quote = 0;
+        size_t wl = 0;
+
+        while (*s == ' ' || *s == '\t') {
+            s++;
+        }
+        if (!*s) {
+            break;
+        }
+        if (n == CONF_MAX_ARGS) {
+            why = "too many words";
+            break;
+        }
+        if (!(w = malloc(cap))) {
+            why = "out of memory";
+            break;
+        }
+        argv[n++] = w;
+        for (; *s && (quote || (*s != ' ' && *s != '\t')); s++) {
+            if (quote && *s == quote) {
+                quote = 0;
+            } else if (!quote && (*s == '\'' || *s == '"')) {
+                quote = *s;
+            } else if (*s == '\\' && quote != '\'') {
+                if (!s[1]) {
+                    why = "backslash at the end";
+                    break;
+                }
+                w[wl++] = *++s;
+            } else {
+                w[wl++] = *s;
+            }
+        }
+        w[wl] = '\0';
+        if (quote && !why) {
+            why = "unterminated quote";
+        }
+    }
+    if (!why && n == 0) {
+        why = "empty command";
+    }
+    if (!why && argv[0][0] != '/') {
+        why = "give the program's absolute path";
+    }
+    if (why) {
+        conf_free_argv(argv);
+        return why;
+    }
+    *out = argv;
+    return NULL;
+}
+
+static int set_oauth_command(struct parse *p, const char *val, size_t len)
+{
+    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
+    const char *why;
+
+    (void)len;
+    conf_oauth_seen(p);
+    if (!conf_valid_text(val)) {
+        conf_fail_at(p, conf_here(p), "control character in value");
+        return -1;
+    }
+    why = conf_split_words(val, &o->argv);
+    if (why) {
+        conf_fail_at(p, conf_here(p), "bad command (%s)", why);
+        return -1;
+    }
+    o->command = conf_strdup(p, val);
+    return o->command ? 0 : -1;
+}
+
 /* ---- [sendmail] ----------------------------------------------------------------------- */
 
 /* Where the sendmail command submits: a relay25 daemon's listener. The port is
@@ -1486,7 +1842,7 @@ static int conf_apply(struct parse *p, const struct key_def *kd, const char *val
         p->seen[idx] = p->lineno > 0 ? p->lineno : 1;
     }
     if (p->sect == SECT_DEVICE) {
-        p->dx[p->cur].keys |= UINT64_C(1) << idx;
+        p->dx[p->cur].keys[idx / 64] |= UINT64_C(1) << (idx % 64);
     }
     if (p->sect == SECT_RELAY && !p->relay_seen[idx]) {
         p->relay_seen[idx] = p->seen[idx];
@@ -1963,7 +2319,7 @@ static int conf_dev_given(const struct parse *p, size_t i, const char *name)
 {
     size_t idx = (size_t)(conf_find_key(SECT_DEVICE, name) - conf_keys);
 
-    return (int)((p->dx[i].keys >> idx) & 1u);
+    return (int)((p->dx[i].keys[idx / 64] >> (idx % 64)) & 1u);
 }
 
 /* A device that does not set a policy or delivery key gets the [relay] value. */
@@ -2045,6 +2401,69 @@ static int conf_resolve_upstreams(struct parse *p, size_t i)
     return 0;
 }
 
+/* auth = xoauth2 takes exactly one token source; keys of another source, or oauth_*
+ * keys without auth = xoauth2, are mistakes worth a message. */
+static int conf_check_oauth(struct parse *p, size_t i)
+{
+    struct conf_device *d = &p->c->devices[i];
+    const struct dev_extra *x = &p->dx[i];
+    const struct where *at = x->oauth_at;
+    struct conf_oauth *o = &d->oauth;
+
+    if (d->auth != CONF_AUTH_XOAUTH2) {
+        for (size_t k = 0; k < CONF_OAUTH_NKEYS; k++) {
+            if (at[k].key) {
+                conf_fail_at(p, at[k], "only used with auth = xoauth2 (in [device %s])", d->name);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (x->pw != PW_NONE) {
+        conf_fail_at(p, x->pw_at, "not used with auth = xoauth2 (an OAuth2 token replaces it)");
+        return -1;
+    }
+    if (at[OK_TOKEN_COMMAND].key) {
+        for (size_t k = 0; k < OK_TOKEN_COMMAND; k++) {
+            if (at[k].key) {
+                conf_fail_at(p, at[k],
+                             "not used with oauth_token_command (the command gets "
+                             "the token)");
+                return -1;
+            }
+        }
+        o->grant = CONF_OAUTH_COMMAND;
+        return 0;
+    }
+    if (!at[OK_TOKEN_URL].key || !at[OK_CLIENT_ID].key) {
+        conf_fail_at(p, x->auth_at,
+                     "[device %s] needs oauth_token_url and oauth_client_id (or "
+                     "oauth_token_command)",
+                     d->name);
+        return -1;
+    }
+    if (o->grant == CONF_OAUTH_CLIENT_CREDENTIALS) {
+        if (at[OK_REFRESH_TOKEN_FILE].key) {
+            conf_fail_at(p, at[OK_REFRESH_TOKEN_FILE],
+                         "not used with oauth_grant = client_credentials");
+            return -1;
+        }
+        if (x->oauth_secret == PW_NONE) {
+            conf_fail_at(p, at[OK_GRANT],
+                         "client_credentials needs oauth_client_secret_file or "
+                         "oauth_client_secret_env");
+            return -1;
+        }
+    } else if (!at[OK_REFRESH_TOKEN_FILE].key) {
+        conf_fail_at(p, at[OK_GRANT].key ? at[OK_GRANT] : x->auth_at,
+                     "[device %s] needs oauth_refresh_token_file (or oauth_grant = "
+                     "client_credentials, or oauth_token_command)",
+                     d->name);
+        return -1;
+    }
+    return 0;
+}
+
 static int conf_finish_devices(struct parse *p)
 {
     struct conf *c = p->c;
@@ -2064,7 +2483,10 @@ static int conf_finish_devices(struct parse *p)
             conf_fail_at(p, sec, "[device %s] has no user", d->name);
             return -1;
         }
-        if (x->pw == PW_NONE) {
+        if (conf_check_oauth(p, i) != 0) {
+            return -1;
+        }
+        if (x->pw == PW_NONE && d->auth != CONF_AUTH_XOAUTH2) {
             conf_fail_at(p, sec,
                          "[device %s] needs exactly one of password_file, password_env, "
                          "password",
@@ -2083,6 +2505,32 @@ static int conf_finish_devices(struct parse *p)
     return 0;
 }
 
+/* The client secret and the refresh token of an auth = xoauth2 device. */
+static int conf_load_oauth_secrets(struct parse *p, size_t i)
+{
+    struct conf_oauth *o = &p->c->devices[i].oauth;
+    const struct dev_extra *x = &p->dx[i];
+    char msg[512];
+
+    if (x->oauth_secret != PW_NONE) {
+        o->client_secret = x->oauth_secret == PW_FILE
+                               ? auth_secret_file(x->oauth_secret_arg, msg, sizeof(msg))
+                               : auth_secret_env(x->oauth_secret_arg, msg, sizeof(msg));
+        if (!o->client_secret) {
+            conf_fail_at(p, x->oauth_secret_at, "%s", msg);
+            return -1;
+        }
+    }
+    if (o->grant == CONF_OAUTH_REFRESH_TOKEN) {
+        o->refresh_token = auth_secret_file(o->refresh_token_file, msg, sizeof(msg));
+        if (!o->refresh_token) {
+            conf_fail_at(p, x->oauth_at[OK_REFRESH_TOKEN_FILE], "%s", msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Secrets are read now, at load time, so a missing one stops startup or reload. */
 static int conf_load_secrets(struct parse *p)
 {
@@ -2090,6 +2538,13 @@ static int conf_load_secrets(struct parse *p)
         struct conf_device *d = &p->c->devices[i];
         struct dev_extra *x = &p->dx[i];
         char msg[512];
+
+        if (d->auth == CONF_AUTH_XOAUTH2) {
+            if (conf_load_oauth_secrets(p, i) != 0) {
+                return -1;
+            }
+            continue;
+        }
         if (x->pw == PW_CRED) {
             const char *dir = getenv("CREDENTIALS_DIRECTORY");
             char path[4096];
@@ -2152,6 +2607,7 @@ static void conf_parse_free(struct parse *p)
         }
         free(p->dx[i].ups);
         free(p->dx[i].pw_arg);
+        free(p->dx[i].oauth_secret_arg);
     }
     free(p->dx);
     free(p->ux);
@@ -2237,6 +2693,29 @@ static void conf_free_patterns(struct conf_patterns *pl)
     free(pl->items);
 }
 
+static void conf_wipe(char *secret)
+{
+    if (secret) {
+        explicit_bzero(secret, strlen(secret));
+        free(secret);
+    }
+}
+
+static void conf_free_oauth(struct conf_oauth *o)
+{
+    conf_wipe(o->client_secret);
+    conf_wipe(o->refresh_token);
+    free(o->token_url);
+    free(o->host);
+    free(o->path);
+    free(o->client_id);
+    free(o->client_secret_source);
+    free(o->scope);
+    free(o->refresh_token_file);
+    free(o->command);
+    conf_free_argv(o->argv);
+}
+
 void conf_free(struct conf *c)
 {
     if (!c) {
@@ -2254,6 +2733,7 @@ void conf_free(struct conf *c)
         free(d->ups); /* the upstreams themselves belong to c->upstreams */
         free(d->user);
         free(d->password_source);
+        conf_free_oauth(&d->oauth);
         conf_free_patterns(&d->allowed_senders);
         conf_free_patterns(&d->allowed_recipients);
     }

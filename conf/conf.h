@@ -70,16 +70,16 @@ struct conf_oauth {
 };
 
 struct conf_upstream {
-    char *name;              /* section name, "default" for the environment config */
-    char *host;              /* connect address (name or literal) */
-    uint16_t port;           /* default 587, or 465 for implicit */
-    enum conf_tls tls;       /* default starttls, implicit when port is 465 */
-    char *ca_file;           /* default /etc/ssl/certs/ca-certificates.crt */
-    char *server_name;       /* SNI and certificate name check; default: host */
-    int tls_verify;          /* 1 (default): chain and name verified; 0: user relaxed it */
-    const struct tls_ca *ca; /* loaded trust anchors (shared between upstreams with one ca_file) */
+    char *name;               /* section name, "default" for the environment config */
+    char *host;               /* connect address (name or literal) */
+    uint16_t port;            /* default 587, or 465 for implicit */
+    enum conf_tls tls;        /* default starttls, implicit when port is 465 */
+    char *ca_file;            /* default /etc/ssl/certs/ca-certificates.crt */
+    char *server_name;        /* SNI and certificate name check; default: host */
+    int tls_verify;           /* 1 (default): chain and name verified; 0: user relaxed it */
+    const struct tls_ca *ca;  /* loaded trust anchors (shared between upstreams with one ca_file) */
     unsigned max_connections; /* background deliveries at once to this upstream, default 4 */
-    int line;                /* line of the section header, for messages */
+    int line;                 /* line of the section header, for messages */
 };
 
 /* A token bucket rate: `count` events per `per_seconds` (e.g. "30/minute"). */
@@ -107,14 +107,14 @@ struct conf_device {
     size_t nups;
     enum conf_mode mode;             /* default: [relay] mode */
     enum conf_on_failure on_failure; /* default: [relay] on_upstream_failure */
-    char *user;                     /* upstream login */
-    char *password;                 /* secret; never logged; wiped in conf_free */
-    char *password_source;          /* "file /path", "env NAME", "inline": for `check` output */
-    enum conf_auth auth;            /* auth = password (default) | xoauth2 */
-    struct conf_oauth oauth;        /* auth = xoauth2 (password is then NULL) */
+    char *user;                      /* upstream login */
+    char *password;                  /* secret; never logged; wiped in conf_free */
+    char *password_source;           /* "file /path", "env NAME", "inline": for `check` output */
+    enum conf_auth auth;             /* auth = password (default) | xoauth2 */
+    struct conf_oauth oauth;         /* auth = xoauth2 (password is then NULL) */
     /* policy; when not set in the section, copied from [relay] */
-    struct conf_rate message_rate;   /* message_rate = 30/minute */
-    struct conf_rate recipient_rate; /* recipient_rate = 500/hour */
+    struct conf_rate message_rate;           /* message_rate = 30/minute */
+    struct conf_rate recipient_rate;         /* recipient_rate = 500/hour */
     struct conf_patterns allowed_senders;    /* allowed_senders = @example.com, a@b.c */
     struct conf_patterns allowed_recipients; /* allowed_recipients = example.org */
     int line;
@@ -147,21 +147,21 @@ struct conf {
     unsigned shutdown_timeout; /* SIGTERM: how long open sessions may finish, default 30 */
 
     /* limits (issue: hardening); 0 means unlimited where noted */
-    unsigned max_connections;        /* total inbound sessions, default 200; excess gets 421 4.7.0 */
-    unsigned max_connections_per_ip; /* default 20 */
-    unsigned max_recipients;         /* per message, default 1000; excess gets 452 4.5.3 */
-    uint64_t max_header_size;        /* header section bytes, default 1M; excess gets 552 5.3.4 */
-    unsigned max_errors;             /* syntax errors before 421, default 20 */
+    unsigned max_connections; /* total inbound sessions, default 200; excess gets 421 4.7.0 */
+    unsigned max_connections_per_ip;   /* default 20 */
+    unsigned max_recipients;           /* per message, default 1000; excess gets 452 4.5.3 */
+    uint64_t max_header_size;          /* header section bytes, default 1M; excess gets 552 5.3.4 */
+    unsigned max_errors;               /* syntax errors before 421, default 20 */
     unsigned max_commands_before_mail; /* non-transaction commands before the first MAIL,
                                           default 100 (0 = unlimited) */
     unsigned max_messages_per_session; /* default 1000 (0 = unlimited) */
-    unsigned session_timeout;        /* total session duration in seconds, default 3600 */
-    struct conf_rate message_rate;   /* [relay] defaults for devices; default unlimited */
+    unsigned session_timeout;          /* total session duration in seconds, default 3600 */
+    struct conf_rate message_rate;     /* [relay] defaults for devices; default unlimited */
     struct conf_rate recipient_rate;
     struct conf_patterns allowed_senders;
     struct conf_patterns allowed_recipients;
-    int proxy_protocol;              /* listeners expect a PROXY v1/v2 header */
-    struct cidr *proxy_from;         /* who may send one (required when proxy_protocol = yes) */
+    int proxy_protocol;      /* listeners expect a PROXY v1/v2 header */
+    struct cidr *proxy_from; /* who may send one (required when proxy_protocol = yes) */
     size_t nproxy_from;
 
     /* spool (durable store-and-forward) */
@@ -175,13 +175,13 @@ struct conf {
     enum conf_bounce bounce;         /* bounce = dsn | keep | drop */
 
     /* host integration */
-    char *user;             /* drop privileges to this user after binding; default "relay25"
-                               when started as root, ignored otherwise; "" keeps root (refused) */
-    int log_syslog;         /* log = stderr (0, default) | syslog (1) */
-    int log_json;           /* log_format = text (0, default) | json (1) */
+    char *user;     /* drop privileges to this user after binding; default "relay25"
+                       when started as root, ignored otherwise; "" keeps root (refused) */
+    int log_syslog; /* log = stderr (0, default) | syslog (1) */
+    int log_json;   /* log_format = text (0, default) | json (1) */
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
-    char *submit;           /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
+    char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
 
     unsigned refs; /* holders beyond the loader (conf_hold / conf_release) */
 

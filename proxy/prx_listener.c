@@ -218,3 +218,8 @@ void prx_server_set_pool(struct prx_server *srv, struct up_pool *pool)
 {
     srv->env.pool = pool;
 }
+
+void prx_server_set_oauth(struct prx_server *srv, struct up_oauth_set *set)
+{
+    srv->env.oauth = set;
+}

@@ -29,6 +29,9 @@ void prx_server_set_queue(struct prx_server *srv, struct up_queue *q);
 struct up_pool;
 /* Idle authenticated upstream sessions to reuse (NULL: none). */
 void prx_server_set_pool(struct prx_server *srv, struct up_pool *pool);
+struct up_oauth_set;
+/* OAuth2 token providers for auth = xoauth2 devices (must outlive the server). */
+void prx_server_set_oauth(struct prx_server *srv, struct up_oauth_set *set);
 /* Starts the shutdown; done runs once every handle of the server is closed,
  * after which the server is freed. */
 void prx_server_shutdown(struct prx_server *srv, prx_done_cb *done, void *arg);

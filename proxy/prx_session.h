@@ -15,6 +15,7 @@ struct prx_session;
 struct auth_bucket;
 struct up_queue;
 struct up_pool;
+struct up_oauth_set;
 
 /* A configuration snapshot as the sessions see it: sessions opened before a
  * reload keep theirs until they end. Rate-limit buckets belong to it (one per
@@ -31,9 +32,10 @@ struct prx_env {
     uv_loop_t *loop;
     struct prx_conf *cur; /* for new sessions */
     struct metrics *metrics;
-    struct up_queue *queue;   /* background delivery; NULL when nothing is spooled */
-    struct up_pool *pool;     /* idle authenticated upstream sessions; NULL: no reuse */
-    struct prx_session *head; /* live sessions */
+    struct up_queue *queue;     /* background delivery; NULL when nothing is spooled */
+    struct up_pool *pool;       /* idle authenticated upstream sessions; NULL: no reuse */
+    struct up_oauth_set *oauth; /* OAuth2 token providers (auth = xoauth2); may be NULL */
+    struct prx_session *head;   /* live sessions */
     size_t nsessions;
     int draining;                          /* SIGTERM: no new transactions */
     void (*on_empty)(struct prx_env *env); /* called when the last session went away */

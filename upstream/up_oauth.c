@@ -25,7 +25,9 @@
 #include "common/tls_ca.h"
 #include "conf/conf.h"
 
-#define UP_OAUTH_TIMEOUT_MS 30000u       /* a whole fetch: DNS, TLS, HTTP or the command */
+#ifndef UP_OAUTH_TIMEOUT_MS        /* tests may shorten it */
+#define UP_OAUTH_TIMEOUT_MS 30000u /* a whole fetch: DNS, TLS, HTTP or the command */
+#endif
 #define UP_OAUTH_RESP_MAX (64u * 1024u)  /* response or command output */
 #define UP_OAUTH_TOKEN_MAX 16384u        /* Microsoft's JWTs are a few KiB */
 #define UP_OAUTH_DEFAULT_TTL 3600u       /* expires_in is only RECOMMENDED (§5.1) */
@@ -240,7 +242,11 @@ static void up_oauth_fetch_end(struct up_oauth_fetch *f)
         f->tio = NULL;
     }
     if (f->running) {
-        uv_process_kill(&f->proc, SIGKILL); /* the exit callback closes the handle */
+        /* the whole process group: a shell's children too (the exit callback
+         * closes the handle) */
+        if (uv_kill(-f->proc.pid, SIGKILL) != 0) {
+            uv_process_kill(&f->proc, SIGKILL);
+        }
     }
     if (f->pipe_open) {
         f->pipe_open = 0;
@@ -305,17 +311,19 @@ static void up_oauth_notify(struct up_oauth *o, const char *token, const char *e
 static void up_oauth_finish(struct up_oauth *o, const char *token, unsigned ttl, const char *err)
 {
     uint64_t ms = uv_now(o->loop) - o->fetch_start;
+    struct up_oauth_fetch *f = o->fetch;
     char q[UP_OAUTH_ERR_MAX + 40];
 
-    if (o->fetch) {
-        struct up_oauth_fetch *f = o->fetch;
-        o->fetch = NULL;
-        up_oauth_fetch_end(f);
-    }
+    o->fetch = NULL;
     uv_timer_stop(&o->timer);
     up_oauth_enter_state(o, UP_OAUTH_IDLE);
     if (token) {
-        up_oauth_store(o, token, ttl);
+        up_oauth_store(o, token, ttl); /* token may point into the fetch's buffer */
+    }
+    if (f) {
+        up_oauth_fetch_end(f);
+    }
+    if (token) {
         log_info(0, "oauth", "device=%s event=token grant=%s expires_in=%u ms=%llu", o->device,
                  up_oauth_grant_name(o->grant), ttl, (unsigned long long)ms);
         up_oauth_notify(o, o->token, o->token ? NULL : "out of memory");
@@ -1133,6 +1141,7 @@ static void up_oauth_spawn(struct up_oauth *o, struct up_oauth_fetch *f)
     opt.stdio = io;
     opt.stdio_count = 3;
     opt.exit_cb = up_oauth_exit_cb;
+    opt.flags = UV_PROCESS_DETACHED; /* its own session and process group, for the kill */
     f->proc.data = f;
     r = uv_spawn(o->loop, &f->proc, &opt);
     f->refs++; /* the process handle is closed even when uv_spawn failed */

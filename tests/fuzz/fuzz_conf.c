@@ -71,7 +71,24 @@ static void check_conf(const struct conf *c)
     for (size_t i = 0; i < c->ndevices; i++) {
         const struct conf_device *d = &c->devices[i];
 
-        FUZZ_CHECK(d->name && d->user && d->password && d->password_source);
+        FUZZ_CHECK(d->name && d->user);
+        if (d->auth == CONF_AUTH_XOAUTH2) {
+            const struct conf_oauth *o = &d->oauth;
+
+            FUZZ_CHECK(d->password == NULL && d->password_source == NULL);
+            if (o->grant == CONF_OAUTH_COMMAND) {
+                FUZZ_CHECK(o->argv && o->argv[0] && o->argv[0][0] == '/' && o->command);
+                FUZZ_CHECK(o->token_url == NULL && o->client_id == NULL);
+            } else {
+                FUZZ_CHECK(o->token_url && o->host && o->host[0] && o->port > 0);
+                FUZZ_CHECK(o->path && o->path[0] == '/' && o->client_id && !o->argv);
+                FUZZ_CHECK(o->grant == CONF_OAUTH_CLIENT_CREDENTIALS
+                               ? o->client_secret && !o->refresh_token_file
+                               : o->refresh_token && o->refresh_token_file);
+            }
+        } else {
+            FUZZ_CHECK(d->password && d->password_source);
+        }
         FUZZ_CHECK(d->up >= c->upstreams && d->up < c->upstreams + c->nupstreams);
         FUZZ_CHECK(d->is_default ? d->nmatch == 0 : d->nmatch > 0);
         for (size_t j = 0; j < d->nmatch; j++) {

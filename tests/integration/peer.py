@@ -41,6 +41,18 @@ aiosmtpd 1.4.3 facts the tests rely on (checked against its smtp.py):
   * The Controller's readiness probe opens one connection itself; this module
     binds that probe to a known port and leaves it out of the records.
 
+XOAUTH2 (Peer(xoauth2=True)): AUTH XOAUTH2 is offered too (aiosmtpd 1.4.3 finds
+auth_<MECH> methods on the SMTP object and the handler; other peers exclude it
+with auth_exclude_mechanism). A token is accepted when it is in peer.tokens (a
+set the test changes at will; any user name). A refused token gets, per
+peer.xoauth2_error, "334 <base64 JSON>" then (after the client's empty line)
+"535 5.7.8" like Gmail, or "535 5.7.3" at once like Microsoft 365. Every attempt
+is in peer.xoauth2_attempts() as (conn, user, token, ok, error_reply). AUTH lines
+may be 12288 octets (RFC 4954 §4) on such a peer: the line limits are raised for
+it (so its DATA line limit is larger too).
+Peer(close_after_message=True) closes the connection after each end-of-DATA
+reply, so relay25 cannot reuse the authenticated session for the next message.
+
 Standalone (README demo upstream):
   /usr/bin/python3 tests/integration/peer.py --listen 127.0.0.1:0 \\
       --tls starttls|implicit|none --cert C --key K --user NAME:PASSWORD [--print]
@@ -48,7 +60,11 @@ prints "listening 127.0.0.1:PORT" once ready; runs until SIGINT/SIGTERM.
 """
 
 import argparse
+import asyncio
+import base64
+import collections
 import dataclasses
+import json
 import logging
 import re
 import signal
@@ -59,7 +75,7 @@ import threading
 from typing import List, Optional, Tuple
 
 from aiosmtpd.controller import Controller, _server_to_client_ssl_ctx
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
 DATA_REPLIES = {
     "451": "451 4.3.0 try later",
@@ -68,6 +84,8 @@ DATA_REPLIES = {
     "554": "554 5.7.1 spam",
 }
 REJECT_PREFIX = "reject"
+XOAUTH2_LINE_MAX = 12288  # RFC 4954 §4: AUTH command lines
+XOAUTH2_RE = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]+)\x01\x01")
 DEFAULT_DATA_SIZE_LIMIT = 64 * 1024 * 1024
 ALLOWED_BEFORE_STARTTLS = ("EHLO", "HELO", "NOOP", "QUIT", "STARTTLS")
 
@@ -149,6 +167,47 @@ class _PeerSMTP(SMTP):
         self._conn = None
         self._smtp_methods = {name: self._recorded(name, m)
                               for name, m in self._smtp_methods.items()}
+        if peer.xoauth2:
+            # instance-level limits: aiosmtpd's class-level dict is shared and cleared
+            self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+            self.command_size_limits["AUTH"] = XOAUTH2_LINE_MAX
+            self._stream_reader._limit = XOAUTH2_LINE_MAX + 2  # the reader _reader will be
+
+    async def auth_XOAUTH2(self, _, args):
+        """SASL XOAUTH2 (Google / Microsoft): base64 of
+        "user=" user ^A "auth=Bearer " token ^A ^A, as initial response or after 334."""
+        if len(args) == 1:
+            blob = await self.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        m = XOAUTH2_RE.fullmatch(blob)
+        if not m:
+            await self.push("501 5.5.2 malformed XOAUTH2 response")
+            return AuthResult(success=False, handled=True)
+        user = m.group(1).decode("utf-8", "replace")
+        token = m.group(2).decode("ascii", "replace")
+        ok = token in self._peer.tokens
+        self._peer._auth_result(self._conn, "XOAUTH2", user, ok)
+        if ok:
+            self._peer._xoauth2(self._conn, user, token, True, None)
+            return AuthResult(success=True, auth_data=user)
+        if self._peer.xoauth2_error == "334":
+            err = json.dumps({"status": "401", "schemes": "Bearer",
+                              "scope": "https://mail.google.com/"})
+            await self.push("334 " + base64.b64encode(err.encode()).decode())
+            answer = await self._reader.readline()
+            self._peer._xoauth2(self._conn, user, token, False, answer)
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 Username and Password not accepted")
+        self._peer._xoauth2(self._conn, user, token, False, None)
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.3 Authentication unsuccessful")
 
     def _recorded(self, verb, method):
         async def wrapper(arg):
@@ -196,7 +255,11 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         content = bytes(envelope.original_content)
-        return self.peer._data(server._conn, session, envelope, content)
+        reply = self.peer._data(server._conn, session, envelope, content)
+        if self.peer.close_after_message:
+            # runs after the reply is written (push writes before it awaits)
+            asyncio.get_running_loop().call_soon(server.transport.close)
+        return reply
 
     async def handle_exception(self, error):
         return "421 4.3.0 peer error: %s" % type(error).__name__
@@ -247,7 +310,7 @@ class Peer:
 
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
-                 on_message=None, on_auth=None):
+                 on_message=None, on_auth=None, xoauth2=False, close_after_message=False):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -257,6 +320,11 @@ class Peer:
         self.host = host
         self.port = None
         self.on_message, self.on_auth = on_message, on_auth
+        self.xoauth2 = xoauth2
+        self.tokens = set()          # XOAUTH2 tokens accepted; the test changes it
+        self.xoauth2_error = "334"   # "334": Gmail-style error challenge; "535": at once
+        self.close_after_message = close_after_message
+        self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._ignore = set()
@@ -271,6 +339,8 @@ class Peer:
         kw = dict(server_hostname=hostname, ident="relay25-test-peer",
                   data_size_limit=data_size_limit, auth_required=True,
                   authenticator=_authenticator(self), timeout=120)
+        if not xoauth2:
+            kw.update(auth_exclude_mechanism=["XOAUTH2"])
         if tls == "starttls":
             kw.update(tls_context=ctx, auth_require_tls=True)  # STARTTLS enforced in _PeerSMTP
         else:
@@ -326,6 +396,11 @@ class Peer:
         """Every completed DATA, including those answered 4xx/5xx."""
         with self._lock:
             return list(self._msgs)
+
+    def xoauth2_attempts(self):
+        """[(conn, user, token, ok, answer to the error challenge or None)]."""
+        with self._lock:
+            return list(self._xoauth2_log)
 
     def commands(self, verb=None) -> List[Tuple[int, str, str]]:
         """(connection id, VERB, argument) over all connections, in order per connection."""
@@ -387,6 +462,11 @@ class Peer:
                 self._auths.append(attempt)
         if self.on_auth:
             self.on_auth(attempt)
+
+    def _xoauth2(self, conn, user, token, ok, answer):
+        if conn.id >= 0:
+            with self._lock:
+                self._xoauth2_log.append((conn.id, user, token, ok, answer))
 
     def _error(self, conn, text):
         with self._lock:

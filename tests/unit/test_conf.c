@@ -2,7 +2,7 @@
  * fresh temp dir and from RELAY25_* variables; every error's "file:line:" prefix,
  * limits, rates and address policy (with [device] inheritance), the spool keys and
  * upstream failover lists, secrets
- * (auth/auth_secret.c) and source-IP mapping (auth/auth_map.c). */
+ * (auth/auth_secret.c), auth = xoauth2 and source-IP mapping (auth/auth_map.c). */
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
@@ -1791,6 +1791,185 @@ static void test_ca(void)
     }
 }
 
+/* auth = xoauth2: the token sources, their keys' checks and secrets. Paths are
+ * absolute (the refresh token file must be), under the test's temp dir. */
+static void test_oauth(void)
+{
+    char err[512], text[2048], rt[400], cs[400];
+    const char *dev = "[device default]\nuser = scanner@contoso.com\nauth = xoauth2\n";
+    struct conf *c;
+
+    snprintf(rt, sizeof(rt), "%s/refresh.token", tmpdir);
+    snprintf(cs, sizeof(cs), "%s/client.secret", tmpdir);
+    write_file(rt, "rt-s3cret-0\n", 12);
+    write_file(cs, "cs-s3cret\n", 10);
+
+    /* refresh_token grant (the default), client secret from a file */
+    snprintf(text, sizeof(text),
+             UP "%soauth_token_url = https://login.microsoftonline.com/contoso/oauth2/v2.0/token\n"
+                "oauth_client_id = 1234-abcd\noauth_client_secret_file = %s\n"
+                "oauth_scope = https://outlook.office.com/SMTP.Send offline_access\n"
+                "oauth_refresh_token_file = %s\n",
+             dev, cs, rt);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        const struct conf_device *d = &c->devices[0];
+        ASSERT_EQ(d->auth, CONF_AUTH_XOAUTH2);
+        ASSERT_EQ(d->oauth.grant, CONF_OAUTH_REFRESH_TOKEN);
+        ASSERT_TRUE(d->password == NULL);
+        ASSERT_STREQ(d->oauth.host, "login.microsoftonline.com");
+        ASSERT_EQ(d->oauth.port, 443);
+        ASSERT_STREQ(d->oauth.path, "/contoso/oauth2/v2.0/token");
+        ASSERT_STREQ(d->oauth.client_id, "1234-abcd");
+        ASSERT_STREQ(d->oauth.client_secret, "cs-s3cret");
+        ASSERT_TRUE(strncmp(d->oauth.client_secret_source, "file /", 6) == 0);
+        ASSERT_STREQ(d->oauth.scope, "https://outlook.office.com/SMTP.Send offline_access");
+        ASSERT_STREQ(d->oauth.refresh_token_file, rt);
+        ASSERT_STREQ(d->oauth.refresh_token, "rt-s3cret-0");
+        ASSERT_TRUE(d->oauth.argv == NULL);
+    }
+    conf_free(c);
+
+    /* public client (no secret), URL with port, query, fragment; IPv6 literal */
+    snprintf(text, sizeof(text),
+             UP "%soauth_token_url = https://idp.example:8443/t?tenant=a#frag\n"
+                "oauth_client_id = c\noauth_refresh_token_file = %s\n",
+             dev, rt);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->devices[0].oauth.port, 8443);
+        ASSERT_STREQ(c->devices[0].oauth.path, "/t?tenant=a");
+        ASSERT_TRUE(c->devices[0].oauth.client_secret == NULL);
+        ASSERT_TRUE(c->devices[0].oauth.scope == NULL);
+    }
+    conf_free(c);
+    snprintf(text, sizeof(text),
+             UP "%soauth_token_url = https://[::1]:9443\noauth_client_id = c\n"
+                "oauth_refresh_token_file = %s\n",
+             dev, rt);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->devices[0].oauth.host, "::1");
+        ASSERT_STREQ(c->devices[0].oauth.path, "/");
+    }
+    conf_free(c);
+
+    /* client_credentials (Microsoft 365 app-only), secret from the environment */
+    setenv("RELAY25_TEST_OAUTH_SECRET", "env-s3cret", 1);
+    c = load_text(UP "[device default]\nuser = u@contoso.com\nauth = xoauth2\n"
+                     "oauth_grant = client_credentials\n"
+                     "oauth_token_url = https://login.example/t\noauth_client_id = c\n"
+                     "oauth_client_secret_env = RELAY25_TEST_OAUTH_SECRET\n"
+                     "oauth_scope = https://outlook.office365.com/.default\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->devices[0].oauth.grant, CONF_OAUTH_CLIENT_CREDENTIALS);
+        ASSERT_STREQ(c->devices[0].oauth.client_secret, "env-s3cret");
+        ASSERT_STREQ(c->devices[0].oauth.client_secret_source, "env RELAY25_TEST_OAUTH_SECRET");
+        ASSERT_TRUE(c->devices[0].oauth.refresh_token == NULL);
+    }
+    conf_free(c);
+
+    /* a token command: words, quotes and backslashes, no shell */
+    c = load_text(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                     "oauth_token_command = /usr/bin/get-token --user \"a b\" 'c \"d' e\\ f\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        char **v = c->devices[0].oauth.argv;
+        ASSERT_EQ(c->devices[0].oauth.grant, CONF_OAUTH_COMMAND);
+        ASSERT_STREQ(v[0], "/usr/bin/get-token");
+        ASSERT_STREQ(v[1], "--user");
+        ASSERT_STREQ(v[2], "a b");
+        ASSERT_STREQ(v[3], "c \"d");
+        ASSERT_STREQ(v[4], "e f");
+        ASSERT_TRUE(v[5] == NULL);
+    }
+    conf_free(c);
+
+    /* errors name the line and the key */
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = oauth\n",
+               CONF ":5: auth: ", "bad value 'oauth' (password or xoauth2)");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\noauth_client_id = c\n",
+               CONF ":6: oauth_client_id: ", "only used with auth = xoauth2");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\npassword = p\n",
+               CONF ":6: password: ", "not used with auth = xoauth2");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n",
+               CONF ":5: auth: ", "needs oauth_token_url and oauth_client_id");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_client_id = c\n"
+                  "oauth_token_url = https://h/t\n",
+               CONF ":5: auth: ", "needs oauth_refresh_token_file");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_client_id = c\n"
+                  "oauth_token_url = https://h/t\noauth_grant = client_credentials\n",
+               CONF ":8: oauth_grant: ", "needs oauth_client_secret_file or");
+    EXPECT_ERR(
+        UP "[device default]\nuser = u\nauth = xoauth2\noauth_grant = password\n",
+        CONF ":6: oauth_grant: ", "bad value 'password' (refresh_token or client_credentials)");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_url = http://h/t\n",
+               CONF ":6: oauth_token_url: ", "plain http would expose the secrets");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_url = https:///t\n",
+               CONF ":6: oauth_token_url: ", "no host");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_url = https://h:0/\n",
+               CONF ":6: oauth_token_url: ", "bad port");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_token_url = https://me:pw@h/t\n",
+               CONF ":6: oauth_token_url: ", "no user@");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_token_url = https://[zz]/t\n",
+               CONF ":6: oauth_token_url: ", "bad IPv6 address");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_refresh_token_file = refresh.token\n",
+               CONF ":6: oauth_refresh_token_file: ", "not an absolute path");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_command = get-token\n",
+               CONF ":6: oauth_token_command: ", "give the program's absolute path");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_token_command = /bin/x 'open\n",
+               CONF ":6: oauth_token_command: ", "unterminated quote");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_token_command = /bin/x\noauth_client_id = c\n",
+               CONF ":7: oauth_client_id: ", "not used with oauth_token_command");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\n"
+                  "oauth_client_secret_env = A\noauth_client_secret_file = /x\n",
+               CONF ":7: oauth_client_secret_file: ", "give one of");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\noauth_client_secret_env = 1A\n",
+               CONF ":6: oauth_client_secret_env: ", "bad variable name");
+    snprintf(text, sizeof(text),
+             UP "%soauth_grant = client_credentials\noauth_token_url = https://h/t\n"
+                "oauth_client_id = c\noauth_client_secret_file = %s\n"
+                "oauth_refresh_token_file = %s\n",
+             dev, cs, rt);
+    expect_err_at(__LINE__, text, CONF ":10: oauth_refresh_token_file: ",
+                  "not used with oauth_grant = client_credentials");
+    /* unreadable secrets: at their key's line */
+    expect_err_at(__LINE__,
+                  UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_url = https://h/t\n"
+                     "oauth_client_id = c\noauth_refresh_token_file = /nonexistent/rt\n",
+                  CONF ":8: oauth_refresh_token_file: ", "/nonexistent/rt");
+    unsetenv("RELAY25_TEST_OAUTH_SECRET");
+    expect_err_at(__LINE__,
+                  UP "[device default]\nuser = u\nauth = xoauth2\noauth_token_url = https://h/t\n"
+                     "oauth_client_id = c\noauth_grant = client_credentials\n"
+                     "oauth_client_secret_env = RELAY25_TEST_OAUTH_SECRET\n",
+                  CONF ":9: oauth_client_secret_env: ", "RELAY25_TEST_OAUTH_SECRET");
+
+    /* no message shows the client secret or the refresh token */
+    snprintf(text, sizeof(text),
+             UP "%soauth_token_url = https://h/t\noauth_client_id = c\n"
+                "oauth_client_secret_file = %s\noauth_refresh_token_file = %s\nupstream = nope\n",
+             dev, cs, rt);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strstr(err, "no [upstream nope]") != NULL);
+    ASSERT_TRUE(strstr(err, "s3cret") == NULL);
+    conf_free(c);
+    unlink(rt);
+    unlink(cs);
+}
+
 static void cleanup(void)
 {
     DIR *d = opendir(".");
@@ -1831,6 +2010,7 @@ int main(void)
     test_credentials();
     test_env();
     test_ca();
+    test_oauth();
     cleanup();
     return CHECK_DONE();
 }
