@@ -9,6 +9,8 @@
 
 #include <uv.h>
 
+#include <bearssl.h>
+
 #include "cli/cli.h"
 #include "common/log.h"
 #include "common/reply.h"
@@ -71,6 +73,27 @@ static void check_print(const struct conf *c)
     }
     printf("\n");
     check_print_list("allow", c->allow, c->nallow);
+    if (c->tls_cert_file) {
+        printf("inbound tls: cert %s key %s min_version %s%s", c->tls_cert_file, c->tls_key_file,
+               c->tls_min_version == BR_TLS10   ? "1.0"
+               : c->tls_min_version == BR_TLS11 ? "1.1"
+                                                : "1.2",
+               c->ntls_listen ? ", implicit on" : "");
+        for (size_t i = 0; i < c->ntls_listen; i++) {
+            printf("%s%s", i ? ", " : " ", c->tls_listen[i].text);
+        }
+        printf("\n");
+        if (c->tls_min_version < BR_TLS12) {
+            printf("warning: tls_min_version = %s allows TLS versions with known weaknesses; use "
+                   "1.2 unless old devices need it\n",
+                   c->tls_min_version == BR_TLS10 ? "1.0" : "1.1");
+        }
+    }
+    if (c->users_file) {
+        printf("inbound auth: %zu users from %s, %s\n", c->nusers, c->users_file,
+               c->allow_plaintext_auth ? "also without TLS (allow_plaintext_auth = yes)"
+                                       : "over TLS only");
+    }
     printf("hostname %s, max_message_size %llu\n", c->hostname,
            (unsigned long long)c->max_message_size);
     for (size_t i = 0; i < c->nupstreams; i++) {

@@ -29,6 +29,9 @@ int cli_queue(int argc, char **argv);
  * <spool_dir>/q (failed: <spool_dir>/failed), as text lines or a JSON array. */
 int cli_queue_list(const char *spool_dir, int failed, int json);
 
+/* `relay25 passwd LOGIN`: prints "LOGIN:HASH" for users_file (inbound AUTH). */
+int cli_passwd(int argc, char **argv);
+
 /* Which configuration to use: -c FILE, else $RELAY25_CONFIG, else the
  * RELAY25_* environment when RELAY25_UPSTREAM is set, else
  * /etc/relay25/relay25.conf. Prints "relay25: <error>" and returns NULL on failure. */

@@ -1,4 +1,4 @@
-/* main: dispatches `relay25 serve|check|sendmail|health|queue` (and the sendmail and
+/* main: dispatches `relay25 serve|check|sendmail|health|queue|passwd` (and the sendmail and
  * mailq names, when called through a symlink) and prints usage. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@ static void usage(FILE *f)
                "       relay25 health [-c FILE] [--timeout SECONDS] [HOST:PORT]\n"
                "       relay25 queue [-c FILE] [--json] list [--failed] | show ID | flush [ID] |\n"
                "                     delete ID | delete [--failed] --all | retry-failed\n"
+               "       relay25 passwd LOGIN\n"
                "       relay25 --version\n"
                "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"
                "is set, else " RELAY25_DEFAULT_CONFIG ".\n");
@@ -81,6 +82,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "queue") == 0) {
         return cli_queue(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "passwd") == 0) {
+        return cli_passwd(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("relay25 %s\n", RELAY25_VERSION);

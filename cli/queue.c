@@ -441,6 +441,7 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
     }
     q_clean(m->env.device);
     q_clean(m->env.user);
+    q_clean(m->env.route);
     q_clean(m->env.client);
     q_clean(m->env.helo);
     q_clean(m->env.body);
@@ -920,6 +921,9 @@ static void q_show_text(const struct q_msg *m, char **lines, size_t nlines, int 
                q_size_long(m->size, size, sizeof(size)));
         printf("Device:    %s\n", m->env.device);
         printf("User:      %s\n", m->env.user);
+        if (m->env.route[0]) {
+            printf("Route:     %s\n", m->env.route);
+        }
         printf("Client:    %s\n", m->env.client);
         printf("HELO:      %s\n", m->env.helo[0] ? m->env.helo : "-");
         printf("Body:      %s\n", m->env.body[0] ? m->env.body : "-");

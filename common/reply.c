@@ -45,6 +45,22 @@ static const struct {
     [REPLY_TOO_MANY_MESSAGES] = R("421 4.7.0 Error: too many messages in this session, closing "
                                   "connection"),
     [REPLY_HEADER_TOO_BIG] = R("552 5.3.4 Error: message header section exceeds fixed limit"),
+    [REPLY_STARTTLS] = R("220 2.0.0 Ready to start TLS"),
+    [REPLY_STARTTLS_IN_TXN] = R("503 5.5.1 Error: STARTTLS not allowed during a mail transaction"),
+    [REPLY_TLS_ACTIVE] = R("503 5.5.1 Error: TLS already active"),
+    [REPLY_TLS_UNAVAILABLE] = R("454 4.7.0 TLS not available due to temporary reason"),
+    [REPLY_NEED_EHLO] = R("503 5.5.1 Error: send EHLO first"),
+    [REPLY_AUTH_OK] = R("235 2.7.0 Authentication successful"),
+    [REPLY_AUTH_FAILED] = R("535 5.7.8 Authentication credentials invalid"),
+    [REPLY_AUTH_NEED_TLS] = R("538 5.7.11 Encryption required for requested authentication "
+                              "mechanism"),
+    [REPLY_AUTH_REQUIRED] = R("530 5.7.0 Authentication required"),
+    [REPLY_AUTH_TWICE] = R("503 5.5.1 Error: already authenticated"),
+    [REPLY_AUTH_IN_TXN] = R("503 5.5.1 Error: AUTH not allowed during a mail transaction"),
+    [REPLY_AUTH_MECH] = R("504 5.5.4 Unrecognized authentication type"),
+    [REPLY_AUTH_CANCELLED] = R("501 5.0.0 Authentication cancelled"),
+    [REPLY_AUTH_SYNTAX] = R("501 5.5.2 Error: cannot decode the AUTH response"),
+    [REPLY_AUTH_TEMP] = R("454 4.7.0 Temporary authentication failure"),
 };
 
 const char *reply_canned(enum reply_id id, size_t *len)

@@ -55,6 +55,21 @@ enum reply_id {
     REPLY_TOO_MANY_COMMANDS, /* 421 4.7.0 max_commands_before_mail */
     REPLY_TOO_MANY_MESSAGES, /* 421 4.7.0 max_messages_per_session */
     REPLY_HEADER_TOO_BIG,    /* 552 5.3.4 max_header_size */
+    REPLY_STARTTLS,          /* 220 2.0.0 Ready to start TLS (RFC 3207) */
+    REPLY_STARTTLS_IN_TXN,   /* 503 5.5.1 STARTTLS inside a transaction */
+    REPLY_TLS_ACTIVE,        /* 503 5.5.1 TLS already active */
+    REPLY_TLS_UNAVAILABLE,   /* 454 4.7.0 TLS not available */
+    REPLY_NEED_EHLO,         /* 503 5.5.1 send EHLO first (after STARTTLS) */
+    REPLY_AUTH_OK,           /* 235 2.7.0 (RFC 4954) */
+    REPLY_AUTH_FAILED,       /* 535 5.7.8 */
+    REPLY_AUTH_NEED_TLS,     /* 538 5.7.11 encryption required */
+    REPLY_AUTH_REQUIRED,     /* 530 5.7.0 authentication required */
+    REPLY_AUTH_TWICE,        /* 503 5.5.1 already authenticated */
+    REPLY_AUTH_IN_TXN,       /* 503 5.5.1 AUTH during a transaction */
+    REPLY_AUTH_MECH,         /* 504 5.5.4 unrecognized authentication type */
+    REPLY_AUTH_CANCELLED,    /* 501 5.0.0 */
+    REPLY_AUTH_SYNTAX,       /* 501 5.5.2 cannot decode the response */
+    REPLY_AUTH_TEMP,         /* 454 4.7.0 temporary authentication failure */
     REPLY_COUNT
 };
 

@@ -2,7 +2,8 @@
  * state machine we pump: SENDREC -> socket, socket -> RECVREC, RECVAPP -> the
  * caller, caller -> SENDAPP (BearSSL samples/client_basic.c, libtls-bearssl's
  * tls_run_until). Ciphertext is staged in the same read buffer plain mode uses.
- * TLS 1.2 only, no renegotiation. */
+ * Client or server (inbound STARTTLS / implicit TLS); TLS 1.2 (a server may
+ * accept 1.0/1.1 when configured), no renegotiation. */
 #include "common/tio.h"
 
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <bearssl.h>
 
 #include "common/tls_ca.h"
+#include "common/tls_cert.h"
 
 #define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
 #define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
@@ -34,7 +36,11 @@ struct tio_x509_any {
 };
 
 struct tio_tls {
-    br_ssl_client_context cc;
+    br_ssl_engine_context *eng; /* &cc.eng or &sc.eng */
+    union {
+        br_ssl_client_context cc;
+        br_ssl_server_context sc;
+    };
     br_x509_minimal_context xc;
     struct tio_x509_any any;
     unsigned char offered[32]; /* session ID offered for resumption */
@@ -208,7 +214,7 @@ static int tio_submit(struct tio *t, struct tio_wreq *w)
 /* Moves every ready TLS record to the socket. No callbacks run here. */
 static int tio_send_records(struct tio *t)
 {
-    br_ssl_engine_context *eng = &t->tls->cc.eng;
+    br_ssl_engine_context *eng = t->tls->eng;
 
     while (br_ssl_engine_current_state(eng) & BR_SSL_SENDREC) {
         size_t len;
@@ -249,7 +255,7 @@ static void tio_deliver_plain(struct tio *t)
 
 static void tio_pump_tls(struct tio *t)
 {
-    br_ssl_engine_context *eng = &t->tls->cc.eng;
+    br_ssl_engine_context *eng = t->tls->eng;
 
     while (!t->closing && !t->failed) {
         unsigned st = br_ssl_engine_current_state(eng);
@@ -404,7 +410,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
         t->rcap = TIO_RBUF_TLS;
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
-    eng = &tls->cc.eng;
+    eng = tls->eng = &tls->cc.eng;
     if (!verify) {
         tls->any.vtable = &tio_any_vtable;
         br_ssl_engine_set_x509(eng, &tls->any.vtable);
@@ -433,6 +439,61 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     return 0;
 }
 
+int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_version)
+{
+    struct tio_tls *tls;
+    br_ssl_engine_context *eng;
+    int r;
+
+    if (t->tls || t->closing || t->failed || !cert || cert->nchain == 0) {
+        return UV_EINVAL;
+    }
+    /* the 220 to STARTTLS goes out in clear before anything is encrypted */
+    if ((r = tio_flush(t)) < 0) {
+        return r;
+    }
+    tls = calloc(1, sizeof(*tls));
+    if (!tls) {
+        return UV_ENOMEM;
+    }
+    if (t->rcap < TIO_RBUF_TLS) {
+        char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
+        if (!nb) {
+            free(tls);
+            return UV_ENOMEM;
+        }
+        t->rbuf = nb;
+        t->rcap = TIO_RBUF_TLS;
+    }
+    if (cert->key_type == BR_KEYTYPE_EC) {
+        br_ssl_server_init_full_ec(&tls->sc, cert->chain, cert->nchain,
+                                   (unsigned)cert->issuer_key_type, &cert->ec);
+    } else {
+        br_ssl_server_init_full_rsa(&tls->sc, cert->chain, cert->nchain, &cert->rsa);
+    }
+    eng = tls->eng = &tls->sc.eng;
+    if (min_version < BR_TLS10 || min_version > BR_TLS12) {
+        min_version = BR_TLS12;
+    }
+    br_ssl_engine_set_versions(eng, (unsigned)min_version, BR_TLS12);
+    br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
+    br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
+    if (!br_ssl_server_reset(&tls->sc)) {
+        int e = br_ssl_engine_last_error(eng);
+        free(tls);
+        return TIO_ERR_TLS - e;
+    }
+    t->tls = tls;
+    /* RFC 3207 §4.2: commands pipelined behind STARTTLS in clear are discarded */
+    t->rlen = 0;
+    t->paused = 0;
+    t->gen++;
+    if (t->started) {
+        tio_process(t);
+    }
+    return 0;
+}
+
 int tio_tls_active(const struct tio *t)
 {
     return t->tls != NULL && t->handshake_done;
@@ -441,13 +502,13 @@ int tio_tls_active(const struct tio *t)
 const char *tio_tls_desc(const struct tio *t, char *buf, size_t len)
 {
     br_ssl_session_parameters sp;
-    const char *cs;
+    const char *cs, *ver;
 
     if (!t->tls || !t->handshake_done) {
         snprintf(buf, len, "none");
         return buf;
     }
-    br_ssl_engine_get_session_parameters(&t->tls->cc.eng, &sp);
+    br_ssl_engine_get_session_parameters(t->tls->eng, &sp);
     switch (sp.cipher_suite) {
     case BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
         cs = "ECDHE-ECDSA-AES128-GCM-SHA256";
@@ -471,10 +532,11 @@ const char *tio_tls_desc(const struct tio *t, char *buf, size_t len)
         cs = NULL;
         break;
     }
+    ver = sp.version == BR_TLS10 ? "TLSv1" : sp.version == BR_TLS11 ? "TLSv1.1" : "TLSv1.2";
     if (cs) {
-        snprintf(buf, len, "TLSv1.2:%s", cs);
+        snprintf(buf, len, "%s:%s", ver, cs);
     } else {
-        snprintf(buf, len, "TLSv1.2:0x%04x", (unsigned)sp.cipher_suite);
+        snprintf(buf, len, "%s:0x%04x", ver, (unsigned)sp.cipher_suite);
     }
     return buf;
 }
@@ -487,7 +549,7 @@ int tio_write(struct tio *t, const void *data, size_t len)
         return UV_EPIPE;
     }
     if (t->tls) {
-        br_ssl_engine_context *eng = &t->tls->cc.eng;
+        br_ssl_engine_context *eng = t->tls->eng;
         while (len > 0) {
             unsigned st = br_ssl_engine_current_state(eng);
             int r;
@@ -547,7 +609,7 @@ int tio_flush(struct tio *t)
         return UV_EPIPE;
     }
     if (t->tls) {
-        br_ssl_engine_flush(&t->tls->cc.eng, 0);
+        br_ssl_engine_flush(t->tls->eng, 0);
         return tio_send_records(t);
     }
     if (t->w && t->w->len > 0) {
@@ -660,7 +722,7 @@ int tio_tls_session(const struct tio *t, br_ssl_session_parameters *out, int *re
     if (!t->tls || !t->handshake_done) {
         return -1;
     }
-    br_ssl_engine_get_session_parameters(&t->tls->cc.eng, out);
+    br_ssl_engine_get_session_parameters(t->tls->eng, out);
     *resumed = t->tls->offered_len > 0 && out->session_id_len == t->tls->offered_len &&
                memcmp(out->session_id, t->tls->offered, t->tls->offered_len) == 0;
     return 0;

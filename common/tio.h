@@ -1,5 +1,5 @@
 /* tio: the byte pipe between a TCP stream and an SMTP parser. In plain mode it
- * passes bytes through; after tio_starttls_client() the BearSSL engine sits in
+ * passes bytes through; after tio_starttls_client() / _server() the BearSSL engine sits in
  * the middle (ciphertext on the socket, plaintext to and from the caller), so
  * SMTP code is the same in clear and in TLS. Owns its uv_tcp_t, buffers and TLS
  * context. Memory: 4 KiB read buffer (16 KiB with TLS) + queued writes (bounded by the caller via
@@ -14,6 +14,7 @@
 
 struct tio;
 struct tls_ca;
+struct tls_cert;
 
 /* Errors given to on_error: libuv codes (UV_EOF, UV_ECONNRESET...) or TLS
  * failures, which are TIO_ERR_TLS - <BearSSL error code>. */
@@ -55,6 +56,11 @@ void tio_pause(struct tio *t);
  * before tio_start(). on_handshake follows, or on_error. */
 int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify,
                         const br_ssl_session_parameters *resume);
+/* Switch to TLS as a server with cert (chain + key; EC or RSA), accepting
+ * min_version (BR_TLS10..BR_TLS12) up to TLS 1.2. Queued plaintext (the 220
+ * to STARTTLS) is flushed first; plaintext received but not consumed is
+ * discarded (RFC 3207 §4.2). Same calling rules as tio_starttls_client(). */
+int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_version);
 /* After the handshake: the session parameters to offer next time (resumption,
  * RFC 5246 §7.3, by session ID), and whether this handshake resumed one.
  * Returns 0, or -1 before the handshake. */

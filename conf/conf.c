@@ -23,6 +23,7 @@
 #include "auth/auth_secret.h"
 #include "common/log.h"
 #include "common/tls_ca.h"
+#include "common/tls_cert.h"
 
 #define CONF_DEFAULT_LISTEN "127.0.0.1:25"
 #define CONF_DEFAULT_CA "/etc/ssl/certs/ca-certificates.crt"
@@ -43,7 +44,7 @@
 #define CONF_HTTPS_PORT 443
 #define CONF_MAX_ARGS 64 /* words of oauth_token_command */
 
-enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE, SECT_SENDMAIL };
+enum sect { SECT_NONE, SECT_RELAY, SECT_UPSTREAM, SECT_DEVICE, SECT_SENDMAIL, SECT_ROUTE };
 
 /* How inih will treat the line the reader just returned (mirrors ini_parse_stream). */
 enum line_kind {
@@ -154,6 +155,7 @@ struct parse {
 
     struct up_extra *ux;  /* parallel to c->upstreams */
     struct dev_extra *dx; /* parallel to c->devices */
+    struct dev_extra *rx; /* parallel to c->routes: a route's upstream and password keys */
 };
 
 static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, set_received,
@@ -164,6 +166,10 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
     set_submit, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
+static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices;
+
+static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth,
+    set_login; /* inbound TLS and AUTH */
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -177,6 +183,13 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "shutdown_timeout", 0, set_timeout, offsetof(struct conf, shutdown_timeout)},
     {SECT_RELAY, "received_header", 0, set_received, 0},
     {SECT_RELAY, "bare_lf", 0, set_bare_lf, 0},
+    {SECT_RELAY, "tls_cert_file", 0, set_tls_file, offsetof(struct conf, tls_cert_file)},
+    {SECT_RELAY, "tls_key_file", 0, set_tls_file, offsetof(struct conf, tls_key_file)},
+    {SECT_RELAY, "tls_min_version", 0, set_tls_min_version, 0},
+    {SECT_RELAY, "tls_listen", 1, set_tls_listen, 0},
+    {SECT_RELAY, "users_file", 0, set_tls_file, offsetof(struct conf, users_file)},
+    {SECT_RELAY, "allow_plaintext_auth", 0, set_plaintext_auth, 0},
+    {SECT_DEVICE, "login", 0, set_login, 0},
     {SECT_RELAY, "log_level", 0, set_log_level, 0},
     {SECT_RELAY, "max_connections", 0, set_count, offsetof(struct conf, max_connections)},
     {SECT_RELAY, "max_connections_per_ip", 0, set_count,
@@ -221,6 +234,16 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "password_env", 0, set_password_env, 0},
     {SECT_DEVICE, "password", 0, set_password, 0},
     {SECT_DEVICE, "match", 1, set_match, 0},
+    {SECT_DEVICE, "rewrite_sender", 0, set_rewrite_sender, 0},
+    {SECT_DEVICE, "rewrite_from_header", 0, set_rewrite_from_header, 0},
+    {SECT_ROUTE, "senders", 1, set_patterns, offsetof(struct conf_route, senders)},
+    {SECT_ROUTE, "devices", 1, set_route_devices, 0},
+    {SECT_ROUTE, "upstream", 1, set_upstream, 0},
+    {SECT_ROUTE, "user", 0, set_user, 0},
+    {SECT_ROUTE, "password_file", 0, set_password_file, 0},
+    {SECT_ROUTE, "password_credential", 0, set_password_credential, 0},
+    {SECT_ROUTE, "password_env", 0, set_password_env, 0},
+    {SECT_ROUTE, "password", 0, set_password, 0},
     {SECT_DEVICE, "message_rate", 0, set_rate, offsetof(struct conf_device, message_rate)},
     {SECT_DEVICE, "recipient_rate", 0, set_rate, offsetof(struct conf_device, recipient_rate)},
     {SECT_DEVICE, "allowed_senders", 1, set_patterns,
@@ -490,6 +513,9 @@ static const char *conf_label(const struct parse *p, char *buf, size_t cap)
     case SECT_SENDMAIL:
         snprintf(buf, cap, "[sendmail]");
         break;
+    case SECT_ROUTE:
+        snprintf(buf, cap, "[route %s]", p->c->routes[p->cur].cred.name);
+        break;
     case SECT_NONE:
         snprintf(buf, cap, "(no section)");
         break;
@@ -505,7 +531,22 @@ static void *conf_field(const struct parse *p)
 {
     char *base = p->sect == SECT_DEVICE ? (char *)&p->c->devices[p->cur] : (char *)p->c;
 
+    if (p->sect == SECT_ROUTE) {
+        base = (char *)&p->c->routes[p->cur];
+    }
     return base + p->kd->off;
+}
+
+/* The device record the upstream and password keys fill: the device, or a route's
+ * credentials (struct conf_route), so both sections share one set of setters. */
+static struct conf_device *conf_cur_dev(const struct parse *p)
+{
+    return p->sect == SECT_ROUTE ? &p->c->routes[p->cur].cred : &p->c->devices[p->cur];
+}
+
+static struct dev_extra *conf_cur_dx(const struct parse *p)
+{
+    return p->sect == SECT_ROUTE ? &p->rx[p->cur] : &p->dx[p->cur];
 }
 
 /* Calls fn on each item of a list separated by commas and/or blanks. */
@@ -702,6 +743,86 @@ static int set_bare_lf(struct parse *p, const char *val, size_t len)
     return 0;
 }
 
+/* ---- inbound TLS and AUTH ---- */
+
+static int set_tls_file(struct parse *p, const char *val, size_t len)
+{
+    char **f = conf_field(p);
+
+    (void)len;
+    free(*f);
+    *f = conf_strdup(p, val);
+    return *f ? 0 : -1;
+}
+
+static int set_tls_min_version(struct parse *p, const char *val, size_t len)
+{
+    static const char *const words[] = {"1.0", "1.1", "1.2"};
+    int k = conf_keyword(p, val, words, 3);
+
+    (void)len;
+    if (k < 0) {
+        return -1;
+    }
+    p->c->tls_min_version = BR_TLS10 + k;
+    return 0;
+}
+
+static int conf_add_tls_listen(struct parse *p, const char *item)
+{
+    struct conf *c = p->c;
+    struct conf_listen l;
+    struct conf_listen *a;
+
+    memset(&l, 0, sizeof(l));
+    if (strlen(item) >= sizeof(l.text) || conf_parse_hostport(item, 465, &l.addr, &l.addrlen)) {
+        conf_fail_at(p, conf_here(p), "bad address '%s' (expected 127.0.0.1:465, [::]:465, ...)",
+                     item);
+        return -1;
+    }
+    memcpy(l.text, item, strlen(item) + 1);
+    a = conf_grow(c->tls_listen, c->ntls_listen, sizeof(*a));
+    if (!a) {
+        return conf_oom(p);
+    }
+    c->tls_listen = a;
+    a[c->ntls_listen++] = l;
+    return 0;
+}
+
+static int set_tls_listen(struct parse *p, const char *val, size_t len)
+{
+    return conf_each_item(p, val, len, conf_add_tls_listen);
+}
+
+static int set_plaintext_auth(struct parse *p, const char *val, size_t len)
+{
+    int b = conf_parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
+                     val);
+        return -1;
+    }
+    p->c->allow_plaintext_auth = b;
+    return 0;
+}
+
+static int set_login(struct parse *p, const char *val, size_t len)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+
+    (void)len;
+    if (!*val || strchr(val, ':') || !conf_valid_name(val)) {
+        conf_fail_at(p, conf_here(p), "bad login '%s' (no blanks, ':' or control characters)", val);
+        return -1;
+    }
+    free(d->login);
+    d->login = conf_strdup(p, val);
+    return d->login ? 0 : -1;
+}
+
 static int set_log_level(struct parse *p, const char *val, size_t len)
 {
     int l = log_level_parse(val);
@@ -793,7 +914,7 @@ static const char *conf_bad_pattern(const char *item, int senders)
 static int conf_add_pattern(struct parse *p, const char *item)
 {
     struct conf_patterns *pl = conf_field(p);
-    const char *why = conf_bad_pattern(item, strcmp(p->kd->name, "allowed_senders") == 0);
+    const char *why = conf_bad_pattern(item, strstr(p->kd->name, "senders") != NULL);
     char **a;
     char *d;
 
@@ -1127,7 +1248,7 @@ static int set_up_connections(struct parse *p, const char *val, size_t len)
 /* One name of `upstream = a, b`; names are resolved once all sections are read. */
 static int conf_add_upstream_name(struct parse *p, const char *item)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
     struct dev_up *a;
     char *name;
 
@@ -1159,7 +1280,7 @@ static int conf_add_upstream_name(struct parse *p, const char *item)
 
 static int set_upstream(struct parse *p, const char *val, size_t len)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
 
     if (!x->upstream_given) {
         x->upstream_given = 1;
@@ -1170,7 +1291,7 @@ static int set_upstream(struct parse *p, const char *val, size_t len)
 
 static int set_user(struct parse *p, const char *val, size_t len)
 {
-    struct conf_device *d = &p->c->devices[p->cur];
+    struct conf_device *d = conf_cur_dev(p);
 
     (void)len;
     d->user = conf_strdup(p, val);
@@ -1183,7 +1304,7 @@ static const char *const conf_pw_keys[] = {"", "password_file", "password_env", 
 /* Exactly one password source per device; the message never shows a value. */
 static int conf_pw_source(struct parse *p, enum pw_kind kind)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
     char label[96];
 
     if (x->pw != PW_NONE) {
@@ -1206,7 +1327,7 @@ static int conf_pw_source(struct parse *p, enum pw_kind kind)
 /* password_source for `check` output: "file /path", "env NAME", "inline". */
 static int conf_set_source(struct parse *p, const char *prefix, const char *arg)
 {
-    struct conf_device *d = &p->c->devices[p->cur];
+    struct conf_device *d = conf_cur_dev(p);
     size_t n = strlen(prefix) + strlen(arg) + 1;
     int r;
 
@@ -1223,7 +1344,7 @@ static int conf_set_source(struct parse *p, const char *prefix, const char *arg)
 
 static int set_password_file(struct parse *p, const char *val, size_t len)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
 
     (void)len;
     if (conf_pw_source(p, PW_FILE) != 0) {
@@ -1238,7 +1359,7 @@ static int set_password_file(struct parse *p, const char *val, size_t len)
 
 static int set_password_env(struct parse *p, const char *val, size_t len)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
 
     (void)len;
     if (conf_pw_source(p, PW_ENV) != 0) {
@@ -1258,7 +1379,7 @@ static int set_password_env(struct parse *p, const char *val, size_t len)
 /* systemd credentials (LoadCredential=): a file named val in $CREDENTIALS_DIRECTORY. */
 static int set_password_credential(struct parse *p, const char *val, size_t len)
 {
-    struct dev_extra *x = &p->dx[p->cur];
+    struct dev_extra *x = conf_cur_dx(p);
 
     (void)len;
     if (conf_pw_source(p, PW_CRED) != 0) {
@@ -1277,7 +1398,7 @@ static int set_password_credential(struct parse *p, const char *val, size_t len)
 
 static int set_password(struct parse *p, const char *val, size_t len)
 {
-    struct conf_device *d = &p->c->devices[p->cur];
+    struct conf_device *d = conf_cur_dev(p);
 
     (void)len;
     if (conf_pw_source(p, PW_INLINE) != 0) {
@@ -1311,6 +1432,77 @@ static int set_match(struct parse *p, const char *val, size_t len)
         x->match_at = conf_here(p);
     }
     return conf_each_item(p, val, len, conf_add_match);
+}
+
+/* ---- [device NAME]: sender rewriting, [route NAME] ------------------------------------- */
+
+/* rewrite_sender takes one plain address: local@domain, no brackets, no blanks,
+ * nothing the MAIL command or a From: header could not carry as written. */
+static int set_rewrite_sender(struct parse *p, const char *val, size_t len)
+{
+    struct conf_device *d = &p->c->devices[p->cur];
+    const char *at = strchr(val, '@');
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)val[i];
+
+        if (ch <= ' ' || ch >= 0x7f || ch == '<' || ch == '>' || ch == '"' || ch == ',' ||
+            ch == '(' || ch == ')' || ch == ';' || ch == ':' || ch == '\\') {
+            conf_fail_at(p, conf_here(p),
+                         "bad address '%s' (write local@domain, without brackets or blanks)", val);
+            return -1;
+        }
+    }
+    if (!at || at == val || strchr(at + 1, '@') || !at[1] || at[1] == '.' || val[len - 1] == '.' ||
+        strstr(at, "..") || len >= 256) {
+        conf_fail_at(p, conf_here(p), "bad address '%s' (expected local@domain)", val);
+        return -1;
+    }
+    d->rewrite_sender = conf_strdup(p, val);
+    return d->rewrite_sender ? 0 : -1;
+}
+
+static int set_rewrite_from_header(struct parse *p, const char *val, size_t len)
+{
+    int b = conf_parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf_fail_at(p, conf_here(p), "expected yes or no, not '%s'", val);
+        return -1;
+    }
+    p->c->devices[p->cur].rewrite_from_header = b;
+    return 0;
+}
+
+/* One name of `devices = a, b`; checked against the [device] sections at the end. */
+static int conf_add_route_device(struct parse *p, const char *item)
+{
+    struct conf_route *r = &p->c->routes[p->cur];
+    char **a;
+    char *name;
+
+    if (!conf_valid_section_name(item, strlen(item))) {
+        conf_fail_at(p, conf_here(p), "bad device name '%s'", item);
+        return -1;
+    }
+    name = conf_strdup(p, item);
+    if (!name) {
+        return -1;
+    }
+    a = conf_grow(r->devices, r->ndevices, sizeof(*a));
+    if (!a) {
+        free(name);
+        return conf_oom(p);
+    }
+    r->devices = a;
+    a[r->ndevices++] = name;
+    return 0;
+}
+
+static int set_route_devices(struct parse *p, const char *val, size_t len)
+{
+    return conf_each_item(p, val, len, conf_add_route_device);
 }
 
 /* ---- [device NAME]: auth = xoauth2 ------------------------------------------------------ */
@@ -1800,6 +1992,45 @@ static int conf_section(struct parse *p, const char *text, size_t len)
         }
         return is_up ? conf_new_upstream(p, name, nlen, p->lineno)
                      : conf_new_device(p, name, nlen, p->lineno);
+    }
+    if (tlen == 5 && memcmp(type, "route", 5) == 0) {
+        struct conf_route *r;
+        struct dev_extra *x;
+
+        if (!nlen || !conf_valid_section_name(name, nlen)) {
+            conf_fail_at(p, conf_line(p, p->lineno),
+                         "[route] needs a name: [route NAME] (letters, digits, '.', '_', '-')");
+            return -1;
+        }
+        for (size_t i = 0; i < c->nroutes; i++) {
+            if (strlen(c->routes[i].cred.name) == nlen &&
+                memcmp(c->routes[i].cred.name, name, nlen) == 0) {
+                conf_fail_at(p, conf_line(p, p->lineno),
+                             "duplicate section [route %.*s] (first on line %d)", (int)nlen, name,
+                             c->routes[i].line);
+                return -1;
+            }
+        }
+        x = conf_grow(p->rx, c->nroutes, sizeof(*x));
+        if (!x) {
+            return conf_oom(p);
+        }
+        p->rx = x;
+        r = conf_grow(c->routes, c->nroutes, sizeof(*r));
+        if (!r) {
+            return conf_oom(p);
+        }
+        c->routes = r;
+        r = &c->routes[c->nroutes++];
+        r->line = p->lineno;
+        r->cred.line = p->lineno;
+        r->cred.name = strndup(name, nlen);
+        if (!r->cred.name) {
+            return conf_oom(p);
+        }
+        p->sect = SECT_ROUTE;
+        p->cur = c->nroutes - 1;
+        return 0;
     }
     conf_fail_at(p, conf_line(p, p->lineno),
                  "unknown section type '%.*s' (expected [relay], [upstream NAME], [device NAME] "
@@ -2363,11 +2594,10 @@ static const struct conf_upstream *conf_find_upstream(const struct conf *c, cons
 
 /* `upstream = a, b` -> ups = {a, b}, up = a; without the key the only upstream. The
  * upstreams array is complete here, so the pointers stay valid. */
-static int conf_resolve_upstreams(struct parse *p, size_t i)
+static int conf_resolve_upstreams(struct parse *p, struct conf_device *d, const struct dev_extra *x,
+                                  const char *sect)
 {
     const struct conf *c = p->c;
-    struct conf_device *d = &c->devices[i];
-    const struct dev_extra *x = &p->dx[i];
     size_t n = x->upstream_given ? x->nups : 1;
 
     if (x->upstream_given && x->nups == 0) {
@@ -2376,7 +2606,7 @@ static int conf_resolve_upstreams(struct parse *p, size_t i)
     }
     if (!x->upstream_given && c->nupstreams != 1) {
         conf_fail_at(p, conf_line(p, d->line),
-                     "[device %s] needs upstream = NAME (there are %zu upstreams)", d->name,
+                     "[%s %s] needs upstream = NAME (there are %zu upstreams)", sect, d->name,
                      c->nupstreams);
         return -1;
     }
@@ -2391,7 +2621,7 @@ static int conf_resolve_upstreams(struct parse *p, size_t i)
         const struct conf_upstream *u = conf_find_upstream(c, x->ups[j].name);
 
         if (!u) {
-            conf_fail_at(p, x->ups[j].at, "no [upstream %s] for [device %s]", x->ups[j].name,
+            conf_fail_at(p, x->ups[j].at, "no [upstream %s] for [%s %s]", x->ups[j].name, sect,
                          d->name);
             return -1;
         }
@@ -2493,13 +2723,65 @@ static int conf_finish_devices(struct parse *p)
                          d->name);
             return -1;
         }
-        if (!d->is_default && d->nmatch == 0) {
+        if (!d->is_default && d->nmatch == 0 && !d->login) {
             conf_fail_at(p, x->match_given ? x->match_at : sec,
-                         "[device %s] has no match (only [device default] may omit it)", d->name);
+                         "[device %s] has no match (only [device default] or a device with "
+                         "login may omit it)",
+                         d->name);
             return -1;
         }
-        if (conf_resolve_upstreams(p, i) != 0 || conf_inherit_policy(p, i) != 0) {
+        if (conf_resolve_upstreams(p, d, x, "device") != 0 || conf_inherit_policy(p, i) != 0) {
             return -1;
+        }
+        if (d->rewrite_from_header && !d->rewrite_sender) {
+            conf_fail_at(p, sec, "[device %s] has rewrite_from_header but no rewrite_sender",
+                         d->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int conf_finish_routes(struct parse *p)
+{
+    struct conf *c = p->c;
+
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct conf_route *r = &c->routes[i];
+        struct dev_extra *x = &p->rx[i];
+        struct where sec = conf_line(p, r->line);
+
+        if (r->senders.n == 0) {
+            conf_fail_at(p, sec, "[route %s] needs senders = PATTERN, ...", r->cred.name);
+            return -1;
+        }
+        if (!x->upstream_given) {
+            conf_fail_at(p, sec, "[route %s] needs upstream = NAME", r->cred.name);
+            return -1;
+        }
+        if (!r->cred.user) {
+            conf_fail_at(p, sec, "[route %s] has no user", r->cred.name);
+            return -1;
+        }
+        if (x->pw == PW_NONE) {
+            conf_fail_at(p, sec,
+                         "[route %s] needs exactly one of password_file, password_env, password",
+                         r->cred.name);
+            return -1;
+        }
+        if (conf_resolve_upstreams(p, &r->cred, x, "route") != 0) {
+            return -1;
+        }
+        for (size_t j = 0; j < r->ndevices; j++) {
+            size_t k = 0;
+
+            while (k < c->ndevices && strcmp(c->devices[k].name, r->devices[j]) != 0) {
+                k++;
+            }
+            if (k == c->ndevices) {
+                conf_fail_at(p, sec, "no [device %s] for [route %s]", r->devices[j], r->cred.name);
+                return -1;
+            }
         }
     }
     return 0;
@@ -2531,13 +2813,43 @@ static int conf_load_oauth_secrets(struct parse *p, size_t i)
     return 0;
 }
 
+/* The password of a device or a route from its file, variable or credential. */
+static int conf_load_password(struct parse *p, struct conf_device *d, const struct dev_extra *x)
+{
+    char msg[512];
+
+    if (x->pw == PW_CRED) {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        char path[4096];
+        if (!dir || !*dir) {
+            conf_fail_at(p, x->pw_at,
+                         "password_credential needs $CREDENTIALS_DIRECTORY (systemd "
+                         "LoadCredential=)");
+            return -1;
+        }
+        if (snprintf(path, sizeof(path), "%s/%s", dir, x->pw_arg) >= (int)sizeof(path)) {
+            conf_fail_at(p, x->pw_at, "credential path too long");
+            return -1;
+        }
+        d->password = auth_secret_file(path, msg, sizeof(msg));
+    } else if (x->pw == PW_FILE || x->pw == PW_ENV) {
+        d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
+                                       : auth_secret_env(x->pw_arg, msg, sizeof(msg));
+    } else {
+        return 0;
+    }
+    if (!d->password) {
+        conf_fail_at(p, x->pw_at, "%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* Secrets are read now, at load time, so a missing one stops startup or reload. */
 static int conf_load_secrets(struct parse *p)
 {
     for (size_t i = 0; i < p->c->ndevices; i++) {
         struct conf_device *d = &p->c->devices[i];
-        struct dev_extra *x = &p->dx[i];
-        char msg[512];
 
         if (d->auth == CONF_AUTH_XOAUTH2) {
             if (conf_load_oauth_secrets(p, i) != 0) {
@@ -2545,28 +2857,143 @@ static int conf_load_secrets(struct parse *p)
             }
             continue;
         }
-        if (x->pw == PW_CRED) {
-            const char *dir = getenv("CREDENTIALS_DIRECTORY");
-            char path[4096];
-            if (!dir || !*dir) {
-                conf_fail_at(p, x->pw_at,
-                             "password_credential needs $CREDENTIALS_DIRECTORY (systemd "
-                             "LoadCredential=)");
-                return -1;
-            }
-            if (snprintf(path, sizeof(path), "%s/%s", dir, x->pw_arg) >= (int)sizeof(path)) {
-                conf_fail_at(p, x->pw_at, "credential path too long");
-                return -1;
-            }
-            d->password = auth_secret_file(path, msg, sizeof(msg));
-        } else if (x->pw == PW_FILE || x->pw == PW_ENV) {
-            d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
-                                           : auth_secret_env(x->pw_arg, msg, sizeof(msg));
-        } else {
+        if (conf_load_password(p, d, &p->dx[i]) != 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < p->c->nroutes; i++) {
+        if (conf_load_password(p, &p->c->routes[i].cred, &p->rx[i]) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* users_file: "login:hash" lines (crypt(3) strings), blank lines and # comments. */
+static int conf_load_users(struct parse *p, struct where w)
+{
+    struct conf *c = p->c;
+    FILE *f = fopen(c->users_file, "r");
+    char line[1024];
+    int n = 0;
+
+    if (!f) {
+        conf_fail_at(p, w, "cannot read users_file %s: %s", c->users_file, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        size_t l = strlen(line);
+        char *colon;
+        struct conf_user *a;
+
+        n++;
+        while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r' || line[l - 1] == ' ')) {
+            line[--l] = '\0';
+        }
+        if (l == 0 || line[0] == '#') {
             continue;
         }
-        if (!d->password) {
-            conf_fail_at(p, x->pw_at, "%s", msg);
+        colon = strchr(line, ':');
+        if (!colon || colon == line || colon[1] != '$' || strchr(colon + 1, ' ')) {
+            conf_fail_at(p, w, "users_file %s:%d: expected login:$hash (relay25 passwd LOGIN)",
+                         c->users_file, n);
+            goto fail;
+        }
+        *colon = '\0';
+        for (size_t i = 0; i < c->nusers; i++) {
+            if (strcmp(c->users[i].login, line) == 0) {
+                conf_fail_at(p, w, "users_file %s:%d: login '%s' is listed twice", c->users_file, n,
+                             line);
+                goto fail;
+            }
+        }
+        if (!(a = conf_grow(c->users, c->nusers, sizeof(*a)))) {
+            conf_oom(p);
+            goto fail;
+        }
+        c->users = a;
+        a[c->nusers].login = conf_strdup(p, line);
+        a[c->nusers].hash = conf_strdup(p, colon + 1);
+        c->nusers++;
+        if (!a[c->nusers - 1].login || !a[c->nusers - 1].hash) {
+            goto fail;
+        }
+    }
+    explicit_bzero(line, sizeof(line));
+    fclose(f);
+    return 0;
+fail:
+    explicit_bzero(line, sizeof(line));
+    fclose(f);
+    return -1;
+}
+
+/* Inbound TLS and AUTH: keys that only make sense together, the users file,
+ * and (load_ca) the certificate and key. */
+static int conf_finish_inbound(struct parse *p, int load_ca)
+{
+    struct conf *c = p->c;
+    int lcert = p->relay_seen[conf_find_key(SECT_RELAY, "tls_cert_file") - conf_keys];
+    int lkey = p->relay_seen[conf_find_key(SECT_RELAY, "tls_key_file") - conf_keys];
+    int llisten = p->relay_seen[conf_find_key(SECT_RELAY, "tls_listen") - conf_keys];
+    int lusers = p->relay_seen[conf_find_key(SECT_RELAY, "users_file") - conf_keys];
+
+    if (c->tls_min_version == 0) {
+        c->tls_min_version = BR_TLS12;
+    }
+    if (!c->tls_cert_file != !c->tls_key_file) {
+        conf_fail_at(p, conf_line(p, lcert ? lcert : lkey),
+                     "tls_cert_file and tls_key_file go together");
+        return -1;
+    }
+    if (c->ntls_listen > 0 && !c->tls_cert_file) {
+        conf_fail_at(p, conf_line(p, llisten), "tls_listen needs tls_cert_file and tls_key_file");
+        return -1;
+    }
+    if (c->ntls_listen > 0 && c->proxy_protocol) {
+        conf_fail_at(p, conf_line(p, llisten), "tls_listen does not take PROXY protocol headers");
+        return -1;
+    }
+    if (c->users_file) {
+        if (!c->tls_cert_file && !c->allow_plaintext_auth) {
+            conf_fail_at(p, conf_line(p, lusers),
+                         "users_file needs tls_cert_file/tls_key_file (AUTH is offered over TLS) "
+                         "or allow_plaintext_auth = yes");
+            return -1;
+        }
+        if (conf_load_users(p, conf_line(p, lusers)) != 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        const struct conf_device *d = &c->devices[i];
+        int found = 0;
+
+        if (!d->login) {
+            continue;
+        }
+        for (size_t k = 0; k < c->nusers && !found; k++) {
+            found = strcmp(c->users[k].login, d->login) == 0;
+        }
+        if (!found) {
+            conf_fail_at(p, conf_line(p, d->line), "[device %s]: login '%s' is not in users_file",
+                         d->name, d->login);
+            return -1;
+        }
+        for (size_t k = 0; k < i; k++) {
+            if (c->devices[k].login && strcmp(c->devices[k].login, d->login) == 0) {
+                conf_fail_at(p, conf_line(p, d->line),
+                             "[device %s]: login '%s' is already used by [device %s]", d->name,
+                             d->login, c->devices[k].name);
+                return -1;
+            }
+        }
+    }
+    if (load_ca && c->tls_cert_file) {
+        char msg[512];
+        c->tls_cert = tls_cert_load(c->tls_cert_file, c->tls_key_file, msg, sizeof(msg));
+        if (!c->tls_cert) {
+            conf_fail_at(p, conf_line(p, lcert), "%s", msg);
             return -1;
         }
     }
@@ -2599,17 +3026,23 @@ static int conf_load_cas(struct parse *p)
     return 0;
 }
 
+static void conf_free_extra(struct dev_extra *x, size_t n)
+{
+    for (size_t i = 0; x && i < n; i++) {
+        for (size_t j = 0; j < x[i].nups; j++) {
+            free(x[i].ups[j].name);
+        }
+        free(x[i].ups);
+        free(x[i].pw_arg);
+        free(x[i].oauth_secret_arg);
+    }
+    free(x);
+}
+
 static void conf_parse_free(struct parse *p)
 {
-    for (size_t i = 0; p->dx && i < p->c->ndevices; i++) {
-        for (size_t j = 0; j < p->dx[i].nups; j++) {
-            free(p->dx[i].ups[j].name);
-        }
-        free(p->dx[i].ups);
-        free(p->dx[i].pw_arg);
-        free(p->dx[i].oauth_secret_arg);
-    }
-    free(p->dx);
+    conf_free_extra(p->dx, p->c->ndevices);
+    conf_free_extra(p->rx, p->c->nroutes);
     free(p->ux);
 }
 
@@ -2671,7 +3104,10 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
         goto fail;
     }
     if (conf_finish_relay(&p) != 0 || conf_finish_upstreams(&p) != 0 ||
-        conf_finish_devices(&p) != 0 || conf_load_secrets(&p) != 0) {
+        conf_finish_devices(&p) != 0 || conf_finish_routes(&p) != 0 || conf_load_secrets(&p) != 0) {
+        goto fail;
+    }
+    if (conf_finish_inbound(&p, load_ca) != 0) {
         goto fail;
     }
     if (load_ca && conf_load_cas(&p) != 0) {
@@ -2733,10 +3169,27 @@ void conf_free(struct conf *c)
         free(d->ups); /* the upstreams themselves belong to c->upstreams */
         free(d->user);
         free(d->password_source);
+        free(d->login);
         conf_free_oauth(&d->oauth);
         conf_free_patterns(&d->allowed_senders);
         conf_free_patterns(&d->allowed_recipients);
+        free(d->rewrite_sender);
     }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct conf_route *r = &c->routes[i];
+
+        conf_wipe(r->cred.password);
+        free(r->cred.name);
+        free(r->cred.ups);
+        free(r->cred.user);
+        free(r->cred.password_source);
+        conf_free_patterns(&r->senders);
+        for (size_t j = 0; j < r->ndevices; j++) {
+            free(r->devices[j]);
+        }
+        free(r->devices);
+    }
+    free(c->routes);
     for (size_t i = 0; i < c->nupstreams; i++) {
         struct conf_upstream *u = &c->upstreams[i];
         int shared = 0;
@@ -2758,6 +3211,16 @@ void conf_free(struct conf *c)
     free(c->listen);
     free(c->allow);
     free(c->hostname);
+    free(c->tls_cert_file);
+    free(c->tls_key_file);
+    free(c->tls_listen);
+    free(c->users_file);
+    for (size_t i = 0; i < c->nusers; i++) {
+        free(c->users[i].login);
+        conf_wipe(c->users[i].hash);
+    }
+    free(c->users);
+    tls_cert_free((struct tls_cert *)c->tls_cert); /* const for readers; the snapshot owns it */
     free(c->proxy_from);
     conf_free_patterns(&c->allowed_senders);
     conf_free_patterns(&c->allowed_recipients);
@@ -2838,6 +3301,33 @@ int conf_patterns_match(const struct conf_patterns *p, const char *addr)
         }
     }
     return 0;
+}
+
+const struct conf_route *conf_route_for(const struct conf *c, const struct conf_device *d,
+                                        const char *sender)
+{
+    for (size_t i = 0; c && d && i < c->nroutes; i++) {
+        const struct conf_route *r = &c->routes[i];
+        size_t j = 0;
+
+        while (j < r->ndevices && strcmp(r->devices[j], d->name) != 0) {
+            j++;
+        }
+        if ((r->ndevices == 0 || j < r->ndevices) && conf_patterns_match(&r->senders, sender)) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+const struct conf_route *conf_route_find(const struct conf *c, const char *name)
+{
+    for (size_t i = 0; c && i < c->nroutes; i++) {
+        if (strcmp(c->routes[i].cred.name, name) == 0) {
+            return &c->routes[i];
+        }
+    }
+    return NULL;
 }
 
 int conf_parse_size(const char *s, uint64_t *out)

@@ -11,6 +11,13 @@
 #include "auth/auth_cidr.h"
 
 struct tls_ca;
+struct tls_cert;
+
+/* One users_file entry (inbound AUTH). */
+struct conf_user {
+    char *login;
+    char *hash; /* crypt(3) string, e.g. "$y$j9T$..." */
+};
 
 enum conf_tls {
     CONF_TLS_STARTTLS, /* 587 / 2525: EHLO, STARTTLS, EHLO */
@@ -112,11 +119,29 @@ struct conf_device {
     char *password_source;           /* "file /path", "env NAME", "inline": for `check` output */
     enum conf_auth auth;             /* auth = password (default) | xoauth2 */
     struct conf_oauth oauth;         /* auth = xoauth2 (password is then NULL) */
+    char *login;                     /* login = alice: inbound AUTH user that gets this device */
     /* policy; when not set in the section, copied from [relay] */
     struct conf_rate message_rate;           /* message_rate = 30/minute */
     struct conf_rate recipient_rate;         /* recipient_rate = 500/hour */
     struct conf_patterns allowed_senders;    /* allowed_senders = @example.com, a@b.c */
     struct conf_patterns allowed_recipients; /* allowed_recipients = example.org */
+    /* sender rewriting: MAIL FROM (never the null sender) and, optionally, From: */
+    char *rewrite_sender;    /* rewrite_sender = office@example.com; NULL: off (default) */
+    int rewrite_from_header; /* rewrite_from_header = yes: From: too, Reply-To: added */
+    int line;
+};
+
+/* [route NAME]: the first route (file order) whose senders match the envelope
+ * sender (after rewrite_sender) and whose devices list names the device (or is
+ * empty) replaces the device's upstream and credentials for that transaction
+ * (like Postfix's sender_dependent_relayhost_maps). `cred` is a device-shaped
+ * record holding only the route's part: cred.name is the route name; up, ups,
+ * user, password, password_source (auth is always password). */
+struct conf_route {
+    struct conf_device cred;
+    struct conf_patterns senders; /* senders = @example.com, boss@example.org */
+    char **devices;               /* devices = scanner, printer; none: every device */
+    size_t ndevices;
     int line;
 };
 
@@ -137,6 +162,17 @@ struct conf {
     uint64_t max_message_size; /* bytes, default 35 MiB; "35M", "512K", "1G" accepted */
     int received_header;       /* 1 (default): prepend a Received: line */
     enum conf_bare_lf bare_lf;
+    /* inbound TLS and AUTH (issue: Inbound TLS and AUTH); off unless set */
+    char *tls_cert_file;             /* PEM chain, end entity first; with tls_key_file: STARTTLS */
+    char *tls_key_file;              /* PEM private key (RSA or EC) */
+    int tls_min_version;             /* BR_TLS10..BR_TLS12, default BR_TLS12 */
+    const struct tls_cert *tls_cert; /* loaded chain and key (conf_load with load_ca) */
+    struct conf_listen *tls_listen;  /* implicit-TLS listeners: tls_listen = 127.0.0.1:465 */
+    size_t ntls_listen;
+    char *users_file;        /* "login:hash" lines, hash from crypt(3) (relay25 passwd) */
+    struct conf_user *users; /* its entries; hashes are wiped in conf_free */
+    size_t nusers;
+    int allow_plaintext_auth; /* AUTH also without TLS (clients in allow or loopback) */
     int log_level; /* enum log_level; default info; key log_level = debug|info|warn|error */
 
     /* timeouts in seconds (RFC 5321 §4.5.3.2 values are the upper bounds) */
@@ -189,6 +225,8 @@ struct conf {
     size_t nupstreams;
     struct conf_device *devices; /* the default device, if any, is among them */
     size_t ndevices;
+    struct conf_route *routes; /* [route NAME] sections in file order */
+    size_t nroutes;
 };
 
 /* Load a file (path != NULL) or the RELAY25_* environment (path == NULL).
@@ -208,6 +246,13 @@ void conf_release(struct conf *c);
 int conf_parse_rate(const char *s, struct conf_rate *out);
 /* 1 when addr (no angle brackets) matches one of the patterns, or the list is empty. */
 int conf_patterns_match(const struct conf_patterns *p, const char *addr);
+
+/* The route for a transaction of device d with envelope sender `sender` (no angle
+ * brackets, "" for <>), or NULL: the device's own upstream and credentials. */
+const struct conf_route *conf_route_for(const struct conf *c, const struct conf_device *d,
+                                        const char *sender);
+/* The route named `name`, or NULL (spooled messages record the route by name). */
+const struct conf_route *conf_route_find(const struct conf *c, const char *name);
 
 /* "35M" -> 36700160. Returns 0 on success, -1 on syntax error or overflow. */
 int conf_parse_size(const char *s, uint64_t *out);

@@ -17,8 +17,9 @@
 
 struct prx_server {
     struct prx_env env;
-    uv_tcp_t *listeners;
+    uv_tcp_t *listeners; /* listen, then tls_listen (implicit TLS) */
     size_t nlisteners;
+    size_t nplain; /* listeners[nplain..] are tls_listen */
     uv_timer_t timer;
     size_t open_handles; /* listeners + timer */
     int shutting_down;
@@ -69,7 +70,7 @@ static void prx_on_connection(uv_stream_t *l, int status)
     if (srv->shutting_down) {
         return;
     }
-    prx_session_accept(&srv->env, l);
+    prx_session_accept(&srv->env, l, (size_t)((uv_tcp_t *)l - srv->listeners) >= srv->nplain);
 }
 
 static void prx_addr_text(const struct sockaddr *sa, char *buf, size_t len)
@@ -92,7 +93,7 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
     struct prx_server *srv = calloc(1, sizeof(*srv));
     size_t i;
 
-    if (!srv || !(srv->listeners = calloc(c->nlisten, sizeof(uv_tcp_t))) ||
+    if (!srv || !(srv->listeners = calloc(c->nlisten + c->ntls_listen, sizeof(uv_tcp_t))) ||
         !(srv->env.cur = prx_conf_new(c))) {
         snprintf(err, errlen, "out of memory");
         if (srv) {
@@ -107,9 +108,12 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
     uv_timer_init(loop, &srv->timer);
     srv->timer.data = srv;
     srv->open_handles = 1;
-    for (i = 0; i < c->nlisten; i++) {
+    srv->nplain = c->nlisten;
+    for (i = 0; i < c->nlisten + c->ntls_listen; i++) {
         uv_tcp_t *l = &srv->listeners[i];
-        const struct sockaddr *sa = (const struct sockaddr *)&c->listen[i].addr;
+        int tls = i >= c->nlisten;
+        const struct conf_listen *cl = tls ? &c->tls_listen[i - c->nlisten] : &c->listen[i];
+        const struct sockaddr *sa = (const struct sockaddr *)&cl->addr;
         struct sockaddr_storage ss;
         int sl = sizeof(ss), r;
         char text[80];
@@ -124,12 +128,12 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
             r = uv_listen((uv_stream_t *)l, PRX_BACKLOG, prx_on_connection);
         }
         if (r != 0) {
-            snprintf(err, errlen, "cannot listen on %s: %s", c->listen[i].text, uv_strerror(r));
+            snprintf(err, errlen, "cannot listen on %s: %s", cl->text, uv_strerror(r));
             goto fail;
         }
         uv_tcp_getsockname(l, (struct sockaddr *)&ss, &sl);
         prx_addr_text((struct sockaddr *)&ss, text, sizeof(text));
-        log_info(0, "prx", "event=listening addr=%s", text);
+        log_info(0, "prx", "event=listening addr=%s%s", text, tls ? " tls=implicit" : "");
     }
     return srv;
 fail:
@@ -141,8 +145,14 @@ fail:
 
 static int prx_same_listen(const struct conf *a, const struct conf *b)
 {
-    if (a->nlisten != b->nlisten) {
+    if (a->nlisten != b->nlisten || a->ntls_listen != b->ntls_listen) {
         return 0;
+    }
+    for (size_t i = 0; i < a->ntls_listen; i++) {
+        if (a->tls_listen[i].addrlen != b->tls_listen[i].addrlen ||
+            memcmp(&a->tls_listen[i].addr, &b->tls_listen[i].addr, a->tls_listen[i].addrlen) != 0) {
+            return 0;
+        }
     }
     for (size_t i = 0; i < a->nlisten; i++) {
         if (a->listen[i].addrlen != b->listen[i].addrlen ||

@@ -16,7 +16,9 @@
 #include <time.h>
 
 #include "auth/auth_map.h"
+#include "auth/auth_passwd.h"
 #include "auth/auth_rate.h"
+#include "auth/auth_sasl.h"
 #include "common/data.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -53,6 +55,9 @@ enum prx_state {
     /* end of data sent upstream, awaiting its verdict */ PRX_STATE_RSET_WAIT,
     PRX_STATE_SPOOL_WAIT, /* the message is being committed to the spool */
     PRX_STATE_CLOSING,    /* last reply queued; close once written */
+    PRX_STATE_TLS,        /* TLS handshake (STARTTLS, RFC 3207, or an implicit-TLS listener) */
+    PRX_STATE_AUTH,       /* AUTH sent 334: awaiting the client's response line (RFC 4954) */
+    PRX_STATE_AUTH_WAIT,  /* password being checked in the thread pool */
 };
 
 #define PRX_M(st) (1u << (st))
@@ -92,6 +97,10 @@ struct prx_session {
     char ip[INET6_ADDRSTRLEN];
     unsigned port;
     char helo[256];
+    /* inbound TLS and AUTH */
+    struct sockaddr_storage peer; /* implicit TLS: greeted after the handshake */
+    unsigned tls_implicit : 1, authed : 1, need_helo : 1, auth_login_mech : 1;
+    char login[AUTH_PASSWD_MAX + 1]; /* AUTH user (LOGIN: while awaiting the password) */
 
     /* the transaction */
     uint64_t qid;
@@ -107,7 +116,15 @@ struct prx_session {
     int hdr_eol;       /* 0..3: progress through CR LF CR LF while scanning headers */
     uint64_t hdr_size; /* header section bytes seen so far */
     char *bodybuf;     /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
-    char upfail[700];  /* the 4xx to give when upstream failed mid-transaction */
+    /* sender rewriting and routing (rewrite_sender, rewrite_from_header, [route]) */
+    const struct conf_route *route;   /* chosen at MAIL for this transaction, or NULL */
+    const struct conf_device *up_dev; /* whose upstream and credentials s->up carries */
+    char orig_from[PRX_PATH_MAX];     /* MAIL FROM as sent, when rewritten */
+    char *hbuf;                       /* header section held for the From: rewrite */
+    size_t hlen, hcap;
+    unsigned rw_from : 1, /* MAIL FROM rewritten */
+        hdr_hold : 1;     /* holding the header section in hbuf */
+    char upfail[700];     /* the 4xx to give when upstream failed mid-transaction */
 
     /* spooling (mode = spool, or on_upstream_failure = queue) */
     struct up_spool_writer *spw;
@@ -138,6 +155,8 @@ static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t le
 static void prx_body_start(struct prx_session *s);
 static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
 static void prx_start_mail(struct prx_session *s, int use_pool);
+static int prx_auth_offered(const struct prx_session *s);
+static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss);
 static const char *prx_strstate(enum prx_state st)
 {
     switch (st) {
@@ -167,6 +186,12 @@ static const char *prx_strstate(enum prx_state st)
         return "spool_wait";
     case PRX_STATE_CLOSING:
         return "closing";
+    case PRX_STATE_TLS:
+        return "tls";
+    case PRX_STATE_AUTH:
+        return "auth";
+    case PRX_STATE_AUTH_WAIT:
+        return "auth_wait";
     }
     abort();
 }
@@ -196,7 +221,8 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
     }
     /* the idle timer runs only while we wait for the client */
     if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
-        st == PRX_STATE_REFUSED || st == PRX_STATE_PROXY) {
+        st == PRX_STATE_REFUSED || st == PRX_STATE_PROXY || st == PRX_STATE_TLS ||
+        st == PRX_STATE_AUTH) {
         prx_arm_timer(s);
     } else {
         uv_timer_stop(&s->timer);
@@ -205,7 +231,8 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
 
 static int prx_waiting(const struct prx_session *s)
 {
-    return !(PRX_M(s->state) & (PRX_M_CMD | PRX_M(PRX_STATE_BODY) | PRX_M(PRX_STATE_PROXY)));
+    return !(PRX_M(s->state) &
+             (PRX_M_CMD | PRX_M(PRX_STATE_BODY) | PRX_M(PRX_STATE_PROXY) | PRX_M(PRX_STATE_AUTH)));
 }
 
 /* Queue a reply and send it as one write. */
@@ -299,11 +326,14 @@ static void prx_log_message(struct prx_session *s, const char *status, const cha
         }
     }
     log_info(s->sid, "prx",
-             "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s relay=%s status=%s "
-             "reply=\"%s\"",
+             "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s%s%s%s relay=%s "
+             "status=%s reply=\"%s\"",
              (unsigned long long)s->qid, s->from, s->nrcpt, (unsigned long long)s->dec.size,
-             s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-",
-             s->up ? up_where(s->up) : "-", status, log_quote(reply, rlen, q, sizeof(q)));
+             s->dev ? s->dev->name : "-",
+             s->route ? s->route->cred.user : (s->dev ? s->dev->user : "-"),
+             s->route ? " route=" : "", s->route ? s->route->cred.name : "",
+             s->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
+             log_quote(reply, rlen, q, sizeof(q)));
 }
 
 static void prx_close(struct prx_session *s, const char *reason)
@@ -331,7 +361,7 @@ static void prx_close(struct prx_session *s, const char *reason)
             up_close(s->up);
         } else if (s->env->pool && !s->up_txn && up_idle(s->up)) {
             /* authenticated and clean: the next device with this identity reuses it */
-            up_pool_put(s->env->pool, s->up, s->dev->up->max_connections);
+            up_pool_put(s->env->pool, s->up, (s->up_dev ? s->up_dev : s->dev)->up->max_connections);
             s->refs--; /* the pool owns it now; the timer's close is still pending */
         } else {
             up_quit(s->up);
@@ -351,6 +381,13 @@ static void prx_txn_reset(struct prx_session *s)
     s->body_err = PRX_BODY_OK;
     s->hdr_done = 0;
     s->hdr_eol = 2; /* the body starts at the beginning of a line */
+    s->route = NULL;
+    s->orig_from[0] = '\0';
+    s->rw_from = 0;
+    s->hdr_hold = 0;
+    free(s->hbuf);
+    s->hbuf = NULL;
+    s->hlen = s->hcap = 0;
     memset(&s->dec, 0, sizeof(s->dec));
     free(s->bodybuf);
     s->bodybuf = NULL;
@@ -556,7 +593,8 @@ static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_a
     memset(&env, 0, sizeof(env));
     env.created = (uint64_t)time(NULL);
     snprintf(env.device, sizeof(env.device), "%s", s->dev->name);
-    snprintf(env.user, sizeof(env.user), "%s", s->dev->user);
+    snprintf(env.user, sizeof(env.user), "%s", s->route ? s->route->cred.user : s->dev->user);
+    snprintf(env.route, sizeof(env.route), "%s", s->route ? s->route->cred.name : "");
     snprintf(env.client, sizeof(env.client), "%s", s->ip);
     snprintf(env.helo, sizeof(env.helo), "%s", s->helo);
     if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "BODY", &v, &vl)) {
@@ -801,6 +839,9 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         prx_enter_state(s, PRX_STATE_IDLE);
         break;
     case PRX_STATE_PROXY:
+    case PRX_STATE_TLS:
+    case PRX_STATE_AUTH:
+    case PRX_STATE_AUTH_WAIT:
     case PRX_STATE_REFUSED:
     case PRX_STATE_IDLE:
     case PRX_STATE_CONNECT:
@@ -879,6 +920,9 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     }
     switch (s->state) {
     case PRX_STATE_PROXY:
+    case PRX_STATE_TLS:
+    case PRX_STATE_AUTH:
+    case PRX_STATE_AUTH_WAIT:
     case PRX_STATE_IDLE:
     case PRX_STATE_REFUSED:
     case PRX_STATE_CLOSING:
@@ -960,13 +1004,16 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
         }
     }
     s->esmtp = esmtp;
+    s->need_helo = 0;
     if (!esmtp) {
         n = snprintf(buf, sizeof(buf), "250 %s\r\n", s->conf->hostname);
     } else {
         n = snprintf(buf, sizeof(buf),
                      "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-                     "250-ENHANCEDSTATUSCODES\r\n250 HELP\r\n",
-                     s->conf->hostname, (unsigned long long)s->conf->max_message_size);
+                     "250-ENHANCEDSTATUSCODES\r\n%s%s250 HELP\r\n",
+                     s->conf->hostname, (unsigned long long)s->conf->max_message_size,
+                     s->conf->tls_cert && !tio_tls_active(s->tio) ? "250-STARTTLS\r\n" : "",
+                     prx_auth_offered(s) && !s->authed ? "250-AUTH PLAIN LOGIN\r\n" : "");
     }
     if (n > 0 && (size_t)n < sizeof(buf)) {
         prx_send(s, buf, (size_t)n);
@@ -1029,14 +1076,35 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
     }
 }
 
+/* Whether the upstream session s->up carries d's upstream and credentials: a
+ * route may change them between two transactions of one inbound session. */
+static int prx_up_fits(const struct prx_session *s, const struct conf_device *d)
+{
+    if (s->up_dev == d) {
+        return 1;
+    }
+    return d->auth == CONF_AUTH_PASSWORD && s->up_dev && s->up_dev->auth == CONF_AUTH_PASSWORD &&
+           up_session_same(s->up, d->up, d->user, d->password);
+}
+
 static void prx_start_mail(struct prx_session *s, int use_pool)
 {
     struct up_params p;
     char params[PRX_PARAMS_MAX];
+    const struct conf_device *d = s->route ? &s->route->cred : s->dev;
 
+    if (s->up && !prx_up_fits(s, d)) {
+        /* another identity: hand the clean session to the pool for whoever fits it */
+        if (s->env->pool && !s->up_txn && up_idle(s->up)) {
+            up_pool_put(s->env->pool, s->up, s->up_dev->up->max_connections);
+            s->refs--; /* the pool owns it now; this session holds other refs */
+            s->up = NULL;
+        }
+        prx_drop_up(s); /* closed without QUIT: no late reply can reach this session */
+    }
     if (!s->up && use_pool && s->env->pool &&
-        (s->up = up_pool_take(s->env->pool, s->dev->up, s->dev->user, s->dev->password, &prx_up_cbs,
-                              s, s->sid))) {
+        (s->up = up_pool_take(s->env->pool, d->up, d->user, d->password, &prx_up_cbs, s, s->sid))) {
+        s->up_dev = d;
         s->refs++;
         s->up_reused = 1;
         if (s->env->metrics) {
@@ -1052,16 +1120,17 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     prx_drop_up(s);
     s->up_reused = 0;
     memset(&p, 0, sizeof(p));
-    p.up = s->dev->up;
-    p.user = s->dev->user;
-    p.password = s->dev->password;
+    s->up_dev = d;
+    p.up = d->up;
+    p.user = d->user;
+    p.password = d->password;
     p.helo = s->conf->hostname;
     p.sid = s->sid;
     p.connect_timeout = s->conf->connect_timeout;
     p.command_timeout = s->conf->command_timeout;
     p.data_timeout = s->conf->data_timeout;
     p.tls_cache = s->env->pool;
-    p.oauth = up_oauth_set_find(s->env->oauth, s->dev); /* NULL unless auth = xoauth2 */
+    p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
     s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
     if (!s->up) {
         prx_reply(s, REPLY_NOMEM);
@@ -1130,6 +1199,14 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
     size_t plen, vl;
     int r = prx_cmd_path(c->arg, c->arglen, "FROM", s->from, sizeof(s->from), &params, &plen);
 
+    if (s->need_helo) {
+        prx_reply(s, REPLY_NEED_EHLO); /* RFC 3207 §4.2: EHLO again after STARTTLS */
+        return;
+    }
+    if (!s->dev) {
+        prx_reply(s, REPLY_AUTH_REQUIRED); /* allowed, but no [device]: only AUTH helps */
+        return;
+    }
     if (s->conf->max_messages_per_session && s->nmsg >= s->conf->max_messages_per_session) {
         prx_reply(s, REPLY_TOO_MANY_MESSAGES);
         prx_finish(s);
@@ -1166,6 +1243,14 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         s->from[0] = '\0';
         return;
     }
+    /* policy and rate limits judge what the device sent; upstream sees the rewrite;
+     * the null sender stays: bounces must not bounce (RFC 5321 §4.5.5) */
+    if (s->dev->rewrite_sender && s->from[0]) {
+        memcpy(s->orig_from, s->from, sizeof(s->orig_from));
+        snprintf(s->from, sizeof(s->from), "%s", s->dev->rewrite_sender);
+        s->rw_from = 1;
+    }
+    s->route = conf_route_for(s->conf, s->dev, s->from);
     s->qid = up_queue_new_id();
     s->nrcpt = 0;
     if (prx_spool_mode(s)) {
@@ -1313,6 +1398,254 @@ static void prx_cmd_ehlo_h(struct prx_session *s, const struct prx_cmd *c)
     prx_cmd_helo(s, c, 1);
 }
 
+/* ---- inbound TLS (RFC 3207) and AUTH (RFC 4954) ---- */
+
+static const char prx_334_empty[] = "334 \r\n";
+static const char prx_334_user[] = "334 VXNlcm5hbWU6\r\n"; /* "Username:" */
+static const char prx_334_pass[] = "334 UGFzc3dvcmQ6\r\n"; /* "Password:" */
+
+/* The Received: protocol name (RFC 3848). */
+static const char *prx_with(const struct prx_session *s)
+{
+    int tls = tio_tls_active(s->tio);
+
+    if (!s->esmtp) {
+        return "SMTP";
+    }
+    if (tls) {
+        return s->authed ? "ESMTPSA" : "ESMTPS";
+    }
+    return s->authed ? "ESMTPA" : "ESMTP";
+}
+
+static int prx_peer_loopback(const struct prx_session *s)
+{
+    if (s->peer.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&s->peer;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (s->peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&s->peer;
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+    }
+    return 0;
+}
+
+/* AUTH only under TLS, unless allow_plaintext_auth (then only for loopback or
+ * allow networks: never a password in clear across the Internet). */
+static int prx_auth_offered(const struct prx_session *s)
+{
+    if (s->conf->nusers == 0) {
+        return 0;
+    }
+    if (tio_tls_active(s->tio)) {
+        return 1;
+    }
+    return s->conf->allow_plaintext_auth &&
+           (prx_peer_loopback(s) || auth_map_allowed(s->conf, (const struct sockaddr *)&s->peer));
+}
+
+static void prx_cmd_starttls(struct prx_session *s, const struct prx_cmd *c)
+{
+    int r;
+
+    if (!s->conf->tls_cert) {
+        prx_reply(s, REPLY_NOT_IMPL);
+        return;
+    }
+    if (tio_tls_active(s->tio)) {
+        prx_reply(s, REPLY_TLS_ACTIVE);
+        return;
+    }
+    if (c->arglen > 0) {
+        prx_reply(s, REPLY_SYNTAX_PARAM);
+        return;
+    }
+    prx_reply(s, REPLY_STARTTLS);
+    if (s->closing) {
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_TLS);
+    /* at this line boundary: anything pipelined after STARTTLS is dropped */
+    r = tio_starttls_server(s->tio, s->conf->tls_cert, s->conf->tls_min_version);
+    if (r != 0) {
+        char e[128];
+        log_warn(s->sid, "prx", "event=tls_failed client=%s error=\"%s\"", s->ip,
+                 tio_strerror(r, e, sizeof(e)));
+        prx_close(s, "STARTTLS failed");
+    }
+}
+
+/* A login fit for a log line: printable, no blanks or quotes. */
+static const char *prx_log_login(const char *login, char *buf, size_t cap)
+{
+    size_t i = 0;
+
+    for (; login[i] && i + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)login[i];
+        buf[i] = ch <= 0x20 || ch >= 0x7f || ch == '"' || ch == '\\' ? '?' : (char)ch;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* Back to IDLE without a login. */
+static void prx_auth_end(struct prx_session *s)
+{
+    if (!s->authed) {
+        explicit_bzero(s->login, sizeof(s->login));
+    }
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
+static void prx_auth_done(void *arg, int ok)
+{
+    struct prx_session *s = arg;
+    char lb[AUTH_PASSWD_MAX + 1];
+    const struct conf *c = s->conf;
+
+    if (s->closing || s->client_gone || s->state != PRX_STATE_AUTH_WAIT) {
+        prx_unref_env(s);
+        return;
+    }
+    prx_log_login(s->login, lb, sizeof(lb));
+    if (ok) {
+        /* a device with this login wins over the one the address matched */
+        for (size_t i = 0; i < c->ndevices; i++) {
+            if (c->devices[i].login && strcmp(c->devices[i].login, s->login) == 0) {
+                s->dev = &c->devices[i];
+                s->devidx = i;
+                break;
+            }
+        }
+        s->authed = 1;
+        log_info(s->sid, "prx", "event=auth status=ok client=%s login=%s device=%s user=%s", s->ip,
+                 lb, s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
+        prx_reply(s, REPLY_AUTH_OK);
+    } else {
+        log_info(s->sid, "prx", "event=auth status=failed client=%s login=%s", s->ip, lb);
+        prx_reply(s, REPLY_AUTH_FAILED);
+    }
+    prx_auth_end(s);
+    prx_continue(s);
+    prx_unref_env(s); /* the thread pool's reference */
+}
+
+/* s->login is set: check pass in the thread pool. */
+static void prx_auth_check(struct prx_session *s, const char *pass)
+{
+    const char *hash = NULL;
+    int r;
+
+    for (size_t i = 0; i < s->conf->nusers; i++) {
+        if (strcmp(s->conf->users[i].login, s->login) == 0) {
+            hash = s->conf->users[i].hash;
+            break;
+        }
+    }
+    prx_enter_state(s, PRX_STATE_AUTH_WAIT);
+    s->refs++;
+    r = auth_passwd_verify(s->env->loop, hash, pass, prx_auth_done, s);
+    if (r != 0) {
+        s->refs--;
+        prx_auth_end(s);
+        prx_reply(s, REPLY_AUTH_TEMP);
+    }
+}
+
+/* One SASL response line (RFC 4954 §4): "*" cancels, "=" is empty, else base64. */
+static void prx_auth_line(struct prx_session *s, const char *line, size_t len)
+{
+    char buf[PRX_LINE_MAX];
+    size_t n = 0;
+
+    if (len == 1 && line[0] == '*') {
+        prx_auth_end(s);
+        prx_reply(s, REPLY_AUTH_CANCELLED);
+        goto out;
+    }
+    if (!(len == 1 && line[0] == '=') &&
+        (n = b64_decode(line, len, buf, sizeof(buf) - 1)) == (size_t)-1) {
+        prx_auth_end(s);
+        prx_reply(s, REPLY_AUTH_SYNTAX);
+        goto out;
+    }
+    buf[n] = '\0';
+    if (!s->auth_login_mech) {
+        char pass[AUTH_PASSWD_MAX + 1];
+        if (auth_plain_decode(buf, n, s->login, sizeof(s->login), pass, sizeof(pass)) != 0) {
+            prx_auth_end(s);
+            prx_reply(s, REPLY_AUTH_SYNTAX);
+        } else {
+            prx_auth_check(s, pass);
+        }
+        explicit_bzero(pass, sizeof(pass));
+    } else if (!s->login[0]) {
+        if (n == 0 || n >= sizeof(s->login) || memchr(buf, '\0', n)) {
+            prx_auth_end(s);
+            prx_reply(s, REPLY_AUTH_SYNTAX);
+        } else {
+            memcpy(s->login, buf, n + 1);
+            prx_enter_state(s, PRX_STATE_AUTH);
+            prx_send(s, prx_334_pass, sizeof(prx_334_pass) - 1);
+        }
+    } else if (n > AUTH_PASSWD_MAX || memchr(buf, '\0', n)) {
+        prx_auth_end(s);
+        prx_reply(s, REPLY_AUTH_SYNTAX);
+    } else {
+        prx_auth_check(s, buf);
+    }
+out:
+    explicit_bzero(buf, sizeof(buf));
+    explicit_bzero(s->line, sizeof(s->line)); /* the response held the password */
+}
+
+static void prx_cmd_auth(struct prx_session *s, const struct prx_cmd *c)
+{
+    const char *sp = memchr(c->arg, ' ', c->arglen);
+    size_t ml = sp ? (size_t)(sp - c->arg) : c->arglen;
+    const char *resp = sp ? sp + 1 : "";
+    size_t rl = sp ? c->arglen - ml - 1 : 0;
+
+    if (s->conf->nusers == 0) {
+        prx_reply(s, REPLY_NOT_IMPL);
+        return;
+    }
+    if (s->authed) {
+        prx_reply(s, REPLY_AUTH_TWICE);
+        return;
+    }
+    if (!s->esmtp || s->need_helo) {
+        prx_reply(s, REPLY_NEED_EHLO);
+        return;
+    }
+    if (!prx_auth_offered(s)) {
+        prx_reply(s, REPLY_AUTH_NEED_TLS);
+        return;
+    }
+    while (rl > 0 && *resp == ' ') {
+        resp++;
+        rl--;
+    }
+    s->login[0] = '\0';
+    if (ml == 5 && strncasecmp(c->arg, "PLAIN", 5) == 0) {
+        s->auth_login_mech = 0;
+    } else if (ml == 5 && strncasecmp(c->arg, "LOGIN", 5) == 0) {
+        s->auth_login_mech = 1;
+    } else {
+        prx_reply(s, REPLY_AUTH_MECH);
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_AUTH);
+    if (rl > 0) {
+        prx_auth_line(s, resp, rl); /* initial response (RFC 4954 §4) */
+    } else if (s->auth_login_mech) {
+        prx_send(s, prx_334_user, sizeof(prx_334_user) - 1);
+    } else {
+        prx_send(s, prx_334_empty, sizeof(prx_334_empty) - 1);
+    }
+}
+
 /* Which verbs run in which state; anything else gets `wrong`. */
 static const struct {
     enum prx_verb verb;
@@ -1330,6 +1663,8 @@ static const struct {
     {PRX_V_VRFY, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_simple},
     {PRX_V_HELP, PRX_M(PRX_STATE_IDLE) | PRX_M(PRX_STATE_TXN), REPLY_ONLY_QUIT, prx_cmd_simple},
     {PRX_V_QUIT, PRX_M_CMD, REPLY_ONLY_QUIT, prx_cmd_quit},
+    {PRX_V_STARTTLS, PRX_M(PRX_STATE_IDLE), REPLY_STARTTLS_IN_TXN, prx_cmd_starttls},
+    {PRX_V_AUTH, PRX_M(PRX_STATE_IDLE), REPLY_AUTH_IN_TXN, prx_cmd_auth},
 };
 
 static void prx_command(struct prx_session *s, const char *line, size_t len)
@@ -1389,6 +1724,7 @@ static void prx_body_start(struct prx_session *s)
     s->hdr_eol = 2;
     s->hdr_size = 0;
     data_enc_init(&s->enc);
+    s->hdr_hold = s->rw_from && s->dev->rewrite_from_header;
     prx_reply(s, REPLY_DATA);
     prx_enter_state(s, PRX_STATE_BODY);
     if (s->conf->received_header) {
@@ -1403,8 +1739,7 @@ static void prx_body_start(struct prx_session *s)
                      "Received: from %s ([%s%s])\r\n\tby %s (relay25) with %s id "
                      "%016llx;\r\n\t%s\r\n",
                      s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "", s->ip,
-                     s->conf->hostname, s->esmtp ? "ESMTP" : "SMTP", (unsigned long long)s->qid,
-                     date);
+                     s->conf->hostname, prx_with(s), (unsigned long long)s->qid, date);
         if (n > 0 && (size_t)n < sizeof(hdr)) {
             if (s->up && !s->txn_local) {
                 up_body(s->up, hdr, (size_t)n);
@@ -1482,7 +1817,7 @@ static void prx_body_end(struct prx_session *s)
 /* Finds the empty line that ends the header section (RFC 5322 §2.1) in decoded
  * content, whose line ends are always CRLF. hdr_eol: 0 in a line, 1 after its
  * CR, 2 at the start of a line, 3 after a CR at the start of a line. */
-static void prx_scan_header(struct prx_session *s, const char *p, size_t n)
+static size_t prx_scan_header(struct prx_session *s, const char *p, size_t n)
 {
     int st = s->hdr_eol;
 
@@ -1493,26 +1828,240 @@ static void prx_scan_header(struct prx_session *s, const char *p, size_t n)
         } else if (ch == '\n' && st == 3) {
             s->hdr_done = 1;
             s->hdr_size += i + 1;
-            return;
+            return i + 1;
         } else {
             st = ch == '\n' && st == 1 ? 2 : 0;
         }
     }
     s->hdr_eol = st;
     s->hdr_size += n;
+    return n;
+}
+
+/* Decoded content on its way out: to the spool copy and, re-encoded in steps the
+ * encode buffer holds (2 * PRX_BODY_STEP), upstream. */
+static void prx_emit(struct prx_session *s, const char *dec, size_t len)
+{
+    char *enc = s->bodybuf + PRX_BODY_STEP;
+
+    if (len == 0) {
+        return;
+    }
+    if (s->spw && !s->spool_err && !prx_spool_room(s, up_spool_written(s->spw) + len)) {
+        s->spool_err = UV_ENOSPC; /* max_spool_size */
+    }
+    if (s->spw && !s->spool_err) {
+        int r = up_spool_write(s->spw, dec, len);
+        if (r < 0) {
+            s->spool_err = r;
+        } else if (r == 1) {
+            s->bp_spool = 1; /* resumed by prx_spool_drain */
+        }
+    }
+    for (size_t o = 0; o < len && s->up && !s->txn_local;) {
+        size_t k = len - o < PRX_BODY_STEP ? len - o : PRX_BODY_STEP;
+        size_t n = data_enc_feed(&s->enc, dec + o, k, enc);
+        up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
+        o += k;
+    }
+}
+
+/* Appends to a header output buffer; -1 when it would not fit. */
+static int prx_hput(char *out, size_t cap, size_t *o, const char *p, size_t n)
+{
+    if (n > cap - *o) {
+        return -1;
+    }
+    memcpy(out + *o, p, n);
+    *o += n;
+    return 0;
+}
+
+/* 1 when the field at p (a header line start) is named `name` (RFC 5322 §2.2:
+ * name, optional blanks (obsolete syntax), colon). */
+static int prx_field_is(const char *p, const char *end, const char *name)
+{
+    size_t nl = strlen(name);
+
+    if ((size_t)(end - p) < nl || strncasecmp(p, name, nl) != 0) {
+        return 0;
+    }
+    for (p += nl; p < end && (*p == ' ' || *p == '\t'); p++) {
+    }
+    return p < end && *p == ':';
+}
+
+/* The held header section with From: rewritten to rewrite_sender, the display name
+ * kept ("Scanner" <scan@lan> -> "Scanner" <office@example.com>; a bare address
+ * becomes the new address; folded values are unfolded), and Reply-To: with the
+ * original address after it unless the message has one. Emitted at once; the
+ * section as held when anything does not parse or fit. */
+static void prx_rewrite_header(struct prx_session *s)
+{
+    const char *h = s->hbuf, *end = s->hbuf + s->hlen;
+    const char *from = NULL, *from_end = NULL, *p;
+    int has_reply_to = 0;
+    size_t cap = s->hlen + 2 * PRX_PATH_MAX + 64, o = 0;
+    char *out;
+    char orig[PRX_PATH_MAX];
+
+    /* fields: a line not starting with a blank, plus its continuation lines */
+    for (p = h; p < end;) {
+        const char *f = p;
+        const char *eol;
+
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
+            break; /* the empty line that ends the section */
+        }
+        do {
+            eol = memchr(p, '\n', (size_t)(end - p));
+            p = eol ? eol + 1 : end;
+        } while (p < end && (*p == ' ' || *p == '\t'));
+        if (!from && prx_field_is(f, p, "From")) {
+            from = f;
+            from_end = p;
+        } else if (prx_field_is(f, p, "Reply-To")) {
+            has_reply_to = 1;
+        }
+    }
+    out = from ? malloc(cap) : NULL;
+    if (!out) {
+        prx_emit(s, s->hbuf, s->hlen);
+        return;
+    }
+    {
+        /* unfold (RFC 5322 §2.2.3) the value into val, then split at the '<' of
+         * the first angle address outside quotes */
+        char val[1000 + PRX_PATH_MAX];
+        size_t vl = 0;
+        const char *v = memchr(from, ':', (size_t)(from_end - from)) + 1;
+        const char *lt = NULL, *gt = NULL;
+        int inq = 0;
+
+        for (; v < from_end && vl < sizeof(val) - 1; v++) {
+            if (*v != '\r' && *v != '\n') {
+                val[vl++] = *v == '\t' ? ' ' : *v;
+            }
+        }
+        val[vl] = '\0';
+        for (size_t i = 0; i < vl; i++) {
+            if (val[i] == '\\' && inq && i + 1 < vl) {
+                i++;
+            } else if (val[i] == '"') {
+                inq = !inq;
+            } else if (val[i] == '<' && !inq && !lt) {
+                lt = val + i;
+            } else if (val[i] == '>' && lt && !gt) {
+                gt = val + i;
+            }
+        }
+        if (lt && gt) {
+            const char *a = val, *b = lt;
+            while (a < b && *a == ' ') {
+                a++;
+            }
+            while (b > a && b[-1] == ' ') {
+                b--;
+            }
+            snprintf(orig, sizeof(orig), "%.*s", (int)(gt - lt - 1), lt + 1);
+            if (prx_hput(out, cap, &o, h, (size_t)(from - h)) < 0 ||
+                prx_hput(out, cap, &o, "From: ", 6) < 0 ||
+                prx_hput(out, cap, &o, a, (size_t)(b - a)) < 0 ||
+                (b > a && prx_hput(out, cap, &o, " ", 1) < 0) ||
+                prx_hput(out, cap, &o, "<", 1) < 0 ||
+                prx_hput(out, cap, &o, s->dev->rewrite_sender, strlen(s->dev->rewrite_sender)) <
+                    0 ||
+                prx_hput(out, cap, &o, ">\r\n", 3) < 0) {
+                o = SIZE_MAX;
+            }
+        } else {
+            /* addr-spec alone, possibly with a trailing comment: the address is the
+             * first word */
+            const char *a = val;
+            while (*a == ' ') {
+                a++;
+            }
+            snprintf(orig, sizeof(orig), "%.*s", (int)strcspn(a, " ,("), a);
+            if (prx_hput(out, cap, &o, h, (size_t)(from - h)) < 0 ||
+                prx_hput(out, cap, &o, "From: ", 6) < 0 ||
+                prx_hput(out, cap, &o, s->dev->rewrite_sender, strlen(s->dev->rewrite_sender)) <
+                    0 ||
+                prx_hput(out, cap, &o, "\r\n", 2) < 0) {
+                o = SIZE_MAX;
+            }
+        }
+    }
+    if (!orig[0]) {
+        /* From: without an address: the envelope sender is the one to answer */
+        snprintf(orig, sizeof(orig), "%s", s->orig_from);
+    }
+    if (o != SIZE_MAX && !has_reply_to && orig[0] &&
+        (prx_hput(out, cap, &o, "Reply-To: <", 11) < 0 ||
+         prx_hput(out, cap, &o, orig, strlen(orig)) < 0 ||
+         prx_hput(out, cap, &o, ">\r\n", 3) < 0)) {
+        o = SIZE_MAX;
+    }
+    if (o != SIZE_MAX && prx_hput(out, cap, &o, from_end, (size_t)(end - from_end)) < 0) {
+        o = SIZE_MAX;
+    }
+    if (o == SIZE_MAX) {
+        prx_emit(s, s->hbuf, s->hlen);
+    } else {
+        prx_emit(s, out, o);
+    }
+    free(out);
+}
+
+/* Holds header bytes for the rewrite; at the end of the section (or of a message
+ * without body) rewrites and emits them. Beyond max_header_size (1 MiB when that
+ * is 0: unlimited) the message goes out as sent. */
+static void prx_hold_header(struct prx_session *s, const char *p, size_t n, int end)
+{
+    size_t limit = s->conf->max_header_size ? (size_t)s->conf->max_header_size : (1u << 20);
+
+    if (s->hlen + n > s->hcap) {
+        size_t ncap = s->hcap ? s->hcap : 8192;
+        char *nb;
+
+        while (ncap < s->hlen + n) {
+            ncap *= 2;
+        }
+        if (ncap > limit + PRX_BODY_STEP) {
+            ncap = limit + PRX_BODY_STEP;
+        }
+        nb = s->hlen + n <= ncap ? realloc(s->hbuf, ncap) : NULL;
+        if (!nb) {
+            /* not rewritten: out as sent */
+            prx_emit(s, s->hbuf, s->hlen);
+            prx_emit(s, p, n);
+            s->hdr_hold = 0;
+            return;
+        }
+        s->hbuf = nb;
+        s->hcap = ncap;
+    }
+    memcpy(s->hbuf + s->hlen, p, n);
+    s->hlen += n;
+    if (end) {
+        prx_rewrite_header(s);
+        s->hdr_hold = 0;
+        free(s->hbuf);
+        s->hbuf = NULL;
+        s->hlen = s->hcap = 0;
+    }
 }
 
 /* Decode, check, re-encode and forward one step of body bytes. Returns input consumed. */
 static size_t prx_body(struct prx_session *s, const char *data, size_t len)
 {
-    char *dec = s->bodybuf, *enc = s->bodybuf + PRX_BODY_STEP;
+    char *dec = s->bodybuf;
     size_t in = len < PRX_BODY_STEP / 2 ? len : PRX_BODY_STEP / 2;
-    size_t outlen = 0, c;
+    size_t outlen = 0, c, hl = 0;
     int done = 0;
 
     c = data_dec_feed(&s->dec, data, in, dec, PRX_BODY_STEP, &outlen, &done);
     if (!s->hdr_done) {
-        prx_scan_header(s, dec, outlen);
+        hl = prx_scan_header(s, dec, outlen);
     }
     if (s->body_err == PRX_BODY_OK) {
         if (s->dec.size > s->conf->max_message_size) {
@@ -1522,25 +2071,14 @@ static size_t prx_body(struct prx_session *s, const char *data, size_t len)
         } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
             s->body_err = PRX_BODY_BARE_LF;
         }
-        if (s->body_err == PRX_BODY_OK && s->spw && !s->spool_err &&
-            !prx_spool_room(s, up_spool_written(s->spw) + outlen)) {
-            s->spool_err = UV_ENOSPC; /* max_spool_size */
-        }
         if (s->body_err != PRX_BODY_OK) {
             prx_drop_up(s); /* no final dot: upstream discards the partial message */
-        } else if (outlen > 0) {
-            if (s->spw && !s->spool_err) {
-                int r = up_spool_write(s->spw, dec, outlen);
-                if (r < 0) {
-                    s->spool_err = r;
-                } else if (r == 1) {
-                    s->bp_spool = 1; /* resumed by prx_spool_drain */
-                }
-            }
-            if (s->up && !s->txn_local) {
-                size_t n = data_enc_feed(&s->enc, dec, outlen, enc);
-                up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
-            }
+        } else if (s->hdr_hold) {
+            /* rewrite_from_header: the header section waits, the rest streams */
+            prx_hold_header(s, dec, hl, s->hdr_done || done);
+            prx_emit(s, dec + hl, outlen - hl);
+        } else {
+            prx_emit(s, dec, outlen);
         }
     }
     if (done) {
@@ -1599,6 +2137,9 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
         if (s->line_overflow) {
             s->line_overflow = 0;
             s->linelen = 0;
+            if (s->state == PRX_STATE_AUTH) {
+                prx_auth_end(s);
+            }
             prx_reply(s, REPLY_LINE_TOO_LONG);
         } else {
             size_t l = s->linelen - 1;
@@ -1607,7 +2148,14 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
             }
             s->line[l] = '\0';
             s->linelen = 0;
-            prx_command(s, s->line, l);
+            if (s->state == PRX_STATE_AUTH) {
+                prx_auth_line(s, s->line, l);
+            } else {
+                prx_command(s, s->line, l);
+            }
+            if (s->state == PRX_STATE_TLS) {
+                break; /* the tio dropped what followed STARTTLS (RFC 3207 §4.2) */
+            }
         }
         if (s->conf->max_errors && s->errors >= s->conf->max_errors && !s->closing &&
             s->state != PRX_STATE_CLOSING) {
@@ -1645,6 +2193,9 @@ static void prx_tio_error(void *arg, int err)
         return;
     }
     tio_strerror(err, e, sizeof(e));
+    if (s->state == PRX_STATE_TLS) {
+        log_info(s->sid, "prx", "event=tls_failed client=%s error=\"%s\"", s->ip, e);
+    }
     if (s->state == PRX_STATE_DOT_WAIT && s->up) {
         /* the message is complete upstream: wait for its verdict to log it */
         s->client_gone = 1;
@@ -1664,9 +2215,28 @@ static void prx_tio_close(void *arg)
     prx_unref_env(arg);
 }
 
+/* Handshake done: an implicit-TLS client is greeted now; after STARTTLS the
+ * session starts over without its EHLO (RFC 3207 §4.2). */
+static void prx_tio_handshake(void *arg)
+{
+    struct prx_session *s = arg;
+    char d[96];
+
+    log_info(s->sid, "prx", "event=tls client=%s mode=%s tls=%s", s->ip,
+             s->tls_implicit ? "implicit" : "starttls", tio_tls_desc(s->tio, d, sizeof(d)));
+    if (s->tls_implicit) {
+        prx_greet(s, &s->peer);
+        return;
+    }
+    s->helo[0] = '\0';
+    s->esmtp = 0;
+    s->need_helo = 1;
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
 static const struct tio_cbs prx_tio_cbs = {
     .on_read = prx_tio_read,
-    .on_handshake = NULL,
+    .on_handshake = prx_tio_handshake,
     .on_drain = prx_tio_drain,
     .on_error = prx_tio_error,
     .on_close = prx_tio_close,
@@ -1680,6 +2250,11 @@ static void prx_timeout_cb(uv_timer_t *t)
 
     if (s->state == PRX_STATE_CLOSING) {
         prx_close(s, "close timeout");
+        return;
+    }
+    if (s->state == PRX_STATE_TLS) {
+        log_info(s->sid, "prx", "event=timeout client=%s state=tls", s->ip);
+        prx_close(s, "TLS handshake timeout");
         return;
     }
     log_info(s->sid, "prx", "event=timeout client=%s state=%s limit=%s", s->ip,
@@ -1728,9 +2303,13 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
     const struct conf *c = s->conf;
 
     prx_set_peer(s, ss);
+    if (ss != &s->peer) {
+        s->peer = *ss;
+    }
     if (!auth_map_allowed(c, (const struct sockaddr *)ss)) {
         why = "not in allow";
-    } else if (!(s->dev = auth_map_lookup(c, (const struct sockaddr *)ss))) {
+    } else if (!(s->dev = auth_map_lookup(c, (const struct sockaddr *)ss)) && c->nusers == 0) {
+        /* with users_file, AUTH may still give the client a [device] (login = ...) */
         why = "no [device] matches and there is no [device default]";
     }
     if (why) {
@@ -1744,7 +2323,7 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         prx_send(s, buf, n);
         return;
     }
-    s->devidx = (size_t)(s->dev - c->devices);
+    s->devidx = s->dev ? (size_t)(s->dev - c->devices) : 0;
     if ((c->max_connections && s->env->nsessions > c->max_connections) ||
         (c->max_connections_per_ip && prx_count_ip(s) > c->max_connections_per_ip)) {
         int total = c->max_connections && s->env->nsessions > c->max_connections;
@@ -1761,7 +2340,7 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         return;
     }
     log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
-             s->dev->name, s->dev->user);
+             s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
     n = (size_t)snprintf(buf, sizeof(buf), "220 %s ESMTP relay25\r\n", c->hostname);
     prx_enter_state(s, PRX_STATE_IDLE);
     prx_send(s, buf, n);
@@ -1806,7 +2385,7 @@ static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t le
     return used - before;
 }
 
-struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener)
+struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener, int implicit_tls)
 {
     struct prx_session *s = calloc(1, sizeof(*s));
     struct sockaddr_storage ss;
@@ -1847,7 +2426,22 @@ struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listene
         return NULL;
     }
     uv_tcp_nodelay(tio_tcp(s->tio), 1);
-    if (s->conf->proxy_protocol) {
+    if (implicit_tls) {
+        int r = s->conf->tls_cert
+                    ? tio_starttls_server(s->tio, s->conf->tls_cert, s->conf->tls_min_version)
+                    : UV_EINVAL;
+        prx_set_peer(s, &ss);
+        if (r != 0) {
+            log_warn(s->sid, "prx", "event=tls_failed client=%s error=\"no certificate\"", s->ip);
+            s->state = PRX_STATE_CLOSING;
+            prx_close(s, "no TLS certificate");
+            return s;
+        }
+        s->peer = ss;
+        s->tls_implicit = 1;
+        s->state = PRX_STATE_TLS;
+        prx_enter_state(s, PRX_STATE_TLS);
+    } else if (s->conf->proxy_protocol) {
         int trusted = 0;
         prx_set_peer(s, &ss);
         for (size_t i = 0; i < s->conf->nproxy_from && !trusted; i++) {
@@ -1882,7 +2476,7 @@ static void prx_session_drain(struct prx_session *s)
         return;
     }
     s->draining = 1;
-    if (s->state == PRX_STATE_IDLE || s->state == PRX_STATE_REFUSED) {
+    if (s->state == PRX_STATE_IDLE || s->state == PRX_STATE_REFUSED || s->state == PRX_STATE_AUTH) {
         char buf[300];
         size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
         prx_send(s, buf, n);

@@ -48,8 +48,10 @@ void prx_conf_hold(struct prx_conf *pc);
 void prx_conf_release(struct prx_conf *pc);
 
 /* Accept one connection from listener and greet it (220, or 554 when the
- * client is not allowed). Returns NULL if the accept failed. */
-struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener);
+ * client is not allowed); implicit_tls: after a TLS handshake (tls_listen).
+ * Returns NULL if the accept failed. */
+struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listener,
+                                       int implicit_tls);
 /* Shutdown: idle sessions get 421 and close at once; sessions inside a
  * transaction finish it first. */
 void prx_session_drain_all(struct prx_env *env);

@@ -3,7 +3,7 @@
 # its tests, if any is missing. Used by ./run.sh, tests/run-tests.sh and .ci/run.
 set -eu
 # Extra packages may be named as arguments (tests/run-tests.sh adds its test peers).
-PKGS="build-essential cmake pkg-config libuv1-dev libbearssl-dev libinih-dev libcjson-dev \
+PKGS="build-essential cmake pkg-config libuv1-dev libbearssl-dev libcrypt-dev libinih-dev libcjson-dev \
 python3 python3-aiosmtpd openssl swaks ca-certificates $*"
 missing=""
 for p in $PKGS; do

@@ -420,6 +420,17 @@ static void upq_prepare_done(uv_work_t *w, int status)
         upq_attempt_end(j);
         return;
     }
+    if (j->env.route[0]) {
+        /* routed at acceptance: the route's upstream and credentials (a device-shaped
+         * record) replace the device's; a route since removed falls back to the device */
+        const struct conf_route *r = conf_route_find(j->conf, j->env.route);
+        if (r) {
+            j->dev = &r->cred;
+        } else {
+            log_warn(0, "queue", "qid=%016" PRIx64 " event=route_missing route=%s device=%s",
+                     j->qid, j->env.route, j->dev->name);
+        }
+    }
     if (upq_npending(j) == 0) {
         j->step = UPQ_DOT;
         upq_attempt_end(j);
@@ -913,6 +924,12 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     be.created = (uint64_t)now;
     snprintf(be.device, sizeof(be.device), "%s", j->env.device);
     snprintf(be.user, sizeof(be.user), "%s", j->env.user);
+    {
+        /* the bounce's sender is <>: a route listing "<>" takes it, as at MAIL */
+        const struct conf_device *bd = upq_device(j->conf, j->env.device);
+        const struct conf_route *br = conf_route_for(j->conf, bd, "");
+        snprintf(be.route, sizeof(be.route), "%s", br ? br->cred.name : "");
+    }
     snprintf(be.client, sizeof(be.client), "127.0.0.1");
     snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
     be.rcpt = rcpt1;
@@ -1097,8 +1114,9 @@ static void upq_record_done(uv_work_t *w, int status)
         const char *st = upq_status_of(j);
         log_info(0, "queue",
                  "qid=%016" PRIx64 " from=<%s> nrcpt=%zu size=%" PRIu64
-                 " device=%s attempts=%u status=%s bounce=%s",
-                 j->qid, j->env.from, j->env.nrcpt, j->size, j->env.device, j->attempts, st,
+                 " device=%s%s%s attempts=%u status=%s bounce=%s",
+                 j->qid, j->env.from, j->env.nrcpt, j->size, j->env.device,
+                 j->env.route[0] ? " route=" : "", j->env.route, j->attempts, st,
                  strcmp(st, "sent") == 0               ? "-"
                  : j->bounce_qid                       ? "dsn"
                  : j->conf->bounce == CONF_BOUNCE_KEEP ? "kept"

@@ -65,6 +65,8 @@ int up_spool_env_parse(const char *text, size_t len, struct up_spool_env *env, c
             r = up_spool_field(v, vl, env->device, sizeof(env->device));
         } else if (kl == 4 && memcmp(p, "user", 4) == 0) {
             r = up_spool_field(v, vl, env->user, sizeof(env->user));
+        } else if (kl == 5 && memcmp(p, "route", 5) == 0) {
+            r = up_spool_field(v, vl, env->route, sizeof(env->route));
         } else if (kl == 6 && memcmp(p, "client", 6) == 0) {
             r = up_spool_field(v, vl, env->client, sizeof(env->client));
         } else if (kl == 4 && memcmp(p, "helo", 4) == 0) {
@@ -120,9 +122,10 @@ char *up_spool_env_format(const struct up_spool_env *env, size_t *len)
         return NULL;
     }
     n = snprintf(out, cap,
-                 "relay25-spool 1\ncreated %" PRIu64 "\ndevice %s\nuser %s\nclient %s\nhelo %s\n"
-                 "body %s\nfrom %s\n",
-                 env->created, env->device, env->user, env->client, env->helo[0] ? env->helo : "-",
+                 "relay25-spool 1\ncreated %" PRIu64 "\ndevice %s\nuser %s\n%s%s%sclient %s\n"
+                 "helo %s\nbody %s\nfrom %s\n",
+                 env->created, env->device, env->user, env->route[0] ? "route " : "", env->route,
+                 env->route[0] ? "\n" : "", env->client, env->helo[0] ? env->helo : "-",
                  env->body[0] ? env->body : "-", env->from);
     if (n < 0 || (size_t)n >= cap) {
         free(out);

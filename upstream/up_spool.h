@@ -12,6 +12,8 @@
  *   created <unix seconds>
  *   device <device section name>
  *   user <upstream login at acceptance>
+ *   route <[route NAME] chosen at MAIL>   (only when a route applies: its upstream
+ *                                          and credentials replace the device's)
  *   client <ip>
  *   helo <name or ->
  *   body <7BIT|8BITMIME|->
@@ -36,6 +38,7 @@ struct up_spool_env {
     uint64_t created;
     char device[128];
     char user[256];
+    char route[128]; /* "" when the device's own upstream serves it */
     char client[64];
     char helo[256];
     char body[16]; /* "7BIT", "8BITMIME" or "" */

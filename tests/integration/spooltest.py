@@ -42,6 +42,8 @@ def parse_env(path):
         else:
             out[k] = v
     want = list(SPOOL_ENV_KEYS) + ["rcpt"] * len(out["rcpt"])
+    if "route" in out:   # only when a [route] applies, right after "user"
+        want.insert(want.index("user") + 1, "route")
     if keys != want:
         raise AssertionError("%s: keys %r, want %r; text:\n%s" % (path, keys, want, text))
     return out

@@ -1970,6 +1970,176 @@ static void test_oauth(void)
     unlink(cs);
 }
 
+/* [device] rewrite_sender / rewrite_from_header and [route NAME]. */
+static void test_rewrite_route(void)
+{
+    char err[512];
+    struct conf *c;
+    const struct conf_route *r;
+    static const char text[] = "[upstream main]\nhost = mx.example\n"                   /* 1-2 */
+                               "[upstream alt]\nhost = alt.example\n"                   /* 3-4 */
+                               "[device default]\nupstream = main\n"                    /* 5-6 */
+                               "user = office@example.com\npassword = pw0\n"            /* 7-8 */
+                               "[device scanner]\nmatch = 10.0.0.2\n"                   /* 9-10 */
+                               "upstream = main\nuser = s@example.com\n"                /* 11-12 */
+                               "password = pw1\nrewrite_sender = Office@Example.com\n"  /* 13-14 */
+                               "rewrite_from_header = yes\n"                            /* 15 */
+                               "[route a]\nsenders = @a.example, Boss@B.example\n"      /* 16-17 */
+                               "upstream = alt\nuser = route@a.example\n"               /* 18-19 */
+                               "password_env = RELAY25_TEST_ROUTE_PW\n"                 /* 20 */
+                               "[route b]\nsenders = @b.example\ndevices = scanner\n"   /* 21-23 */
+                               "upstream = alt\nuser = rb@b.example\npassword = pwb\n"; /* 24-26 */
+
+    setenv("RELAY25_TEST_ROUTE_PW", "route-secret", 1);
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    ASSERT_TRUE(c->devices[0].rewrite_sender == NULL);
+    ASSERT_EQ(c->devices[0].rewrite_from_header, 0);
+    ASSERT_STREQ(c->devices[1].rewrite_sender, "Office@Example.com"); /* as written */
+    ASSERT_EQ(c->devices[1].rewrite_from_header, 1);
+    ASSERT_EQ(c->nroutes, 2);
+    ASSERT_STREQ(c->routes[0].cred.name, "a");
+    ASSERT_STREQ(c->routes[0].cred.user, "route@a.example");
+    ASSERT_STREQ(c->routes[0].cred.password, "route-secret");
+    ASSERT_STREQ(c->routes[0].cred.password_source, "env RELAY25_TEST_ROUTE_PW");
+    ASSERT_STREQ(c->routes[0].cred.up->name, "alt");
+    ASSERT_EQ(c->routes[0].cred.nups, 1);
+    ASSERT_EQ(c->routes[0].ndevices, 0);
+    ASSERT_EQ(c->routes[1].ndevices, 1);
+    ASSERT_STREQ(c->routes[1].cred.password, "pwb");
+    /* first match in file order; devices restricts; the null sender is no domain */
+    r = conf_route_for(c, &c->devices[0], "x@A.example");
+    ASSERT_TRUE(r == &c->routes[0]);
+    ASSERT_TRUE(conf_route_for(c, &c->devices[0], "boss@b.example") == &c->routes[0]);
+    ASSERT_TRUE(conf_route_for(c, &c->devices[0], "other@b.example") == NULL);
+    ASSERT_TRUE(conf_route_for(c, &c->devices[1], "other@b.example") == &c->routes[1]);
+    ASSERT_TRUE(conf_route_for(c, &c->devices[1], "x@example.org") == NULL);
+    ASSERT_TRUE(conf_route_for(c, &c->devices[1], "") == NULL);
+    ASSERT_TRUE(conf_route_find(c, "b") == &c->routes[1]);
+    ASSERT_TRUE(conf_route_find(c, "zz") == NULL);
+    conf_free(c);
+    unsetenv("RELAY25_TEST_ROUTE_PW");
+
+#define RUP "[upstream main]\nhost = mx.example\n[upstream alt]\nhost = alt.example\n" /* 1-4 */
+#define RDEV "[device default]\nupstream = main\nuser = o@example.com\npassword = p\n" /* 5-8 */
+    /* routes */
+    EXPECT_ERR(RUP RDEV
+               "[route a]\nsenders = @a.example\nupstream = nope\nuser = u\npassword = p\n",
+               "relay25.conf:11: ", "no [upstream nope] for [route a]");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\nupstream = alt\npassword = p\n",
+               "relay25.conf:9: ", "[route a] has no user");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\nupstream = alt\nuser = u\n",
+               "relay25.conf:9: ", "[route a] needs exactly one of password_file");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\nupstream = alt\nuser = u\npassword = p\n"
+                        "password_env = X\n",
+               "relay25.conf:14: ", "[route a] already has password (line 13)");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\nupstream = alt\nuser = u\n"
+                        "password_file = /nonexistent/relay25-route.pw\n",
+               "relay25.conf:13: ", "/nonexistent/relay25-route.pw");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = x@y@a.example\n",
+               "relay25.conf:10: senders: ", "bad address 'x@y@a.example' (more than one");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = <a@a.example>\n",
+               "relay25.conf:10: senders: ", "without angle brackets");
+    EXPECT_ERR(RUP RDEV "[route a]\nupstream = alt\nuser = u\npassword = p\n",
+               "relay25.conf:9: ", "[route a] needs senders");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\nuser = u\npassword = p\n",
+               "relay25.conf:9: ", "[route a] needs upstream = NAME");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\ndevices = printer\nupstream = alt\n"
+                        "user = u\npassword = p\n",
+               "relay25.conf:9: ", "no [device printer] for [route a]");
+    EXPECT_ERR(RUP RDEV "[route a]\nmatch = 10.0.0.1\n",
+               "relay25.conf:10: ", "unknown key 'match' in [route a]");
+    EXPECT_ERR(RUP RDEV "[route a]\nsenders = @a.example\n[route a]\n",
+               "relay25.conf:11: ", "duplicate section [route a] (first on line 9)");
+    EXPECT_ERR(RUP RDEV "[route]\n", "relay25.conf:9: ", "[route] needs a name");
+    /* rewrite_sender */
+    EXPECT_ERR(RUP RDEV "rewrite_sender = <o@example.com>\n",
+               "relay25.conf:9: rewrite_sender: ", "bad address '<o@example.com>'");
+    EXPECT_ERR(RUP RDEV "rewrite_sender = office\n",
+               "relay25.conf:9: rewrite_sender: ", "bad address 'office' (expected local@domain)");
+    EXPECT_ERR(RUP RDEV "rewrite_sender = a@b@example.com\n",
+               "relay25.conf:9: rewrite_sender: ", "expected local@domain");
+    EXPECT_ERR(RUP RDEV "rewrite_sender = \"a b\"@example.com\n",
+               "relay25.conf:9: rewrite_sender: ", "without brackets or blanks");
+    EXPECT_ERR(RUP RDEV "rewrite_sender = a@example.com.\n",
+               "relay25.conf:9: rewrite_sender: ", "expected local@domain");
+    EXPECT_ERR(RUP RDEV "rewrite_from_header = maybe\n",
+               "relay25.conf:9: rewrite_from_header: ", "expected yes or no");
+    EXPECT_ERR(RUP RDEV "rewrite_from_header = yes\n", "relay25.conf:5: ",
+               "[device default] has rewrite_from_header but no rewrite_sender");
+#undef RUP
+#undef RDEV
+}
+
+/* inbound TLS and AUTH keys (certificates themselves: test_passwd) */
+static void test_inbound(void)
+{
+    static const char base[] = "[relay]\n"               /* 1 */
+                               "hostname = relay.test\n" /* 2 */
+                               "%s"                      /* 3.. */
+                               "[upstream u]\nhost = 127.0.0.1\n"
+                               "[device default]\nuser = u\npassword = p\n"
+                               "[device alice]\nlogin = alice\nuser = a\npassword = p\n";
+    static const char users[] = "# comment\n\nalice:$y$j9T$abc$def\nbob:$6$salt$hash\n";
+    char text[1024], err[512];
+    struct conf *c;
+
+    write_file("users", users, strlen(users));
+    snprintf(text, sizeof(text), base,
+             "tls_cert_file = /x/cert.pem\ntls_key_file = /x/key.pem\ntls_listen = 127.0.0.1:465, "
+             "[::1]\ntls_min_version = 1.1\nusers_file = users\n");
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->tls_cert_file, "/x/cert.pem");
+        ASSERT_EQ(c->tls_min_version, BR_TLS11);
+        ASSERT_EQ(c->ntls_listen, 2);
+        ASSERT_EQ(port_of(&c->tls_listen[1].addr), 465);
+        ASSERT_TRUE(c->tls_cert == NULL); /* load_ca = 0 */
+        ASSERT_EQ(c->nusers, 2);
+        ASSERT_STREQ(c->users[0].login, "alice");
+        ASSERT_STREQ(c->users[1].hash, "$6$salt$hash");
+        ASSERT_EQ(c->allow_plaintext_auth, 0);
+        ASSERT_STREQ(c->devices[1].login, "alice");
+        ASSERT_EQ(c->devices[1].nmatch, 0);
+        conf_free(c);
+    }
+    /* defaults: all off */
+    snprintf(text, sizeof(text), base, "allow_plaintext_auth = yes\nusers_file = users\n");
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_TRUE(c->tls_cert_file == NULL);
+        ASSERT_EQ(c->tls_min_version, BR_TLS12);
+        ASSERT_EQ(c->allow_plaintext_auth, 1);
+        conf_free(c);
+    }
+    snprintf(text, sizeof(text), base, "tls_cert_file = /x/cert.pem\nusers_file = users\n");
+    EXPECT_ERR(text, CONF ":3: ", "tls_cert_file and tls_key_file go together");
+    snprintf(text, sizeof(text), base, "tls_listen = 127.0.0.1:465\nusers_file = users\n");
+    EXPECT_ERR(text, CONF ":3: ", "tls_listen needs tls_cert_file");
+    snprintf(text, sizeof(text), base, "users_file = users\n");
+    EXPECT_ERR(text, CONF ":3: ", "allow_plaintext_auth = yes");
+    snprintf(text, sizeof(text), base, "tls_min_version = 1.3\n");
+    EXPECT_ERR(text, CONF ":3: ", "bad value '1.3'");
+    snprintf(text, sizeof(text), base, "allow_plaintext_auth = yes\nusers_file = missing\n");
+    EXPECT_ERR(text, CONF ":4: ", "cannot read users_file missing");
+    /* alice has no users_file at all */
+    snprintf(text, sizeof(text), base, "");
+    EXPECT_ERR(text, CONF ":8: ", "login 'alice' is not in users_file");
+    write_file("users", "alice:nohash\n", 13);
+    snprintf(text, sizeof(text), base, "allow_plaintext_auth = yes\nusers_file = users\n");
+    EXPECT_ERR(text, CONF ":4: ", "users:1: expected login:$hash");
+    write_file("users", "alice:$y$a\nalice:$y$b\n", 22);
+    EXPECT_ERR(text, CONF ":4: ", "login 'alice' is listed twice");
+    EXPECT_ERR("[relay]\n[upstream u]\nhost = h\n[device d]\nlogin = a:b\nuser = u\npassword = p\n",
+               CONF ":5: ", "bad login 'a:b'");
+}
+
 static void cleanup(void)
 {
     DIR *d = opendir(".");
@@ -2011,6 +2181,8 @@ int main(void)
     test_env();
     test_ca();
     test_oauth();
+    test_rewrite_route();
+    test_inbound();
     cleanup();
     return CHECK_DONE();
 }
