@@ -112,7 +112,7 @@ static void check_print(const struct conf *c)
         for (size_t j = 0; j < d->nmatch; j++) {
             printf("%s%s", j ? ", " : " ", cidr_format(&d->match[j], b, sizeof(b)));
         }
-        if (d->auth == CONF_AUTH_XOAUTH2) {
+        if (d->auth != CONF_AUTH_PASSWORD) {
             check_print_oauth(d);
         } else {
             printf(" -> user %s (password from %s) -> upstream %s\n", d->user, d->password_source,
@@ -232,6 +232,8 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
         up.up = p->dev->up;
         up.user = p->dev->user;
         up.password = p->dev->password;
+        memcpy(up.mechs, p->dev->auth_mechanisms, sizeof(up.mechs));
+        up.oauthbearer = p->dev->auth == CONF_AUTH_OAUTHBEARER;
         up.helo = c->hostname;
         up.sid = log_new_id();
         up.connect_timeout = c->connect_timeout;

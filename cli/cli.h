@@ -31,6 +31,9 @@ int cli_queue_list(const char *spool_dir, int failed, int json);
 
 /* `relay25 passwd LOGIN`: prints "LOGIN:HASH" for users_file (inbound AUTH). */
 int cli_passwd(int argc, char **argv);
+/* `relay25 oauth login DEVICE [-c FILE]`: RFC 8628 device authorization grant;
+ * writes the device's refresh token to oauth_refresh_token_file. */
+int cli_oauth(int argc, char **argv);
 
 /* Which configuration to use: -c FILE, else $RELAY25_CONFIG, else the
  * RELAY25_* environment when RELAY25_UPSTREAM is set, else

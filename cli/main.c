@@ -18,6 +18,7 @@ static void usage(FILE *f)
                "       relay25 queue [-c FILE] [--json] list [--failed] | show ID | flush [ID] |\n"
                "                     delete ID | delete [--failed] --all | retry-failed\n"
                "       relay25 passwd LOGIN\n"
+               "       relay25 oauth login DEVICE [-c FILE]\n"
                "       relay25 --version\n"
                "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"
                "is set, else " RELAY25_DEFAULT_CONFIG ".\n");
@@ -85,6 +86,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "passwd") == 0) {
         return cli_passwd(argc - 1, argv + 1);
+    }
+    if (strcmp(argv[1], "oauth") == 0) {
+        return cli_oauth(argc - 1, argv + 1);
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("relay25 %s\n", RELAY25_VERSION);

@@ -1309,6 +1309,8 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         p.up = dev->up;
         p.user = dev->user;
         p.password = dev->password;
+        memcpy(p.mechs, dev->auth_mechanisms, sizeof(p.mechs));
+        p.oauthbearer = dev->auth == CONF_AUTH_OAUTHBEARER;
         s.label = "upstream";
     }
     snprintf(where, sizeof(where), strchr(p.up->host, ':') ? "[%s]:%u" : "%s:%u", p.up->host,

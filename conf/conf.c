@@ -66,6 +66,7 @@ enum oauth_key {
     OK_REFRESH_TOKEN_FILE,
     OK_GRANT,
     OK_TOKEN_COMMAND,
+    OK_DEVICE_URL, /* after OK_TOKEN_COMMAND: not a token source key */
     CONF_OAUTH_NKEYS
 };
 static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
@@ -77,6 +78,7 @@ static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
     "oauth_refresh_token_file",
     "oauth_grant",
     "oauth_token_command",
+    "oauth_device_url",
 };
 
 /* Where a value came from, for messages: a file line (and key) or a variable. */
@@ -134,6 +136,7 @@ struct parse {
     size_t errlen;
     int failed;
     int fail_line; /* file line of the recorded error, 0 if none */
+    int login;     /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
 
     FILE *fp;
     int lineno; /* lines handed to inih so far: the current line while it runs */
@@ -166,7 +169,9 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
     set_submit, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
-static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices;
+static conf_set_fn set_oauth_device_url;
+static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
+    set_auth_mechanisms;
 
 static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth,
     set_login; /* inbound TLS and AUTH */
@@ -220,6 +225,7 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "retry_min", 0, set_duration, offsetof(struct conf, retry_min)},
     {SECT_RELAY, "retry_max", 0, set_duration, offsetof(struct conf, retry_max)},
     {SECT_RELAY, "bounce", 0, set_bounce, 0},
+    {SECT_RELAY, "auth_mechanisms", 0, set_auth_mechanisms, offsetof(struct conf, auth_mechanisms)},
     {SECT_UPSTREAM, "host", 0, set_host, 0},
     {SECT_UPSTREAM, "port", 0, set_port, 0},
     {SECT_UPSTREAM, "tls", 0, set_tls, 0},
@@ -254,7 +260,10 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "on_upstream_failure", 0, set_on_failure,
      offsetof(struct conf_device, on_failure)},
     {SECT_DEVICE, "auth", 0, set_auth, 0},
+    {SECT_DEVICE, "auth_mechanisms", 0, set_auth_mechanisms,
+     offsetof(struct conf_device, auth_mechanisms)},
     {SECT_DEVICE, "oauth_token_url", 0, set_oauth_url, 0},
+    {SECT_DEVICE, "oauth_device_url", 0, set_oauth_device_url, 0},
     {SECT_DEVICE, "oauth_client_id", 0, set_oauth_text,
      offsetof(struct conf_device, oauth.client_id)},
     {SECT_DEVICE, "oauth_client_secret_file", 0, set_oauth_secret_file, 0},
@@ -1509,15 +1518,62 @@ static int set_route_devices(struct parse *p, const char *val, size_t len)
 
 static int set_auth(struct parse *p, const char *val, size_t len)
 {
-    static const char *const words[] = {"password", "xoauth2"};
-    int k = conf_keyword(p, val, words, 2);
+    static const char *const words[] = {"password", "xoauth2", "oauthbearer"};
+    int k = conf_keyword(p, val, words, 3);
 
     (void)len;
     if (k < 0) {
         return -1;
     }
-    p->c->devices[p->cur].auth = k == 0 ? CONF_AUTH_PASSWORD : CONF_AUTH_XOAUTH2;
+    p->c->devices[p->cur].auth = k == 0   ? CONF_AUTH_PASSWORD
+                                 : k == 1 ? CONF_AUTH_XOAUTH2
+                                          : CONF_AUTH_OAUTHBEARER;
     p->dx[p->cur].auth_at = conf_here(p);
+    return 0;
+}
+
+/* auth_mechanisms = CRAM-MD5, PLAIN: SASL names (any case), each at most once. */
+static int conf_add_mech(struct parse *p, const char *item)
+{
+    static const char *const names[] = {"", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "PLAIN", "LOGIN"};
+    unsigned char *m = conf_field(p);
+    size_t n = 0, k;
+
+    for (k = 1; k < sizeof(names) / sizeof(names[0]); k++) {
+        if (strcasecmp(item, names[k]) == 0) {
+            break;
+        }
+    }
+    if (k == sizeof(names) / sizeof(names[0])) {
+        conf_fail_at(p, conf_here(p),
+                     "unknown SASL mechanism '%s' (XOAUTH2, OAUTHBEARER, CRAM-MD5, PLAIN or LOGIN)",
+                     item);
+        return -1;
+    }
+    while (n < CONF_MAX_MECHS - 1 && m[n] != CONF_MECH_END) {
+        if (m[n] == k) {
+            conf_fail_at(p, conf_here(p), "mechanism '%s' listed twice", item);
+            return -1;
+        }
+        n++;
+    }
+    m[n] = (unsigned char)k;
+    m[n + 1] = CONF_MECH_END;
+    return 0;
+}
+
+static int set_auth_mechanisms(struct parse *p, const char *val, size_t len)
+{
+    unsigned char *m = conf_field(p);
+
+    memset(m, 0, CONF_MAX_MECHS);
+    if (conf_each_item(p, val, len, conf_add_mech) != 0) {
+        return -1;
+    }
+    if (m[0] == CONF_MECH_END) {
+        conf_fail_at(p, conf_here(p), "empty list (XOAUTH2, OAUTHBEARER, CRAM-MD5, PLAIN, LOGIN)");
+        return -1;
+    }
     return 0;
 }
 
@@ -1637,6 +1693,36 @@ static int set_oauth_url(struct parse *p, const char *val, size_t len)
     }
     o->token_url = conf_strdup(p, val);
     return o->token_url ? 0 : -1;
+}
+
+/* oauth_device_url = https://login.microsoftonline.com/TENANT/oauth2/v2.0/devicecode */
+static int set_oauth_device_url(struct parse *p, const char *val, size_t len)
+{
+    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
+    struct conf_oauth u;
+    const char *why;
+
+    (void)len;
+    conf_oauth_seen(p);
+    memset(&u, 0, sizeof(u));
+    why = conf_parse_url(val, &u);
+    if (why) {
+        free(u.host);
+        free(u.path);
+        conf_fail_at(p, conf_here(p), "bad URL '%s' (%s)", val, why);
+        return -1;
+    }
+    free(o->device_host);
+    free(o->device_path);
+    free(o->device_url);
+    o->device_host = u.host;
+    o->device_path = u.path;
+    o->device_port = u.port;
+    if (!o->device_host || !o->device_path) {
+        return conf_oom(p);
+    }
+    o->device_url = conf_strdup(p, val);
+    return o->device_url ? 0 : -1;
 }
 
 /* oauth_client_id, oauth_scope: kept as written (form-encoded when sent). */
@@ -2565,6 +2651,9 @@ static int conf_inherit_policy(struct parse *p, size_t i)
     if (!conf_dev_given(p, i, "on_upstream_failure")) {
         d->on_failure = c->on_failure;
     }
+    if (!conf_dev_given(p, i, "auth_mechanisms")) {
+        memcpy(d->auth_mechanisms, c->auth_mechanisms, sizeof(d->auth_mechanisms));
+    }
     if (!conf_dev_given(p, i, "message_rate")) {
         d->message_rate = c->message_rate;
     }
@@ -2640,10 +2729,12 @@ static int conf_check_oauth(struct parse *p, size_t i)
     const struct where *at = x->oauth_at;
     struct conf_oauth *o = &d->oauth;
 
-    if (d->auth != CONF_AUTH_XOAUTH2) {
+    if (d->auth == CONF_AUTH_PASSWORD) {
         for (size_t k = 0; k < CONF_OAUTH_NKEYS; k++) {
             if (at[k].key) {
-                conf_fail_at(p, at[k], "only used with auth = xoauth2 (in [device %s])", d->name);
+                conf_fail_at(p, at[k],
+                             "only used with auth = xoauth2 or oauthbearer (in [device %s])",
+                             d->name);
                 return -1;
             }
         }
@@ -2716,7 +2807,7 @@ static int conf_finish_devices(struct parse *p)
         if (conf_check_oauth(p, i) != 0) {
             return -1;
         }
-        if (x->pw == PW_NONE && d->auth != CONF_AUTH_XOAUTH2) {
+        if (x->pw == PW_NONE && d->auth == CONF_AUTH_PASSWORD) {
             conf_fail_at(p, sec,
                          "[device %s] needs exactly one of password_file, password_env, "
                          "password",
@@ -2803,6 +2894,10 @@ static int conf_load_oauth_secrets(struct parse *p, size_t i)
             return -1;
         }
     }
+    if (o->grant == CONF_OAUTH_REFRESH_TOKEN && p->login &&
+        access(o->refresh_token_file, F_OK) != 0 && errno == ENOENT) {
+        return 0; /* relay25 oauth login is about to write it */
+    }
     if (o->grant == CONF_OAUTH_REFRESH_TOKEN) {
         o->refresh_token = auth_secret_file(o->refresh_token_file, msg, sizeof(msg));
         if (!o->refresh_token) {
@@ -2851,7 +2946,7 @@ static int conf_load_secrets(struct parse *p)
     for (size_t i = 0; i < p->c->ndevices; i++) {
         struct conf_device *d = &p->c->devices[i];
 
-        if (d->auth == CONF_AUTH_XOAUTH2) {
+        if (d->auth != CONF_AUTH_PASSWORD) {
             if (conf_load_oauth_secrets(p, i) != 0) {
                 return -1;
             }
@@ -3056,6 +3151,8 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     memset(&p, 0, sizeof(p));
     p.err = err;
     p.errlen = errlen;
+    p.login = (load_ca & CONF_LOAD_LOGIN) != 0;
+    load_ca &= ~CONF_LOAD_LOGIN;
     if (err && errlen) {
         err[0] = '\0';
     }
@@ -3150,6 +3247,9 @@ static void conf_free_oauth(struct conf_oauth *o)
     free(o->refresh_token_file);
     free(o->command);
     conf_free_argv(o->argv);
+    free(o->device_url);
+    free(o->device_host);
+    free(o->device_path);
 }
 
 void conf_free(struct conf *c)

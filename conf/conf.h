@@ -48,9 +48,21 @@ enum conf_bare_lf {
 
 /* How a device logs in upstream (issue: OAuth2 for Microsoft 365). */
 enum conf_auth {
-    CONF_AUTH_PASSWORD, /* PLAIN, LOGIN or CRAM-MD5 with the password (default) */
-    CONF_AUTH_XOAUTH2,  /* XOAUTH2 with an OAuth2 access token (upstream/up_oauth.c) */
+    CONF_AUTH_PASSWORD,    /* PLAIN, LOGIN or CRAM-MD5 with the password (default) */
+    CONF_AUTH_XOAUTH2,     /* XOAUTH2 with an OAuth2 access token (upstream/up_oauth.c) */
+    CONF_AUTH_OAUTHBEARER, /* OAUTHBEARER (RFC 7628), same tokens as xoauth2 */
 };
+
+/* SASL mechanisms for `auth_mechanisms = ...` (upstream AUTH), in preference order. */
+enum conf_mech {
+    CONF_MECH_END, /* ends the list; an empty list is the default order */
+    CONF_MECH_XOAUTH2,
+    CONF_MECH_OAUTHBEARER,
+    CONF_MECH_CRAM_MD5,
+    CONF_MECH_PLAIN,
+    CONF_MECH_LOGIN,
+};
+#define CONF_MAX_MECHS 8 /* room for every mechanism once, and the end mark */
 
 /* Where a device's access tokens come from. */
 enum conf_oauth_grant {
@@ -74,6 +86,12 @@ struct conf_oauth {
     char *refresh_token;        /* secret, read at load time */
     char *command;              /* oauth_token_command as written */
     char **argv;                /* ... split into words (NULL-terminated), argv[0] absolute */
+    /* oauth_device_url (RFC 8628 device authorization endpoint), for
+     * `relay25 oauth login`; NULL when not set */
+    char *device_url;
+    char *device_host;
+    uint16_t device_port;
+    char *device_path;
 };
 
 struct conf_upstream {
@@ -119,7 +137,10 @@ struct conf_device {
     char *password_source;           /* "file /path", "env NAME", "inline": for `check` output */
     enum conf_auth auth;             /* auth = password (default) | xoauth2 */
     struct conf_oauth oauth;         /* auth = xoauth2 (password is then NULL) */
-    char *login;                     /* login = alice: inbound AUTH user that gets this device */
+    /* auth_mechanisms = LOGIN, PLAIN: enum conf_mech in preference order, ended by
+     * CONF_MECH_END; empty: the default (strongest first). Default: [relay]'s. */
+    unsigned char auth_mechanisms[CONF_MAX_MECHS];
+    char *login; /* login = alice: inbound AUTH user that gets this device */
     /* policy; when not set in the section, copied from [relay] */
     struct conf_rate message_rate;           /* message_rate = 30/minute */
     struct conf_rate recipient_rate;         /* recipient_rate = 500/hour */
@@ -173,6 +194,7 @@ struct conf {
     struct conf_user *users; /* its entries; hashes are wiped in conf_free */
     size_t nusers;
     int allow_plaintext_auth; /* AUTH also without TLS (clients in allow or loopback) */
+    unsigned char auth_mechanisms[CONF_MAX_MECHS]; /* [relay] auth_mechanisms: devices' default */
     int log_level; /* enum log_level; default info; key log_level = debug|info|warn|error */
 
     /* timeouts in seconds (RFC 5321 §4.5.3.2 values are the upper bounds) */
@@ -235,6 +257,9 @@ struct conf {
  * load_ca: also read each ca_file (0 lets tests and `check` of a file on another
  * host skip it). */
 struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
+/* load_ca may add this: a missing oauth_refresh_token_file is no error (its
+ * refresh_token stays NULL), for `relay25 oauth login`, which writes it. */
+#define CONF_LOAD_LOGIN 2
 void conf_free(struct conf *c);
 /* A snapshot outlives a reload while anything holds it: conf_hold() adds a
  * holder, conf_release() drops one and frees the snapshot when none is left

@@ -1124,6 +1124,8 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     p.up = d->up;
     p.user = d->user;
     p.password = d->password;
+    memcpy(p.mechs, d->auth_mechanisms, sizeof(p.mechs));
+    p.oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
     p.helo = s->conf->hostname;
     p.sid = s->sid;
     p.connect_timeout = s->conf->connect_timeout;

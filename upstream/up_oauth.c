@@ -107,7 +107,11 @@ struct up_oauth {
     char *refresh_conf;  /* the value a configuration last read from the file */
     struct tls_ca *ca;   /* read from ca_file on the first fetch */
 
-    char *token;                                  /* the cached access token */
+    char *token; /* the cached access token */
+    /* up_oauth_post: the body to send instead of a token request, and its cb */
+    char *post_body;
+    up_oauth_post_cb *post_cb;
+    void *post_arg;
     uint64_t refresh_at, expires_at, fetch_start; /* uv_now() ms */
 };
 
@@ -180,6 +184,7 @@ static void up_oauth_unref(struct up_oauth *o)
     up_oauth_wipe(&o->refresh_token);
     up_oauth_wipe(&o->refresh_conf);
     up_oauth_wipe(&o->token);
+    up_oauth_wipe(&o->post_body);
     if (o->ca) {
         tls_ca_free(o->ca);
     }
@@ -314,6 +319,20 @@ static void up_oauth_finish(struct up_oauth *o, const char *token, unsigned ttl,
     struct up_oauth_fetch *f = o->fetch;
     char q[UP_OAUTH_ERR_MAX + 40];
 
+    if (o->post_cb) { /* up_oauth_post failed: no token is involved */
+        up_oauth_post_cb *cb = o->post_cb;
+
+        o->post_cb = NULL;
+        o->fetch = NULL;
+        uv_timer_stop(&o->timer);
+        up_oauth_enter_state(o, UP_OAUTH_IDLE);
+        up_oauth_wipe(&o->post_body);
+        if (f) {
+            up_oauth_fetch_end(f);
+        }
+        cb(o->post_arg, 0, NULL, 0, err ? err : "no answer");
+        return;
+    }
     o->fetch = NULL;
     uv_timer_stop(&o->timer);
     up_oauth_enter_state(o, UP_OAUTH_IDLE);
@@ -677,6 +696,19 @@ static int up_oauth_build_request(struct up_oauth *o, struct up_oauth_fetch *f)
     if (!body) {
         return -1;
     }
+    if (o->post_body) { /* up_oauth_post */
+        size_t plen = strlen(o->post_body);
+        free(body);
+        cap = plen + 1;
+        body = malloc(cap);
+        if (!body) {
+            return -1;
+        }
+        memcpy(body, o->post_body, cap);
+        blen = plen;
+        ok = 1;
+        goto headers;
+    }
     ok = up_oauth_form(body, cap, &blen, "grant_type", up_oauth_grant_name(o->grant)) == 0;
     if (ok && o->grant == CONF_OAUTH_REFRESH_TOKEN) {
         ok = up_oauth_form(body, cap, &blen, "refresh_token", o->refresh_token) == 0;
@@ -688,6 +720,7 @@ static int up_oauth_build_request(struct up_oauth *o, struct up_oauth_fetch *f)
     if (ok && o->scope) {
         ok = up_oauth_form(body, cap, &blen, "scope", o->scope) == 0;
     }
+headers:
     /* RFC 9110 §7.2: the port only when it is not the default */
     n = snprintf(host, sizeof(host), strchr(o->host, ':') ? "[%s]" : "%s", o->host);
     if (o->port != 443 && n > 0 && (size_t)n < sizeof(host)) {
@@ -843,6 +876,18 @@ static void up_oauth_http_check(struct up_oauth *o, struct up_oauth_fetch *f, in
     if (r < 0) {
         up_oauth_failf(o, "%s: %s", what,
                        f->rlen ? "malformed HTTP response" : "closed without an answer");
+        return;
+    }
+    if (o->post_cb) { /* up_oauth_post: the caller reads the answer */
+        up_oauth_post_cb *cb = o->post_cb;
+
+        o->post_cb = NULL;
+        o->fetch = NULL;
+        uv_timer_stop(&o->timer);
+        up_oauth_enter_state(o, UP_OAUTH_IDLE);
+        up_oauth_wipe(&o->post_body);
+        cb(o->post_arg, status, body, blen, NULL); /* body is in f's buffer */
+        up_oauth_fetch_end(f);
         return;
     }
     up_oauth_response(o, status, body, blen, UP_OAUTH_DEFAULT_TTL, what);
@@ -1159,6 +1204,28 @@ static void up_oauth_spawn(struct up_oauth *o, struct up_oauth_fetch *f)
 
 /* ---- fetching -------------------------------------------------------------------------- */
 
+static void up_oauth_fetch(struct up_oauth *o);
+
+int up_oauth_form_add(char *out, size_t cap, size_t *len, const char *name, const char *value)
+{
+    return up_oauth_form(out, cap, len, name, value);
+}
+
+int up_oauth_post(struct up_oauth *o, const char *form, up_oauth_post_cb *cb, void *arg)
+{
+    if (o->closing || o->fetch || o->grant == CONF_OAUTH_COMMAND) {
+        return -1;
+    }
+    o->post_body = strdup(form);
+    if (!o->post_body) {
+        return -1;
+    }
+    o->post_cb = cb;
+    o->post_arg = arg;
+    up_oauth_fetch(o);
+    return 0;
+}
+
 static void up_oauth_fetch(struct up_oauth *o)
 {
     struct up_oauth_fetch *f = calloc(1, sizeof(*f));
@@ -1270,7 +1337,7 @@ struct up_oauth *up_oauth_new(uv_loop_t *loop, const struct conf_device *d)
     struct up_oauth *o;
     size_t n = 0;
 
-    if (d->auth != CONF_AUTH_XOAUTH2) {
+    if (d->auth == CONF_AUTH_PASSWORD) {
         return NULL;
     }
     o = calloc(1, sizeof(*o));
@@ -1394,7 +1461,7 @@ struct up_oauth *up_oauth_set_find(struct up_oauth_set *set, const struct conf_d
 {
     struct up_oauth *o;
 
-    if (!set || d->auth != CONF_AUTH_XOAUTH2) {
+    if (!set || d->auth == CONF_AUTH_PASSWORD) {
         return NULL;
     }
     for (o = set->head; o; o = o->next) {

@@ -1,4 +1,4 @@
-/* up_oauth: OAuth2 access tokens for AUTH XOAUTH2 upstream, one provider per
+/* up_oauth: OAuth2 access tokens for AUTH XOAUTH2 / OAUTHBEARER, one provider per
  * device identity (token endpoint, client, grant). A provider asks the token
  * endpoint (RFC 6749 §6 refresh_token or §4.4 client_credentials grant: an
  * HTTPS POST over tio, TLS verified against the upstream's ca_file) or runs
@@ -43,5 +43,15 @@ struct up_oauth_set *up_oauth_set_new(uv_loop_t *loop);
  * is taken over by the existing provider. */
 struct up_oauth *up_oauth_set_find(struct up_oauth_set *set, const struct conf_device *d);
 void up_oauth_set_free(struct up_oauth_set *set);
+
+/* `relay25 oauth login`: one HTTPS POST of form (application/x-www-form-urlencoded)
+ * to o's token URL, verified like a token request, outside the token cache. cb
+ * runs once, later: with the HTTP status and body (valid during the call), or with
+ * status 0 and err. cb must not call up_oauth_post or up_oauth_free itself.
+ * Returns 0, or -1 (a fetch is running, a command grant, or out of memory). */
+typedef void up_oauth_post_cb(void *arg, int status, const char *body, size_t len, const char *err);
+int up_oauth_post(struct up_oauth *o, const char *form, up_oauth_post_cb *cb, void *arg);
+/* Appends name=value, form-encoded, to out (cap bytes) at *len; 0 or -1 when full. */
+int up_oauth_form_add(char *out, size_t cap, size_t *len, const char *name, const char *value);
 
 #endif

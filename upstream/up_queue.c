@@ -462,6 +462,8 @@ static void upq_start_delivery(struct upq_job *j)
     p.up = j->up;
     p.user = j->dev->user;
     p.password = j->dev->password;
+    memcpy(p.mechs, j->dev->auth_mechanisms, sizeof(p.mechs));
+    p.oauthbearer = j->dev->auth == CONF_AUTH_OAUTHBEARER;
     p.helo = j->conf->hostname;
     p.sid = j->qid;
     p.connect_timeout = j->conf->connect_timeout;

@@ -188,6 +188,7 @@ static unsigned up_auth_mechs(const char *s, size_t len)
         {"LOGIN", UP_AUTH_LOGIN},
         {"CRAM-MD5", UP_AUTH_CRAM_MD5},
         {"XOAUTH2", UP_AUTH_XOAUTH2},
+        {"OAUTHBEARER", UP_AUTH_OAUTHBEARER},
     };
     unsigned bits = 0;
     size_t i = 0;

@@ -57,6 +57,7 @@ const char *up_reply_oneline(const struct up_reply *r, char *out, size_t cap);
 #define UP_AUTH_LOGIN 0x02u
 #define UP_AUTH_CRAM_MD5 0x04u
 #define UP_AUTH_XOAUTH2 0x08u
+#define UP_AUTH_OAUTHBEARER 0x10u
 
 struct up_ehlo {
     unsigned ext;            /* UP_EXT_* */

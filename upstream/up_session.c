@@ -303,22 +303,35 @@ static int up_start_tls(struct up_session *s)
 }
 
 /* XOAUTH2 (Google, Microsoft): base64("user=" user ^A "auth=Bearer " token ^A ^A)
- * as the initial response. Tokens run to a few KiB, beyond up_send()'s line. */
+ * as the initial response; OAUTHBEARER (RFC 7628): base64("n,a=" user ",^Ahost="
+ * host "^Aport=" port "^Aauth=Bearer " token "^A^A"). Tokens run to a few KiB,
+ * beyond up_send()'s line. */
 static void up_send_xoauth2(struct up_session *s)
 {
-    size_t rawlen = 5 + strlen(s->p.user) + 13 + strlen(s->token) + 2;
-    size_t cap = 13 + (rawlen + 2) / 3 * 4 + 3, n = 0;
+    const char *cmd = s->p.oauthbearer ? "AUTH OAUTHBEARER " : "AUTH XOAUTH2 ";
+    size_t cmdlen = strlen(cmd);
+    size_t rawlen = 60 + strlen(s->p.user) + strlen(s->p.up->host) + strlen(s->token);
+    size_t cap = cmdlen + (rawlen + 2) / 3 * 4 + 3, n = 0;
     char *raw = malloc(rawlen + 1), *line = malloc(cap);
-    int r = 0, sent = 0;
+    int r = 0, sent = 0, len = -1;
 
     if (raw && line) {
-        snprintf(raw, rawlen + 1, "user=%s\001auth=Bearer %s\001\001", s->p.user, s->token);
-        memcpy(line, "AUTH XOAUTH2 ", 13);
-        n = b64_encode(raw, rawlen, line + 13, cap - 13 - 2);
+        if (s->p.oauthbearer) {
+            len =
+                snprintf(raw, rawlen + 1, "n,a=%s,\001host=%s\001port=%u\001auth=Bearer %s\001\001",
+                         s->p.user, s->p.up->host, (unsigned)s->p.up->port, s->token);
+        } else {
+            len =
+                snprintf(raw, rawlen + 1, "user=%s\001auth=Bearer %s\001\001", s->p.user, s->token);
+        }
+        memcpy(line, cmd, cmdlen);
+        n = len > 0 && (size_t)len <= rawlen
+                ? b64_encode(raw, (size_t)len, line + cmdlen, cap - cmdlen - 2)
+                : (size_t)-1;
         explicit_bzero(raw, rawlen);
     }
     if (n != (size_t)-1 && n > 0) {
-        n += 13;
+        n += cmdlen;
         line[n++] = '\r';
         line[n++] = '\n';
         r = tio_write(s->tio, line, n);
@@ -399,26 +412,67 @@ static void up_xoauth2_rejected(struct up_session *s, const struct up_reply *r)
     up_get_token(s);
 }
 
+_Static_assert(sizeof(((struct up_params *)0)->mechs) == CONF_MAX_MECHS, "up_params.mechs");
+
+/* The default preference: strongest first. Token mechanisms only with a token
+ * provider, password mechanisms only without one. */
+static const unsigned char up_default_mechs[CONF_MAX_MECHS] = {
+    CONF_MECH_XOAUTH2, CONF_MECH_OAUTHBEARER, CONF_MECH_CRAM_MD5,
+    CONF_MECH_PLAIN,   CONF_MECH_LOGIN,       CONF_MECH_END,
+};
+
+static unsigned up_mech_bit(unsigned char mech)
+{
+    switch (mech) {
+    case CONF_MECH_XOAUTH2:
+        return UP_AUTH_XOAUTH2;
+    case CONF_MECH_OAUTHBEARER:
+        return UP_AUTH_OAUTHBEARER;
+    case CONF_MECH_CRAM_MD5:
+        return UP_AUTH_CRAM_MD5;
+    case CONF_MECH_PLAIN:
+        return UP_AUTH_PLAIN;
+    case CONF_MECH_LOGIN:
+        return UP_AUTH_LOGIN;
+    default:
+        return 0; /* not supported here */
+    }
+}
+
+/* The first mechanism of the preference list that upstream offers and that fits
+ * the credentials (token or password); CONF_MECH_END when none does. */
+static unsigned char up_pick_mech(const struct up_session *s)
+{
+    const unsigned char *list = s->p.mechs[0] != CONF_MECH_END ? s->p.mechs : up_default_mechs;
+    unsigned char token_mech = s->p.oauthbearer ? CONF_MECH_OAUTHBEARER : CONF_MECH_XOAUTH2;
+
+    for (size_t i = 0; i < CONF_MAX_MECHS && list[i] != CONF_MECH_END; i++) {
+        int token = list[i] == CONF_MECH_XOAUTH2 || list[i] == CONF_MECH_OAUTHBEARER;
+
+        if (token == (s->p.oauth != NULL) && (!token || list[i] == token_mech) &&
+            (s->ehlo.auth & up_mech_bit(list[i]))) {
+            return list[i];
+        }
+    }
+    return CONF_MECH_END;
+}
+
 static void up_start_auth(struct up_session *s)
 {
-    unsigned m = s->ehlo.auth;
     char buf[1100];
+    unsigned char mech;
 
-    if (s->p.oauth) {
-        if (!(m & UP_AUTH_XOAUTH2)) {
-            up_fail(s, RELAY_E_NO_AUTH_MECH, NULL,
-                    (s->ehlo.ext & UP_EXT_AUTH) ? "auth = xoauth2, but XOAUTH2 is not offered"
-                                                : "no AUTH advertised after TLS");
-            return;
-        }
-        up_get_token(s);
-        return;
-    }
-    if (!s->p.password[0]) {
+    if (!s->p.oauth && !s->p.password[0]) {
         up_fail(s, RELAY_E_AUTH, NULL, "no password and no OAuth2 token provider");
         return;
     }
-    if (m & UP_AUTH_PLAIN) {
+    mech = up_pick_mech(s);
+    switch (mech) {
+    case CONF_MECH_XOAUTH2:
+    case CONF_MECH_OAUTHBEARER:
+        up_get_token(s);
+        break;
+    case CONF_MECH_PLAIN:
         if (sasl_plain(s->p.user, s->p.password, buf, sizeof(buf)) == (size_t)-1) {
             up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH PLAIN");
             return;
@@ -426,16 +480,23 @@ static void up_start_auth(struct up_session *s)
         up_enter_state(s, UP_STATE_AUTH_PLAIN);
         up_send(s, s->p.command_timeout, "AUTH PLAIN %s", buf);
         explicit_bzero(buf, sizeof(buf));
-    } else if (m & UP_AUTH_LOGIN) {
+        break;
+    case CONF_MECH_LOGIN:
         up_enter_state(s, UP_STATE_AUTH_LOGIN);
         up_send(s, s->p.command_timeout, "AUTH LOGIN");
-    } else if (m & UP_AUTH_CRAM_MD5) {
+        break;
+    case CONF_MECH_CRAM_MD5:
         up_enter_state(s, UP_STATE_AUTH_CRAM);
         up_send(s, s->p.command_timeout, "AUTH CRAM-MD5");
-    } else {
-        up_fail(s, RELAY_E_NO_AUTH_MECH, NULL,
-                (s->ehlo.ext & UP_EXT_AUTH) ? "mechanisms offered: none usable"
-                                            : "no AUTH advertised after TLS");
+        break;
+    default:
+        up_fail(
+            s, RELAY_E_NO_AUTH_MECH, NULL,
+            !(s->ehlo.ext & UP_EXT_AUTH) ? "no AUTH advertised after TLS"
+            : s->p.oauth && s->p.oauthbearer
+                ? "auth = oauthbearer, but OAUTHBEARER is not offered (or not in auth_mechanisms)"
+            : s->p.oauth ? "auth = xoauth2, but XOAUTH2 is not offered (or not in auth_mechanisms)"
+                         : "mechanisms offered: none usable (see auth_mechanisms)");
     }
 }
 
@@ -448,7 +509,10 @@ static void up_auth_done(struct up_session *s, const struct up_reply *r)
         return;
     }
     log_info(s->p.sid, "up", "relay=%s event=ready user=%s tls=%s%s", s->where, s->p.user,
-             tio_tls_desc(s->tio, tls, sizeof(tls)), s->p.oauth ? " auth=xoauth2" : "");
+             tio_tls_desc(s->tio, tls, sizeof(tls)),
+             !s->p.oauth        ? ""
+             : s->p.oauthbearer ? " auth=oauthbearer"
+                                : " auth=xoauth2");
     up_enter_state(s, UP_STATE_READY);
     uv_timer_stop(&s->timer);
     s->ready = 1;
@@ -533,7 +597,8 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
             /* an error challenge (base64 JSON: status, schemes, scope); the
              * final reply follows our empty response */
             up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
-            up_send(s, s->p.command_timeout, "%s", "");
+            /* XOAUTH2: an empty line; OAUTHBEARER: base64 of ^A (RFC 7628 §3.2.3) */
+            up_send(s, s->p.command_timeout, "%s", s->p.oauthbearer ? "AQ==" : "");
             return;
         }
         if (r->code == 235) {

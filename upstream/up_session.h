@@ -30,9 +30,14 @@ struct up_params {
     int local_plain;
     /* TLS session resumption cache (may be NULL). */
     struct up_pool *tls_cache;
-    /* auth = xoauth2: AUTH XOAUTH2 with tokens from here (password unused); it
+    /* auth = xoauth2 (oauthbearer): AUTH XOAUTH2 (OAUTHBEARER) with tokens from here; it
      * must outlive the session. NULL: PLAIN, LOGIN or CRAM-MD5 with password. */
     struct up_oauth *oauth;
+    /* auth_mechanisms: enum conf_mech in preference order, ended by 0 (copied);
+     * all 0: the default order, strongest first. */
+    unsigned char mechs[8];
+    /* auth = oauthbearer: AUTH OAUTHBEARER (RFC 7628) instead of XOAUTH2 */
+    int oauthbearer;
 };
 
 struct up_cbs {

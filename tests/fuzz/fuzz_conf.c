@@ -72,7 +72,7 @@ static void check_conf(const struct conf *c)
         const struct conf_device *d = &c->devices[i];
 
         FUZZ_CHECK(d->name && d->user);
-        if (d->auth == CONF_AUTH_XOAUTH2) {
+        if (d->auth != CONF_AUTH_PASSWORD) {
             const struct conf_oauth *o = &d->oauth;
 
             FUZZ_CHECK(d->password == NULL && d->password_source == NULL);

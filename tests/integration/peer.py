@@ -41,6 +41,9 @@ aiosmtpd 1.4.3 facts the tests rely on (checked against its smtp.py):
   * The Controller's readiness probe opens one connection itself; this module
     binds that probe to a known port and leaves it out of the records.
 
+CRAM-MD5 (Peer(cram_md5=True)): AUTH CRAM-MD5 is offered too, checked against
+users; other peers exclude it.
+
 XOAUTH2 (Peer(xoauth2=True)): AUTH XOAUTH2 is offered too (aiosmtpd 1.4.3 finds
 auth_<MECH> methods on the SMTP object and the handler; other peers exclude it
 with auth_exclude_mechanism). A token is accepted when it is in peer.tokens (a
@@ -64,8 +67,11 @@ import asyncio
 import base64
 import collections
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -86,6 +92,7 @@ DATA_REPLIES = {
 REJECT_PREFIX = "reject"
 XOAUTH2_LINE_MAX = 12288  # RFC 4954 §4: AUTH command lines
 XOAUTH2_RE = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]+)\x01\x01")
+OAUTHBEARER_RE = re.compile(rb"n,a=([^,\x01]*),\x01((?:[A-Za-z]+=[^\x01]*\x01)+)\x01")
 DEFAULT_DATA_SIZE_LIMIT = 64 * 1024 * 1024
 ALLOWED_BEFORE_STARTTLS = ("EHLO", "HELO", "NOOP", "QUIT", "STARTTLS")
 
@@ -167,11 +174,28 @@ class _PeerSMTP(SMTP):
         self._conn = None
         self._smtp_methods = {name: self._recorded(name, m)
                               for name, m in self._smtp_methods.items()}
-        if peer.xoauth2:
+        if peer.xoauth2 or peer.oauthbearer:
             # instance-level limits: aiosmtpd's class-level dict is shared and cleared
             self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
             self.command_size_limits["AUTH"] = XOAUTH2_LINE_MAX
             self._stream_reader._limit = XOAUTH2_LINE_MAX + 2  # the reader _reader will be
+
+    async def auth_CRAM__MD5(self, _, args):
+        """SASL CRAM-MD5 (RFC 2195), offered with Peer(cram_md5=True): 334 base64
+        challenge, then base64(user SP hex HMAC-MD5(password, challenge))."""
+        challenge = ("<%d.%d@peer.test>" % (os.getpid(), id(self))).encode()
+        blob = await self.challenge_auth(challenge)
+        if blob is MISSING:
+            return AuthResult(success=False, handled=True)
+        user, _, digest = blob.partition(b" ")
+        login = user.decode("utf-8", "replace")
+        password = self._peer.users.get(login)
+        ok = password is not None and hmac.compare_digest(
+            digest, hmac.new(password.encode(), challenge, hashlib.md5).hexdigest().encode())
+        self._peer._auth_result(self._conn, "CRAM-MD5", login, ok)
+        if ok:
+            return AuthResult(success=True, auth_data=login)
+        return AuthResult(success=False, handled=False)
 
     async def auth_XOAUTH2(self, _, args):
         """SASL XOAUTH2 (Google / Microsoft): base64 of
@@ -199,6 +223,49 @@ class _PeerSMTP(SMTP):
             return AuthResult(success=True, auth_data=user)
         if self._peer.xoauth2_error == "334":
             err = json.dumps({"status": "401", "schemes": "Bearer",
+                              "scope": "https://mail.google.com/"})
+            await self.push("334 " + base64.b64encode(err.encode()).decode())
+            answer = await self._reader.readline()
+            self._peer._xoauth2(self._conn, user, token, False, answer)
+            return AuthResult(success=False, handled=False,
+                              message="535 5.7.8 Username and Password not accepted")
+        self._peer._xoauth2(self._conn, user, token, False, None)
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.3 Authentication unsuccessful")
+
+    async def auth_OAUTHBEARER(self, _, args):
+        """SASL OAUTHBEARER (RFC 7628), offered with Peer(oauthbearer=True): base64 of
+        "n,a=" user "," ^A "host=" h ^A "port=" p ^A "auth=Bearer " token ^A ^A. Same
+        tokens and error styles as XOAUTH2; the client answers an error challenge
+        with base64(^A). Attempts go to xoauth2_attempts(), the key-value pairs
+        of each to peer.oauthbearer_fields."""
+        if len(args) == 1:
+            blob = await self.challenge_auth("", encode_to_b64=False)
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        m = OAUTHBEARER_RE.fullmatch(blob)
+        if not m:
+            await self.push("501 5.5.2 malformed OAUTHBEARER response")
+            return AuthResult(success=False, handled=True)
+        user = m.group(1).decode("utf-8", "replace")
+        fields = dict(kv.split(b"=", 1) for kv in m.group(2).split(b"\x01") if b"=" in kv)
+        fields = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+        token = fields.get("auth", "")[len("Bearer "):]
+        with self._peer._lock:
+            self._peer.oauthbearer_fields.append(dict(fields, user=user))
+        ok = fields.get("auth", "").startswith("Bearer ") and token in self._peer.tokens
+        self._peer._auth_result(self._conn, "OAUTHBEARER", user, ok)
+        if ok:
+            self._peer._xoauth2(self._conn, user, token, True, None)
+            return AuthResult(success=True, auth_data=user)
+        if self._peer.xoauth2_error == "334":
+            err = json.dumps({"status": "invalid_token", "schemes": "Bearer",
                               "scope": "https://mail.google.com/"})
             await self.push("334 " + base64.b64encode(err.encode()).decode())
             answer = await self._reader.readline()
@@ -310,7 +377,8 @@ class Peer:
 
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
-                 on_message=None, on_auth=None, xoauth2=False, close_after_message=False):
+                 on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
+                 cram_md5=False, oauthbearer=False):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -321,6 +389,8 @@ class Peer:
         self.port = None
         self.on_message, self.on_auth = on_message, on_auth
         self.xoauth2 = xoauth2
+        self.oauthbearer = oauthbearer
+        self.oauthbearer_fields = []  # per OAUTHBEARER attempt: {user, host, port, auth}
         self.tokens = set()          # XOAUTH2 tokens accepted; the test changes it
         self.xoauth2_error = "334"   # "334": Gmail-style error challenge; "535": at once
         self.close_after_message = close_after_message
@@ -339,8 +409,12 @@ class Peer:
         kw = dict(server_hostname=hostname, ident="relay25-test-peer",
                   data_size_limit=data_size_limit, auth_required=True,
                   authenticator=_authenticator(self), timeout=120)
-        if not xoauth2:
-            kw.update(auth_exclude_mechanism=["XOAUTH2"])
+        exclude = [] if xoauth2 else ["XOAUTH2"]
+        if not cram_md5:
+            exclude.append("CRAM-MD5")
+        if not oauthbearer:
+            exclude.append("OAUTHBEARER")
+        kw.update(auth_exclude_mechanism=exclude)
         if tls == "starttls":
             kw.update(tls_context=ctx, auth_require_tls=True)  # STARTTLS enforced in _PeerSMTP
         else:

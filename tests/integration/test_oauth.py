@@ -15,8 +15,10 @@ import stat
 import threading
 import time
 
-from relaytest import RelayTestCase, main, make_message
-from tokenserver import TokenServer
+import subprocess
+
+from relaytest import RELAY25_BIN, RelayTestCase, main, make_message
+from tokenserver import DEVICE_GRANT, DEVICE_PATH, TOKEN_PATH, TokenServer
 
 USER = "scanner@contoso.example"
 USER2 = "printer@contoso.example"
@@ -413,6 +415,153 @@ class OAuthTest(RelayTestCase):
         self.assertEqual((stage, code), ("mail", 451), text)
         self.assertIn("XOAUTH2 is not offered", text)
         self.assertEqual(ts.requests(), [])
+
+    # auth = oauthbearer (RFC 7628) --------------------------------------------------
+
+    def oauthbearer_peer(self, **kw):
+        return self.start_peer(oauthbearer=True, **kw)
+
+    def test_oauthbearer_end_to_end(self):
+        peer = self.start_peer(oauthbearer=True, xoauth2=True)   # offers both
+        ts = self.token_server(peer, client_secret=self.secret("cs-ob"),
+                               refresh_token="rt-ob-%s" % os.urandom(8).hex())
+        dev = dict(self.refresh_device(ts), auth="oauthbearer")
+        relay = self.start_relay({"m365": self.upstream(peer)}, {"default": dev})
+        self.send(relay, "oauthbearer")
+        (m,) = peer.wait_messages(1)
+        self.assertEqual(m.login, USER)
+        self.assertEqual([a.mechanism for a in peer.auth_attempts()], ["OAUTHBEARER"])
+        (f,) = peer.oauthbearer_fields
+        self.assertEqual(f, {"user": USER, "host": "127.0.0.1", "port": str(peer.port),
+                             "auth": "Bearer " + ts.issued[0]})
+        relay.wait_log(r"event=ready user=%s .*auth=oauthbearer" % re.escape(USER))
+        log = relay.log()
+        for t in ts.issued:
+            self.assertNotIn(t, log)
+
+    def test_oauthbearer_rejected_token_is_refreshed_once(self):
+        for style in ("334", "535"):
+            with self.subTest(style=style):
+                peer = self.oauthbearer_peer()
+                peer.xoauth2_error = style
+                issued = []
+
+                def accept_all_but_first(token, issued=issued, peer=peer):
+                    issued.append(token)
+                    if len(issued) > 1:
+                        peer.tokens.add(token)
+                ts = self.token_server(None, client_secret="cs-obr", refresh_token="rt-obr")
+                ts.on_issue = lambda t, f=accept_all_but_first: (self.secret(t), f(t))
+                self.secret("cs-obr")
+                dev = dict(self.refresh_device(ts), auth="oauthbearer")
+                relay = self.start_relay({"m365": self.upstream(peer)}, {"default": dev})
+                self.send(relay, "retry")
+                (m,) = peer.wait_messages(1)
+                atts = peer.xoauth2_attempts()
+                self.assertEqual([(a[2], a[3]) for a in atts],
+                                 [(issued[0], False), (issued[1], True)])
+                self.assertEqual(atts[0][0], atts[1][0], "same connection")
+                if style == "334":
+                    self.assertEqual(atts[0][4], b"AQ==\r\n", "^A after the error challenge")
+                relay.wait_log(r"event=token_rejected user=%s .*retry=yes" % re.escape(USER))
+
+    def test_oauthbearer_not_offered(self):
+        peer = self.oauth_peer()      # XOAUTH2 only
+        ts = self.token_server(peer, client_secret="cs-obn", refresh_token="rt-obn")
+        self.secret("cs-obn")
+        dev = dict(self.refresh_device(ts), auth="oauthbearer")
+        relay = self.start_relay({"m365": self.upstream(peer)}, {"default": dev})
+        stage, code, text = self.transaction(relay, "a@contoso.example", ["b@contoso.example"],
+                                             make_message("x"))
+        self.assertEqual((stage, code), ("mail", 451), text)
+        self.assertIn("OAUTHBEARER is not offered", text)
+        self.assertEqual(ts.requests(), [])
+
+    # relay25 oauth login (RFC 8628 device authorization grant) ---------------------
+
+    def login_config(self, peer, ts):
+        dev = {"user": USER, "auth": "xoauth2", "oauth_token_url": ts.url,
+               "oauth_device_url": ts.device_url, "oauth_client_id": CLIENT_ID,
+               "oauth_client_secret_file": self.write_secret("client.secret", ts.client_secret),
+               "oauth_refresh_token_file": os.path.join(self.dir, "login.refresh"),
+               "oauth_scope": DELEGATED_SCOPE}
+        self.secret(ts.device_refresh_token)
+        self.secret(ts.device_code)
+        return self.write_config({"m365": self.upstream(peer)}, {"default": dev}), dev
+
+    def run_login(self, config, device="default"):
+        r = subprocess.run([RELAY25_BIN, "oauth", "login", device, "-c", config],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assert_no_secrets(r.stdout + r.stderr, "relay25 oauth login output")
+        return r
+
+    def test_oauth_login_device_code(self):
+        peer = self.oauth_peer()
+        ts = self.token_server(peer, client_secret=self.secret("cs-login"))
+        config, dev = self.login_config(peer, ts)
+        rt_path = dev["oauth_refresh_token_file"]
+        self.assertFalse(os.path.exists(rt_path))
+        r = self.run_login(config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("https://microsoft.com/devicelogin", r.stdout)
+        self.assertIn("ABCD-EFGH", r.stdout)
+        self.assertIn("Signed in", r.stdout)
+        with open(rt_path) as f:
+            self.assertEqual(f.read(), ts.device_refresh_token + "\n")
+        self.assertEqual(stat.S_IMODE(os.stat(rt_path).st_mode), 0o600)
+        reqs = ts.requests()
+        self.assertEqual([q.path for q in reqs], [DEVICE_PATH] + [TOKEN_PATH] * 3)
+        self.assertEqual(reqs[0].fields, {"client_id": CLIENT_ID,
+                                          "client_secret": ts.client_secret,
+                                          "scope": DELEGATED_SCOPE})
+        for q in reqs[1:]:
+            self.assertEqual(q.fields, {"grant_type": DEVICE_GRANT,
+                                        "device_code": ts.device_code,
+                                        "client_id": CLIENT_ID,
+                                        "client_secret": ts.client_secret})
+        self.assertEqual([q.status for q in reqs], [200, 400, 400, 200])
+        for a, b in zip(reqs[1:], reqs[2:]):
+            self.assertGreaterEqual(b.time - a.time, 0.9, "polls every interval seconds")
+        # the relay then uses the refresh token it got
+        relay = self.start_relay(config=config)
+        self.send(relay, "after login")
+        (m,) = peer.wait_messages(1)
+        self.assertEqual(m.login, USER)
+
+    def test_oauth_login_slow_down(self):
+        peer = self.oauth_peer()
+        ts = self.token_server(peer, client_secret=self.secret("cs-slow"))
+        ts.device_errors = ["slow_down"]
+        config, dev = self.login_config(peer, ts)
+        r = self.run_login(config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        polls = ts.requests()[1:]
+        self.assertEqual([q.status for q in polls], [400, 200])
+        self.assertGreaterEqual(polls[1].time - polls[0].time, 5.9, "interval + 5 s")
+
+    def test_oauth_login_access_denied(self):
+        peer = self.oauth_peer()
+        ts = self.token_server(peer, client_secret=self.secret("cs-deny"))
+        ts.device_errors = ["authorization_pending", "access_denied"]
+        config, dev = self.login_config(peer, ts)
+        r = self.run_login(config)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("access denied", r.stderr)
+        self.assertFalse(os.path.exists(dev["oauth_refresh_token_file"]))
+        self.assertEqual(len(ts.requests()), 3)
+
+    def test_oauth_login_expired_and_unknown_device(self):
+        peer = self.oauth_peer()
+        ts = self.token_server(peer, client_secret=self.secret("cs-exp"))
+        ts.device_errors = ["expired_token"]
+        config, dev = self.login_config(peer, ts)
+        r = self.run_login(config)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("expired", r.stderr)
+        r = self.run_login(config, device="nope")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no [device nope]", r.stderr)
 
     def test_spooled_message_delivered_with_xoauth2(self):
         # mode = spool: the background delivery (up_queue) logs in with a token too

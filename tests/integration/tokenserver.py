@@ -16,6 +16,13 @@ runs for each token issued (the test decides whether the peer accepts it).
 Failure modes (ts.mode): "ok", "http400" (invalid_grant JSON), "http500" (text),
 "badjson" (200 with a broken body), "hang" (never answers). chunked=True sends
 200 responses with Transfer-Encoding: chunked.
+
+Device authorization grant (RFC 8628): POST ts.device_url (client_id, scope)
+gives device_code, user_code, verification_uri, interval ts.device_interval and
+expires_in ts.device_expires_in; the device_code grant on the token URL then answers
+ts.device_pending times "authorization_pending" (or ts.device_errors in order, e.g.
+["slow_down", "authorization_pending"], or a final "access_denied" /
+"expired_token") before a token and a new refresh token (ts.device_refresh_token).
 """
 
 import collections
@@ -30,6 +37,8 @@ import urllib.parse
 Request = collections.namedtuple("Request", "time path fields status")
 
 TOKEN_PATH = "/oauth2/v2.0/token"
+DEVICE_PATH = "/oauth2/v2.0/devicecode"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -105,10 +114,31 @@ class TokenServer:
         self._httpd = _Server(self, ctx)
         self.port = self._httpd.server_address[1]
         self._thread = None
+        self.device_code = "dc-%s" % secrets.token_urlsafe(16)
+        self.user_code = "ABCD-EFGH"
+        self.device_interval = 1
+        self.device_expires_in = 900
+        self.device_errors = ["authorization_pending", "authorization_pending"]
+        self.device_refresh_token = "rt-device-%s" % secrets.token_urlsafe(24)
 
     @property
     def url(self):
         return "https://localhost:%d%s" % (self.port, TOKEN_PATH)
+
+    @property
+    def device_url(self):
+        return "https://localhost:%d%s" % (self.port, DEVICE_PATH)
+
+    def _device_answer(self, fields):
+        if fields.get("client_id") != self.client_id:
+            return self._error(400, "invalid_client", "unknown client")
+        return 200, "application/json", json.dumps({
+            "device_code": self.device_code, "user_code": self.user_code,
+            "verification_uri": "https://microsoft.com/devicelogin",
+            "expires_in": self.device_expires_in, "interval": self.device_interval,
+            "message": "To sign in, use a web browser to open the page "
+                       "https://microsoft.com/devicelogin and enter the code %s to "
+                       "authenticate." % self.user_code})
 
     def start(self):
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -149,6 +179,8 @@ class TokenServer:
 
     def _answer(self, path, fields, headers):
         with self._lock:
+            if path == DEVICE_PATH:
+                return self._device_answer(fields)
             if path != TOKEN_PATH:
                 return 404, "text/plain", "not found"
             if headers.get("Content-Type") != "application/x-www-form-urlencoded":
@@ -173,6 +205,14 @@ class TokenServer:
                     self.refresh_token = "rt-%s" % secrets.token_urlsafe(24)
                     self.refresh_tokens.append(self.refresh_token)
                     out["refresh_token"] = self.refresh_token
+            elif grant == DEVICE_GRANT:
+                if fields.get("device_code") != self.device_code:
+                    return self._error(400, "invalid_grant", "unknown device_code")
+                if self.device_errors:
+                    return self._error(400, self.device_errors.pop(0), "not yet")
+                self.refresh_token = self.device_refresh_token
+                self.refresh_tokens.append(self.refresh_token)
+                out["refresh_token"] = self.refresh_token
             elif grant == "client_credentials":
                 if self.client_secret is None:
                     return self._error(400, "invalid_client", "confidential client only")

@@ -1893,7 +1893,28 @@ static void test_oauth(void)
 
     /* errors name the line and the key */
     EXPECT_ERR(UP "[device default]\nuser = u\nauth = oauth\n",
-               CONF ":5: auth: ", "bad value 'oauth' (password or xoauth2)");
+               CONF ":5: auth: ", "bad value 'oauth' (password, xoauth2 or oauthbearer)");
+    /* auth_mechanisms: names in any case, in order; [relay] is the default */
+    c = load_text("[relay]\nauth_mechanisms = login\n" UP "[device default]\nuser = u\n"
+                  "password = p\n[device a]\nmatch = 10.0.0.1\nuser = u\npassword = p\n"
+                  "auth_mechanisms = cram-md5, PLAIN\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    ASSERT_EQ(c->devices[0].auth_mechanisms[0], CONF_MECH_LOGIN);
+    ASSERT_EQ(c->devices[0].auth_mechanisms[1], CONF_MECH_END);
+    ASSERT_EQ(c->devices[1].auth_mechanisms[0], CONF_MECH_CRAM_MD5);
+    ASSERT_EQ(c->devices[1].auth_mechanisms[1], CONF_MECH_PLAIN);
+    ASSERT_EQ(c->devices[1].auth_mechanisms[2], CONF_MECH_END);
+    conf_free(c);
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nauth_mechanisms = PLAIN DIGEST-MD5\n",
+               CONF ":6: auth_mechanisms: ", "unknown SASL mechanism 'DIGEST-MD5'");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\noauth_device_url = https://h/d\n",
+               CONF ":6: oauth_device_url: ", "only used with auth = xoauth2");
+    EXPECT_ERR(UP "[device default]\nuser = u\nauth = oauthbearer\n"
+                  "oauth_device_url = http://h/d\n",
+               CONF ":6: oauth_device_url: ", "use https://");
+    EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\nauth_mechanisms = PLAIN, plain\n",
+               CONF ":6: auth_mechanisms: ", "listed twice");
     EXPECT_ERR(UP "[device default]\nuser = u\npassword = p\noauth_client_id = c\n",
                CONF ":6: oauth_client_id: ", "only used with auth = xoauth2");
     EXPECT_ERR(UP "[device default]\nuser = u\nauth = xoauth2\npassword = p\n",
