@@ -387,6 +387,43 @@ void tio_pause(struct tio *t)
     tio_update_reading(t);
 }
 
+/* A TLS context for t, and the larger read buffer TLS records want. */
+static struct tio_tls *tio_tls_alloc(struct tio *t)
+{
+    struct tio_tls *tls = calloc(1, sizeof(*tls));
+
+    if (tls && t->rcap < TIO_RBUF_TLS) {
+        char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
+        if (!nb) {
+            free(tls);
+            return NULL;
+        }
+        t->rbuf = nb;
+        t->rcap = TIO_RBUF_TLS;
+    }
+    return tls;
+}
+
+/* After the engine's reset (ok = its result): switch t to TLS. RFC 3207 §4.2:
+ * nothing received in clear before the handshake may be used, so buffered
+ * plaintext (commands pipelined behind STARTTLS) is discarded. */
+static int tio_tls_begin(struct tio *t, struct tio_tls *tls, int ok)
+{
+    if (!ok) {
+        int e = br_ssl_engine_last_error(tls->eng);
+        free(tls);
+        return TIO_ERR_TLS - e;
+    }
+    t->tls = tls;
+    t->rlen = 0;
+    t->paused = 0;
+    t->gen++;
+    if (t->started) {
+        tio_process(t);
+    }
+    return 0;
+}
+
 int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *server_name, int verify,
                         const br_ssl_session_parameters *resume)
 {
@@ -396,18 +433,8 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     if (t->tls || t->closing || t->failed) {
         return UV_EINVAL;
     }
-    tls = calloc(1, sizeof(*tls));
-    if (!tls) {
+    if (!(tls = tio_tls_alloc(t))) {
         return UV_ENOMEM;
-    }
-    if (t->rcap < TIO_RBUF_TLS) {
-        char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
-        if (!nb) {
-            free(tls);
-            return UV_ENOMEM;
-        }
-        t->rbuf = nb;
-        t->rcap = TIO_RBUF_TLS;
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
     eng = tls->eng = &tls->cc.eng;
@@ -423,20 +450,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
         memcpy(tls->offered, resume->session_id, resume->session_id_len);
         tls->offered_len = resume->session_id_len;
     }
-    if (!br_ssl_client_reset(&tls->cc, server_name, tls->offered_len > 0)) {
-        int e = br_ssl_engine_last_error(eng);
-        free(tls);
-        return TIO_ERR_TLS - e;
-    }
-    t->tls = tls;
-    /* RFC 3207 §4.2: nothing received in clear before the handshake may be used */
-    t->rlen = 0;
-    t->paused = 0;
-    t->gen++;
-    if (t->started) {
-        tio_process(t);
-    }
-    return 0;
+    return tio_tls_begin(t, tls, br_ssl_client_reset(&tls->cc, server_name, tls->offered_len > 0));
 }
 
 int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_version)
@@ -452,18 +466,8 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
     if ((r = tio_flush(t)) < 0) {
         return r;
     }
-    tls = calloc(1, sizeof(*tls));
-    if (!tls) {
+    if (!(tls = tio_tls_alloc(t))) {
         return UV_ENOMEM;
-    }
-    if (t->rcap < TIO_RBUF_TLS) {
-        char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
-        if (!nb) {
-            free(tls);
-            return UV_ENOMEM;
-        }
-        t->rbuf = nb;
-        t->rcap = TIO_RBUF_TLS;
     }
     if (cert->key_type == BR_KEYTYPE_EC) {
         br_ssl_server_init_full_ec(&tls->sc, cert->chain, cert->nchain,
@@ -478,20 +482,7 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
     br_ssl_engine_set_versions(eng, (unsigned)min_version, BR_TLS12);
     br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
     br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
-    if (!br_ssl_server_reset(&tls->sc)) {
-        int e = br_ssl_engine_last_error(eng);
-        free(tls);
-        return TIO_ERR_TLS - e;
-    }
-    t->tls = tls;
-    /* RFC 3207 §4.2: commands pipelined behind STARTTLS in clear are discarded */
-    t->rlen = 0;
-    t->paused = 0;
-    t->gen++;
-    if (t->started) {
-        tio_process(t);
-    }
-    return 0;
+    return tio_tls_begin(t, tls, br_ssl_server_reset(&tls->sc));
 }
 
 int tio_tls_active(const struct tio *t)

@@ -10,15 +10,9 @@
 
 #define TLS_CA_FILE_MAX (16u << 20) /* a CA bundle is ~200 KB; refuse absurd files */
 
-struct tls_ca_bytes {
-    unsigned char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void tls_ca_append(void *ctx, const void *data, size_t len)
+void tls__bytes_append(void *ctx, const void *data, size_t len)
 {
-    struct tls_ca_bytes *b = ctx;
+    struct tls_bytes *b = ctx;
 
     if (b->oom) {
         return;
@@ -40,10 +34,10 @@ static void tls_ca_append(void *ctx, const void *data, size_t len)
     b->len += len;
 }
 
-static unsigned char *tls_ca_dup(const unsigned char *p, size_t len)
+unsigned char *tls__dup(const unsigned char *p, size_t len)
 {
     unsigned char *d = malloc(len ? len : 1);
-    if (d) {
+    if (d && p && len) {
         memcpy(d, p, len);
     }
     return d;
@@ -53,11 +47,11 @@ static unsigned char *tls_ca_dup(const unsigned char *p, size_t len)
 static int tls_ca_anchor(const unsigned char *der, size_t len, br_x509_trust_anchor *ta)
 {
     br_x509_decoder_context dc;
-    struct tls_ca_bytes dn = {0};
+    struct tls_bytes dn = {0};
     const br_x509_pkey *pk;
 
     memset(ta, 0, sizeof(*ta));
-    br_x509_decoder_init(&dc, tls_ca_append, &dn);
+    br_x509_decoder_init(&dc, tls__bytes_append, &dn);
     br_x509_decoder_push(&dc, der, len);
     pk = br_x509_decoder_get_pkey(&dc);
     if (!pk || dn.oom) {
@@ -70,9 +64,9 @@ static int tls_ca_anchor(const unsigned char *der, size_t len, br_x509_trust_anc
     switch (pk->key_type) {
     case BR_KEYTYPE_RSA:
         ta->pkey.key_type = BR_KEYTYPE_RSA;
-        ta->pkey.key.rsa.n = tls_ca_dup(pk->key.rsa.n, pk->key.rsa.nlen);
+        ta->pkey.key.rsa.n = tls__dup(pk->key.rsa.n, pk->key.rsa.nlen);
         ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
-        ta->pkey.key.rsa.e = tls_ca_dup(pk->key.rsa.e, pk->key.rsa.elen);
+        ta->pkey.key.rsa.e = tls__dup(pk->key.rsa.e, pk->key.rsa.elen);
         ta->pkey.key.rsa.elen = pk->key.rsa.elen;
         if (!ta->pkey.key.rsa.n || !ta->pkey.key.rsa.e) {
             goto fail;
@@ -81,7 +75,7 @@ static int tls_ca_anchor(const unsigned char *der, size_t len, br_x509_trust_anc
     case BR_KEYTYPE_EC:
         ta->pkey.key_type = BR_KEYTYPE_EC;
         ta->pkey.key.ec.curve = pk->key.ec.curve;
-        ta->pkey.key.ec.q = tls_ca_dup(pk->key.ec.q, pk->key.ec.qlen);
+        ta->pkey.key.ec.q = tls__dup(pk->key.ec.q, pk->key.ec.qlen);
         ta->pkey.key.ec.qlen = pk->key.ec.qlen;
         if (!ta->pkey.key.ec.q) {
             goto fail;
@@ -159,7 +153,7 @@ fail:
 struct tls_ca *tls_ca_load(const char *path, char *err, size_t errlen)
 {
     br_pem_decoder_context pc;
-    struct tls_ca_bytes der = {0};
+    struct tls_bytes der = {0};
     struct tls_ca *ca = NULL;
     size_t len = 0, off = 0, cap = 0;
     int inobj = 0, iscert = 0;
@@ -183,7 +177,7 @@ struct tls_ca *tls_ca_load(const char *path, char *err, size_t errlen)
                      strcmp(br_pem_decoder_name(&pc), "X509 CERTIFICATE") == 0 ||
                      strcmp(br_pem_decoder_name(&pc), "TRUSTED CERTIFICATE") == 0;
             der.len = 0;
-            br_pem_decoder_setdest(&pc, iscert ? tls_ca_append : NULL, &der);
+            br_pem_decoder_setdest(&pc, iscert ? tls__bytes_append : NULL, &der);
             break;
         case BR_PEM_END_OBJ:
             if (inobj && iscert && !der.oom) {

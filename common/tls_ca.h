@@ -13,6 +13,16 @@ struct tls_ca {
     size_t n;
 };
 
+/* Shared with tls_cert.c (PEM/DER decoding at startup): a growing byte buffer
+ * usable as a BearSSL decoder destination, and a copy of a key component. */
+struct tls_bytes {
+    unsigned char *p;
+    size_t len, cap;
+    int oom; /* an allocation failed: the content is incomplete */
+};
+void tls__bytes_append(void *ctx, const void *data, size_t len);
+unsigned char *tls__dup(const unsigned char *p, size_t len);
+
 /* Returns NULL with a one-line reason in err ("cannot read ...", "no CA
  * certificate found in ...") on failure. */
 struct tls_ca *tls_ca_load(const char *path, char *err, size_t errlen);

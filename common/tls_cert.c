@@ -9,46 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/tls_ca.h"
+
 #define TLS_CERT_FILE_MAX (1u << 20) /* a chain or a key is a few KB */
-
-struct tls_cert_bytes {
-    unsigned char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void tls_cert_append(void *ctx, const void *data, size_t len)
-{
-    struct tls_cert_bytes *b = ctx;
-
-    if (b->oom) {
-        return;
-    }
-    if (b->len + len > b->cap) {
-        size_t ncap = b->cap ? b->cap * 2 : 1024;
-        while (ncap < b->len + len) {
-            ncap *= 2;
-        }
-        unsigned char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-}
-
-static unsigned char *tls_cert_dup(const unsigned char *p, size_t len)
-{
-    unsigned char *d = malloc(len ? len : 1);
-    if (d && p && len) {
-        memcpy(d, p, len);
-    }
-    return d;
-}
 
 static unsigned char *tls_cert_read(const char *what, const char *path, size_t *len, char *err,
                                     size_t errlen)
@@ -81,11 +44,10 @@ static unsigned char *tls_cert_read(const char *what, const char *path, size_t *
 
 /* Calls each(ctx, name, der, len) for every PEM object; 0, or -1 on bad PEM / OOM. */
 static int tls_cert_pem(const unsigned char *buf, size_t len,
-                        int (*each)(void *ctx, const char *name, struct tls_cert_bytes *der),
-                        void *ctx)
+                        int (*each)(void *ctx, const char *name, struct tls_bytes *der), void *ctx)
 {
     br_pem_decoder_context pc;
-    struct tls_cert_bytes der = {0};
+    struct tls_bytes der = {0};
     size_t off = 0;
     char name[128] = "";
     int r = 0;
@@ -97,7 +59,7 @@ static int tls_cert_pem(const unsigned char *buf, size_t len,
         case BR_PEM_BEGIN_OBJ:
             snprintf(name, sizeof(name), "%s", br_pem_decoder_name(&pc));
             der.len = 0;
-            br_pem_decoder_setdest(&pc, tls_cert_append, &der);
+            br_pem_decoder_setdest(&pc, tls__bytes_append, &der);
             break;
         case BR_PEM_END_OBJ:
             r = der.oom ? -1 : each(ctx, name, &der);
@@ -123,7 +85,7 @@ struct tls_cert_load {
     int bad_key;
 };
 
-static int tls_cert_on_cert(void *ctx, const char *name, struct tls_cert_bytes *der)
+static int tls_cert_on_cert(void *ctx, const char *name, struct tls_bytes *der)
 {
     struct tls_cert_load *l = ctx;
     struct tls_cert *tc = l->tc;
@@ -140,7 +102,7 @@ static int tls_cert_on_cert(void *ctx, const char *name, struct tls_cert_bytes *
         tc->chain = nc;
         l->cap = ncap;
     }
-    tc->chain[tc->nchain].data = tls_cert_dup(der->p, der->len);
+    tc->chain[tc->nchain].data = tls__dup(der->p, der->len);
     tc->chain[tc->nchain].data_len = der->len;
     if (!tc->chain[tc->nchain].data) {
         return -1;
@@ -149,7 +111,7 @@ static int tls_cert_on_cert(void *ctx, const char *name, struct tls_cert_bytes *
     return 0;
 }
 
-static int tls_cert_on_key(void *ctx, const char *name, struct tls_cert_bytes *der)
+static int tls_cert_on_key(void *ctx, const char *name, struct tls_bytes *der)
 {
     struct tls_cert_load *l = ctx;
     struct tls_cert *tc = l->tc;
@@ -165,15 +127,15 @@ static int tls_cert_on_key(void *ctx, const char *name, struct tls_cert_bytes *d
         const br_rsa_private_key *k = br_skey_decoder_get_rsa(&kd);
         tc->key_type = BR_KEYTYPE_RSA;
         tc->rsa.n_bitlen = k->n_bitlen;
-        tc->rsa.p = tls_cert_dup(k->p, k->plen);
+        tc->rsa.p = tls__dup(k->p, k->plen);
         tc->rsa.plen = k->plen;
-        tc->rsa.q = tls_cert_dup(k->q, k->qlen);
+        tc->rsa.q = tls__dup(k->q, k->qlen);
         tc->rsa.qlen = k->qlen;
-        tc->rsa.dp = tls_cert_dup(k->dp, k->dplen);
+        tc->rsa.dp = tls__dup(k->dp, k->dplen);
         tc->rsa.dplen = k->dplen;
-        tc->rsa.dq = tls_cert_dup(k->dq, k->dqlen);
+        tc->rsa.dq = tls__dup(k->dq, k->dqlen);
         tc->rsa.dqlen = k->dqlen;
-        tc->rsa.iq = tls_cert_dup(k->iq, k->iqlen);
+        tc->rsa.iq = tls__dup(k->iq, k->iqlen);
         tc->rsa.iqlen = k->iqlen;
         l->have_key = 1;
         if (!tc->rsa.p || !tc->rsa.q || !tc->rsa.dp || !tc->rsa.dq || !tc->rsa.iq) {
@@ -186,7 +148,7 @@ static int tls_cert_on_key(void *ctx, const char *name, struct tls_cert_bytes *d
         const br_ec_private_key *k = br_skey_decoder_get_ec(&kd);
         tc->key_type = BR_KEYTYPE_EC;
         tc->ec.curve = k->curve;
-        tc->ec.x = tls_cert_dup(k->x, k->xlen);
+        tc->ec.x = tls__dup(k->x, k->xlen);
         tc->ec.xlen = k->xlen;
         l->have_key = 1;
         if (!tc->ec.x) {
