@@ -701,14 +701,26 @@ static int set_timeout(struct parse *p, const char *val, size_t len)
     return 0;
 }
 
-static int set_received(struct parse *p, const char *val, size_t len)
+/* A yes/no value into *out, or -1 after the error naming the accepted words. */
+static int conf_bool(struct parse *p, const char *val, int *out)
 {
     int b = conf_parse_bool(val);
 
-    (void)len;
     if (b < 0) {
         conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
                      val);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
+static int set_received(struct parse *p, const char *val, size_t len)
+{
+    int b;
+
+    (void)len;
+    if (conf_bool(p, val, &b) != 0) {
         return -1;
     }
     p->c->received_header = b;
@@ -806,12 +818,10 @@ static int set_tls_listen(struct parse *p, const char *val, size_t len)
 
 static int set_plaintext_auth(struct parse *p, const char *val, size_t len)
 {
-    int b = conf_parse_bool(val);
+    int b;
 
     (void)len;
-    if (b < 0) {
-        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
-                     val);
+    if (conf_bool(p, val, &b) != 0) {
         return -1;
     }
     p->c->allow_plaintext_auth = b;
@@ -961,12 +971,10 @@ static int set_patterns(struct parse *p, const char *val, size_t len)
 
 static int set_proxy_protocol(struct parse *p, const char *val, size_t len)
 {
-    int b = conf_parse_bool(val);
+    int b;
 
     (void)len;
-    if (b < 0) {
-        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
-                     val);
+    if (conf_bool(p, val, &b) != 0) {
         return -1;
     }
     p->c->proxy_protocol = b;
@@ -1227,12 +1235,10 @@ static int set_server_name(struct parse *p, const char *val, size_t len)
 
 static int set_tls_verify(struct parse *p, const char *val, size_t len)
 {
-    int b = conf_parse_bool(val);
+    int b;
 
     (void)len;
-    if (b < 0) {
-        conf_fail_at(p, conf_here(p), "bad boolean '%s' (yes, no, true, false, on, off, 1, 0)",
-                     val);
+    if (conf_bool(p, val, &b) != 0) {
         return -1;
     }
     p->c->upstreams[p->cur].tls_verify = b;

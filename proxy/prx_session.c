@@ -516,6 +516,18 @@ static void prx_send_text(struct prx_session *s, const char *text)
     prx_send(s, text, strlen(text));
 }
 
+/* on_upstream_failure = queue: the pending RCPT is accepted for the spool. */
+static void prx_rcpt_queue(struct prx_session *s, const char *reply)
+{
+    if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
+        prx_reply(s, REPLY_NOMEM);
+    } else {
+        s->nrcpt++;
+        prx_send_text(s, reply);
+    }
+    prx_enter_state(s, PRX_STATE_TXN);
+}
+
 static void prx_spool_drain(void *arg)
 {
     struct prx_session *s = arg;
@@ -719,13 +731,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         break;
     case PRX_STATE_RCPT_WAIT:
         if (r->code >= 400 && r->code < 500 && prx_queue_mode(s)) {
-            if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
-                prx_reply(s, REPLY_NOMEM);
-            } else {
-                s->nrcpt++;
-                prx_send_text(s, "250 2.1.5 Ok (upstream deferred it: queued)\r\n");
-            }
-            prx_enter_state(s, PRX_STATE_TXN);
+            prx_rcpt_queue(s, "250 2.1.5 Ok (upstream deferred it: queued)\r\n");
             break;
         }
         if (ok) {
@@ -897,13 +903,7 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
             prx_enter_state(s, PRX_STATE_TXN);
             break;
         case PRX_STATE_RCPT_WAIT:
-            if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
-                prx_reply(s, REPLY_NOMEM);
-            } else {
-                s->nrcpt++;
-                prx_send_text(s, "250 2.1.5 Ok (upstream unavailable: queued)\r\n");
-            }
-            prx_enter_state(s, PRX_STATE_TXN);
+            prx_rcpt_queue(s, "250 2.1.5 Ok (upstream unavailable: queued)\r\n");
             break;
         case PRX_STATE_DATA_WAIT:
             prx_data_local(s);
