@@ -70,9 +70,12 @@ def read_greetings(socks, timeout):
     pending = {s.fileno(): [s, b""] for s in socks}
     codes = {}
     deadline = time.monotonic() + timeout
+    poll = select.poll()   # not select(): 10,000 sockets go far beyond FD_SETSIZE
+    for fd in pending:
+        poll.register(fd, select.POLLIN)
     while pending and time.monotonic() < deadline:
-        r, _, _ = select.select(list(pending)[:1000], [], [], 0.5)
-        for fd in r:
+        for fd, _ev in poll.poll(500):
+            poll.unregister(fd)
             s, buf = pending[fd]
             try:
                 chunk = s.recv(4096)

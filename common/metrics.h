@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #define METRICS_NBUCKETS 10
-#define METRICS_NERR 13 /* enum relay_err 0..-12 */
+#define METRICS_NERR 14 /* enum relay_err 0..-13 */
 
 struct metrics_hist {
     uint64_t buckets[METRICS_NBUCKETS]; /* cumulative counts are computed on output */

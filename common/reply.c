@@ -133,6 +133,8 @@ const char *reply_err_name(int err)
         return "lost";
     case RELAY_E_NOMEM:
         return "nomem";
+    case RELAY_E_BUSY:
+        return "busy";
     default:
         return "unknown";
     }
@@ -188,6 +190,10 @@ size_t reply_upstream(char *out, size_t cap, int err, const char *where, const c
     case RELAY_E_LOST:
         code = "451 4.4.2";
         what = "connection lost";
+        break;
+    case RELAY_E_BUSY:
+        code = "451 4.4.5"; /* RFC 3463: system congestion */
+        what = "busy";
         break;
     default:
         code = "451 4.3.0";

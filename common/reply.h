@@ -22,6 +22,7 @@ enum relay_err {
     RELAY_E_PROTOCOL = -10,    /* malformed or unexpected reply */
     RELAY_E_LOST = -11,        /* connection closed or reset */
     RELAY_E_NOMEM = -12,
+    RELAY_E_BUSY = -13, /* every connection slot (max_connections) stayed in use */
 };
 
 /* Short name for logs: "resolve", "connect", "timeout", "tls", "cert", ... */

@@ -45,6 +45,7 @@ enum prx_state {
     PRX_STATE_PROXY,     /* awaiting the PROXY protocol header from the load balancer */
     PRX_STATE_REFUSED,   /* greeted with 554: only QUIT (RFC 5321 §3.1) */
     PRX_STATE_IDLE,      /* no transaction */
+    PRX_STATE_SLOT_WAIT, /* MAIL received, all upstream connections busy (max_connections) */
     PRX_STATE_CONNECT,   /* MAIL received, upstream session being set up */
     PRX_STATE_MAIL_WAIT, /* MAIL sent upstream */
     PRX_STATE_TXN,       /* MAIL accepted: RCPT / DATA */
@@ -88,7 +89,8 @@ struct prx_session {
     struct tio *tio;
     uv_timer_t timer;
     struct up_session *up;
-    int refs; /* timer + tio + live up sessions */
+    struct up_pool_wait upw; /* asking the pool for an upstream session or slot */
+    int refs;                /* timer + tio + live up sessions */
     unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, txn_lost : 1,
         line_overflow : 1, esmtp : 1, rset_silent : 1;
     unsigned errors;
@@ -155,6 +157,8 @@ static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t le
 static void prx_body_start(struct prx_session *s);
 static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
 static void prx_start_mail(struct prx_session *s, int use_pool);
+static void prx_send_mail(struct prx_session *s);
+static void prx_setup_failed(struct prx_session *s, int err, const char *where, const char *detail);
 static int prx_auth_offered(const struct prx_session *s);
 static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss);
 static const char *prx_strstate(enum prx_state st)
@@ -166,6 +170,8 @@ static const char *prx_strstate(enum prx_state st)
         return "refused";
     case PRX_STATE_IDLE:
         return "idle";
+    case PRX_STATE_SLOT_WAIT:
+        return "slot_wait";
     case PRX_STATE_CONNECT:
         return "connect";
     case PRX_STATE_MAIL_WAIT:
@@ -212,12 +218,27 @@ static void prx_arm_timer(struct prx_session *s)
     uv_timer_start(&s->timer, prx_timeout_cb, ms, 0);
 }
 
+/* No transaction open: a clean upstream session goes back to the pool, where
+ * this device's next MAIL finds it again, and where a transaction waiting for
+ * one of the upstream's max_connections slots can have it meanwhile. */
+static void prx_up_release(struct prx_session *s)
+{
+    if (s->up && s->env->pool && !s->up_txn && up_idle(s->up)) {
+        up_pool_put(s->env->pool, s->up, (s->up_dev ? s->up_dev : s->dev)->up->max_connections);
+        s->up = NULL;
+        s->refs--; /* the pool owns it now; the session's tio and timer hold it */
+    }
+}
+
 static void prx_enter_state(struct prx_session *s, enum prx_state st)
 {
     log_debug(s->sid, "prx", "state=%s->%s", prx_strstate(s->state), prx_strstate(st));
     s->state = st;
     if (s->closing) {
         return;
+    }
+    if (st == PRX_STATE_IDLE) {
+        prx_up_release(s);
     }
     /* the idle timer runs only while we wait for the client */
     if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
@@ -349,6 +370,9 @@ static void prx_close(struct prx_session *s, const char *reason)
         up_spool_abort(s->spw);
         s->spw = NULL;
         s->refs--; /* the timer's close is pending: refs stays above zero */
+    }
+    if (s->env->pool) {
+        up_pool_cancel(s->env->pool, &s->upw);
     }
     uv_close((uv_handle_t *)&s->timer, prx_timer_close_cb);
     if (!s->client_gone) {
@@ -655,8 +679,6 @@ static void prx_data_local(struct prx_session *s)
 static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
     struct prx_session *s = arg;
-    char buf[700];
-    size_t n;
 
     (void)r;
     if (s->env->metrics) {
@@ -671,13 +693,19 @@ static void prx_up_ready(void *arg, int err, const struct up_reply *r, const cha
         return;
     }
     if (err == 0) {
-        char params[PRX_PARAMS_MAX];
-        prx_params_for_up(s, params, sizeof(params));
-        prx_enter_state(s, PRX_STATE_MAIL_WAIT);
-        prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
+        prx_send_mail(s);
         return;
     }
-    n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
+    prx_setup_failed(s, err, s->up ? up_where(s->up) : "?", detail);
+}
+
+/* No upstream session for this MAIL: queue the message when the device says
+ * so and there is room, else answer the 4xx. */
+static void prx_setup_failed(struct prx_session *s, int err, const char *where, const char *detail)
+{
+    char buf[700];
+    size_t n = reply_upstream(buf, sizeof(buf), err, where, detail);
+
     s->up = NULL; /* it closes itself; its on_close drops our ref */
     if (prx_queue_mode(s) && prx_spool_room(s, 0)) {
         buf[n > 2 ? n - 2 : n] = '\0';
@@ -850,6 +878,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     case PRX_STATE_AUTH_WAIT:
     case PRX_STATE_REFUSED:
     case PRX_STATE_IDLE:
+    case PRX_STATE_SLOT_WAIT:
     case PRX_STATE_CONNECT:
     case PRX_STATE_TXN:
     case PRX_STATE_BODY:
@@ -926,6 +955,7 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     case PRX_STATE_IDLE:
     case PRX_STATE_REFUSED:
     case PRX_STATE_CLOSING:
+    case PRX_STATE_SLOT_WAIT:
     case PRX_STATE_CONNECT:
     case PRX_STATE_SPOOL_WAIT:
         return; /* nothing was in flight: the next MAIL opens a new session */
@@ -1087,40 +1117,35 @@ static int prx_up_fits(const struct prx_session *s, const struct conf_device *d)
            up_session_same(s->up, d->up, d->user, d->password);
 }
 
-static void prx_start_mail(struct prx_session *s, int use_pool)
+/* MAIL upstream on the session s->up, which is ready and idle. */
+static void prx_send_mail(struct prx_session *s)
+{
+    char params[PRX_PARAMS_MAX];
+
+    prx_enter_state(s, PRX_STATE_MAIL_WAIT);
+    prx_params_for_up(s, params, sizeof(params));
+    prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
+}
+
+/* Continue the MAIL with what the pool gave: a pooled session (taken), or a
+ * new session, holding one of the upstream's connection slots when slot. */
+static void prx_up_open(struct prx_session *s, struct up_session *taken, int slot)
 {
     struct up_params p;
-    char params[PRX_PARAMS_MAX];
-    const struct conf_device *d = s->route ? &s->route->cred : s->dev;
+    const struct conf_device *d = s->up_dev;
 
-    if (s->up && !prx_up_fits(s, d)) {
-        /* another identity: hand the clean session to the pool for whoever fits it */
-        if (s->env->pool && !s->up_txn && up_idle(s->up)) {
-            up_pool_put(s->env->pool, s->up, s->up_dev->up->max_connections);
-            s->refs--; /* the pool owns it now; this session holds other refs */
-            s->up = NULL;
-        }
-        prx_drop_up(s); /* closed without QUIT: no late reply can reach this session */
-    }
-    if (!s->up && use_pool && s->env->pool &&
-        (s->up = up_pool_take(s->env->pool, d->up, d->user, d->password, &prx_up_cbs, s, s->sid))) {
-        s->up_dev = d;
+    if (taken) {
+        s->up = taken;
         s->refs++;
         s->up_reused = 1;
         if (s->env->metrics) {
             s->env->metrics->upstream_reused++;
         }
-    }
-    if (s->up && up_idle(s->up)) {
-        prx_enter_state(s, PRX_STATE_MAIL_WAIT);
-        prx_params_for_up(s, params, sizeof(params));
-        prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
+        prx_send_mail(s);
         return;
     }
-    prx_drop_up(s);
     s->up_reused = 0;
     memset(&p, 0, sizeof(p));
-    s->up_dev = d;
     p.up = d->up;
     p.user = d->user;
     p.password = d->password;
@@ -1132,9 +1157,15 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     p.command_timeout = s->conf->command_timeout;
     p.data_timeout = s->conf->data_timeout;
     p.tls_cache = s->env->pool;
+    p.slot_pool = slot ? s->env->pool : NULL;
     p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
     s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
     if (!s->up) {
+        if (slot) {
+            char where[300];
+            up_where_of(d->up, where, sizeof(where));
+            up_pool_slot_free(s->env->pool, where);
+        }
         prx_reply(s, REPLY_NOMEM);
         prx_txn_reset(s);
         prx_enter_state(s, PRX_STATE_IDLE);
@@ -1147,6 +1178,81 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     s->up_start_ms = uv_now(s->env->loop);
     prx_enter_state(s, PRX_STATE_CONNECT);
     up_session_start(s->up); /* on_ready may run before this returns */
+}
+
+static void prx_slot_ready(struct up_pool_wait *w, struct up_session *taken)
+{
+    struct prx_session *s = w->arg;
+
+    uv_timer_stop(&s->timer);
+    prx_up_open(s, taken, taken == NULL);
+}
+
+/* All of the upstream's connections stayed busy for command_timeout. */
+static void prx_slot_timeout_cb(uv_timer_t *t)
+{
+    struct prx_session *s = t->data;
+    char where[300], detail[160];
+
+    up_pool_cancel(s->env->pool, &s->upw);
+    up_where_of(s->upw.up, where, sizeof(where));
+    snprintf(detail, sizeof(detail), "all %u connections (max_connections) stayed in use for %u s",
+             s->upw.cap, s->conf->command_timeout);
+    log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us", where,
+             s->upw.cap, s->conf->command_timeout);
+    if (s->env->metrics) {
+        metrics_upstream_error(s->env->metrics, RELAY_E_BUSY);
+    }
+    prx_setup_failed(s, RELAY_E_BUSY, where, detail);
+}
+
+static void prx_start_mail(struct prx_session *s, int use_pool)
+{
+    const struct conf_device *d = s->route ? &s->route->cred : s->dev;
+    struct up_session *taken = NULL;
+
+    if (s->up && !prx_up_fits(s, d)) {
+        /* another identity: hand the clean session to the pool for whoever fits it */
+        if (s->env->pool && !s->up_txn && up_idle(s->up)) {
+            up_pool_put(s->env->pool, s->up, s->up_dev->up->max_connections);
+            s->refs--; /* the pool owns it now; this session holds other refs */
+            s->up = NULL;
+        }
+        prx_drop_up(s); /* closed without QUIT: no late reply can reach this session */
+    }
+    if (s->up && up_idle(s->up)) {
+        prx_send_mail(s);
+        return;
+    }
+    prx_drop_up(s);
+    s->up_dev = d;
+    if (!s->env->pool) {
+        prx_up_open(s, NULL, 0);
+        return;
+    }
+    memset(&s->upw, 0, sizeof(s->upw));
+    s->upw.up = d->up;
+    s->upw.user = d->user;
+    s->upw.password = d->password;
+    s->upw.cbs = &prx_up_cbs;
+    s->upw.arg = s;
+    s->upw.sid = s->sid;
+    s->upw.cap = d->up->max_connections;
+    s->upw.fresh = !use_pool;
+    s->upw.on_ready = prx_slot_ready;
+    switch (up_pool_get(s->env->pool, &s->upw, &taken)) {
+    case UP_POOL_TAKEN:
+        prx_up_open(s, taken, 0);
+        return;
+    case UP_POOL_SLOT:
+        prx_up_open(s, NULL, 1);
+        return;
+    case UP_POOL_WAIT:
+        prx_enter_state(s, PRX_STATE_SLOT_WAIT);
+        uv_timer_start(&s->timer, prx_slot_timeout_cb, (uint64_t)s->conf->command_timeout * 1000u,
+                       0);
+        return;
+    }
 }
 
 /* allowed_senders / allowed_recipients refusal: 550 5.7.1 with the reason. */

@@ -24,24 +24,56 @@ struct up_pool_tls {
     uint64_t used_ms;
 };
 
+/* Connection slots of one upstream address, and who waits for one. */
+struct up_pool_dest {
+    char where[300];
+    unsigned used; /* live sessions holding a slot */
+    struct up_pool_wait *wh, *wt;
+};
+
 struct up_pool {
     struct up_pool_tls tls[UP_POOL_TLS_MAX];
     size_t ntls;
     uv_loop_t *loop;
-    uv_timer_t timer;
+    uv_timer_t timer; /* idle timeout */
+    uv_timer_t kick;  /* hands freed slots and sessions to waiters, outside callers' stacks */
     uint64_t idle_ms;
     struct up_pool_entry *head;
     unsigned n;     /* entries, closing ones included */
     unsigned nidle; /* entries that can be taken */
-    int closing, timer_closed;
+    struct up_pool_dest *dests;
+    size_t ndests;
+    unsigned nslots, nwait; /* over all dests */
+    int closing, handles_open;
 };
 
 static void up_pool_maybe_free(struct up_pool *p)
 {
-    if (p->closing && p->timer_closed && p->n == 0) {
+    /* a session holding a slot gives it back here when freed: wait for it */
+    if (p->closing && p->handles_open == 0 && p->n == 0 && p->nslots == 0) {
         explicit_bzero(p->tls, sizeof(p->tls)); /* master secrets */
+        free(p->dests);
         free(p);
     }
+}
+
+static void up_pool_kick_cb(uv_timer_t *t);
+
+static void up_pool_kick(struct up_pool *p)
+{
+    if (p->nwait && !p->closing) {
+        uv_timer_start(&p->kick, up_pool_kick_cb, 0, 0);
+    }
+}
+
+static struct up_pool_dest *up_pool_dest_find(const struct up_pool *p, const char *where)
+{
+    for (size_t i = 0; i < p->ndests; i++) {
+        if (strcmp(p->dests[i].where, where) == 0) {
+            return &p->dests[i];
+        }
+    }
+    return NULL;
 }
 
 static struct up_pool_tls *up_pool_tls_find(struct up_pool *p, const char *key)
@@ -132,6 +164,7 @@ static void up_pool_on_close(void *arg)
 
     up_pool_unlink(e);
     free(e);
+    up_pool_kick(p); /* room may have been made for a waiter */
     up_pool_maybe_free(p);
 }
 
@@ -217,6 +250,9 @@ struct up_pool *up_pool_new(uv_loop_t *loop, unsigned idle_seconds)
     p->idle_ms = (uint64_t)idle_seconds * 1000u;
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
+    uv_timer_init(loop, &p->kick);
+    p->kick.data = p;
+    p->handles_open = 2;
     return p;
 }
 
@@ -265,6 +301,7 @@ void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap)
     p->nidle++;
     up_session_rebind(s, &up_pool_cbs, e, 0);
     up_pool_arm(p);
+    up_pool_kick(p);
 }
 
 unsigned up_pool_size(const struct up_pool *p)
@@ -275,8 +312,178 @@ unsigned up_pool_size(const struct up_pool *p)
 static void up_pool_timer_closed(uv_handle_t *h)
 {
     struct up_pool *p = h->data;
-    p->timer_closed = 1;
+    p->handles_open--;
     up_pool_maybe_free(p);
+}
+
+/* ---- connection slots ---- */
+
+static void up_pool_enqueue(struct up_pool *p, struct up_pool_dest *d, struct up_pool_wait *w)
+{
+    w->next = NULL;
+    w->prev = d->wt;
+    if (d->wt) {
+        d->wt->next = w;
+    } else {
+        d->wh = w;
+    }
+    d->wt = w;
+    w->queued = 1;
+    p->nwait++;
+}
+
+static void up_pool_dequeue(struct up_pool *p, struct up_pool_dest *d, struct up_pool_wait *w)
+{
+    if (w->prev) {
+        w->prev->next = w->next;
+    } else {
+        d->wh = w->next;
+    }
+    if (w->next) {
+        w->next->prev = w->prev;
+    } else {
+        d->wt = w->prev;
+    }
+    w->prev = w->next = NULL;
+    w->queued = 0;
+    p->nwait--;
+}
+
+/* All slots of d are busy and someone waits: if idle sessions of d are only
+ * for other identities, close the oldest one so its slot comes free (one at
+ * a time; its close kicks the waiters again). */
+static void up_pool_make_room(struct up_pool *p, const struct up_pool_dest *d)
+{
+    struct up_pool_entry *old = NULL;
+
+    for (struct up_pool_entry *e = p->head; e; e = e->next) {
+        if (strcmp(up_where(e->s), d->where) != 0) {
+            continue;
+        }
+        if (e->closing) {
+            return;
+        }
+        old = e; /* the list is most recent first */
+    }
+    if (old) {
+        log_debug(0, "up", "relay=%s event=pool_evict reason=slot_wanted", d->where);
+        up_pool_retire(old);
+    }
+}
+
+/* Serves d's waiters while it can: first whoever has an idle session of its
+ * identity, then the head of the line with a free slot. 1: one was served
+ * (its callback ran, so d may have moved). */
+static int up_pool_serve_one(struct up_pool *p, size_t di)
+{
+    struct up_pool_dest *d = &p->dests[di];
+    struct up_pool_wait *w;
+    struct up_session *s = NULL;
+
+    for (w = d->wh; w; w = w->next) {
+        if (!w->fresh &&
+            (s = up_pool_take(p, w->up, w->user, w->password, w->cbs, w->arg, w->sid))) {
+            break;
+        }
+    }
+    if (!w && (p->closing || d->used < d->wh->cap)) {
+        w = d->wh;
+        d->used++;
+        p->nslots++;
+    }
+    if (!w) {
+        up_pool_make_room(p, d);
+        return 0;
+    }
+    up_pool_dequeue(p, d, w);
+    w->on_ready(w, s);
+    return 1;
+}
+
+static void up_pool_kick_cb(uv_timer_t *t)
+{
+    struct up_pool *p = t->data;
+
+    for (size_t i = 0; i < p->ndests; i++) {
+        while (p->dests[i].wh && up_pool_serve_one(p, i)) {
+        }
+    }
+}
+
+enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct up_session **out)
+{
+    char where[sizeof(p->dests[0].where)];
+    struct up_pool_dest *d;
+
+    *out = NULL;
+    if (w->queued) {
+        return UP_POOL_WAIT;
+    }
+    up_where_of(w->up, where, sizeof(where));
+    if (!(d = up_pool_dest_find(p, where))) {
+        struct up_pool_dest *nd = realloc(p->dests, (p->ndests + 1) * sizeof(*nd));
+        if (!nd) {
+            return UP_POOL_SLOT; /* uncounted: up_pool_slot_free ignores what it does not know */
+        }
+        p->dests = nd;
+        d = &p->dests[p->ndests++];
+        memset(d, 0, sizeof(*d));
+        snprintf(d->where, sizeof(d->where), "%s", where);
+    }
+    if (!d->wh) { /* nobody ahead in the line */
+        if (!w->fresh &&
+            (*out = up_pool_take(p, w->up, w->user, w->password, w->cbs, w->arg, w->sid))) {
+            return UP_POOL_TAKEN;
+        }
+        if (p->closing || d->used < w->cap) {
+            d->used++;
+            p->nslots++;
+            return UP_POOL_SLOT;
+        }
+    }
+    up_pool_enqueue(p, d, w);
+    log_debug(w->sid, "up", "relay=%s event=slot_wait used=%u max_connections=%u waiting=%u",
+              d->where, d->used, w->cap, p->nwait);
+    up_pool_make_room(p, d);
+    up_pool_kick(p);
+    return UP_POOL_WAIT;
+}
+
+void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w)
+{
+    char where[sizeof(p->dests[0].where)];
+    struct up_pool_dest *d;
+
+    if (!w->queued) {
+        return;
+    }
+    up_where_of(w->up, where, sizeof(where));
+    if ((d = up_pool_dest_find(p, where))) {
+        up_pool_dequeue(p, d, w);
+    }
+}
+
+void up_pool_slot_free(struct up_pool *p, const char *where)
+{
+    struct up_pool_dest *d = up_pool_dest_find(p, where);
+
+    if (d && d->used > 0) {
+        d->used--;
+        p->nslots--;
+        up_pool_kick(p);
+    }
+    up_pool_maybe_free(p);
+}
+
+unsigned up_pool_slots_used(const struct up_pool *p, const char *where)
+{
+    const struct up_pool_dest *d = up_pool_dest_find(p, where);
+    return d ? d->used : 0;
+}
+
+unsigned up_pool_waiting(const struct up_pool *p)
+{
+    return p->nwait;
 }
 
 void up_pool_close(struct up_pool *p)
@@ -285,5 +492,11 @@ void up_pool_close(struct up_pool *p)
     for (struct up_pool_entry *e = p->head; e; e = e->next) {
         up_pool_retire(e);
     }
+    /* nobody should be waiting by now (sessions close first); if so, no limit */
+    for (size_t i = 0; i < p->ndests; i++) {
+        while (p->dests[i].wh && up_pool_serve_one(p, i)) {
+        }
+    }
     uv_close((uv_handle_t *)&p->timer, up_pool_timer_closed);
+    uv_close((uv_handle_t *)&p->kick, up_pool_timer_closed);
 }

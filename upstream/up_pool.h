@@ -3,7 +3,13 @@
  * password) skips TCP, TLS and AUTH. Sessions idle longer than the timeout are
  * closed with QUIT; at most `cap` idle sessions per upstream address are kept
  * (the upstream's max_connections). A session that died in the pool leaves it
- * by itself; one that dies just after being taken is the taker's to retry. */
+ * by itself; one that dies just after being taken is the taker's to retry.
+ *
+ * It also keeps connection slots: inbound transactions (up_pool_get) share at
+ * most max_connections live sessions per upstream address, pooled idle ones
+ * included, like Postfix's destination concurrency limit; providers refuse
+ * more concurrent logins per account. A transaction that finds them all busy
+ * waits in FIFO order for one to come back to the pool or to close. */
 #ifndef RELAY25_UP_POOL_H
 #define RELAY25_UP_POOL_H
 
@@ -30,6 +36,38 @@ void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap);
  * and fills out, or -1. */
 int up_pool_tls_get(struct up_pool *p, const char *key, br_ssl_session_parameters *out);
 void up_pool_tls_put(struct up_pool *p, const char *key, const br_ssl_session_parameters *params);
+
+/* A transaction's request for an upstream session. The caller fills the
+ * first block and keeps the struct alive until on_ready runs or it cancels. */
+struct up_pool_wait {
+    const struct conf_upstream *up;
+    const char *user, *password;
+    const struct up_cbs *cbs; /* a pooled session handed over is rebound to these */
+    void *arg;
+    uint64_t sid;
+    unsigned cap; /* the upstream's max_connections */
+    int fresh;    /* a new session only: a pooled one just turned out dead */
+    /* The wait is over: s is a pooled session now owned by (cbs, arg), or NULL:
+     * a slot is held for a new session (up_params.slot_pool). */
+    void (*on_ready)(struct up_pool_wait *w, struct up_session *s);
+    /* the pool's */
+    struct up_pool_wait *prev, *next;
+    int queued;
+};
+
+enum up_pool_got {
+    UP_POOL_TAKEN, /* *out: an idle session with this identity, now the caller's */
+    UP_POOL_SLOT,  /* a slot is the caller's: open a session with slot_pool = p */
+    UP_POOL_WAIT,  /* all slots busy: w->on_ready comes later */
+};
+enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct up_session **out);
+/* Stop waiting (the client left or timed out). No-op when not queued. */
+void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w);
+/* A session holding a slot was freed (called by up_session). */
+void up_pool_slot_free(struct up_pool *p, const char *where);
+/* Live sessions holding slots at this address, and transactions waiting. */
+unsigned up_pool_slots_used(const struct up_pool *p, const char *where);
+unsigned up_pool_waiting(const struct up_pool *p);
 
 /* Sessions currently idle in the pool. */
 unsigned up_pool_size(const struct up_pool *p);

@@ -150,6 +150,9 @@ static void up_unref(struct up_session *s)
     if (s->cbs->on_close) {
         s->cbs->on_close(s->arg);
     }
+    if (s->p.slot_pool) {
+        up_pool_slot_free(s->p.slot_pool, s->where);
+    }
     if (s->password) {
         explicit_bzero(s->password, strlen(s->password));
     }
@@ -858,7 +861,6 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg)
 {
     struct up_session *s = calloc(1, sizeof(*s));
-    const char *h;
 
     if (!s) {
         return NULL;
@@ -879,9 +881,7 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
     }
     s->p.user = s->user;
     s->p.password = s->password;
-    h = p->up->host;
-    snprintf(s->where, sizeof(s->where), strchr(h, ':') ? "[%s]:%u" : "%s:%u", h,
-             (unsigned)p->up->port);
+    up_where_of(p->up, s->where, sizeof(s->where));
     up_reply_init(&s->rp);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
@@ -910,6 +910,11 @@ int up_session_start(struct up_session *s)
     }
     s->refs++;
     return 0;
+}
+
+void up_where_of(const struct conf_upstream *up, char *buf, size_t cap)
+{
+    snprintf(buf, cap, strchr(up->host, ':') ? "[%s]:%u" : "%s:%u", up->host, (unsigned)up->port);
 }
 
 const char *up_where(const struct up_session *s)
@@ -1026,8 +1031,7 @@ int up_session_same(const struct up_session *s, const struct conf_upstream *up, 
 {
     char where[sizeof(s->where)];
 
-    snprintf(where, sizeof(where), strchr(up->host, ':') ? "[%s]:%u" : "%s:%u", up->host,
-             (unsigned)up->port);
+    up_where_of(up, where, sizeof(where));
     /* auth = xoauth2 has no password: its sessions match each other by user */
     return strcmp(where, s->where) == 0 && strcmp(user, s->user) == 0 &&
            strcmp(password ? password : "", s->password) == 0 &&

@@ -30,6 +30,9 @@ struct up_params {
     int local_plain;
     /* TLS session resumption cache (may be NULL). */
     struct up_pool *tls_cache;
+    /* The pool whose connection slot this session holds (up_pool_get gave
+     * UP_POOL_SLOT), given back when the session is freed; or NULL. */
+    struct up_pool *slot_pool;
     /* auth = xoauth2 (oauthbearer): AUTH XOAUTH2 (OAUTHBEARER) with tokens from here; it
      * must outlive the session. NULL: PLAIN, LOGIN or CRAM-MD5 with password. */
     struct up_oauth *oauth;
@@ -63,6 +66,8 @@ int up_session_start(struct up_session *s);
 
 /* "host:port" for logs and replies. */
 const char *up_where(const struct up_session *s);
+/* The same text for a configured upstream, before any session exists. */
+void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 /* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */
 unsigned up_ext(const struct up_session *s);
 /* 1 when ready and no command is outstanding. */

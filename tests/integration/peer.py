@@ -321,6 +321,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.peer.data_delay:
+            await asyncio.sleep(self.peer.data_delay)  # a slow upstream, per connection
         content = bytes(envelope.original_content)
         reply = self.peer._data(server._conn, session, envelope, content)
         if self.peer.close_after_message:
@@ -378,7 +380,7 @@ class Peer:
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
                  on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
-                 cram_md5=False, oauthbearer=False):
+                 cram_md5=False, oauthbearer=False, data_delay=0.0):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -394,6 +396,7 @@ class Peer:
         self.tokens = set()          # XOAUTH2 tokens accepted; the test changes it
         self.xoauth2_error = "334"   # "334": Gmail-style error challenge; "535": at once
         self.close_after_message = close_after_message
+        self.data_delay = data_delay  # seconds before answering end of data
         self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

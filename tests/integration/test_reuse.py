@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""Upstream session reuse and TLS session resumption: an authenticated upstream
-session outlives the inbound session that opened it and serves the next device
-with the same identity; a different identity never gets it; new connections
-offer the last TLS session for resumption."""
+"""Upstream session reuse, connection slots and TLS session resumption: an
+authenticated upstream session outlives the inbound session that opened it and
+serves the next device with the same identity; a different identity never gets
+it; at most max_connections upstream sessions exist per upstream, and
+transactions beyond that wait for one (or get 451 4.4.5 after command_timeout);
+new connections offer the last TLS session for resumption."""
 import threading
 import unittest
 
@@ -35,19 +37,69 @@ class ReuseTest(RelayTestCase):
         self.assertEqual(logins, sorted([self.SCANNER, self.PRINTER]))
 
     def test_tls_resumption_for_new_connections(self):
-        # max_connections = 1 keeps one idle session: concurrent devices open new
-        # connections, which offer the cached TLS session
+        # max_connections = 1: each change of identity closes the idle session of
+        # the other one to open its own; the new connections resume the TLS session
         peer, relay = self.start_default(upstream={"max_connections": "1"})
-        for batch in range(2):
-            threads = [threading.Thread(target=self.send_mail, args=(
-                relay, "a@example.org", ["b@example.net"],
-                make_message("batch %d/%d" % (batch, i)), "127.0.0.2")) for i in range(3)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        self.assertEqual(len(peer.wait_messages(6)), 6)
-        self.assertTrue(relay.grep(r"event=tls .*resumed=yes"), relay.tail(40))
+        for i, source in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.2"]):
+            self.send_mail(relay, "a@example.org", ["b@example.net"],
+                           make_message("resume %d" % i), source)
+        msgs = peer.wait_messages(3)
+        self.assertEqual([m.login for m in msgs], [self.SCANNER, self.PRINTER, self.SCANNER])
+        self.assertEqual(len(peer.connections()), 3)
+        self.assertEqual(len(relay.grep(r"event=tls .*resumed=yes")), 2, relay.tail(40))
+        self.assertEqual(len(relay.grep(r"event=pool_evict")), 2)
+
+    def concurrent(self, relay, n, source="127.0.0.2"):
+        """n clients at once; returns the exceptions they raised."""
+        errors = []
+
+        def one(i):
+            try:
+                self.send_mail(relay, "a@example.org", ["b@example.net"],
+                               make_message("concurrent %d" % i), source)
+            except Exception as e:  # noqa: BLE001 - asserted by the caller
+                errors.append(e)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    def test_max_connections_bounds_concurrent_upstream_sessions(self):
+        # a slow upstream (0.3 s per message) and 8 devices at once: without the
+        # limit relay25 would open 8 connections; with 2 the others wait their turn
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users, data_delay=0.3)
+        relay = self.start_relay({"main": dict(self.upstream(peer), max_connections="2")},
+                                 devices)
+        self.assertEqual(self.concurrent(relay, 8), [])
+        msgs = peer.wait_messages(8)
+        self.assertEqual(sorted(m.content.count(b"concurrent") for m in msgs), [1] * 8)
+        self.assertLessEqual(len(peer.connections()), 2)
+        self.assertEqual(len([a for a in peer.auth_attempts() if a.success]),
+                         len(peer.connections()))
+        self.assertTrue(relay.grep(r"event=slot_wait"), relay.tail(40))
+
+    def test_slot_wait_ends_in_451_after_command_timeout(self):
+        # one connection, held 4 s by a slow message: the second device's MAIL
+        # waits command_timeout (1 s) and gets a 4xx it will retry, not a 5xx
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users, data_delay=4)
+        relay = self.start_relay({"main": dict(self.upstream(peer), max_connections="1")},
+                                 devices, relay={"command_timeout": "1"})
+        first = threading.Thread(target=self.send_mail, args=(
+            relay, "a@example.org", ["b@example.net"], make_message("slow"), "127.0.0.2"))
+        first.start()
+        relay.wait_log(r"state=data_wait->body")
+        stage, code, text = self.transaction(relay, "a@example.org", ["b@example.net"],
+                                             make_message("waits"), source="127.0.0.3")
+        first.join()
+        self.assertEqual((stage, code), ("mail", 451), text)
+        self.assertIn("4.4.5", text)
+        self.assertIn("max_connections", text)
+        self.assertEqual([m.login for m in peer.wait_messages(1)], [self.SCANNER])
+        self.assertTrue(relay.grep(r"event=slot_timeout .*max_connections=1"))
 
 
 if __name__ == "__main__":
