@@ -84,6 +84,7 @@ struct upq_job {
     size_t ircpt;
     int temp_fail; /* this attempt ended in a temporary failure */
     int reused;    /* ups came from the pool */
+    int piped;     /* MAIL, RCPTs and DATA went in one flight (RFC 2920) */
     int perm_all;  /* a permanent failure for every pending recipient */
     struct up_session *ups;
     uv_work_t work;
@@ -131,6 +132,8 @@ static void upq_attempt_end(struct upq_job *j);
 static void upq_read_body(struct upq_job *j);
 static const struct up_cbs upq_up_cbs;
 static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail);
+static void upq_on_fail(void *arg, int err, const char *detail, int pending);
+static void upq_send_envelope(struct upq_job *j, const char *params);
 
 uint64_t up_queue_new_id(void)
 {
@@ -498,22 +501,36 @@ static void upq_start_delivery(struct upq_job *j)
     up_session_start(j->ups);
 }
 
-static void upq_next_rcpt(struct upq_job *j)
+/* Past recipients that were not sent in this attempt (settled before). */
+static void upq_skip_sent(struct upq_job *j)
 {
     while (j->ircpt < j->env.nrcpt && j->rstate[j->ircpt] != UPQ_R_PENDING) {
         j->ircpt++;
     }
+}
+
+static int upq_any_accepted(const struct upq_job *j)
+{
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_ACCEPTED) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void upq_next_rcpt(struct upq_job *j)
+{
+    upq_skip_sent(j);
     if (j->ircpt < j->env.nrcpt) {
         j->step = UPQ_RCPT;
         up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL);
         return;
     }
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_ACCEPTED) {
-            j->step = UPQ_DATA;
-            up_data(j->ups);
-            return;
-        }
+    if (upq_any_accepted(j)) {
+        j->step = UPQ_DATA;
+        up_data(j->ups);
+        return;
     }
     /* nobody accepted: nothing to send */
     up_quit(j->ups);
@@ -575,7 +592,38 @@ static void upq_on_ready(void *arg, int err, const struct up_reply *r, const cha
         snprintf(params, sizeof(params), "BODY=%s", j->env.body);
     }
     j->step = UPQ_MAIL;
-    up_mail(j->ups, j->env.from, params);
+    j->piped = (up_ext(j->ups) & UP_EXT_PIPELINING) != 0;
+    if (!j->piped) {
+        up_mail(j->ups, j->env.from, params);
+        return;
+    }
+    upq_send_envelope(j, params);
+}
+
+/* RFC 2920: the whole envelope and DATA in one write; the replies come back in
+ * order through upq_on_reply. A failure on the way is reported by on_fail,
+ * which replaces or drops j->ups. */
+static void upq_send_envelope(struct upq_job *j, const char *params)
+{
+    struct up_session *u = j->ups;
+    int r;
+
+    up_cork(u);
+    r = up_mail(u, j->env.from, params);
+    for (size_t i = 0; r >= 0 && i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_PENDING) {
+            r = up_rcpt(u, j->env.rcpt[i], NULL);
+        }
+    }
+    if (r >= 0) {
+        r = up_data(u);
+    }
+    if (r >= 0) {
+        up_uncork(u);
+    } else if (j->ups == u) { /* refused without a callback: nothing will answer */
+        up_close(u);
+        upq_on_fail(j, RELAY_E_PROTOCOL, "pipelined command refused", 1);
+    }
 }
 
 static void upq_on_reply(void *arg, const struct up_reply *r)
@@ -599,6 +647,11 @@ static void upq_on_reply(void *arg, const struct up_reply *r)
             return;
         }
         j->ircpt = 0;
+        if (j->piped) { /* the RCPTs are out: await the first one's reply */
+            upq_skip_sent(j);
+            j->step = UPQ_RCPT;
+            return;
+        }
         upq_next_rcpt(j);
         return;
     case UPQ_RCPT:
@@ -614,9 +667,26 @@ static void upq_on_reply(void *arg, const struct up_reply *r)
             j->temp_fail = 1;
         }
         j->ircpt++;
+        if (j->piped) {
+            upq_skip_sent(j);
+            j->step = j->ircpt < j->env.nrcpt ? UPQ_RCPT : UPQ_DATA;
+            return;
+        }
         upq_next_rcpt(j);
         return;
     case UPQ_DATA:
+        if (j->piped && !upq_any_accepted(j)) {
+            /* every RCPT failed: their replies say why, not DATA's. A 354 even
+             * so (RFC 2920 §3.1) gets no body: closing makes upstream drop it */
+            if (r->code == 354) {
+                up_close(j->ups);
+            } else {
+                up_quit(j->ups);
+            }
+            j->ups = NULL;
+            upq_attempt_end(j);
+            return;
+        }
         if (r->code != 354) {
             upq_settle_accepted(j, r);
             up_quit(j->ups);

@@ -65,6 +65,11 @@ struct up_session {
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     char tls_key[400];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
+    /* PIPELINING (RFC 2920): commands sent after the one s->state awaits, in
+     * order: pipe_rcpt RCPTs, then DATA when pipe_data. corked: written, not
+     * yet flushed, so a group leaves in one TLS record. */
+    unsigned pipe_rcpt;
+    unsigned pipe_data : 1, corked : 1;
     char *token; /* the OAuth2 access token of this login; wiped */
     char where[300];
 };
@@ -273,7 +278,7 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     line[n++] = '\n';
     r = tio_write(s->tio, line, (size_t)n);
     explicit_bzero(line, (size_t)n); /* may hold an AUTH response */
-    if (r == 0) {
+    if (r == 0 && !s->corked) {
         r = tio_flush(s->tio);
     }
     if (r < 0) {
@@ -653,6 +658,18 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
     }
     case UP_STATE_MAIL:
     case UP_STATE_RCPT:
+        /* pipelined: the reply to the next command sent is the one due now */
+        if (s->pipe_rcpt) {
+            s->pipe_rcpt--;
+            up_enter_state(s, UP_STATE_RCPT);
+        } else if (s->pipe_data) {
+            s->pipe_data = 0;
+            up_enter_state(s, UP_STATE_DATA);
+        } else {
+            up_enter_state(s, UP_STATE_READY);
+        }
+        s->cbs->on_reply(s->arg, r);
+        return;
     case UP_STATE_RSET:
     case UP_STATE_DOT:
         up_enter_state(s, UP_STATE_READY);
@@ -946,6 +963,48 @@ static int up_command(struct up_session *s, enum up_state st, unsigned timeout, 
     return up_send(s, timeout, "%s", verb);
 }
 
+/* RFC 2920: while MAIL or RCPT replies are outstanding, RCPT and DATA may
+ * follow when upstream offers PIPELINING; DATA ends the group. */
+static int up_pipelined(struct up_session *s, enum up_state st, const char *verb, const char *arg,
+                        const char *params)
+{
+    if (s->closing || !(s->ehlo.ext & UP_EXT_PIPELINING) || s->pipe_data ||
+        (s->state != UP_STATE_MAIL && s->state != UP_STATE_RCPT)) {
+        return RELAY_E_PROTOCOL;
+    }
+    if (st == UP_STATE_DATA) {
+        s->pipe_data = 1;
+    } else {
+        s->pipe_rcpt++;
+    }
+    if (arg) {
+        return up_send(s, s->p.command_timeout, "%s<%s>%s%s", verb, arg,
+                       params && *params ? " " : "", params ? params : "");
+    }
+    return up_send(s, s->p.command_timeout, "%s", verb);
+}
+
+void up_cork(struct up_session *s)
+{
+    s->corked = 1;
+}
+
+int up_uncork(struct up_session *s)
+{
+    int r;
+
+    s->corked = 0;
+    if (s->closing) {
+        return RELAY_E_LOST;
+    }
+    if ((r = tio_flush(s->tio)) < 0) {
+        char e[128];
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+        return RELAY_E_LOST;
+    }
+    return 0;
+}
+
 int up_mail(struct up_session *s, const char *from, const char *params)
 {
     return up_command(s, UP_STATE_MAIL, s->p.command_timeout, "MAIL FROM:", from, params);
@@ -953,12 +1012,18 @@ int up_mail(struct up_session *s, const char *from, const char *params)
 
 int up_rcpt(struct up_session *s, const char *to, const char *params)
 {
+    if (s->state != UP_STATE_READY) {
+        return up_pipelined(s, UP_STATE_RCPT, "RCPT TO:", to, params);
+    }
     return up_command(s, UP_STATE_RCPT, s->p.command_timeout, "RCPT TO:", to, params);
 }
 
 int up_data(struct up_session *s)
 {
     /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes */
+    if (s->state != UP_STATE_READY) {
+        return up_pipelined(s, UP_STATE_DATA, "DATA", NULL, NULL);
+    }
     return up_command(s, UP_STATE_DATA, s->p.command_timeout, "DATA", NULL, NULL);
 }
 

@@ -78,6 +78,13 @@ int up_idle(const struct up_session *s);
 int up_mail(struct up_session *s, const char *from, const char *params);
 int up_rcpt(struct up_session *s, const char *to, const char *params);
 int up_data(struct up_session *s);
+/* PIPELINING (RFC 2920), when up_ext() has UP_EXT_PIPELINING: up_rcpt and
+ * up_data may also be called while MAIL or RCPT replies are outstanding (DATA
+ * last); on_reply then comes once per command, in order. Between up_cork and
+ * up_uncork commands are written but not flushed, so the group leaves in one
+ * write. up_uncork returns < 0 after a failure it reported via on_fail. */
+void up_cork(struct up_session *s);
+int up_uncork(struct up_session *s);
 /* After a 354: queue wire-format body bytes (already dot-stuffed). */
 int up_body(struct up_session *s, const char *data, size_t len);
 /* Bytes queued towards upstream and not yet written (backpressure). */

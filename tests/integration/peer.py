@@ -117,6 +117,9 @@ class Connection:
     commands: Tuple[Tuple[str, str], ...]  # (VERB, argument); AUTH args redacted
     errors: Tuple[str, ...]              # e.g. a failed STARTTLS handshake
     closed: bool
+    # verbs that were read while the client's next command had already arrived
+    # (sent in the same flight: PIPELINING, RFC 2920)
+    buffered: Tuple[str, ...] = ()
 
     def verbs(self):
         return [v for v, _ in self.commands]
@@ -156,10 +159,11 @@ class _ConnState:
         self.commands: List[Tuple[str, str]] = []
         self.errors: List[str] = []
         self.closed = False
+        self.buffered: List[str] = []
 
     def freeze(self):
         return Connection(self.id, self.peer, self.tls, tuple(self.commands),
-                          tuple(self.errors), self.closed)
+                          tuple(self.errors), self.closed, tuple(self.buffered))
 
 
 class _PeerSMTP(SMTP):
@@ -283,6 +287,8 @@ class _PeerSMTP(SMTP):
                 shown = shown.split(" ", 1)[0]
                 self._peer._auth_command(self._conn, shown.upper())
             self._peer._command(self._conn, verb, shown)
+            if self._reader is not None and len(getattr(self._reader, "_buffer", b"")):
+                self._peer._buffered(self._conn, verb)
             if (self._peer.tls == "starttls" and self._tls_protocol is None
                     and verb not in ALLOWED_BEFORE_STARTTLS):
                 # RFC 3207 §4; done here rather than by aiosmtpd's require_starttls
@@ -312,6 +318,12 @@ class _PeerSMTP(SMTP):
 class _Handler:
     def __init__(self, peer):
         self.peer = peer
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.peer.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@", 1)[0].lower().startswith(REJECT_PREFIX):
@@ -380,7 +392,7 @@ class Peer:
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
                  on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
-                 cram_md5=False, oauthbearer=False, data_delay=0.0):
+                 cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -397,6 +409,7 @@ class Peer:
         self.xoauth2_error = "334"   # "334": Gmail-style error challenge; "535": at once
         self.close_after_message = close_after_message
         self.data_delay = data_delay  # seconds before answering end of data
+        self.pipelining = pipelining  # offer PIPELINING (aiosmtpd reads commands in order)
         self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -514,6 +527,10 @@ class Peer:
     def _command(self, conn, verb, arg):
         with self._lock:
             conn.commands.append((verb, arg))
+
+    def _buffered(self, conn, verb):
+        with self._lock:
+            conn.buffered.append(verb)
 
     def _auth_command(self, conn, mechanism):
         # Recorded at the AUTH verb (before TLS/mechanism checks) so that an AUTH

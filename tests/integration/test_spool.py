@@ -466,6 +466,25 @@ class SpoolTest(SpoolTestCase):
         self.assertEqual(len(r.grep(r"status=bounced bounce=")), 2, r.tail())
         self.assertEqual(self.files("failed"), [])
 
+    def test_envelope_in_one_flight_only_when_offered(self):
+        """RFC 2920: with PIPELINING offered (PipelinedSpoolTest), a delivery sends
+        MAIL, every RCPT and DATA in one write, so upstream reads MAIL and each RCPT
+        with the next command already waiting; without it, one command at a time."""
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True)
+        msg = make_message("flight")
+        rcpts = ["one@example.net", "reject-two@example.net", "three@example.net"]
+        self.submit_queued(r, "alice@example.org", rcpts, msg)
+        peer.wait_messages(2, timeout=30)   # the message and the DSN for reject-two
+        self.wait_spool_empty(r)
+        orig = [m for m in peer.all_messages() if m.mail_from]
+        self.assertEqual(orig[0].rcpt_tos, ("one@example.net", "three@example.net"))
+        self.assertEqual(strip_received(orig[0].content), msg)
+        conn = next(c for c in peer.connections() if "MAIL" in c.verbs())
+        if peer.pipelining:
+            self.assertEqual(conn.buffered[:4], ("MAIL", "RCPT", "RCPT", "RCPT"), conn)
+        else:
+            self.assertEqual(conn.buffered, (), conn)
+
     def test_partial_temporary_failure_retries_only_deferred(self):
         """One recipient deferred (450 at RCPT), the other delivered: .done records the
         delivered one, and after a restart only the deferred one is tried again."""
@@ -600,6 +619,15 @@ class SpoolTest(SpoolTestCase):
         bodies = sorted(strip_received(m.content) for m in got)
         self.assertEqual(bodies, sorted(accepted + [last]))
         self.assertEqual(self.files("tmp"), [])
+
+
+class PipelinedSpoolTest(SpoolTest):
+    """Every case above again, against an upstream that offers PIPELINING: the
+    replies to a pipelined envelope are matched to their commands in order."""
+
+    def start_peer(self, tls="starttls", users=None, pki=None, **kw):
+        kw.setdefault("pipelining", True)
+        return super().start_peer(tls=tls, users=users, pki=pki, **kw)
 
 
 if __name__ == "__main__":
