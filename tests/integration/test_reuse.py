@@ -101,6 +101,28 @@ class ReuseTest(RelayTestCase):
         self.assertEqual([m.login for m in peer.wait_messages(1)], [self.SCANNER])
         self.assertTrue(relay.grep(r"event=slot_timeout .*max_connections=1"))
 
+    def test_slot_wait_timeout_queues_with_on_upstream_failure_queue(self):
+        # the same wait with on_upstream_failure = queue: 250 at MAIL, the message
+        # goes to the spool and is delivered once the connection is free
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users, data_delay=3)
+        relay = self.start_relay(
+            {"main": dict(self.upstream(peer), max_connections="1")}, devices,
+            relay={"command_timeout": "1", "on_upstream_failure": "queue",
+                   "spool_dir": self.dir + "/spool", "retry_min": "1s", "retry_max": "2s"})
+        first = threading.Thread(target=self.send_mail, args=(
+            relay, "a@example.org", ["b@example.net"], make_message("slow"), "127.0.0.2"))
+        first.start()
+        relay.wait_log(r"state=data_wait->body")
+        stage, code, text = self.transaction(relay, "c@example.org", ["d@example.net"],
+                                             make_message("queued"), source="127.0.0.3")
+        first.join()
+        self.assertEqual((stage, code), ("done", 250), text)
+        msgs = peer.wait_messages(2, timeout=30)
+        self.assertEqual(sorted((m.mail_from, m.login) for m in msgs),
+                         [("a@example.org", self.SCANNER), ("c@example.org", self.PRINTER)])
+        self.assertTrue(relay.grep(r"event=slot_timeout"))
+
 
 if __name__ == "__main__":
     unittest.main()
