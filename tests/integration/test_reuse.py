@@ -81,20 +81,26 @@ class ReuseTest(RelayTestCase):
                          len(peer.connections()))
         self.assertTrue(relay.grep(r"event=slot_wait"), relay.tail(40))
 
-    def test_slot_wait_ends_in_451_after_command_timeout(self):
-        # one connection, held 4 s by a slow message: the second device's MAIL
-        # waits command_timeout (1 s) and gets a 4xx it will retry, not a 5xx
+    def held_slot(self, data_delay, relay_keys, mail_from):
+        """max_connections = 1 and command_timeout = 1 s; a scanner message holds the
+        one connection for data_delay seconds while the printer's transaction runs.
+        Returns (peer, relay, the printer's (stage, code, text))."""
         devices, users = self.default_devices()
-        peer = self.start_peer(users=users, data_delay=4)
+        peer = self.start_peer(users=users, data_delay=data_delay)
         relay = self.start_relay({"main": dict(self.upstream(peer), max_connections="1")},
-                                 devices, relay={"command_timeout": "1"})
+                                 devices, relay=dict(relay_keys, command_timeout="1"))
         first = threading.Thread(target=self.send_mail, args=(
             relay, "a@example.org", ["b@example.net"], make_message("slow"), "127.0.0.2"))
         first.start()
         relay.wait_log(r"state=data_wait->body")
-        stage, code, text = self.transaction(relay, "a@example.org", ["b@example.net"],
-                                             make_message("waits"), source="127.0.0.3")
+        res = self.transaction(relay, mail_from, ["d@example.net"], make_message("waits"),
+                               source="127.0.0.3")
         first.join()
+        return peer, relay, res
+
+    def test_slot_wait_ends_in_451_after_command_timeout(self):
+        # the printer's MAIL waits command_timeout and gets a 4xx it will retry
+        peer, relay, (stage, code, text) = self.held_slot(4, {}, "c@example.org")
         self.assertEqual((stage, code), ("mail", 451), text)
         self.assertIn("4.4.5", text)
         self.assertIn("max_connections", text)
@@ -102,27 +108,16 @@ class ReuseTest(RelayTestCase):
         self.assertTrue(relay.grep(r"event=slot_timeout .*max_connections=1"))
 
     def test_slot_wait_timeout_queues_with_on_upstream_failure_queue(self):
-        # the same wait with on_upstream_failure = queue: 250 at MAIL, the message
-        # goes to the spool and is delivered once the connection is free
-        devices, users = self.default_devices()
-        peer = self.start_peer(users=users, data_delay=3)
-        relay = self.start_relay(
-            {"main": dict(self.upstream(peer), max_connections="1")}, devices,
-            relay={"command_timeout": "1", "on_upstream_failure": "queue",
-                   "spool_dir": self.dir + "/spool", "retry_min": "1s", "retry_max": "2s"})
-        first = threading.Thread(target=self.send_mail, args=(
-            relay, "a@example.org", ["b@example.net"], make_message("slow"), "127.0.0.2"))
-        first.start()
-        relay.wait_log(r"state=data_wait->body")
-        stage, code, text = self.transaction(relay, "c@example.org", ["d@example.net"],
-                                             make_message("queued"), source="127.0.0.3")
-        first.join()
+        # with on_upstream_failure = queue the printer gets 250: the message goes
+        # to the spool and is delivered once the connection is free
+        peer, relay, (stage, code, text) = self.held_slot(3, {
+            "on_upstream_failure": "queue", "spool_dir": self.dir + "/spool",
+            "retry_min": "1s", "retry_max": "2s"}, "c@example.org")
         self.assertEqual((stage, code), ("done", 250), text)
         msgs = peer.wait_messages(2, timeout=30)
         self.assertEqual(sorted((m.mail_from, m.login) for m in msgs),
                          [("a@example.org", self.SCANNER), ("c@example.org", self.PRINTER)])
         self.assertTrue(relay.grep(r"event=slot_timeout"))
-
 
 if __name__ == "__main__":
     unittest.main()
