@@ -17,6 +17,7 @@
 
 #define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
 #define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
+#define TIO_RBUF_BULK (64u * 1024u) /* tio_bulk(): a loopback read's worth */
 #define TIO_WCHUNK (16u * 1024u)
 #define TIO_WSMALL 1024u
 
@@ -59,7 +60,7 @@ struct tio {
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
     unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1;
+        in_pump : 1, again : 1, handshake_done : 1, bulk : 1;
     char *rbuf;
     size_t rcap;
 };
@@ -314,6 +315,30 @@ static void tio_pump_tls(struct tio *t)
     }
 }
 
+/* The read buffer a mode wants: small for an idle session, larger for TLS
+ * records, largest while the caller expects bulk input. */
+static size_t tio_rbuf_want(const struct tio *t)
+{
+    return t->bulk ? TIO_RBUF_BULK : t->tls ? TIO_RBUF_TLS : TIO_RBUF_PLAIN;
+}
+
+/* Resizes rbuf to what the mode wants, keeping what it holds. Only between
+ * callbacks: on_read got a pointer into rbuf. A failed realloc keeps the old
+ * buffer, which still works, only with more reads. */
+static void tio_fit_rbuf(struct tio *t)
+{
+    size_t want = tio_rbuf_want(t);
+    char *nb;
+
+    if (want == t->rcap || t->rlen > want || t->in_pump) {
+        return;
+    }
+    if ((nb = realloc(t->rbuf, want)) != NULL) {
+        t->rbuf = nb;
+        t->rcap = want;
+    }
+}
+
 static void tio_process(struct tio *t)
 {
     if (t->in_pump) {
@@ -333,6 +358,7 @@ static void tio_process(struct tio *t)
         }
     } while (t->again && !t->closing && !t->failed);
     t->in_pump = 0;
+    tio_fit_rbuf(t);
     tio_update_reading(t);
 }
 
@@ -385,6 +411,12 @@ void tio_pause(struct tio *t)
 {
     t->user_paused = 1;
     tio_update_reading(t);
+}
+
+void tio_bulk(struct tio *t, int on)
+{
+    t->bulk = on != 0;
+    tio_fit_rbuf(t);
 }
 
 /* BearSSL's full profiles list ChaCha20-Poly1305 first, the right call where AES
