@@ -10,10 +10,13 @@
 /* Bulk copying. Message lines are short (~80 octets) and a 1 MiB body has about
  * 13k of them, so a byte loop or a memchr + memcpy call pair per line costs more
  * than the TLS encryption of the same bytes. Instead: 8 octets at a time, tested
- * for CR / LF without branching per byte (the "haszero" bit trick; a flagged
- * word is then rescanned bytewise, so the result does not depend on byte order
- * or on which byte the trick flags). memcpy with a constant 8 is one load or
- * store and keeps the accesses aligned-agnostic and alias-safe. */
+ * for CR / LF without branching per byte (the "haszero" bit trick: below the
+ * first matching byte nothing is flagged, so on little-endian machines the
+ * lowest flag is the match; elsewhere the flagged word is rescanned bytewise).
+ * memcpy with a constant 8 is one load or store and keeps the accesses
+ * alignment-agnostic and alias-safe. A flagged word is still stored whole: the
+ * bytes past the match stay inside the room the caller gave (n counts it) and
+ * are overwritten by what follows. */
 #define DATA_ONES UINT64_C(0x0101010101010101)
 #define DATA_HIGHS UINT64_C(0x8080808080808080)
 
@@ -23,18 +26,27 @@ static inline uint64_t data_has_byte(uint64_t w, unsigned char c)
     return (x - DATA_ONES) & ~x & DATA_HIGHS;
 }
 
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define DATA_FIRST(mask) ((size_t)__builtin_ctzll(mask) >> 3)
+#endif
+
 /* Copies in[0..n) to out until the first CR or LF; returns the bytes copied. */
 static size_t data_copy_line(const unsigned char *in, size_t n, char *out)
 {
     size_t i = 0;
 
     for (; n - i >= 8; i += 8) {
-        uint64_t w;
+        uint64_t w, m;
         memcpy(&w, in + i, 8);
-        if (data_has_byte(w, '\r') | data_has_byte(w, '\n')) {
-            break;
-        }
         memcpy(out + i, &w, 8);
+        m = data_has_byte(w, '\r') | data_has_byte(w, '\n');
+        if (m) {
+#ifdef DATA_FIRST
+            return i + DATA_FIRST(m);
+#else
+            break;
+#endif
+        }
     }
     for (; i < n && in[i] != '\r' && in[i] != '\n'; i++) {
         out[i] = (char)in[i];
@@ -48,12 +60,17 @@ static size_t data_copy_to_lf(const char *in, size_t n, char *out)
     size_t i = 0;
 
     for (; n - i >= 8; i += 8) {
-        uint64_t w;
+        uint64_t w, m;
         memcpy(&w, in + i, 8);
-        if (data_has_byte(w, '\n')) {
-            break;
-        }
         memcpy(out + i, &w, 8);
+        m = data_has_byte(w, '\n');
+        if (m) {
+#ifdef DATA_FIRST
+            return i + DATA_FIRST(m) + 1;
+#else
+            break;
+#endif
+        }
     }
     while (i < n) {
         char c = in[i];
@@ -120,27 +137,33 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
                 i++;
             continue;
         case DEC_LINE:
-            /* Fast path: copy plain bytes until a CR/LF or the end of room. */
-            {
+            /* Fast path: copy plain bytes until a CR/LF or the end of room; a
+             * CRLF whose next line does not start with "." stays in this loop
+             * (DEC_SOL_REAL would hand that byte straight back to DEC_LINE). */
+            for (;;) {
                 size_t run = inlen - i < outcap - o ? inlen - i : outcap - o;
                 size_t k = data_copy_line(p + i, run, out + o);
                 i += k;
                 o += k;
+                if (i == inlen || o == outcap)
+                    goto out;
+                if (p[i] != '\r' || inlen - i < 2 || p[i + 1] != '\n' || outcap - o < 2)
+                    break;
+                out[o++] = '\r';
+                out[o++] = '\n';
+                i += 2;
+                if (i == inlen || p[i] == '.') {
+                    st = DEC_SOL_REAL;
+                    break;
+                }
             }
-            if (i == inlen || o == outcap)
-                goto out;
+            if (st == DEC_SOL_REAL)
+                continue;
             c = p[i];
             if (c == '\r') {
                 out[o++] = '\r';
+                st = DEC_CR;
                 i++;
-                /* CRLF, the usual line end: no trip through DEC_CR */
-                if (i < inlen && p[i] == '\n' && o < outcap) {
-                    out[o++] = '\n';
-                    i++;
-                    st = DEC_SOL_REAL;
-                } else {
-                    st = DEC_CR;
-                }
                 continue;
             }
             /* Bare LF: write CRLF. */
