@@ -62,7 +62,7 @@ struct tio {
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
     unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1, bulk : 1;
+        in_pump : 1, again : 1, handshake_done : 1, bulk : 1, bulk_full : 1;
     char *rbuf;
     size_t rcap;
 };
@@ -156,6 +156,9 @@ static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     t->rlen += (size_t)nread;
+    if (t->bulk && t->rlen == t->rcap) {
+        t->bulk_full = 1; /* more was waiting: worth the large buffer */
+    }
     tio_process(t);
 }
 
@@ -334,10 +337,11 @@ static void tio_pump_tls(struct tio *t)
 }
 
 /* The read buffer a mode wants: small for an idle session, larger for TLS
- * records, largest while the caller expects bulk input. */
+ * records, largest while the caller expects bulk input and a read has filled
+ * the buffer (so a small message, read whole, never pays for it). */
 static size_t tio_rbuf_want(const struct tio *t)
 {
-    return t->bulk ? TIO_RBUF_BULK : t->tls ? TIO_RBUF_TLS : TIO_RBUF_PLAIN;
+    return t->bulk && t->bulk_full ? TIO_RBUF_BULK : t->tls ? TIO_RBUF_TLS : TIO_RBUF_PLAIN;
 }
 
 /* Resizes rbuf to what the mode wants, keeping what it holds. Only between
@@ -434,6 +438,7 @@ void tio_pause(struct tio *t)
 void tio_bulk(struct tio *t, int on)
 {
     t->bulk = on != 0;
+    t->bulk_full = 0;
     tio_fit_rbuf(t);
 }
 

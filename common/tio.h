@@ -49,9 +49,10 @@ int tio_start(struct tio *t);
 void tio_resume(struct tio *t);
 /* Stop reading until tio_resume() (backpressure from the other side of a relay). */
 void tio_pause(struct tio *t);
-/* on = 1: bulk input follows (a message body), read it in 64 KiB chunks instead
- * of 4 KiB (16 times fewer read calls); on = 0: back to the small buffer, so only
- * sessions in DATA pay for the large one. Takes effect after the current on_read. */
+/* on = 1: bulk input follows (a message body): once a read fills the small
+ * buffer, read in 64 KiB chunks instead of 4 KiB (16 times fewer read calls);
+ * on = 0: back to the small buffer, so only sessions receiving a large body pay
+ * for the large one. Takes effect after the current on_read. */
 void tio_bulk(struct tio *t, int on);
 
 /* Switch to TLS as a client: SNI and certificate check against ca for
