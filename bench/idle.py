@@ -6,20 +6,24 @@ Measurements printed on demand, never asserted (not in CI).
    (max_connections / max_connections_per_ip raised above N): after every 220
    greeting arrived, relay25's VmRSS (/proc/PID/status) is compared with the
    value before the first connection -> per-connection cost in KiB. RSS is read
-   again once all connections are closed.
+   again once all connections are closed. With --tls M, the same for M
+   connections to an implicit-TLS listener (tls_listen), each with its TLS
+   handshake done and its greeting read.
 2. A slow-loris client on a fresh relay25 with idle_timeout = 5 and
    session_timeout = 10: it sends "EHLO x\\r\\n" and then "NOOP\\r\\n" lines one
    byte per second and never stops; the time from connect to the relay closing
    the connection is printed (or that it was still open at --loris-limit).
 
     /usr/bin/python3 bench/idle.py [--connections N] [--bin build/relay25]
-                                   [--loris-limit SECONDS]
+                                   [--tls M] [--loris-limit SECONDS]
 """
 import argparse
 import os
 import resource
+import re
 import select
 import socket
+import ssl
 import sys
 import tempfile
 import time
@@ -93,20 +97,32 @@ def read_greetings(socks, timeout):
     return codes
 
 
-def idle_cost(binary, tmp, pki, n):
-    relay = start_relay(binary, tmp, pki, "idle", max_connections=n + 100,
-                        max_connections_per_ip=n + 100, idle_timeout=3600,
-                        session_timeout=7200)
+def idle_cost(binary, tmp, pki, n, tls=False):
+    extra = {}
+    if tls:
+        extra = {"tls_listen": "127.0.0.1:0", "tls_cert_file": pki.cert_file,
+                 "tls_key_file": pki.key_file}
+    relay = start_relay(binary, tmp, pki, "idle-tls" if tls else "idle",
+                        max_connections=n + 100, max_connections_per_ip=n + 100,
+                        idle_timeout=3600, session_timeout=7200, **extra)
     try:
         pid = relay.proc.pid
+        host, port = relay.host, relay.port
+        if tls:
+            m = relay.wait_log(re.compile(r"\bprx event=listening addr=(\S+) tls=implicit"), 10)
+            host, port = m.group(1).rsplit(":", 1)
+            port = int(port)
+            ctx = ssl.create_default_context(cafile=pki.ca_file)
         time.sleep(0.2)
         before = status(pid, "VmRSS")
         socks = []
         t0 = time.monotonic()
         for i in range(n):
             src = "127.0.0.%d" % (2 + i % ADDRESSES)
-            socks.append(socket.create_connection((relay.host, relay.port), 30,
-                                                  source_address=(src, 0)))
+            s = socket.create_connection((host, port), 30, source_address=(src, 0))
+            if tls:   # handshake done here; the greeting follows it
+                s = ctx.wrap_socket(s, server_hostname="localhost")
+            socks.append(s)
         codes = read_greetings(socks, 60)
         took = time.monotonic() - t0
         time.sleep(0.2)
@@ -162,6 +178,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "build", "relay25"))
+    ap.add_argument("--tls", type=int, default=0, metavar="M",
+                    help="also M idle connections with implicit TLS")
     ap.add_argument("--loris-limit", type=float, default=40.0,
                     help="give up on the slow-loris client after this many seconds")
     a = ap.parse_args()
@@ -182,6 +200,15 @@ def main():
         print("  %-28s %8.2f KiB" % ("per connection",
                                      (r["held"] - r["before"]) / float(a.connections)))
         print("  %-28s %8d KiB" % ("RSS after all closed", r["after"]))
+        if a.tls:
+            r = idle_cost(a.bin, tmp, pki, a.tls, tls=True)
+            print("idle implicit-TLS connections (%d, handshake done)" % a.tls)
+            print("  %-28s %s" % ("greetings", ", ".join("%s x%d" % kv
+                                                           for kv in sorted(r["codes"].items()))))
+            print("  %-28s %8d KiB" % ("RSS before", r["before"]))
+            print("  %-28s %8d KiB" % ("RSS with all idle", r["held"]))
+            print("  %-28s %8.2f KiB" % ("per connection",
+                                         (r["held"] - r["before"]) / float(a.tls)))
         lr = slow_loris(a.bin, tmp, pki, a.loris_limit)
         print("slow loris (1 byte/s, idle_timeout 5 s, session_timeout 10 s)")
         if lr["closed_at"] is None:

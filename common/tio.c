@@ -48,8 +48,17 @@ struct tio_tls {
     struct tio_x509_any any;
     unsigned char offered[32]; /* session ID offered for resumption */
     size_t offered_len;
-    unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+    size_t iolen;
+    unsigned char iobuf[]; /* record buffers: TIO_TLS_CLIENT_IO or TIO_TLS_SERVER_IO */
 };
+
+/* A client sends message bodies: full 16 KiB records both ways. A server
+ * (inbound STARTTLS) only sends SMTP replies, so its output records can be
+ * small: 4 KiB of payload, 12 KiB less per inbound TLS session; the input side
+ * must take any record a client sends (BR_SSL_BUFSIZE_INPUT). */
+#define TIO_TLS_CLIENT_IO ((size_t)BR_SSL_BUFSIZE_BIDI)
+#define TIO_TLS_SERVER_OBUF ((size_t)(4096 + BR_SSL_BUFSIZE_OUTPUT - 16384))
+#define TIO_TLS_SERVER_IO ((size_t)BR_SSL_BUFSIZE_INPUT + TIO_TLS_SERVER_OBUF)
 
 struct tio {
     uv_tcp_t tcp;
@@ -473,10 +482,13 @@ static void tio_prefer_aes_gcm(br_ssl_engine_context *eng)
 }
 
 /* A TLS context for t, and the larger read buffer TLS records want. */
-static struct tio_tls *tio_tls_alloc(struct tio *t)
+static struct tio_tls *tio_tls_alloc(struct tio *t, size_t iolen)
 {
-    struct tio_tls *tls = calloc(1, sizeof(*tls));
+    struct tio_tls *tls = calloc(1, sizeof(*tls) + iolen);
 
+    if (tls) {
+        tls->iolen = iolen;
+    }
     if (tls && t->rcap < TIO_RBUF_TLS) {
         char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
         if (!nb) {
@@ -518,7 +530,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     if (t->tls || t->closing || t->failed) {
         return UV_EINVAL;
     }
-    if (!(tls = tio_tls_alloc(t))) {
+    if (!(tls = tio_tls_alloc(t, TIO_TLS_CLIENT_IO))) {
         return UV_ENOMEM;
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
@@ -530,7 +542,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     }
     br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
     br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
-    br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
+    br_ssl_engine_set_buffer(eng, tls->iobuf, tls->iolen, 1);
     if (resume && resume->session_id_len > 0) {
         br_ssl_engine_set_session_parameters(eng, resume);
         memcpy(tls->offered, resume->session_id, resume->session_id_len);
@@ -552,7 +564,7 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
     if ((r = tio_flush(t)) < 0) {
         return r;
     }
-    if (!(tls = tio_tls_alloc(t))) {
+    if (!(tls = tio_tls_alloc(t, TIO_TLS_SERVER_IO))) {
         return UV_ENOMEM;
     }
     if (cert->key_type == BR_KEYTYPE_EC) {
@@ -567,7 +579,8 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
     }
     br_ssl_engine_set_versions(eng, (unsigned)min_version, BR_TLS12);
     br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
-    br_ssl_engine_set_buffer(eng, tls->iobuf, sizeof(tls->iobuf), 1);
+    br_ssl_engine_set_buffers_bidi(eng, tls->iobuf, BR_SSL_BUFSIZE_INPUT,
+                                   tls->iobuf + BR_SSL_BUFSIZE_INPUT, TIO_TLS_SERVER_OBUF);
     return tio_tls_begin(t, tls, br_ssl_server_reset(&tls->sc));
 }
 
@@ -709,7 +722,7 @@ static void tio_close_cb(uv_handle_t *h)
     free(t->w);
     free(t->rbuf);
     if (t->tls) {
-        explicit_bzero(t->tls, sizeof(*t->tls)); /* session keys */
+        explicit_bzero(t->tls, sizeof(*t->tls) + t->tls->iolen); /* session keys, records */
         free(t->tls);
     }
     free(t);
