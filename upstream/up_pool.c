@@ -444,7 +444,8 @@ enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct u
     up_pool_enqueue(p, d, w);
     log_debug(w->sid, "up", "relay=%s event=slot_wait used=%u max_connections=%u waiting=%u",
               d->where, d->used, w->cap, p->nwait);
-    up_pool_make_room(p, d);
+    /* the kick decides: an idle session may be just what a waiter wants, so
+     * only when none does is one closed to make room (up_pool_serve_one) */
     up_pool_kick(p);
     return UP_POOL_WAIT;
 }

@@ -80,6 +80,8 @@ class ReuseTest(RelayTestCase):
         self.assertEqual(len([a for a in peer.auth_attempts() if a.success]),
                          len(peer.connections()))
         self.assertTrue(relay.grep(r"event=slot_wait"), relay.tail(40))
+        # one identity: a session coming back is handed to a waiter, never closed
+        self.assertEqual(relay.grep(r"event=pool_evict"), [])
 
     def held_slot(self, data_delay, relay_keys, mail_from):
         """max_connections = 1 and command_timeout = 1 s; a scanner message holds the
