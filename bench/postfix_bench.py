@@ -473,8 +473,9 @@ class Bench:
                        "hostname": "relay25." + DOMAIN, "max_message_size": "64M",
                        "log_level": "info", "max_connections": 1000,
                        "max_connections_per_ip": 1000, "user": "nobody"}),
-            ("upstream bench", {"host": "127.0.0.1", "port": p["up_tls"], "tls": "starttls",
-                                "ca_file": self.pki.ca_file, "server_name": "localhost"}),
+            ("upstream bench", dict({"host": "127.0.0.1", "port": p["up_tls"], "tls": "starttls",
+                                     "ca_file": self.pki.ca_file, "server_name": "localhost"},
+                                    **dict(self.args.upstream_set))),
             ("device default", {"user": LOGIN, "password_file": pwfile}),
         ]))
         self.relay25_log = os.path.join(rd, "relay25.log")
@@ -788,6 +789,11 @@ def main():
                     help="another relay25 binary run as target NAME in the same rounds "
                     "(side-by-side before/after); added to --targets")
     ap.add_argument("--count", type=int, help="messages per run instead of the scenario's")
+    ap.add_argument("--upstream-set", action="append", default=[], metavar="KEY=VALUE",
+                    type=lambda v: tuple(v.split("=", 1)) if "=" in v else
+                    ap.error("--upstream-set wants KEY=VALUE"),
+                    help="a key for relay25's [upstream] section, e.g. max_connections=10 "
+                    "(default: relay25's defaults)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (Postfix instances are started with postfix -c DIR start)")
