@@ -22,6 +22,7 @@ Rounds alternate the mode order; the table lists every round and the median.
 
     /usr/bin/python3 bench/spool.py [--bin build/relay25] [--count 500]
         [--clients 10] [--size 2048] [--rounds 2] [--modes passthrough,spool,spool-mc10]
+        [--pipelining]
 """
 import argparse
 import os
@@ -147,6 +148,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", default="passthrough,spool,spool-mc10")
     ap.add_argument("--tmp", default=None, help="where spool directories go (default $TMPDIR)")
+    ap.add_argument("--pipelining", action="store_true",
+                    help="the peer offers PIPELINING: spool deliveries send the envelope in one write")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -156,7 +159,7 @@ def main():
     try:
         pki = certs.make_pki(os.path.join(tmp, "pki"), "bench")
         peer = Peer(tls="starttls", cert=pki.cert_file, key=pki.key_file,
-                    users={LOGIN: PASSWORD}).start()
+                    users={LOGIN: PASSWORD}, pipelining=args.pipelining).start()
         results = []
         try:
             for rnd in range(args.rounds):
