@@ -6,9 +6,12 @@
  * accept 1.0/1.1 when configured), no renegotiation. */
 #include "common/tio.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <bearssl.h>
 
@@ -582,6 +585,21 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
     br_ssl_engine_set_buffers_bidi(eng, tls->iobuf, BR_SSL_BUFSIZE_INPUT,
                                    tls->iobuf + BR_SSL_BUFSIZE_INPUT, TIO_TLS_SERVER_OBUF);
     return tio_tls_begin(t, tls, br_ssl_server_reset(&tls->sc));
+}
+
+void tio_quickack(struct tio *t)
+{
+#ifdef TCP_QUICKACK
+    uv_os_fd_t fd;
+    int one = 1;
+
+    /* Linux: also sends an ACK that is being delayed now */
+    if (uv_fileno((const uv_handle_t *)&t->tcp, &fd) == 0) {
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    }
+#else
+    (void)t;
+#endif
 }
 
 int tio_tls_active(const struct tio *t)

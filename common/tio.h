@@ -74,6 +74,10 @@ int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_vers
  * Returns 0, or -1 before the handshake. */
 int tio_tls_session(const struct tio *t, br_ssl_session_parameters *out, int *resumed);
 int tio_tls_active(const struct tio *t);
+/* ACK what arrives at once instead of delaying it (TCP_QUICKACK, for a while):
+ * a peer without TCP_NODELAY holds its second reply to pipelined commands until
+ * the first is acknowledged, which delayed ACKs stretch to ~40 ms. */
+void tio_quickack(struct tio *t);
 /* TLS version and cipher suite for logs, e.g. "TLSv1.2:ECDHE-ECDSA-AES128-GCM". */
 const char *tio_tls_desc(const struct tio *t, char *buf, size_t len);
 

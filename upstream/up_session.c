@@ -658,6 +658,9 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
     }
     case UP_STATE_MAIL:
     case UP_STATE_RCPT:
+        if (s->pipe_rcpt || s->pipe_data) {
+            tio_quickack(s->tio); /* more replies to come: do not delay our ACK */
+        }
         /* pipelined: the reply to the next command sent is the one due now */
         if (s->pipe_rcpt) {
             s->pipe_rcpt--;
@@ -996,6 +999,9 @@ int up_uncork(struct up_session *s)
     s->corked = 0;
     if (s->closing) {
         return RELAY_E_LOST;
+    }
+    if (s->pipe_rcpt || s->pipe_data) {
+        tio_quickack(s->tio); /* a reply per command comes back: ACK each at once */
     }
     if ((r = tio_flush(s->tio)) < 0) {
         char e[128];
