@@ -1175,6 +1175,7 @@ static void prx_up_open(struct prx_session *s, struct up_session *taken, int slo
         prx_reply(s, REPLY_NOMEM);
         prx_txn_reset(s);
         prx_enter_state(s, PRX_STATE_IDLE);
+        prx_continue(s); /* after a slot wait reading is paused: resume it */
         return;
     }
     s->refs++;
@@ -1252,6 +1253,11 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
         return;
     case UP_POOL_SLOT:
         prx_up_open(s, NULL, 1);
+        return;
+    case UP_POOL_NOMEM:
+        prx_reply(s, REPLY_NOMEM);
+        prx_txn_reset(s);
+        prx_enter_state(s, PRX_STATE_IDLE);
         return;
     case UP_POOL_WAIT:
         prx_enter_state(s, PRX_STATE_SLOT_WAIT);

@@ -423,7 +423,7 @@ enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct u
     if (!(d = up_pool_dest_find(p, where))) {
         struct up_pool_dest *nd = realloc(p->dests, (p->ndests + 1) * sizeof(*nd));
         if (!nd) {
-            return UP_POOL_SLOT; /* uncounted: up_pool_slot_free ignores what it does not know */
+            return UP_POOL_NOMEM;
         }
         p->dests = nd;
         d = &p->dests[p->ndests++];

@@ -59,6 +59,7 @@ enum up_pool_got {
     UP_POOL_TAKEN, /* *out: an idle session with this identity, now the caller's */
     UP_POOL_SLOT,  /* a slot is the caller's: open a session with slot_pool = p */
     UP_POOL_WAIT,  /* all slots busy: w->on_ready comes later */
+    UP_POOL_NOMEM, /* no memory to keep count: nothing was taken */
 };
 enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct up_session **out);
 /* Stop waiting (the client left or timed out). No-op when not queued. */

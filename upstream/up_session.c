@@ -660,6 +660,8 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
     case UP_STATE_RCPT:
         if (s->pipe_rcpt || s->pipe_data) {
             tio_quickack(s->tio); /* more replies to come: do not delay our ACK */
+            /* each reply stops the timer: the next one is due within the same limit */
+            up_arm(s, s->p.command_timeout);
         }
         /* pipelined: the reply to the next command sent is the one due now */
         if (s->pipe_rcpt) {

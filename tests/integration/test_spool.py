@@ -7,6 +7,7 @@ assertions: time bounds only turn "never happened" into a failure. "Upstream dow
 is a port bound but not listening (closed_port); "upstream back" closes that socket
 and starts the peer on the same port."""
 
+import asyncio
 import os
 import signal
 import stat
@@ -484,6 +485,32 @@ class SpoolTest(SpoolTestCase):
             self.assertEqual(conn.buffered[:4], ("MAIL", "RCPT", "RCPT", "RCPT"), conn)
         else:
             self.assertEqual(conn.buffered, (), conn)
+
+    def test_rcpt_reply_that_never_comes_times_out_and_retries(self):
+        """An upstream that answers MAIL and then stalls on RCPT: the delivery fails
+        after command_timeout (also when MAIL, RCPT and DATA went in one flight,
+        where each reply must re-arm the timer) and a retry delivers the message."""
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users)
+        r = self.start_relay({"main": self.upstream(peer)}, devices,
+                             self.spool_relay_keys(mode="spool", command_timeout="2"))
+        handler = peer._controller.handler
+        orig = handler.handle_RCPT
+        calls = []
+
+        async def stall_first(server, session, envelope, address, opts):
+            calls.append(address)
+            if len(calls) == 1:
+                await asyncio.sleep(60)
+            return await orig(server, session, envelope, address, opts)
+        handler.handle_RCPT = stall_first
+        msg = make_message("stalled")
+        q = self.submit_queued(r, "s@example.org", ["r@example.net"], msg)
+        r.wait_lines(r"event=failed state=(rcpt|data) error=timeout", timeout=20)
+        peer.wait_messages(1, timeout=30)
+        self.wait_spool_empty(r)
+        self.assertEqual([strip_received(m.content) for m in peer.messages()], [msg])
+        self.assertTrue(r.grep(r"qid=%s .*status=sent" % q), r.tail())
 
     def test_partial_temporary_failure_retries_only_deferred(self):
         """One recipient deferred (450 at RCPT), the other delivered: .done records the
