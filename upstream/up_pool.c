@@ -318,16 +318,25 @@ static void up_pool_timer_closed(uv_handle_t *h)
 
 /* ---- connection slots ---- */
 
+/* At the tail; a fresh retry (its pooled session died while it was being
+ * served) keeps its turn at the head. */
 static void up_pool_enqueue(struct up_pool *p, struct up_pool_dest *d, struct up_pool_wait *w)
 {
-    w->next = NULL;
-    w->prev = d->wt;
-    if (d->wt) {
-        d->wt->next = w;
-    } else {
+    if (w->fresh && d->wh) {
+        w->prev = NULL;
+        w->next = d->wh;
+        d->wh->prev = w;
         d->wh = w;
+    } else {
+        w->next = NULL;
+        w->prev = d->wt;
+        if (d->wt) {
+            d->wt->next = w;
+        } else {
+            d->wh = w;
+        }
+        d->wt = w;
     }
-    d->wt = w;
     w->queued = 1;
     p->nwait++;
 }
