@@ -489,10 +489,11 @@ static struct tio_tls *tio_tls_alloc(struct tio *t, size_t iolen)
 {
     struct tio_tls *tls = calloc(1, sizeof(*tls) + iolen);
 
-    if (tls) {
-        tls->iolen = iolen;
+    if (!tls) {
+        return NULL;
     }
-    if (tls && t->rcap < TIO_RBUF_TLS) {
+    tls->iolen = iolen;
+    if (t->rcap < TIO_RBUF_TLS) {
         char *nb = realloc(t->rbuf, TIO_RBUF_TLS);
         if (!nb) {
             free(tls);

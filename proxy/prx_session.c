@@ -226,7 +226,7 @@ static void prx_up_release(struct prx_session *s)
     if (s->up && s->env->pool && !s->up_txn && up_idle(s->up)) {
         up_pool_put(s->env->pool, s->up, (s->up_dev ? s->up_dev : s->dev)->up->max_connections);
         s->up = NULL;
-        s->refs--; /* the pool owns it now; the session's tio and timer hold it */
+        s->refs--; /* the pool owns it now; the session's tio or timer close holds it */
     }
 }
 
@@ -385,19 +385,26 @@ static void prx_close(struct prx_session *s, const char *reason)
         s->client_gone = 1;
         tio_close(s->tio);
     }
-    if (s->up) {
+    if (s->up && (s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT)) {
         /* inside DATA: closing without the final dot makes upstream drop it */
-        if (s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) {
-            up_close(s->up);
-        } else if (s->env->pool && !s->up_txn && up_idle(s->up)) {
-            /* authenticated and clean: the next device with this identity reuses it */
-            up_pool_put(s->env->pool, s->up, (s->up_dev ? s->up_dev : s->dev)->up->max_connections);
-            s->refs--; /* the pool owns it now; the timer's close is still pending */
-        } else {
-            up_quit(s->up);
-        }
+        up_close(s->up);
         s->up = NULL;
     }
+    prx_up_release(s); /* authenticated and clean: the next device reuses it */
+    if (s->up) {
+        up_quit(s->up);
+        s->up = NULL;
+    }
+}
+
+static void prx_txn_reset(struct prx_session *s);
+
+/* A transaction ends in a reply of our own (e.g. 451 4.3.0 out of memory). */
+static void prx_txn_abort(struct prx_session *s, enum reply_id id)
+{
+    prx_reply(s, id);
+    prx_txn_reset(s);
+    prx_enter_state(s, PRX_STATE_IDLE);
 }
 
 /* The transaction is over (delivered, refused or aborted). */
@@ -672,9 +679,7 @@ static void prx_data_local(struct prx_session *s)
         return;
     }
     if (prx_spool_open(s) != 0) {
-        prx_reply(s, REPLY_NOMEM);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_abort(s, REPLY_NOMEM);
         return;
     }
     prx_body_start(s);
@@ -798,9 +803,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
              * later 4xx can still be answered with 250 */
             if (prx_queue_mode(s) && prx_spool_open(s) != 0) {
                 prx_drop_up(s);
-                prx_reply(s, REPLY_NOMEM);
-                prx_txn_reset(s);
-                prx_enter_state(s, PRX_STATE_IDLE);
+                prx_txn_abort(s, REPLY_NOMEM);
                 break;
             }
             prx_body_start(s);
@@ -1172,9 +1175,7 @@ static void prx_up_open(struct prx_session *s, struct up_session *taken, int slo
             up_where_of(d->up, where, sizeof(where));
             up_pool_slot_free(s->env->pool, where);
         }
-        prx_reply(s, REPLY_NOMEM);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_abort(s, REPLY_NOMEM);
         prx_continue(s); /* after a slot wait reading is paused: resume it */
         return;
     }
@@ -1220,11 +1221,7 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
 
     if (s->up && !prx_up_fits(s, d)) {
         /* another identity: hand the clean session to the pool for whoever fits it */
-        if (s->env->pool && !s->up_txn && up_idle(s->up)) {
-            up_pool_put(s->env->pool, s->up, s->up_dev->up->max_connections);
-            s->refs--; /* the pool owns it now; this session holds other refs */
-            s->up = NULL;
-        }
+        prx_up_release(s);
         prx_drop_up(s); /* closed without QUIT: no late reply can reach this session */
     }
     if (s->up && up_idle(s->up)) {
@@ -1255,9 +1252,7 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
         prx_up_open(s, NULL, 1);
         return;
     case UP_POOL_NOMEM:
-        prx_reply(s, REPLY_NOMEM);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_abort(s, REPLY_NOMEM);
         return;
     case UP_POOL_WAIT:
         prx_enter_state(s, PRX_STATE_SLOT_WAIT);
@@ -1834,9 +1829,7 @@ static void prx_body_start(struct prx_session *s)
     s->bodybuf = malloc(3 * PRX_BODY_STEP);
     if (!s->bodybuf) {
         prx_drop_up(s);
-        prx_reply(s, REPLY_NOMEM);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_abort(s, REPLY_NOMEM);
         return;
     }
     data_dec_init(&s->dec);

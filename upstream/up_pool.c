@@ -39,8 +39,7 @@ struct up_pool {
     uv_timer_t kick;  /* hands freed slots and sessions to waiters, outside callers' stacks */
     uint64_t idle_ms;
     struct up_pool_entry *head;
-    unsigned n;     /* entries, closing ones included */
-    unsigned nidle; /* entries that can be taken */
+    unsigned n; /* entries, closing ones included */
     struct up_pool_dest *dests;
     size_t ndests;
     unsigned nslots, nwait; /* over all dests */
@@ -131,9 +130,6 @@ static void up_pool_unlink(struct up_pool_entry *e)
         e->next->prev = e->prev;
     }
     p->n--;
-    if (!e->closing) {
-        p->nidle--;
-    }
 }
 
 static void up_pool_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
@@ -151,10 +147,7 @@ static void up_pool_on_fail(void *arg, int err, const char *detail, int pending)
 {
     struct up_pool_entry *e = arg;
     (void)err, (void)detail, (void)pending;
-    if (!e->closing) {
-        e->closing = 1;
-        e->pool->nidle--;
-    }
+    e->closing = 1;
 }
 
 static void up_pool_on_close(void *arg)
@@ -201,7 +194,6 @@ static void up_pool_retire(struct up_pool_entry *e)
         return;
     }
     e->closing = 1;
-    e->pool->nidle--;
     up_quit(e->s); /* on_close frees the entry */
 }
 
@@ -298,15 +290,9 @@ void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap)
     }
     p->head = e;
     p->n++;
-    p->nidle++;
     up_session_rebind(s, &up_pool_cbs, e, 0);
     up_pool_arm(p);
     up_pool_kick(p);
-}
-
-unsigned up_pool_size(const struct up_pool *p)
-{
-    return p->nidle;
 }
 
 static void up_pool_timer_closed(uv_handle_t *h)
@@ -380,6 +366,17 @@ static void up_pool_make_room(struct up_pool *p, const struct up_pool_dest *d)
     }
 }
 
+/* A slot of d for whoever asks, if one is free (any while the pool closes). */
+static int up_pool_slot_take(struct up_pool *p, struct up_pool_dest *d, unsigned cap)
+{
+    if (!p->closing && d->used >= cap) {
+        return 0;
+    }
+    d->used++;
+    p->nslots++;
+    return 1;
+}
+
 /* Serves d's waiters while it can: first whoever has an idle session of its
  * identity, then the head of the line with a free slot. 1: one was served
  * (its callback ran, so d may have moved). */
@@ -395,10 +392,8 @@ static int up_pool_serve_one(struct up_pool *p, size_t di)
             break;
         }
     }
-    if (!w && (p->closing || d->used < d->wh->cap)) {
+    if (!w && up_pool_slot_take(p, d, d->wh->cap)) {
         w = d->wh;
-        d->used++;
-        p->nslots++;
     }
     if (!w) {
         up_pool_make_room(p, d);
@@ -444,12 +439,11 @@ enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct u
             (*out = up_pool_take(p, w->up, w->user, w->password, w->cbs, w->arg, w->sid))) {
             return UP_POOL_TAKEN;
         }
-        if (p->closing || d->used < w->cap) {
-            d->used++;
-            p->nslots++;
+        if (up_pool_slot_take(p, d, w->cap)) {
             return UP_POOL_SLOT;
         }
     }
+    w->dest = (size_t)(d - p->dests);
     up_pool_enqueue(p, d, w);
     log_debug(w->sid, "up", "relay=%s event=slot_wait used=%u max_connections=%u waiting=%u",
               d->where, d->used, w->cap, p->nwait);
@@ -461,15 +455,8 @@ enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct u
 
 void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w)
 {
-    char where[sizeof(p->dests[0].where)];
-    struct up_pool_dest *d;
-
-    if (!w->queued) {
-        return;
-    }
-    up_where_of(w->up, where, sizeof(where));
-    if ((d = up_pool_dest_find(p, where))) {
-        up_pool_dequeue(p, d, w);
+    if (w->queued) {
+        up_pool_dequeue(p, &p->dests[w->dest], w);
     }
 }
 
@@ -483,17 +470,6 @@ void up_pool_slot_free(struct up_pool *p, const char *where)
         up_pool_kick(p);
     }
     up_pool_maybe_free(p);
-}
-
-unsigned up_pool_slots_used(const struct up_pool *p, const char *where)
-{
-    const struct up_pool_dest *d = up_pool_dest_find(p, where);
-    return d ? d->used : 0;
-}
-
-unsigned up_pool_waiting(const struct up_pool *p)
-{
-    return p->nwait;
 }
 
 void up_pool_close(struct up_pool *p)

@@ -52,6 +52,7 @@ struct up_pool_wait {
     void (*on_ready)(struct up_pool_wait *w, struct up_session *s);
     /* the pool's */
     struct up_pool_wait *prev, *next;
+    size_t dest; /* index of its upstream address in the pool's list (never shrinks) */
     int queued;
 };
 
@@ -66,12 +67,6 @@ enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct u
 void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w);
 /* A session holding a slot was freed (called by up_session). */
 void up_pool_slot_free(struct up_pool *p, const char *where);
-/* Live sessions holding slots at this address, and transactions waiting. */
-unsigned up_pool_slots_used(const struct up_pool *p, const char *where);
-unsigned up_pool_waiting(const struct up_pool *p);
-
-/* Sessions currently idle in the pool. */
-unsigned up_pool_size(const struct up_pool *p);
 /* QUIT every idle session; the pool frees itself once they are closed. */
 void up_pool_close(struct up_pool *p);
 

@@ -954,6 +954,17 @@ int up_idle(const struct up_session *s)
     return !s->closing && s->state == UP_STATE_READY;
 }
 
+/* "VERB<arg> params", or "VERB" when arg is NULL. */
+static int up_send_cmd(struct up_session *s, unsigned timeout, const char *verb, const char *arg,
+                       const char *params)
+{
+    if (arg) {
+        return up_send(s, timeout, "%s<%s>%s%s", verb, arg, params && *params ? " " : "",
+                       params ? params : "");
+    }
+    return up_send(s, timeout, "%s", verb);
+}
+
 static int up_command(struct up_session *s, enum up_state st, unsigned timeout, const char *verb,
                       const char *arg, const char *params)
 {
@@ -961,11 +972,7 @@ static int up_command(struct up_session *s, enum up_state st, unsigned timeout, 
         return RELAY_E_PROTOCOL;
     }
     up_enter_state(s, st);
-    if (arg) {
-        return up_send(s, timeout, "%s<%s>%s%s", verb, arg, params && *params ? " " : "",
-                       params ? params : "");
-    }
-    return up_send(s, timeout, "%s", verb);
+    return up_send_cmd(s, timeout, verb, arg, params);
 }
 
 /* RFC 2920: while MAIL or RCPT replies are outstanding, RCPT and DATA may
@@ -982,11 +989,7 @@ static int up_pipelined(struct up_session *s, enum up_state st, const char *verb
     } else {
         s->pipe_rcpt++;
     }
-    if (arg) {
-        return up_send(s, s->p.command_timeout, "%s<%s>%s%s", verb, arg,
-                       params && *params ? " " : "", params ? params : "");
-    }
-    return up_send(s, s->p.command_timeout, "%s", verb);
+    return up_send_cmd(s, s->p.command_timeout, verb, arg, params);
 }
 
 void up_cork(struct up_session *s)

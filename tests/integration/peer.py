@@ -201,22 +201,29 @@ class _PeerSMTP(SMTP):
             return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
-    async def auth_XOAUTH2(self, _, args):
-        """SASL XOAUTH2 (Google / Microsoft): base64 of
-        "user=" user ^A "auth=Bearer " token ^A ^A, as initial response or after 334."""
+    async def _oauth_blob(self, args, regex, mech):
+        """The client's response (initial, or after an empty 334) matched against
+        regex; None when it was missing, not base64 or malformed (answered here)."""
         if len(args) == 1:
             blob = await self.challenge_auth("", encode_to_b64=False)
             if blob is MISSING:
-                return AuthResult(success=False, handled=True)
+                return None
         else:
             try:
                 blob = base64.b64decode(args[1], validate=True)
             except ValueError:
                 await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        m = XOAUTH2_RE.fullmatch(blob)
+                return None
+        m = regex.fullmatch(blob)
         if not m:
-            await self.push("501 5.5.2 malformed XOAUTH2 response")
+            await self.push("501 5.5.2 malformed %s response" % mech)
+        return m
+
+    async def auth_XOAUTH2(self, _, args):
+        """SASL XOAUTH2 (Google / Microsoft): base64 of
+        "user=" user ^A "auth=Bearer " token ^A ^A, as initial response or after 334."""
+        m = await self._oauth_blob(args, XOAUTH2_RE, "XOAUTH2")
+        if m is None:
             return AuthResult(success=False, handled=True)
         user = m.group(1).decode("utf-8", "replace")
         token = m.group(2).decode("ascii", "replace")
@@ -243,19 +250,8 @@ class _PeerSMTP(SMTP):
         tokens and error styles as XOAUTH2; the client answers an error challenge
         with base64(^A). Attempts go to xoauth2_attempts(), the key-value pairs
         of each to peer.oauthbearer_fields."""
-        if len(args) == 1:
-            blob = await self.challenge_auth("", encode_to_b64=False)
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1], validate=True)
-            except ValueError:
-                await self.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        m = OAUTHBEARER_RE.fullmatch(blob)
-        if not m:
-            await self.push("501 5.5.2 malformed OAUTHBEARER response")
+        m = await self._oauth_blob(args, OAUTHBEARER_RE, "OAUTHBEARER")
+        if m is None:
             return AuthResult(success=False, handled=True)
         user = m.group(1).decode("utf-8", "replace")
         fields = dict(kv.split(b"=", 1) for kv in m.group(2).split(b"\x01") if b"=" in kv)

@@ -34,6 +34,16 @@ def body_of(size, tag=b"x"):
 
 class SpoolTest(SpoolTestCase):
 
+    def peer_or_closed(self, users, upstream_up):
+        """(peer, None, upstreams) with a running peer, or (None, closed socket,
+        upstreams) pointing at a port that refuses connections."""
+        if upstream_up:
+            peer = self.start_peer(users=users)
+            return peer, None, {"main": self.upstream(peer)}
+        closed, port = closed_port()
+        self.addCleanup(closed.close)
+        return None, closed, {"main": self.upstream(port=port)}
+
     def spool_setup(self, relay=None, upstream_up=False, own=False, upstreams=None,
                     device_extra=None):
         """Devices + (peer or closed port) + relay in spool mode.
@@ -42,14 +52,7 @@ class SpoolTest(SpoolTestCase):
         if device_extra:
             for d in devices.values():
                 d.update(device_extra)
-        peer = closed = None
-        if upstream_up:
-            peer = self.start_peer(users=users)
-            ups = {"main": self.upstream(peer)}
-        else:
-            closed, port = closed_port()
-            self.addCleanup(closed.close)
-            ups = {"main": self.upstream(port=port)}
+        peer, closed, ups = self.peer_or_closed(users, upstream_up)
         if upstreams is not None:
             ups = upstreams
         keys = self.spool_relay_keys(mode="spool")
@@ -196,14 +199,7 @@ class SpoolTest(SpoolTestCase):
     def queue_setup(self, upstream_up=True):
         devices, users = self.default_devices()
         keys = self.spool_relay_keys(on_upstream_failure="queue")
-        peer = closed = None
-        if upstream_up:
-            peer = self.start_peer(users=users)
-            ups = {"main": self.upstream(peer)}
-        else:
-            closed, port = closed_port()
-            self.addCleanup(closed.close)
-            ups = {"main": self.upstream(port=port)}
+        peer, closed, ups = self.peer_or_closed(users, upstream_up)
         r = self.start_relay(ups, devices, keys)
         return peer, closed, r, users
 
