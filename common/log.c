@@ -132,11 +132,6 @@ static size_t log_to_json(const char *head, const char *body, char *out, size_t 
     return o;
 }
 
-int log_enabled(int level)
-{
-    return level >= log_level;
-}
-
 int log_level_parse(const char *s)
 {
     for (size_t i = 0; i < sizeof(log_names) / sizeof(log_names[0]); i++) {

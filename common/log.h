@@ -14,7 +14,6 @@ void log_set_level(int level);
 /* Where and how lines go: stderr (default) or syslog (facility mail), as
  * key=value text (default) or one JSON object per line. */
 void log_set_output(int use_syslog, int json);
-int log_enabled(int level);
 /* Parses "debug", "info", "warn", "error"; -1 if unknown. */
 int log_level_parse(const char *s);
 void log_msg(int level, uint64_t sid, const char *module, const char *fmt, ...)

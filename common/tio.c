@@ -73,8 +73,8 @@ struct tio {
     size_t pending;     /* bytes handed to uv_write, not yet written */
     size_t rlen;        /* bytes in rbuf: plaintext, or ciphertext in TLS mode */
     unsigned gen;       /* bumped when the mode changes under a callback */
-    unsigned started : 1, reading : 1, paused : 1, user_paused : 1, failed : 1, closing : 1,
-        in_pump : 1, again : 1, handshake_done : 1, bulk : 1, bulk_full : 1;
+    unsigned started : 1, reading : 1, paused : 1, failed : 1, closing : 1, in_pump : 1, again : 1,
+        handshake_done : 1, bulk : 1, bulk_full : 1;
     char *rbuf;
     size_t rcap;
 };
@@ -176,8 +176,7 @@ static void tio_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void tio_update_reading(struct tio *t)
 {
-    int want = t->started && !t->closing && !t->failed && !t->paused && !t->user_paused &&
-               t->rlen < t->rcap;
+    int want = t->started && !t->closing && !t->failed && !t->paused && t->rlen < t->rcap;
     if (want && !t->reading) {
         if (uv_read_start((uv_stream_t *)&t->tcp, tio_alloc_cb, tio_read_cb) == 0) {
             t->reading = 1;
@@ -270,7 +269,7 @@ static int tio_send_records(struct tio *t, int flush)
 
 static void tio_deliver_plain(struct tio *t)
 {
-    while (t->rlen > 0 && !t->paused && !t->user_paused && !t->closing && !t->failed) {
+    while (t->rlen > 0 && !t->paused && !t->closing && !t->failed) {
         unsigned gen = t->gen;
         size_t c = t->cbs->on_read(t->arg, t->rbuf, t->rlen);
         if (t->closing || t->failed || gen != t->gen) {
@@ -314,7 +313,7 @@ static void tio_pump_tls(struct tio *t)
             }
             continue;
         }
-        if ((st & BR_SSL_RECVAPP) && !t->paused && !t->user_paused) {
+        if ((st & BR_SSL_RECVAPP) && !t->paused) {
             size_t len, c;
             unsigned char *buf = br_ssl_engine_recvapp_buf(eng, &len);
             c = t->cbs->on_read(t->arg, (const char *)buf, len);
@@ -437,14 +436,7 @@ void tio_resume(struct tio *t)
         return;
     }
     t->paused = 0;
-    t->user_paused = 0;
     tio_process(t);
-}
-
-void tio_pause(struct tio *t)
-{
-    t->user_paused = 1;
-    tio_update_reading(t);
 }
 
 void tio_bulk(struct tio *t, int on)

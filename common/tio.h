@@ -49,8 +49,6 @@ int tio_start(struct tio *t);
 /* Deliver input kept back by a short on_read, then keep reading. Must not be
  * called from inside on_read. */
 void tio_resume(struct tio *t);
-/* Stop reading until tio_resume() (backpressure from the other side of a relay). */
-void tio_pause(struct tio *t);
 /* on = 1: bulk input follows (a message body): once a read fills the small
  * buffer, read in 64 KiB chunks instead of 4 KiB (16 times fewer read calls);
  * on = 0: back to the small buffer, so only sessions receiving a large body pay
