@@ -111,12 +111,9 @@ def cycles(deps):
 
 
 def self_test(root):
-    """The check must pass on the tree, and fail on two planted faults."""
+    """The check must fail on each of three planted faults (whatever the tree's own
+    state: the plain `layering` test judges that)."""
     ok = True
-    base = check(root)
-    if base:
-        print("self-test: the tree itself is not clean:\n  " + "\n  ".join(base))
-        return False
     plants = [
         ("upstream", '#include "proxy/prx_session.h"\n', "upstream includes proxy/prx_session.h"),
         ("common", '#include "conf/conf.h"\n', "common includes conf/conf.h"),

@@ -96,12 +96,41 @@ def strip_received(content):
 
 # --------------------------------------------------------------------------- relay
 
+def proc_listening_ports(pid):
+    """TCP (IPv4) ports process pid listens on, from /proc/PID/fd and /proc/PID/net/tcp."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            m = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if m:
+                inodes.add(m.group(1))
+        with open("/proc/%d/net/tcp" % pid) as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    ports = []
+    for row in rows:
+        parts = row.split()
+        if len(parts) > 9 and parts[3] == "0A" and parts[9] in inodes:
+            ports.append(int(parts[1].split(":")[1], 16))
+    return ports
+
+
 class Relay:
     """relay25 serve as a subprocess (config_path None: no -c, environment config)."""
 
-    def __init__(self, config_path, binary=RELAY25_BIN, env=None, name="relay25"):
+    def __init__(self, config_path, binary=RELAY25_BIN, env=None, name="relay25",
+                 listening=LISTENING_RE):
+        """listening: a regex whose group 1 is the SMTP HOST:PORT in the log, or None
+        to find the port from the process's listening TCP socket in /proc (for
+        log = syslog, which writes nothing to stderr)."""
         self.config_path = config_path
         self.binary = binary
+        self.listening = listening
         self.env = dict(os.environ, **(env or {}))
         self.name = name
         self.proc = None
@@ -123,9 +152,26 @@ class Relay:
             t = threading.Thread(target=self._reader, args=(stream,), daemon=True)
             t.start()
             self._readers.append(t)
-        m = self.wait_log(LISTENING_RE, timeout, what="listening line")
-        self.host, self.port = parse_hostport(m.group(1))
+        if self.listening is not None:
+            m = self.wait_log(self.listening, timeout, what="listening line")
+            self.host, self.port = parse_hostport(m.group(1))
+        else:
+            self.host, self.port = "127.0.0.1", self._proc_listening_port(timeout)
         return self
+
+    def _proc_listening_port(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            ports = proc_listening_ports(self.proc.pid)
+            if len(ports) == 1:
+                return ports[0]
+            if len(ports) > 1:
+                raise AssertionError("relay25 listens on several ports: %r" % ports)
+            time.sleep(0.05)
+        raise AssertionError("relay25: no listening TCP socket in /proc within %.0fs; exit=%s; "
+                             "output:\n%s" % (timeout, self.proc.poll(), self.tail()))
 
     def _reader(self, stream):
         for raw in iter(stream.readline, b""):
@@ -367,6 +413,46 @@ class RelayTestCase(unittest.TestCase):
         if rc != 0:
             self.fail("relay25 exit status after SIGTERM: %s (want 0); log:\n%s"
                       % (rc, r.tail()))
+
+    # relays the test stops or kills itself ------------------------------------------
+
+    def start_own_relay(self, config, env=None, relay=None):
+        """A relay the test stops itself (stop_expect_0, wait_exit) or kills: the
+        standard cleanup would call an exited relay a crash. Cleanup kills it if it
+        still runs and checks its log for secrets. env replaces the environment;
+        relay: a Relay (or subclass) to start instead of Relay(config)."""
+        r = relay or Relay(config)
+        if env is not None:
+            r.env = env
+        self.addCleanup(self._reap, r)
+        r.start()
+        return r
+
+    def _reap(self, r):
+        if r.proc is None:
+            return
+        if r.proc.poll() is None:
+            r.proc.kill()
+        r.proc.wait()
+        for t in r._readers:
+            t.join(5)
+        for f in (r.proc.stdout, r.proc.stderr):
+            if not f.closed:
+                f.close()
+        self.assert_no_secrets(r.log(), "relay25 log")
+
+    def wait_exit(self, r, timeout=45):
+        try:
+            return r.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.fail("relay25 still running %ds after SIGTERM; log:\n%s" % (timeout, r.tail()))
+
+    def stop_expect_0(self, r, timeout=45):
+        r.proc.send_signal(signal.SIGTERM)
+        rc = self.wait_exit(r, timeout)
+        for t in r._readers:
+            t.join(5)
+        self.assertEqual(rc, 0, "relay25 exit status after SIGTERM; log:\n%s" % r.tail())
 
     def default_devices(self, users=None):
         """Devices default (inline password), scanner (127.0.0.2, password_file),

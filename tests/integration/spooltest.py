@@ -13,13 +13,12 @@ import email
 import email.policy
 import os
 import re
-import signal
 import smtplib
 import subprocess
 import threading
 import time
 
-from relaytest import CLIENT_NAME, RELAY25_BIN, Relay, RelayTestCase
+from relaytest import CLIENT_NAME, RELAY25_BIN, RelayTestCase
 
 QUEUED_RE = re.compile(r"queued as ([0-9a-f]{16})\b")
 SPOOL_ENV_KEYS = ("relay25-spool", "created", "device", "user", "client", "helo", "body",
@@ -113,39 +112,6 @@ class SpoolTestCase(RelayTestCase):
         keys.update(self.RETRY)
         keys.update(extra)
         return keys
-
-    # relays the test stops or kills itself ------------------------------------------
-
-    def start_own_relay(self, config):
-        """A relay the test stops (stop_expect_0) or kills itself; cleanup kills it if
-        it still runs and checks its log for passwords."""
-        r = Relay(config)
-        self.addCleanup(self._reap, r)
-        r.start()
-        return r
-
-    def _reap(self, r):
-        if r.proc is None:
-            return
-        if r.proc.poll() is None:
-            r.proc.kill()
-        r.proc.wait()
-        for t in r._readers:
-            t.join(5)
-        for f in (r.proc.stdout, r.proc.stderr):
-            if not f.closed:
-                f.close()
-        self.assert_no_secrets(r.log(), "relay25 log")
-
-    def stop_expect_0(self, r, timeout=45):
-        r.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = r.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.fail("relay25 still running %ds after SIGTERM; log:\n%s" % (timeout, r.tail()))
-        for t in r._readers:
-            t.join(5)
-        self.assertEqual(rc, 0, "relay25 exit status after SIGTERM; log:\n%s" % r.tail())
 
     # peers ----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ privileges, the sd_notify protocol (NOTIFY_SOCKET), and the log outputs
 
 relay25 logs "event=listening" twice when metrics_listen is set (the metrics
 listener first), and in JSON or to syslog the harness's listening regex does not
-apply, so these tests start relay25 through HostRelay, which finds the SMTP port
+apply, so these tests start relay25 through Relay(listening=...), which finds the SMTP port
 from the "prx" listening line, its JSON form, or /proc (log = syslog)."""
 
 import json
@@ -17,7 +17,6 @@ import smtplib
 import socket
 import struct
 import subprocess
-import threading
 import time
 import unittest
 import urllib.request
@@ -42,71 +41,6 @@ def user_exists(name):
 
 
 # --------------------------------------------------------------------------- relay
-
-class HostRelay(Relay):
-    """Relay started like the harness's, but the SMTP port is found by `listening`
-    (a regex whose group 1 is HOST:PORT), or, with listening=None, from the
-    process's listening TCP socket in /proc (log = syslog writes nothing to stderr)."""
-
-    def __init__(self, config_path, listening=PRX_LISTENING_RE, **kw):
-        super().__init__(config_path, **kw)
-        self.listening = listening
-
-    def start(self, timeout=15.0):
-        if not os.path.exists(self.binary):
-            raise FileNotFoundError("relay25 binary not found: %s (set RELAY25_BIN)" % self.binary)
-        self.proc = subprocess.Popen([self.binary, "serve", "-c", self.config_path],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=self.env)
-        for stream in (self.proc.stderr, self.proc.stdout):
-            t = threading.Thread(target=self._reader, args=(stream,), daemon=True)
-            t.start()
-            self._readers.append(t)
-        if self.listening is not None:
-            m = self.wait_log(self.listening, timeout, what="SMTP listening line")
-            self.host, self.port = parse_hostport(m.group(1))
-        else:
-            self.host, self.port = "127.0.0.1", self._proc_listening_port(timeout)
-        return self
-
-    def _proc_listening_port(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            ports = proc_listening_ports(self.proc.pid)
-            if len(ports) == 1:
-                return ports[0]
-            if len(ports) > 1:
-                raise AssertionError("relay25 listens on several ports: %r" % ports)
-            time.sleep(0.05)
-        raise AssertionError("relay25: no listening TCP socket in /proc within %.0fs; exit=%s; "
-                             "output:\n%s" % (timeout, self.proc.poll(), self.tail()))
-
-
-def proc_listening_ports(pid):
-    """TCP (IPv4) ports process pid listens on, from /proc/PID/fd and /proc/PID/net/tcp."""
-    inodes = set()
-    try:
-        for fd in os.listdir("/proc/%d/fd" % pid):
-            try:
-                target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-            except OSError:
-                continue
-            m = re.fullmatch(r"socket:\[(\d+)\]", target)
-            if m:
-                inodes.add(m.group(1))
-        with open("/proc/%d/net/tcp" % pid) as f:
-            rows = f.read().splitlines()[1:]
-    except OSError:
-        return []
-    ports = []
-    for row in rows:
-        parts = row.split()
-        if len(parts) > 9 and parts[3] == "0A" and parts[9] in inodes:
-            ports.append(int(parts[1].split(":")[1], 16))
-    return ports
-
 
 def proc_status(pid):
     """/proc/PID/status as {key: value string}."""
@@ -217,32 +151,12 @@ class HostTest(RelayTestCase):
     def start_host_relay(self, config, env=None, listening=PRX_LISTENING_RE, own=False):
         """own=False: the harness's cleanup stops it and asserts exit 0 and no secrets.
         own=True: the test stops it itself; cleanup kills it if needed and checks secrets."""
-        r = HostRelay(config, listening=listening, env=env)
-        self.addCleanup(self._reap if own else self._finish_relay, r)
+        r = Relay(config, listening=listening, env=env)
+        if own:
+            return self.start_own_relay(config, relay=r)
+        self.addCleanup(self._finish_relay, r)
         r.start()
         return r
-
-    def _reap(self, r):
-        if r.proc is None:
-            return
-        if r.proc.poll() is None:
-            r.proc.kill()
-        r.proc.wait()
-        for t in r._readers:
-            t.join(5)
-        for f in (r.proc.stdout, r.proc.stderr):
-            f.close()
-        self.assert_no_secrets(r.log(), "relay25 log")
-
-    def stop_expect_0(self, r, timeout=30):
-        r.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = r.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.fail("relay25 still running %ds after SIGTERM; log:\n%s" % (timeout, r.tail()))
-        for t in r._readers:
-            t.join(5)
-        self.assertEqual(rc, 0, "exit status after SIGTERM; log:\n%s" % r.tail())
 
     def scanner_devices(self, user, password):
         return {"scanner": {"match": "127.0.0.2", "user": user,

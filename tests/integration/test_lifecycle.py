@@ -12,7 +12,7 @@ import subprocess
 import threading
 import unittest
 
-from relaytest import (CLIENT_NAME, LOG_LEVEL, RELAY25_BIN, RawClient, Relay, RelayTestCase,
+from relaytest import (CLIENT_NAME, LOG_LEVEL, RELAY25_BIN, RawClient, RelayTestCase,
                        main, make_message, strip_received)
 
 DEFAULT_CONFIG = "/etc/relay25/relay25.conf"   # what `relay25 serve` reads without -c
@@ -102,37 +102,6 @@ class TcpForwarder:
 
 
 class LifecycleTest(RelayTestCase):
-    # relays whose exit the test itself checks ------------------------------------
-
-    def start_own_relay(self, config, env=None):
-        """A relay the test stops itself (the standard cleanup would call an exited
-        relay a crash). Cleanup kills it if still running and checks the log for
-        secrets."""
-        r = Relay(config)
-        if env is not None:
-            r.env = env
-        self.addCleanup(self._reap, r)
-        r.start()
-        return r
-
-    def _reap(self, r):
-        if r.proc is None:
-            return
-        if r.proc.poll() is None:
-            r.proc.kill()
-        r.proc.wait()
-        for t in r._readers:
-            t.join(5)
-        for f in (r.proc.stdout, r.proc.stderr):
-            f.close()
-        self.assert_no_secrets(r.log(), "relay25 log")
-
-    def wait_exit(self, r, timeout=30):
-        try:
-            return r.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.fail("relay25 still running %ds after SIGTERM; log:\n%s" % (timeout, r.tail()))
-
     def own_default(self, relay=None):
         devices, users = self.default_devices()
         peer = self.start_peer(users=users)
