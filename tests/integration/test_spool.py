@@ -506,7 +506,8 @@ class SpoolTest(SpoolTestCase):
         peer.wait_messages(1, timeout=30)
         self.wait_spool_empty(r)
         self.assertEqual([strip_received(m.content) for m in peer.messages()], [msg])
-        self.assertTrue(r.grep(r"qid=%s .*status=sent" % q), r.tail())
+        # the status line may follow the files' removal: wait for it, do not grep at once
+        self.assertTrue(r.wait_lines(r"qid=%s .*status=sent" % q, timeout=20), r.tail())
 
     def test_partial_temporary_failure_retries_only_deferred(self):
         """One recipient deferred (450 at RCPT), the other delivered: .done records the
