@@ -20,7 +20,7 @@
 
 #include <ini.h>
 
-#include "auth/auth_secret.h"
+#include "common/secret.h"
 #include "common/log.h"
 #include "common/tls_ca.h"
 #include "common/tls_cert.h"
@@ -2893,8 +2893,8 @@ static int conf_load_oauth_secrets(struct parse *p, size_t i)
 
     if (x->oauth_secret != PW_NONE) {
         o->client_secret = x->oauth_secret == PW_FILE
-                               ? auth_secret_file(x->oauth_secret_arg, msg, sizeof(msg))
-                               : auth_secret_env(x->oauth_secret_arg, msg, sizeof(msg));
+                               ? secret_file(x->oauth_secret_arg, msg, sizeof(msg))
+                               : secret_env(x->oauth_secret_arg, msg, sizeof(msg));
         if (!o->client_secret) {
             conf_fail_at(p, x->oauth_secret_at, "%s", msg);
             return -1;
@@ -2905,7 +2905,7 @@ static int conf_load_oauth_secrets(struct parse *p, size_t i)
         return 0; /* relay25 oauth login is about to write it */
     }
     if (o->grant == CONF_OAUTH_REFRESH_TOKEN) {
-        o->refresh_token = auth_secret_file(o->refresh_token_file, msg, sizeof(msg));
+        o->refresh_token = secret_file(o->refresh_token_file, msg, sizeof(msg));
         if (!o->refresh_token) {
             conf_fail_at(p, x->oauth_at[OK_REFRESH_TOKEN_FILE], "%s", msg);
             return -1;
@@ -2932,10 +2932,10 @@ static int conf_load_password(struct parse *p, struct conf_device *d, const stru
             conf_fail_at(p, x->pw_at, "credential path too long");
             return -1;
         }
-        d->password = auth_secret_file(path, msg, sizeof(msg));
+        d->password = secret_file(path, msg, sizeof(msg));
     } else if (x->pw == PW_FILE || x->pw == PW_ENV) {
-        d->password = x->pw == PW_FILE ? auth_secret_file(x->pw_arg, msg, sizeof(msg))
-                                       : auth_secret_env(x->pw_arg, msg, sizeof(msg));
+        d->password = x->pw == PW_FILE ? secret_file(x->pw_arg, msg, sizeof(msg))
+                                       : secret_env(x->pw_arg, msg, sizeof(msg));
     } else {
         return 0;
     }

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "auth/auth_cidr.h"
+#include "common/cidr.h"
 
 struct tls_ca;
 struct tls_cert;

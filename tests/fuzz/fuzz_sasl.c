@@ -10,6 +10,7 @@
 #include <bearssl.h>
 
 #include "auth/auth_sasl.h"
+#include "common/base64.h"
 #include "tests/fuzz/fuzz.h"
 
 #define B64_FAIL ((size_t)-1)
