@@ -2148,6 +2148,26 @@ static void cleanup(void)
     }
 }
 
+/* conf_load hands out one holder (the loader); each conf_hold adds one and the
+ * release that drops the last frees (LeakSanitizer in the Sanitize build). */
+static void test_refs(void)
+{
+    char err[512];
+    struct conf *c = load_text(UP DEV, err, sizeof(err));
+
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        return;
+    }
+    ASSERT_EQ(c->refs, 1);
+    ASSERT_TRUE(conf_hold(c) == c);
+    ASSERT_EQ(c->refs, 2);
+    conf_release(c);
+    ASSERT_EQ(c->refs, 1);
+    conf_release(c);
+    conf_release(NULL);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -2173,6 +2193,7 @@ int main(void)
     test_oauth();
     test_rewrite_route();
     test_inbound();
+    test_refs();
     cleanup();
     return CHECK_DONE();
 }
