@@ -23,6 +23,7 @@
 #define CONF_MAX_DURATION (365u * 86400u) /* max_queue_age, retry_min, retry_max */
 #define CONF_MAX_UP_CONNECTIONS 1000u     /* [upstream] max_connections */
 
+/* Key names of enum oauth_key (conf_int.h), in its order. */
 static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
     "oauth_token_url",
     "oauth_client_id",
