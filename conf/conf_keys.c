@@ -1457,8 +1457,36 @@ int conf__new_device(struct parse *p, const char *name, size_t len, int line)
     return 0;
 }
 
+static int conf_new_route(struct parse *p, const char *name, size_t len, int line)
+{
+    struct conf *c = p->c;
+    struct conf_route *r;
+    struct dev_extra *x;
+
+    x = conf__grow(p->rx, c->nroutes, sizeof(*x));
+    if (!x) {
+        return conf__oom(p);
+    }
+    p->rx = x;
+    r = conf__grow(c->routes, c->nroutes, sizeof(*r));
+    if (!r) {
+        return conf__oom(p);
+    }
+    c->routes = r;
+    r = &c->routes[c->nroutes++];
+    r->line = line;
+    r->cred.line = line;
+    r->cred.name = strndup(name, len);
+    if (!r->cred.name) {
+        return conf__oom(p);
+    }
+    p->sect = SECT_ROUTE;
+    p->cur = c->nroutes - 1;
+    return 0;
+}
+
 /* A "[...]" line (text between the brackets): "relay", "sendmail", "upstream NAME",
- * "device NAME". */
+ * "device NAME", "route NAME". */
 int conf__section(struct parse *p, const char *text, size_t len)
 {
     struct conf *c = p->c;
@@ -1543,9 +1571,6 @@ int conf__section(struct parse *p, const char *text, size_t len)
                      : conf__new_device(p, name, nlen, p->lineno);
     }
     if (tlen == 5 && memcmp(type, "route", 5) == 0) {
-        struct conf_route *r;
-        struct dev_extra *x;
-
         if (!nlen || !conf__valid_section_name(name, nlen)) {
             conf__fail_at(p, conf__line(p, p->lineno),
                           "[route] needs a name: [route NAME] (letters, digits, '.', '_', '-')");
@@ -1560,26 +1585,7 @@ int conf__section(struct parse *p, const char *text, size_t len)
                 return -1;
             }
         }
-        x = conf__grow(p->rx, c->nroutes, sizeof(*x));
-        if (!x) {
-            return conf__oom(p);
-        }
-        p->rx = x;
-        r = conf__grow(c->routes, c->nroutes, sizeof(*r));
-        if (!r) {
-            return conf__oom(p);
-        }
-        c->routes = r;
-        r = &c->routes[c->nroutes++];
-        r->line = p->lineno;
-        r->cred.line = p->lineno;
-        r->cred.name = strndup(name, nlen);
-        if (!r->cred.name) {
-            return conf__oom(p);
-        }
-        p->sect = SECT_ROUTE;
-        p->cur = c->nroutes - 1;
-        return 0;
+        return conf_new_route(p, name, nlen, p->lineno);
     }
     conf__fail_at(p, conf__line(p, p->lineno),
                   "unknown section type '%.*s' (expected [relay], [upstream NAME], [device NAME] "
