@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "auth/auth_cidr.h"
+#include "common/cidr.h"
 #include "conf/conf.h"
 
 int auth_map_allowed(const struct conf *c, const struct sockaddr *sa)

@@ -1,16 +1,9 @@
 /* auth_sasl: client side of SASL mechanisms relay25 uses upstream (RFC 4954):
- * PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), and base64 (RFC 4648 §4). */
+ * PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195); base64 is common/base64.h. */
 #ifndef RELAY25_AUTH_SASL_H
 #define RELAY25_AUTH_SASL_H
 
 #include <stddef.h>
-
-/* Encodes len bytes; writes a NUL-terminated string. Returns its length, or
- * (size_t)-1 if outcap is too small (need 4*ceil(len/3)+1). */
-size_t b64_encode(const void *in, size_t len, char *out, size_t outcap);
-/* Decodes strict base64 (padding required, no blanks). Returns bytes written, or
- * (size_t)-1 on bad input or overflow. */
-size_t b64_decode(const char *in, size_t len, void *out, size_t outcap);
 
 /* Initial response for PLAIN: base64("\0user\0pass"). Returns length or (size_t)-1. */
 size_t sasl_plain(const char *user, const char *pass, char *out, size_t outcap);

@@ -19,8 +19,8 @@
 
 #include <uv.h>
 
-#include "auth/auth_sasl.h"
 #include "cli/cli.h"
+#include "common/base64.h"
 #include "common/data.h"
 #include "common/log.h"
 #include "common/reply.h"

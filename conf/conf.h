@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "auth/auth_cidr.h"
+#include "common/cidr.h"
 
 struct tls_ca;
 struct tls_cert;
@@ -241,7 +241,7 @@ struct conf {
     int metrics_enabled;
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
 
-    unsigned refs; /* holders beyond the loader (conf_hold / conf_release) */
+    unsigned refs; /* holders, the loader included (conf_hold / conf_release) */
 
     struct conf_upstream *upstreams;
     size_t nupstreams;
@@ -261,9 +261,11 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
  * refresh_token stays NULL), for `relay25 oauth login`, which writes it. */
 #define CONF_LOAD_LOGIN 2
 void conf_free(struct conf *c);
-/* A snapshot outlives a reload while anything holds it: conf_hold() adds a
- * holder, conf_release() drops one and frees the snapshot when none is left
- * (the loader's own reference counts as one: release it instead of conf_free). */
+/* A snapshot outlives a reload while anything holds it. conf_load() returns it
+ * with refs = 1, the loader's; conf_hold() adds a holder, conf_release() drops one
+ * and frees the snapshot when the last is gone. conf_free() frees at once: only
+ * for a snapshot that was never held (refs still 1), e.g. in a command that loads,
+ * uses and exits. */
 struct conf *conf_hold(struct conf *c);
 void conf_release(struct conf *c);
 

@@ -18,7 +18,7 @@
 #include "auth/auth_map.h"
 #include "auth/auth_passwd.h"
 #include "auth/auth_rate.h"
-#include "auth/auth_sasl.h"
+#include "common/base64.h"
 #include "common/data.h"
 #include "common/log.h"
 #include "common/metrics.h"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "auth/auth_sasl.h"
+#include "common/base64.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "common/tio.h"

@@ -1,4 +1,4 @@
-/* fuzz_cidr: network parsing and formatting (auth/auth_cidr.h). What parses has
+/* fuzz_cidr: network parsing and formatting (common/cidr.h). What parses has
  * its host bits cleared, formats to text that parses to the same network and
  * formats the same again (RFC 4632 §3.1, RFC 4291 §2.3), matches its own network
  * address (IPv4 also as IPv4-mapped IPv6, RFC 4291 §2.5.5.2), and formats into a
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth/auth_cidr.h"
+#include "common/cidr.h"
 #include "tests/fuzz/fuzz.h"
 
 #define TEXT_MAX 128 /* longer input is not an address either; keep runs fast */

@@ -1,8 +1,9 @@
-/* fuzz_sasl: base64 and the SASL client responses (auth/auth_sasl.h). The input
- * is decoded as base64 (strict RFC 4648: what decodes re-encodes to the same text)
- * and encoded (decodes back to the input); split at NULs into user, password and
- * challenge it drives PLAIN (RFC 4616) and CRAM-MD5 (RFC 2195), checked against
- * BearSSL's HMAC-MD5. Output buffers are exact-size heap blocks. */
+/* fuzz_sasl: base64 (common/base64.h) and the SASL client responses
+ * (auth/auth_sasl.h). The input is decoded as base64 (strict RFC 4648: what
+ * decodes re-encodes to the same text) and encoded (decodes back to the input);
+ * split at NULs into user, password and challenge it drives PLAIN (RFC 4616) and
+ * CRAM-MD5 (RFC 2195), checked against BearSSL's HMAC-MD5. Output buffers are
+ * exact-size heap blocks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <bearssl.h>
 
 #include "auth/auth_sasl.h"
+#include "common/base64.h"
 #include "tests/fuzz/fuzz.h"
 
 #define B64_FAIL ((size_t)-1)

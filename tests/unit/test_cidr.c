@@ -1,6 +1,6 @@
 /* test_cidr: network parsing (host bits cleared, bad prefixes rejected), matching
- * of IPv4, IPv6 and IPv4-mapped IPv6 peers, and formatting (auth/auth_cidr.c). */
-#include "auth/auth_cidr.h"
+ * of IPv4, IPv6 and IPv4-mapped IPv6 peers, and formatting (common/cidr.c). */
+#include "common/cidr.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

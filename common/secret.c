@@ -1,7 +1,7 @@
-/* auth_secret: reads an upstream password from a file (docker/systemd secrets) or
+/* secret: reads an upstream password from a file (docker/systemd secrets) or
  * an environment variable at startup. Every buffer that held the secret is wiped
  * with explicit_bzero; error messages name the source, never the secret. */
-#include "auth/auth_secret.h"
+#include "common/secret.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 
 #define SECRET_MAX 4096 /* a password file is one line; refuse anything bigger */
 
-char *auth_secret_file(const char *path, char *err, size_t errlen)
+char *secret_file(const char *path, char *err, size_t errlen)
 {
     char buf[SECRET_MAX + 1];
     size_t len = 0;
@@ -80,7 +80,7 @@ fail:
     return out;
 }
 
-char *auth_secret_env(const char *name, char *err, size_t errlen)
+char *secret_env(const char *name, char *err, size_t errlen)
 {
     const char *v = getenv(name);
     char *out;

@@ -1,7 +1,7 @@
-/* auth_cidr: IPv4/IPv6 networks ("192.168.1.0/24", "fd00::50", "10.0.0.1")
+/* cidr: IPv4/IPv6 networks ("192.168.1.0/24", "fd00::50", "10.0.0.1")
  * and matching of peer addresses, IPv4-mapped IPv6 included. */
-#ifndef RELAY25_AUTH_CIDR_H
-#define RELAY25_AUTH_CIDR_H
+#ifndef RELAY25_CIDR_H
+#define RELAY25_CIDR_H
 
 #include <stdint.h>
 #include <sys/socket.h>

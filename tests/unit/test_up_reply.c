@@ -1,4 +1,4 @@
-/* test_reply: upstream reply parser (upstream/up_reply.c): single and multi-line
+/* test_up_reply: upstream reply parser (upstream/up_reply.c): single and multi-line
  * replies, CRLF and bare LF, stopping right after a reply, byte-by-byte feeding,
  * errors and limits, text helpers and the EHLO capability scan (RFC 5321 §4.2). */
 #include "upstream/up_reply.h"

@@ -1,4 +1,4 @@
-/* test_rate: token buckets (auth/auth_rate.c): a burst of count, refusal after
+/* test_auth_rate: token buckets (auth/auth_rate.c): a burst of count, refusal after
  * it, refill over time with the cap, exact retry delays (also for rates that do
  * not divide a millisecond), unlimited buckets and requests above the burst. */
 #include "auth/auth_rate.h"

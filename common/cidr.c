@@ -1,7 +1,7 @@
-/* auth_cidr: parse, match and format IPv4/IPv6 networks (RFC 4632 §3.1 prefix
+/* cidr: parse, match and format IPv4/IPv6 networks (RFC 4632 §3.1 prefix
  * notation, RFC 4291 §2.3 for IPv6). IPv4 peers that reach a dual-stack socket
  * arrive as IPv4-mapped IPv6 (RFC 4291 §2.5.5.2) and still match IPv4 networks. */
-#include "auth/auth_cidr.h"
+#include "common/cidr.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

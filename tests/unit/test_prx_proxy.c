@@ -1,4 +1,4 @@
-/* test_proxy: PROXY protocol header parser (proxy/prx_proxy.c): v1 TCP4, TCP6 and
+/* test_prx_proxy: PROXY protocol header parser (proxy/prx_proxy.c): v1 TCP4, TCP6 and
  * UNKNOWN lines, v2 PROXY (with and without TLVs) and LOCAL blocks, MORE for every
  * prefix of a valid header, ERR at the first impossible byte, and no bytes
  * consumed past the header. */

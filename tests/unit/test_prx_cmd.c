@@ -1,4 +1,4 @@
-/* test_cmd: inbound command parsing (proxy/prx_cmd.c): verbs and arguments,
+/* test_prx_cmd: inbound command parsing (proxy/prx_cmd.c): verbs and arguments,
  * MAIL/RCPT paths (null path, source routes, quoted local parts, syntax and
  * length errors) and ESMTP parameter lookup. RFC 5321 §4.1.1, §4.1.2. */
 #include "proxy/prx_cmd.h"
