@@ -11,7 +11,9 @@ Folders and what each may include (besides itself), from the README's Design:
     proxy    -> upstream, auth, conf, spool, common
     cli      -> everything
 A module is one .c/.h pair (upstream/up_pool.c + upstream/up_pool.h); module A
-depends on B when a file of A includes B's header. Any cycle of such
+depends on B when a file of A includes B's header. A private header shared by the
+parts of one folder (NAME_int.h, no .c of its own) is not a module: including it
+counts as including what it includes. Any cycle of such
 dependencies (A -> B -> A, or longer) is reported, inside a folder too.
 
 Usage: layering.py [ROOT]        check the tree at ROOT (default: the repo)
@@ -79,8 +81,33 @@ def check(root):
             tmod = module_of(tfolder, parts[1])
             if tmod != me:
                 deps[me].setdefault(tmod, where)
-    problems += cycles(deps)
+    problems += cycles(collapse_headers(root, deps))
     return problems
+
+
+def collapse_headers(root, deps):
+    """A header with no .c of its own (a folder's private header, like
+    proxy/prx_int.h, shared by the parts of one module) is not a module: whoever
+    includes it depends on what it includes."""
+    def has_c(mod):
+        return os.path.exists(os.path.join(root, mod + ".c"))
+
+    out = {}
+    for mod in deps:
+        if not has_c(mod) and mod.endswith("_int"):
+            continue
+        seen, todo, edges = set(), list(deps[mod].items()), {}
+        while todo:
+            tmod, where = todo.pop()
+            if tmod in seen:
+                continue
+            seen.add(tmod)
+            if tmod.endswith("_int") and not has_c(tmod):
+                todo += [(t, w) for t, w in deps.get(tmod, {}).items()]
+            elif tmod != mod:
+                edges.setdefault(tmod, where)
+        out[mod] = edges
+    return out
 
 
 def cycles(deps):
