@@ -3,9 +3,7 @@
  * command, not the daemon), and ask a running daemon to retry now (SIGUSR1 to the
  * PID in <spool_dir>/relay25.pid). Presentation only: text cleaned for the
  * terminal, columns, JSON through Debian's cJSON. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
