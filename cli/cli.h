@@ -22,7 +22,7 @@ int cli_sendmail(int argc, char **argv, int mailq);
  * against a running relay25; 0 when healthy, 1 otherwise (the Docker HEALTHCHECK). */
 int cli_health(int argc, char **argv);
 /* `relay25 queue [-c FILE] [--json] list [--failed] | show ID | flush [ID] | delete ID |
- * delete [--failed] --all | retry-failed`: the spool's messages (upstream/up_spool.h);
+ * delete [--failed] --all | retry-failed`: the spool's messages (spool/spool.h);
  * 0, 1 when a message does not exist, else a sysexits.h code. */
 int cli_queue(int argc, char **argv);
 /* The listing of `queue list`, `sendmail -bp` and `mailq`: the messages in

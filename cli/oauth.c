@@ -4,7 +4,7 @@
  * oauth_token_url with grant_type=urn:ietf:params:oauth:grant-type:device_code
  * every `interval` seconds (authorization_pending: wait; slow_down: 5 s more;
  * expired_token, access_denied: give up), then write the refresh token to
- * oauth_refresh_token_file (0600, fsync, rename). The HTTPS requests run on a uv
+ * oauth_refresh_token_file (common/afile: 0600, fsync, rename). The HTTPS requests run on a uv
  * loop with up_oauth's (verified against the upstream's ca_file). */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "cli/cli.h"
+#include "common/afile.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
 
@@ -63,50 +64,20 @@ static double json_num(const cJSON *j, const char *name, double def)
     return def;
 }
 
-/* The refresh token to its file: a temporary file next to it, 0600, written,
- * fsynced, renamed over it, directory fsynced. */
+/* The refresh token to its file, atomically (common/afile: a temporary file next
+ * to it, 0600, fsync, rename, directory fsync), as the daemon rewrites it. */
 static int login_write_token(const char *path, const char *token)
 {
-    size_t plen = strlen(path), tlen = strlen(token);
-    char *tmp = malloc(plen + 16), *dir = strdup(path), *slash;
-    int fd = -1, ok = 0;
+    struct iovec v[2] = {{.iov_base = (void *)token, .iov_len = strlen(token)},
+                         {.iov_base = "\n", .iov_len = 1}};
+    const char *step;
+    int e = afile_writev(path, v, 2, 0600, NULL, &step);
 
-    if (!tmp || !dir) {
-        goto out;
+    if (e != 0) {
+        fprintf(stderr, "relay25 oauth login: %s: cannot %s: %s\n", path, step, strerror(e));
+        return -1;
     }
-    snprintf(tmp, plen + 16, "%s.tmp%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "relay25 oauth login: %s: %s\n", tmp, strerror(errno));
-        goto out;
-    }
-    if (fchmod(fd, 0600) != 0 || write(fd, token, tlen) != (ssize_t)tlen ||
-        write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
-        fprintf(stderr, "relay25 oauth login: %s: %s\n", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        fprintf(stderr, "relay25 oauth login: %s: %s\n", path, strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    slash = strrchr(dir, '/');
-    if (slash) {
-        *(slash == dir ? slash + 1 : slash) = '\0';
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            fsync(fd);
-            close(fd);
-        }
-    }
-    ok = 1;
-out:
-    free(tmp);
-    free(dir);
-    return ok ? 0 : -1;
+    return 0;
 }
 
 static void login_poll(uv_timer_t *t);

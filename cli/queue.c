@@ -1,11 +1,9 @@
-/* queue: `relay25 queue`, the operator's view of the durable spool laid out in
- * upstream/up_spool.h: list, show, delete and re-queue messages with plain
- * blocking POSIX calls (a short-lived command, not the daemon), and ask a running
- * daemon to retry now (SIGUSR1 to the PID in <spool_dir>/relay25.pid). JSON
- * output through Debian's cJSON. */
-#include <dirent.h>
+/* queue: `relay25 queue`, the operator's view of the durable spool: list, show,
+ * delete and re-queue messages through spool/ (blocking calls: a short-lived
+ * command, not the daemon), and ask a running daemon to retry now (SIGUSR1 to the
+ * PID in <spool_dir>/relay25.pid). Presentation only: text cleaned for the
+ * terminal, columns, JSON through Debian's cJSON. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,16 +18,15 @@
 #include <cJSON.h>
 
 #include "cli/cli.h"
+#include "common/afile.h"
 #include "conf/conf.h"
-#include "upstream/up_spool.h"
+#include "spool/spool.h"
 
-#define Q_FILE_MAX (4u << 20)    /* .env / .done / .reason larger than this are corrupt */
 #define Q_HEAD_MAX (64u * 1024u) /* bytes of a .msg read for `show` */
 #define Q_HEAD_LINES 20          /* header lines `show` prints */
 #define Q_ID_MIN 6               /* shortest queue id prefix accepted */
 #define Q_PIDFILE "relay25.pid"
 #define Q_NOT_FOUND 1 /* exit status: no such message */
-#define Q_PATH 4096
 
 /* list columns: id, age, size, rcpt, device (then sender and reason share the rest) */
 #define Q_W_AGE 6
@@ -39,16 +36,14 @@
 #define Q_W_FIXED (16 + 1 + Q_W_AGE + 1 + Q_W_SIZE + 1 + Q_W_RCPT + 1 + Q_W_DEV + 1)
 #define Q_W_FROM_MIN 24 /* sender column with --failed when nothing is cut */
 
-enum q_rstate { Q_R_PENDING, Q_R_OK, Q_R_FAILED };
-
 struct q_msg {
     uint64_t qid;
     int failed; /* in failed/ rather than q/ */
     int env_ok; /* env parsed; else env_err says why */
     char env_err[256];
-    struct up_spool_env env;
+    struct spool_env env;
     uint64_t size;         /* of the .msg */
-    unsigned char *rstate; /* enum q_rstate per env.rcpt */
+    unsigned char *rstate; /* enum spool_verdict per env.rcpt */
     char **rreply;         /* the failure reply per recipient, or NULL */
     size_t npending;
     char *reason; /* failed/: first line of the .reason, or NULL */
@@ -76,58 +71,14 @@ static const char *q_area(int failed)
     return failed ? "failed" : "q";
 }
 
+static enum spool_area q_spool_area(int failed)
+{
+    return failed ? SPOOL_AREA_FAILED : SPOOL_AREA_Q;
+}
+
 static void q_idstr(uint64_t qid, char out[17])
 {
     snprintf(out, 17, "%016" PRIx64, qid);
-}
-
-/* "<spool>/<area>/<qid><ext>"; -1 (ENAMETOOLONG) when it does not fit. */
-static int q_path(char *out, const char *spool, int failed, uint64_t qid, const char *ext)
-{
-    if (up_spool_path(out, Q_PATH, spool, q_area(failed), qid, ext) != 0) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    return 0;
-}
-
-/* A new file with data, synced; owned like the spool when we are root, so the
- * daemon (running as its own user) can read it. 0 or an errno value. */
-static int q_write_file(const char *path, const char *data, size_t len, const struct stat *owner)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), e;
-
-    if (fd < 0) {
-        return errno;
-    }
-    if ((geteuid() == 0 && fchown(fd, owner->st_uid, owner->st_gid) != 0) ||
-        up_spool_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
-        e = errno;
-        close(fd);
-        unlink(path);
-        return e;
-    }
-    if (close(fd) != 0) {
-        e = errno;
-        unlink(path);
-        return e;
-    }
-    return 0;
-}
-
-/* Renames and unlinks are durable once their directory is synced. */
-static int q_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = 0;
-
-    if (fd < 0) {
-        return errno;
-    }
-    if (fsync(fd) != 0) {
-        e = errno;
-    }
-    close(fd);
-    return e;
 }
 
 /* ---- text ---------------------------------------------------------------------------- */
@@ -263,116 +214,15 @@ static const char *q_size_long(uint64_t n, char *buf, size_t cap)
 
 static const char *q_rstate_name(unsigned char st)
 {
-    return st == Q_R_OK ? "ok" : st == Q_R_FAILED ? "failed" : "pending";
+    return st == SPOOL_OK ? "ok" : st == SPOOL_FAILED ? "failed" : "pending";
 }
 
 /* ---- reading the spool ---------------------------------------------------------------- */
 
-static int q_cmp_id(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Queue ids of the committed messages (those with a .env) in <spool>/<area>,
- * sorted. A missing area holds none. 0 or an errno value. */
+/* Queue ids of the committed messages of an area, sorted. 0 or an errno value. */
 static int q_scan(const char *spool, int failed, uint64_t **ids, size_t *n)
 {
-    char path[Q_PATH];
-    size_t cap = 0;
-    DIR *d;
-    struct dirent *de;
-
-    *ids = NULL;
-    *n = 0;
-    if (snprintf(path, sizeof(path), "%s/%s", spool, q_area(failed)) >= (int)sizeof(path)) {
-        return ENAMETOOLONG;
-    }
-    if (!(d = opendir(path))) {
-        return errno == ENOENT ? 0 : errno;
-    }
-    while ((de = readdir(d))) {
-        const char *s = de->d_name;
-        uint64_t id = 0;
-        size_t i;
-
-        if (strlen(s) != 20 || strcmp(s + 16, ".env") != 0) {
-            continue;
-        }
-        for (i = 0; i < 16; i++) { /* up_spool_path writes lower-case hex */
-            int v = s[i] >= '0' && s[i] <= '9'   ? s[i] - '0'
-                    : s[i] >= 'a' && s[i] <= 'f' ? s[i] - 'a' + 10
-                                                 : -1;
-            if (v < 0) {
-                break;
-            }
-            id = id << 4 | (uint64_t)v;
-        }
-        if (i < 16 || id == 0) {
-            continue;
-        }
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            uint64_t *v = realloc(*ids, ncap * sizeof(*v));
-            if (!v) {
-                closedir(d);
-                free(*ids);
-                *ids = NULL;
-                *n = 0;
-                return ENOMEM;
-            }
-            *ids = v;
-            cap = ncap;
-        }
-        (*ids)[(*n)++] = id;
-    }
-    closedir(d);
-    if (*n > 0) {
-        qsort(*ids, *n, sizeof(**ids), q_cmp_id);
-    }
-    return 0;
-}
-
-/* The verdicts of a .done ("ok ADDR" / "failed ADDR REPLY" lines); a torn last
- * line counts as not done, as for the daemon. */
-static void q_apply_done(struct q_msg *m, const char *t, size_t len)
-{
-    const char *p = t, *end = t + len;
-
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p)), *sp, *a, *ae;
-        int ok, bad;
-
-        if (!nl) {
-            break;
-        }
-        sp = memchr(p, ' ', (size_t)(nl - p));
-        ok = sp && sp - p == 2 && memcmp(p, "ok", 2) == 0;
-        bad = sp && sp - p == 6 && memcmp(p, "failed", 6) == 0;
-        if (ok || bad) {
-            a = sp + 1;
-            ae = memchr(a, ' ', (size_t)(nl - a));
-            if (!ae) {
-                ae = nl;
-            }
-            for (size_t i = 0; i < m->env.nrcpt; i++) {
-                if (strlen(m->env.rcpt[i]) != (size_t)(ae - a) ||
-                    memcmp(m->env.rcpt[i], a, (size_t)(ae - a)) != 0) {
-                    continue;
-                }
-                m->rstate[i] = ok ? Q_R_OK : Q_R_FAILED;
-                free(m->rreply[i]);
-                m->rreply[i] = NULL;
-                if (bad && ae < nl) {
-                    m->rreply[i] = strndup(ae + 1, (size_t)(nl - ae - 1));
-                    if (m->rreply[i]) {
-                        q_clean(m->rreply[i]);
-                    }
-                }
-            }
-        }
-        p = nl + 1;
-    }
+    return spool_scan(spool, q_spool_area(failed), ids, NULL, n);
 }
 
 static void q_msg_free(struct q_msg *m)
@@ -383,7 +233,7 @@ static void q_msg_free(struct q_msg *m)
     free(m->rreply);
     free(m->rstate);
     free(m->reason);
-    up_spool_env_free(&m->env);
+    spool_env_free(&m->env);
     memset(m, 0, sizeof(*m));
 }
 
@@ -392,53 +242,24 @@ static void q_msg_free(struct q_msg *m)
  * be read (then m holds the id, the reason in env_err, and must still be freed). */
 static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
 {
-    char path[Q_PATH], *text;
-    size_t len;
+    struct spool_msg sm;
     int err;
-    struct stat st;
 
     memset(m, 0, sizeof(*m));
     m->qid = qid;
     m->failed = failed;
-    if (q_path(path, spool, failed, qid, ".env") != 0) {
-        snprintf(m->env_err, sizeof(m->env_err), "%s", strerror(errno));
-        return ENAMETOOLONG;
-    }
-    if (!(text = up_spool_read(path, Q_FILE_MAX, 0, &len, &err))) {
-        snprintf(m->env_err, sizeof(m->env_err), "cannot read the .env: %s", strerror(err));
+    err = spool_load(spool, q_spool_area(failed), qid, &sm, m->env_err, sizeof(m->env_err));
+    m->size = sm.size;
+    if (err != 0) {
+        spool_msg_free(&sm);
+        q_clean(m->env_err);
         return err;
     }
-    err = up_spool_env_parse(text, len, &m->env, m->env_err, sizeof(m->env_err));
-    free(text);
-    if (q_path(path, spool, failed, qid, ".msg") == 0 && stat(path, &st) == 0) {
-        m->size = (uint64_t)st.st_size;
-    }
-    if (err != 0) {
-        q_clean(m->env_err);
-        return EINVAL;
-    }
     m->env_ok = 1;
-    m->rstate = calloc(m->env.nrcpt, 1);
-    m->rreply = calloc(m->env.nrcpt, sizeof(*m->rreply));
-    if (!m->rstate || !m->rreply) {
-        m->env_ok = 0;
-        snprintf(m->env_err, sizeof(m->env_err), "out of memory");
-        return ENOMEM;
-    }
-    if (q_path(path, spool, failed, qid, ".done") == 0 &&
-        (text = up_spool_read(path, Q_FILE_MAX, 0, &len, &err))) {
-        q_apply_done(m, text, len);
-        free(text);
-    }
-    if (failed && q_path(path, spool, failed, qid, ".reason") == 0 &&
-        (text = up_spool_read(path, Q_FILE_MAX, 1, &len, &err))) {
-        text[strcspn(text, "\r\n")] = '\0';
-        if (*text) {
-            m->reason = q_clean(text);
-        } else {
-            free(text);
-        }
-    }
+    m->env = sm.env;
+    m->rstate = sm.verdict;
+    m->rreply = sm.reply;
+    m->reason = sm.reason;
     q_clean(m->env.device);
     q_clean(m->env.user);
     q_clean(m->env.route);
@@ -448,7 +269,13 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
     q_clean(m->env.from);
     for (size_t i = 0; i < m->env.nrcpt; i++) {
         q_clean(m->env.rcpt[i]);
-        m->npending += m->rstate[i] == Q_R_PENDING;
+        if (m->rreply[i]) {
+            q_clean(m->rreply[i]);
+        }
+        m->npending += m->rstate[i] == SPOOL_PENDING;
+    }
+    if (m->reason) {
+        q_clean(m->reason);
     }
     return 0;
 }
@@ -579,7 +406,7 @@ static int q_is_relay25(pid_t pid)
     int err, ok;
 
     snprintf(path, sizeof(path), "/proc/%ld/cmdline", (long)pid);
-    if (!(argv0 = up_spool_read(path, 4096, 1, &len, &err))) {
+    if (!(argv0 = afile_read(path, 4096, 1, &len, &err))) {
         return 1; /* no /proc (or not ours to read): kill(2) decides */
     }
     base = strrchr(argv0, '/');
@@ -593,7 +420,7 @@ static int q_is_relay25(pid_t pid)
  * (no file, or a stale one). 0, or an exit status (printed). */
 static int q_daemon(const char *spool, pid_t *pid)
 {
-    char path[Q_PATH], *text, *end;
+    char path[4096], *text, *end;
     size_t len;
     long v;
     int err;
@@ -603,7 +430,7 @@ static int q_daemon(const char *spool, pid_t *pid)
         fprintf(stderr, "relay25: %s: %s\n", spool, strerror(ENAMETOOLONG));
         return EX_IOERR;
     }
-    if (!(text = up_spool_read(path, 64, 1, &len, &err))) {
+    if (!(text = afile_read(path, 64, 1, &len, &err))) {
         if (err == ENOENT) {
             return 0;
         }
@@ -701,7 +528,7 @@ static void q_cols_init(struct q_cols *w, int failed)
 
 static void q_list_line(const struct q_msg *m, int failed, uint64_t now, const struct q_cols *w)
 {
-    char id[17], age[24], size[24], rc[48], from[UP_SPOOL_ADDR_MAX + 3];
+    char id[17], age[24], size[24], rc[48], from[SPOOL_ADDR_MAX + 3];
 
     q_idstr(m->qid, id);
     if (m->env_ok) {
@@ -865,13 +692,12 @@ int cli_queue_list(const char *spool_dir, int failed, int json)
  * (malloc'd); *more when the header section goes on. Returns the count. */
 static size_t q_head(const char *spool, const struct q_msg *m, char **lines, int *more)
 {
-    char path[Q_PATH], *text;
+    char *text;
     size_t len, n = 0;
     int err;
 
     *more = 0;
-    if (q_path(path, spool, m->failed, m->qid, ".msg") != 0 ||
-        !(text = up_spool_read(path, Q_HEAD_MAX, 1, &len, &err))) {
+    if (!(text = spool_msg_head(spool, q_spool_area(m->failed), m->qid, Q_HEAD_MAX, &len, &err))) {
         return 0;
     }
     for (const char *p = text, *end = text + len; p < end;) {
@@ -1013,43 +839,25 @@ static int q_flush(const char *spool, const char *arg)
     return q_signal(spool);
 }
 
-/* Removes one message's files, .env first: from then on the daemon drops the job
- * when it next looks (a delivery already under way still finishes). The caller
- * syncs the directory. 0, ENOENT when the message was already gone, or an errno
- * value (printed). */
+/* Removes one message's files (spool_remove). 0, ENOENT when it was already
+ * gone, or an errno value (printed). The caller syncs the directory. */
 static int q_remove(const char *spool, uint64_t qid, int failed)
 {
-    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
-    char path[Q_PATH];
-    int rc = 0, gone = 0;
+    char err[4400];
+    int e = spool_remove(spool, q_spool_area(failed), qid, err, sizeof(err));
 
-    for (size_t e = 0; e < sizeof(exts) / sizeof(exts[0]); e++) {
-        int err;
-        if (q_path(path, spool, failed, qid, exts[e]) == 0 && unlink(path) == 0) {
-            continue;
-        }
-        if (errno == ENOENT) {
-            gone |= e == 0;
-            continue;
-        }
-        err = errno;
-        fprintf(stderr, "relay25: cannot remove %s: %s\n", path, strerror(err));
-        if (e == 0) {
-            return err; /* nothing removed: the message stays whole */
-        }
-        rc = err;
+    if (e != 0 && e != ENOENT) {
+        fprintf(stderr, "relay25: %s\n", err);
     }
-    return rc ? rc : gone ? ENOENT : 0;
+    return e;
 }
 
 static int q_sync_area(const char *spool, int failed)
 {
-    char path[Q_PATH];
     int err;
 
-    snprintf(path, sizeof(path), "%s/%s", spool, q_area(failed));
-    if ((err = q_fsync_dir(path)) != 0 && err != ENOENT) {
-        fprintf(stderr, "relay25: cannot sync %s: %s\n", path, strerror(err));
+    if ((err = spool_sync(spool, q_spool_area(failed))) != 0 && err != ENOENT) {
+        fprintf(stderr, "relay25: cannot sync %s/%s: %s\n", spool, q_area(failed), strerror(err));
         return q_errno_rc(err);
     }
     return 0;
@@ -1100,172 +908,12 @@ static int q_delete(const char *spool, const char *arg, int all, int failed)
     return rc;
 }
 
-/* Only the "ok" lines of a failed message's .done: the failed recipients are
- * pending again. malloc'd (possibly empty), NULL when out of memory. */
-static char *q_done_ok_lines(const char *t, size_t len, size_t *olen)
-{
-    char *out = malloc(len + 1);
-    size_t o = 0;
-
-    if (!out) {
-        return NULL;
-    }
-    for (const char *p = t, *end = t + len; p < end;) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) {
-            break;
-        }
-        if (nl - p > 3 && memcmp(p, "ok ", 3) == 0) {
-            memcpy(out + o, p, (size_t)(nl + 1 - p));
-            o += (size_t)(nl + 1 - p);
-        }
-        p = nl + 1;
-    }
-    *olen = o;
-    return out;
-}
-
-/* Puts failed/<qid> back into q/ so the daemon tries it again. The .msg is
- * hard-linked (it stays in failed/ until the new .env is committed: a crash
- * leaves either the failed message or the queued one, as startup removes a q/
- * .msg without .env); the .done keeps only delivered recipients; the .env gets
- * created = now (a fresh max_queue_age, else an expired message would fail at
- * once) and is renamed in last. failed/ is cleaned up afterwards. 0 or an errno
- * value, with the reason in err. */
-static int q_retry_one(const char *spool, uint64_t qid, const struct stat *owner, char *err,
-                       size_t errlen)
-{
-    char fenv[Q_PATH], fmsg[Q_PATH], fdone[Q_PATH], freason[Q_PATH];
-    char qenv[Q_PATH], qmsg[Q_PATH], qdone[Q_PATH], tenv[Q_PATH], tdone[Q_PATH], qdir[Q_PATH];
-    char *text = NULL, *ok = NULL, *envtext = NULL;
-    size_t len, oklen = 0, envlen;
-    struct up_spool_env env;
-    int e = 0, have_env = 0;
-
-    memset(&env, 0, sizeof(env));
-    if (q_path(fenv, spool, 1, qid, ".env") != 0 || q_path(fmsg, spool, 1, qid, ".msg") != 0 ||
-        q_path(fdone, spool, 1, qid, ".done") != 0 ||
-        q_path(freason, spool, 1, qid, ".reason") != 0 ||
-        q_path(qenv, spool, 0, qid, ".env") != 0 || q_path(qmsg, spool, 0, qid, ".msg") != 0 ||
-        q_path(qdone, spool, 0, qid, ".done") != 0 ||
-        up_spool_path(tenv, sizeof(tenv), spool, "tmp", qid, ".env") != 0 ||
-        up_spool_path(tdone, sizeof(tdone), spool, "tmp", qid, ".done") != 0 ||
-        snprintf(qdir, sizeof(qdir), "%s/q", spool) >= (int)sizeof(qdir)) {
-        snprintf(err, errlen, "spool path too long");
-        return ENAMETOOLONG;
-    }
-    if (access(qenv, F_OK) == 0) {
-        snprintf(err, errlen, "%s exists already", qenv);
-        return EEXIST;
-    }
-    if (!(text = up_spool_read(fenv, Q_FILE_MAX, 0, &len, &e))) {
-        snprintf(err, errlen, "cannot read %s: %s", fenv, strerror(e));
-        return e;
-    }
-    if (up_spool_env_parse(text, len, &env, err, errlen) != 0) {
-        free(text);
-        return EINVAL;
-    }
-    have_env = 1;
-    free(text);
-    text = NULL;
-    unlink(qmsg); /* a q/ .msg without .env is never committed: startup would remove it */
-    if (link(fmsg, qmsg) != 0) {
-        e = errno;
-        snprintf(err, errlen, "cannot link the .msg into q/: %s", strerror(e));
-        goto fail;
-    }
-    text = up_spool_read(fdone, Q_FILE_MAX, 0, &len, &e);
-    if (!text && e != ENOENT) {
-        snprintf(err, errlen, "cannot read %s: %s", fdone, strerror(e));
-        goto fail;
-    }
-    if (text && !(ok = q_done_ok_lines(text, len, &oklen))) {
-        e = ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    if (oklen > 0) {
-        if ((e = q_write_file(tdone, ok, oklen, owner)) != 0) {
-            snprintf(err, errlen, "cannot write %s: %s", tdone, strerror(e));
-            goto fail;
-        }
-        if (rename(tdone, qdone) != 0) {
-            e = errno;
-            snprintf(err, errlen, "cannot move the .done into q/: %s", strerror(e));
-            goto fail;
-        }
-    } else {
-        unlink(qdone);
-    }
-    /* the .msg and .done must be on disk before the .env commits them */
-    if ((e = q_fsync_dir(qdir)) != 0) {
-        snprintf(err, errlen, "cannot sync %s: %s", qdir, strerror(e));
-        goto fail;
-    }
-    env.created = q_now();
-    if (!(envtext = up_spool_env_format(&env, &envlen))) {
-        e = ENOMEM;
-        snprintf(err, errlen, "cannot format the envelope");
-        goto fail;
-    }
-    if ((e = q_write_file(tenv, envtext, envlen, owner)) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tenv, strerror(e));
-        goto fail;
-    }
-    if (rename(tenv, qenv) != 0) {
-        e = errno;
-        snprintf(err, errlen, "cannot move the .env into q/: %s", strerror(e));
-        goto fail;
-    }
-    /* committed; failed/ loses it, .env first (as every remover does) */
-    unlink(fenv);
-    unlink(fmsg);
-    unlink(fdone);
-    unlink(freason);
-    free(envtext);
-    free(ok);
-    free(text);
-    up_spool_env_free(&env);
-    return 0;
-fail:
-    unlink(tenv);
-    unlink(tdone);
-    unlink(qdone);
-    unlink(qmsg);
-    free(envtext);
-    free(ok);
-    free(text);
-    if (have_env) {
-        up_spool_env_free(&env);
-    }
-    return e ? e : EIO;
-}
-
-/* A spool directory retry-failed writes into, created like up_spool_prepare
- * does when the daemon never ran. 0 or an errno value. */
-static int q_mkdir(const char *spool, const char *area, const struct stat *owner)
-{
-    char path[Q_PATH];
-
-    if (snprintf(path, sizeof(path), "%s/%s", spool, area) >= (int)sizeof(path)) {
-        return ENAMETOOLONG;
-    }
-    if (mkdir(path, 0700) != 0) {
-        return errno == EEXIST ? 0 : errno;
-    }
-    if (geteuid() == 0 && chown(path, owner->st_uid, owner->st_gid) != 0) {
-        return errno;
-    }
-    return 0;
-}
-
 static int q_retry_failed(const char *spool)
 {
     uint64_t *ids;
     size_t n, moved = 0;
     struct stat owner;
-    char err[Q_PATH + 300], id[17];
+    char err[4400], id[17];
     int e, rc = 0;
 
     if ((e = q_scan(spool, 1, &ids, &n)) != 0) {
@@ -1283,15 +931,9 @@ static int q_retry_failed(const char *spool)
         free(ids);
         return q_errno_rc(e);
     }
-    if ((e = q_mkdir(spool, "q", &owner)) != 0 || (e = q_mkdir(spool, "tmp", &owner)) != 0) {
-        fprintf(stderr, "relay25: cannot create the spool directories in %s: %s\n", spool,
-                strerror(e));
-        free(ids);
-        return q_errno_rc(e);
-    }
     for (size_t i = 0; i < n; i++) {
         q_idstr(ids[i], id);
-        e = q_retry_one(spool, ids[i], &owner, err, sizeof(err));
+        e = spool_requeue(spool, ids[i], q_now(), &owner, err, sizeof(err));
         if (e != 0) {
             fprintf(stderr, "relay25: %s not queued again: %s\n", id, q_clean(err));
             rc = e == EINVAL || e == EEXIST ? EX_DATAERR : q_errno_rc(e);

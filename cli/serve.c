@@ -22,10 +22,10 @@
 #include "common/metrics.h"
 #include "conf/conf.h"
 #include "proxy/prx_listener.h"
+#include "spool/spool.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
-#include "upstream/up_spool.h"
 
 #define SERVE_DEFAULT_USER "relay25"
 #define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
@@ -184,7 +184,7 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
     if (!serve_needs_spool(c)) {
         return 0;
     }
-    if (up_spool_prepare(c->spool_dir, err, sizeof(err)) != 0) {
+    if (spool_prepare(c->spool_dir, err, sizeof(err)) != 0) {
         fprintf(stderr, "relay25: spool_dir = %s: %s\n", c->spool_dir, err);
         return -1;
     }

@@ -27,11 +27,12 @@
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
 #include "proxy/prx_proxy.h"
+#include "spool/spool.h"
+#include "spool/spool_writer.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_session.h"
-#include "upstream/up_spool.h"
 #define PRX_BODY_STEP 4096u /* input bytes decoded per step */
 #define PRX_HIWAT (256u * 1024u)
 #define PRX_OUT_HIWAT                                                                              \
@@ -129,7 +130,7 @@ struct prx_session {
     char upfail[700];     /* the 4xx to give when upstream failed mid-transaction */
 
     /* spooling (mode = spool, or on_upstream_failure = queue) */
-    struct up_spool_writer *spw;
+    struct spool_writer *spw;
     int spool_err;          /* the writer failed (uv error) */
     unsigned txn_local : 1, /* this transaction goes to the spool only */
         bp_spool : 1,
@@ -373,7 +374,7 @@ static void prx_close(struct prx_session *s, const char *reason)
              s->nmsg);
     if (s->spw && s->state != PRX_STATE_SPOOL_WAIT) {
         /* an unfinished message: nothing was acknowledged, nothing may stay */
-        up_spool_abort(s->spw);
+        spool_writer_abort(s->spw);
         s->spw = NULL;
         s->refs--; /* the timer's close is pending: refs stays above zero */
     }
@@ -429,7 +430,7 @@ static void prx_txn_reset(struct prx_session *s)
     free(s->bodybuf);
     s->bodybuf = NULL;
     if (s->spw) {
-        up_spool_abort(s->spw);
+        spool_writer_abort(s->spw);
         s->spw = NULL;
         s->refs--; /* the writer's hold; the session is alive (this is its code) */
     }
@@ -613,7 +614,7 @@ static void prx_spool_done(void *arg, int err, uint64_t size)
     prx_unref_env(s); /* the writer's hold */
 }
 
-static const struct up_spool_writer_cbs prx_spool_cbs = {
+static const struct spool_writer_cbs prx_spool_cbs = {
     .on_drain = prx_spool_drain,
     .on_done = prx_spool_done,
 };
@@ -621,7 +622,7 @@ static const struct up_spool_writer_cbs prx_spool_cbs = {
 /* Starts writing this message to the spool (alongside upstream when tee). */
 static int prx_spool_open(struct prx_session *s)
 {
-    s->spw = up_spool_writer_new(s->env->loop, s->conf->spool_dir, s->qid, &prx_spool_cbs, s);
+    s->spw = spool_writer_new(s->env->loop, s->conf->spool_dir, s->qid, &prx_spool_cbs, s);
     if (!s->spw) {
         return -1;
     }
@@ -633,8 +634,8 @@ static int prx_spool_open(struct prx_session *s)
  * did not take. reply_after: the client's DATA reply waits for the result. */
 static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after)
 {
-    struct up_spool_env env;
-    char(*list)[UP_SPOOL_ADDR_MAX] = NULL;
+    struct spool_env env;
+    char(*list)[SPOOL_ADDR_MAX] = NULL;
     size_t n = 0;
     const char *v;
     size_t vl;
@@ -653,7 +654,7 @@ static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_a
     list = malloc((s->nrcpts ? s->nrcpts : 1) * sizeof(*list));
     for (size_t i = 0; list && i < s->nrcpts; i++) {
         if (!only_queued || s->rq[i]) {
-            memcpy(list[n++], s->rcpts[i], UP_SPOOL_ADDR_MAX);
+            memcpy(list[n++], s->rcpts[i], SPOOL_ADDR_MAX);
         }
     }
     env.rcpt = list;
@@ -661,13 +662,13 @@ static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_a
     s->reply_after_commit = reply_after;
     prx_enter_state(s, PRX_STATE_SPOOL_WAIT);
     if (!list || n == 0) {
-        up_spool_abort(s->spw);
+        spool_writer_abort(s->spw);
         s->spw = NULL;
         free(list);
         prx_spool_done(s, UV_ENOMEM, 0); /* drops the writer's hold */
         return;
     }
-    up_spool_commit(s->spw, &env); /* formats env at once: list can go */
+    spool_writer_commit(s->spw, &env); /* formats env at once: list can go */
     free(list);
 }
 
@@ -848,7 +849,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 return;
             }
             /* upstream took it all, or refused the content for good: no copy */
-            up_spool_abort(s->spw);
+            spool_writer_abort(s->spw);
             s->spw = NULL;
             s->refs--;
         }
@@ -1366,7 +1367,7 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         s->rw_from = 1;
     }
     s->route = conf_route_for(s->conf, s->dev, s->from);
-    s->qid = up_queue_new_id();
+    s->qid = spool_new_id();
     s->nrcpt = 0;
     if (prx_spool_mode(s)) {
         unsigned long long sz = 0;
@@ -1857,7 +1858,7 @@ static void prx_body_start(struct prx_session *s)
             if (s->up && !s->txn_local) {
                 up_body(s->up, hdr, (size_t)n);
             }
-            if (s->spw && up_spool_write(s->spw, hdr, (size_t)n) < 0) {
+            if (s->spw && spool_writer_write(s->spw, hdr, (size_t)n) < 0) {
                 s->spool_err = 1;
             }
         }
@@ -1882,7 +1883,7 @@ static void prx_body_end(struct prx_session *s)
     }
     if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err) {
         /* tee: the spool copy failed; upstream alone decides */
-        up_spool_abort(s->spw);
+        spool_writer_abort(s->spw);
         s->spw = NULL;
         s->refs--;
     }
@@ -1960,11 +1961,11 @@ static void prx_emit(struct prx_session *s, const char *dec, size_t len)
     if (len == 0) {
         return;
     }
-    if (s->spw && !s->spool_err && !prx_spool_room(s, up_spool_written(s->spw) + len)) {
+    if (s->spw && !s->spool_err && !prx_spool_room(s, spool_writer_written(s->spw) + len)) {
         s->spool_err = UV_ENOSPC; /* max_spool_size */
     }
     if (s->spw && !s->spool_err) {
-        int r = up_spool_write(s->spw, dec, len);
+        int r = spool_writer_write(s->spw, dec, len);
         if (r < 0) {
             s->spool_err = r;
         } else if (r == 1) {

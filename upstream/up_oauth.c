@@ -20,6 +20,7 @@
 #include <cJSON.h>
 #include <uv.h>
 
+#include "common/afile.h"
 #include "common/log.h"
 #include "common/tio.h"
 #include "common/tls_ca.h"
@@ -76,7 +77,7 @@ struct up_oauth_fetch {
     size_t rlen;
 };
 
-/* Refresh-token write-back, done in the thread pool (open, write, fsync, rename). */
+/* Refresh-token write-back, done in the thread pool (common/afile). */
 struct up_oauth_write {
     uv_work_t work;
     struct up_oauth *o;
@@ -390,75 +391,15 @@ static void up_oauth_timeout_cb(uv_timer_t *t)
 
 /* ---- refresh-token write-back ---------------------------------------------------------- */
 
-/* In the thread pool: a new file next to the old one (same file system, so the
- * rename is atomic), mode 0600, synced, renamed over it, directory synced. */
+/* In the thread pool: common/afile's atomic rewrite (a temporary file next to the
+ * old one, mode 0600, synced, renamed over it, directory synced). */
 static void up_oauth_write_work(uv_work_t *req)
 {
     struct up_oauth_write *w = req->data;
-    size_t plen = strlen(w->path), tlen = strlen(w->token);
-    char *tmp = malloc(plen + 16), *dir = strdup(w->path), *slash;
-    int fd = -1;
+    struct iovec v[2] = {{.iov_base = w->token, .iov_len = strlen(w->token)},
+                         {.iov_base = "\n", .iov_len = 1}};
 
-    if (!tmp || !dir) {
-        w->failed = "allocate";
-        w->err = ENOMEM;
-        goto out;
-    }
-    snprintf(tmp, plen + 16, "%s.tmp-XXXXXX", w->path);
-    fd = mkstemp(tmp); /* O_EXCL, mode 0600 */
-    if (fd < 0) {
-        w->failed = "create a temporary file";
-        w->err = errno;
-        goto out;
-    }
-    if (fchmod(fd, 0600) != 0) {
-        w->failed = "chmod";
-    } else {
-        size_t off = 0;
-        while (off < tlen + 1 && !w->failed) {
-            const char *p = off < tlen ? w->token + off : "\n";
-            size_t n = off < tlen ? tlen - off : 1;
-            ssize_t r = write(fd, p, n);
-            if (r < 0 && errno == EINTR) {
-                continue;
-            }
-            if (r <= 0) {
-                w->failed = "write";
-                break;
-            }
-            off += (size_t)r;
-        }
-        if (!w->failed && fsync(fd) != 0) {
-            w->failed = "fsync";
-        }
-    }
-    if (w->failed) {
-        w->err = errno;
-    }
-    if (close(fd) != 0 && !w->failed) {
-        w->failed = "close";
-        w->err = errno;
-    }
-    if (!w->failed && rename(tmp, w->path) != 0) {
-        w->failed = "rename";
-        w->err = errno;
-    }
-    if (w->failed) {
-        unlink(tmp);
-        goto out;
-    }
-    slash = strrchr(dir, '/');
-    if (slash) {
-        slash[slash == dir ? 1 : 0] = '\0';
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)fsync(fd); /* the rename itself; best effort on odd file systems */
-            close(fd);
-        }
-    }
-out:
-    free(tmp);
-    free(dir);
+    w->err = afile_writev(w->path, v, 2, 0600, NULL, &w->failed);
 }
 
 static void up_oauth_write(struct up_oauth *o);

@@ -6,7 +6,6 @@
  * RFC 5321 §4.5.4.1 (retry strategy). */
 #include "upstream/up_queue.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -14,24 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "common/data.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "spool/spool.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
-#include "upstream/up_spool.h"
 
 #define UPQ_MAX_BUSY 64u             /* jobs preparing or delivering at once */
 #define UPQ_READ (32u * 1024u)       /* body bytes read per step */
 #define UPQ_HIWAT (256u * 1024u)     /* upstream backlog that pauses reading */
-#define UPQ_FILE_MAX (4u << 20)      /* .env / .done files larger than this are corrupt */
 #define UPQ_HEADERS_MAX (64u * 1024) /* original headers quoted in a bounce */
 
 enum upq_rcpt {
@@ -78,7 +74,7 @@ struct upq_job {
     struct conf *conf; /* held during an attempt */
     const struct conf_device *dev;
     const struct conf_upstream *up;
-    struct up_spool_env env;
+    struct spool_env env;
     unsigned char *rstate;
     char **rreply; /* failure reply per recipient (malloc'd), for .done and the bounce */
     size_t ircpt;
@@ -134,17 +130,6 @@ static const struct up_cbs upq_up_cbs;
 static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail);
 static void upq_on_fail(void *arg, int err, const char *detail, int pending);
 static void upq_send_envelope(struct upq_job *j, const char *params);
-
-uint64_t up_queue_new_id(void)
-{
-    uint64_t id = 0;
-    while (id == 0) {
-        if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
-            id = log_new_id() ^ ((uint64_t)time(NULL) << 20);
-        }
-    }
-    return id;
-}
 
 static uint64_t upq_now_unix(void)
 {
@@ -202,7 +187,7 @@ static void upq_attempt_free(struct upq_job *j)
     j->rreply = NULL;
     free(j->rstate);
     j->rstate = NULL;
-    up_spool_env_free(&j->env);
+    spool_env_free(&j->env);
     free(j->rbuf);
     free(j->ebuf);
     j->rbuf = j->ebuf = NULL;
@@ -294,65 +279,35 @@ static void upq_busy_end(struct upq_job *j)
 static void upq_prepare_work(uv_work_t *w)
 {
     struct upq_job *j = w->data;
-    const char *dir = j->conf->spool_dir;
-    char path[4096], *text, *done;
-    size_t len, dlen;
-    int err;
+    struct spool_msg m;
+    int e;
 
     j->errmsg[0] = '\0';
-    if (up_spool_path(path, sizeof(path), dir, "q", j->qid, ".env") != 0) {
-        snprintf(j->errmsg, sizeof(j->errmsg), "spool path too long");
-        return;
-    }
-    text = up_spool_read(path, UPQ_FILE_MAX, 0, &len, &err);
-    if (!text) {
-        if (err == ENOENT) {
+    memset(&j->env, 0, sizeof(j->env));
+    e = spool_load(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, &m, j->errmsg, sizeof(j->errmsg));
+    j->found_size = m.size;
+    if (e != 0) {
+        if (e == ENOENT) {
             j->gone = 1;
-        } else {
-            snprintf(j->errmsg, sizeof(j->errmsg), "cannot read %s: %s", path, strerror(err));
+            j->errmsg[0] = '\0';
         }
+        spool_msg_free(&m);
         return;
     }
-    if (up_spool_env_parse(text, len, &j->env, j->errmsg, sizeof(j->errmsg)) != 0) {
-        free(text);
-        return;
+    /* the job keeps the envelope and the failure replies; verdicts become states */
+    j->env = m.env;
+    j->rreply = m.reply;
+    m.env.rcpt = NULL;
+    m.reply = NULL;
+    j->rstate = calloc(j->env.nrcpt ? j->env.nrcpt : 1, 1);
+    for (size_t i = 0; j->rstate && i < j->env.nrcpt; i++) {
+        j->rstate[i] = m.verdict[i] == SPOOL_OK       ? UPQ_R_OK
+                       : m.verdict[i] == SPOOL_FAILED ? UPQ_R_FAILED
+                                                      : UPQ_R_PENDING;
     }
-    free(text);
-    j->rstate = calloc(j->env.nrcpt, 1);
-    j->rreply = calloc(j->env.nrcpt, sizeof(*j->rreply));
-    if (!j->rstate || !j->rreply) {
+    spool_msg_free(&m);
+    if (!j->rstate) {
         snprintf(j->errmsg, sizeof(j->errmsg), "out of memory");
-        return;
-    }
-    j->found_size = 0;
-    {
-        struct stat st;
-        if (up_spool_path(path, sizeof(path), dir, "q", j->qid, ".msg") == 0 &&
-            stat(path, &st) == 0) {
-            j->found_size = (uint64_t)st.st_size;
-        }
-    }
-    up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
-    done = up_spool_read(path, UPQ_FILE_MAX, 0, &dlen, &err);
-    if (done) {
-        for (size_t i = 0; i < j->env.nrcpt; i++) {
-            char key[UP_SPOOL_ADDR_MAX + 8];
-            if (!up_spool_done_has(done, dlen, j->env.rcpt[i])) {
-                continue;
-            }
-            /* up_spool_done_has matched the address; which verdict? */
-            snprintf(key, sizeof(key), "ok %s\n", j->env.rcpt[i]);
-            j->rstate[i] = strstr(done, key) ? UPQ_R_OK : UPQ_R_FAILED;
-            if (j->rstate[i] == UPQ_R_FAILED) {
-                char *f, *e;
-                snprintf(key, sizeof(key), "failed %s ", j->env.rcpt[i]);
-                if ((f = strstr(done, key)) && (e = strchr(f + strlen(key), '\n'))) {
-                    f += strlen(key);
-                    j->rreply[i] = strndup(f, (size_t)(e - f));
-                }
-            }
-        }
-        free(done);
     }
 }
 
@@ -865,7 +820,7 @@ static void upq_read_body(struct upq_job *j)
     j->reading = 1;
     if (j->fd < 0) {
         char path[4096];
-        up_spool_path(path, sizeof(path), j->conf->spool_dir, "q", j->qid, ".msg");
+        spool_msg_path(path, sizeof(path), j->conf->spool_dir, SPOOL_AREA_Q, j->qid);
         r = uv_fs_open(j->q->loop, &j->fs, path, O_RDONLY | O_CLOEXEC, 0, upq_fs_cb);
     } else {
         b = uv_buf_init(j->rbuf, UPQ_READ);
@@ -879,40 +834,20 @@ static void upq_read_body(struct upq_job *j)
 
 /* ---- record: results to disk, then remove / move / bounce (thread pool) ---- */
 
-static int upq_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
-    if (fd < 0) {
-        return -1;
-    }
-    r = fsync(fd);
-    close(fd);
-    return r;
-}
-
 /* The first header section of the original message (RFC 3462 text/rfc822-headers). */
-static char *upq_orig_headers(const char *msgpath, size_t *len)
+static char *upq_orig_headers(const struct upq_job *j, size_t *len)
 {
-    int fd = open(msgpath, O_RDONLY | O_CLOEXEC);
     char *buf, *end;
-    ssize_t n;
+    size_t n;
+    int err;
 
     *len = 0;
-    if (fd < 0 || !(buf = malloc(UPQ_HEADERS_MAX + 1))) {
-        if (fd >= 0) {
-            close(fd);
-        }
+    if (!(buf = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n,
+                               &err))) {
         return NULL;
     }
-    n = read(fd, buf, UPQ_HEADERS_MAX);
-    close(fd);
-    if (n < 0) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
     end = strstr(buf, "\r\n\r\n");
-    *len = end ? (size_t)(end - buf) + 2 : (size_t)n;
+    *len = end ? (size_t)(end - buf) + 2 : n;
     return buf;
 }
 
@@ -920,20 +855,18 @@ static char *upq_orig_headers(const char *msgpath, size_t *len)
  * (null sender, to the original sender, same device). Returns its qid or 0. */
 static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
 {
-    const char *dir = j->conf->spool_dir, *host = j->conf->hostname;
-    char msgpath[4096], tmsg[4096], tenv[4096], qmsg[4096], qenv[4096], qdir[4096];
+    const char *host = j->conf->hostname;
     char date[64], boundary[64];
-    uint64_t bq = up_queue_new_id();
-    struct up_spool_env be;
-    char rcpt1[1][UP_SPOOL_ADDR_MAX];
-    char *hdrs, *envtext = NULL, *out = NULL;
-    size_t hl, el, cap, o = 0;
+    uint64_t bq = spool_new_id();
+    struct spool_env be;
+    char rcpt1[1][SPOOL_ADDR_MAX];
+    char *hdrs, *out = NULL;
+    size_t hl, cap, o = 0;
     time_t now = time(NULL);
     struct tm tm;
-    int fd = -1, ok = 0;
+    int ok = 0;
 
-    up_spool_path(msgpath, sizeof(msgpath), dir, "q", j->qid, ".msg");
-    hdrs = upq_orig_headers(msgpath, &hl);
+    hdrs = upq_orig_headers(j, &hl);
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
     snprintf(boundary, sizeof(boundary), "%016" PRIx64 "/%.40s", bq, host);
@@ -1006,52 +939,51 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
     be.rcpt = rcpt1;
     be.nrcpt = 1;
-    if (!(envtext = up_spool_env_format(&be, &el))) {
-        goto done;
-    }
-    up_spool_path(tmsg, sizeof(tmsg), dir, "tmp", bq, ".msg");
-    up_spool_path(tenv, sizeof(tenv), dir, "tmp", bq, ".env");
-    up_spool_path(qmsg, sizeof(qmsg), dir, "q", bq, ".msg");
-    up_spool_path(qenv, sizeof(qenv), dir, "q", bq, ".env");
-    snprintf(qdir, sizeof(qdir), "%s/q", dir);
-    fd = open(tmsg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || up_spool_write_all(fd, out, o) != 0 || fsync(fd) != 0) {
-        goto done;
-    }
-    close(fd);
-    fd = open(tenv, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 || up_spool_write_all(fd, envtext, el) != 0 || fsync(fd) != 0) {
-        goto done;
-    }
-    close(fd);
-    fd = -1;
-    if (rename(tmsg, qmsg) != 0 || rename(tenv, qenv) != 0 || upq_fsync_dir(qdir) != 0) {
+    if ((errno = spool_commit(j->conf->spool_dir, bq, out, o, &be)) != 0) {
         goto done;
     }
     *size = o;
     ok = 1;
 done:
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (!ok) {
-        unlink(tmsg);
-        unlink(tenv);
-    }
     free(hdrs);
     free(out);
-    free(envtext);
     return ok ? bq : 0;
+}
+
+/* "<addr>: reply" per failed recipient, for failed/<qid>.reason. malloc'd. */
+static char *upq_reason_text(const struct upq_job *j, size_t *len)
+{
+    size_t cap = 1, o = 0;
+    char *out;
+
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
+        cap += SPOOL_ADDR_MAX + 8 + strlen(why);
+    }
+    if (!(out = malloc(cap))) {
+        return NULL;
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
+        int n;
+        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
+            continue;
+        }
+        n = snprintf(out + o, cap - o, "<%s>: %.*s\n", j->env.rcpt[i], (int)strcspn(why, "\r\n"),
+                     why);
+        o += n > 0 && (size_t)n < cap - o ? (size_t)n : 0;
+    }
+    *len = o;
+    return out;
 }
 
 static void upq_record_work(uv_work_t *w)
 {
     struct upq_job *j = w->data;
     const char *dir = j->conf->spool_dir;
-    char path[4096], *lines = NULL;
+    char *lines = NULL;
     size_t cap = 64, o = 0;
-    int any_failed = 0, pending = 0;
-    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+    int any_failed = 0, pending = 0, e;
 
     j->finished = 0;
     j->bounce_qid = 0;
@@ -1066,19 +998,16 @@ static void upq_record_work(uv_work_t *w)
         }
     }
     for (size_t i = 0; i < j->env.nrcpt; i++) {
-        cap += UP_SPOOL_ADDR_MAX + 16 + (j->rreply[i] ? strlen(j->rreply[i]) : 0);
+        cap += SPOOL_ADDR_MAX + 16 + (j->rreply[i] ? strlen(j->rreply[i]) : 6);
     }
     lines = malloc(cap);
     for (size_t i = 0; lines && i < j->env.nrcpt; i++) {
-        int n = 0;
         if (j->rstate[i] == UPQ_R_NEW_OK) {
-            n = snprintf(lines + o, cap - o, "ok %s\n", j->env.rcpt[i]);
+            o += spool_done_format(lines + o, cap - o, SPOOL_OK, j->env.rcpt[i], NULL);
         } else if (j->rstate[i] == UPQ_R_NEW_FAILED) {
-            const char *why = j->rreply[i] ? j->rreply[i] : "failed";
-            n = snprintf(lines + o, cap - o, "failed %s %.*s\n", j->env.rcpt[i],
-                         (int)strcspn(why, "\r\n"), why);
+            o += spool_done_format(lines + o, cap - o, SPOOL_FAILED, j->env.rcpt[i],
+                                   j->rreply[i] ? j->rreply[i] : "failed");
         }
-        o += n > 0 ? (size_t)n : 0;
         any_failed |= j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED;
         pending |= j->rstate[i] == UPQ_R_PENDING || j->rstate[i] == UPQ_R_ACCEPTED;
     }
@@ -1086,16 +1015,10 @@ static void upq_record_work(uv_work_t *w)
         pending = 1;
     } /* bounce = keep moves .done along: it must say who got the message */
     if (o > 0 && (pending || (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP))) {
-        /* progress must survive a crash: append and fsync before going on */
-        int fd;
-        up_spool_path(path, sizeof(path), dir, "q", j->qid, ".done");
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        if (fd < 0 || up_spool_write_all(fd, lines, o) != 0 || fsync(fd) != 0) {
-            snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress in %s: %s", path,
-                     strerror(errno));
-        }
-        if (fd >= 0) {
-            close(fd);
+        /* progress must survive a crash: appended and fsync'd before going on */
+        if ((e = spool_done_append(dir, j->qid, lines, o)) != 0) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress of %016" PRIx64 ": %s",
+                     j->qid, strerror(e));
         }
     }
     free(lines);
@@ -1111,45 +1034,21 @@ static void upq_record_work(uv_work_t *w)
         }
     }
     if (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP) {
-        char to[4096];
-        int fd;
-        up_spool_path(path, sizeof(path), dir, "failed", j->qid, ".reason");
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd >= 0) {
-            /* one line per failed recipient: "<addr>: reply" */
-            for (size_t i = 0; i < j->env.nrcpt; i++) {
-                const char *why;
-                if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
-                    continue;
-                }
-                why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-                up_spool_write_all(fd, "<", 1);
-                up_spool_write_all(fd, j->env.rcpt[i], strlen(j->env.rcpt[i]));
-                up_spool_write_all(fd, ">: ", 3);
-                up_spool_write_all(fd, why, strcspn(why, "\r\n"));
-                up_spool_write_all(fd, "\n", 1);
-            }
-            fsync(fd);
-            close(fd);
+        size_t rl = 0;
+        char *reason = upq_reason_text(j, &rl);
+        if (!reason) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "out of memory");
+        } else {
+            spool_fail(dir, j->qid, reason, rl, j->errmsg, sizeof(j->errmsg));
         }
-        for (size_t e = 0; e < 3; e++) {
-            up_spool_path(path, sizeof(path), dir, "q", j->qid, exts[e]);
-            up_spool_path(to, sizeof(to), dir, "failed", j->qid, exts[e]);
-            if (rename(path, to) != 0 && errno != ENOENT) {
-                snprintf(j->errmsg, sizeof(j->errmsg), "cannot move %s: %s", path, strerror(errno));
-            }
-        }
-        snprintf(path, sizeof(path), "%s/failed", dir);
-        upq_fsync_dir(path);
+        free(reason);
     } else {
         /* .env first: a crash after it leaves only files startup removes */
-        for (size_t e = 0; e < 3; e++) {
-            up_spool_path(path, sizeof(path), dir, "q", j->qid, exts[e]);
-            unlink(path);
+        spool_remove(dir, SPOOL_AREA_Q, j->qid, j->errmsg, sizeof(j->errmsg));
+        if (spool_sync(dir, SPOOL_AREA_Q) != 0 && !j->errmsg[0]) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot sync %s/q", dir);
         }
     }
-    snprintf(path, sizeof(path), "%s/q", dir);
-    upq_fsync_dir(path);
     j->finished = 1;
 }
 
@@ -1347,48 +1246,12 @@ static void upq_schedule(struct up_queue *q)
 static void upq_scan_work(uv_work_t *w)
 {
     struct up_queue *q = w->data;
-    char path[4096];
-    DIR *d;
-    struct dirent *de;
-    size_t cap = 0;
 
-    q->scan_n = 0;
-    snprintf(path, sizeof(path), "%s/q", q->spool_dir);
-    if (!(d = opendir(path))) {
-        return;
+    free(q->scan_ids);
+    free(q->scan_sizes);
+    if (spool_scan(q->spool_dir, SPOOL_AREA_Q, &q->scan_ids, &q->scan_sizes, &q->scan_n) != 0) {
+        q->scan_n = 0; /* unreadable now: the next flush scans again */
     }
-    while ((de = readdir(d))) {
-        char *end;
-        uint64_t id;
-        struct stat st;
-        char msg[32];
-
-        if (strlen(de->d_name) != 20 || strcmp(de->d_name + 16, ".env") != 0) {
-            continue;
-        }
-        id = strtoull(de->d_name, &end, 16);
-        if (end != de->d_name + 16 || id == 0) {
-            continue;
-        }
-        if (q->scan_n == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            uint64_t *a = realloc(q->scan_ids, ncap * sizeof(*a));
-            uint64_t *b = a ? realloc(q->scan_sizes, ncap * sizeof(*b)) : NULL;
-            if (a) {
-                q->scan_ids = a;
-            }
-            if (!b) {
-                break;
-            }
-            q->scan_sizes = b;
-            cap = ncap;
-        }
-        snprintf(msg, sizeof(msg), "%.16s.msg", de->d_name);
-        q->scan_ids[q->scan_n] = id;
-        q->scan_sizes[q->scan_n] = fstatat(dirfd(d), msg, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
-        q->scan_n++;
-    }
-    closedir(d);
 }
 
 static void upq_scan_start(struct up_queue *q);

@@ -18,7 +18,7 @@ struct conf;
 struct metrics;
 struct up_queue;
 
-/* Scans the spool (up_spool_prepare must have run) and starts delivering.
+/* Scans the spool (spool_prepare must have run) and starts delivering.
  * Holds c (conf_hold). NULL on allocation failure. */
 struct up_queue *up_queue_new(uv_loop_t *loop, struct conf *c, struct metrics *m);
 /* New deliveries use c (held); running ones finish on theirs. */
@@ -45,8 +45,5 @@ void up_queue_set_oauth(struct up_queue *q, struct up_oauth_set *set);
 
 /* For metrics: messages, bytes and the oldest message's unix time (arg = q). */
 void up_queue_stats(void *arg, uint64_t *messages, uint64_t *bytes, uint64_t *oldest_unix);
-
-/* A fresh queue id: 64 random bits, never 0. */
-uint64_t up_queue_new_id(void);
 
 #endif

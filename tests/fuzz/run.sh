@@ -12,7 +12,7 @@ case "$SECS" in
     exit 2
     ;;
 esac
-TARGETS="cmd data reply sasl conf cidr proxy"
+TARGETS="cmd data reply sasl conf cidr proxy spool"
 
 sh tests/deps.sh
 missing=""
@@ -42,7 +42,7 @@ for t in $TARGETS; do
     cp tests/fuzz/corpus/"$t"/* "$dir/corpus/"
     # Replies and config files are longer than a command line: allow bigger inputs.
     case "$t" in
-    reply | conf | data) maxlen=8192 ;;
+    reply | conf | data | spool) maxlen=8192 ;;
     *) maxlen=4096 ;;
     esac
     echo "fuzz_$t: ${SECS}s ..." >&2

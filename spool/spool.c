@@ -1,0 +1,595 @@
+/* spool: the message store's files (layout in the header): paths, startup
+ * clean-up, scan, load, progress, and the moves between q/ and failed/. Plain
+ * blocking POSIX; every rewrite goes through common/afile, every multi-file
+ * change commits by the .env's arrival and removes by the .env's departure. */
+#include "spool/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/afile.h"
+#include "common/log.h"
+
+#define SPOOL_PATH 4096
+#define SPOOL_ID_LEN 16
+
+static const char *const spool_areas[] = {[SPOOL_AREA_Q] = "q", [SPOOL_AREA_FAILED] = "failed"};
+
+uint64_t spool_new_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
+            id = log_new_id() ^ ((uint64_t)time(NULL) << 20);
+        }
+    }
+    return id;
+}
+
+int spool__path(char *out, size_t cap, const char *dir, const char *area, uint64_t qid,
+                const char *ext)
+{
+    int n = snprintf(out, cap, "%s/%s/%016" PRIx64 "%s", dir, area, qid, ext);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int spool_msg_path(char *out, size_t cap, const char *dir, enum spool_area area, uint64_t qid)
+{
+    return spool__path(out, cap, dir, spool_areas[area], qid, ".msg");
+}
+
+int spool_area_path(char *out, size_t cap, const char *dir, enum spool_area area)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, spool_areas[area]);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int spool_sync(const char *dir, enum spool_area area)
+{
+    char path[SPOOL_PATH];
+
+    if (spool_area_path(path, sizeof(path), dir, area) != 0) {
+        return ENAMETOOLONG;
+    }
+    return afile_fsync_dir(path);
+}
+
+/* A queue id file name "<16 lower-case hex><ext>": its id, else 0. */
+static uint64_t spool_name_id(const char *name, const char *ext)
+{
+    uint64_t id = 0;
+
+    if (strlen(name) != SPOOL_ID_LEN + strlen(ext) || strcmp(name + SPOOL_ID_LEN, ext) != 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < SPOOL_ID_LEN; i++) { /* spool_path writes lower-case hex */
+        int v = name[i] >= '0' && name[i] <= '9'   ? name[i] - '0'
+                : name[i] >= 'a' && name[i] <= 'f' ? name[i] - 'a' + 10
+                                                   : -1;
+        if (v < 0) {
+            return 0;
+        }
+        id = id << 4 | (uint64_t)v;
+    }
+    return id;
+}
+
+/* ---- startup ---- */
+
+static int spool_mkdir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* An area's leftovers: temp files of afile, and parts of a message whose .env
+ * is missing (never committed, or half removed). */
+static int spool_sweep(const char *path, char *err, size_t errlen)
+{
+    static const char *const parts[] = {".msg", ".done", ".reason"};
+    DIR *d = opendir(path);
+    struct dirent *de;
+
+    if (!d) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    while ((de = readdir(d))) {
+        char env[SPOOL_ID_LEN + 8];
+        int orphan = 0;
+
+        if (strstr(de->d_name, ".tmp-")) {
+            unlinkat(dirfd(d), de->d_name, 0);
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+            orphan |= spool_name_id(de->d_name, parts[i]) != 0;
+        }
+        if (!orphan) {
+            continue;
+        }
+        snprintf(env, sizeof(env), "%.16s.env", de->d_name);
+        if (faccessat(dirfd(d), env, F_OK, 0) != 0) {
+            unlinkat(dirfd(d), de->d_name, 0);
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+int spool_prepare(const char *dir, char *err, size_t errlen)
+{
+    static const char *const areas[] = {"q", "tmp", "failed"};
+    char path[SPOOL_PATH];
+    DIR *d;
+    struct dirent *de;
+
+    if (spool_mkdir(dir, err, errlen) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, areas[i]);
+        if (spool_mkdir(path, err, errlen) != 0) {
+            return -1;
+        }
+    }
+    /* tmp/: never acknowledged */
+    snprintf(path, sizeof(path), "%s/tmp", dir);
+    if ((d = opendir(path))) {
+        while ((de = readdir(d))) {
+            if (de->d_name[0] != '.') {
+                unlinkat(dirfd(d), de->d_name, 0);
+            }
+        }
+        closedir(d);
+    }
+    for (int a = SPOOL_AREA_Q; a <= SPOOL_AREA_FAILED; a++) {
+        spool_area_path(path, sizeof(path), dir, (enum spool_area)a);
+        if (spool_sweep(path, err, errlen) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- scan ---- */
+
+static int spool_cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int spool_scan(const char *dir, enum spool_area area, uint64_t **ids, uint64_t **sizes, size_t *n)
+{
+    char path[SPOOL_PATH];
+    size_t cap = 0;
+    uint64_t *vi = NULL, *vs = NULL;
+    DIR *d;
+    struct dirent *de;
+    int e = 0;
+
+    *ids = NULL;
+    if (sizes) {
+        *sizes = NULL;
+    }
+    *n = 0;
+    if (spool_area_path(path, sizeof(path), dir, area) != 0) {
+        return ENAMETOOLONG;
+    }
+    if (!(d = opendir(path))) {
+        return errno == ENOENT ? 0 : errno;
+    }
+    while ((de = readdir(d))) {
+        uint64_t id = spool_name_id(de->d_name, ".env");
+        if (id == 0) {
+            continue;
+        }
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            uint64_t *a = realloc(vi, ncap * sizeof(*a));
+            if (a) {
+                vi = a;
+            }
+            if (!a || !(a = realloc(vs, ncap * sizeof(*a)))) {
+                e = ENOMEM;
+                break;
+            }
+            vs = a;
+            cap = ncap;
+        }
+        vi[*n] = id;
+        vs[(*n)++] = 0;
+    }
+    if (e) {
+        closedir(d);
+        free(vi);
+        free(vs);
+        *n = 0;
+        return e;
+    }
+    /* sorted by id: sizes follow from the sorted ids */
+    if (*n > 0) {
+        qsort(vi, *n, sizeof(*vi), spool_cmp_id);
+    }
+    for (size_t i = 0; sizes && i < *n; i++) {
+        char msg[SPOOL_ID_LEN + 8];
+        struct stat st;
+        snprintf(msg, sizeof(msg), "%016" PRIx64 ".msg", vi[i]);
+        vs[i] = fstatat(dirfd(d), msg, &st, 0) == 0 ? (uint64_t)st.st_size : 0;
+    }
+    closedir(d);
+    *ids = vi;
+    if (sizes) {
+        *sizes = vs;
+    } else {
+        free(vs);
+    }
+    return 0;
+}
+
+/* ---- load ---- */
+
+int spool_load(const char *dir, enum spool_area area, uint64_t qid, struct spool_msg *m, char *err,
+               size_t errlen)
+{
+    const char *an = spool_areas[area];
+    char path[SPOOL_PATH], *text;
+    size_t len;
+    int e;
+    struct stat st;
+
+    memset(m, 0, sizeof(*m));
+    m->qid = qid;
+    m->area = area;
+    if (spool__path(path, sizeof(path), dir, an, qid, ".env") != 0) {
+        snprintf(err, errlen, "spool path too long");
+        return ENAMETOOLONG;
+    }
+    if (!(text = afile_read(path, SPOOL_FILE_MAX, 0, &len, &e))) {
+        snprintf(err, errlen, "cannot read the .env: %s", strerror(e));
+        return e;
+    }
+    if (spool__path(path, sizeof(path), dir, an, qid, ".msg") == 0 && stat(path, &st) == 0) {
+        m->size = (uint64_t)st.st_size;
+    }
+    e = spool_env_parse(text, len, &m->env, err, errlen);
+    free(text);
+    if (e != 0) {
+        return EINVAL;
+    }
+    m->verdict = calloc(m->env.nrcpt, 1);
+    m->reply = calloc(m->env.nrcpt, sizeof(*m->reply));
+    if (!m->verdict || !m->reply) {
+        snprintf(err, errlen, "out of memory");
+        return ENOMEM;
+    }
+    if (spool__path(path, sizeof(path), dir, an, qid, ".done") == 0 &&
+        (text = afile_read(path, SPOOL_FILE_MAX, 0, &len, &e))) {
+        e = spool_done_apply(text, len, &m->env, m->verdict, m->reply);
+        free(text);
+        if (e != 0) {
+            snprintf(err, errlen, "out of memory");
+            return ENOMEM;
+        }
+    }
+    if (area == SPOOL_AREA_FAILED &&
+        spool__path(path, sizeof(path), dir, an, qid, ".reason") == 0 &&
+        (text = afile_read(path, SPOOL_FILE_MAX, 1, &len, &e))) {
+        text[strcspn(text, "\r\n")] = '\0';
+        if (*text) {
+            m->reason = text;
+        } else {
+            free(text);
+        }
+    }
+    return 0;
+}
+
+void spool_msg_free(struct spool_msg *m)
+{
+    for (size_t i = 0; m->reply && i < m->env.nrcpt; i++) {
+        free(m->reply[i]);
+    }
+    free(m->reply);
+    free(m->verdict);
+    free(m->reason);
+    spool_env_free(&m->env);
+    memset(m, 0, sizeof(*m));
+}
+
+char *spool_msg_head(const char *dir, enum spool_area area, uint64_t qid, size_t max, size_t *len,
+                     int *err)
+{
+    char path[SPOOL_PATH];
+
+    *len = 0;
+    if (spool_msg_path(path, sizeof(path), dir, area, qid) != 0) {
+        *err = ENAMETOOLONG;
+        return NULL;
+    }
+    return afile_read(path, max, 1, len, err);
+}
+
+/* ---- changes ---- */
+
+int spool_done_append(const char *dir, uint64_t qid, const char *text, size_t len)
+{
+    char path[SPOOL_PATH];
+    int fd, e = 0;
+
+    if (spool__path(path, sizeof(path), dir, "q", qid, ".done") != 0) {
+        return ENAMETOOLONG;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return errno;
+    }
+    if (afile_write_all(fd, text, len) != 0 || fsync(fd) != 0) {
+        e = errno;
+    }
+    close(fd);
+    return e;
+}
+
+int spool_commit(const char *dir, uint64_t qid, const char *msg, size_t msglen,
+                 const struct spool_env *env)
+{
+    char qmsg[SPOOL_PATH], qenv[SPOOL_PATH], *text;
+    size_t len;
+    int e;
+
+    if (spool__path(qmsg, sizeof(qmsg), dir, "q", qid, ".msg") != 0 ||
+        spool__path(qenv, sizeof(qenv), dir, "q", qid, ".env") != 0) {
+        return ENAMETOOLONG;
+    }
+    if (!(text = spool_env_format(env, &len))) {
+        return ENOMEM;
+    }
+    /* a .msg without its .env is not committed (startup removes it) */
+    if ((e = afile_write(qmsg, msg, msglen, 0600, NULL, NULL)) == 0 &&
+        (e = afile_write(qenv, text, len, 0600, NULL, NULL)) != 0) {
+        unlink(qmsg);
+    }
+    free(text);
+    return e;
+}
+
+/* from -> to as a second name (from stays until the commit); where the file
+ * system has no hard links, a plain rename. 0, ENOENT, or an errno value. */
+static int spool_link(const char *from, const char *to)
+{
+    unlink(to); /* left by an earlier attempt that did not commit */
+    if (link(from, to) == 0) {
+        return 0;
+    }
+    if (errno == ENOENT) {
+        return ENOENT;
+    }
+    return rename(from, to) == 0 ? 0 : errno;
+}
+
+int spool_fail(const char *dir, uint64_t qid, const char *reason, size_t len, char *err,
+               size_t errlen)
+{
+    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+    char q[4][SPOOL_PATH], f[4][SPOOL_PATH];
+    int e;
+
+    for (size_t i = 0; i < 4; i++) {
+        if (spool__path(q[i], SPOOL_PATH, dir, "q", qid, exts[i]) != 0 ||
+            spool__path(f[i], SPOOL_PATH, dir, "failed", qid, exts[i]) != 0) {
+            snprintf(err, errlen, "spool path too long");
+            return ENAMETOOLONG;
+        }
+    }
+    /* .msg and .done (it says who got the message) first, under both names */
+    for (size_t i = 1; i <= 2; i++) {
+        if ((e = spool_link(q[i], f[i])) != 0 && e != ENOENT) {
+            snprintf(err, errlen, "cannot move %s: %s", q[i], strerror(e));
+            return e;
+        }
+    }
+    if ((e = afile_write(f[3], reason, len, 0600, NULL, NULL)) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", f[3], strerror(e));
+        return e;
+    }
+    if ((e = spool_sync(dir, SPOOL_AREA_FAILED)) != 0) {
+        snprintf(err, errlen, "cannot sync %s/failed: %s", dir, strerror(e));
+        return e;
+    }
+    /* the commit: from here the message is in failed/ */
+    if (rename(q[0], f[0]) != 0) {
+        e = errno;
+        snprintf(err, errlen, "cannot move %s: %s", q[0], strerror(e));
+        return e;
+    }
+    unlink(q[1]);
+    unlink(q[2]);
+    if ((e = spool_sync(dir, SPOOL_AREA_FAILED)) != 0 || (e = spool_sync(dir, SPOOL_AREA_Q)) != 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(e));
+        return e;
+    }
+    return 0;
+}
+
+/* Only the "ok" records of a .done: the failed recipients are pending again.
+ * malloc'd (possibly empty), NULL when out of memory. */
+static char *spool_done_ok(const char *t, size_t len, size_t *olen)
+{
+    const char *p = t, *end = t + len;
+    struct spool_done_rec r;
+    char *out = malloc(len + 1);
+    size_t o = 0;
+
+    if (!out) {
+        return NULL;
+    }
+    while (spool_done_next(&p, end, &r)) {
+        if (r.verdict == SPOOL_OK) {
+            memcpy(out + o, "ok ", 3);
+            memcpy(out + o + 3, r.addr, r.addr_len);
+            o += 3 + r.addr_len;
+            out[o++] = '\n';
+        }
+    }
+    *olen = o;
+    return out;
+}
+
+/* q/ when the daemon never ran, owned like the spool. */
+static int spool_mkdir_q(const char *dir, const struct stat *owner)
+{
+    char path[SPOOL_PATH];
+
+    if (spool_area_path(path, sizeof(path), dir, SPOOL_AREA_Q) != 0) {
+        return ENAMETOOLONG;
+    }
+    if (mkdir(path, 0700) != 0) {
+        return errno == EEXIST ? 0 : errno;
+    }
+    if (owner && geteuid() == 0 && chown(path, owner->st_uid, owner->st_gid) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int spool_requeue(const char *dir, uint64_t qid, uint64_t now, const struct stat *owner, char *err,
+                  size_t errlen)
+{
+    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+    char f[4][SPOOL_PATH], q[3][SPOOL_PATH], qdir[SPOOL_PATH];
+    char *text = NULL, *ok = NULL, *envtext = NULL;
+    size_t len, oklen = 0, envlen;
+    struct spool_env env;
+    int e = 0;
+
+    memset(&env, 0, sizeof(env));
+    for (size_t i = 0; i < 4; i++) {
+        if (spool__path(f[i], SPOOL_PATH, dir, "failed", qid, exts[i]) != 0 ||
+            (i < 3 && spool__path(q[i], SPOOL_PATH, dir, "q", qid, exts[i]) != 0)) {
+            snprintf(err, errlen, "spool path too long");
+            return ENAMETOOLONG;
+        }
+    }
+    spool_area_path(qdir, sizeof(qdir), dir, SPOOL_AREA_Q);
+    if ((e = spool_mkdir_q(dir, owner)) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", qdir, strerror(e));
+        return e;
+    }
+    if (access(q[0], F_OK) == 0) {
+        snprintf(err, errlen, "%s exists already", q[0]);
+        return EEXIST;
+    }
+    if (!(text = afile_read(f[0], SPOOL_FILE_MAX, 0, &len, &e))) {
+        snprintf(err, errlen, "cannot read %s: %s", f[0], strerror(e));
+        return e;
+    }
+    e = spool_env_parse(text, len, &env, err, errlen);
+    free(text);
+    text = NULL;
+    if (e != 0) {
+        return EINVAL;
+    }
+    /* the .msg stays in failed/ until the new .env commits it in q/: a crash
+     * leaves the failed message, or the queued one (startup removes a q/ .msg
+     * without .env) */
+    unlink(q[1]);
+    if (link(f[1], q[1]) != 0) {
+        e = errno;
+        snprintf(err, errlen, "cannot link the .msg into q/: %s", strerror(e));
+        goto fail;
+    }
+    text = afile_read(f[2], SPOOL_FILE_MAX, 0, &len, &e);
+    if (!text && e != ENOENT) {
+        snprintf(err, errlen, "cannot read %s: %s", f[2], strerror(e));
+        goto fail;
+    }
+    if (text && !(ok = spool_done_ok(text, len, &oklen))) {
+        e = ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (oklen > 0) {
+        if ((e = afile_write(q[2], ok, oklen, 0600, owner, NULL)) != 0) {
+            snprintf(err, errlen, "cannot write %s: %s", q[2], strerror(e));
+            goto fail;
+        }
+    } else {
+        unlink(q[2]);
+    }
+    /* the .msg and .done must be on disk before the .env commits them */
+    if ((e = afile_fsync_dir(qdir)) != 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", qdir, strerror(e));
+        goto fail;
+    }
+    env.created = now; /* a fresh max_queue_age, else an expired message fails at once */
+    if (!(envtext = spool_env_format(&env, &envlen))) {
+        e = ENOMEM;
+        snprintf(err, errlen, "cannot format the envelope");
+        goto fail;
+    }
+    if ((e = afile_write(q[0], envtext, envlen, 0600, owner, NULL)) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", q[0], strerror(e));
+        goto fail;
+    }
+    /* committed; failed/ loses it, .env first (as every remover does) */
+    for (size_t i = 0; i < 4; i++) {
+        unlink(f[i]);
+    }
+    free(envtext);
+    free(ok);
+    free(text);
+    spool_env_free(&env);
+    return 0;
+fail:
+    unlink(q[2]);
+    unlink(q[1]);
+    free(envtext);
+    free(ok);
+    free(text);
+    spool_env_free(&env);
+    return e ? e : EIO;
+}
+
+int spool_remove(const char *dir, enum spool_area area, uint64_t qid, char *err, size_t errlen)
+{
+    static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
+    char path[SPOOL_PATH];
+    int rc = 0, gone = 0;
+
+    for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+        int e;
+        if (spool__path(path, sizeof(path), dir, spool_areas[area], qid, exts[i]) != 0) {
+            snprintf(err, errlen, "spool path too long");
+            return ENAMETOOLONG;
+        }
+        if (unlink(path) == 0) {
+            continue;
+        }
+        if (errno == ENOENT) {
+            gone |= i == 0;
+            continue;
+        }
+        e = errno;
+        if (!rc) {
+            snprintf(err, errlen, "cannot remove %s: %s", path, strerror(e));
+            rc = e;
+        }
+        if (i == 0) {
+            return e; /* nothing removed: the message stays whole */
+        }
+    }
+    return rc ? rc : gone ? ENOENT : 0;
+}

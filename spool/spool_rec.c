@@ -1,0 +1,233 @@
+/* spool_rec: parse and format the spool's text records (.env envelope, .done
+ * progress), see the header for the formats. No I/O: spool.c reads the files,
+ * the fuzz target feeds arbitrary bytes. */
+#include "spool/spool_rec.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- envelope ---- */
+
+static int spool_field(const char *v, size_t vl, char *out, size_t cap)
+{
+    if (vl >= cap || memchr(v, '\0', vl)) {
+        return -1; /* a NUL would cut the value when it is written back */
+    }
+    memcpy(out, v, vl);
+    out[vl] = '\0';
+    return 0;
+}
+
+/* Decimal digits after optional blanks, within [v, end); saturates. The text
+ * need not be NUL-terminated, so no strtoull. */
+static uint64_t spool_number(const char *v, const char *end)
+{
+    uint64_t n = 0;
+
+    while (v < end && (*v == ' ' || *v == '\t')) {
+        v++;
+    }
+    for (; v < end && *v >= '0' && *v <= '9'; v++) {
+        unsigned d = (unsigned)(*v - '0');
+        n = n > (UINT64_MAX - d) / 10 ? UINT64_MAX : n * 10 + d;
+    }
+    return n;
+}
+
+static int spool_key(const char *k, size_t kl, const char *name)
+{
+    return kl == strlen(name) && memcmp(k, name, kl) == 0;
+}
+
+int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *err, size_t errlen)
+{
+    const char *p = text, *end = text + len;
+    uint64_t version = 0;
+    size_t cap = 0;
+
+    memset(env, 0, sizeof(*env));
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *sp, *v;
+        size_t kl, vl;
+        int r = 0;
+
+        if (!nl) {
+            snprintf(err, errlen, "truncated envelope");
+            goto fail;
+        }
+        sp = memchr(p, ' ', (size_t)(nl - p));
+        kl = sp ? (size_t)(sp - p) : (size_t)(nl - p);
+        v = sp ? sp + 1 : nl;
+        vl = (size_t)(nl - v);
+        if (spool_key(p, kl, "relay25-spool")) {
+            version = spool_number(v, nl);
+        } else if (spool_key(p, kl, "created")) {
+            env->created = spool_number(v, nl);
+        } else if (spool_key(p, kl, "device")) {
+            r = spool_field(v, vl, env->device, sizeof(env->device));
+        } else if (spool_key(p, kl, "user")) {
+            r = spool_field(v, vl, env->user, sizeof(env->user));
+        } else if (spool_key(p, kl, "route")) {
+            r = spool_field(v, vl, env->route, sizeof(env->route));
+        } else if (spool_key(p, kl, "client")) {
+            r = spool_field(v, vl, env->client, sizeof(env->client));
+        } else if (spool_key(p, kl, "helo")) {
+            r = spool_field(v, vl, env->helo, sizeof(env->helo));
+        } else if (spool_key(p, kl, "body")) {
+            r = spool_field(v, vl, env->body, sizeof(env->body));
+        } else if (spool_key(p, kl, "from")) {
+            r = spool_field(v, vl, env->from, sizeof(env->from));
+        } else if (spool_key(p, kl, "rcpt")) {
+            if (env->nrcpt == cap) {
+                size_t ncap = cap ? cap * 2 : 8;
+                void *n = realloc(env->rcpt, ncap * sizeof(*env->rcpt));
+                if (!n) {
+                    snprintf(err, errlen, "out of memory");
+                    goto fail;
+                }
+                env->rcpt = n;
+                cap = ncap;
+            }
+            r = spool_field(v, vl, env->rcpt[env->nrcpt], SPOOL_ADDR_MAX);
+            env->nrcpt += r == 0;
+        }
+        if (r != 0) {
+            snprintf(err, errlen, "field %.*s too long or not text", (int)kl, p);
+            goto fail;
+        }
+        p = nl + 1;
+    }
+    if (version != 1 || env->nrcpt == 0 || !env->device[0]) {
+        snprintf(err, errlen, "not a relay25 spool envelope (version %" PRIu64 ", %zu recipients)",
+                 version, env->nrcpt);
+        goto fail;
+    }
+    if (strcmp(env->helo, "-") == 0) {
+        env->helo[0] = '\0';
+    }
+    if (strcmp(env->body, "-") == 0) {
+        env->body[0] = '\0';
+    }
+    return 0;
+fail:
+    spool_env_free(env);
+    return -1;
+}
+
+char *spool_env_format(const struct spool_env *env, size_t *len)
+{
+    /* every fixed field at its longest, the keys, and the rcpt lines */
+    size_t cap = sizeof(*env) + 256 + env->nrcpt * (SPOOL_ADDR_MAX + 8), o;
+    char *out = malloc(cap);
+    int n;
+
+    if (!out) {
+        return NULL;
+    }
+    n = snprintf(out, cap,
+                 "relay25-spool 1\ncreated %" PRIu64 "\ndevice %s\nuser %s\n%s%s%sclient %s\n"
+                 "helo %s\nbody %s\nfrom %s\n",
+                 env->created, env->device, env->user, env->route[0] ? "route " : "", env->route,
+                 env->route[0] ? "\n" : "", env->client, env->helo[0] ? env->helo : "-",
+                 env->body[0] ? env->body : "-", env->from);
+    if (n < 0 || (size_t)n >= cap) {
+        free(out);
+        return NULL;
+    }
+    o = (size_t)n;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        n = snprintf(out + o, cap - o, "rcpt %s\n", env->rcpt[i]);
+        if (n < 0 || (size_t)n >= cap - o) {
+            free(out);
+            return NULL;
+        }
+        o += (size_t)n;
+    }
+    *len = o;
+    return out;
+}
+
+void spool_env_free(struct spool_env *env)
+{
+    free(env->rcpt);
+    env->rcpt = NULL;
+    env->nrcpt = 0;
+}
+
+/* ---- progress ---- */
+
+int spool_done_next(const char **pp, const char *end, struct spool_done_rec *rec)
+{
+    const char *p = *pp;
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *sp, *a, *ae;
+
+        if (!nl) {
+            break; /* a torn last line (crash while appending) counts as not done */
+        }
+        sp = memchr(p, ' ', (size_t)(nl - p));
+        if (sp && ((sp - p == 2 && memcmp(p, "ok", 2) == 0) ||
+                   (sp - p == 6 && memcmp(p, "failed", 6) == 0))) {
+            a = sp + 1;
+            ae = memchr(a, ' ', (size_t)(nl - a));
+            if (!ae) {
+                ae = nl;
+            }
+            rec->verdict = sp - p == 2 ? SPOOL_OK : SPOOL_FAILED;
+            rec->addr = a;
+            rec->addr_len = (size_t)(ae - a);
+            rec->reply = rec->verdict == SPOOL_FAILED && ae < nl ? ae + 1 : NULL;
+            rec->reply_len = rec->reply ? (size_t)(nl - ae - 1) : 0;
+            *pp = nl + 1;
+            return 1;
+        }
+        p = nl + 1;
+    }
+    *pp = end;
+    return 0;
+}
+
+size_t spool_done_format(char *out, size_t cap, enum spool_verdict v, const char *addr,
+                         const char *reply)
+{
+    int n;
+
+    if (v == SPOOL_OK || (v == SPOOL_FAILED && !reply)) {
+        n = snprintf(out, cap, "%s %s\n", v == SPOOL_OK ? "ok" : "failed", addr);
+    } else if (v == SPOOL_FAILED) {
+        n = snprintf(out, cap, "failed %s %.*s\n", addr, (int)strcspn(reply, "\r\n"), reply);
+    } else {
+        return 0;
+    }
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
+                     unsigned char *verdict, char **reply)
+{
+    const char *p = text, *end = text + len;
+    struct spool_done_rec r;
+
+    while (spool_done_next(&p, end, &r)) {
+        for (size_t i = 0; i < env->nrcpt; i++) {
+            if (strlen(env->rcpt[i]) != r.addr_len ||
+                memcmp(env->rcpt[i], r.addr, r.addr_len) != 0) {
+                continue;
+            }
+            verdict[i] = (unsigned char)r.verdict;
+            if (!reply) {
+                continue;
+            }
+            free(reply[i]);
+            reply[i] = NULL;
+            if (r.reply && !(reply[i] = strndup(r.reply, r.reply_len))) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,81 @@
+/* spool_rec: the text records of a spooled message, pure functions with no I/O
+ * (fuzzed by tests/fuzz/fuzz_spool.c). spool.h describes the files.
+ *
+ * .env: text lines "key value\n", in this order, "rcpt" repeated:
+ *   relay25-spool 1
+ *   created <unix seconds>
+ *   device <device section name>
+ *   user <upstream login at acceptance>
+ *   route <[route NAME] chosen at MAIL>   (only when a route applies: its upstream
+ *                                          and credentials replace the device's)
+ *   client <ip>
+ *   helo <name or ->
+ *   body <7BIT|8BITMIME|->
+ *   from <address, empty for the null sender>
+ *   rcpt <address>
+ * Unknown keys are ignored (a newer writer may add some).
+ *
+ * .done (progress, appended): "ok <address>\n" or "failed <address> <reply>\n".
+ * A torn last line (a crash while appending) does not count; for an address
+ * listed twice the later line wins. */
+#ifndef RELAY25_SPOOL_REC_H
+#define RELAY25_SPOOL_REC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SPOOL_ADDR_MAX 256
+
+struct spool_env {
+    uint64_t created;
+    char device[128];
+    char user[256];
+    char route[128]; /* "" when the device's own upstream serves it */
+    char client[64];
+    char helo[256];
+    char body[16]; /* "7BIT", "8BITMIME" or "" */
+    char from[SPOOL_ADDR_MAX];
+    char (*rcpt)[SPOOL_ADDR_MAX]; /* nrcpt entries, malloc'd */
+    size_t nrcpt;
+};
+
+/* Parse a .env file's text. Returns 0, or -1 with a reason in err. env->rcpt is
+ * malloc'd (free with spool_env_free). */
+int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *err, size_t errlen);
+/* Serialise; returns malloc'd text and its length, NULL on allocation failure. */
+char *spool_env_format(const struct spool_env *env, size_t *len);
+void spool_env_free(struct spool_env *env);
+
+/* ---- progress records (.done) ---- */
+
+enum spool_verdict {
+    SPOOL_PENDING = 0,
+    SPOOL_OK,
+    SPOOL_FAILED,
+};
+
+struct spool_done_rec {
+    enum spool_verdict verdict; /* SPOOL_OK or SPOOL_FAILED */
+    const char *addr;           /* not NUL-terminated: addr_len bytes */
+    size_t addr_len;
+    const char *reply; /* failed: the upstream reply (reply_len bytes, maybe 0) */
+    size_t reply_len;
+};
+
+/* The next complete record of a .done text from *p (advanced past it; lines
+ * that are no record are skipped). 1 with rec filled, 0 at the end. */
+int spool_done_next(const char **p, const char *end, struct spool_done_rec *rec);
+
+/* One record line into out ("ok ADDR\n", "failed ADDR REPLY\n"; the reply is cut
+ * at its first CR or LF). Returns its length, or 0 if it does not fit in cap. */
+size_t spool_done_format(char *out, size_t cap, enum spool_verdict v, const char *addr,
+                         const char *reply);
+
+/* The verdicts of a .done text for env's recipients: verdict[i] (enum
+ * spool_verdict, left alone for an unlisted one) and, when reply is given, the
+ * reply of a failed one in reply[i] (malloc'd, replacing what was there; NULL
+ * when the record has none). Returns 0, or -1 when out of memory. */
+int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
+                     unsigned char *verdict, char **reply);
+
+#endif

@@ -1,0 +1,236 @@
+/* test_spool: the spool module (spool/spool_rec.c, spool/spool.c): .env parse and
+ * format (round trip, the longest fields, rejects), .done records (one parser:
+ * later line wins, torn line, replies), and the store in a temporary directory:
+ * prepare's clean-up, commit, scan, load, progress, move to failed, requeue,
+ * remove. */
+#include "spool/spool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/afile.h"
+#include "tests/check.h"
+
+static const char ENV1[] = "relay25-spool 1\ncreated 1764700000\ndevice scanner\n"
+                           "user scan@example.org\nclient 192.0.2.10\nhelo -\nbody 8BITMIME\n"
+                           "from s@example.org\nrcpt a@x\nrcpt b@x\nrcpt c@x\n";
+
+#define TEXT(s) s, sizeof(s) - 1
+
+static void test_env_parse(void)
+{
+    struct spool_env e;
+    char err[200];
+    char *t;
+    size_t len;
+
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(e.created, 1764700000);
+    ASSERT_STREQ(e.device, "scanner");
+    ASSERT_STREQ(e.user, "scan@example.org");
+    ASSERT_STREQ(e.route, "");
+    ASSERT_STREQ(e.helo, ""); /* "-" */
+    ASSERT_STREQ(e.body, "8BITMIME");
+    ASSERT_EQ(e.nrcpt, 3);
+    ASSERT_STREQ(e.rcpt[2], "c@x");
+    t = spool_env_format(&e, &len);
+    ASSERT_TRUE(t != NULL);
+    ASSERT_MEMEQ(t, len, ENV1, strlen(ENV1)); /* the format is unchanged */
+    free(t);
+    spool_env_free(&e);
+
+    ASSERT_EQ(spool_env_parse(TEXT("relay25-spool 2\ndevice d\nrcpt a\n"), &e, err, sizeof(err)),
+              -1);
+    ASSERT_TRUE(strstr(err, "version 2") != NULL);
+    ASSERT_EQ(spool_env_parse(TEXT("relay25-spool 1\ndevice d\nrcpt a"), &e, err, sizeof(err)), -1);
+    ASSERT_STREQ(err, "truncated envelope");
+    ASSERT_EQ(spool_env_parse(TEXT("relay25-spool 1\ndevice d\0x\nrcpt a\n"), &e, err, sizeof(err)),
+              -1); /* a NUL would not survive formatting */
+    ASSERT_EQ(spool_env_parse(TEXT("relay25-spool 1\ndevice d\nnew-key v\nrcpt a\n"), &e, err,
+                              sizeof(err)),
+              0); /* unknown keys are ignored */
+    spool_env_free(&e);
+}
+
+/* Every field at its longest still formats (and parses back). */
+static void test_env_longest(void)
+{
+    struct spool_env e, b;
+    char rcpt[2][SPOOL_ADDR_MAX], err[200], *t;
+    size_t len;
+
+    memset(&e, 0, sizeof(e));
+    e.created = UINT64_MAX;
+    memset(e.device, 'd', sizeof(e.device) - 1);
+    memset(e.user, 'u', sizeof(e.user) - 1);
+    memset(e.route, 'r', sizeof(e.route) - 1);
+    memset(e.client, 'c', sizeof(e.client) - 1);
+    memset(e.helo, 'h', sizeof(e.helo) - 1);
+    memset(e.body, 'b', sizeof(e.body) - 1);
+    memset(e.from, 'f', sizeof(e.from) - 1);
+    memset(rcpt, 'x', sizeof(rcpt));
+    rcpt[0][SPOOL_ADDR_MAX - 1] = rcpt[1][SPOOL_ADDR_MAX - 1] = '\0';
+    e.rcpt = rcpt;
+    e.nrcpt = 2;
+    t = spool_env_format(&e, &len);
+    ASSERT_TRUE(t != NULL);
+    if (t) {
+        ASSERT_EQ(spool_env_parse(t, len, &b, err, sizeof(err)), 0);
+        ASSERT_TRUE(b.created == UINT64_MAX);
+        ASSERT_STREQ(b.helo, e.helo);
+        ASSERT_STREQ(b.rcpt[1], rcpt[1]);
+        spool_env_free(&b);
+    }
+    free(t);
+}
+
+static void test_done(void)
+{
+    static const char done[] = "failed a@x 451 temporary\nok a@x\n"
+                               "failed b@x 550 5.1.1 unknown\nbogus c@x\nfailed c@x\nok c@xx\n"
+                               "ok b@x torn";
+    struct spool_env e;
+    unsigned char v[3] = {0};
+    char *r[3] = {0}, err[200], line[64];
+    const char *p = done;
+    struct spool_done_rec rec;
+    int n = 0;
+
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_done_apply(done, strlen(done), &e, v, r), 0);
+    ASSERT_EQ(v[0], SPOOL_OK); /* the later line wins */
+    ASSERT_TRUE(r[0] == NULL);
+    ASSERT_EQ(v[1], SPOOL_FAILED); /* the torn "ok b@x" does not count */
+    ASSERT_STREQ(r[1], "550 5.1.1 unknown");
+    ASSERT_EQ(v[2], SPOOL_FAILED); /* no reply; "ok c@xx" is another address */
+    ASSERT_TRUE(r[2] == NULL);
+    for (int i = 0; i < 3; i++) {
+        free(r[i]);
+    }
+    spool_env_free(&e);
+    while (spool_done_next(&p, done + strlen(done), &rec)) {
+        n++;
+    }
+    ASSERT_EQ(n, 5); /* "bogus" and the torn line are no records */
+
+    ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_OK, "a@x", "ignored"), 7);
+    ASSERT_STREQ(line, "ok a@x\n");
+    ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_FAILED, "b@x", "550 no\r\nmore"), 18);
+    ASSERT_STREQ(line, "failed b@x 550 no\n");
+    ASSERT_EQ(spool_done_format(line, 8, SPOOL_FAILED, "b@x", "550 no"), 0);
+    ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_PENDING, "b@x", NULL), 0);
+}
+
+static int exists(const char *dir, const char *area, uint64_t qid, const char *ext)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s/%016" PRIx64 "%s", dir, area, qid, ext);
+    return access(p, F_OK) == 0;
+}
+
+static void put(const char *dir, const char *name, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    ASSERT_EQ(afile_write(p, text, strlen(text), 0600, NULL, NULL), 0);
+}
+
+static void test_store(void)
+{
+    char dir[] = "/tmp/test_spool-XXXXXX", err[600], cmd[600];
+    struct spool_env e;
+    struct spool_msg m;
+    uint64_t qid = 0x0123456789abcdefull, *ids, *sizes;
+    size_t n;
+    const char *msg = "Subject: t\r\n\r\nbody\r\n";
+    struct stat st;
+
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    ASSERT_EQ(spool_prepare(dir, err, sizeof(err)), 0);
+    /* leftovers startup removes: tmp/, temp files, parts without their .env */
+    put(dir, "tmp/00000000000000aa.msg", "x");
+    put(dir, "q/00000000000000bb.msg", "uncommitted");
+    put(dir, "q/00000000000000bb.done", "ok a@x\n");
+    put(dir, "q/00000000000000cc.env.tmp-abcdef", "x");
+    put(dir, "failed/00000000000000dd.msg", "linked, never committed");
+    ASSERT_EQ(spool_prepare(dir, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_scan(dir, SPOOL_AREA_Q, &ids, NULL, &n), 0);
+    ASSERT_EQ(n, 0);
+    ASSERT_TRUE(!exists(dir, "tmp", 0xaa, ".msg") && !exists(dir, "q", 0xbb, ".msg"));
+    ASSERT_TRUE(!exists(dir, "q", 0xbb, ".done") && !exists(dir, "failed", 0xdd, ".msg"));
+    snprintf(cmd, sizeof(cmd), "%s/q/00000000000000cc.env.tmp-abcdef", dir);
+    ASSERT_TRUE(access(cmd, F_OK) != 0);
+
+    /* commit, scan, load */
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_commit(dir, qid, msg, strlen(msg), &e), 0);
+    spool_env_free(&e);
+    ASSERT_EQ(spool_scan(dir, SPOOL_AREA_Q, &ids, &sizes, &n), 0);
+    ASSERT_EQ(n, 1);
+    if (n == 1) {
+        ASSERT_TRUE(ids[0] == qid);
+        ASSERT_EQ(sizes[0], strlen(msg));
+    }
+    free(ids);
+    free(sizes);
+    ASSERT_EQ(spool_done_append(dir, qid, "ok a@x\n", 7), 0);
+    ASSERT_EQ(spool_done_append(dir, qid, "failed b@x 550 no\n", 18), 0);
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.size, strlen(msg));
+    ASSERT_EQ(m.env.nrcpt, 3);
+    ASSERT_EQ(m.verdict[0], SPOOL_OK);
+    ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
+    ASSERT_STREQ(m.reply[1], "550 no");
+    ASSERT_EQ(m.verdict[2], SPOOL_PENDING);
+    spool_msg_free(&m);
+
+    /* to failed/ with a reason; load it there */
+    ASSERT_EQ(spool_fail(dir, qid, "<b@x>: 550 no\n", 14, err, sizeof(err)), 0);
+    ASSERT_TRUE(!exists(dir, "q", qid, ".env") && !exists(dir, "q", qid, ".msg"));
+    ASSERT_TRUE(!exists(dir, "q", qid, ".done"));
+    ASSERT_TRUE(exists(dir, "failed", qid, ".env") && exists(dir, "failed", qid, ".msg"));
+    ASSERT_TRUE(exists(dir, "failed", qid, ".done") && exists(dir, "failed", qid, ".reason"));
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_FAILED, qid, &m, err, sizeof(err)), 0);
+    ASSERT_STREQ(m.reason, "<b@x>: 550 no");
+    ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
+    spool_msg_free(&m);
+
+    /* requeue: only the ok records stay, created is now */
+    ASSERT_EQ(stat(dir, &st), 0);
+    ASSERT_EQ(spool_requeue(dir, qid, 1800000000u, &st, err, sizeof(err)), 0);
+    ASSERT_TRUE(!exists(dir, "failed", qid, ".env") && !exists(dir, "failed", qid, ".msg"));
+    ASSERT_TRUE(!exists(dir, "failed", qid, ".reason"));
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.env.created, 1800000000u);
+    ASSERT_EQ(m.verdict[0], SPOOL_OK);
+    ASSERT_EQ(m.verdict[1], SPOOL_PENDING);
+    ASSERT_EQ(m.size, strlen(msg));
+    spool_msg_free(&m);
+    ASSERT_EQ(spool_requeue(dir, qid, 1, &st, err, sizeof(err)), EEXIST); /* queued already */
+
+    /* remove */
+    ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), ENOENT);
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), ENOENT);
+    spool_msg_free(&m);
+    ASSERT_EQ(spool_requeue(dir, qid, 1, &st, err, sizeof(err)), ENOENT); /* nothing failed */
+    ASSERT_EQ(spool_sync(dir, SPOOL_AREA_Q), 0);
+    ASSERT_TRUE(spool_new_id() != 0);
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
+int main(void)
+{
+    test_env_parse();
+    test_env_longest();
+    test_done();
+    test_store();
+    return CHECK_DONE();
+}
