@@ -69,8 +69,62 @@ enum prx_body_err {
     PRX_BODY_TOO_BIG,
     PRX_BODY_BARE_LF,
     PRX_BODY_HEADER_TOO_BIG,
-    PRX_BODY_UPSTREAM, /* upstream failed during the body: reply is in s->upfail */
+    PRX_BODY_UPSTREAM, /* upstream failed during the body: reply is in s->txn->upfail */
     PRX_BODY_SPOOL,    /* the spool could not take it (disk full, max_spool_size, I/O) */
+};
+
+struct prx_session;
+
+/* Where a transaction's message goes, chosen once at MAIL (prx_txn_begin):
+ * relayed now, spooled, or relayed with the spool taking over on a temporary
+ * upstream failure. The protocol code calls these and never tests the mode. */
+struct prx_sink {
+    const char *name;
+    int relays;                          /* the body goes upstream */
+    void (*mail)(struct prx_session *s); /* the vetted MAIL: 250, or open upstream */
+    void (*rcpt)(struct prx_session *s); /* the vetted RCPT in s->txn->rcpt */
+    void (*data)(struct prx_session *s); /* DATA with at least one recipient */
+    /* 1 when a temporary upstream failure turns the transaction into a spooled
+     * one (prx_go_local; the body then also keeps a spool copy); need_room:
+     * only while the spool has room */
+    int (*can_queue)(const struct prx_session *s, int need_room);
+    void (*body_done)(struct prx_session *s); /* the body is complete and valid */
+};
+
+/* One mail transaction (RFC 5321 §3.3), from MAIL to its final reply; created
+ * by prx_txn_begin, freed only by prx_txn_end. */
+struct prx_txn {
+    const struct prx_sink *sink;
+    uint64_t qid;
+    uint64_t dot_ms; /* end of data sent upstream */
+    char from[PRX_PATH_MAX];
+    char mail_params[PRX_PARAMS_MAX];
+    char rcpt[PRX_PATH_MAX]; /* the RCPT being handled */
+    unsigned nrcpt;          /* accepted (upstream or spool) */
+    int txn_lost;            /* upstream dropped the transaction: upfail at the next command */
+    char upfail[700];        /* the 4xx to give when upstream failed mid-transaction */
+    struct data_dec dec;
+    struct data_enc enc;
+    enum prx_body_err body_err;
+    int hdr_done;      /* the header section ended (first empty line) */
+    int hdr_eol;       /* 0..3: progress through CR LF CR LF while scanning headers */
+    uint64_t hdr_size; /* header section bytes seen so far */
+    char *bodybuf;     /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
+    /* sender rewriting and routing (rewrite_sender, rewrite_from_header, [route]) */
+    const struct conf_route *route; /* chosen at MAIL for this transaction, or NULL */
+    char orig_from[PRX_PATH_MAX];   /* MAIL FROM as sent, when rewritten */
+    char *hbuf;                     /* header section held for the From: rewrite */
+    size_t hlen, hcap;
+    unsigned rw_from : 1,       /* MAIL FROM rewritten */
+        hdr_hold : 1,           /* holding the header section in hbuf */
+        bp_spool : 1,           /* paused until the spool writer drains */
+        reply_after_commit : 1; /* the client's DATA reply waits for the commit */
+    /* the spool copy (spool sink, or the tee of relay-then-queue) */
+    struct up_spool_writer *spw;
+    int spool_err;               /* the writer failed (uv error) */
+    char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
+    unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
+    size_t nrcpts, rcap;
 };
 
 struct prx_session {
@@ -81,7 +135,6 @@ struct prx_session {
     size_t devidx;        /* index of dev in conf->devices, for its rate buckets */
     uint64_t start_ms;    /* accept time, for session_timeout */
     uint64_t up_start_ms; /* upstream session start, for the setup histogram */
-    uint64_t dot_ms;      /* end of data sent upstream */
     unsigned ncmds;       /* commands since the last MAIL (max_commands_before_mail) */
     const struct conf_device *dev;
     uint64_t sid;
@@ -91,8 +144,8 @@ struct prx_session {
     struct up_session *up;
     struct up_pool_wait upw; /* asking the pool for an upstream session or slot */
     int refs;                /* timer + tio + live up sessions */
-    unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, txn_lost : 1,
-        line_overflow : 1, esmtp : 1, rset_silent : 1;
+    unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, line_overflow : 1,
+        esmtp : 1, rset_silent : 1;
     unsigned errors;
     unsigned nmsg;
 
@@ -104,54 +157,21 @@ struct prx_session {
     unsigned tls_implicit : 1, authed : 1, need_helo : 1, auth_login_mech : 1;
     char login[AUTH_PASSWD_MAX + 1]; /* AUTH user (LOGIN: while awaiting the password) */
 
-    /* the transaction */
-    uint64_t qid;
-    char from[PRX_PATH_MAX];
-    char mail_params[PRX_PARAMS_MAX];
-    char rcpt[PRX_PATH_MAX];
-    char rcpt_params[PRX_PARAMS_MAX];
-    unsigned nrcpt; /* accepted by upstream */
-    struct data_dec dec;
-    struct data_enc enc;
-    enum prx_body_err body_err;
-    int hdr_done;      /* the header section ended (first empty line) */
-    int hdr_eol;       /* 0..3: progress through CR LF CR LF while scanning headers */
-    uint64_t hdr_size; /* header section bytes seen so far */
-    char *bodybuf;     /* 3 * PRX_BODY_STEP during DATA: decoded, then encoded */
-    /* sender rewriting and routing (rewrite_sender, rewrite_from_header, [route]) */
-    const struct conf_route *route;   /* chosen at MAIL for this transaction, or NULL */
+    struct prx_txn *txn;              /* between MAIL and the transaction's end, else NULL */
     const struct conf_device *up_dev; /* whose upstream and credentials s->up carries */
-    char orig_from[PRX_PATH_MAX];     /* MAIL FROM as sent, when rewritten */
-    char *hbuf;                       /* header section held for the From: rewrite */
-    size_t hlen, hcap;
-    unsigned rw_from : 1, /* MAIL FROM rewritten */
-        hdr_hold : 1;     /* holding the header section in hbuf */
-    char upfail[700];     /* the 4xx to give when upstream failed mid-transaction */
-
-    /* spooling (mode = spool, or on_upstream_failure = queue) */
-    struct up_spool_writer *spw;
-    int spool_err;          /* the writer failed (uv error) */
-    unsigned txn_local : 1, /* this transaction goes to the spool only */
-        bp_spool : 1,
-        /* paused until the spool writer drains */ reply_after_commit : 1, /* the client's DATA
-                                                                              reply waits for the
-                                                                              commit */
-        up_reused : 1,
-        /* s->up came from the pool: retry afresh if it is dead */ up_txn : 1, /* a transaction is
-                                                                                  open upstream
-                                                                                  (MAIL accepted) */
-        bp_out : 1;              /* paused until the client reads its replies */
-    char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
-    unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
-    size_t nrcpts, rcap;
+    unsigned up_reused : 1,           /* s->up came from the pool: retry afresh if it is dead */
+        up_txn : 1,                   /* a transaction is open upstream (MAIL accepted) */
+        bp_out : 1;                   /* paused until the client reads its replies */
 
     size_t linelen;
     char line[PRX_INBUF + 1];
 };
 
 static const struct tio_cbs prx_tio_cbs;
+static const struct prx_sink prx_sink_relay, prx_sink_relay_queue, prx_sink_spool;
 static const struct up_cbs prx_up_cbs;
 static void prx_close(struct prx_session *s, const char *reason);
+static void prx_txn_end(struct prx_session *s);
 static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
 static size_t prx_proxy_input(struct prx_session *s, const char *data, size_t len);
 static void prx_body_start(struct prx_session *s);
@@ -312,10 +332,10 @@ static void prx_unref(struct prx_session *s)
     if (s->env->metrics) {
         s->env->metrics->sessions_active--;
     }
+    if (s->txn) {
+        prx_txn_end(s); /* closed inside a transaction */
+    }
     prx_conf_release(s->pc);
-    free(s->bodybuf);
-    free(s->rcpts);
-    free(s->rq);
     free(s);
 }
 
@@ -342,8 +362,8 @@ static void prx_log_message(struct prx_session *s, const char *status, const cha
     if (m) {
         if (strcmp(status, "sent") == 0) {
             m->messages_sent++;
-            m->bytes_total += s->dec.size;
-            m->recipients_total += s->nrcpt;
+            m->bytes_total += s->txn->dec.size;
+            m->recipients_total += s->txn->nrcpt;
         } else if (strcmp(status, "deferred") == 0) {
             m->messages_deferred++;
         } else if (strcmp(status, "bounced") == 0) {
@@ -355,11 +375,11 @@ static void prx_log_message(struct prx_session *s, const char *status, const cha
     log_info(s->sid, "prx",
              "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s%s%s%s relay=%s "
              "status=%s reply=\"%s\"",
-             (unsigned long long)s->qid, s->from, s->nrcpt, (unsigned long long)s->dec.size,
-             s->dev ? s->dev->name : "-",
-             s->route ? s->route->cred.user : (s->dev ? s->dev->user : "-"),
-             s->route ? " route=" : "", s->route ? s->route->cred.name : "",
-             s->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
+             (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpt,
+             (unsigned long long)s->txn->dec.size, s->dev ? s->dev->name : "-",
+             s->txn->route ? s->txn->route->cred.user : (s->dev ? s->dev->user : "-"),
+             s->txn->route ? " route=" : "", s->txn->route ? s->txn->route->cred.name : "",
+             s->txn->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
              log_quote(reply, rlen, q, sizeof(q)));
 }
 
@@ -371,10 +391,10 @@ static void prx_close(struct prx_session *s, const char *reason)
     s->closing = 1;
     log_info(s->sid, "prx", "event=disconnect client=%s reason=\"%s\" messages=%u", s->ip, reason,
              s->nmsg);
-    if (s->spw && s->state != PRX_STATE_SPOOL_WAIT) {
+    if (s->txn && s->txn->spw && s->state != PRX_STATE_SPOOL_WAIT) {
         /* an unfinished message: nothing was acknowledged, nothing may stay */
-        up_spool_abort(s->spw);
-        s->spw = NULL;
+        up_spool_abort(s->txn->spw);
+        s->txn->spw = NULL;
         s->refs--; /* the timer's close is pending: refs stays above zero */
     }
     if (s->env->pool) {
@@ -397,51 +417,35 @@ static void prx_close(struct prx_session *s, const char *reason)
     }
 }
 
-static void prx_txn_reset(struct prx_session *s);
+static void prx_txn_end(struct prx_session *s);
+
+/* The transaction is over (delivered, refused or aborted): the one place a
+ * transaction is freed, and the session is back in IDLE. A spool copy not yet
+ * committed is dropped. */
+static void prx_txn_end(struct prx_session *s)
+{
+    struct prx_txn *t = s->txn;
+
+    if (t) {
+        s->txn = NULL;
+        if (t->spw) {
+            up_spool_abort(t->spw);
+            s->refs--; /* the writer's hold; the session is alive (this is its code) */
+        }
+        free(t->hbuf);
+        free(t->bodybuf);
+        free(t->rcpts);
+        free(t->rq);
+        free(t);
+    }
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
 
 /* A transaction ends in a reply of our own (e.g. 451 4.3.0 out of memory). */
 static void prx_txn_abort(struct prx_session *s, enum reply_id id)
 {
     prx_reply(s, id);
-    prx_txn_reset(s);
-    prx_enter_state(s, PRX_STATE_IDLE);
-}
-
-/* The transaction is over (delivered, refused or aborted). */
-static void prx_txn_reset(struct prx_session *s)
-{
-    s->from[0] = '\0';
-    s->mail_params[0] = '\0';
-    s->nrcpt = 0;
-    s->qid = 0;
-    s->txn_lost = 0;
-    s->body_err = PRX_BODY_OK;
-    s->hdr_done = 0;
-    s->hdr_eol = 2; /* the body starts at the beginning of a line */
-    s->route = NULL;
-    s->orig_from[0] = '\0';
-    s->rw_from = 0;
-    s->hdr_hold = 0;
-    free(s->hbuf);
-    s->hbuf = NULL;
-    s->hlen = s->hcap = 0;
-    memset(&s->dec, 0, sizeof(s->dec));
-    free(s->bodybuf);
-    s->bodybuf = NULL;
-    if (s->spw) {
-        up_spool_abort(s->spw);
-        s->spw = NULL;
-        s->refs--; /* the writer's hold; the session is alive (this is its code) */
-    }
-    s->spool_err = 0;
-    s->txn_local = 0;
-    s->bp_spool = 0;
-    s->reply_after_commit = 0;
-    free(s->rcpts);
-    free(s->rq);
-    s->rcpts = NULL;
-    s->rq = NULL;
-    s->nrcpts = s->rcap = 0;
+    prx_txn_end(s);
 }
 
 /* A wait for upstream ended: continue with pipelined input. */
@@ -481,21 +485,10 @@ static void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
                        "session not ready for the command");
     prx_drop_up(s);
     prx_send(s, buf, n);
-    prx_txn_reset(s);
-    prx_enter_state(s, PRX_STATE_IDLE);
+    prx_txn_end(s);
 }
 
 /* ---- spool ---- */
-
-static int prx_queue_mode(const struct prx_session *s)
-{
-    return s->env->queue && s->dev && s->dev->on_failure == CONF_ON_FAILURE_QUEUE;
-}
-
-static int prx_spool_mode(const struct prx_session *s)
-{
-    return s->env->queue && s->dev && s->dev->mode == CONF_MODE_SPOOL;
-}
 
 /* max_spool_size: would `more` bytes still fit? */
 static int prx_spool_room(const struct prx_session *s, uint64_t more)
@@ -506,44 +499,48 @@ static int prx_spool_room(const struct prx_session *s, uint64_t more)
 
 static int prx_rcpt_add(struct prx_session *s, const char *addr, int queued)
 {
-    if (s->nrcpts == s->rcap) {
-        size_t ncap = s->rcap ? s->rcap * 2 : 4;
-        void *a = realloc(s->rcpts, ncap * sizeof(*s->rcpts));
+    if (s->txn->nrcpts == s->txn->rcap) {
+        size_t ncap = s->txn->rcap ? s->txn->rcap * 2 : 4;
+        void *a = realloc(s->txn->rcpts, ncap * sizeof(*s->txn->rcpts));
         unsigned char *b;
         if (!a) {
             return -1;
         }
-        s->rcpts = a;
-        if (!(b = realloc(s->rq, ncap))) {
+        s->txn->rcpts = a;
+        if (!(b = realloc(s->txn->rq, ncap))) {
             return -1;
         }
-        s->rq = b;
-        s->rcap = ncap;
+        s->txn->rq = b;
+        s->txn->rcap = ncap;
     }
-    snprintf(s->rcpts[s->nrcpts], PRX_PATH_MAX, "%s", addr);
-    s->rq[s->nrcpts++] = (unsigned char)queued;
+    snprintf(s->txn->rcpts[s->txn->nrcpts], PRX_PATH_MAX, "%s", addr);
+    s->txn->rq[s->txn->nrcpts++] = (unsigned char)queued;
     return 0;
 }
 
 static size_t prx_count_queued(const struct prx_session *s, int queued)
 {
     size_t n = 0;
-    for (size_t i = 0; i < s->nrcpts; i++) {
-        n += s->rq[i] == queued;
+    for (size_t i = 0; i < s->txn->nrcpts; i++) {
+        n += s->txn->rq[i] == queued;
     }
     return n;
 }
 
 /* on_upstream_failure = queue: upstream trouble turns this transaction into a
  * spooled one; every recipient accepted so far goes to the spool. */
+/* on_upstream_failure = queue: upstream trouble turns this transaction into a
+ * spooled one; every recipient accepted so far goes to the spool. */
 static void prx_go_local(struct prx_session *s, const char *why)
 {
+    struct prx_txn *t = s->txn;
     char q[600];
+
     log_info(s->sid, "prx", "qid=%016llx event=queue_fallback reason=\"%s\"",
-             (unsigned long long)s->qid, log_quote(why, strlen(why), q, sizeof(q)));
-    s->txn_local = 1;
-    for (size_t i = 0; i < s->nrcpts; i++) {
-        s->rq[i] = 1;
+             (unsigned long long)t->qid, log_quote(why, strlen(why), q, sizeof(q)));
+    t->sink = &prx_sink_spool;
+    for (size_t i = 0; i < t->nrcpts; i++) {
+        t->rq[i] = 1;
     }
     prx_drop_up(s);
 }
@@ -554,12 +551,13 @@ static void prx_send_text(struct prx_session *s, const char *text)
 }
 
 /* on_upstream_failure = queue: the pending RCPT is accepted for the spool. */
+/* The pending RCPT is accepted for the spool. */
 static void prx_rcpt_queue(struct prx_session *s, const char *reply)
 {
-    if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
+    if (prx_rcpt_add(s, s->txn->rcpt, 1) != 0) {
         prx_reply(s, REPLY_NOMEM);
     } else {
-        s->nrcpt++;
+        s->txn->nrcpt++;
         prx_send_text(s, reply);
     }
     prx_enter_state(s, PRX_STATE_TXN);
@@ -568,8 +566,8 @@ static void prx_rcpt_queue(struct prx_session *s, const char *reply)
 static void prx_spool_drain(void *arg)
 {
     struct prx_session *s = arg;
-    if (s->bp_spool && !s->closing) {
-        s->bp_spool = 0;
+    if (s->txn && s->txn->bp_spool && !s->closing) {
+        s->txn->bp_spool = 0;
         prx_continue(s);
     }
 }
@@ -578,23 +576,23 @@ static void prx_spool_done(void *arg, int err, uint64_t size)
 {
     struct prx_session *s = arg;
     char buf[300], q[300];
-    int reply = s->reply_after_commit && !s->closing && !s->client_gone;
+    int reply = s->txn->reply_after_commit && !s->closing && !s->client_gone;
 
-    s->spw = NULL;
+    s->txn->spw = NULL;
     if (err == 0) {
-        up_queue_add(s->env->queue, s->qid, size);
+        up_queue_add(s->env->queue, s->txn->qid, size);
         s->nmsg++;
         log_info(s->sid, "prx", "qid=%016llx from=<%s> nrcpt=%zu size=%llu device=%s status=queued",
-                 (unsigned long long)s->qid, s->from, s->nrcpts, (unsigned long long)size,
-                 s->dev ? s->dev->name : "-");
+                 (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpts,
+                 (unsigned long long)size, s->dev ? s->dev->name : "-");
         snprintf(buf, sizeof(buf), "250 2.0.0 Ok: queued as %016llx\r\n",
-                 (unsigned long long)s->qid);
+                 (unsigned long long)s->txn->qid);
     } else {
         const char *t = err == UV_ENOSPC || err == -EDQUOT || err == UV_EFBIG
                             ? "452 4.3.1 Insufficient system storage: the spool is full\r\n"
                             : "451 4.3.0 Local error: the message could not be spooled\r\n";
         log_err(s->sid, "prx", "qid=%016llx event=spool_failed error=\"%s\" status=deferred",
-                (unsigned long long)s->qid, log_quote(uv_strerror(err), 100, q, sizeof(q)));
+                (unsigned long long)s->txn->qid, log_quote(uv_strerror(err), 100, q, sizeof(q)));
         snprintf(buf, sizeof(buf), "%s", t);
         if (s->env->metrics) {
             s->env->metrics->messages_deferred++;
@@ -604,10 +602,7 @@ static void prx_spool_done(void *arg, int err, uint64_t size)
         prx_send_text(s, buf);
     }
     if (s->state == PRX_STATE_SPOOL_WAIT) {
-        prx_txn_reset(s);
-        if (!s->closing) {
-            prx_enter_state(s, PRX_STATE_IDLE);
-        }
+        prx_txn_end(s);
         prx_continue(s);
     }
     prx_unref_env(s); /* the writer's hold */
@@ -621,8 +616,9 @@ static const struct up_spool_writer_cbs prx_spool_cbs = {
 /* Starts writing this message to the spool (alongside upstream when tee). */
 static int prx_spool_open(struct prx_session *s)
 {
-    s->spw = up_spool_writer_new(s->env->loop, s->conf->spool_dir, s->qid, &prx_spool_cbs, s);
-    if (!s->spw) {
+    s->txn->spw =
+        up_spool_writer_new(s->env->loop, s->conf->spool_dir, s->txn->qid, &prx_spool_cbs, s);
+    if (!s->txn->spw) {
         return -1;
     }
     s->refs++;
@@ -642,39 +638,40 @@ static void prx_spool_commit(struct prx_session *s, int only_queued, int reply_a
     memset(&env, 0, sizeof(env));
     env.created = (uint64_t)time(NULL);
     snprintf(env.device, sizeof(env.device), "%s", s->dev->name);
-    snprintf(env.user, sizeof(env.user), "%s", s->route ? s->route->cred.user : s->dev->user);
-    snprintf(env.route, sizeof(env.route), "%s", s->route ? s->route->cred.name : "");
+    snprintf(env.user, sizeof(env.user), "%s",
+             s->txn->route ? s->txn->route->cred.user : s->dev->user);
+    snprintf(env.route, sizeof(env.route), "%s", s->txn->route ? s->txn->route->cred.name : "");
     snprintf(env.client, sizeof(env.client), "%s", s->ip);
     snprintf(env.helo, sizeof(env.helo), "%s", s->helo);
-    if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "BODY", &v, &vl)) {
+    if (prx_cmd_param(s->txn->mail_params, strlen(s->txn->mail_params), "BODY", &v, &vl)) {
         snprintf(env.body, sizeof(env.body), "%.*s", (int)vl, v);
     }
-    snprintf(env.from, sizeof(env.from), "%s", s->from);
-    list = malloc((s->nrcpts ? s->nrcpts : 1) * sizeof(*list));
-    for (size_t i = 0; list && i < s->nrcpts; i++) {
-        if (!only_queued || s->rq[i]) {
-            memcpy(list[n++], s->rcpts[i], UP_SPOOL_ADDR_MAX);
+    snprintf(env.from, sizeof(env.from), "%s", s->txn->from);
+    list = malloc((s->txn->nrcpts ? s->txn->nrcpts : 1) * sizeof(*list));
+    for (size_t i = 0; list && i < s->txn->nrcpts; i++) {
+        if (!only_queued || s->txn->rq[i]) {
+            memcpy(list[n++], s->txn->rcpts[i], UP_SPOOL_ADDR_MAX);
         }
     }
     env.rcpt = list;
     env.nrcpt = n;
-    s->reply_after_commit = reply_after;
+    s->txn->reply_after_commit = reply_after;
     prx_enter_state(s, PRX_STATE_SPOOL_WAIT);
     if (!list || n == 0) {
-        up_spool_abort(s->spw);
-        s->spw = NULL;
+        up_spool_abort(s->txn->spw);
+        s->txn->spw = NULL;
         free(list);
         prx_spool_done(s, UV_ENOMEM, 0); /* drops the writer's hold */
         return;
     }
-    up_spool_commit(s->spw, &env); /* formats env at once: list can go */
+    up_spool_commit(s->txn->spw, &env); /* formats env at once: list can go */
     free(list);
 }
 
 /* DATA for a spool-only transaction: 354 from us. */
 static void prx_data_local(struct prx_session *s)
 {
-    if (s->nrcpts == 0) {
+    if (s->txn->nrcpts == 0) {
         prx_reply(s, REPLY_NO_VALID_RCPT);
         return;
     }
@@ -718,7 +715,7 @@ static void prx_setup_failed(struct prx_session *s, int err, const char *where, 
     size_t n = reply_upstream(buf, sizeof(buf), err, where, detail);
 
     s->up = NULL; /* it closes itself; its on_close drops our ref */
-    if (prx_queue_mode(s) && prx_spool_room(s, 0)) {
+    if (s->txn->sink->can_queue(s, 1)) {
         buf[n > 2 ? n - 2 : n] = '\0';
         prx_go_local(s, buf);
         prx_send_text(s, "250 2.1.0 Ok (upstream unavailable: the message will be queued)\r\n");
@@ -728,19 +725,22 @@ static void prx_setup_failed(struct prx_session *s, int err, const char *where, 
     }
     prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
     prx_send(s, buf, n);
-    prx_txn_reset(s);
-    prx_enter_state(s, PRX_STATE_IDLE);
+    prx_txn_end(s);
     prx_continue(s);
 }
 
 static void prx_up_reply(void *arg, const struct up_reply *r)
 {
     struct prx_session *s = arg;
+    struct prx_txn *t = s->txn;
     int ok = r->code >= 200 && r->code < 300;
+    int temp = r->code >= 400 && r->code < 500;
+    char line[600];
 
     if (s->closing && s->state != PRX_STATE_DOT_WAIT) {
         return;
     }
+    snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
     switch (s->state) {
     case PRX_STATE_MAIL_WAIT:
         if (r->code == 421 && s->up_reused) {
@@ -750,9 +750,7 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
             prx_start_mail(s, 0);
             return;
         }
-        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s) && prx_spool_room(s, 0)) {
-            char line[600];
-            snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+        if (temp && t->sink->can_queue(s, 1)) {
             prx_go_local(s, line);
             prx_send_text(s, "250 2.1.0 Ok (upstream deferred: the message will be queued)\r\n");
             prx_enter_state(s, PRX_STATE_TXN);
@@ -764,19 +762,18 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
             prx_enter_state(s, PRX_STATE_TXN);
         } else {
             prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-            prx_txn_reset(s);
-            prx_enter_state(s, PRX_STATE_IDLE);
+            prx_txn_end(s);
         }
         break;
     case PRX_STATE_RCPT_WAIT:
-        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s)) {
+        if (temp && t->sink->can_queue(s, 0)) {
             prx_rcpt_queue(s, "250 2.1.5 Ok (upstream deferred it: queued)\r\n");
             break;
         }
         if (ok) {
-            s->nrcpt++;
-            if (prx_queue_mode(s) && prx_rcpt_add(s, s->rcpt, 0) != 0) {
-                s->nrcpt--;
+            t->nrcpt++;
+            if (prx_rcpt_add(s, t->rcpt, 0) != 0) {
+                t->nrcpt--;
                 prx_reply(s, REPLY_NOMEM);
                 prx_enter_state(s, PRX_STATE_TXN);
                 break;
@@ -784,24 +781,22 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
         } else {
             char q[600];
             log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
-                     (unsigned long long)s->qid, s->rcpt, r->code >= 500 ? "bounced" : "deferred",
+                     (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
                      log_quote(r->text, r->len - 2, q, sizeof(q)));
         }
         prx_send(s, r->text, r->len);
         prx_enter_state(s, PRX_STATE_TXN);
         break;
     case PRX_STATE_DATA_WAIT:
-        if (r->code >= 400 && r->code < 500 && prx_queue_mode(s)) {
-            char line[600];
-            snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+        if (temp && t->sink->can_queue(s, 0)) {
             prx_go_local(s, line);
-            prx_data_local(s);
+            t->sink->data(s);
             break;
         }
         if (r->code == 354) {
-            /* on_upstream_failure = queue: the body goes to the spool too, so a
-             * later 4xx can still be answered with 250 */
-            if (prx_queue_mode(s) && prx_spool_open(s) != 0) {
+            /* a sink that can queue keeps a spool copy of the body, so a later
+             * 4xx can still be answered with 250 */
+            if (t->sink->can_queue(s, 0) && prx_spool_open(s) != 0) {
                 prx_drop_up(s);
                 prx_txn_abort(s, REPLY_NOMEM);
                 break;
@@ -809,32 +804,27 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
             prx_body_start(s);
             break;
         }
-        {
-            if (r->code >= 300) {
-                prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-            }
-            prx_send(s, r->text, r->len);
-            prx_txn_reset(s);
-            prx_enter_state(s, PRX_STATE_IDLE);
-            if (s->up) {
-                /* keep upstream in step; its reply to our own RSET is not relayed */
-                s->rset_silent = 1;
-                prx_enter_state(s, PRX_STATE_RSET_WAIT);
-                prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
-                return;
-            }
+        if (r->code >= 300) {
+            prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+        }
+        prx_send(s, r->text, r->len);
+        prx_txn_end(s);
+        if (s->up) {
+            /* keep upstream in step; its reply to our own RSET is not relayed */
+            s->rset_silent = 1;
+            prx_enter_state(s, PRX_STATE_RSET_WAIT);
+            prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
+            return;
         }
         break;
     case PRX_STATE_DOT_WAIT:
         if (s->env->metrics) {
             metrics_observe(&s->env->metrics->upstream_delivery,
-                            (double)(uv_now(s->env->loop) - s->dot_ms) / 1000.0);
+                            (double)(uv_now(s->env->loop) - t->dot_ms) / 1000.0);
         }
-        if (s->spw && !s->closing) {
+        if (t->spw && !s->closing) {
             /* tee: the spool copy decides what upstream did not take */
-            if (r->code >= 400 && r->code < 500) {
-                char line[600];
-                snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+            if (temp && t->sink->can_queue(s, 0)) {
                 prx_go_local(s, line);
                 prx_spool_commit(s, 0, 1);
                 return;
@@ -848,8 +838,8 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                 return;
             }
             /* upstream took it all, or refused the content for good: no copy */
-            up_spool_abort(s->spw);
-            s->spw = NULL;
+            up_spool_abort(t->spw);
+            t->spw = NULL;
             s->refs--;
         }
         s->nmsg++;
@@ -859,16 +849,15 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
                                          : "deferred",
                         r->text, r->len - 2);
         prx_send(s, r->text, r->len);
-        prx_txn_reset(s);
         s->up_txn = 0; /* end of data closes the transaction upstream */
+        if (s->closing && s->up) {
+            up_quit(s->up);
+            s->up = NULL;
+        }
+        prx_txn_end(s);
         if (s->closing) {
-            if (s->up) {
-                up_quit(s->up);
-                s->up = NULL;
-            }
             return;
         }
-        prx_enter_state(s, PRX_STATE_IDLE);
         break;
     case PRX_STATE_RSET_WAIT:
         if (!s->rset_silent) {
@@ -901,8 +890,11 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
 static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
 {
     struct prx_session *s = arg;
+    struct prx_txn *t = s->txn;
     char buf[700];
     size_t n;
+    int fallback;
+
     (void)cmd_pending;
     if (s->up_reused && s->state == PRX_STATE_MAIL_WAIT && !s->closing) {
         /* a pooled session died before answering MAIL: nothing was sent, try afresh */
@@ -917,14 +909,16 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     if (s->env->metrics) {
         metrics_upstream_error(s->env->metrics, err);
     }
-    int fallback =
-        prx_queue_mode(s) && s->qid && !s->txn_local && !s->closing &&
-        (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
-         s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
-         (s->state == PRX_STATE_BODY && s->spw) || (s->state == PRX_STATE_DOT_WAIT && s->spw));
+    /* in the body only while a spool copy is being written */
+    fallback = t && !s->closing && t->sink->can_queue(s, 0) &&
+               (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
+                s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
+                ((s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) && t->spw));
 
     n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
-    memcpy(s->upfail, buf, n + 1);
+    if (t) {
+        memcpy(t->upfail, buf, n + 1);
+    }
     if (!fallback && (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY)) {
         prx_log_message(s, "deferred", buf, n - 2);
     }
@@ -944,13 +938,13 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
             prx_rcpt_queue(s, "250 2.1.5 Ok (upstream unavailable: queued)\r\n");
             break;
         case PRX_STATE_DATA_WAIT:
-            prx_data_local(s);
+            t->sink->data(s);
             break;
         case PRX_STATE_DOT_WAIT:
             prx_spool_commit(s, 0, 1);
             return;
         default:
-            s->bp = 0; /* BODY: go on reading into the spool only */
+            s->bp = 0; /* TXN, BODY: go on reading into the spool only */
             break;
         }
         prx_continue(s);
@@ -970,11 +964,11 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
         return; /* nothing was in flight: the next MAIL opens a new session */
     case PRX_STATE_TXN:
         /* the transaction is gone upstream; tell the client at its next command */
-        s->txn_lost = 1;
+        t->txn_lost = 1;
         return;
     case PRX_STATE_BODY:
         /* keep reading the client's body (paused or not) to answer at its end */
-        s->body_err = PRX_BODY_UPSTREAM;
+        t->body_err = PRX_BODY_UPSTREAM;
         s->bp = 0;
         break;
     case PRX_STATE_MAIL_WAIT:
@@ -982,16 +976,14 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     case PRX_STATE_DATA_WAIT:
     case PRX_STATE_DOT_WAIT:
         prx_send(s, buf, n);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_end(s);
         break;
     case PRX_STATE_RSET_WAIT:
         if (!s->rset_silent) {
             prx_reply(s, REPLY_RSET);
         }
         s->rset_silent = 0;
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_end(s);
         break;
     }
     prx_continue(s);
@@ -1033,8 +1025,7 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     if (s->state == PRX_STATE_TXN) {
         /* RFC 5321 §4.1.4: EHLO resets the transaction */
         prx_drop_up(s);
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_end(s);
     }
     snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arglen, c->arg);
     for (char *p = s->helo; *p; p++) {
@@ -1061,11 +1052,14 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
 
 /* Vets ESMTP parameters: known ones are kept for upstream when it supports
  * them, unknown ones refused (RFC 5321 §4.1.1.11: 555). Returns 0 or -1. */
-static int prx_mail_params(struct prx_session *s, const char *p, size_t len)
+/* Vets ESMTP parameters into out (cap PRX_PARAMS_MAX): known ones are kept for
+ * upstream when it supports them, unknown ones refused (RFC 5321 §4.1.1.11: 555).
+ * Returns 0 or -1. */
+static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
 {
     size_t o = 0;
 
-    s->mail_params[0] = '\0';
+    out[0] = '\0';
     while (len > 0) {
         size_t i = 0, kl;
         while (i < len && p[i] != ' ' && p[i] != '\t') {
@@ -1077,15 +1071,15 @@ static int prx_mail_params(struct prx_session *s, const char *p, size_t len)
         }
         if ((kl == 4 && strncasecmp(p, "SIZE", 4) == 0) ||
             (kl == 4 && strncasecmp(p, "BODY", 4) == 0)) {
-            if (o + i + 2 >= sizeof(s->mail_params)) {
+            if (o + i + 2 >= cap) {
                 return -1;
             }
             if (o) {
-                s->mail_params[o++] = ' ';
+                out[o++] = ' ';
             }
-            memcpy(s->mail_params + o, p, i);
+            memcpy(out + o, p, i);
             o += i;
-            s->mail_params[o] = '\0';
+            out[o] = '\0';
         } else if (i > 0) {
             return -1;
         }
@@ -1104,13 +1098,14 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
     unsigned ext = s->up ? up_ext(s->up) : 0;
     const char *v;
     size_t vl, o = 0;
-    size_t pl = strlen(s->mail_params);
+    size_t pl = strlen(s->txn->mail_params);
 
     out[0] = '\0';
-    if ((ext & UP_EXT_SIZE) && prx_cmd_param(s->mail_params, pl, "SIZE", &v, &vl)) {
+    if ((ext & UP_EXT_SIZE) && prx_cmd_param(s->txn->mail_params, pl, "SIZE", &v, &vl)) {
         o += (size_t)snprintf(out + o, cap - o, "SIZE=%.*s", (int)vl, v);
     }
-    if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->mail_params, pl, "BODY", &v, &vl) && o < cap) {
+    if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->txn->mail_params, pl, "BODY", &v, &vl) &&
+        o < cap) {
         snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
     }
 }
@@ -1133,7 +1128,7 @@ static void prx_send_mail(struct prx_session *s)
 
     prx_enter_state(s, PRX_STATE_MAIL_WAIT);
     prx_params_for_up(s, params, sizeof(params));
-    prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
+    prx_up_check(s, up_mail(s->up, s->txn->from, params), PRX_STATE_MAIL_WAIT);
 }
 
 /* Continue the MAIL with what the pool gave: a pooled session (taken), or a
@@ -1216,7 +1211,7 @@ static void prx_slot_timeout_cb(uv_timer_t *t)
 
 static void prx_start_mail(struct prx_session *s, int use_pool)
 {
-    const struct conf_device *d = s->route ? &s->route->cred : s->dev;
+    const struct conf_device *d = s->txn->route ? &s->txn->route->cred : s->dev;
     struct up_session *taken = NULL;
 
     if (s->up && !prx_up_fits(s, d)) {
@@ -1308,11 +1303,56 @@ static int prx_rate_take(struct prx_session *s, struct auth_bucket *buckets,
     return 0;
 }
 
+/* The SIZE= of vetted MAIL parameters, 0 without one. */
+static unsigned long long prx_param_size(const char *params)
+{
+    const char *v;
+    size_t vl;
+
+    if (!prx_cmd_param(params, strlen(params), "SIZE", &v, &vl)) {
+        return 0;
+    }
+    return strtoull(v, NULL, 10);
+}
+
+/* The vetted MAIL opens a transaction; its delivery path is chosen here, once. */
+static void prx_txn_begin(struct prx_session *s, const char *from, const char *params)
+{
+    struct prx_txn *t = calloc(1, sizeof(*t));
+
+    if (!t) {
+        prx_reply(s, REPLY_NOMEM);
+        return;
+    }
+    s->txn = t;
+    snprintf(t->from, sizeof(t->from), "%s", from);
+    snprintf(t->mail_params, sizeof(t->mail_params), "%s", params);
+    t->hdr_eol = 2; /* the body starts at the beginning of a line */
+    /* policy and rate limits judge what the device sent; upstream sees the rewrite;
+     * the null sender stays: bounces must not bounce (RFC 5321 §4.5.5) */
+    if (s->dev->rewrite_sender && t->from[0]) {
+        memcpy(t->orig_from, t->from, sizeof(t->orig_from));
+        snprintf(t->from, sizeof(t->from), "%s", s->dev->rewrite_sender);
+        t->rw_from = 1;
+    }
+    t->route = conf_route_for(s->conf, s->dev, t->from);
+    t->qid = up_queue_new_id();
+    if (s->env->queue && s->dev->mode == CONF_MODE_SPOOL) {
+        t->sink = &prx_sink_spool;
+    } else if (s->env->queue && s->dev->on_failure == CONF_ON_FAILURE_QUEUE) {
+        t->sink = &prx_sink_relay_queue;
+    } else {
+        t->sink = &prx_sink_relay;
+    }
+    t->sink->mail(s);
+}
+
 static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
 {
-    const char *params, *v;
-    size_t plen, vl;
-    int r = prx_cmd_path(c->arg, c->arglen, "FROM", s->from, sizeof(s->from), &params, &plen);
+    char from[PRX_PATH_MAX], mp[PRX_PARAMS_MAX];
+    const char *params;
+    size_t plen;
+    int r = prx_cmd_path(c->arg, c->arglen, "FROM", from, sizeof(from), &params, &plen);
 
     if (s->need_helo) {
         prx_reply(s, REPLY_NEED_EHLO); /* RFC 3207 §4.2: EHLO again after STARTTLS */
@@ -1336,74 +1376,42 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_SYNTAX_PATH);
         return;
     }
-    if (prx_mail_params(s, params, plen) < 0) {
+    if (prx_mail_params(mp, sizeof(mp), params, plen) < 0) {
         prx_reply(s, REPLY_BAD_PARAM);
-        s->from[0] = '\0';
         return;
     }
-    if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "SIZE", &v, &vl)) {
-        unsigned long long sz = strtoull(v, NULL, 10);
-        if (sz > s->conf->max_message_size) {
-            prx_reply(s, REPLY_TOO_BIG);
-            s->from[0] = '\0';
-            return;
-        }
+    if (prx_param_size(mp) > s->conf->max_message_size) {
+        prx_reply(s, REPLY_TOO_BIG);
+        return;
     }
-    if (!conf_patterns_match(&s->dev->allowed_senders, s->from)) {
-        prx_policy_refuse(s, "Sender", s->from);
-        s->from[0] = '\0';
+    if (!conf_patterns_match(&s->dev->allowed_senders, from)) {
+        prx_policy_refuse(s, "Sender", from);
         return;
     }
     if (!prx_rate_take(s, s->pc->msg_buckets, &s->dev->message_rate, "message_rate")) {
-        s->from[0] = '\0';
         return;
     }
-    /* policy and rate limits judge what the device sent; upstream sees the rewrite;
-     * the null sender stays: bounces must not bounce (RFC 5321 §4.5.5) */
-    if (s->dev->rewrite_sender && s->from[0]) {
-        memcpy(s->orig_from, s->from, sizeof(s->orig_from));
-        snprintf(s->from, sizeof(s->from), "%s", s->dev->rewrite_sender);
-        s->rw_from = 1;
-    }
-    s->route = conf_route_for(s->conf, s->dev, s->from);
-    s->qid = up_queue_new_id();
-    s->nrcpt = 0;
-    if (prx_spool_mode(s)) {
-        unsigned long long sz = 0;
-        if (prx_cmd_param(s->mail_params, strlen(s->mail_params), "SIZE", &v, &vl)) {
-            sz = strtoull(v, NULL, 10);
-        }
-        if (!prx_spool_room(s, sz)) {
-            prx_send_text(s, "452 4.3.1 Insufficient system storage: the spool is full\r\n");
-            prx_txn_reset(s);
-            return;
-        }
-        s->txn_local = 1;
-        prx_send_text(s, "250 2.1.0 Ok\r\n");
-        prx_enter_state(s, PRX_STATE_TXN);
-        return;
-    }
-    prx_start_mail(s, 1);
+    prx_txn_begin(s, from, mp);
 }
 
 static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
 {
+    struct prx_txn *t = s->txn;
     const char *params;
     size_t plen;
     int r;
 
-    if (s->txn_lost) {
-        prx_send(s, s->upfail, strlen(s->upfail));
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+    if (t->txn_lost) {
+        prx_send(s, t->upfail, strlen(t->upfail));
+        prx_txn_end(s);
         return;
     }
-    r = prx_cmd_path(c->arg, c->arglen, "TO", s->rcpt, sizeof(s->rcpt), &params, &plen);
+    r = prx_cmd_path(c->arg, c->arglen, "TO", t->rcpt, sizeof(t->rcpt), &params, &plen);
     if (r == PRX_PATH_TOO_LONG) {
         prx_reply(s, REPLY_PATH_TOO_LONG);
         return;
     }
-    if (r != PRX_PATH_OK || s->rcpt[0] == '\0') {
+    if (r != PRX_PATH_OK || t->rcpt[0] == '\0') {
         prx_reply(s, REPLY_SYNTAX_PATH);
         return;
     }
@@ -1411,69 +1419,48 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_BAD_PARAM);
         return;
     }
-    if (s->conf->max_recipients && s->nrcpt >= s->conf->max_recipients) {
+    if (s->conf->max_recipients && t->nrcpt >= s->conf->max_recipients) {
         prx_reply(s, REPLY_TOO_MANY_RCPT);
         return;
     }
-    if (!conf_patterns_match(&s->dev->allowed_recipients, s->rcpt)) {
-        prx_policy_refuse(s, "Recipient", s->rcpt);
+    if (!conf_patterns_match(&s->dev->allowed_recipients, t->rcpt)) {
+        prx_policy_refuse(s, "Recipient", t->rcpt);
         return;
     }
     if (!prx_rate_take(s, s->pc->rcpt_buckets, &s->dev->recipient_rate, "recipient_rate")) {
         return;
     }
-    if (s->txn_local) {
-        if (prx_rcpt_add(s, s->rcpt, 1) != 0) {
-            prx_reply(s, REPLY_NOMEM);
-            return;
-        }
-        s->nrcpt++;
-        prx_send_text(s, "250 2.1.5 Ok\r\n");
-        return;
-    }
-    prx_enter_state(s, PRX_STATE_RCPT_WAIT);
-    prx_up_check(s, up_rcpt(s->up, s->rcpt, NULL), PRX_STATE_RCPT_WAIT);
+    t->sink->rcpt(s);
 }
 
 static void prx_cmd_data(struct prx_session *s, const struct prx_cmd *c)
 {
+    struct prx_txn *t = s->txn;
+
     (void)c;
-    if (s->txn_lost) {
-        prx_send(s, s->upfail, strlen(s->upfail));
-        prx_txn_reset(s);
-        prx_enter_state(s, PRX_STATE_IDLE);
+    if (t->txn_lost) {
+        prx_send(s, t->upfail, strlen(t->upfail));
+        prx_txn_end(s);
         return;
     }
-    if (s->nrcpt == 0) {
+    if (t->nrcpt == 0) {
         prx_reply(s, REPLY_NO_VALID_RCPT);
         return;
     }
-    if (s->txn_local) {
-        prx_data_local(s);
-        return;
-    }
-    if (prx_queue_mode(s) && prx_count_queued(s, 0) == 0) {
-        /* upstream deferred every recipient: all of it goes to the spool */
-        prx_go_local(s, "upstream deferred every recipient");
-        prx_data_local(s);
-        return;
-    }
-    prx_enter_state(s, PRX_STATE_DATA_WAIT);
-    prx_up_check(s, up_data(s->up), PRX_STATE_DATA_WAIT);
+    t->sink->data(s);
 }
 
 static void prx_cmd_rset(struct prx_session *s, const struct prx_cmd *c)
 {
     (void)c;
     if (s->state == PRX_STATE_TXN && s->up && up_idle(s->up)) {
-        prx_txn_reset(s);
+        prx_txn_end(s);
         prx_enter_state(s, PRX_STATE_RSET_WAIT);
         prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
         return;
     }
-    prx_txn_reset(s);
     if (s->state == PRX_STATE_TXN) {
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_txn_end(s);
     }
     prx_reply(s, REPLY_RSET);
 }
@@ -1826,18 +1813,18 @@ static void prx_command(struct prx_session *s, const char *line, size_t len)
 /* 354 sent: the body streams to upstream, to the spool, or to both. */
 static void prx_body_start(struct prx_session *s)
 {
-    s->bodybuf = malloc(3 * PRX_BODY_STEP);
-    if (!s->bodybuf) {
+    s->txn->bodybuf = malloc(3 * PRX_BODY_STEP);
+    if (!s->txn->bodybuf) {
         prx_drop_up(s);
         prx_txn_abort(s, REPLY_NOMEM);
         return;
     }
-    data_dec_init(&s->dec);
-    s->hdr_done = 0;
-    s->hdr_eol = 2;
-    s->hdr_size = 0;
-    data_enc_init(&s->enc);
-    s->hdr_hold = s->rw_from && s->dev->rewrite_from_header;
+    data_dec_init(&s->txn->dec);
+    s->txn->hdr_done = 0;
+    s->txn->hdr_eol = 2;
+    s->txn->hdr_size = 0;
+    data_enc_init(&s->txn->enc);
+    s->txn->hdr_hold = s->txn->rw_from && s->dev->rewrite_from_header;
     prx_reply(s, REPLY_DATA);
     prx_enter_state(s, PRX_STATE_BODY);
     if (s->conf->received_header) {
@@ -1852,79 +1839,61 @@ static void prx_body_start(struct prx_session *s)
                      "Received: from %s ([%s%s])\r\n\tby %s (relay25) with %s id "
                      "%016llx;\r\n\t%s\r\n",
                      s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "IPv6:" : "", s->ip,
-                     s->conf->hostname, prx_with(s), (unsigned long long)s->qid, date);
+                     s->conf->hostname, prx_with(s), (unsigned long long)s->txn->qid, date);
         if (n > 0 && (size_t)n < sizeof(hdr)) {
-            if (s->up && !s->txn_local) {
+            if (s->up && s->txn->sink->relays) {
                 up_body(s->up, hdr, (size_t)n);
             }
-            if (s->spw && up_spool_write(s->spw, hdr, (size_t)n) < 0) {
-                s->spool_err = 1;
+            if (s->txn->spw && up_spool_write(s->txn->spw, hdr, (size_t)n) < 0) {
+                s->txn->spool_err = 1;
             }
         }
     }
 }
 
-static void prx_body_end(struct prx_session *s)
+/* The body ended with body_err set: the client gets our own reply (or the
+ * upstream's failure) and the transaction ends. */
+static void prx_body_refuse(struct prx_session *s)
 {
+    struct prx_txn *t = s->txn;
     size_t len;
-    const char *t;
-    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err &&
-        (s->txn_local || !s->up || prx_count_queued(s, 1) > 0)) {
-        /* recipients promised to the queue cannot be served: refuse it all (4xx) */
-        s->body_err = PRX_BODY_SPOOL;
-        prx_drop_up(s);
-    }
-    if (s->body_err == PRX_BODY_OK && s->txn_local) {
-        free(s->bodybuf);
-        s->bodybuf = NULL;
-        prx_spool_commit(s, 0, 1);
-        return;
-    }
-    if (s->body_err == PRX_BODY_OK && s->spw && s->spool_err) {
-        /* tee: the spool copy failed; upstream alone decides */
-        up_spool_abort(s->spw);
-        s->spw = NULL;
-        s->refs--;
-    }
-    switch (s->body_err) {
-    case PRX_BODY_OK: {
-        char term[8];
-        size_t n = data_enc_finish(&s->enc, term);
-        free(s->bodybuf);
-        s->bodybuf = NULL;
-        s->dot_ms = uv_now(s->env->loop);
-        prx_enter_state(s, PRX_STATE_DOT_WAIT);
-        if (up_body(s->up, term, n) == 0) {
-            /* the verdict arrives via prx_up_reply / prx_up_fail */
-            prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
-        }
-        return;
-    }
+    const char *r;
+
+    switch (t->body_err) {
     case PRX_BODY_TOO_BIG:
-        t = reply_canned(REPLY_TOO_BIG, &len);
+        r = reply_canned(REPLY_TOO_BIG, &len);
         break;
     case PRX_BODY_BARE_LF:
-        t = reply_canned(REPLY_BARE_LF, &len);
+        r = reply_canned(REPLY_BARE_LF, &len);
         break;
     case PRX_BODY_HEADER_TOO_BIG:
-        t = reply_canned(REPLY_HEADER_TOO_BIG, &len);
+        r = reply_canned(REPLY_HEADER_TOO_BIG, &len);
         break;
     case PRX_BODY_SPOOL:
-        t = "452 4.3.1 Insufficient system storage: the spool cannot take the message\r\n";
-        len = strlen(t);
+        r = "452 4.3.1 Insufficient system storage: the spool cannot take the message\r\n";
+        len = strlen(r);
         break;
+    case PRX_BODY_OK:
     case PRX_BODY_UPSTREAM:
     default:
-        t = s->upfail;
-        len = strlen(s->upfail);
+        r = t->upfail;
+        len = strlen(t->upfail);
         break;
     }
-    if (s->body_err != PRX_BODY_UPSTREAM) {
-        prx_log_message(s, t[0] == '5' ? "bounced" : "deferred", t, len - 2);
+    if (t->body_err != PRX_BODY_UPSTREAM) {
+        prx_log_message(s, r[0] == '5' ? "bounced" : "deferred", r, len - 2);
     }
-    prx_send(s, t, len);
-    prx_txn_reset(s);
-    prx_enter_state(s, PRX_STATE_IDLE);
+    prx_send(s, r, len);
+    prx_txn_end(s);
+}
+
+static void prx_body_end(struct prx_session *s)
+{
+    if (s->txn->body_err != PRX_BODY_OK) {
+        prx_body_refuse(s);
+        return;
+    }
+    s->txn->sink->body_done(s);
 }
 
 /* Finds the empty line that ends the header section (RFC 5322 §2.1) in decoded
@@ -1932,22 +1901,22 @@ static void prx_body_end(struct prx_session *s)
  * CR, 2 at the start of a line, 3 after a CR at the start of a line. */
 static size_t prx_scan_header(struct prx_session *s, const char *p, size_t n)
 {
-    int st = s->hdr_eol;
+    int st = s->txn->hdr_eol;
 
     for (size_t i = 0; i < n; i++) {
         char ch = p[i];
         if (ch == '\r') {
             st = st == 2 ? 3 : 1;
         } else if (ch == '\n' && st == 3) {
-            s->hdr_done = 1;
-            s->hdr_size += i + 1;
+            s->txn->hdr_done = 1;
+            s->txn->hdr_size += i + 1;
             return i + 1;
         } else {
             st = ch == '\n' && st == 1 ? 2 : 0;
         }
     }
-    s->hdr_eol = st;
-    s->hdr_size += n;
+    s->txn->hdr_eol = st;
+    s->txn->hdr_size += n;
     return n;
 }
 
@@ -1955,25 +1924,26 @@ static size_t prx_scan_header(struct prx_session *s, const char *p, size_t n)
  * encode buffer holds (2 * PRX_BODY_STEP), upstream. */
 static void prx_emit(struct prx_session *s, const char *dec, size_t len)
 {
-    char *enc = s->bodybuf + PRX_BODY_STEP;
+    char *enc = s->txn->bodybuf + PRX_BODY_STEP;
 
     if (len == 0) {
         return;
     }
-    if (s->spw && !s->spool_err && !prx_spool_room(s, up_spool_written(s->spw) + len)) {
-        s->spool_err = UV_ENOSPC; /* max_spool_size */
+    if (s->txn->spw && !s->txn->spool_err &&
+        !prx_spool_room(s, up_spool_written(s->txn->spw) + len)) {
+        s->txn->spool_err = UV_ENOSPC; /* max_spool_size */
     }
-    if (s->spw && !s->spool_err) {
-        int r = up_spool_write(s->spw, dec, len);
+    if (s->txn->spw && !s->txn->spool_err) {
+        int r = up_spool_write(s->txn->spw, dec, len);
         if (r < 0) {
-            s->spool_err = r;
+            s->txn->spool_err = r;
         } else if (r == 1) {
-            s->bp_spool = 1; /* resumed by prx_spool_drain */
+            s->txn->bp_spool = 1; /* resumed by prx_spool_drain */
         }
     }
-    for (size_t o = 0; o < len && s->up && !s->txn_local;) {
+    for (size_t o = 0; o < len && s->up && s->txn->sink->relays;) {
         size_t k = len - o < PRX_BODY_STEP ? len - o : PRX_BODY_STEP;
-        size_t n = data_enc_feed(&s->enc, dec + o, k, enc);
+        size_t n = data_enc_feed(&s->txn->enc, dec + o, k, enc);
         up_body(s->up, enc, n); /* a failure arrives as prx_up_fail */
         o += k;
     }
@@ -2011,10 +1981,10 @@ static int prx_field_is(const char *p, const char *end, const char *name)
  * section as held when anything does not parse or fit. */
 static void prx_rewrite_header(struct prx_session *s)
 {
-    const char *h = s->hbuf, *end = s->hbuf + s->hlen;
+    const char *h = s->txn->hbuf, *end = s->txn->hbuf + s->txn->hlen;
     const char *from = NULL, *from_end = NULL, *p;
     int has_reply_to = 0;
-    size_t cap = s->hlen + 2 * PRX_PATH_MAX + 64, o = 0;
+    size_t cap = s->txn->hlen + 2 * PRX_PATH_MAX + 64, o = 0;
     char *out;
     char orig[PRX_PATH_MAX];
 
@@ -2039,7 +2009,7 @@ static void prx_rewrite_header(struct prx_session *s)
     }
     out = from ? malloc(cap) : NULL;
     if (!out) {
-        prx_emit(s, s->hbuf, s->hlen);
+        prx_emit(s, s->txn->hbuf, s->txn->hlen);
         return;
     }
     {
@@ -2106,7 +2076,7 @@ static void prx_rewrite_header(struct prx_session *s)
     }
     if (!orig[0]) {
         /* From: without an address: the envelope sender is the one to answer */
-        snprintf(orig, sizeof(orig), "%s", s->orig_from);
+        snprintf(orig, sizeof(orig), "%s", s->txn->orig_from);
     }
     if (o != SIZE_MAX && !has_reply_to && orig[0] &&
         (prx_hput(out, cap, &o, "Reply-To: <", 11) < 0 ||
@@ -2118,7 +2088,7 @@ static void prx_rewrite_header(struct prx_session *s)
         o = SIZE_MAX;
     }
     if (o == SIZE_MAX) {
-        prx_emit(s, s->hbuf, s->hlen);
+        prx_emit(s, s->txn->hbuf, s->txn->hlen);
     } else {
         prx_emit(s, out, o);
     }
@@ -2132,63 +2102,63 @@ static void prx_hold_header(struct prx_session *s, const char *p, size_t n, int 
 {
     size_t limit = s->conf->max_header_size ? (size_t)s->conf->max_header_size : (1u << 20);
 
-    if (s->hlen + n > s->hcap) {
-        size_t ncap = s->hcap ? s->hcap : 8192;
+    if (s->txn->hlen + n > s->txn->hcap) {
+        size_t ncap = s->txn->hcap ? s->txn->hcap : 8192;
         char *nb;
 
-        while (ncap < s->hlen + n) {
+        while (ncap < s->txn->hlen + n) {
             ncap *= 2;
         }
         if (ncap > limit + PRX_BODY_STEP) {
             ncap = limit + PRX_BODY_STEP;
         }
-        nb = s->hlen + n <= ncap ? realloc(s->hbuf, ncap) : NULL;
+        nb = s->txn->hlen + n <= ncap ? realloc(s->txn->hbuf, ncap) : NULL;
         if (!nb) {
             /* not rewritten: out as sent */
-            prx_emit(s, s->hbuf, s->hlen);
+            prx_emit(s, s->txn->hbuf, s->txn->hlen);
             prx_emit(s, p, n);
-            s->hdr_hold = 0;
+            s->txn->hdr_hold = 0;
             return;
         }
-        s->hbuf = nb;
-        s->hcap = ncap;
+        s->txn->hbuf = nb;
+        s->txn->hcap = ncap;
     }
-    memcpy(s->hbuf + s->hlen, p, n);
-    s->hlen += n;
+    memcpy(s->txn->hbuf + s->txn->hlen, p, n);
+    s->txn->hlen += n;
     if (end) {
         prx_rewrite_header(s);
-        s->hdr_hold = 0;
-        free(s->hbuf);
-        s->hbuf = NULL;
-        s->hlen = s->hcap = 0;
+        s->txn->hdr_hold = 0;
+        free(s->txn->hbuf);
+        s->txn->hbuf = NULL;
+        s->txn->hlen = s->txn->hcap = 0;
     }
 }
 
 /* Decode, check, re-encode and forward one step of body bytes. Returns input consumed. */
 static size_t prx_body(struct prx_session *s, const char *data, size_t len)
 {
-    char *dec = s->bodybuf;
+    char *dec = s->txn->bodybuf;
     size_t in = len < PRX_BODY_STEP / 2 ? len : PRX_BODY_STEP / 2;
     size_t outlen = 0, c, hl = 0;
     int done = 0;
 
-    c = data_dec_feed(&s->dec, data, in, dec, PRX_BODY_STEP, &outlen, &done);
-    if (!s->hdr_done) {
+    c = data_dec_feed(&s->txn->dec, data, in, dec, PRX_BODY_STEP, &outlen, &done);
+    if (!s->txn->hdr_done) {
         hl = prx_scan_header(s, dec, outlen);
     }
-    if (s->body_err == PRX_BODY_OK) {
-        if (s->dec.size > s->conf->max_message_size) {
-            s->body_err = PRX_BODY_TOO_BIG;
-        } else if (s->conf->max_header_size && s->hdr_size > s->conf->max_header_size) {
-            s->body_err = PRX_BODY_HEADER_TOO_BIG;
-        } else if (s->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
-            s->body_err = PRX_BODY_BARE_LF;
+    if (s->txn->body_err == PRX_BODY_OK) {
+        if (s->txn->dec.size > s->conf->max_message_size) {
+            s->txn->body_err = PRX_BODY_TOO_BIG;
+        } else if (s->conf->max_header_size && s->txn->hdr_size > s->conf->max_header_size) {
+            s->txn->body_err = PRX_BODY_HEADER_TOO_BIG;
+        } else if (s->txn->dec.bare_seen && s->conf->bare_lf == CONF_BARE_LF_REJECT) {
+            s->txn->body_err = PRX_BODY_BARE_LF;
         }
-        if (s->body_err != PRX_BODY_OK) {
+        if (s->txn->body_err != PRX_BODY_OK) {
             prx_drop_up(s); /* no final dot: upstream discards the partial message */
-        } else if (s->hdr_hold) {
+        } else if (s->txn->hdr_hold) {
             /* rewrite_from_header: the header section waits, the rest streams */
-            prx_hold_header(s, dec, hl, s->hdr_done || done);
+            prx_hold_header(s, dec, hl, s->txn->hdr_done || done);
             prx_emit(s, dec + hl, outlen - hl);
         } else {
             prx_emit(s, dec, outlen);
@@ -2199,6 +2169,145 @@ static size_t prx_body(struct prx_session *s, const char *data, size_t len)
     }
     return c;
 }
+
+/* ---- delivery sinks ---- */
+
+/* Spool: every reply is ours, the message is committed to disk at the end. */
+static void prx_spool_mail(struct prx_session *s)
+{
+    if (!prx_spool_room(s, prx_param_size(s->txn->mail_params))) {
+        prx_send_text(s, "452 4.3.1 Insufficient system storage: the spool is full\r\n");
+        prx_txn_end(s);
+        return;
+    }
+    prx_send_text(s, "250 2.1.0 Ok\r\n");
+    prx_enter_state(s, PRX_STATE_TXN);
+}
+
+static void prx_spool_rcpt(struct prx_session *s)
+{
+    if (prx_rcpt_add(s, s->txn->rcpt, 1) != 0) {
+        prx_reply(s, REPLY_NOMEM);
+        return;
+    }
+    s->txn->nrcpt++;
+    prx_send_text(s, "250 2.1.5 Ok\r\n");
+}
+
+/* Already spooled: nothing to fall back to. */
+static int prx_no_queue(const struct prx_session *s, int need_room)
+{
+    (void)s;
+    (void)need_room;
+    return 0;
+}
+
+static void prx_spool_body_done(struct prx_session *s)
+{
+    struct prx_txn *t = s->txn;
+
+    if (t->spool_err) {
+        /* recipients promised to the queue cannot be served: refuse it all (4xx) */
+        t->body_err = PRX_BODY_SPOOL;
+        prx_drop_up(s);
+        prx_body_refuse(s);
+        return;
+    }
+    free(t->bodybuf);
+    t->bodybuf = NULL;
+    prx_spool_commit(s, 0, 1);
+}
+
+/* Relay: upstream's own verdict for MAIL, each RCPT and the end of data. */
+static void prx_relay_mail(struct prx_session *s)
+{
+    prx_start_mail(s, 1);
+}
+
+static void prx_relay_rcpt(struct prx_session *s)
+{
+    prx_enter_state(s, PRX_STATE_RCPT_WAIT);
+    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL), PRX_STATE_RCPT_WAIT);
+}
+
+static void prx_relay_data(struct prx_session *s)
+{
+    if (s->txn->sink->can_queue(s, 0) && prx_count_queued(s, 0) == 0) {
+        /* upstream deferred every recipient: all of it goes to the spool */
+        prx_go_local(s, "upstream deferred every recipient");
+        s->txn->sink->data(s);
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_DATA_WAIT);
+    prx_up_check(s, up_data(s->up), PRX_STATE_DATA_WAIT);
+}
+
+/* on_upstream_failure = queue: a temporary failure spools the message, when
+ * need_room only while the spool has room. */
+static int prx_can_queue(const struct prx_session *s, int need_room)
+{
+    return !need_room || prx_spool_room(s, 0);
+}
+
+static void prx_relay_body_done(struct prx_session *s)
+{
+    struct prx_txn *t = s->txn;
+    char term[8];
+    size_t n;
+
+    if (t->spw && t->spool_err) {
+        if (!s->up || prx_count_queued(s, 1) > 0) {
+            /* recipients promised to the queue cannot be served: refuse it all (4xx) */
+            t->body_err = PRX_BODY_SPOOL;
+            prx_drop_up(s);
+            prx_body_refuse(s);
+            return;
+        }
+        /* tee: the spool copy failed; upstream alone decides */
+        up_spool_abort(t->spw);
+        t->spw = NULL;
+        s->refs--;
+    }
+    n = data_enc_finish(&t->enc, term);
+    free(t->bodybuf);
+    t->bodybuf = NULL;
+    t->dot_ms = uv_now(s->env->loop);
+    prx_enter_state(s, PRX_STATE_DOT_WAIT);
+    if (up_body(s->up, term, n) == 0) {
+        /* the verdict arrives via prx_up_reply / prx_up_fail */
+        prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
+    }
+}
+
+static const struct prx_sink prx_sink_relay = {
+    .name = "relay",
+    .relays = 1,
+    .mail = prx_relay_mail,
+    .rcpt = prx_relay_rcpt,
+    .data = prx_relay_data,
+    .can_queue = prx_no_queue,
+    .body_done = prx_relay_body_done,
+};
+
+static const struct prx_sink prx_sink_relay_queue = {
+    .name = "relay_queue",
+    .relays = 1,
+    .mail = prx_relay_mail,
+    .rcpt = prx_relay_rcpt,
+    .data = prx_relay_data,
+    .can_queue = prx_can_queue,
+    .body_done = prx_relay_body_done,
+};
+
+static const struct prx_sink prx_sink_spool = {
+    .name = "spool",
+    .relays = 0,
+    .mail = prx_spool_mail,
+    .rcpt = prx_spool_rcpt,
+    .data = prx_data_local,
+    .can_queue = prx_no_queue,
+    .body_done = prx_spool_body_done,
+};
 
 /* ---- client I/O ---- */
 
@@ -2218,7 +2327,7 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
                 s->bp = 1; /* resumed by prx_up_drain */
                 break;
             }
-            if (s->bp_spool) {
+            if (s->txn->bp_spool) {
                 break;
             }
             prx_arm_timer(s);
