@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "common/data.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "proxy/prx_rewrite.h"
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
 
@@ -157,149 +157,19 @@ static void prx_emit(struct prx_session *s, const char *dec, size_t len)
     }
 }
 
-/* Appends to a header output buffer; -1 when it would not fit. */
-static int prx_hput(char *out, size_t cap, size_t *o, const char *p, size_t n)
-{
-    if (n > cap - *o) {
-        return -1;
-    }
-    memcpy(out + *o, p, n);
-    *o += n;
-    return 0;
-}
-
-/* 1 when the field at p (a header line start) is named `name` (RFC 5322 §2.2:
- * name, optional blanks (obsolete syntax), colon). */
-static int prx_field_is(const char *p, const char *end, const char *name)
-{
-    size_t nl = strlen(name);
-
-    if ((size_t)(end - p) < nl || strncasecmp(p, name, nl) != 0) {
-        return 0;
-    }
-    for (p += nl; p < end && (*p == ' ' || *p == '\t'); p++) {
-    }
-    return p < end && *p == ':';
-}
-
-/* The held header section with From: rewritten to rewrite_sender, the display name
- * kept ("Scanner" <scan@lan> -> "Scanner" <office@example.com>; a bare address
- * becomes the new address; folded values are unfolded), and Reply-To: with the
- * original address after it unless the message has one. Emitted at once; the
- * section as held when anything does not parse or fit. */
+/* rewrite_from_header: the held section goes out rewritten (prx_rewrite), or
+ * as it came when it cannot be. */
 static void prx_rewrite_header(struct prx_session *s)
 {
-    const char *h = s->txn->hbuf, *end = s->txn->hbuf + s->txn->hlen;
-    const char *from = NULL, *from_end = NULL, *p;
-    int has_reply_to = 0;
-    size_t cap = s->txn->hlen + 2 * PRX_PATH_MAX + 64, o = 0;
-    char *out;
-    char orig[PRX_PATH_MAX];
+    struct prx_txn *t = s->txn;
+    size_t n = 0;
+    char *out = prx_rewrite_from(t->hbuf, t->hlen, s->dev->rewrite_sender, t->orig_from, &n);
 
-    /* fields: a line not starting with a blank, plus its continuation lines */
-    for (p = h; p < end;) {
-        const char *f = p;
-        const char *eol;
-
-        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
-            break; /* the empty line that ends the section */
-        }
-        do {
-            eol = memchr(p, '\n', (size_t)(end - p));
-            p = eol ? eol + 1 : end;
-        } while (p < end && (*p == ' ' || *p == '\t'));
-        if (!from && prx_field_is(f, p, "From")) {
-            from = f;
-            from_end = p;
-        } else if (prx_field_is(f, p, "Reply-To")) {
-            has_reply_to = 1;
-        }
-    }
-    out = from ? malloc(cap) : NULL;
     if (!out) {
-        prx_emit(s, s->txn->hbuf, s->txn->hlen);
+        prx_emit(s, t->hbuf, t->hlen);
         return;
     }
-    {
-        /* unfold (RFC 5322 §2.2.3) the value into val, then split at the '<' of
-         * the first angle address outside quotes */
-        char val[1000 + PRX_PATH_MAX];
-        size_t vl = 0;
-        const char *v = memchr(from, ':', (size_t)(from_end - from)) + 1;
-        const char *lt = NULL, *gt = NULL;
-        int inq = 0;
-
-        for (; v < from_end && vl < sizeof(val) - 1; v++) {
-            if (*v != '\r' && *v != '\n') {
-                val[vl++] = *v == '\t' ? ' ' : *v;
-            }
-        }
-        val[vl] = '\0';
-        for (size_t i = 0; i < vl; i++) {
-            if (val[i] == '\\' && inq && i + 1 < vl) {
-                i++;
-            } else if (val[i] == '"') {
-                inq = !inq;
-            } else if (val[i] == '<' && !inq && !lt) {
-                lt = val + i;
-            } else if (val[i] == '>' && lt && !gt) {
-                gt = val + i;
-            }
-        }
-        if (lt && gt) {
-            const char *a = val, *b = lt;
-            while (a < b && *a == ' ') {
-                a++;
-            }
-            while (b > a && b[-1] == ' ') {
-                b--;
-            }
-            snprintf(orig, sizeof(orig), "%.*s", (int)(gt - lt - 1), lt + 1);
-            if (prx_hput(out, cap, &o, h, (size_t)(from - h)) < 0 ||
-                prx_hput(out, cap, &o, "From: ", 6) < 0 ||
-                prx_hput(out, cap, &o, a, (size_t)(b - a)) < 0 ||
-                (b > a && prx_hput(out, cap, &o, " ", 1) < 0) ||
-                prx_hput(out, cap, &o, "<", 1) < 0 ||
-                prx_hput(out, cap, &o, s->dev->rewrite_sender, strlen(s->dev->rewrite_sender)) <
-                    0 ||
-                prx_hput(out, cap, &o, ">\r\n", 3) < 0) {
-                o = SIZE_MAX;
-            }
-        } else {
-            /* addr-spec alone, possibly with a trailing comment: the address is the
-             * first word */
-            const char *a = val;
-            while (*a == ' ') {
-                a++;
-            }
-            snprintf(orig, sizeof(orig), "%.*s", (int)strcspn(a, " ,("), a);
-            if (prx_hput(out, cap, &o, h, (size_t)(from - h)) < 0 ||
-                prx_hput(out, cap, &o, "From: ", 6) < 0 ||
-                prx_hput(out, cap, &o, s->dev->rewrite_sender, strlen(s->dev->rewrite_sender)) <
-                    0 ||
-                prx_hput(out, cap, &o, "\r\n", 2) < 0) {
-                o = SIZE_MAX;
-            }
-        }
-    }
-    if (!orig[0]) {
-        /* From: without an address: the envelope sender is the one to answer */
-        snprintf(orig, sizeof(orig), "%s", s->txn->orig_from);
-    }
-    if (o != SIZE_MAX && !has_reply_to && orig[0] &&
-        (prx_hput(out, cap, &o, "Reply-To: <", 11) < 0 ||
-         prx_hput(out, cap, &o, orig, strlen(orig)) < 0 ||
-         prx_hput(out, cap, &o, ">\r\n", 3) < 0)) {
-        o = SIZE_MAX;
-    }
-    if (o != SIZE_MAX && prx_hput(out, cap, &o, from_end, (size_t)(end - from_end)) < 0) {
-        o = SIZE_MAX;
-    }
-    if (o == SIZE_MAX) {
-        prx_emit(s, s->txn->hbuf, s->txn->hlen);
-    } else {
-        prx_emit(s, out, o);
-    }
+    prx_emit(s, out, n);
     free(out);
 }
 

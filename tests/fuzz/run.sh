@@ -12,7 +12,7 @@ case "$SECS" in
     exit 2
     ;;
 esac
-TARGETS="cmd data reply sasl conf cidr proxy"
+TARGETS="cmd data reply sasl conf cidr proxy rewrite"
 
 sh tests/deps.sh
 missing=""
