@@ -16,11 +16,6 @@
 #include "common/tio.h"
 #include "conf/conf.h"
 
-/* ---- inbound TLS (RFC 3207) and AUTH (RFC 4954) ---- */
-
-static const char prx_334_empty[] = "334 \r\n";
-static const char prx_334_user[] = "334 VXNlcm5hbWU6\r\n"; /* "Username:" */
-static const char prx_334_pass[] = "334 UGFzc3dvcmQ6\r\n"; /* "Password:" */
 static int prx_peer_loopback(const struct prx_session *s)
 {
     if (s->peer.ss_family == AF_INET) {
@@ -159,7 +154,7 @@ void prx_auth_line(struct prx_session *s, const char *line, size_t len)
         } else {
             memcpy(s->login, buf, n + 1);
             prx_enter_state(s, PRX_STATE_AUTH);
-            prx_send(s, prx_334_pass, sizeof(prx_334_pass) - 1);
+            prx_reply(s, REPLY_AUTH_PASSWORD);
         }
     } else if (n > AUTH_PASSWD_MAX || memchr(buf, '\0', n)) {
         prx_auth_end(s);
@@ -212,8 +207,8 @@ void prx_cmd_auth(struct prx_session *s, const struct prx_cmd *c)
     if (rl > 0) {
         prx_auth_line(s, resp, rl); /* initial response (RFC 4954 §4) */
     } else if (s->auth_login_mech) {
-        prx_send(s, prx_334_user, sizeof(prx_334_user) - 1);
+        prx_reply(s, REPLY_AUTH_USERNAME);
     } else {
-        prx_send(s, prx_334_empty, sizeof(prx_334_empty) - 1);
+        prx_reply(s, REPLY_AUTH_CONTINUE);
     }
 }

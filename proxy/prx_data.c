@@ -16,8 +16,6 @@
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
 
-/* ---- the body ---- */
-
 /* 354 sent: the body streams to upstream, to the spool, or to both. */
 void prx_body_start(struct prx_session *s)
 {
@@ -78,8 +76,7 @@ void prx_body_refuse(struct prx_session *s)
         r = reply_canned(REPLY_HEADER_TOO_BIG, &len);
         break;
     case PRX_BODY_SPOOL:
-        r = "452 4.3.1 Insufficient system storage: the spool cannot take the message\r\n";
-        len = strlen(r);
+        r = reply_canned(REPLY_SPOOL_NO_ROOM, &len);
         break;
     case PRX_BODY_OK:
     case PRX_BODY_UPSTREAM:

@@ -161,7 +161,6 @@ void prx_send(struct prx_session *s, const char *text, size_t len);
 void prx_reply(struct prx_session *s, enum reply_id id);
 void prx_unref_env(struct prx_session *s);
 void prx_continue(struct prx_session *s);
-void prx_send_text(struct prx_session *s, const char *text);
 const char *prx_with(const struct prx_session *s);
 
 /* prx_txn.c: the transaction. prx_txn_end frees it and enters IDLE;
@@ -183,7 +182,7 @@ void prx_up_check(struct prx_session *s, int r, enum prx_state waiting);
 
 /* prx_spool.c: the spool copy */
 int prx_spool_room(const struct prx_session *s, uint64_t more);
-void prx_rcpt_queue(struct prx_session *s, const char *reply);
+void prx_rcpt_queue(struct prx_session *s, enum reply_id reply);
 int prx_spool_open(struct prx_session *s);
 void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
 

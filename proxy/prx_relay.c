@@ -99,7 +99,7 @@ static void prx_setup_failed(struct prx_session *s, int err, const char *where, 
     if (s->txn->sink->can_queue(s, 1)) {
         buf[n > 2 ? n - 2 : n] = '\0';
         prx_go_local(s, buf);
-        prx_send_text(s, "250 2.1.0 Ok (upstream unavailable: the message will be queued)\r\n");
+        prx_reply(s, REPLY_MAIL_QUEUED_DOWN);
         prx_enter_state(s, PRX_STATE_TXN);
         prx_continue(s);
         return;
@@ -110,146 +110,179 @@ static void prx_setup_failed(struct prx_session *s, int err, const char *where, 
     prx_continue(s);
 }
 
+/* Upstream's reply to MAIL (why: its text when 4xx). 0: do not go on reading. */
+static int prx_mail_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    if (r->code == 421 && s->up_reused) {
+        /* a pooled session the upstream is closing: nothing was sent, try afresh */
+        prx_drop_up(s);
+        s->up_reused = 0;
+        prx_start_mail(s, 0);
+        return 0;
+    }
+    if (why && s->txn->sink->can_queue(s, 1)) {
+        prx_go_local(s, why);
+        prx_reply(s, REPLY_MAIL_QUEUED_TEMP);
+        prx_enter_state(s, PRX_STATE_TXN);
+        return 1;
+    }
+    prx_send(s, r->text, r->len);
+    if (r->code >= 200 && r->code < 300) {
+        s->up_txn = 1;
+        prx_enter_state(s, PRX_STATE_TXN);
+    } else {
+        prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+        prx_txn_end(s);
+    }
+    return 1;
+}
+
+static void prx_rcpt_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+
+    if (why && t->sink->can_queue(s, 0)) {
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_TEMP);
+        return;
+    }
+    if (r->code >= 200 && r->code < 300) {
+        t->nrcpt++;
+        if (prx_rcpt_add(s, t->rcpt, 0) != 0) {
+            t->nrcpt--;
+            prx_reply(s, REPLY_NOMEM);
+            prx_enter_state(s, PRX_STATE_TXN);
+            return;
+        }
+    } else {
+        char q[600];
+        log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
+                 (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
+                 log_quote(r->text, r->len - 2, q, sizeof(q)));
+    }
+    prx_send(s, r->text, r->len);
+    prx_enter_state(s, PRX_STATE_TXN);
+}
+
+/* Upstream's reply to DATA. 0: do not go on reading (our own RSET is out). */
+static int prx_data_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+
+    if (why && t->sink->can_queue(s, 0)) {
+        prx_go_local(s, why);
+        t->sink->data(s);
+        return 1;
+    }
+    if (r->code == 354) {
+        /* a sink that can queue keeps a spool copy of the body, so a later
+         * 4xx can still be answered with 250 */
+        if (t->sink->can_queue(s, 0) && prx_spool_open(s) != 0) {
+            prx_drop_up(s);
+            prx_txn_abort(s, REPLY_NOMEM);
+            return 1;
+        }
+        prx_body_start(s);
+        return 1;
+    }
+    if (r->code >= 300) {
+        prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+    }
+    prx_send(s, r->text, r->len);
+    prx_txn_end(s);
+    if (s->up) {
+        /* keep upstream in step; its reply to our own RSET is not relayed */
+        s->rset_silent = 1;
+        prx_enter_state(s, PRX_STATE_RSET_WAIT);
+        prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
+        return 0;
+    }
+    return 1;
+}
+
+/* Upstream's verdict on the message. 0: do not go on reading. */
+static int prx_dot_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+    int ok = r->code >= 200 && r->code < 300;
+
+    if (s->env->metrics) {
+        metrics_observe(&s->env->metrics->upstream_delivery,
+                        (double)(uv_now(s->env->loop) - t->dot_ms) / 1000.0);
+    }
+    if (t->spw && !s->closing) {
+        /* tee: the spool copy decides what upstream did not take */
+        if (why && t->sink->can_queue(s, 0)) {
+            prx_go_local(s, why);
+            prx_spool_commit(s, 0, 1);
+            return 0;
+        }
+        s->up_txn = 0;
+        if (ok && prx_count_queued(s, 1) > 0) {
+            /* the rest, deferred at RCPT, goes to the queue; the client's 250
+             * waits until that copy is on disk (a failure there is a 4xx) */
+            prx_log_message(s, "sent", r->text, r->len - 2);
+            prx_spool_commit(s, 1, 1);
+            return 0;
+        }
+        /* upstream took it all, or refused the content for good: no copy */
+        up_spool_abort(t->spw);
+        t->spw = NULL;
+        s->refs--;
+    }
+    s->nmsg++;
+    prx_log_message(s, ok ? "sent" : r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+    prx_send(s, r->text, r->len);
+    s->up_txn = 0; /* end of data closes the transaction upstream */
+    if (s->closing && s->up) {
+        up_quit(s->up);
+        s->up = NULL;
+    }
+    prx_txn_end(s);
+    return !s->closing;
+}
+
+static void prx_rset_reply(struct prx_session *s, const struct up_reply *r)
+{
+    if (!s->rset_silent) {
+        prx_reply(s, REPLY_RSET);
+    }
+    s->rset_silent = 0;
+    s->up_txn = 0;
+    if (r->code < 200 || r->code >= 300) {
+        prx_drop_up(s);
+    }
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
 static void prx_up_reply(void *arg, const struct up_reply *r)
 {
     struct prx_session *s = arg;
-    struct prx_txn *t = s->txn;
-    int ok = r->code >= 200 && r->code < 300;
-    int temp = r->code >= 400 && r->code < 500;
     char line[600];
+    const char *why = NULL; /* a 4xx: the reason if the message is queued instead */
+    int go = 1;
 
     if (s->closing && s->state != PRX_STATE_DOT_WAIT) {
         return;
     }
-    snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+    if (r->code >= 400 && r->code < 500) {
+        snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+        why = line;
+    }
     switch (s->state) {
     case PRX_STATE_MAIL_WAIT:
-        if (r->code == 421 && s->up_reused) {
-            /* a pooled session the upstream is closing: nothing was sent, try afresh */
-            prx_drop_up(s);
-            s->up_reused = 0;
-            prx_start_mail(s, 0);
-            return;
-        }
-        if (temp && t->sink->can_queue(s, 1)) {
-            prx_go_local(s, line);
-            prx_send_text(s, "250 2.1.0 Ok (upstream deferred: the message will be queued)\r\n");
-            prx_enter_state(s, PRX_STATE_TXN);
-            break;
-        }
-        prx_send(s, r->text, r->len);
-        if (ok) {
-            s->up_txn = 1;
-            prx_enter_state(s, PRX_STATE_TXN);
-        } else {
-            prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-            prx_txn_end(s);
-        }
+        go = prx_mail_reply(s, r, why);
         break;
     case PRX_STATE_RCPT_WAIT:
-        if (temp && t->sink->can_queue(s, 0)) {
-            prx_rcpt_queue(s, "250 2.1.5 Ok (upstream deferred it: queued)\r\n");
-            break;
-        }
-        if (ok) {
-            t->nrcpt++;
-            if (prx_rcpt_add(s, t->rcpt, 0) != 0) {
-                t->nrcpt--;
-                prx_reply(s, REPLY_NOMEM);
-                prx_enter_state(s, PRX_STATE_TXN);
-                break;
-            }
-        } else {
-            char q[600];
-            log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
-                     (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
-                     log_quote(r->text, r->len - 2, q, sizeof(q)));
-        }
-        prx_send(s, r->text, r->len);
-        prx_enter_state(s, PRX_STATE_TXN);
+        prx_rcpt_reply(s, r, why);
         break;
     case PRX_STATE_DATA_WAIT:
-        if (temp && t->sink->can_queue(s, 0)) {
-            prx_go_local(s, line);
-            t->sink->data(s);
-            break;
-        }
-        if (r->code == 354) {
-            /* a sink that can queue keeps a spool copy of the body, so a later
-             * 4xx can still be answered with 250 */
-            if (t->sink->can_queue(s, 0) && prx_spool_open(s) != 0) {
-                prx_drop_up(s);
-                prx_txn_abort(s, REPLY_NOMEM);
-                break;
-            }
-            prx_body_start(s);
-            break;
-        }
-        if (r->code >= 300) {
-            prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-        }
-        prx_send(s, r->text, r->len);
-        prx_txn_end(s);
-        if (s->up) {
-            /* keep upstream in step; its reply to our own RSET is not relayed */
-            s->rset_silent = 1;
-            prx_enter_state(s, PRX_STATE_RSET_WAIT);
-            prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
-            return;
-        }
+        go = prx_data_reply(s, r, why);
         break;
     case PRX_STATE_DOT_WAIT:
-        if (s->env->metrics) {
-            metrics_observe(&s->env->metrics->upstream_delivery,
-                            (double)(uv_now(s->env->loop) - t->dot_ms) / 1000.0);
-        }
-        if (t->spw && !s->closing) {
-            /* tee: the spool copy decides what upstream did not take */
-            if (temp && t->sink->can_queue(s, 0)) {
-                prx_go_local(s, line);
-                prx_spool_commit(s, 0, 1);
-                return;
-            }
-            s->up_txn = 0;
-            if (ok && prx_count_queued(s, 1) > 0) {
-                /* the rest, deferred at RCPT, goes to the queue; the client's 250
-                 * waits until that copy is on disk (a failure there is a 4xx) */
-                prx_log_message(s, "sent", r->text, r->len - 2);
-                prx_spool_commit(s, 1, 1);
-                return;
-            }
-            /* upstream took it all, or refused the content for good: no copy */
-            up_spool_abort(t->spw);
-            t->spw = NULL;
-            s->refs--;
-        }
-        s->nmsg++;
-        prx_log_message(s,
-                        ok               ? "sent"
-                        : r->code >= 500 ? "bounced"
-                                         : "deferred",
-                        r->text, r->len - 2);
-        prx_send(s, r->text, r->len);
-        s->up_txn = 0; /* end of data closes the transaction upstream */
-        if (s->closing && s->up) {
-            up_quit(s->up);
-            s->up = NULL;
-        }
-        prx_txn_end(s);
-        if (s->closing) {
-            return;
-        }
+        go = prx_dot_reply(s, r, why);
         break;
     case PRX_STATE_RSET_WAIT:
-        if (!s->rset_silent) {
-            prx_reply(s, REPLY_RSET);
-        }
-        s->rset_silent = 0;
-        s->up_txn = 0;
-        if (!ok) {
-            prx_drop_up(s);
-        }
-        prx_enter_state(s, PRX_STATE_IDLE);
+        prx_rset_reply(s, r);
         break;
     case PRX_STATE_PROXY:
     case PRX_STATE_TLS:
@@ -264,6 +297,35 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     case PRX_STATE_SPOOL_WAIT:
     case PRX_STATE_CLOSING:
         return;
+    }
+    if (go) {
+        prx_continue(s);
+    }
+}
+
+/* on_upstream_failure = queue: upstream failed mid-transaction (why: the 4xx
+ * text); the spool takes the message over and the pending command is answered
+ * as if upstream had accepted it. */
+static void prx_up_fail_queue(struct prx_session *s, const char *why)
+{
+    prx_go_local(s, why);
+    switch (s->state) {
+    case PRX_STATE_MAIL_WAIT:
+        prx_reply(s, REPLY_MAIL_QUEUED_DOWN);
+        prx_enter_state(s, PRX_STATE_TXN);
+        break;
+    case PRX_STATE_RCPT_WAIT:
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_DOWN);
+        break;
+    case PRX_STATE_DATA_WAIT:
+        s->txn->sink->data(s);
+        break;
+    case PRX_STATE_DOT_WAIT:
+        prx_spool_commit(s, 0, 1);
+        return;
+    default:
+        s->bp = 0; /* TXN, BODY: go on reading into the spool only */
+        break;
     }
     prx_continue(s);
 }
@@ -309,26 +371,7 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     }
     if (fallback) {
         buf[n > 2 ? n - 2 : n] = '\0';
-        prx_go_local(s, buf);
-        switch (s->state) {
-        case PRX_STATE_MAIL_WAIT:
-            prx_send_text(s, "250 2.1.0 Ok (upstream unavailable: the message will be queued)\r\n");
-            prx_enter_state(s, PRX_STATE_TXN);
-            break;
-        case PRX_STATE_RCPT_WAIT:
-            prx_rcpt_queue(s, "250 2.1.5 Ok (upstream unavailable: queued)\r\n");
-            break;
-        case PRX_STATE_DATA_WAIT:
-            t->sink->data(s);
-            break;
-        case PRX_STATE_DOT_WAIT:
-            prx_spool_commit(s, 0, 1);
-            return;
-        default:
-            s->bp = 0; /* TXN, BODY: go on reading into the spool only */
-            break;
-        }
-        prx_continue(s);
+        prx_up_fail_queue(s, buf);
         return;
     }
     switch (s->state) {

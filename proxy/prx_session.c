@@ -243,17 +243,12 @@ void prx_continue(struct prx_session *s)
     }
 }
 
-void prx_send_text(struct prx_session *s, const char *text)
-{
-    prx_send(s, text, strlen(text));
-}
-
 /* ---- commands ---- */
 
 static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esmtp)
 {
     char buf[512];
-    int n;
+    size_t n;
 
     if (c->arglen == 0) {
         prx_reply(s, REPLY_HELO_NEEDS_ARG);
@@ -272,19 +267,10 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     }
     s->esmtp = esmtp;
     s->need_helo = 0;
-    if (!esmtp) {
-        n = snprintf(buf, sizeof(buf), "250 %s\r\n", s->conf->hostname);
-    } else {
-        n = snprintf(buf, sizeof(buf),
-                     "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-                     "250-ENHANCEDSTATUSCODES\r\n%s%s250 HELP\r\n",
-                     s->conf->hostname, (unsigned long long)s->conf->max_message_size,
-                     s->conf->tls_cert && !tio_tls_active(s->tio) ? "250-STARTTLS\r\n" : "",
-                     prx_auth_offered(s) && !s->authed ? "250-AUTH PLAIN LOGIN\r\n" : "");
-    }
-    if (n > 0 && (size_t)n < sizeof(buf)) {
-        prx_send(s, buf, (size_t)n);
-    }
+    n = reply_ehlo(buf, sizeof(buf), s->conf->hostname, esmtp,
+                   (unsigned long long)s->conf->max_message_size,
+                   s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed);
+    prx_send(s, buf, n);
 }
 
 /* Vets ESMTP parameters: known ones are kept for upstream when it supports
@@ -333,17 +319,14 @@ static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
 static void prx_policy_refuse(struct prx_session *s, const char *what, const char *addr)
 {
     char buf[PRX_PATH_MAX + 200];
-    int n = snprintf(buf, sizeof(buf), "550 5.7.1 %s <%s> not allowed for device %s\r\n", what,
-                     addr, s->dev->name);
+    size_t n = reply_not_allowed(buf, sizeof(buf), what, addr, s->dev->name);
 
     log_info(s->sid, "prx", "event=policy_refused device=%s %s=<%s>", s->dev->name,
              what[0] == 'S' ? "from" : "to", addr);
     if (s->env->metrics) {
         s->env->metrics->policy_refused_total++;
     }
-    if (n > 0 && (size_t)n < sizeof(buf)) {
-        prx_send(s, buf, (size_t)n);
-    }
+    prx_send(s, buf, n);
 }
 
 /* One token from the device's bucket, or 450 4.7.1 with a retry hint. */
@@ -352,7 +335,7 @@ static int prx_rate_take(struct prx_session *s, struct auth_bucket *buckets,
 {
     uint64_t retry = 0;
     char buf[300];
-    int n;
+    size_t n;
 
     if (rate->count == 0 || !buckets ||
         auth_bucket_take(&buckets[s->devidx], rate->count, rate->per_seconds, 1,
@@ -364,14 +347,9 @@ static int prx_rate_take(struct prx_session *s, struct auth_bucket *buckets,
     if (s->env->metrics) {
         s->env->metrics->rate_limited_total++;
     }
-    n = snprintf(buf, sizeof(buf),
-                 "450 4.7.1 Rate limit %s (%u per %u s) exceeded for device %s, try again in "
-                 "%llu s\r\n",
-                 name, rate->count, rate->per_seconds, s->dev->name,
-                 (unsigned long long)(retry / 1000 + 1));
-    if (n > 0 && (size_t)n < sizeof(buf)) {
-        prx_send(s, buf, (size_t)n);
-    }
+    n = reply_rate_limited(buf, sizeof(buf), name, rate->count, rate->per_seconds, s->dev->name,
+                           (unsigned long long)(retry / 1000 + 1));
+    prx_send(s, buf, n);
     return 0;
 }
 
@@ -629,7 +607,7 @@ static void prx_command(struct prx_session *s, const char *line, size_t len)
     } else if (c.verb == PRX_V_UNKNOWN) {
         prx_reply(s, REPLY_UNKNOWN);
     } else {
-        prx_reply(s, REPLY_NOT_IMPL); /* EXPN, STARTTLS, AUTH, BDAT */
+        prx_reply(s, REPLY_NOT_IMPL); /* EXPN, BDAT */
     }
 }
 
@@ -878,16 +856,14 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         if (s->env->metrics) {
             s->env->metrics->limited_total++;
         }
-        n = (size_t)snprintf(buf, sizeof(buf),
-                             "421 4.7.0 %s Error: too many connections%s, try again later\r\n",
-                             c->hostname, total ? "" : " from your address");
+        n = reply_too_many_connections(buf, sizeof(buf), c->hostname, !total);
         prx_send(s, buf, n);
         prx_finish(s);
         return;
     }
     log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
              s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
-    n = (size_t)snprintf(buf, sizeof(buf), "220 %s ESMTP relay25\r\n", c->hostname);
+    n = reply_greeting(buf, sizeof(buf), c->hostname);
     prx_enter_state(s, PRX_STATE_IDLE);
     prx_send(s, buf, n);
 }

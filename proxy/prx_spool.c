@@ -18,8 +18,6 @@
 #include "upstream/up_queue.h"
 #include "upstream/up_spool.h"
 
-/* ---- spool ---- */
-
 /* max_spool_size: would `more` bytes still fit? */
 int prx_spool_room(const struct prx_session *s, uint64_t more)
 {
@@ -27,15 +25,15 @@ int prx_spool_room(const struct prx_session *s, uint64_t more)
     return max == 0 || up_queue_bytes(s->env->queue) + more <= max;
 }
 
-/* on_upstream_failure = queue: the pending RCPT is accepted for the spool. */
-/* The pending RCPT is accepted for the spool. */
-void prx_rcpt_queue(struct prx_session *s, const char *reply)
+/* on_upstream_failure = queue: the pending RCPT is accepted for the spool;
+ * reply says why (upstream deferred it, or is unavailable). */
+void prx_rcpt_queue(struct prx_session *s, enum reply_id reply)
 {
     if (prx_rcpt_add(s, s->txn->rcpt, 1) != 0) {
         prx_reply(s, REPLY_NOMEM);
     } else {
         s->txn->nrcpt++;
-        prx_send_text(s, reply);
+        prx_reply(s, reply);
     }
     prx_enter_state(s, PRX_STATE_TXN);
 }
@@ -53,6 +51,8 @@ static void prx_spool_done(void *arg, int err, uint64_t size)
 {
     struct prx_session *s = arg;
     char buf[300], q[300];
+    const char *text = buf;
+    size_t n;
     int reply = s->txn->reply_after_commit && !s->closing && !s->client_gone;
 
     s->txn->spw = NULL;
@@ -62,21 +62,20 @@ static void prx_spool_done(void *arg, int err, uint64_t size)
         log_info(s->sid, "prx", "qid=%016llx from=<%s> nrcpt=%zu size=%llu device=%s status=queued",
                  (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpts,
                  (unsigned long long)size, s->dev ? s->dev->name : "-");
-        snprintf(buf, sizeof(buf), "250 2.0.0 Ok: queued as %016llx\r\n",
-                 (unsigned long long)s->txn->qid);
+        n = reply_queued(buf, sizeof(buf), (unsigned long long)s->txn->qid);
     } else {
-        const char *t = err == UV_ENOSPC || err == -EDQUOT || err == UV_EFBIG
-                            ? "452 4.3.1 Insufficient system storage: the spool is full\r\n"
-                            : "451 4.3.0 Local error: the message could not be spooled\r\n";
+        enum reply_id id = err == UV_ENOSPC || err == -EDQUOT || err == UV_EFBIG
+                               ? REPLY_SPOOL_FULL
+                               : REPLY_SPOOL_FAILED;
+        text = reply_canned(id, &n);
         log_err(s->sid, "prx", "qid=%016llx event=spool_failed error=\"%s\" status=deferred",
                 (unsigned long long)s->txn->qid, log_quote(uv_strerror(err), 100, q, sizeof(q)));
-        snprintf(buf, sizeof(buf), "%s", t);
         if (s->env->metrics) {
             s->env->metrics->messages_deferred++;
         }
     }
     if (reply) {
-        prx_send_text(s, buf);
+        prx_send(s, text, n);
     }
     if (s->state == PRX_STATE_SPOOL_WAIT) {
         prx_txn_end(s);
@@ -159,17 +158,17 @@ static void prx_data_local(struct prx_session *s)
     prx_body_start(s);
 }
 
-/* ---- delivery sinks ---- */
+/* ---- the sink ---- */
 
 /* Spool: every reply is ours, the message is committed to disk at the end. */
 static void prx_spool_mail(struct prx_session *s)
 {
     if (!prx_spool_room(s, prx_param_size(s->txn->mail_params))) {
-        prx_send_text(s, "452 4.3.1 Insufficient system storage: the spool is full\r\n");
+        prx_reply(s, REPLY_SPOOL_FULL);
         prx_txn_end(s);
         return;
     }
-    prx_send_text(s, "250 2.1.0 Ok\r\n");
+    prx_reply(s, REPLY_MAIL_OK);
     prx_enter_state(s, PRX_STATE_TXN);
 }
 
@@ -180,7 +179,7 @@ static void prx_spool_rcpt(struct prx_session *s)
         return;
     }
     s->txn->nrcpt++;
-    prx_send_text(s, "250 2.1.5 Ok\r\n");
+    prx_reply(s, REPLY_RCPT_OK);
 }
 
 static void prx_spool_body_done(struct prx_session *s)

@@ -17,112 +17,6 @@
 #include "upstream/up_session.h"
 #include "upstream/up_spool.h"
 
-void prx_log_message(struct prx_session *s, const char *status, const char *reply, size_t rlen)
-{
-    char q[600];
-    struct metrics *m = s->env->metrics;
-
-    if (m) {
-        if (strcmp(status, "sent") == 0) {
-            m->messages_sent++;
-            m->bytes_total += s->txn->dec.size;
-            m->recipients_total += s->txn->nrcpt;
-        } else if (strcmp(status, "deferred") == 0) {
-            m->messages_deferred++;
-        } else if (strcmp(status, "bounced") == 0) {
-            m->messages_bounced++;
-        } else {
-            m->messages_aborted++;
-        }
-    }
-    log_info(s->sid, "prx",
-             "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s%s%s%s relay=%s "
-             "status=%s reply=\"%s\"",
-             (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpt,
-             (unsigned long long)s->txn->dec.size, s->dev ? s->dev->name : "-",
-             s->txn->route ? s->txn->route->cred.user : (s->dev ? s->dev->user : "-"),
-             s->txn->route ? " route=" : "", s->txn->route ? s->txn->route->cred.name : "",
-             s->txn->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
-             log_quote(reply, rlen, q, sizeof(q)));
-}
-
-/* The transaction is over (delivered, refused or aborted): the one place a
- * transaction is freed, and the session is back in IDLE. A spool copy not yet
- * committed is dropped. */
-void prx_txn_end(struct prx_session *s)
-{
-    struct prx_txn *t = s->txn;
-
-    if (t) {
-        s->txn = NULL;
-        if (t->spw) {
-            up_spool_abort(t->spw);
-            s->refs--; /* the writer's hold; the session is alive (this is its code) */
-        }
-        free(t->hbuf);
-        free(t->bodybuf);
-        free(t->rcpts);
-        free(t->rq);
-        free(t);
-    }
-    prx_enter_state(s, PRX_STATE_IDLE);
-}
-
-/* A transaction ends in a reply of our own (e.g. 451 4.3.0 out of memory). */
-void prx_txn_abort(struct prx_session *s, enum reply_id id)
-{
-    prx_reply(s, id);
-    prx_txn_end(s);
-}
-
-int prx_rcpt_add(struct prx_session *s, const char *addr, int queued)
-{
-    if (s->txn->nrcpts == s->txn->rcap) {
-        size_t ncap = s->txn->rcap ? s->txn->rcap * 2 : 4;
-        void *a = realloc(s->txn->rcpts, ncap * sizeof(*s->txn->rcpts));
-        unsigned char *b;
-        if (!a) {
-            return -1;
-        }
-        s->txn->rcpts = a;
-        if (!(b = realloc(s->txn->rq, ncap))) {
-            return -1;
-        }
-        s->txn->rq = b;
-        s->txn->rcap = ncap;
-    }
-    snprintf(s->txn->rcpts[s->txn->nrcpts], PRX_PATH_MAX, "%s", addr);
-    s->txn->rq[s->txn->nrcpts++] = (unsigned char)queued;
-    return 0;
-}
-
-size_t prx_count_queued(const struct prx_session *s, int queued)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < s->txn->nrcpts; i++) {
-        n += s->txn->rq[i] == queued;
-    }
-    return n;
-}
-
-/* on_upstream_failure = queue: upstream trouble turns this transaction into a
- * spooled one; every recipient accepted so far goes to the spool. */
-/* on_upstream_failure = queue: upstream trouble turns this transaction into a
- * spooled one; every recipient accepted so far goes to the spool. */
-void prx_go_local(struct prx_session *s, const char *why)
-{
-    struct prx_txn *t = s->txn;
-    char q[600];
-
-    log_info(s->sid, "prx", "qid=%016llx event=queue_fallback reason=\"%s\"",
-             (unsigned long long)t->qid, log_quote(why, strlen(why), q, sizeof(q)));
-    t->sink = &prx_sink_spool;
-    for (size_t i = 0; i < t->nrcpts; i++) {
-        t->rq[i] = 1;
-    }
-    prx_drop_up(s);
-}
-
 /* The SIZE= of vetted MAIL parameters, 0 without one. */
 unsigned long long prx_param_size(const char *params)
 {
@@ -164,7 +58,86 @@ void prx_txn_begin(struct prx_session *s, const char *from, const char *params)
     } else {
         t->sink = &prx_sink_relay;
     }
+    log_debug(s->sid, "prx", "qid=%016llx event=mail sink=%s", (unsigned long long)t->qid,
+              t->sink->name);
     t->sink->mail(s);
+}
+
+/* The transaction is over (delivered, refused or aborted): the one place a
+ * transaction is freed, and the session is back in IDLE. A spool copy not yet
+ * committed is dropped. */
+void prx_txn_end(struct prx_session *s)
+{
+    struct prx_txn *t = s->txn;
+
+    if (t) {
+        s->txn = NULL;
+        if (t->spw) {
+            up_spool_abort(t->spw);
+            s->refs--; /* the writer's hold; the session is alive (this is its code) */
+        }
+        free(t->hbuf);
+        free(t->bodybuf);
+        free(t->rcpts);
+        free(t->rq);
+        free(t);
+    }
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
+/* A transaction ends in a reply of our own (e.g. 451 4.3.0 out of memory). */
+void prx_txn_abort(struct prx_session *s, enum reply_id id)
+{
+    prx_reply(s, id);
+    prx_txn_end(s);
+}
+
+/* Records an accepted recipient: queued 1 for the spool, 0 taken by upstream. */
+int prx_rcpt_add(struct prx_session *s, const char *addr, int queued)
+{
+    if (s->txn->nrcpts == s->txn->rcap) {
+        size_t ncap = s->txn->rcap ? s->txn->rcap * 2 : 4;
+        void *a = realloc(s->txn->rcpts, ncap * sizeof(*s->txn->rcpts));
+        unsigned char *b;
+        if (!a) {
+            return -1;
+        }
+        s->txn->rcpts = a;
+        if (!(b = realloc(s->txn->rq, ncap))) {
+            return -1;
+        }
+        s->txn->rq = b;
+        s->txn->rcap = ncap;
+    }
+    snprintf(s->txn->rcpts[s->txn->nrcpts], PRX_PATH_MAX, "%s", addr);
+    s->txn->rq[s->txn->nrcpts++] = (unsigned char)queued;
+    return 0;
+}
+
+/* How many recipients are for the spool (queued 1) or upstream's (0). */
+size_t prx_count_queued(const struct prx_session *s, int queued)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->txn->nrcpts; i++) {
+        n += s->txn->rq[i] == queued;
+    }
+    return n;
+}
+
+/* on_upstream_failure = queue: upstream trouble turns this transaction into a
+ * spooled one; every recipient accepted so far goes to the spool. */
+void prx_go_local(struct prx_session *s, const char *why)
+{
+    struct prx_txn *t = s->txn;
+    char q[600];
+
+    log_info(s->sid, "prx", "qid=%016llx event=queue_fallback reason=\"%s\"",
+             (unsigned long long)t->qid, log_quote(why, strlen(why), q, sizeof(q)));
+    t->sink = &prx_sink_spool;
+    for (size_t i = 0; i < t->nrcpts; i++) {
+        t->rq[i] = 1;
+    }
+    prx_drop_up(s);
 }
 
 /* Already spooled: nothing to fall back to. */
@@ -173,4 +146,34 @@ int prx_no_queue(const struct prx_session *s, int need_room)
     (void)s;
     (void)need_room;
     return 0;
+}
+
+/* The message's final log line (one per message, Postfix-like) and its counters. */
+void prx_log_message(struct prx_session *s, const char *status, const char *reply, size_t rlen)
+{
+    char q[600];
+    struct metrics *m = s->env->metrics;
+
+    if (m) {
+        if (strcmp(status, "sent") == 0) {
+            m->messages_sent++;
+            m->bytes_total += s->txn->dec.size;
+            m->recipients_total += s->txn->nrcpt;
+        } else if (strcmp(status, "deferred") == 0) {
+            m->messages_deferred++;
+        } else if (strcmp(status, "bounced") == 0) {
+            m->messages_bounced++;
+        } else {
+            m->messages_aborted++;
+        }
+    }
+    log_info(s->sid, "prx",
+             "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s%s%s%s relay=%s "
+             "status=%s reply=\"%s\"",
+             (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpt,
+             (unsigned long long)s->txn->dec.size, s->dev ? s->dev->name : "-",
+             s->txn->route ? s->txn->route->cred.user : (s->dev ? s->dev->user : "-"),
+             s->txn->route ? " route=" : "", s->txn->route ? s->txn->route->cred.name : "",
+             s->txn->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
+             log_quote(reply, rlen, q, sizeof(q)));
 }
