@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "common/base64.h"
 #include "common/data.h"
+#include "common/hdr.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
@@ -761,60 +762,18 @@ done:
 
 /* ---- header section ------------------------------------------------------------------ */
 
-struct sm_field {
-    size_t start, end; /* the whole field, continuation lines and CRLF included */
-    size_t name_len;   /* name at start */
-    size_t value;      /* offset of the value (after ':') */
-};
-
-/* The field at *off, or 0 at the end. */
-static int sm_next_field(const struct sm_msg *m, size_t *off, struct sm_field *f)
-{
-    const char *h = m->hdr;
-    size_t i = *off;
-
-    if (i >= m->hdrlen) {
-        return 0;
-    }
-    f->start = i;
-    while (i < m->hdrlen && h[i] != ':' && h[i] != ' ' && h[i] != '\t') {
-        i++;
-    }
-    f->name_len = i - f->start;
-    while (i < m->hdrlen && h[i] != ':') {
-        i++;
-    }
-    f->value = i < m->hdrlen ? i + 1 : i;
-    for (;;) {
-        const char *nl = memchr(h + i, '\n', m->hdrlen - i);
-        i = nl ? (size_t)(nl - h) + 1 : m->hdrlen;
-        if (i >= m->hdrlen || (h[i] != ' ' && h[i] != '\t')) {
-            break;
-        }
-    }
-    f->end = i;
-    *off = i;
-    return 1;
-}
-
-static int sm_field_is(const struct sm_msg *m, const struct sm_field *f, const char *name)
-{
-    size_t n = strlen(name);
-    return f->name_len == n && strncasecmp(m->hdr + f->start, name, n) == 0;
-}
-
 /* -t: recipients from To:, Cc: and Bcc:. */
 static int sm_extract(struct sm_msg *m)
 {
     static const char *const names[] = {"To", "Cc", "Bcc"};
-    struct sm_field f;
+    struct hdr_field f;
     size_t off = 0;
     int rc;
 
-    while (sm_next_field(m, &off, &f)) {
+    while (hdr_next(m->hdr, m->hdrlen, &off, &f)) {
         for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
             char what[32];
-            if (!sm_field_is(m, &f, names[k])) {
+            if (!hdr_is(m->hdr, &f, names[k])) {
                 continue;
             }
             snprintf(what, sizeof(what), "%s: header", names[k]);
@@ -830,11 +789,11 @@ static int sm_extract(struct sm_msg *m)
 /* Bcc: (and Resent-Bcc:) never leave: the other recipients must not see them. */
 static void sm_remove_bcc(struct sm_msg *m)
 {
-    struct sm_field f;
+    struct hdr_field f;
     size_t off = 0;
 
-    while (sm_next_field(m, &off, &f)) {
-        if (sm_field_is(m, &f, "Bcc") || sm_field_is(m, &f, "Resent-Bcc")) {
+    while (hdr_next(m->hdr, m->hdrlen, &off, &f)) {
+        if (hdr_is(m->hdr, &f, "Bcc") || hdr_is(m->hdr, &f, "Resent-Bcc")) {
             memmove(m->hdr + f.start, m->hdr + f.end, m->hdrlen - f.end);
             m->hdrlen -= f.end - f.start;
             off = f.start;
@@ -844,11 +803,11 @@ static void sm_remove_bcc(struct sm_msg *m)
 
 static int sm_has_field(const struct sm_msg *m, const char *name)
 {
-    struct sm_field f;
+    struct hdr_field f;
     size_t off = 0;
 
-    while (sm_next_field(m, &off, &f)) {
-        if (sm_field_is(m, &f, name)) {
+    while (hdr_next(m->hdr, m->hdrlen, &off, &f)) {
+        if (hdr_is(m->hdr, &f, name)) {
             return 1;
         }
     }

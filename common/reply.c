@@ -61,6 +61,19 @@ static const struct {
     [REPLY_AUTH_CANCELLED] = R("501 5.0.0 Authentication cancelled"),
     [REPLY_AUTH_SYNTAX] = R("501 5.5.2 Error: cannot decode the AUTH response"),
     [REPLY_AUTH_TEMP] = R("454 4.7.0 Temporary authentication failure"),
+    [REPLY_AUTH_CONTINUE] = R("334 "),
+    [REPLY_AUTH_USERNAME] = R("334 VXNlcm5hbWU6"),
+    [REPLY_AUTH_PASSWORD] = R("334 UGFzc3dvcmQ6"),
+    [REPLY_MAIL_OK] = R("250 2.1.0 Ok"),
+    [REPLY_RCPT_OK] = R("250 2.1.5 Ok"),
+    [REPLY_MAIL_QUEUED_DOWN] = R("250 2.1.0 Ok (upstream unavailable: the message will be queued)"),
+    [REPLY_MAIL_QUEUED_TEMP] = R("250 2.1.0 Ok (upstream deferred: the message will be queued)"),
+    [REPLY_RCPT_QUEUED_DOWN] = R("250 2.1.5 Ok (upstream unavailable: queued)"),
+    [REPLY_RCPT_QUEUED_TEMP] = R("250 2.1.5 Ok (upstream deferred it: queued)"),
+    [REPLY_SPOOL_FULL] = R("452 4.3.1 Insufficient system storage: the spool is full"),
+    [REPLY_SPOOL_NO_ROOM] =
+        R("452 4.3.1 Insufficient system storage: the spool cannot take the message"),
+    [REPLY_SPOOL_FAILED] = R("451 4.3.0 Local error: the message could not be spooled"),
 };
 
 const char *reply_canned(enum reply_id id, size_t *len)
@@ -102,6 +115,60 @@ size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip
                       snprintf(out, cap, "554 5.7.1 %s Client [%s] not allowed to relay: %s\r\n",
                                hostname, ip, reason),
                       cap);
+}
+
+size_t reply_greeting(char *out, size_t cap, const char *hostname)
+{
+    return reply_done(out, snprintf(out, cap, "220 %s ESMTP relay25\r\n", hostname), cap);
+}
+
+size_t reply_ehlo(char *out, size_t cap, const char *hostname, int esmtp,
+                  unsigned long long max_size, int starttls, int auth)
+{
+    if (!esmtp) {
+        return reply_done(out, snprintf(out, cap, "250 %s\r\n", hostname), cap);
+    }
+    return reply_done(out,
+                      snprintf(out, cap,
+                               "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+                               "250-ENHANCEDSTATUSCODES\r\n%s%s250 HELP\r\n",
+                               hostname, max_size, starttls ? "250-STARTTLS\r\n" : "",
+                               auth ? "250-AUTH PLAIN LOGIN\r\n" : ""),
+                      cap);
+}
+
+size_t reply_too_many_connections(char *out, size_t cap, const char *hostname, int per_ip)
+{
+    return reply_done(out,
+                      snprintf(out, cap,
+                               "421 4.7.0 %s Error: too many connections%s, try again later\r\n",
+                               hostname, per_ip ? " from your address" : ""),
+                      cap);
+}
+
+size_t reply_not_allowed(char *out, size_t cap, const char *what, const char *addr,
+                         const char *device)
+{
+    return reply_done(
+        out,
+        snprintf(out, cap, "550 5.7.1 %s <%s> not allowed for device %s\r\n", what, addr, device),
+        cap);
+}
+
+size_t reply_rate_limited(char *out, size_t cap, const char *name, unsigned count,
+                          unsigned per_seconds, const char *device, unsigned long long retry_s)
+{
+    return reply_done(out,
+                      snprintf(out, cap,
+                               "450 4.7.1 Rate limit %s (%u per %u s) exceeded for device %s, try "
+                               "again in %llu s\r\n",
+                               name, count, per_seconds, device, retry_s),
+                      cap);
+}
+
+size_t reply_queued(char *out, size_t cap, unsigned long long qid)
+{
+    return reply_done(out, snprintf(out, cap, "250 2.0.0 Ok: queued as %016llx\r\n", qid), cap);
 }
 
 const char *reply_err_name(int err)

@@ -71,6 +71,18 @@ enum reply_id {
     REPLY_AUTH_CANCELLED,    /* 501 5.0.0 */
     REPLY_AUTH_SYNTAX,       /* 501 5.5.2 cannot decode the response */
     REPLY_AUTH_TEMP,         /* 454 4.7.0 temporary authentication failure */
+    REPLY_AUTH_CONTINUE,     /* 334 with an empty challenge (RFC 4954 §4, PLAIN) */
+    REPLY_AUTH_USERNAME,     /* 334 "Username:" (LOGIN) */
+    REPLY_AUTH_PASSWORD,     /* 334 "Password:" (LOGIN) */
+    REPLY_MAIL_OK,           /* 250 2.1.0 our own MAIL acceptance (spool) */
+    REPLY_RCPT_OK,           /* 250 2.1.5 our own RCPT acceptance (spool) */
+    REPLY_MAIL_QUEUED_DOWN,  /* 250 2.1.0 upstream unavailable: the message will be queued */
+    REPLY_MAIL_QUEUED_TEMP,  /* 250 2.1.0 upstream deferred MAIL: the message will be queued */
+    REPLY_RCPT_QUEUED_DOWN,  /* 250 2.1.5 upstream unavailable: this recipient is queued */
+    REPLY_RCPT_QUEUED_TEMP,  /* 250 2.1.5 upstream deferred this recipient: queued */
+    REPLY_SPOOL_FULL,        /* 452 4.3.1 the spool is full (disk, quota, max_spool_size) */
+    REPLY_SPOOL_NO_ROOM,     /* 452 4.3.1 the spool cannot take this message */
+    REPLY_SPOOL_FAILED,      /* 451 4.3.0 the message could not be spooled */
     REPLY_COUNT
 };
 
@@ -83,6 +95,24 @@ size_t reply_shutdown(char *out, size_t cap, const char *hostname);
 /* 554 5.7.1 refusal of a client, reason e.g. "not in allow" or "no [device] matches". */
 size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip,
                      const char *reason);
+
+/* 220 greeting. */
+size_t reply_greeting(char *out, size_t cap, const char *hostname);
+/* The HELO reply, or the EHLO reply with its keywords (RFC 5321 §4.1.1.1;
+ * PIPELINING RFC 2920, SIZE RFC 1870, 8BITMIME RFC 6152, ENHANCEDSTATUSCODES
+ * RFC 2034, STARTTLS RFC 3207, AUTH RFC 4954 when offered). */
+size_t reply_ehlo(char *out, size_t cap, const char *hostname, int esmtp,
+                  unsigned long long max_size, int starttls, int auth);
+/* 421 4.7.0 too many connections (per_ip: from this client's address). */
+size_t reply_too_many_connections(char *out, size_t cap, const char *hostname, int per_ip);
+/* 550 5.7.1 allowed_senders / allowed_recipients; what is "Sender" or "Recipient". */
+size_t reply_not_allowed(char *out, size_t cap, const char *what, const char *addr,
+                         const char *device);
+/* 450 4.7.1 a device's message_rate / recipient_rate, with when to retry. */
+size_t reply_rate_limited(char *out, size_t cap, const char *name, unsigned count,
+                          unsigned per_seconds, const char *device, unsigned long long retry_s);
+/* 250 2.0.0 the message is on disk, with its queue id. */
+size_t reply_queued(char *out, size_t cap, unsigned long long qid);
 
 /* The 4xx a client gets when its upstream session failed: code and enhanced
  * status by err, then what happened ("upstream smtp.example:587: " + detail).

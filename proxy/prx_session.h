@@ -1,6 +1,7 @@
 /* prx_session: one inbound SMTP session from a device (RFC 5321 server side),
  * relayed transaction by transaction to an up_session that authenticates with
- * the device's credentials. Owns its tio, timer and upstream session. Memory:
+ * the device's credentials, or written to the spool (mode = spool, or
+ * on_upstream_failure = queue). Owns its tio, timer and upstream session. Memory:
  * ~2 KiB + tio (16 KiB) idle, + 24 KiB of codec buffers during DATA. */
 #ifndef RELAY25_PRX_SESSION_H
 #define RELAY25_PRX_SESSION_H
@@ -18,8 +19,9 @@ struct up_pool;
 struct up_oauth_set;
 
 /* A configuration snapshot as the sessions see it: sessions opened before a
- * reload keep theirs until they end. Rate-limit buckets belong to it (one per
- * device, so a reload starts them afresh). */
+ * reload keep theirs until they end. Rate-limit buckets belong to it, one per
+ * device; a reload carries each device's buckets over by name
+ * (prx_server_reload), so it does not reset the limits. */
 struct prx_conf {
     struct conf *c;
     unsigned refs;

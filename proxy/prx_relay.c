@@ -1,0 +1,683 @@
+/* prx_relay: the relay sinks. Each MAIL, RCPT and the end of data goes upstream
+ * and the client gets upstream's own verdict (passthrough); with
+ * on_upstream_failure = queue a temporary failure hands the transaction to the
+ * spool sink (prx_go_local). Owns the session's upstream session: getting one
+ * from the pool, its callbacks, and its return to the pool. */
+#include "proxy/prx_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/data.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/reply.h"
+#include "conf/conf.h"
+#include "proxy/prx_cmd.h"
+#include "upstream/up_oauth.h"
+#include "upstream/up_pool.h"
+#include "upstream/up_session.h"
+#include "spool/spool.h"
+#include "spool/spool_writer.h"
+
+static void prx_start_mail(struct prx_session *s, int use_pool);
+static void prx_send_mail(struct prx_session *s);
+static void prx_setup_failed(struct prx_session *s, int err, const char *where, const char *detail);
+static void prx_params_for_up(struct prx_session *s, char *out, size_t cap);
+
+/* No transaction open: a clean upstream session goes back to the pool, where
+ * this device's next MAIL finds it again, and where a transaction waiting for
+ * one of the upstream's max_connections slots can have it meanwhile. */
+void prx_up_release(struct prx_session *s)
+{
+    if (s->up && s->env->pool && !s->up_txn && up_idle(s->up)) {
+        up_pool_put(s->env->pool, s->up, (s->up_dev ? s->up_dev : s->dev)->up->max_connections);
+        s->up = NULL;
+        s->refs--; /* the pool owns it now; the session's tio or timer close holds it */
+    }
+}
+
+void prx_drop_up(struct prx_session *s)
+{
+    if (s->up) {
+        up_close(s->up);
+        s->up = NULL;
+    }
+    s->up_txn = 0;
+}
+
+/* An up_* call refused without calling back (the upstream session was not in a
+ * state to take it): nothing will answer, so answer the client now. */
+void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
+{
+    char buf[300];
+    size_t n;
+
+    if (r >= 0 || s->closing || s->state != waiting || !s->up) {
+        return; /* sent, or a callback already took care of it */
+    }
+    n = reply_upstream(buf, sizeof(buf), RELAY_E_PROTOCOL, up_where(s->up),
+                       "session not ready for the command");
+    prx_drop_up(s);
+    prx_send(s, buf, n);
+    prx_txn_end(s);
+}
+
+/* ---- upstream callbacks ---- */
+
+static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+{
+    struct prx_session *s = arg;
+
+    (void)r;
+    if (s->env->metrics) {
+        if (err == 0) {
+            metrics_observe(&s->env->metrics->upstream_setup,
+                            (double)(uv_now(s->env->loop) - s->up_start_ms) / 1000.0);
+        } else {
+            metrics_upstream_error(s->env->metrics, err);
+        }
+    }
+    if (s->closing || s->state != PRX_STATE_CONNECT) {
+        return;
+    }
+    if (err == 0) {
+        prx_send_mail(s);
+        return;
+    }
+    prx_setup_failed(s, err, s->up ? up_where(s->up) : "?", detail);
+}
+
+/* No upstream session for this MAIL: queue the message when the device says
+ * so and there is room, else answer the 4xx. */
+static void prx_setup_failed(struct prx_session *s, int err, const char *where, const char *detail)
+{
+    char buf[700];
+    size_t n = reply_upstream(buf, sizeof(buf), err, where, detail);
+
+    s->up = NULL; /* it closes itself; its on_close drops our ref */
+    if (s->txn->sink->can_queue(s, 1)) {
+        buf[n > 2 ? n - 2 : n] = '\0';
+        prx_go_local(s, buf);
+        prx_reply(s, REPLY_MAIL_QUEUED_DOWN);
+        prx_enter_state(s, PRX_STATE_TXN);
+        prx_continue(s);
+        return;
+    }
+    prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
+    prx_send(s, buf, n);
+    prx_txn_end(s);
+    prx_continue(s);
+}
+
+/* Upstream's reply to MAIL (why: its text when 4xx). 0: do not go on reading. */
+static int prx_mail_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    if (r->code == 421 && s->up_reused) {
+        /* a pooled session the upstream is closing: nothing was sent, try afresh */
+        prx_drop_up(s);
+        s->up_reused = 0;
+        prx_start_mail(s, 0);
+        return 0;
+    }
+    if (why && s->txn->sink->can_queue(s, 1)) {
+        prx_go_local(s, why);
+        prx_reply(s, REPLY_MAIL_QUEUED_TEMP);
+        prx_enter_state(s, PRX_STATE_TXN);
+        return 1;
+    }
+    prx_send(s, r->text, r->len);
+    if (r->code >= 200 && r->code < 300) {
+        s->up_txn = 1;
+        prx_enter_state(s, PRX_STATE_TXN);
+    } else {
+        prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+        prx_txn_end(s);
+    }
+    return 1;
+}
+
+static void prx_rcpt_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+
+    if (why && t->sink->can_queue(s, 0)) {
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_TEMP);
+        return;
+    }
+    if (r->code >= 200 && r->code < 300) {
+        t->nrcpt++;
+        if (prx_rcpt_add(s, t->rcpt, 0) != 0) {
+            t->nrcpt--;
+            prx_reply(s, REPLY_NOMEM);
+            prx_enter_state(s, PRX_STATE_TXN);
+            return;
+        }
+    } else {
+        char q[600];
+        log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
+                 (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
+                 log_quote(r->text, r->len - 2, q, sizeof(q)));
+    }
+    prx_send(s, r->text, r->len);
+    prx_enter_state(s, PRX_STATE_TXN);
+}
+
+/* Upstream's reply to DATA. 0: do not go on reading (our own RSET is out). */
+static int prx_data_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+
+    if (why && t->sink->can_queue(s, 0)) {
+        prx_go_local(s, why);
+        t->sink->data(s);
+        return 1;
+    }
+    if (r->code == 354) {
+        /* a sink that can queue keeps a spool copy of the body, so a later
+         * 4xx can still be answered with 250 */
+        if (t->sink->can_queue(s, 0) && prx_spool_open(s) != 0) {
+            prx_drop_up(s);
+            prx_txn_abort(s, REPLY_NOMEM);
+            return 1;
+        }
+        prx_body_start(s);
+        return 1;
+    }
+    if (r->code >= 300) {
+        prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+    }
+    prx_send(s, r->text, r->len);
+    prx_txn_end(s);
+    if (s->up) {
+        /* keep upstream in step; its reply to our own RSET is not relayed */
+        s->rset_silent = 1;
+        prx_enter_state(s, PRX_STATE_RSET_WAIT);
+        prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
+        return 0;
+    }
+    return 1;
+}
+
+/* Upstream's verdict on the message. 0: do not go on reading. */
+static int prx_dot_reply(struct prx_session *s, const struct up_reply *r, const char *why)
+{
+    struct prx_txn *t = s->txn;
+    int ok = r->code >= 200 && r->code < 300;
+
+    if (s->env->metrics) {
+        metrics_observe(&s->env->metrics->upstream_delivery,
+                        (double)(uv_now(s->env->loop) - t->dot_ms) / 1000.0);
+    }
+    if (t->spw && !s->closing) {
+        /* tee: the spool copy decides what upstream did not take */
+        if (why && t->sink->can_queue(s, 0)) {
+            prx_go_local(s, why);
+            prx_spool_commit(s, 0, 1);
+            return 0;
+        }
+        s->up_txn = 0;
+        if (ok && prx_count_queued(s, 1) > 0) {
+            /* the rest, deferred at RCPT, goes to the queue; the client's 250
+             * waits until that copy is on disk (a failure there is a 4xx) */
+            prx_log_message(s, "sent", r->text, r->len - 2);
+            prx_spool_commit(s, 1, 1);
+            return 0;
+        }
+        /* upstream took it all, or refused the content for good: no copy */
+        spool_writer_abort(t->spw);
+        t->spw = NULL;
+        s->refs--;
+    }
+    s->nmsg++;
+    prx_log_message(s, ok ? "sent" : r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
+    prx_send(s, r->text, r->len);
+    s->up_txn = 0; /* end of data closes the transaction upstream */
+    if (s->closing && s->up) {
+        up_quit(s->up);
+        s->up = NULL;
+    }
+    prx_txn_end(s);
+    return !s->closing;
+}
+
+static void prx_rset_reply(struct prx_session *s, const struct up_reply *r)
+{
+    if (!s->rset_silent) {
+        prx_reply(s, REPLY_RSET);
+    }
+    s->rset_silent = 0;
+    s->up_txn = 0;
+    if (r->code < 200 || r->code >= 300) {
+        prx_drop_up(s);
+    }
+    prx_enter_state(s, PRX_STATE_IDLE);
+}
+
+static void prx_up_reply(void *arg, const struct up_reply *r)
+{
+    struct prx_session *s = arg;
+    char line[600];
+    const char *why = NULL; /* a 4xx: the reason if the message is queued instead */
+    int go = 1;
+
+    if (s->closing && s->state != PRX_STATE_DOT_WAIT) {
+        return;
+    }
+    if (r->code >= 400 && r->code < 500) {
+        snprintf(line, sizeof(line), "%.*s", (int)(r->len - 2), r->text);
+        why = line;
+    }
+    switch (s->state) {
+    case PRX_STATE_MAIL_WAIT:
+        go = prx_mail_reply(s, r, why);
+        break;
+    case PRX_STATE_RCPT_WAIT:
+        prx_rcpt_reply(s, r, why);
+        break;
+    case PRX_STATE_DATA_WAIT:
+        go = prx_data_reply(s, r, why);
+        break;
+    case PRX_STATE_DOT_WAIT:
+        go = prx_dot_reply(s, r, why);
+        break;
+    case PRX_STATE_RSET_WAIT:
+        prx_rset_reply(s, r);
+        break;
+    case PRX_STATE_PROXY:
+    case PRX_STATE_TLS:
+    case PRX_STATE_AUTH:
+    case PRX_STATE_AUTH_WAIT:
+    case PRX_STATE_REFUSED:
+    case PRX_STATE_IDLE:
+    case PRX_STATE_SLOT_WAIT:
+    case PRX_STATE_CONNECT:
+    case PRX_STATE_TXN:
+    case PRX_STATE_BODY:
+    case PRX_STATE_SPOOL_WAIT:
+    case PRX_STATE_CLOSING:
+        return;
+    }
+    if (go) {
+        prx_continue(s);
+    }
+}
+
+/* on_upstream_failure = queue: upstream failed mid-transaction (why: the 4xx
+ * text); the spool takes the message over and the pending command is answered
+ * as if upstream had accepted it. */
+static void prx_up_fail_queue(struct prx_session *s, const char *why)
+{
+    prx_go_local(s, why);
+    switch (s->state) {
+    case PRX_STATE_MAIL_WAIT:
+        prx_reply(s, REPLY_MAIL_QUEUED_DOWN);
+        prx_enter_state(s, PRX_STATE_TXN);
+        break;
+    case PRX_STATE_RCPT_WAIT:
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_DOWN);
+        break;
+    case PRX_STATE_DATA_WAIT:
+        s->txn->sink->data(s);
+        break;
+    case PRX_STATE_DOT_WAIT:
+        prx_spool_commit(s, 0, 1);
+        return;
+    default:
+        s->bp = 0; /* TXN, BODY: go on reading into the spool only */
+        break;
+    }
+    prx_continue(s);
+}
+
+static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
+{
+    struct prx_session *s = arg;
+    struct prx_txn *t = s->txn;
+    char buf[700];
+    size_t n;
+    int fallback;
+
+    (void)cmd_pending;
+    if (s->up_reused && s->state == PRX_STATE_MAIL_WAIT && !s->closing) {
+        /* a pooled session died before answering MAIL: nothing was sent, try afresh */
+        log_debug(s->sid, "prx", "event=reuse_failed error=%s retry=fresh", reply_err_name(err));
+        s->up = NULL;
+        s->up_reused = 0;
+        s->up_txn = 0;
+        prx_start_mail(s, 0);
+        return;
+    }
+    s->up_txn = 0;
+    if (s->env->metrics) {
+        metrics_upstream_error(s->env->metrics, err);
+    }
+    /* in the body only while a spool copy is being written */
+    fallback = t && !s->closing && t->sink->can_queue(s, 0) &&
+               (s->state == PRX_STATE_TXN || s->state == PRX_STATE_MAIL_WAIT ||
+                s->state == PRX_STATE_RCPT_WAIT || s->state == PRX_STATE_DATA_WAIT ||
+                ((s->state == PRX_STATE_BODY || s->state == PRX_STATE_DOT_WAIT) && t->spw));
+
+    n = reply_upstream(buf, sizeof(buf), err, s->up ? up_where(s->up) : "?", detail);
+    if (t) {
+        memcpy(t->upfail, buf, n + 1);
+    }
+    if (!fallback && (s->state == PRX_STATE_DOT_WAIT || s->state == PRX_STATE_BODY)) {
+        prx_log_message(s, "deferred", buf, n - 2);
+    }
+    s->up = NULL;
+    if (s->closing) {
+        return;
+    }
+    if (fallback) {
+        buf[n > 2 ? n - 2 : n] = '\0';
+        prx_up_fail_queue(s, buf);
+        return;
+    }
+    switch (s->state) {
+    case PRX_STATE_PROXY:
+    case PRX_STATE_TLS:
+    case PRX_STATE_AUTH:
+    case PRX_STATE_AUTH_WAIT:
+    case PRX_STATE_IDLE:
+    case PRX_STATE_REFUSED:
+    case PRX_STATE_CLOSING:
+    case PRX_STATE_SLOT_WAIT:
+    case PRX_STATE_CONNECT:
+    case PRX_STATE_SPOOL_WAIT:
+        return; /* nothing was in flight: the next MAIL opens a new session */
+    case PRX_STATE_TXN:
+        /* the transaction is gone upstream; tell the client at its next command */
+        t->txn_lost = 1;
+        return;
+    case PRX_STATE_BODY:
+        /* keep reading the client's body (paused or not) to answer at its end */
+        t->body_err = PRX_BODY_UPSTREAM;
+        s->bp = 0;
+        break;
+    case PRX_STATE_MAIL_WAIT:
+    case PRX_STATE_RCPT_WAIT:
+    case PRX_STATE_DATA_WAIT:
+    case PRX_STATE_DOT_WAIT:
+        prx_send(s, buf, n);
+        prx_txn_end(s);
+        break;
+    case PRX_STATE_RSET_WAIT:
+        if (!s->rset_silent) {
+            prx_reply(s, REPLY_RSET);
+        }
+        s->rset_silent = 0;
+        prx_txn_end(s);
+        break;
+    }
+    prx_continue(s);
+}
+
+static void prx_up_drain(void *arg)
+{
+    struct prx_session *s = arg;
+    if (s->bp && !s->closing) {
+        s->bp = 0;
+        prx_continue(s);
+    }
+}
+
+static void prx_up_close(void *arg)
+{
+    prx_unref_env(arg);
+}
+
+static const struct up_cbs prx_up_cbs = {
+    .on_ready = prx_up_ready,
+    .on_reply = prx_up_reply,
+    .on_fail = prx_up_fail,
+    .on_drain = prx_up_drain,
+    .on_close = prx_up_close,
+};
+
+/* What upstream gets of the vetted parameters, by its EHLO keywords. */
+static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
+{
+    unsigned ext = s->up ? up_ext(s->up) : 0;
+    const char *v;
+    size_t vl, o = 0;
+    size_t pl = strlen(s->txn->mail_params);
+
+    out[0] = '\0';
+    if ((ext & UP_EXT_SIZE) && prx_cmd_param(s->txn->mail_params, pl, "SIZE", &v, &vl)) {
+        o += (size_t)snprintf(out + o, cap - o, "SIZE=%.*s", (int)vl, v);
+    }
+    if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->txn->mail_params, pl, "BODY", &v, &vl) &&
+        o < cap) {
+        snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
+    }
+}
+
+/* Whether the upstream session s->up carries d's upstream and credentials: a
+ * route may change them between two transactions of one inbound session. */
+static int prx_up_fits(const struct prx_session *s, const struct conf_device *d)
+{
+    if (s->up_dev == d) {
+        return 1;
+    }
+    return d->auth == CONF_AUTH_PASSWORD && s->up_dev && s->up_dev->auth == CONF_AUTH_PASSWORD &&
+           up_session_same(s->up, d->up, d->user, d->password);
+}
+
+/* MAIL upstream on the session s->up, which is ready and idle. */
+static void prx_send_mail(struct prx_session *s)
+{
+    char params[PRX_PARAMS_MAX];
+
+    prx_enter_state(s, PRX_STATE_MAIL_WAIT);
+    prx_params_for_up(s, params, sizeof(params));
+    prx_up_check(s, up_mail(s->up, s->txn->from, params), PRX_STATE_MAIL_WAIT);
+}
+
+/* Continue the MAIL with what the pool gave: a pooled session (taken), or a
+ * new session, holding one of the upstream's connection slots when slot. */
+static void prx_up_open(struct prx_session *s, struct up_session *taken, int slot)
+{
+    struct up_params p;
+    const struct conf_device *d = s->up_dev;
+
+    if (taken) {
+        s->up = taken;
+        s->refs++;
+        s->up_reused = 1;
+        if (s->env->metrics) {
+            s->env->metrics->upstream_reused++;
+        }
+        prx_send_mail(s);
+        return;
+    }
+    s->up_reused = 0;
+    memset(&p, 0, sizeof(p));
+    p.up = d->up;
+    p.user = d->user;
+    p.password = d->password;
+    memcpy(p.mechs, d->auth_mechanisms, sizeof(p.mechs));
+    p.oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
+    p.helo = s->conf->hostname;
+    p.sid = s->sid;
+    p.connect_timeout = s->conf->connect_timeout;
+    p.command_timeout = s->conf->command_timeout;
+    p.data_timeout = s->conf->data_timeout;
+    p.tls_cache = s->env->pool;
+    p.slot_pool = slot ? s->env->pool : NULL;
+    p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
+    s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
+    if (!s->up) {
+        if (slot) {
+            char where[300];
+            up_where_of(d->up, where, sizeof(where));
+            up_pool_slot_free(s->env->pool, where);
+        }
+        prx_txn_abort(s, REPLY_NOMEM);
+        prx_continue(s); /* after a slot wait reading is paused: resume it */
+        return;
+    }
+    s->refs++;
+    if (s->env->metrics) {
+        s->env->metrics->upstream_connections++;
+    }
+    s->up_start_ms = uv_now(s->env->loop);
+    prx_enter_state(s, PRX_STATE_CONNECT);
+    up_session_start(s->up); /* on_ready may run before this returns */
+}
+
+static void prx_slot_ready(struct up_pool_wait *w, struct up_session *taken)
+{
+    struct prx_session *s = w->arg;
+
+    uv_timer_stop(&s->timer);
+    prx_up_open(s, taken, taken == NULL);
+}
+
+/* All of the upstream's connections stayed busy for command_timeout. */
+static void prx_slot_timeout_cb(uv_timer_t *t)
+{
+    struct prx_session *s = t->data;
+    char where[300], detail[160];
+
+    up_pool_cancel(s->env->pool, &s->upw);
+    up_where_of(s->upw.up, where, sizeof(where));
+    snprintf(detail, sizeof(detail), "all %u connections (max_connections) stayed in use for %u s",
+             s->upw.cap, s->conf->command_timeout);
+    log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us", where,
+             s->upw.cap, s->conf->command_timeout);
+    if (s->env->metrics) {
+        metrics_upstream_error(s->env->metrics, RELAY_E_BUSY);
+    }
+    prx_setup_failed(s, RELAY_E_BUSY, where, detail);
+}
+
+static void prx_start_mail(struct prx_session *s, int use_pool)
+{
+    const struct conf_device *d = s->txn->route ? &s->txn->route->cred : s->dev;
+    struct up_session *taken = NULL;
+
+    if (s->up && !prx_up_fits(s, d)) {
+        /* another identity: hand the clean session to the pool for whoever fits it */
+        prx_up_release(s);
+        prx_drop_up(s); /* closed without QUIT: no late reply can reach this session */
+    }
+    if (s->up && up_idle(s->up)) {
+        prx_send_mail(s);
+        return;
+    }
+    prx_drop_up(s);
+    s->up_dev = d;
+    if (!s->env->pool) {
+        prx_up_open(s, NULL, 0);
+        return;
+    }
+    memset(&s->upw, 0, sizeof(s->upw));
+    s->upw.up = d->up;
+    s->upw.user = d->user;
+    s->upw.password = d->password;
+    s->upw.cbs = &prx_up_cbs;
+    s->upw.arg = s;
+    s->upw.sid = s->sid;
+    s->upw.cap = d->up->max_connections;
+    s->upw.fresh = !use_pool;
+    s->upw.on_ready = prx_slot_ready;
+    switch (up_pool_get(s->env->pool, &s->upw, &taken)) {
+    case UP_POOL_TAKEN:
+        prx_up_open(s, taken, 0);
+        return;
+    case UP_POOL_SLOT:
+        prx_up_open(s, NULL, 1);
+        return;
+    case UP_POOL_NOMEM:
+        prx_txn_abort(s, REPLY_NOMEM);
+        return;
+    case UP_POOL_WAIT:
+        prx_enter_state(s, PRX_STATE_SLOT_WAIT);
+        uv_timer_start(&s->timer, prx_slot_timeout_cb, (uint64_t)s->conf->command_timeout * 1000u,
+                       0);
+        return;
+    }
+}
+
+/* Relay: upstream's own verdict for MAIL, each RCPT and the end of data. */
+static void prx_relay_mail(struct prx_session *s)
+{
+    prx_start_mail(s, 1);
+}
+
+static void prx_relay_rcpt(struct prx_session *s)
+{
+    prx_enter_state(s, PRX_STATE_RCPT_WAIT);
+    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL), PRX_STATE_RCPT_WAIT);
+}
+
+static void prx_relay_data(struct prx_session *s)
+{
+    if (s->txn->sink->can_queue(s, 0) && prx_count_queued(s, 0) == 0) {
+        /* upstream deferred every recipient: all of it goes to the spool */
+        prx_go_local(s, "upstream deferred every recipient");
+        s->txn->sink->data(s);
+        return;
+    }
+    prx_enter_state(s, PRX_STATE_DATA_WAIT);
+    prx_up_check(s, up_data(s->up), PRX_STATE_DATA_WAIT);
+}
+
+/* on_upstream_failure = queue: a temporary failure spools the message, when
+ * need_room only while the spool has room. */
+static int prx_can_queue(const struct prx_session *s, int need_room)
+{
+    return !need_room || prx_spool_room(s, 0);
+}
+
+static void prx_relay_body_done(struct prx_session *s)
+{
+    struct prx_txn *t = s->txn;
+    char term[8];
+    size_t n;
+
+    if (t->spw && t->spool_err) {
+        if (!s->up || prx_count_queued(s, 1) > 0) {
+            /* recipients promised to the queue cannot be served: refuse it all (4xx) */
+            t->body_err = PRX_BODY_SPOOL;
+            prx_drop_up(s);
+            prx_body_refuse(s);
+            return;
+        }
+        /* tee: the spool copy failed; upstream alone decides */
+        spool_writer_abort(t->spw);
+        t->spw = NULL;
+        s->refs--;
+    }
+    n = data_enc_finish(&t->enc, term);
+    free(t->bodybuf);
+    t->bodybuf = NULL;
+    t->dot_ms = uv_now(s->env->loop);
+    prx_enter_state(s, PRX_STATE_DOT_WAIT);
+    if (up_body(s->up, term, n) == 0) {
+        /* the verdict arrives via prx_up_reply / prx_up_fail */
+        prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
+    }
+}
+
+const struct prx_sink prx_sink_relay = {
+    .name = "relay",
+    .relays = 1,
+    .mail = prx_relay_mail,
+    .rcpt = prx_relay_rcpt,
+    .data = prx_relay_data,
+    .can_queue = prx_no_queue,
+    .body_done = prx_relay_body_done,
+};
+
+const struct prx_sink prx_sink_relay_queue = {
+    .name = "relay_queue",
+    .relays = 1,
+    .mail = prx_relay_mail,
+    .rcpt = prx_relay_rcpt,
+    .data = prx_relay_data,
+    .can_queue = prx_can_queue,
+    .body_done = prx_relay_body_done,
+};
