@@ -128,6 +128,16 @@ static void check_set(struct check_probe *p, int ok, const char *text)
     snprintf(p->result, sizeof(p->result), "%s%s", ok ? "ok: " : "FAILED: ", text);
 }
 
+/* r from an up_* call: < 0 means it had no effect and nothing will answer it
+ * (up_session.h). */
+static void check_sent(struct check_probe *p, int r)
+{
+    if (r < 0) {
+        check_set(p, 0, "upstream session not ready for the command");
+        up_close(p->up);
+    }
+}
+
 static void check_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
     struct check_probe *p = arg;
@@ -145,7 +155,7 @@ static void check_on_ready(void *arg, int err, const struct up_reply *r, const c
         return;
     }
     p->step = CHECK_MAIL;
-    up_mail(p->up, p->dev->user, NULL);
+    check_sent(p, up_mail(p->up, p->dev->user, NULL));
 }
 
 static void check_on_reply(void *arg, const struct up_reply *r)
@@ -164,14 +174,14 @@ static void check_on_reply(void *arg, const struct up_reply *r)
             return;
         }
         p->step = CHECK_RCPT;
-        up_rcpt(p->up, p->rcpt, NULL);
+        check_sent(p, up_rcpt(p->up, p->rcpt, NULL));
         return;
     case CHECK_RCPT:
         p->ok = r->code >= 200 && r->code < 300;
         snprintf(p->result, sizeof(p->result), "%s: authenticated; RCPT TO:<%s> got %d %s",
                  p->ok ? "ok" : "FAILED", p->rcpt, r->code, line);
         p->step = CHECK_RSET;
-        up_rset(p->up);
+        check_sent(p, up_rset(p->up));
         return;
     case CHECK_RSET:
         p->step = CHECK_DONE;
@@ -243,7 +253,7 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
         snprintf(p->result, sizeof(p->result), "FAILED: no result");
         p->up = up_session_new(&loop, &up, &check_cbs, p);
         if (p->up) {
-            up_session_start(p->up);
+            check_sent(p, up_session_start(p->up));
         }
     }
     uv_run(&loop, UV_RUN_DEFAULT);

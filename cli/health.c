@@ -258,8 +258,8 @@ int cli_health(int argc, char **argv)
 
     uv_loop_init(&loop);
     h.up = up_session_new(&loop, &p, &health_cbs, &h);
-    if (h.up) {
-        up_session_start(h.up);
+    if (h.up && up_session_start(h.up) < 0) { /* no callback comes */
+        up_close(h.up);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

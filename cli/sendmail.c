@@ -1000,6 +1000,20 @@ static uint64_t sm_size(const struct sm_send *s)
 static void sm_read_next(struct sm_send *s);
 static int sm_body_out(struct sm_send *s, const char *p, size_t n);
 
+/* r from an up_* call: < 0 means it had no effect and nothing will answer it
+ * (up_session.h): the message is not sent. Returns r. */
+static int sm_sent(struct sm_send *s, int r)
+{
+    if (r < 0 && s->state != SM_STATE_DONE) {
+        sm_say("%s %s: session not ready in state %s; message not sent", s->label, s->where,
+               sm_strstate(s->state));
+        s->rc = EX_TEMPFAIL;
+        sm_enter_state(s, SM_STATE_DONE);
+        up_close(s->up);
+    }
+    return r;
+}
+
 static void sm_on_fs_read(uv_fs_t *req)
 {
     struct sm_send *s = req->data;
@@ -1019,14 +1033,14 @@ static void sm_on_fs_read(uv_fs_t *req)
     }
     if (n == 0) {
         size_t e = data_enc_finish(&s->enc, s->ebuf);
-        if (up_body(s->up, s->ebuf, e) != 0) {
-            return; /* on_fail reported it */
+        if (sm_sent(s, up_body(s->up, s->ebuf, e)) < 0) {
+            return;
         }
         if (s->o->verbose) {
             sm_say(">>> (message, %llu bytes) .", (unsigned long long)sm_size(s));
         }
         sm_enter_state(s, SM_STATE_DOT);
-        up_data_end(s->up);
+        sm_sent(s, up_data_end(s->up));
         return;
     }
     s->off += n;
@@ -1062,8 +1076,8 @@ static int sm_body_out(struct sm_send *s, const char *p, size_t n)
 {
     while (n > 0) {
         size_t k = n < SM_CHUNK ? n : SM_CHUNK;
-        if (up_body(s->up, s->ebuf, data_enc_feed(&s->enc, p, k, s->ebuf)) != 0) {
-            return -1; /* on_fail reported it */
+        if (sm_sent(s, up_body(s->up, s->ebuf, data_enc_feed(&s->enc, p, k, s->ebuf))) < 0) {
+            return -1;
         }
         p += k;
         n -= k;
@@ -1089,7 +1103,7 @@ static void sm_send_rcpt(struct sm_send *s)
     if (s->o->verbose) {
         sm_say(">>> RCPT TO:<%s>", s->m->rcpt[s->rcpt_i]);
     }
-    up_rcpt(s->up, s->m->rcpt[s->rcpt_i], NULL);
+    sm_sent(s, up_rcpt(s->up, s->m->rcpt[s->rcpt_i], NULL));
 }
 
 static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
@@ -1126,7 +1140,7 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     if (s->o->verbose) {
         sm_say(">>> MAIL FROM:<%s>%s%s", s->sender, *params ? " " : "", params);
     }
-    up_mail(s->up, s->sender, params);
+    sm_sent(s, up_mail(s->up, s->sender, params));
 }
 
 static void sm_on_reply(void *arg, const struct up_reply *r)
@@ -1175,7 +1189,7 @@ static void sm_on_reply(void *arg, const struct up_reply *r)
         if (s->o->verbose) {
             sm_say(">>> DATA");
         }
-        up_data(s->up);
+        sm_sent(s, up_data(s->up));
         return;
     case SM_STATE_DATA:
         if (r->code != 354) {
@@ -1333,7 +1347,7 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         s.rc = EX_OSERR;
     } else {
         sm_enter_state(&s, SM_STATE_CONNECT);
-        up_session_start(s.up);
+        sm_sent(&s, up_session_start(s.up));
     }
     uv_run(&s.loop, UV_RUN_DEFAULT);
     if (p.oauth) {

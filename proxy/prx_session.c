@@ -467,15 +467,16 @@ static void prx_drop_up(struct prx_session *s)
     s->up_txn = 0;
 }
 
-/* An up_* call refused without calling back (the upstream session was not in a
- * state to take it): nothing will answer, so answer the client now. */
+/* An up_* call returned < 0: it had no effect and nothing will answer it
+ * (up_session.h), so answer the client now. 0: the answer comes later. */
 static void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
 {
     char buf[300];
     size_t n;
 
-    if (r >= 0 || s->closing || s->state != waiting || !s->up) {
-        return; /* sent, or a callback already took care of it */
+    (void)waiting;
+    if (r >= 0) {
+        return;
     }
     n = reply_upstream(buf, sizeof(buf), RELAY_E_PROTOCOL, up_where(s->up),
                        "session not ready for the command");
@@ -1185,7 +1186,10 @@ static void prx_up_open(struct prx_session *s, struct up_session *taken, int slo
     }
     s->up_start_ms = uv_now(s->env->loop);
     prx_enter_state(s, PRX_STATE_CONNECT);
-    up_session_start(s->up); /* on_ready may run before this returns */
+    if (up_session_start(s->up) < 0) { /* no callback comes: a new session cannot refuse */
+        up_close(s->up);
+        prx_setup_failed(s, RELAY_E_PROTOCOL, d->up->host, "session not startable");
+    }
 }
 
 static void prx_slot_ready(struct up_pool_wait *w, struct up_session *taken)
@@ -1894,10 +1898,9 @@ static void prx_body_end(struct prx_session *s)
         s->bodybuf = NULL;
         s->dot_ms = uv_now(s->env->loop);
         prx_enter_state(s, PRX_STATE_DOT_WAIT);
-        if (up_body(s->up, term, n) == 0) {
-            /* the verdict arrives via prx_up_reply / prx_up_fail */
-            prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
-        }
+        /* the verdict arrives via prx_up_reply / prx_up_fail */
+        int r = up_body(s->up, term, n);
+        prx_up_check(s, r < 0 ? r : up_data_end(s->up), PRX_STATE_DOT_WAIT);
         return;
     }
     case PRX_BODY_TOO_BIG:

@@ -498,7 +498,13 @@ static void upq_start_delivery(struct upq_job *j)
     }
     log_debug(j->qid, "queue", "qid=%016" PRIx64 " event=attempt n=%u relay=%s", j->qid,
               j->attempts, up_where(j->ups));
-    up_session_start(j->ups);
+    if (up_session_start(j->ups) < 0) { /* no callback comes */
+        up_close(j->ups);
+        j->ups = NULL;
+        snprintf(j->lasterr, sizeof(j->lasterr), "upstream session not startable");
+        j->temp_fail = 1;
+        upq_attempt_end(j);
+    }
 }
 
 /* Past recipients that were not sent in this attempt (settled before). */
@@ -519,17 +525,27 @@ static int upq_any_accepted(const struct upq_job *j)
     return 0;
 }
 
+/* r from an up_* command: < 0 means it had no effect and nothing will answer
+ * it (up_session.h), so the attempt fails here. */
+static void upq_sent(struct upq_job *j, int r)
+{
+    if (r < 0) {
+        up_close(j->ups);
+        upq_on_fail(j, RELAY_E_PROTOCOL, "upstream session not ready for the command", 1);
+    }
+}
+
 static void upq_next_rcpt(struct upq_job *j)
 {
     upq_skip_sent(j);
     if (j->ircpt < j->env.nrcpt) {
         j->step = UPQ_RCPT;
-        up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL);
+        upq_sent(j, up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL));
         return;
     }
     if (upq_any_accepted(j)) {
         j->step = UPQ_DATA;
-        up_data(j->ups);
+        upq_sent(j, up_data(j->ups));
         return;
     }
     /* nobody accepted: nothing to send */
@@ -594,7 +610,7 @@ static void upq_on_ready(void *arg, int err, const struct up_reply *r, const cha
     j->step = UPQ_MAIL;
     j->piped = (up_ext(j->ups) & UP_EXT_PIPELINING) != 0;
     if (!j->piped) {
-        up_mail(j->ups, j->env.from, params);
+        upq_sent(j, up_mail(j->ups, j->env.from, params));
         return;
     }
     upq_send_envelope(j, params);
@@ -619,8 +635,9 @@ static void upq_send_envelope(struct upq_job *j, const char *params)
         r = up_data(u);
     }
     if (r >= 0) {
-        up_uncork(u);
-    } else if (j->ups == u) { /* refused without a callback: nothing will answer */
+        r = up_uncork(u);
+    }
+    if (r < 0) { /* refused without a callback (up_session.h): nothing will answer */
         up_close(u);
         upq_on_fail(j, RELAY_E_PROTOCOL, "pipelined command refused", 1);
     }
@@ -837,16 +854,17 @@ static void upq_fs_cb(uv_fs_t *req)
         size_t n = data_enc_finish(&j->enc, term);
         j->body_eof = 1;
         j->step = UPQ_DOT;
-        if (up_body(j->ups, term, n) == 0) {
-            up_data_end(j->ups);
+        if (up_body(j->ups, term, n) < 0 || up_data_end(j->ups) < 0) {
+            upq_body_abort(j, "upstream session not ready for the end of data");
         }
         return;
     }
     j->off += (uint64_t)r;
     {
         size_t n = data_enc_feed(&j->enc, j->rbuf, (size_t)r, j->ebuf);
-        if (up_body(j->ups, j->ebuf, n) != 0) {
-            return; /* on_fail took over */
+        if (up_body(j->ups, j->ebuf, n) < 0) {
+            upq_body_abort(j, "upstream session not ready for the body");
+            return;
         }
     }
     if (up_pending(j->ups) > UPQ_HIWAT) {

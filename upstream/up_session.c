@@ -65,6 +65,11 @@ struct up_session {
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     char tls_key[400];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
+    /* Inside one of the owner's calls (up_mail...): a failure found there is
+     * reported from a zero timer instead (libuv's rule, see up_session.h). */
+    unsigned in_call : 1;
+    int late_err;
+    char late_detail[200];
     /* PIPELINING (RFC 2920): commands sent after the one s->state awaits, in
      * order: pipe_rcpt RCPTs, then DATA when pipe_data. corked: written, not
      * yet flushed, so a group leaves in one TLS record. */
@@ -193,36 +198,74 @@ static void up_shutdown(struct up_session *s)
     }
 }
 
-/* Failure: tell the owner once (before or after ready), then close. */
-static void up_fail(struct up_session *s, int err, const struct up_reply *r, const char *detail)
+/* Tells the owner of a failure (on_ready before ready, on_fail after), then closes. */
+static void up_report(struct up_session *s, int err, const struct up_reply *r, const char *detail)
 {
-    int pending;
+    int pending = s->state != UP_STATE_READY;
 
-    if (s->failed || s->closing) {
-        return;
-    }
-    s->failed = 1;
-    pending = s->state != UP_STATE_READY && s->state != UP_STATE_QUIT;
-    if (s->state == UP_STATE_QUIT) {
-        up_shutdown(s);
-        return;
-    }
-    if (err == RELAY_E_AUTH) {
-        char q[600];
-        log_warn(s->p.sid, "up", "relay=%s event=auth_failed user=%s reply=\"%s\"", s->where,
-                 s->p.user, log_quote(detail, strlen(detail), q, sizeof(q)));
-    } else {
-        char q[600];
-        log_warn(s->p.sid, "up", "relay=%s event=failed state=%s error=%s detail=\"%s\"", s->where,
-                 up_strstate(s->state), reply_err_name(err),
-                 log_quote(detail, strlen(detail), q, sizeof(q)));
-    }
     if (!s->ready) {
         s->cbs->on_ready(s->arg, err, r, detail);
     } else {
         s->cbs->on_fail(s->arg, err, detail, pending);
     }
     up_shutdown(s);
+}
+
+static void up_late_cb(uv_timer_t *t)
+{
+    struct up_session *s = t->data;
+    up_report(s, s->late_err, NULL, s->late_detail);
+}
+
+/* Failure: tell the owner once (before or after ready), then close. Found
+ * inside an owner's call, it is told on the next loop turn, never from inside
+ * the call; meanwhile the session ignores its connection. */
+static void up_fail(struct up_session *s, int err, const struct up_reply *r, const char *detail)
+{
+    char q[600];
+
+    if (s->failed || s->closing) {
+        return;
+    }
+    s->failed = 1;
+    if (s->state == UP_STATE_QUIT) {
+        up_shutdown(s);
+        return;
+    }
+    if (err == RELAY_E_AUTH) {
+        log_warn(s->p.sid, "up", "relay=%s event=auth_failed user=%s reply=\"%s\"", s->where,
+                 s->p.user, log_quote(detail, strlen(detail), q, sizeof(q)));
+    } else {
+        log_warn(s->p.sid, "up", "relay=%s event=failed state=%s error=%s detail=\"%s\"", s->where,
+                 up_strstate(s->state), reply_err_name(err),
+                 log_quote(detail, strlen(detail), q, sizeof(q)));
+    }
+    if (s->in_call) {
+        s->late_err = err;
+        snprintf(s->late_detail, sizeof(s->late_detail), "%s", detail);
+        uv_timer_start(&s->timer, up_late_cb, 0, 0);
+        return;
+    }
+    up_report(s, err, r, detail);
+}
+
+/* An owner's call begins: refused (no effect, no callback) once the session
+ * failed or closes. */
+static int up_call_begin(struct up_session *s)
+{
+    if (s->closing || s->failed) {
+        return RELAY_E_LOST;
+    }
+    s->in_call = 1;
+    return 0;
+}
+
+/* r < 0 from the call's own checks means it had no effect; a failure found on
+ * the way was scheduled for on_ready / on_fail, so the call returns 0. */
+static int up_call_end(struct up_session *s, int r)
+{
+    s->in_call = 0;
+    return s->failed ? 0 : r;
 }
 
 /* The failure's detail is upstream's reply, code first ("535 5.7.8 ..."), so an
@@ -367,7 +410,7 @@ static void up_on_token(void *arg, const char *token, const char *err)
     char d[400];
 
     s->token_wait = 0;
-    if (s->closing) {
+    if (s->closing || s->failed) {
         return;
     }
     if (!token) {
@@ -713,7 +756,7 @@ static size_t up_tio_read(void *arg, const char *data, size_t len)
     struct up_session *s = arg;
     size_t off = 0;
 
-    while (off < len && !s->closing) {
+    while (off < len && !s->closing && !s->failed) {
         size_t c = 0;
         int r = up_reply_feed(&s->rp, data + off, len - off, &c);
         off += c;
@@ -730,13 +773,17 @@ static size_t up_tio_read(void *arg, const char *data, size_t len)
             return len; /* tio discarded the rest: nothing in clear after STARTTLS */
         }
     }
-    return s->closing ? len : off;
+    return s->closing || s->failed ? len : off;
 }
 
 static void up_tio_handshake(void *arg)
 {
     struct up_session *s = arg;
     char tls[96];
+
+    if (s->failed) {
+        return;
+    }
     {
         br_ssl_session_parameters sp;
         int resumed = 0;
@@ -760,7 +807,7 @@ static void up_tio_handshake(void *arg)
 static void up_tio_drain(void *arg)
 {
     struct up_session *s = arg;
-    if (s->state == UP_STATE_BODY) {
+    if (s->state == UP_STATE_BODY && !s->failed) {
         up_arm(s, s->p.data_timeout); /* progress: the data block timer restarts */
         if (s->cbs->on_drain) {
             s->cbs->on_drain(s->arg);
@@ -803,7 +850,7 @@ static void up_connect_cb(uv_connect_t *req, int status)
     struct up_session *s = req->data;
     char d[160];
 
-    if (s->closing) {
+    if (s->closing || s->failed) {
         return;
     }
     if (status < 0) {
@@ -862,7 +909,7 @@ static void up_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *re
     struct up_session *s = req->data;
 
     s->ai = res;
-    if (s->closing) {
+    if (s->closing || s->failed) {
         up_unref(s);
         return;
     }
@@ -917,6 +964,9 @@ int up_session_start(struct up_session *s)
     char port[8];
     int r;
 
+    if (s->state != UP_STATE_INIT || up_call_begin(s) < 0) {
+        return RELAY_E_PROTOCOL;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -928,10 +978,10 @@ int up_session_start(struct up_session *s)
     r = uv_getaddrinfo(s->loop, &s->gai, up_resolve_cb, s->p.up->host, port, &hints);
     if (r < 0) {
         up_fail(s, RELAY_E_RESOLVE, NULL, uv_strerror(r));
-        return r;
+    } else {
+        s->refs++;
     }
-    s->refs++;
-    return 0;
+    return up_call_end(s, 0);
 }
 
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap)
@@ -951,7 +1001,7 @@ unsigned up_ext(const struct up_session *s)
 
 int up_idle(const struct up_session *s)
 {
-    return !s->closing && s->state == UP_STATE_READY;
+    return !s->closing && !s->failed && s->state == UP_STATE_READY;
 }
 
 /* "VERB<arg> params", or "VERB" when arg is NULL. */
@@ -997,66 +1047,76 @@ void up_cork(struct up_session *s)
     s->corked = 1;
 }
 
-int up_uncork(struct up_session *s)
+static int up_uncork_call(struct up_session *s)
 {
     int r;
 
-    s->corked = 0;
-    if (s->closing) {
-        return RELAY_E_LOST;
-    }
     if (s->pipe_rcpt || s->pipe_data) {
         tio_quickack(s->tio); /* a reply per command comes back: ACK each at once */
     }
     if ((r = tio_flush(s->tio)) < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
     }
     return 0;
 }
 
+int up_uncork(struct up_session *s)
+{
+    s->corked = 0;
+    if (up_call_begin(s) < 0) {
+        return RELAY_E_LOST;
+    }
+    return up_call_end(s, up_uncork_call(s));
+}
+
+/* MAIL or RSET from READY; RCPT and DATA also pipelined after MAIL / RCPT. */
+static int up_cmd_call(struct up_session *s, enum up_state st, const char *verb, const char *arg,
+                       const char *params)
+{
+    if (up_call_begin(s) < 0) {
+        return RELAY_E_LOST;
+    }
+    if ((st == UP_STATE_RCPT || st == UP_STATE_DATA) && s->state != UP_STATE_READY) {
+        return up_call_end(s, up_pipelined(s, st, verb, arg, params));
+    }
+    /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes (command_timeout) */
+    return up_call_end(s, up_command(s, st, s->p.command_timeout, verb, arg, params));
+}
+
 int up_mail(struct up_session *s, const char *from, const char *params)
 {
-    return up_command(s, UP_STATE_MAIL, s->p.command_timeout, "MAIL FROM:", from, params);
+    return up_cmd_call(s, UP_STATE_MAIL, "MAIL FROM:", from, params);
 }
 
 int up_rcpt(struct up_session *s, const char *to, const char *params)
 {
-    if (s->state != UP_STATE_READY) {
-        return up_pipelined(s, UP_STATE_RCPT, "RCPT TO:", to, params);
-    }
-    return up_command(s, UP_STATE_RCPT, s->p.command_timeout, "RCPT TO:", to, params);
+    return up_cmd_call(s, UP_STATE_RCPT, "RCPT TO:", to, params);
 }
 
 int up_data(struct up_session *s)
 {
-    /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes */
-    if (s->state != UP_STATE_READY) {
-        return up_pipelined(s, UP_STATE_DATA, "DATA", NULL, NULL);
-    }
-    return up_command(s, UP_STATE_DATA, s->p.command_timeout, "DATA", NULL, NULL);
+    return up_cmd_call(s, UP_STATE_DATA, "DATA", NULL, NULL);
 }
 
 int up_rset(struct up_session *s)
 {
-    return up_command(s, UP_STATE_RSET, s->p.command_timeout, "RSET", NULL, NULL);
+    return up_cmd_call(s, UP_STATE_RSET, "RSET", NULL, NULL);
 }
 
 int up_body(struct up_session *s, const char *data, size_t len)
 {
     int r;
 
-    if (s->closing || s->state != UP_STATE_BODY) {
+    if (s->state != UP_STATE_BODY || up_call_begin(s) < 0) {
         return RELAY_E_PROTOCOL;
     }
     r = tio_write(s->tio, data, len);
     if (r < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
     }
-    return 0;
+    return up_call_end(s, 0);
 }
 
 size_t up_pending(const struct up_session *s)
@@ -1068,7 +1128,7 @@ int up_data_end(struct up_session *s)
 {
     int r;
 
-    if (s->closing || s->state != UP_STATE_BODY) {
+    if (s->state != UP_STATE_BODY || up_call_begin(s) < 0) {
         return RELAY_E_PROTOCOL;
     }
     up_enter_state(s, UP_STATE_DOT);
@@ -1076,10 +1136,10 @@ int up_data_end(struct up_session *s)
     if (r < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
+    } else {
+        up_arm(s, s->p.data_timeout); /* RFC 5321 §4.5.3.2.6: 10 minutes */
     }
-    up_arm(s, s->p.data_timeout); /* RFC 5321 §4.5.3.2.6: 10 minutes */
-    return 0;
+    return up_call_end(s, 0);
 }
 
 void up_quit(struct up_session *s)

@@ -60,8 +60,18 @@ struct up_cbs {
     void (*on_close)(void *arg);
 };
 
+/* The calling contract (libuv's): up_session_start, up_mail, up_rcpt, up_data,
+ * up_body, up_data_end, up_rset and up_uncork either
+ *  - return < 0: the call had no effect (wrong state, or the session already
+ *    failed or closes) and no callback comes because of it; or
+ *  - return 0: the outcome comes later through on_ready, on_reply or on_fail,
+ *    always from the loop, never from inside the call. A failure met during
+ *    the call (a write error, a line too long) is one of these outcomes.
+ * up_quit and up_close never fail; after them only on_close comes (a failure
+ * not yet reported is dropped). on_close always comes, from the loop. */
 struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg);
+/* Resolve, connect, TLS, EHLO, AUTH: on_ready follows. */
 int up_session_start(struct up_session *s);
 
 /* "host:port" for logs and replies. */
@@ -82,7 +92,7 @@ int up_data(struct up_session *s);
  * up_data may also be called while MAIL or RCPT replies are outstanding (DATA
  * last); on_reply then comes once per command, in order. Between up_cork and
  * up_uncork commands are written but not flushed, so the group leaves in one
- * write. up_uncork returns < 0 after a failure it reported via on_fail. */
+ * write. up_uncork returns < 0 only when the session had already failed. */
 void up_cork(struct up_session *s);
 int up_uncork(struct up_session *s);
 /* After a 354: queue wire-format body bytes (already dot-stuffed). */
