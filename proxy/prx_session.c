@@ -1166,8 +1166,11 @@ static void prx_up_open(struct prx_session *s, struct up_session *taken, int slo
     p.connect_timeout = s->conf->connect_timeout;
     p.command_timeout = s->conf->command_timeout;
     p.data_timeout = s->conf->data_timeout;
-    p.tls_cache = s->env->pool;
-    p.slot_pool = slot ? s->env->pool : NULL;
+    p.tls_cache = s->env->pool ? up_pool_tlscache(s->env->pool) : NULL;
+    if (slot) {
+        p.on_free = up_pool_slot_free;
+        p.free_arg = s->env->pool;
+    }
     p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
     s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
     if (!s->up) {

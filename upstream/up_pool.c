@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "upstream/up_tlscache.h"
 
 struct up_pool_entry {
     struct up_pool_entry *prev, *next;
@@ -14,14 +15,6 @@ struct up_pool_entry {
     struct up_session *s;
     uint64_t since_ms;
     int closing; /* QUIT sent, waiting for on_close */
-};
-
-#define UP_POOL_TLS_MAX 32
-
-struct up_pool_tls {
-    char key[400]; /* "where server_name" */
-    br_ssl_session_parameters params;
-    uint64_t used_ms;
 };
 
 /* Connection slots of one upstream address, and who waits for one. */
@@ -32,8 +25,7 @@ struct up_pool_dest {
 };
 
 struct up_pool {
-    struct up_pool_tls tls[UP_POOL_TLS_MAX];
-    size_t ntls;
+    struct up_tlscache *tls;
     uv_loop_t *loop;
     uv_timer_t timer; /* idle timeout */
     uv_timer_t kick;  /* hands freed slots and sessions to waiters, outside callers' stacks */
@@ -50,7 +42,7 @@ static void up_pool_maybe_free(struct up_pool *p)
 {
     /* a session holding a slot gives it back here when freed: wait for it */
     if (p->closing && p->handles_open == 0 && p->n == 0 && p->nslots == 0) {
-        explicit_bzero(p->tls, sizeof(p->tls)); /* master secrets */
+        up_tlscache_free(p->tls);
         free(p->dests);
         free(p);
     }
@@ -75,47 +67,9 @@ static struct up_pool_dest *up_pool_dest_find(const struct up_pool *p, const cha
     return NULL;
 }
 
-static struct up_pool_tls *up_pool_tls_find(struct up_pool *p, const char *key)
+struct up_tlscache *up_pool_tlscache(struct up_pool *p)
 {
-    for (size_t i = 0; i < p->ntls; i++) {
-        if (strcmp(p->tls[i].key, key) == 0) {
-            return &p->tls[i];
-        }
-    }
-    return NULL;
-}
-
-int up_pool_tls_get(struct up_pool *p, const char *key, br_ssl_session_parameters *out)
-{
-    struct up_pool_tls *e;
-
-    if (!(e = up_pool_tls_find(p, key))) {
-        return -1;
-    }
-    e->used_ms = uv_now(p->loop);
-    *out = e->params;
-    return 0;
-}
-
-void up_pool_tls_put(struct up_pool *p, const char *key, const br_ssl_session_parameters *params)
-{
-    struct up_pool_tls *e;
-
-    if (!(e = up_pool_tls_find(p, key))) {
-        if (p->ntls < UP_POOL_TLS_MAX) {
-            e = &p->tls[p->ntls++];
-        } else { /* replace the least recently used */
-            e = &p->tls[0];
-            for (size_t i = 1; i < p->ntls; i++) {
-                if (p->tls[i].used_ms < e->used_ms) {
-                    e = &p->tls[i];
-                }
-            }
-        }
-        snprintf(e->key, sizeof(e->key), "%s", key);
-    }
-    e->params = *params;
-    e->used_ms = uv_now(p->loop);
+    return p->tls;
 }
 
 static void up_pool_unlink(struct up_pool_entry *e)
@@ -236,6 +190,10 @@ struct up_pool *up_pool_new(uv_loop_t *loop, unsigned idle_seconds)
 {
     struct up_pool *p = calloc(1, sizeof(*p));
     if (!p) {
+        return NULL;
+    }
+    if (!(p->tls = up_tlscache_new(loop))) {
+        free(p);
         return NULL;
     }
     p->loop = loop;
@@ -460,8 +418,9 @@ void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w)
     }
 }
 
-void up_pool_slot_free(struct up_pool *p, const char *where)
+void up_pool_slot_free(void *pool, const char *where)
 {
+    struct up_pool *p = pool;
     struct up_pool_dest *d = up_pool_dest_find(p, where);
 
     if (d && d->used > 0) {

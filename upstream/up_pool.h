@@ -15,7 +15,6 @@
 
 #include <stdint.h>
 
-#include <bearssl.h>
 #include <uv.h>
 
 #include "upstream/up_session.h"
@@ -31,11 +30,8 @@ struct up_session *up_pool_take(struct up_pool *p, const struct conf_upstream *u
 /* Give back a ready session with no transaction open upstream. cap: most idle
  * sessions kept for its address; beyond it the session is closed with QUIT. */
 void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap);
-/* TLS session resumption cache: what to offer on the next connection, by a key
- * the caller builds from everything verification depends on. get returns 0
- * and fills out, or -1. */
-int up_pool_tls_get(struct up_pool *p, const char *key, br_ssl_session_parameters *out);
-void up_pool_tls_put(struct up_pool *p, const char *key, const br_ssl_session_parameters *params);
+/* The TLS session resumption cache shared by the pool's sessions. */
+struct up_tlscache *up_pool_tlscache(struct up_pool *p);
 
 /* A transaction's request for an upstream session. The caller fills the
  * first block and keeps the struct alive until on_ready runs or it cancels. */
@@ -65,8 +61,8 @@ enum up_pool_got {
 enum up_pool_got up_pool_get(struct up_pool *p, struct up_pool_wait *w, struct up_session **out);
 /* Stop waiting (the client left or timed out). No-op when not queued. */
 void up_pool_cancel(struct up_pool *p, struct up_pool_wait *w);
-/* A session holding a slot was freed (called by up_session). */
-void up_pool_slot_free(struct up_pool *p, const char *where);
+/* A session holding a slot was freed (up_params.on_free, free_arg = the pool). */
+void up_pool_slot_free(void *pool, const char *where);
 /* QUIT every idle session; the pool frees itself once they are closed. */
 void up_pool_close(struct up_pool *p);
 

@@ -472,7 +472,7 @@ static void upq_start_delivery(struct upq_job *j)
     p.connect_timeout = j->conf->connect_timeout;
     p.command_timeout = j->conf->command_timeout;
     p.data_timeout = j->conf->data_timeout;
-    p.tls_cache = q->pool;
+    p.tls_cache = q->pool ? up_pool_tlscache(q->pool) : NULL;
     p.oauth = up_oauth_set_find(q->oauth, j->dev); /* NULL unless auth = xoauth2 */
     j->step = UPQ_CONNECT;
     j->attempts++;

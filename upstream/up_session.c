@@ -14,7 +14,7 @@
 #include "common/tio.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
-#include "upstream/up_pool.h"
+#include "upstream/up_tlscache.h"
 
 #define UP_QUIT_TIMEOUT 5
 
@@ -160,8 +160,8 @@ static void up_unref(struct up_session *s)
     if (s->cbs->on_close) {
         s->cbs->on_close(s->arg);
     }
-    if (s->p.slot_pool) {
-        up_pool_slot_free(s->p.slot_pool, s->where);
+    if (s->p.on_free) {
+        s->p.on_free(s->p.free_arg, s->where);
     }
     if (s->password) {
         explicit_bzero(s->password, strlen(s->password));
@@ -346,7 +346,7 @@ static const char *up_tls_key(struct up_session *s)
 static int up_start_tls(struct up_session *s)
 {
     br_ssl_session_parameters sp;
-    int have = s->p.tls_cache && up_pool_tls_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
+    int have = s->p.tls_cache && up_tlscache_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
     int r = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify,
                                 have ? &sp : NULL);
     explicit_bzero(&sp, sizeof(sp));
@@ -788,7 +788,7 @@ static void up_tio_handshake(void *arg)
         br_ssl_session_parameters sp;
         int resumed = 0;
         if (s->p.tls_cache && tio_tls_session(s->tio, &sp, &resumed) == 0) {
-            up_pool_tls_put(s->p.tls_cache, up_tls_key(s), &sp);
+            up_tlscache_put(s->p.tls_cache, up_tls_key(s), &sp);
             explicit_bzero(&sp, sizeof(sp));
         }
         log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s resumed=%s", s->where,

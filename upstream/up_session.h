@@ -14,7 +14,7 @@
 #include "upstream/up_reply.h"
 
 struct up_session;
-struct up_pool;
+struct up_tlscache;
 struct up_oauth;
 struct conf_upstream;
 
@@ -29,10 +29,11 @@ struct up_params {
      * no AUTH; user and password are unused. Never for a provider. */
     int local_plain;
     /* TLS session resumption cache (may be NULL). */
-    struct up_pool *tls_cache;
-    /* The pool whose connection slot this session holds (up_pool_get gave
-     * UP_POOL_SLOT), given back when the session is freed; or NULL. */
-    struct up_pool *slot_pool;
+    struct up_tlscache *tls_cache;
+    /* Called once when the session is freed, with its up_where(): how up_pool
+     * gets back the connection slot the session held. NULL: nothing to do. */
+    void (*on_free)(void *free_arg, const char *where);
+    void *free_arg;
     /* auth = xoauth2 (oauthbearer): AUTH XOAUTH2 (OAUTHBEARER) with tokens from here; it
      * must outlive the session. NULL: PLAIN, LOGIN or CRAM-MD5 with password. */
     struct up_oauth *oauth;
