@@ -78,19 +78,18 @@ struct prx_session {
     struct prx_session *prev, *next;
     struct prx_conf *pc; /* the snapshot this session lives on */
     const struct conf *conf;
-    size_t devidx;        /* index of dev in conf->devices, for its rate buckets */
-    uint64_t start_ms;    /* accept time, for session_timeout */
-    uint64_t up_start_ms; /* upstream session start, for the setup histogram */
-    uint64_t dot_ms;      /* end of data sent upstream */
-    unsigned ncmds;       /* commands since the last MAIL (max_commands_before_mail) */
+    size_t devidx;     /* index of dev in conf->devices, for its rate buckets */
+    uint64_t start_ms; /* accept time, for session_timeout */
+    uint64_t dot_ms;   /* end of data sent upstream */
+    unsigned ncmds;    /* commands since the last MAIL (max_commands_before_mail) */
     const struct conf_device *dev;
     uint64_t sid;
     enum prx_state state;
     struct tio *tio;
     uv_timer_t timer;
     struct up_session *up;
-    struct up_pool_wait upw; /* asking the pool for an upstream session or slot */
-    int refs;                /* timer + tio + live up sessions */
+    struct up_acquire upq; /* asking the pool for an upstream session (PRX_STATE_CONNECT) */
+    int refs;              /* timer + tio + live up sessions */
     unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, txn_lost : 1,
         line_overflow : 1, esmtp : 1, rset_silent : 1;
     unsigned errors;
@@ -378,7 +377,7 @@ static void prx_close(struct prx_session *s, const char *reason)
         s->refs--; /* the timer's close is pending: refs stays above zero */
     }
     if (s->env->pool) {
-        up_pool_cancel(s->env->pool, &s->upw);
+        up_pool_acquire_cancel(s->env->pool, &s->upq);
     }
     uv_close((uv_handle_t *)&s->timer, prx_timer_close_cb);
     if (!s->client_gone) {
@@ -688,27 +687,10 @@ static void prx_data_local(struct prx_session *s)
 
 /* ---- upstream callbacks ---- */
 
+/* Sessions come ready from up_pool_acquire (prx_slot_ready): never called. */
 static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
-    struct prx_session *s = arg;
-
-    (void)r;
-    if (s->env->metrics) {
-        if (err == 0) {
-            metrics_observe(&s->env->metrics->upstream_setup,
-                            (double)(uv_now(s->env->loop) - s->up_start_ms) / 1000.0);
-        } else {
-            metrics_upstream_error(s->env->metrics, err);
-        }
-    }
-    if (s->closing || s->state != PRX_STATE_CONNECT) {
-        return;
-    }
-    if (err == 0) {
-        prx_send_mail(s);
-        return;
-    }
-    prx_setup_failed(s, err, s->up ? up_where(s->up) : "?", detail);
+    (void)arg, (void)err, (void)r, (void)detail;
 }
 
 /* No upstream session for this MAIL: queue the message when the device says
@@ -1137,94 +1119,39 @@ static void prx_send_mail(struct prx_session *s)
     prx_up_check(s, up_mail(s->up, s->from, params), PRX_STATE_MAIL_WAIT);
 }
 
-/* Continue the MAIL with what the pool gave: a pooled session (taken), or a
- * new session, holding one of the upstream's connection slots when slot. */
-static void prx_up_open(struct prx_session *s, struct up_session *taken, int slot)
+/* up_pool_acquire's answer: a ready session for this MAIL, or why there is
+ * none (every connection stayed busy, or no upstream of the list could be
+ * reached or logged in to). */
+static void prx_slot_ready(struct up_acquire *req, struct up_session *up, int err,
+                           const struct up_reply *r, const char *detail)
 {
-    struct up_params p;
-    const struct conf_device *d = s->up_dev;
+    struct prx_session *s = req->arg;
 
-    if (taken) {
-        s->up = taken;
-        s->refs++;
-        s->up_reused = 1;
-        if (s->env->metrics) {
-            s->env->metrics->upstream_reused++;
+    (void)r;
+    if (!up) {
+        if (err == RELAY_E_BUSY) {
+            log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us",
+                     req->where, req->up->max_connections, req->wait_seconds);
         }
-        prx_send_mail(s);
+        prx_setup_failed(s, err, req->where, detail);
         return;
     }
-    s->up_reused = 0;
-    memset(&p, 0, sizeof(p));
-    p.up = d->up;
-    p.user = d->user;
-    p.password = d->password;
-    memcpy(p.mechs, d->auth_mechanisms, sizeof(p.mechs));
-    p.oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
-    p.helo = s->conf->hostname;
-    p.sid = s->sid;
-    p.connect_timeout = s->conf->connect_timeout;
-    p.command_timeout = s->conf->command_timeout;
-    p.data_timeout = s->conf->data_timeout;
-    p.tls_cache = s->env->pool ? up_pool_tlscache(s->env->pool) : NULL;
-    if (slot) {
-        p.on_free = up_pool_slot_free;
-        p.free_arg = s->env->pool;
-    }
-    p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
-    s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
-    if (!s->up) {
-        if (slot) {
-            char where[300];
-            up_where_of(d->up, where, sizeof(where));
-            up_pool_slot_free(s->env->pool, where);
-        }
-        prx_txn_abort(s, REPLY_NOMEM);
-        prx_continue(s); /* after a slot wait reading is paused: resume it */
-        return;
-    }
+    s->up = up;
     s->refs++;
-    if (s->env->metrics) {
-        s->env->metrics->upstream_connections++;
+    s->up_reused = req->reused;
+    if (!req->reused && s->env->metrics) {
+        metrics_observe(&s->env->metrics->upstream_setup, (double)req->setup_ms / 1000.0);
     }
-    s->up_start_ms = uv_now(s->env->loop);
-    prx_enter_state(s, PRX_STATE_CONNECT);
-    if (up_session_start(s->up) < 0) { /* no callback comes: a new session cannot refuse */
-        up_close(s->up);
-        prx_setup_failed(s, RELAY_E_PROTOCOL, d->up->host, "session not startable");
-    }
+    prx_send_mail(s);
 }
 
-static void prx_slot_ready(struct up_pool_wait *w, struct up_session *taken)
-{
-    struct prx_session *s = w->arg;
-
-    uv_timer_stop(&s->timer);
-    prx_up_open(s, taken, taken == NULL);
-}
-
-/* All of the upstream's connections stayed busy for command_timeout. */
-static void prx_slot_timeout_cb(uv_timer_t *t)
-{
-    struct prx_session *s = t->data;
-    char where[300], detail[160];
-
-    up_pool_cancel(s->env->pool, &s->upw);
-    up_where_of(s->upw.up, where, sizeof(where));
-    snprintf(detail, sizeof(detail), "all %u connections (max_connections) stayed in use for %u s",
-             s->upw.cap, s->conf->command_timeout);
-    log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us", where,
-             s->upw.cap, s->conf->command_timeout);
-    if (s->env->metrics) {
-        metrics_upstream_error(s->env->metrics, RELAY_E_BUSY);
-    }
-    prx_setup_failed(s, RELAY_E_BUSY, where, detail);
-}
-
+/* An upstream session for this MAIL: the one kept from the last transaction
+ * when it fits, else one from the pool (fresh: a pooled one just turned out
+ * dead before MAIL was accepted, so a new one, ahead of the line). */
 static void prx_start_mail(struct prx_session *s, int use_pool)
 {
     const struct conf_device *d = s->route ? &s->route->cred : s->dev;
-    struct up_session *taken = NULL;
+    int r;
 
     if (s->up && !prx_up_fits(s, d)) {
         /* another identity: hand the clean session to the pool for whoever fits it */
@@ -1238,35 +1165,26 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     prx_drop_up(s);
     s->up_dev = d;
     if (!s->env->pool) {
-        prx_up_open(s, NULL, 0);
-        return;
+        r = RELAY_E_NOMEM; /* the server always has one */
+    } else if (!use_pool) {
+        r = up_pool_acquire_fresh(s->env->pool, &s->upq);
+    } else {
+        memset(&s->upq, 0, sizeof(s->upq));
+        s->upq.dev = d;
+        s->upq.conf = s->conf;
+        s->upq.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth is a token */
+        s->upq.sid = s->sid;
+        s->upq.wait_seconds = s->conf->command_timeout;
+        s->upq.cbs = &prx_up_cbs;
+        s->upq.arg = s;
+        s->upq.on_done = prx_slot_ready;
+        r = up_pool_acquire(s->env->pool, &s->upq);
     }
-    memset(&s->upw, 0, sizeof(s->upw));
-    s->upw.up = d->up;
-    s->upw.user = d->user;
-    s->upw.password = d->password;
-    s->upw.cbs = &prx_up_cbs;
-    s->upw.arg = s;
-    s->upw.sid = s->sid;
-    s->upw.cap = d->up->max_connections;
-    s->upw.fresh = !use_pool;
-    s->upw.on_ready = prx_slot_ready;
-    switch (up_pool_get(s->env->pool, &s->upw, &taken)) {
-    case UP_POOL_TAKEN:
-        prx_up_open(s, taken, 0);
-        return;
-    case UP_POOL_SLOT:
-        prx_up_open(s, NULL, 1);
-        return;
-    case UP_POOL_NOMEM:
+    if (r < 0) {
         prx_txn_abort(s, REPLY_NOMEM);
         return;
-    case UP_POOL_WAIT:
-        prx_enter_state(s, PRX_STATE_SLOT_WAIT);
-        uv_timer_start(&s->timer, prx_slot_timeout_cb, (uint64_t)s->conf->command_timeout * 1000u,
-                       0);
-        return;
     }
+    prx_enter_state(s, PRX_STATE_CONNECT);
 }
 
 /* allowed_senders / allowed_recipients refusal: 550 5.7.1 with the reason. */

@@ -984,6 +984,22 @@ int up_session_start(struct up_session *s)
     return up_call_end(s, 0);
 }
 
+void up_params_for(struct up_params *p, const struct conf_device *d, const struct conf *c,
+                   uint64_t sid)
+{
+    memset(p, 0, sizeof(*p));
+    p->up = d->up;
+    p->user = d->user;
+    p->password = d->password;
+    memcpy(p->mechs, d->auth_mechanisms, sizeof(p->mechs));
+    p->oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
+    p->helo = c->hostname;
+    p->sid = sid;
+    p->connect_timeout = c->connect_timeout;
+    p->command_timeout = c->command_timeout;
+    p->data_timeout = c->data_timeout;
+}
+
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap)
 {
     snprintf(buf, cap, strchr(up->host, ':') ? "[%s]:%u" : "%s:%u", up->host, (unsigned)up->port);

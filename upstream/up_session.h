@@ -16,6 +16,8 @@
 struct up_session;
 struct up_tlscache;
 struct up_oauth;
+struct conf;
+struct conf_device;
 struct conf_upstream;
 
 struct up_params {
@@ -70,6 +72,10 @@ struct up_cbs {
  *    the call (a write error, a line too long) is one of these outcomes.
  * up_quit and up_close never fail; after them only on_close comes (a failure
  * not yet reported is dropped). on_close always comes, from the loop. */
+/* The parameters for device d's identity at its first upstream, from c
+ * (hostname, timeouts); the rest (oauth, tls_cache, on_free) zero. */
+void up_params_for(struct up_params *p, const struct conf_device *d, const struct conf *c,
+                   uint64_t sid);
 struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg);
 /* Resolve, connect, TLS, EHLO, AUTH: on_ready follows. */
