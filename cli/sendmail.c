@@ -26,6 +26,7 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_session.h"
 
 #define SM_NAME "relay25-sendmail"
@@ -34,6 +35,7 @@
 #define SM_CHUNK ((size_t)64 * 1024)       /* stdin reads and body reads from the temp file */
 #define SM_HIWAT ((size_t)256 * 1024)      /* upstream backlog that pauses the file reads */
 #define SM_NAME_MAX 200                    /* -F display name, bytes kept */
+#define SM_POOL_IDLE 1                     /* seconds; the one session is not given back */
 
 enum sm_mode { SM_MODE_SEND, SM_MODE_LIST, SM_MODE_FLUSH };
 
@@ -88,6 +90,7 @@ enum sm_state {
 struct sm_send {
     uv_loop_t loop;
     struct up_session *up;
+    struct up_acquire acq; /* direct mode: the session comes from a pool */
     const struct sm_opts *o;
     struct sm_msg *m;
     const char *sender;
@@ -1252,6 +1255,17 @@ static void sm_on_close(void *arg)
     s->up = NULL;
 }
 
+/* Direct mode: the pool's answer (after failover along the device's list). */
+static void sm_on_acquired(struct up_acquire *req, struct up_session *up, int err,
+                           const struct up_reply *r, const char *detail)
+{
+    struct sm_send *s = req->arg;
+
+    s->up = up;
+    s->where = req->where;
+    sm_on_ready(s, err, r, detail);
+}
+
 static const struct up_cbs sm_cbs = {
     .on_ready = sm_on_ready,
     .on_reply = sm_on_reply,
@@ -1285,6 +1299,7 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
     struct sm_send s;
     struct conf_upstream local;
     struct up_params p;
+    struct up_pool *pool = NULL;
     char host[300], where[320];
 
     memset(&s, 0, sizeof(s));
@@ -1321,10 +1336,7 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         s.label = "relay25 daemon";
     } else {
         p.up = dev->up;
-        p.user = dev->user;
-        p.password = dev->password;
-        memcpy(p.mechs, dev->auth_mechanisms, sizeof(p.mechs));
-        p.oauthbearer = dev->auth == CONF_AUTH_OAUTHBEARER;
+        p.user = dev->user; /* for the message below: the pool sets up the session */
         s.label = "upstream";
     }
     snprintf(where, sizeof(where), strchr(p.up->host, ':') ? "[%s]:%u" : "%s:%u", p.up->host,
@@ -1339,21 +1351,37 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         }
     }
     uv_loop_init(&s.loop);
-    if (!p.local_plain) {
-        p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
-    }
-    s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
-    if (!s.up) {
-        s.rc = EX_OSERR;
+    sm_enter_state(&s, SM_STATE_CONNECT);
+    if (p.local_plain) { /* a relay25 daemon, not a provider: no pool, no slots */
+        s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
+        if (!s.up) {
+            s.rc = EX_OSERR;
+        } else {
+            sm_sent(&s, up_session_start(s.up));
+        }
     } else {
-        sm_enter_state(&s, SM_STATE_CONNECT);
-        sm_sent(&s, up_session_start(s.up));
+        p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
+        pool = up_pool_new(&s.loop, SM_POOL_IDLE);
+        s.acq.dev = dev;
+        s.acq.conf = c;
+        s.acq.oauth = p.oauth;
+        s.acq.sid = s.sid;
+        s.acq.wait_seconds = c->command_timeout;
+        s.acq.cbs = &sm_cbs;
+        s.acq.arg = &s;
+        s.acq.on_done = sm_on_acquired;
+        if (!pool || up_pool_acquire(pool, &s.acq) < 0) {
+            s.rc = EX_OSERR;
+        }
     }
     uv_run(&s.loop, UV_RUN_DEFAULT);
+    if (pool) {
+        up_pool_close(pool);
+    }
     if (p.oauth) {
         up_oauth_free(p.oauth);
-        uv_run(&s.loop, UV_RUN_DEFAULT);
     }
+    uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
     free(s.rbuf);
     free(s.ebuf);
