@@ -471,12 +471,8 @@ static void up_pool_hand(struct up_acquire_wait *w, struct up_session *s, int re
 
     req->reused = reused;
     req->setup_ms = reused ? 0 : uv_now(p->loop) - w->start_ms;
-    if (p->m) {
-        if (reused) {
-            p->m->upstream_reused++;
-        } else {
-            p->m->upstream_connections++;
-        }
+    if (p->m && reused) {
+        p->m->upstream_reused++;
     }
     up_pool_result(w);
     up_session_rebind(s, req->cbs, req->arg, req->sid);
@@ -568,6 +564,9 @@ static void up_pool_open(struct up_pool *p, struct up_acquire_wait *w)
         return;
     }
     log_debug(req->sid, "up", "relay=%s event=session_open", up_where(s));
+    if (p->m) {
+        p->m->upstream_connections++;
+    }
     w->setup = s;
     if (up_session_start(s) < 0) { /* a new session cannot refuse: nothing follows */
         w->setup = NULL;
