@@ -1118,13 +1118,8 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
 
     if (err != 0) {
         char buf[900];
-        const char *p;
-        reply_upstream(buf, sizeof(buf), err, s->where, detail);
-        buf[strcspn(buf, "\r\n")] = '\0';
-        /* "451 4.4.1 Upstream HOST:PORT connection failed: ..." -> after "Upstream " */
-        p = strstr(buf, "Upstream ");
-        p = p ? p + 9 : buf;
-        sm_say("%s %s; message not sent", s->label, p);
+        reply_upstream_reason(buf, sizeof(buf), err, s->where, detail);
+        sm_say("%s %s; message not sent", s->label, buf);
         s->rc = EX_TEMPFAIL;
         sm_enter_state(s, SM_STATE_DONE);
         return;
@@ -1339,8 +1334,7 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         p.user = dev->user; /* for the message below: the pool sets up the session */
         s.label = "upstream";
     }
-    snprintf(where, sizeof(where), strchr(p.up->host, ':') ? "[%s]:%u" : "%s:%u", p.up->host,
-             (unsigned)p.up->port);
+    up_where_of(p.up, where, sizeof(where));
     s.where = where;
     if (o->verbose) {
         if (p.local_plain) {

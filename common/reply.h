@@ -89,5 +89,8 @@ size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip
  * detail (may be NULL) is upstream's reply text or a TLS/socket error; control
  * characters are dropped so it stays one line. Always 4xx. */
 size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail);
+/* The same failure as a reason for people, without code: "HOST:PORT what: detail"
+ * (e.g. sendmail's and health's messages). Truncated to fit out. */
+void reply_upstream_reason(char *out, size_t cap, int err, const char *where, const char *detail);
 
 #endif

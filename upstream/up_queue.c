@@ -1455,11 +1455,6 @@ uint64_t up_queue_bytes(const struct up_queue *q)
     return q->bytes;
 }
 
-size_t up_queue_count(const struct up_queue *q)
-{
-    return q->njobs;
-}
-
 static void upq_timer_closed(uv_handle_t *h)
 {
     struct up_queue *q = h->data;

@@ -1,7 +1,8 @@
-/* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207,
- * AUTH RFC 4954). Entering a state sends its command; up_on_reply() switches on
- * the state to read the reply (OpenSMTPD mta_session.c). Owns a tio, a timer
- * and, while resolving, a getaddrinfo request; freed when all three are gone. */
+/* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207, AUTH
+ * RFC 4954, PIPELINING RFC 2920). Whoever handles a reply enters the next state
+ * and sends its command; up_on_reply() switches on the state awaiting a reply
+ * (OpenSMTPD mta_session.c). Owns a tio, a timer and, while resolving, a
+ * getaddrinfo request; freed in up_unref() once all of them are closed. */
 #include "upstream/up_session.h"
 #include <stdarg.h>
 #include <stdio.h>
