@@ -1,8 +1,8 @@
 /* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207, AUTH
  * RFC 4954, PIPELINING RFC 2920). Whoever handles a reply enters the next state
  * and sends its command; up_on_reply() switches on the state awaiting a reply
- * (OpenSMTPD mta_session.c). Owns a tio, a timer and, while resolving, a
- * getaddrinfo request; freed in up_unref() once all of them are closed. */
+ * (OpenSMTPD mta_session.c). Owns a tio, a timer and, while connecting, an
+ * up_dial; freed in up_unref() once all of them are done. */
 #include "upstream/up_session.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
+#include "upstream/up_dial.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_tlscache.h"
 
@@ -57,12 +58,10 @@ struct up_session {
     enum up_state state;
     struct tio *tio;
     uv_timer_t timer;
-    uv_getaddrinfo_t gai;
-    uv_connect_t conn;
-    struct addrinfo *ai, *ai_next;
+    struct up_dial dial;
     struct up_ehlo ehlo;
     struct up_reply_parser rp;
-    int refs;                            /* timer + tio + getaddrinfo in flight */
+    int refs;                            /* timer + tio + the dial until its on_done */
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     char tls_key[400];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
@@ -155,9 +154,7 @@ static void up_unref(struct up_session *s)
     if (--s->refs > 0) {
         return;
     }
-    if (s->ai) {
-        uv_freeaddrinfo(s->ai);
-    }
+    up_dial_free(&s->dial);
     if (s->cbs->on_close) {
         s->cbs->on_close(s->arg);
     }
@@ -844,29 +841,33 @@ static const struct tio_cbs up_tio_cbs = {
     .on_close = up_tio_close,
 };
 
-static void up_try_connect(struct up_session *s);
-
-static void up_connect_cb(uv_connect_t *req, int status)
+/* A handle for the next address of the upstream's name. */
+static uv_tcp_t *up_dial_socket(void *arg, int prev)
 {
-    struct up_session *s = req->data;
-    char d[160];
+    struct up_session *s = arg;
 
     if (s->closing || s->failed) {
-        return;
+        return NULL;
     }
-    if (status < 0) {
-        if (s->ai_next) {
-            log_debug(s->p.sid, "up", "relay=%s event=connect_failed error=\"%s\" next=yes",
-                      s->where, uv_strerror(status));
-            tio_close(s->tio); /* a fresh handle for the next address */
-            s->tio = NULL;
-            up_try_connect(s);
-            return;
-        }
-        snprintf(d, sizeof(d), "%s", uv_strerror(status));
-        up_fail(s, RELAY_E_CONNECT, NULL, d);
-        return;
+    if (prev < 0) {
+        log_debug(s->p.sid, "up", "relay=%s event=connect_failed error=\"%s\" next=yes", s->where,
+                  uv_strerror(prev));
+        tio_close(s->tio); /* a fresh handle for the next address */
+        s->tio = NULL;
+    } else {
+        up_enter_state(s, UP_STATE_CONNECT);
     }
+    if (!(s->tio = tio_new(s->loop, &up_tio_cbs, s))) {
+        return NULL;
+    }
+    s->refs++;
+    return tio_tcp(s->tio);
+}
+
+static void up_dial_connected(struct up_session *s)
+{
+    char d[160];
+
     uv_tcp_nodelay(tio_tcp(s->tio), 1);
     if (s->p.up->tls == CONF_TLS_IMPLICIT) {
         int e;
@@ -881,51 +882,33 @@ static void up_connect_cb(uv_connect_t *req, int status)
         up_enter_state(s, UP_STATE_GREETING);
         up_arm(s, s->p.command_timeout); /* RFC 5321 §4.5.3.2.1: 5 minutes for the 220 */
     }
-    if (tio_start(s->tio) < 0) {
-        return; /* on_error already ran */
-    }
+    tio_start(s->tio); /* on failure on_error has run */
 }
 
-static void up_try_connect(struct up_session *s)
+static void up_dial_done(void *arg, int status, enum up_dial_stage stage)
 {
-    struct addrinfo *ai = s->ai_next;
-    int r;
+    struct up_session *s = arg;
+    char d[300];
 
-    s->ai_next = ai->ai_next;
-    s->tio = tio_new(s->loop, &up_tio_cbs, s);
-    if (!s->tio) {
-        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
-        return;
-    }
-    s->refs++;
-    s->conn.data = s;
-    r = uv_tcp_connect(&s->conn, tio_tcp(s->tio), ai->ai_addr, up_connect_cb);
-    if (r < 0) {
-        up_fail(s, RELAY_E_CONNECT, NULL, uv_strerror(r));
-    }
-}
-
-static void up_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct up_session *s = req->data;
-
-    s->ai = res;
     if (s->closing || s->failed) {
-        up_unref(s);
-        return;
-    }
-    if (status < 0 || !res) {
-        char d[300];
+        /* gone meanwhile: nothing to report */
+    } else if (status == 0) {
+        up_dial_connected(s);
+    } else if (stage == UP_DIAL_RESOLVE) {
         snprintf(d, sizeof(d), "%s: %s", s->p.up->host, uv_strerror(status));
         up_fail(s, RELAY_E_RESOLVE, NULL, d);
-        up_unref(s);
-        return;
+    } else if (status == UV_ENOMEM) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+    } else {
+        up_fail(s, RELAY_E_CONNECT, NULL, uv_strerror(status));
     }
-    up_enter_state(s, UP_STATE_CONNECT);
-    s->ai_next = res;
-    up_try_connect(s);
-    up_unref(s);
+    up_unref(s); /* the dial's reference: last, it may free s */
 }
+
+static const struct up_dial_cbs up_dial_cbs = {
+    .on_socket = up_dial_socket,
+    .on_done = up_dial_done,
+};
 
 struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg)
@@ -961,22 +944,14 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
 
 int up_session_start(struct up_session *s)
 {
-    struct addrinfo hints;
-    char port[8];
     int r;
 
     if (s->state != UP_STATE_INIT || up_call_begin(s) < 0) {
         return RELAY_E_PROTOCOL;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    snprintf(port, sizeof(port), "%u", (unsigned)s->p.up->port);
     up_enter_state(s, UP_STATE_RESOLVE);
-    s->gai.data = s;
     up_arm(s, s->p.connect_timeout);
-    r = uv_getaddrinfo(s->loop, &s->gai, up_resolve_cb, s->p.up->host, port, &hints);
+    r = up_dial_start(&s->dial, s->loop, s->p.up->host, s->p.up->port, &up_dial_cbs, s);
     if (r < 0) {
         up_fail(s, RELAY_E_RESOLVE, NULL, uv_strerror(r));
     } else {
