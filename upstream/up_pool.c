@@ -23,7 +23,7 @@ struct up_pool_entry {
 };
 
 /* A pending request: in its upstream's line, or while a new session is being
- * set up for it. req is NULL once the caller cancelled. */
+ * set up for it (cancelling frees it at once in both cases). */
 struct up_acquire_wait {
     struct up_acquire_wait *prev, *next;
     struct up_pool *pool;
@@ -378,9 +378,6 @@ static void up_pool_done(struct up_acquire_wait *w, struct up_session *s, int er
     struct up_acquire *req = w->req;
 
     free(w);
-    if (!req) {
-        return;
-    }
     req->pool_wait = NULL;
     req->on_done(req, s, err, r, detail);
 }
@@ -389,10 +386,8 @@ static void up_pool_result(struct up_acquire_wait *w)
 {
     struct up_acquire *req = w->req;
 
-    if (req) {
-        req->up = up_pool_wait_up(w);
-        up_where_of(req->up, req->where, sizeof(req->where));
-    }
+    req->up = up_pool_wait_up(w);
+    up_where_of(req->up, req->where, sizeof(req->where));
 }
 
 /* All slots of d are busy and someone waits: if idle sessions of d are only
@@ -487,20 +482,11 @@ static void up_pool_setup_ready(void *arg, int err, const struct up_reply *r, co
 
     w->setup = NULL;
     if (err == 0) {
-        if (!w->req) { /* cancelled meanwhile: a ready session for the next one */
-            up_pool_put(p, s, up_pool_wait_up(w)->max_connections);
-            free(w);
-            return;
-        }
         up_pool_hand(w, s, 0);
         return;
     }
     if (p->m) {
         metrics_upstream_error(p->m, err);
-    }
-    if (!w->req) {
-        free(w);
-        return;
     }
     if (up_pool_unreachable(err) && w->upi + 1 < w->nups && !p->closing) {
         struct up_pool_dest *d;
@@ -749,7 +735,12 @@ void up_pool_acquire_cancel(struct up_pool *p, struct up_acquire *req)
         up_pool_wait_arm(p);
         return;
     }
-    w->req = NULL; /* a session is being set up: up_pool_setup_ready ends it */
+    if (w->setup) {
+        /* closed, not kept: its upstream's conf may go with the owner, and an
+         * up_close()d session calls nothing but on_close (a no-op here) */
+        up_close(w->setup);
+    }
+    free(w);
 }
 
 void up_pool_close(struct up_pool *p)

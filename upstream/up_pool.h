@@ -73,7 +73,7 @@ int up_pool_acquire(struct up_pool *p, struct up_acquire *req);
  * memory), the caller handles the failure. */
 int up_pool_acquire_fresh(struct up_pool *p, struct up_acquire *req);
 /* No on_done will come (no-op when none was due). A session being set up for
- * the request is kept in the pool for the next one. */
+ * the request is closed. */
 void up_pool_acquire_cancel(struct up_pool *p, struct up_acquire *req);
 /* Give back a ready session with no transaction open upstream. cap: most idle
  * sessions kept for its address; beyond it the session is closed with QUIT. */
