@@ -1,8 +1,11 @@
 #!/usr/bin/python3
 """A passthrough device with `upstream = a, b`: when a cannot be reached (connection
 refused, or a certificate we do not trust) the MAIL goes to b at once, the
-client gets 250 and the message arrives at b exactly once."""
+client gets 250 and the message arrives at b exactly once. And a pooled session
+that the upstream gives up just as it is reused (421 to MAIL) is replaced by a
+fresh one from the pool, with no error for the client."""
 from relaytest import RelayTestCase, closed_port, main, make_message
+from spooltest import Script
 
 
 class UpstreamFailoverTest(RelayTestCase):
@@ -38,6 +41,21 @@ class UpstreamFailoverTest(RelayTestCase):
         self.assert_delivered_to_b(relay, peer_b, "untrusted-a")
         self.assertEqual(peer_a.auth_attempts(), [], "credentials sent to an untrusted peer")
         self.assertEqual(peer_a.all_messages(), [])
+
+    def test_pooled_session_answering_421_is_replaced_by_a_fresh_one(self):
+        peer, relay = self.start_default()
+        Script(peer, mail=[None, "421 4.4.2 closing the idle connection"])
+        for i in range(2):
+            res = self.transaction(relay, "a@example.org", ["b@example.net"],
+                                   make_message("fresh %d" % i, msgid="<fresh%d@client.test>" % i))
+            self.assertEqual(res[:2], ("done", 250), "%s\n%s" % (res, relay.tail(30)))
+        msgs = peer.wait_messages(2)
+        self.assertEqual([m.header("Message-ID") for m in msgs],
+                         ["<fresh0@client.test>", "<fresh1@client.test>"])
+        # the second MAIL went out on the pooled session (421), then on a new one
+        self.assertEqual(len(peer.commands("MAIL")), 3, peer.commands("MAIL"))
+        self.assertEqual(len(peer.connections()), 2)
+        self.assertEqual(len([a for a in peer.auth_attempts() if a.success]), 2)
 
 
 if __name__ == "__main__":
