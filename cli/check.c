@@ -16,12 +16,16 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_session.h"
 
 enum check_step { CHECK_AUTH, CHECK_MAIL, CHECK_RCPT, CHECK_RSET, CHECK_DONE };
 
+#define CHECK_POOL_IDLE 1 /* seconds; probes QUIT their sessions, none is given back */
+
 struct check_probe {
     const struct conf_device *dev;
+    struct up_acquire acq;
     struct up_session *up;
     const char *rcpt;
     enum check_step step;
@@ -128,13 +132,31 @@ static void check_set(struct check_probe *p, int ok, const char *text)
     snprintf(p->result, sizeof(p->result), "%s%s", ok ? "ok: " : "FAILED: ", text);
 }
 
+/* r from an up_* call: < 0 means it had no effect and nothing will answer it
+ * (up_session.h). */
+static void check_sent(struct check_probe *p, int r)
+{
+    if (r < 0) {
+        check_set(p, 0, "upstream session not ready for the command");
+        up_close(p->up);
+    }
+}
+
+/* Sessions come ready from the pool (check_on_acquired): never called. */
 static void check_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
-    struct check_probe *p = arg;
+    (void)arg, (void)err, (void)r, (void)detail;
+}
+
+static void check_on_acquired(struct up_acquire *req, struct up_session *s, int err,
+                              const struct up_reply *r, const char *detail)
+{
+    struct check_probe *p = req->arg;
     (void)r;
-    if (err != 0) {
+    p->up = s;
+    if (!s) {
         char buf[800];
-        reply_upstream(buf, sizeof(buf), err, up_where(p->up), detail);
+        reply_upstream(buf, sizeof(buf), err, req->where, detail);
         buf[strcspn(buf, "\r\n")] = '\0';
         check_set(p, 0, buf);
         return;
@@ -145,7 +167,7 @@ static void check_on_ready(void *arg, int err, const struct up_reply *r, const c
         return;
     }
     p->step = CHECK_MAIL;
-    up_mail(p->up, p->dev->user, NULL);
+    check_sent(p, up_mail(p->up, p->dev->user, NULL));
 }
 
 static void check_on_reply(void *arg, const struct up_reply *r)
@@ -164,14 +186,14 @@ static void check_on_reply(void *arg, const struct up_reply *r)
             return;
         }
         p->step = CHECK_RCPT;
-        up_rcpt(p->up, p->rcpt, NULL);
+        check_sent(p, up_rcpt(p->up, p->rcpt, NULL));
         return;
     case CHECK_RCPT:
         p->ok = r->code >= 200 && r->code < 300;
         snprintf(p->result, sizeof(p->result), "%s: authenticated; RCPT TO:<%s> got %d %s",
                  p->ok ? "ok" : "FAILED", p->rcpt, r->code, line);
         p->step = CHECK_RSET;
-        up_rset(p->up);
+        check_sent(p, up_rset(p->up));
         return;
     case CHECK_RSET:
         p->step = CHECK_DONE;
@@ -215,6 +237,7 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
     uv_loop_t loop;
     struct check_probe *probes = calloc(c->ndevices, sizeof(*probes));
     struct up_oauth_set *oauth;
+    struct up_pool *pool;
     int failed = 0;
 
     if (!probes) {
@@ -222,32 +245,35 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
     }
     uv_loop_init(&loop);
     oauth = up_oauth_set_new(&loop);
+    /* the same slots as the daemon's: max_connections probes at a time per upstream */
+    pool = up_pool_new(&loop, CHECK_POOL_IDLE);
     for (size_t i = 0; i < c->ndevices; i++) {
         struct check_probe *p = &probes[i];
-        struct up_params up;
+        struct up_acquire *q = &p->acq;
 
         p->dev = &c->devices[i];
         p->rcpt = rcpt;
-        memset(&up, 0, sizeof(up));
-        up.up = p->dev->up;
-        up.user = p->dev->user;
-        up.password = p->dev->password;
-        memcpy(up.mechs, p->dev->auth_mechanisms, sizeof(up.mechs));
-        up.oauthbearer = p->dev->auth == CONF_AUTH_OAUTHBEARER;
-        up.helo = c->hostname;
-        up.sid = log_new_id();
-        up.connect_timeout = c->connect_timeout;
-        up.command_timeout = c->command_timeout;
-        up.data_timeout = c->data_timeout;
-        up.oauth = up_oauth_set_find(oauth, p->dev); /* fetches a token: checks the grant */
+        memset(q, 0, sizeof(*q));
+        q->dev = p->dev;
+        q->ups = &p->dev->up; /* this device's own upstream: no failover in a check */
+        q->nups = 1;
+        q->conf = c;
+        q->oauth = up_oauth_set_find(oauth, p->dev); /* fetches a token: checks the grant */
+        q->sid = log_new_id();
+        q->wait_seconds = c->command_timeout;
+        q->cbs = &check_cbs;
+        q->arg = p;
+        q->on_done = check_on_acquired;
         snprintf(p->result, sizeof(p->result), "FAILED: no result");
-        p->up = up_session_new(&loop, &up, &check_cbs, p);
-        if (p->up) {
-            up_session_start(p->up);
+        if (!pool || up_pool_acquire(pool, q) < 0) {
+            snprintf(p->result, sizeof(p->result), "FAILED: out of memory");
         }
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     up_oauth_set_free(oauth);
+    if (pool) {
+        up_pool_close(pool);
+    }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     for (size_t i = 0; i < c->ndevices; i++) {

@@ -150,13 +150,7 @@ static void health_on_ready(void *arg, int err, const struct up_reply *r, const 
     struct health *h = arg;
 
     if (err != 0) {
-        const char *p;
-        reply_upstream(h->result, sizeof(h->result), err, h->where, detail);
-        h->result[strcspn(h->result, "\r\n")] = '\0';
-        p = strstr(h->result, "Upstream ");
-        if (p) { /* "451 4.4.1 Upstream HOST:PORT connection failed: ..." */
-            memmove(h->result, p + 9, strlen(p + 9) + 1);
-        }
+        reply_upstream_reason(h->result, sizeof(h->result), err, h->where, detail);
         return;
     }
     h->ok = 1;
@@ -252,14 +246,14 @@ int cli_health(int argc, char **argv)
     p.connect_timeout = p.command_timeout = p.data_timeout = timeout;
     p.local_plain = 1;
     memset(&h, 0, sizeof(h));
-    snprintf(where, sizeof(where), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
+    up_where_of(&u, where, sizeof(where));
     h.where = where;
     snprintf(h.result, sizeof(h.result), "%s: no answer", where);
 
     uv_loop_init(&loop);
     h.up = up_session_new(&loop, &p, &health_cbs, &h);
-    if (h.up) {
-        up_session_start(h.up);
+    if (h.up && up_session_start(h.up) < 0) { /* no callback comes */
+        up_close(h.up);
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

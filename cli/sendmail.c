@@ -27,6 +27,7 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_session.h"
 
 #define SM_NAME "relay25-sendmail"
@@ -35,6 +36,7 @@
 #define SM_CHUNK ((size_t)64 * 1024)       /* stdin reads and body reads from the temp file */
 #define SM_HIWAT ((size_t)256 * 1024)      /* upstream backlog that pauses the file reads */
 #define SM_NAME_MAX 200                    /* -F display name, bytes kept */
+#define SM_POOL_IDLE 1                     /* seconds; the one session is not given back */
 
 enum sm_mode { SM_MODE_SEND, SM_MODE_LIST, SM_MODE_FLUSH };
 
@@ -89,6 +91,7 @@ enum sm_state {
 struct sm_send {
     uv_loop_t loop;
     struct up_session *up;
+    struct up_acquire acq; /* direct mode: the session comes from a pool */
     const struct sm_opts *o;
     struct sm_msg *m;
     const char *sender;
@@ -959,6 +962,20 @@ static uint64_t sm_size(const struct sm_send *s)
 static void sm_read_next(struct sm_send *s);
 static int sm_body_out(struct sm_send *s, const char *p, size_t n);
 
+/* r from an up_* call: < 0 means it had no effect and nothing will answer it
+ * (up_session.h): the message is not sent. Returns r. */
+static int sm_sent(struct sm_send *s, int r)
+{
+    if (r < 0 && s->state != SM_STATE_DONE) {
+        sm_say("%s %s: session not ready in state %s; message not sent", s->label, s->where,
+               sm_strstate(s->state));
+        s->rc = EX_TEMPFAIL;
+        sm_enter_state(s, SM_STATE_DONE);
+        up_close(s->up);
+    }
+    return r;
+}
+
 static void sm_on_fs_read(uv_fs_t *req)
 {
     struct sm_send *s = req->data;
@@ -978,14 +995,14 @@ static void sm_on_fs_read(uv_fs_t *req)
     }
     if (n == 0) {
         size_t e = data_enc_finish(&s->enc, s->ebuf);
-        if (up_body(s->up, s->ebuf, e) != 0) {
-            return; /* on_fail reported it */
+        if (sm_sent(s, up_body(s->up, s->ebuf, e)) < 0) {
+            return;
         }
         if (s->o->verbose) {
             sm_say(">>> (message, %llu bytes) .", (unsigned long long)sm_size(s));
         }
         sm_enter_state(s, SM_STATE_DOT);
-        up_data_end(s->up);
+        sm_sent(s, up_data_end(s->up));
         return;
     }
     s->off += n;
@@ -1021,8 +1038,8 @@ static int sm_body_out(struct sm_send *s, const char *p, size_t n)
 {
     while (n > 0) {
         size_t k = n < SM_CHUNK ? n : SM_CHUNK;
-        if (up_body(s->up, s->ebuf, data_enc_feed(&s->enc, p, k, s->ebuf)) != 0) {
-            return -1; /* on_fail reported it */
+        if (sm_sent(s, up_body(s->up, s->ebuf, data_enc_feed(&s->enc, p, k, s->ebuf))) < 0) {
+            return -1;
         }
         p += k;
         n -= k;
@@ -1048,7 +1065,7 @@ static void sm_send_rcpt(struct sm_send *s)
     if (s->o->verbose) {
         sm_say(">>> RCPT TO:<%s>", s->m->rcpt[s->rcpt_i]);
     }
-    up_rcpt(s->up, s->m->rcpt[s->rcpt_i], NULL);
+    sm_sent(s, up_rcpt(s->up, s->m->rcpt[s->rcpt_i], NULL));
 }
 
 static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
@@ -1060,13 +1077,8 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
 
     if (err != 0) {
         char buf[900];
-        const char *p;
-        reply_upstream(buf, sizeof(buf), err, s->where, detail);
-        buf[strcspn(buf, "\r\n")] = '\0';
-        /* "451 4.4.1 Upstream HOST:PORT connection failed: ..." -> after "Upstream " */
-        p = strstr(buf, "Upstream ");
-        p = p ? p + 9 : buf;
-        sm_say("%s %s; message not sent", s->label, p);
+        reply_upstream_reason(buf, sizeof(buf), err, s->where, detail);
+        sm_say("%s %s; message not sent", s->label, buf);
         s->rc = EX_TEMPFAIL;
         sm_enter_state(s, SM_STATE_DONE);
         return;
@@ -1085,7 +1097,7 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     if (s->o->verbose) {
         sm_say(">>> MAIL FROM:<%s>%s%s", s->sender, *params ? " " : "", params);
     }
-    up_mail(s->up, s->sender, params);
+    sm_sent(s, up_mail(s->up, s->sender, params));
 }
 
 static void sm_on_reply(void *arg, const struct up_reply *r)
@@ -1134,7 +1146,7 @@ static void sm_on_reply(void *arg, const struct up_reply *r)
         if (s->o->verbose) {
             sm_say(">>> DATA");
         }
-        up_data(s->up);
+        sm_sent(s, up_data(s->up));
         return;
     case SM_STATE_DATA:
         if (r->code != 354) {
@@ -1197,6 +1209,17 @@ static void sm_on_close(void *arg)
     s->up = NULL;
 }
 
+/* Direct mode: the pool's answer (after failover along the device's list). */
+static void sm_on_acquired(struct up_acquire *req, struct up_session *up, int err,
+                           const struct up_reply *r, const char *detail)
+{
+    struct sm_send *s = req->arg;
+
+    s->up = up;
+    s->where = req->where;
+    sm_on_ready(s, err, r, detail);
+}
+
 static const struct up_cbs sm_cbs = {
     .on_ready = sm_on_ready,
     .on_reply = sm_on_reply,
@@ -1230,6 +1253,7 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
     struct sm_send s;
     struct conf_upstream local;
     struct up_params p;
+    struct up_pool *pool = NULL;
     char host[300], where[320];
 
     memset(&s, 0, sizeof(s));
@@ -1266,14 +1290,10 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         s.label = "relay25 daemon";
     } else {
         p.up = dev->up;
-        p.user = dev->user;
-        p.password = dev->password;
-        memcpy(p.mechs, dev->auth_mechanisms, sizeof(p.mechs));
-        p.oauthbearer = dev->auth == CONF_AUTH_OAUTHBEARER;
+        p.user = dev->user; /* for the message below: the pool sets up the session */
         s.label = "upstream";
     }
-    snprintf(where, sizeof(where), strchr(p.up->host, ':') ? "[%s]:%u" : "%s:%u", p.up->host,
-             (unsigned)p.up->port);
+    up_where_of(p.up, where, sizeof(where));
     s.where = where;
     if (o->verbose) {
         if (p.local_plain) {
@@ -1284,21 +1304,37 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         }
     }
     uv_loop_init(&s.loop);
-    if (!p.local_plain) {
-        p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
-    }
-    s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
-    if (!s.up) {
-        s.rc = EX_OSERR;
+    sm_enter_state(&s, SM_STATE_CONNECT);
+    if (p.local_plain) { /* a relay25 daemon, not a provider: no pool, no slots */
+        s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
+        if (!s.up) {
+            s.rc = EX_OSERR;
+        } else {
+            sm_sent(&s, up_session_start(s.up));
+        }
     } else {
-        sm_enter_state(&s, SM_STATE_CONNECT);
-        up_session_start(s.up);
+        p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
+        pool = up_pool_new(&s.loop, SM_POOL_IDLE);
+        s.acq.dev = dev;
+        s.acq.conf = c;
+        s.acq.oauth = p.oauth;
+        s.acq.sid = s.sid;
+        s.acq.wait_seconds = c->command_timeout;
+        s.acq.cbs = &sm_cbs;
+        s.acq.arg = &s;
+        s.acq.on_done = sm_on_acquired;
+        if (!pool || up_pool_acquire(pool, &s.acq) < 0) {
+            s.rc = EX_OSERR;
+        }
     }
     uv_run(&s.loop, UV_RUN_DEFAULT);
+    if (pool) {
+        up_pool_close(pool);
+    }
     if (p.oauth) {
         up_oauth_free(p.oauth);
-        uv_run(&s.loop, UV_RUN_DEFAULT);
     }
+    uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
     free(s.rbuf);
     free(s.ebuf);

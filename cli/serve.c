@@ -319,6 +319,9 @@ int cli_serve(int argc, char **argv)
     }
     /* c now belongs to the server */
     sv.pool = up_pool_new(sv.loop, SERVE_POOL_IDLE);
+    if (sv.pool) {
+        up_pool_set_metrics(sv.pool, &sv.metrics);
+    }
     prx_server_set_pool(sv.srv, sv.pool);
     sv.oauth = up_oauth_set_new(sv.loop);
     prx_server_set_oauth(sv.srv, sv.oauth);

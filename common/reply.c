@@ -207,67 +207,68 @@ const char *reply_err_name(int err)
     }
 }
 
-size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail)
+/* The reply code and what happened, by err; the detail cleaned to one line. */
+static const char *reply_upstream_parts(int err, const char *detail, const char **what, char *clean,
+                                        size_t cleancap)
 {
-    const char *code, *what;
-    char clean[512];
+    const char *code;
     size_t o = 0;
 
     switch (err) {
     case RELAY_E_RESOLVE:
         code = "451 4.4.3";
-        what = "host name does not resolve";
+        *what = "host name does not resolve";
         break;
     case RELAY_E_CONNECT:
         code = "451 4.4.1";
-        what = "connection failed";
+        *what = "connection failed";
         break;
     case RELAY_E_TIMEOUT:
         code = "451 4.4.2";
-        what = "timed out";
+        *what = "timed out";
         break;
     case RELAY_E_TLS:
         code = "451 4.7.5";
-        what = "TLS handshake failed, nothing sent";
+        *what = "TLS handshake failed, nothing sent";
         break;
     case RELAY_E_CERT:
         code = "451 4.7.5";
-        what = "certificate rejected, nothing sent";
+        *what = "certificate rejected, nothing sent";
         break;
     case RELAY_E_NO_STARTTLS:
         code = "451 4.7.4";
-        what = "does not offer STARTTLS; refusing to send credentials or mail in clear";
+        *what = "does not offer STARTTLS; refusing to send credentials or mail in clear";
         break;
     case RELAY_E_AUTH:
         code = "451 4.7.0";
-        what = "authentication failed";
+        *what = "authentication failed";
         break;
     case RELAY_E_NO_AUTH_MECH:
         code = "451 4.7.4";
-        what = "offers no AUTH mechanism relay25 supports (PLAIN, LOGIN, CRAM-MD5, XOAUTH2)";
+        *what = "offers no AUTH mechanism relay25 supports (PLAIN, LOGIN, CRAM-MD5, XOAUTH2)";
         break;
     case RELAY_E_REFUSED:
         code = "451 4.4.0";
-        what = "refused the session";
+        *what = "refused the session";
         break;
     case RELAY_E_PROTOCOL:
         code = "451 4.5.0";
-        what = "protocol error";
+        *what = "protocol error";
         break;
     case RELAY_E_LOST:
         code = "451 4.4.2";
-        what = "connection lost";
+        *what = "connection lost";
         break;
     case RELAY_E_BUSY:
         code = "451 4.4.5"; /* RFC 3463: system congestion */
-        what = "busy";
+        *what = "busy";
         break;
     default:
         code = "451 4.3.0";
-        what = "local error";
+        *what = "local error";
         break;
     }
-    for (const char *p = detail; p && *p && o + 1 < sizeof(clean); p++) {
+    for (const char *p = detail; p && *p && o + 1 < cleancap; p++) {
         unsigned char c = (unsigned char)*p;
         if (c == '\r' || c == '\n' || c == '\t') {
             c = ' ';
@@ -277,8 +278,26 @@ size_t reply_upstream(char *out, size_t cap, int err, const char *where, const c
         clean[o++] = (char)c;
     }
     clean[o] = '\0';
-    return reply_done(
-        out,
-        snprintf(out, cap, "%s Upstream %s %s%s%s\r\n", code, where, what, o ? ": " : "", clean),
-        cap);
+    return code;
+}
+
+size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail)
+{
+    const char *what;
+    char clean[512];
+    const char *code = reply_upstream_parts(err, detail, &what, clean, sizeof(clean));
+
+    return reply_done(out,
+                      snprintf(out, cap, "%s Upstream %s %s%s%s\r\n", code, where, what,
+                               clean[0] ? ": " : "", clean),
+                      cap);
+}
+
+void reply_upstream_reason(char *out, size_t cap, int err, const char *where, const char *detail)
+{
+    const char *what;
+    char clean[512];
+
+    reply_upstream_parts(err, detail, &what, clean, sizeof(clean));
+    snprintf(out, cap, "%s %s%s%s", where, what, clean[0] ? ": " : "", clean);
 }

@@ -119,5 +119,8 @@ size_t reply_queued(char *out, size_t cap, unsigned long long qid);
  * detail (may be NULL) is upstream's reply text or a TLS/socket error; control
  * characters are dropped so it stays one line. Always 4xx. */
 size_t reply_upstream(char *out, size_t cap, int err, const char *where, const char *detail);
+/* The same failure as a reason for people, without code: "HOST:PORT what: detail"
+ * (e.g. sendmail's and health's messages). Truncated to fit out. */
+void reply_upstream_reason(char *out, size_t cap, int err, const char *where, const char *detail);
 
 #endif

@@ -103,7 +103,7 @@ struct conf_upstream {
     char *server_name;        /* SNI and certificate name check; default: host */
     int tls_verify;           /* 1 (default): chain and name verified; 0: user relaxed it */
     const struct tls_ca *ca;  /* loaded trust anchors (shared between upstreams with one ca_file) */
-    unsigned max_connections; /* background deliveries at once to this upstream, default 4 */
+    unsigned max_connections; /* sessions at once to this upstream (up_pool), default 4 */
     int line;                 /* line of the section header, for messages */
 };
 
@@ -127,7 +127,7 @@ struct conf_device {
     struct cidr *match; /* empty for the default device */
     size_t nmatch;
     const struct conf_upstream *up; /* resolved upstream (the first of ups) */
-    /* `upstream = m365, sendgrid`: failover order for background delivery; ups[0] == up */
+    /* `upstream = m365, sendgrid`: failover order (up_pool, background delivery); ups[0] == up */
     const struct conf_upstream **ups;
     size_t nups;
     enum conf_mode mode;             /* default: [relay] mode */

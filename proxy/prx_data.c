@@ -13,9 +13,9 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "proxy/prx_rewrite.h"
-#include "upstream/up_session.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_session.h"
 
 /* 354 sent: the body streams to upstream, to the spool, or to both. */
 void prx_body_start(struct prx_session *s)

@@ -29,7 +29,6 @@ enum prx_state {
     PRX_STATE_PROXY,     /* awaiting the PROXY protocol header from the load balancer */
     PRX_STATE_REFUSED,   /* greeted with 554: only QUIT (RFC 5321 §3.1) */
     PRX_STATE_IDLE,      /* no transaction */
-    PRX_STATE_SLOT_WAIT, /* MAIL received, all upstream connections busy (max_connections) */
     PRX_STATE_CONNECT,   /* MAIL received, upstream session being set up */
     PRX_STATE_MAIL_WAIT, /* MAIL sent upstream */
     PRX_STATE_TXN,       /* MAIL accepted: RCPT / DATA */
@@ -116,18 +115,17 @@ struct prx_session {
     struct prx_session *prev, *next;
     struct prx_conf *pc; /* the snapshot this session lives on */
     const struct conf *conf;
-    size_t devidx;        /* index of dev in conf->devices, for its rate buckets */
-    uint64_t start_ms;    /* accept time, for session_timeout */
-    uint64_t up_start_ms; /* upstream session start, for the setup histogram */
-    unsigned ncmds;       /* commands since the last MAIL (max_commands_before_mail) */
+    size_t devidx;     /* index of dev in conf->devices, for its rate buckets */
+    uint64_t start_ms; /* accept time, for session_timeout */
+    unsigned ncmds;    /* commands since the last MAIL (max_commands_before_mail) */
     const struct conf_device *dev;
     uint64_t sid;
     enum prx_state state;
     struct tio *tio;
     uv_timer_t timer;
     struct up_session *up;
-    struct up_pool_wait upw; /* asking the pool for an upstream session or slot */
-    int refs;                /* timer + tio + live up sessions */
+    struct up_acquire upq; /* asking the pool for an upstream session (PRX_STATE_CONNECT) */
+    int refs;              /* timer + tio + live up sessions */
     unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, line_overflow : 1,
         esmtp : 1, rset_silent : 1;
     unsigned errors;
@@ -178,7 +176,7 @@ int prx_no_queue(const struct prx_session *s, int need_room);
 /* prx_relay.c: the upstream side */
 void prx_up_release(struct prx_session *s);
 void prx_drop_up(struct prx_session *s);
-void prx_up_check(struct prx_session *s, int r, enum prx_state waiting);
+void prx_up_check(struct prx_session *s, int r);
 
 /* prx_spool.c: the spool copy */
 int prx_spool_room(const struct prx_session *s, uint64_t more);

@@ -15,11 +15,11 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
+#include "spool/spool.h"
+#include "spool/spool_writer.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
-#include "spool/spool.h"
-#include "spool/spool_writer.h"
 
 static void prx_start_mail(struct prx_session *s, int use_pool);
 static void prx_send_mail(struct prx_session *s);
@@ -47,15 +47,15 @@ void prx_drop_up(struct prx_session *s)
     s->up_txn = 0;
 }
 
-/* An up_* call refused without calling back (the upstream session was not in a
- * state to take it): nothing will answer, so answer the client now. */
-void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
+/* An up_* call returned < 0: it had no effect and nothing will answer it
+ * (up_session.h), so answer the client now. 0: the answer comes later. */
+void prx_up_check(struct prx_session *s, int r)
 {
     char buf[300];
     size_t n;
 
-    if (r >= 0 || s->closing || s->state != waiting || !s->up) {
-        return; /* sent, or a callback already took care of it */
+    if (r >= 0) {
+        return;
     }
     n = reply_upstream(buf, sizeof(buf), RELAY_E_PROTOCOL, up_where(s->up),
                        "session not ready for the command");
@@ -66,27 +66,10 @@ void prx_up_check(struct prx_session *s, int r, enum prx_state waiting)
 
 /* ---- upstream callbacks ---- */
 
+/* Sessions come ready from up_pool_acquire (prx_slot_ready): never called. */
 static void prx_up_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
-    struct prx_session *s = arg;
-
-    (void)r;
-    if (s->env->metrics) {
-        if (err == 0) {
-            metrics_observe(&s->env->metrics->upstream_setup,
-                            (double)(uv_now(s->env->loop) - s->up_start_ms) / 1000.0);
-        } else {
-            metrics_upstream_error(s->env->metrics, err);
-        }
-    }
-    if (s->closing || s->state != PRX_STATE_CONNECT) {
-        return;
-    }
-    if (err == 0) {
-        prx_send_mail(s);
-        return;
-    }
-    prx_setup_failed(s, err, s->up ? up_where(s->up) : "?", detail);
+    (void)arg, (void)err, (void)r, (void)detail;
 }
 
 /* No upstream session for this MAIL: queue the message when the device says
@@ -194,7 +177,7 @@ static int prx_data_reply(struct prx_session *s, const struct up_reply *r, const
         /* keep upstream in step; its reply to our own RSET is not relayed */
         s->rset_silent = 1;
         prx_enter_state(s, PRX_STATE_RSET_WAIT);
-        prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
+        prx_up_check(s, up_rset(s->up));
         return 0;
     }
     return 1;
@@ -291,7 +274,6 @@ static void prx_up_reply(void *arg, const struct up_reply *r)
     case PRX_STATE_AUTH_WAIT:
     case PRX_STATE_REFUSED:
     case PRX_STATE_IDLE:
-    case PRX_STATE_SLOT_WAIT:
     case PRX_STATE_CONNECT:
     case PRX_STATE_TXN:
     case PRX_STATE_BODY:
@@ -383,7 +365,6 @@ static void prx_up_fail(void *arg, int err, const char *detail, int cmd_pending)
     case PRX_STATE_IDLE:
     case PRX_STATE_REFUSED:
     case PRX_STATE_CLOSING:
-    case PRX_STATE_SLOT_WAIT:
     case PRX_STATE_CONNECT:
     case PRX_STATE_SPOOL_WAIT:
         return; /* nothing was in flight: the next MAIL opens a new session */
@@ -472,91 +453,42 @@ static void prx_send_mail(struct prx_session *s)
 
     prx_enter_state(s, PRX_STATE_MAIL_WAIT);
     prx_params_for_up(s, params, sizeof(params));
-    prx_up_check(s, up_mail(s->up, s->txn->from, params), PRX_STATE_MAIL_WAIT);
+    prx_up_check(s, up_mail(s->up, s->txn->from, params));
 }
 
-/* Continue the MAIL with what the pool gave: a pooled session (taken), or a
- * new session, holding one of the upstream's connection slots when slot. */
-static void prx_up_open(struct prx_session *s, struct up_session *taken, int slot)
+/* up_pool_acquire's answer: a ready session for this MAIL, or why there is
+ * none (every connection stayed busy, or no upstream of the list could be
+ * reached or logged in to). */
+static void prx_slot_ready(struct up_acquire *req, struct up_session *up, int err,
+                           const struct up_reply *r, const char *detail)
 {
-    struct up_params p;
-    const struct conf_device *d = s->up_dev;
+    struct prx_session *s = req->arg;
 
-    if (taken) {
-        s->up = taken;
-        s->refs++;
-        s->up_reused = 1;
-        if (s->env->metrics) {
-            s->env->metrics->upstream_reused++;
+    (void)r;
+    if (!up) {
+        if (err == RELAY_E_BUSY) {
+            log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us",
+                     req->where, req->up->max_connections, req->wait_seconds);
         }
-        prx_send_mail(s);
+        prx_setup_failed(s, err, req->where, detail);
         return;
     }
-    s->up_reused = 0;
-    memset(&p, 0, sizeof(p));
-    p.up = d->up;
-    p.user = d->user;
-    p.password = d->password;
-    memcpy(p.mechs, d->auth_mechanisms, sizeof(p.mechs));
-    p.oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
-    p.helo = s->conf->hostname;
-    p.sid = s->sid;
-    p.connect_timeout = s->conf->connect_timeout;
-    p.command_timeout = s->conf->command_timeout;
-    p.data_timeout = s->conf->data_timeout;
-    p.tls_cache = s->env->pool;
-    p.slot_pool = slot ? s->env->pool : NULL;
-    p.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth = xoauth2 */
-    s->up = up_session_new(s->env->loop, &p, &prx_up_cbs, s);
-    if (!s->up) {
-        if (slot) {
-            char where[300];
-            up_where_of(d->up, where, sizeof(where));
-            up_pool_slot_free(s->env->pool, where);
-        }
-        prx_txn_abort(s, REPLY_NOMEM);
-        prx_continue(s); /* after a slot wait reading is paused: resume it */
-        return;
-    }
+    s->up = up;
     s->refs++;
-    if (s->env->metrics) {
-        s->env->metrics->upstream_connections++;
+    s->up_reused = req->reused;
+    if (!req->reused && s->env->metrics) {
+        metrics_observe(&s->env->metrics->upstream_setup, (double)req->setup_ms / 1000.0);
     }
-    s->up_start_ms = uv_now(s->env->loop);
-    prx_enter_state(s, PRX_STATE_CONNECT);
-    up_session_start(s->up); /* on_ready may run before this returns */
+    prx_send_mail(s);
 }
 
-static void prx_slot_ready(struct up_pool_wait *w, struct up_session *taken)
-{
-    struct prx_session *s = w->arg;
-
-    uv_timer_stop(&s->timer);
-    prx_up_open(s, taken, taken == NULL);
-}
-
-/* All of the upstream's connections stayed busy for command_timeout. */
-static void prx_slot_timeout_cb(uv_timer_t *t)
-{
-    struct prx_session *s = t->data;
-    char where[300], detail[160];
-
-    up_pool_cancel(s->env->pool, &s->upw);
-    up_where_of(s->upw.up, where, sizeof(where));
-    snprintf(detail, sizeof(detail), "all %u connections (max_connections) stayed in use for %u s",
-             s->upw.cap, s->conf->command_timeout);
-    log_info(s->sid, "prx", "event=slot_timeout relay=%s max_connections=%u waited=%us", where,
-             s->upw.cap, s->conf->command_timeout);
-    if (s->env->metrics) {
-        metrics_upstream_error(s->env->metrics, RELAY_E_BUSY);
-    }
-    prx_setup_failed(s, RELAY_E_BUSY, where, detail);
-}
-
+/* An upstream session for this MAIL: the one kept from the last transaction
+ * when it fits, else one from the pool (fresh: a pooled one just turned out
+ * dead before MAIL was accepted, so a new one, ahead of the line). */
 static void prx_start_mail(struct prx_session *s, int use_pool)
 {
     const struct conf_device *d = s->txn->route ? &s->txn->route->cred : s->dev;
-    struct up_session *taken = NULL;
+    int r;
 
     if (s->up && !prx_up_fits(s, d)) {
         /* another identity: hand the clean session to the pool for whoever fits it */
@@ -570,35 +502,26 @@ static void prx_start_mail(struct prx_session *s, int use_pool)
     prx_drop_up(s);
     s->up_dev = d;
     if (!s->env->pool) {
-        prx_up_open(s, NULL, 0);
-        return;
+        r = RELAY_E_NOMEM; /* the server always has one */
+    } else if (!use_pool) {
+        r = up_pool_acquire_fresh(s->env->pool, &s->upq);
+    } else {
+        memset(&s->upq, 0, sizeof(s->upq));
+        s->upq.dev = d;
+        s->upq.conf = s->conf;
+        s->upq.oauth = up_oauth_set_find(s->env->oauth, d); /* NULL unless auth is a token */
+        s->upq.sid = s->sid;
+        s->upq.wait_seconds = s->conf->command_timeout;
+        s->upq.cbs = &prx_up_cbs;
+        s->upq.arg = s;
+        s->upq.on_done = prx_slot_ready;
+        r = up_pool_acquire(s->env->pool, &s->upq);
     }
-    memset(&s->upw, 0, sizeof(s->upw));
-    s->upw.up = d->up;
-    s->upw.user = d->user;
-    s->upw.password = d->password;
-    s->upw.cbs = &prx_up_cbs;
-    s->upw.arg = s;
-    s->upw.sid = s->sid;
-    s->upw.cap = d->up->max_connections;
-    s->upw.fresh = !use_pool;
-    s->upw.on_ready = prx_slot_ready;
-    switch (up_pool_get(s->env->pool, &s->upw, &taken)) {
-    case UP_POOL_TAKEN:
-        prx_up_open(s, taken, 0);
-        return;
-    case UP_POOL_SLOT:
-        prx_up_open(s, NULL, 1);
-        return;
-    case UP_POOL_NOMEM:
+    if (r < 0) {
         prx_txn_abort(s, REPLY_NOMEM);
         return;
-    case UP_POOL_WAIT:
-        prx_enter_state(s, PRX_STATE_SLOT_WAIT);
-        uv_timer_start(&s->timer, prx_slot_timeout_cb, (uint64_t)s->conf->command_timeout * 1000u,
-                       0);
-        return;
     }
+    prx_enter_state(s, PRX_STATE_CONNECT);
 }
 
 /* Relay: upstream's own verdict for MAIL, each RCPT and the end of data. */
@@ -610,7 +533,7 @@ static void prx_relay_mail(struct prx_session *s)
 static void prx_relay_rcpt(struct prx_session *s)
 {
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
-    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL), PRX_STATE_RCPT_WAIT);
+    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL));
 }
 
 static void prx_relay_data(struct prx_session *s)
@@ -622,7 +545,7 @@ static void prx_relay_data(struct prx_session *s)
         return;
     }
     prx_enter_state(s, PRX_STATE_DATA_WAIT);
-    prx_up_check(s, up_data(s->up), PRX_STATE_DATA_WAIT);
+    prx_up_check(s, up_data(s->up));
 }
 
 /* on_upstream_failure = queue: a temporary failure spools the message, when
@@ -656,10 +579,9 @@ static void prx_relay_body_done(struct prx_session *s)
     t->bodybuf = NULL;
     t->dot_ms = uv_now(s->env->loop);
     prx_enter_state(s, PRX_STATE_DOT_WAIT);
-    if (up_body(s->up, term, n) == 0) {
-        /* the verdict arrives via prx_up_reply / prx_up_fail */
-        prx_up_check(s, up_data_end(s->up), PRX_STATE_DOT_WAIT);
-    }
+    /* the verdict arrives via prx_up_reply / prx_up_fail */
+    int r = up_body(s->up, term, n);
+    prx_up_check(s, r < 0 ? r : up_data_end(s->up));
 }
 
 const struct prx_sink prx_sink_relay = {

@@ -25,10 +25,10 @@
 #include "proxy/prx_cmd.h"
 #include "proxy/prx_int.h"
 #include "proxy/prx_proxy.h"
-#include "upstream/up_pool.h"
-#include "upstream/up_session.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_pool.h"
+#include "upstream/up_session.h"
 
 #define PRX_CLOSE_TIMEOUT_MS 10000u /* flushing the last reply before closing */
 
@@ -47,8 +47,6 @@ static const char *prx_strstate(enum prx_state st)
         return "refused";
     case PRX_STATE_IDLE:
         return "idle";
-    case PRX_STATE_SLOT_WAIT:
-        return "slot_wait";
     case PRX_STATE_CONNECT:
         return "connect";
     case PRX_STATE_MAIL_WAIT:
@@ -211,7 +209,7 @@ static void prx_close(struct prx_session *s, const char *reason)
         s->refs--; /* the timer's close is pending: refs stays above zero */
     }
     if (s->env->pool) {
-        up_pool_cancel(s->env->pool, &s->upw);
+        up_pool_acquire_cancel(s->env->pool, &s->upq);
     }
     uv_close((uv_handle_t *)&s->timer, prx_timer_close_cb);
     if (!s->client_gone) {
@@ -463,7 +461,7 @@ static void prx_cmd_rset(struct prx_session *s, const struct prx_cmd *c)
     if (s->state == PRX_STATE_TXN && s->up && up_idle(s->up)) {
         prx_txn_end(s);
         prx_enter_state(s, PRX_STATE_RSET_WAIT);
-        prx_up_check(s, up_rset(s->up), PRX_STATE_RSET_WAIT);
+        prx_up_check(s, up_rset(s->up));
         return;
     }
     if (s->state == PRX_STATE_TXN) {

@@ -15,9 +15,9 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
-#include "upstream/up_queue.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_queue.h"
 
 /* max_spool_size: would `more` bytes still fit? */
 int prx_spool_room(const struct prx_session *s, uint64_t more)

@@ -13,10 +13,10 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "proxy/prx_cmd.h"
-#include "upstream/up_queue.h"
-#include "upstream/up_session.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_queue.h"
+#include "upstream/up_session.h"
 
 /* The SIZE= of vetted MAIL parameters, 0 without one. */
 unsigned long long prx_param_size(const char *params)

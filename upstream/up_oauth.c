@@ -1,6 +1,6 @@
 /* up_oauth: access tokens for XOAUTH2. A provider owns its timer, its cached
  * token and the refresh token; each fetch is a struct up_oauth_fetch that owns
- * the getaddrinfo request, the tio (HTTP/1.1 over TLS, RFC 9112, Connection:
+ * the dial (up_dial: resolve, connect), the tio (HTTP/1.1 over TLS, RFC 9112, Connection:
  * close) or the command's process and pipe, and the response buffer, and frees
  * itself when the last of them is gone, so a finished or aborted fetch never
  * touches the provider again. Token responses are RFC 6749 §5.1 / §5.2 JSON. */
@@ -25,6 +25,7 @@
 #include "common/tio.h"
 #include "common/tls_ca.h"
 #include "conf/conf.h"
+#include "upstream/up_dial.h"
 
 #ifndef UP_OAUTH_TIMEOUT_MS        /* tests may shorten it */
 #define UP_OAUTH_TIMEOUT_MS 30000u /* a whole fetch: DNS, TLS, HTTP or the command */
@@ -57,10 +58,8 @@ struct up_oauth_wait {
 
 struct up_oauth_fetch {
     struct up_oauth *o; /* NULL once the fetch ended: callbacks only clean up */
-    int refs;           /* the provider's + getaddrinfo, tio, process, pipe, CA work */
-    uv_getaddrinfo_t gai;
-    struct addrinfo *ai, *ai_next;
-    uv_connect_t conn;
+    int refs;           /* the provider's + dial, tio, process, pipe, CA work */
+    struct up_dial dial;
     struct tio *tio;
     uv_work_t ca_work;
     char *ca_path;
@@ -210,9 +209,7 @@ static void up_oauth_fetch_unref(struct up_oauth_fetch *f)
     if (--f->refs > 0) {
         return;
     }
-    if (f->ai) {
-        uv_freeaddrinfo(f->ai);
-    }
+    up_dial_free(&f->dial);
     if (f->ca) {
         tls_ca_free(f->ca);
     }
@@ -906,97 +903,73 @@ static const struct tio_cbs up_oauth_tio_cbs = {
     .on_close = up_oauth_tio_close,
 };
 
-static void up_oauth_connect_next(struct up_oauth *o, struct up_oauth_fetch *f);
-
-static void up_oauth_connect_cb(uv_connect_t *req, int status)
+/* A handle for the next address of the token endpoint. */
+static uv_tcp_t *up_oauth_dial_socket(void *arg, int prev)
 {
-    struct up_oauth_fetch *f = req->data;
-    struct up_oauth *o = f->o;
-    int r;
-
-    if (!o || status == UV_ECANCELED) {
-        return;
-    }
-    if (status < 0) {
-        if (f->ai_next) {
-            tio_close(f->tio);
-            f->tio = NULL;
-            up_oauth_connect_next(o, f);
-            return;
-        }
-        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
-                       uv_strerror(status));
-        return;
-    }
-    up_oauth_enter_state(o, UP_OAUTH_TLS);
-    /* Always verified: the request carries the client secret and refresh token. */
-    r = tio_starttls_client(f->tio, o->ca, o->host, 1, NULL);
-    if (r < 0) {
-        char e[128];
-        up_oauth_failf(o, "token endpoint %s:%u: TLS: %s", o->host, (unsigned)o->port,
-                       tio_strerror(r, e, sizeof(e)));
-        return;
-    }
-    tio_start(f->tio); /* on failure on_error has run */
-}
-
-static void up_oauth_connect_next(struct up_oauth *o, struct up_oauth_fetch *f)
-{
-    struct addrinfo *ai = f->ai_next;
-    int r;
-
-    f->ai_next = ai->ai_next;
-    f->tio = tio_new(o->loop, &up_oauth_tio_cbs, f);
-    if (!f->tio) {
-        up_oauth_failf(o, "out of memory");
-        return;
-    }
-    f->refs++;
-    f->conn.data = f;
-    r = uv_tcp_connect(&f->conn, tio_tcp(f->tio), ai->ai_addr, up_oauth_connect_cb);
-    if (r < 0) {
-        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port, uv_strerror(r));
-    }
-}
-
-static void up_oauth_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct up_oauth_fetch *f = req->data;
+    struct up_oauth_fetch *f = arg;
     struct up_oauth *o = f->o;
 
-    f->ai = res;
     if (!o) {
-        up_oauth_fetch_unref(f);
-        return;
+        return NULL;
     }
-    if (status < 0 || !res) {
-        up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(status));
+    if (prev < 0) {
+        tio_close(f->tio);
+        f->tio = NULL;
     } else {
         up_oauth_enter_state(o, UP_OAUTH_CONNECT);
-        f->ai_next = res;
-        up_oauth_connect_next(o, f);
     }
-    up_oauth_fetch_unref(f);
+    if (!(f->tio = tio_new(o->loop, &up_oauth_tio_cbs, f))) {
+        return NULL;
+    }
+    f->refs++;
+    return tio_tcp(f->tio);
 }
+
+static void up_oauth_dial_done(void *arg, int status, enum up_dial_stage stage)
+{
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o;
+    char e[128];
+    int r;
+
+    if (!o) {
+        /* the fetch ended meanwhile */
+    } else if (status == UV_ENOMEM) {
+        up_oauth_failf(o, "out of memory");
+    } else if (status < 0 && stage == UP_DIAL_RESOLVE) {
+        up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(status));
+    } else if (status < 0) {
+        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
+                       uv_strerror(status));
+    } else {
+        up_oauth_enter_state(o, UP_OAUTH_TLS);
+        /* Always verified: the request carries the client secret and refresh token. */
+        r = tio_starttls_client(f->tio, o->ca, o->host, 1, NULL);
+        if (r < 0) {
+            up_oauth_failf(o, "token endpoint %s:%u: TLS: %s", o->host, (unsigned)o->port,
+                           tio_strerror(r, e, sizeof(e)));
+        } else {
+            tio_start(f->tio); /* on failure on_error has run */
+        }
+    }
+    up_oauth_fetch_unref(f); /* the dial's reference: last, it may free f */
+}
+
+static const struct up_dial_cbs up_oauth_dial_cbs = {
+    .on_socket = up_oauth_dial_socket,
+    .on_done = up_oauth_dial_done,
+};
 
 static void up_oauth_resolve(struct up_oauth *o, struct up_oauth_fetch *f)
 {
-    struct addrinfo hints;
-    char port[8];
     int r;
 
     if (up_oauth_build_request(o, f) != 0) {
         up_oauth_failf(o, "out of memory");
         return;
     }
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    snprintf(port, sizeof(port), "%u", (unsigned)o->port);
     up_oauth_enter_state(o, UP_OAUTH_RESOLVE);
-    f->gai.data = f;
-    r = uv_getaddrinfo(o->loop, &f->gai, up_oauth_resolve_cb, o->host, port, &hints);
+    r = up_dial_start(&f->dial, o->loop, o->host, o->port, &up_oauth_dial_cbs, f);
     if (r < 0) {
         up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(r));
         return;

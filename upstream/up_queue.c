@@ -42,19 +42,13 @@ enum upq_rcpt {
 enum upq_step {
     UPQ_IDLE,
     UPQ_PREPARE, /* work: read .env and .done */
-    UPQ_SLOT,    /* waiting for a connection slot to its upstream */
-    UPQ_CONNECT,
+    UPQ_CONNECT, /* waiting for a session from the pool (a slot, then set-up) */
     UPQ_MAIL,
     UPQ_RCPT,
     UPQ_DATA,
     UPQ_BODY,
     UPQ_DOT,
     UPQ_RECORD, /* work: record results, remove / move / bounce */
-};
-
-struct upq_slot {
-    char name[128];
-    unsigned active;
 };
 
 struct upq_job {
@@ -83,6 +77,7 @@ struct upq_job {
     int piped;     /* MAIL, RCPTs and DATA went in one flight (RFC 2920) */
     int perm_all;  /* a permanent failure for every pending recipient */
     struct up_session *ups;
+    struct up_acquire acq; /* asking the pool for ups */
     uv_work_t work;
     uv_fs_t fs;
     uv_file fd;
@@ -113,8 +108,6 @@ struct up_queue {
     uint64_t *scan_ids;
     uint64_t *scan_sizes;
     size_t scan_n;
-    struct upq_slot *slots;
-    size_t nslots;
     int closing;
     struct up_pool *pool;       /* reuse of authenticated sessions, may be NULL */
     struct up_oauth_set *oauth; /* token providers for auth = xoauth2, may be NULL */
@@ -217,24 +210,6 @@ static void upq_job_free(struct upq_job *j)
     free(j);
 }
 
-static struct upq_slot *upq_slot(struct up_queue *q, const char *name)
-{
-    struct upq_slot *ns;
-
-    for (size_t i = 0; i < q->nslots; i++) {
-        if (strcmp(q->slots[i].name, name) == 0) {
-            return &q->slots[i];
-        }
-    }
-    if (!(ns = realloc(q->slots, (q->nslots + 1) * sizeof(*ns)))) {
-        return NULL;
-    }
-    q->slots = ns;
-    memset(&ns[q->nslots], 0, sizeof(*ns));
-    snprintf(ns[q->nslots].name, sizeof(ns->name), "%s", name);
-    return &q->slots[q->nslots++];
-}
-
 /* ---- the close of the whole queue ---- */
 
 static void upq_maybe_done(struct up_queue *q)
@@ -252,7 +227,6 @@ static void upq_maybe_done(struct up_queue *q)
     arg = q->done_arg;
     conf_release(q->conf);
     free(q->spool_dir);
-    free(q->slots);
     free(q->scan_ids);
     free(q->scan_sizes);
     free(q);
@@ -405,55 +379,42 @@ static void upq_prepare_done(uv_work_t *w, int status)
     }
     j->upidx %= j->dev->nups ? j->dev->nups : 1;
     j->up = j->dev->nups ? j->dev->ups[j->upidx] : j->dev->up;
-    j->step = UPQ_SLOT;
-    upq_schedule(q); /* takes a slot when one is free */
+    upq_start_delivery(j);
 }
 
 /* ---- SMTP ---- */
 
+static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
+                            const struct up_reply *r, const char *detail);
+
+/* A session from the pool (which counts this upstream's max_connections
+ * together with the devices' sessions), for this job's identity. */
 static void upq_start_delivery(struct upq_job *j)
 {
     struct up_queue *q = j->q;
-    struct up_params p;
 
-    memset(&p, 0, sizeof(p));
-    p.up = j->up;
-    p.user = j->dev->user;
-    p.password = j->dev->password;
-    memcpy(p.mechs, j->dev->auth_mechanisms, sizeof(p.mechs));
-    p.oauthbearer = j->dev->auth == CONF_AUTH_OAUTHBEARER;
-    p.helo = j->conf->hostname;
-    p.sid = j->qid;
-    p.connect_timeout = j->conf->connect_timeout;
-    p.command_timeout = j->conf->command_timeout;
-    p.data_timeout = j->conf->data_timeout;
-    p.tls_cache = q->pool;
-    p.oauth = up_oauth_set_find(q->oauth, j->dev); /* NULL unless auth = xoauth2 */
     j->step = UPQ_CONNECT;
     j->attempts++;
     j->reused = 0;
-    if (q->pool && (j->ups = up_pool_take(q->pool, j->up, j->dev->user, j->dev->password,
-                                          &upq_up_cbs, j, j->qid))) {
-        j->reused = 1;
-        if (q->m) {
-            q->m->upstream_reused++;
-        }
-        upq_on_ready(j, 0, NULL, NULL);
-        return;
-    }
-    if (q->m) {
-        q->m->upstream_connections++;
-    }
-    j->ups = up_session_new(q->loop, &p, &upq_up_cbs, j);
-    if (!j->ups) {
+    memset(&j->acq, 0, sizeof(j->acq));
+    j->acq.dev = j->dev;
+    j->acq.ups = &j->up; /* failover along the device's list is the queue's (upidx) */
+    j->acq.nups = 1;
+    j->acq.conf = j->conf;
+    j->acq.oauth = up_oauth_set_find(q->oauth, j->dev); /* NULL unless auth is a token */
+    j->acq.sid = j->qid;
+    j->acq.wait_seconds = j->conf->command_timeout;
+    j->acq.cbs = &upq_up_cbs;
+    j->acq.arg = j;
+    j->acq.on_done = upq_on_acquired;
+    if (!q->pool || up_pool_acquire(q->pool, &j->acq) < 0) {
         snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
         j->temp_fail = 1;
         upq_attempt_end(j);
         return;
     }
     log_debug(j->qid, "queue", "qid=%016" PRIx64 " event=attempt n=%u relay=%s", j->qid,
-              j->attempts, up_where(j->ups));
-    up_session_start(j->ups);
+              j->attempts, j->up->name);
 }
 
 /* Past recipients that were not sent in this attempt (settled before). */
@@ -474,17 +435,27 @@ static int upq_any_accepted(const struct upq_job *j)
     return 0;
 }
 
+/* r from an up_* command: < 0 means it had no effect and nothing will answer
+ * it (up_session.h), so the attempt fails here. */
+static void upq_sent(struct upq_job *j, int r)
+{
+    if (r < 0) {
+        up_close(j->ups);
+        upq_on_fail(j, RELAY_E_PROTOCOL, "upstream session not ready for the command", 1);
+    }
+}
+
 static void upq_next_rcpt(struct upq_job *j)
 {
     upq_skip_sent(j);
     if (j->ircpt < j->env.nrcpt) {
         j->step = UPQ_RCPT;
-        up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL);
+        upq_sent(j, up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL));
         return;
     }
     if (upq_any_accepted(j)) {
         j->step = UPQ_DATA;
-        up_data(j->ups);
+        upq_sent(j, up_data(j->ups));
         return;
     }
     /* nobody accepted: nothing to send */
@@ -525,23 +496,28 @@ static void upq_settle_accepted(struct upq_job *j, const struct up_reply *r)
     }
 }
 
+/* Sessions come ready from the pool (upq_on_acquired): never called. */
 static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
-    struct upq_job *j = arg;
+    (void)arg, (void)err, (void)r, (void)detail;
+}
+
+static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
+                            const struct up_reply *r, const char *detail)
+{
+    struct upq_job *j = req->arg;
     char params[64];
 
     (void)r;
-    if (err != 0) {
-        reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
+    if (!s) {
+        reply_upstream(j->lasterr, sizeof(j->lasterr), err, req->where, detail);
         j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
-        if (j->q->m) {
-            metrics_upstream_error(j->q->m, err);
-        }
-        j->ups = NULL; /* it closes itself */
         j->temp_fail = 1;
         upq_attempt_end(j);
         return;
     }
+    j->ups = s;
+    j->reused = req->reused;
     params[0] = '\0';
     if (j->env.body[0] && (up_ext(j->ups) & UP_EXT_8BITMIME)) {
         snprintf(params, sizeof(params), "BODY=%s", j->env.body);
@@ -549,7 +525,7 @@ static void upq_on_ready(void *arg, int err, const struct up_reply *r, const cha
     j->step = UPQ_MAIL;
     j->piped = (up_ext(j->ups) & UP_EXT_PIPELINING) != 0;
     if (!j->piped) {
-        up_mail(j->ups, j->env.from, params);
+        upq_sent(j, up_mail(j->ups, j->env.from, params));
         return;
     }
     upq_send_envelope(j, params);
@@ -574,8 +550,9 @@ static void upq_send_envelope(struct upq_job *j, const char *params)
         r = up_data(u);
     }
     if (r >= 0) {
-        up_uncork(u);
-    } else if (j->ups == u) { /* refused without a callback: nothing will answer */
+        r = up_uncork(u);
+    }
+    if (r < 0) { /* refused without a callback (up_session.h): nothing will answer */
         up_close(u);
         upq_on_fail(j, RELAY_E_PROTOCOL, "pipelined command refused", 1);
     }
@@ -687,16 +664,11 @@ static void upq_on_fail(void *arg, int err, const char *detail, int pending)
 {
     struct upq_job *j = arg;
     (void)pending;
-    if (j->reused && j->step == UPQ_MAIL) {
-        /* a pooled session was dead: nothing was sent, start a fresh one */
+    if (j->reused && j->step == UPQ_MAIL && up_pool_acquire_fresh(j->q->pool, &j->acq) == 0) {
+        /* a pooled session was dead: nothing was sent, a fresh one comes */
         j->ups = NULL;
-        j->attempts--;
-        {
-            struct up_pool *pool = j->q->pool;
-            j->q->pool = NULL;
-            upq_start_delivery(j);
-            j->q->pool = pool;
-        }
+        j->reused = 0;
+        j->step = UPQ_CONNECT;
         return;
     }
     reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
@@ -792,16 +764,17 @@ static void upq_fs_cb(uv_fs_t *req)
         size_t n = data_enc_finish(&j->enc, term);
         j->body_eof = 1;
         j->step = UPQ_DOT;
-        if (up_body(j->ups, term, n) == 0) {
-            up_data_end(j->ups);
+        if (up_body(j->ups, term, n) < 0 || up_data_end(j->ups) < 0) {
+            upq_body_abort(j, "upstream session not ready for the end of data");
         }
         return;
     }
     j->off += (uint64_t)r;
     {
         size_t n = data_enc_feed(&j->enc, j->rbuf, (size_t)r, j->ebuf);
-        if (up_body(j->ups, j->ebuf, n) != 0) {
-            return; /* on_fail took over */
+        if (up_body(j->ups, j->ebuf, n) < 0) {
+            upq_body_abort(j, "upstream session not ready for the body");
+            return;
         }
     }
     if (up_pending(j->ups) > UPQ_HIWAT) {
@@ -1158,11 +1131,8 @@ static void upq_attempt_end(struct upq_job *j)
         up_close(j->ups);
         j->ups = NULL;
     }
-    if (j->up) {
-        struct upq_slot *sl = upq_slot(q, j->up->name);
-        if (sl && sl->active > 0 && j->step >= UPQ_CONNECT) {
-            sl->active--;
-        }
+    if (q->pool) {
+        up_pool_acquire_cancel(q->pool, &j->acq);
     }
     if (j->fd >= 0) {
         uv_fs_t r;
@@ -1203,14 +1173,6 @@ static void upq_schedule(struct up_queue *q)
         return;
     }
     for (struct upq_job *j = q->head; j; j = j->next) {
-        if (j->step == UPQ_SLOT) {
-            struct upq_slot *sl = upq_slot(q, j->up->name);
-            if (sl && sl->active < j->up->max_connections) {
-                sl->active++;
-                upq_start_delivery(j);
-            }
-            continue;
-        }
         if (j->step != UPQ_IDLE) {
             continue;
         }
@@ -1356,11 +1318,6 @@ uint64_t up_queue_bytes(const struct up_queue *q)
     return q->bytes;
 }
 
-size_t up_queue_count(const struct up_queue *q)
-{
-    return q->njobs;
-}
-
 static void upq_timer_closed(uv_handle_t *h)
 {
     struct up_queue *q = h->data;
@@ -1384,7 +1341,8 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
                 j->step = UPQ_DOT;
                 upq_attempt_end(j);
             }
-        } else if (j->step == UPQ_SLOT) {
+        } else if (j->step == UPQ_CONNECT) { /* still asking the pool */
+            up_pool_acquire_cancel(q->pool, &j->acq);
             upq_attempt_free(j);
             q->busy--;
             j->step = UPQ_IDLE;

@@ -1,11 +1,11 @@
 /* up_queue: background delivery of spooled messages. It keeps one job per
  * message of <spool_dir>/q, delivers due jobs with the message's device
- * credentials through up_session (failover along the device's upstream list,
- * at most max_connections per upstream), retries temporary failures with
- * exponential backoff and jitter up to max_queue_age, and on permanent failure
- * sends an RFC 3464 report to the sender, keeps the message in failed/, or
- * drops it (bounce = dsn | keep | drop). File work runs in libuv's thread pool.
- * A message is removed only after upstream accepted it (at-least-once). */
+ * credentials through sessions from up_pool (failover along the device's
+ * upstream list; max_connections per upstream shared with the devices), retries temporary failures
+ * with exponential backoff and jitter up to max_queue_age, and on permanent failure sends an RFC
+ * 3464 report to the sender, keeps the message in failed/, or drops it (bounce = dsn | keep |
+ * drop). File work runs in libuv's thread pool. A message is removed only after upstream accepted
+ * it (at-least-once). */
 #ifndef RELAY25_UP_QUEUE_H
 #define RELAY25_UP_QUEUE_H
 
@@ -28,9 +28,8 @@ void up_queue_add(struct up_queue *q, uint64_t qid, uint64_t size);
 /* Rescan the spool (messages put back by `queue retry-failed`) and retry
  * everything now. */
 void up_queue_flush(struct up_queue *q);
-/* Bytes of spooled messages (max_spool_size), and their number. */
+/* Bytes of spooled messages (max_spool_size). */
 uint64_t up_queue_bytes(const struct up_queue *q);
-size_t up_queue_count(const struct up_queue *q);
 /* Stop: running deliveries are cut (their messages stay spooled); done runs
  * when every handle and work item is finished, then q is freed. */
 void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg);

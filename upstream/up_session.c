@@ -1,7 +1,8 @@
-/* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207,
- * AUTH RFC 4954). Entering a state sends its command; up_on_reply() switches on
- * the state to read the reply (OpenSMTPD mta_session.c). Owns a tio, a timer
- * and, while resolving, a getaddrinfo request; freed when all three are gone. */
+/* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207, AUTH
+ * RFC 4954, PIPELINING RFC 2920). Whoever handles a reply enters the next state
+ * and sends its command; up_on_reply() switches on the state awaiting a reply
+ * (OpenSMTPD mta_session.c). Owns a tio, a timer and, while connecting, an
+ * up_dial; freed in up_unref() once all of them are done. */
 #include "upstream/up_session.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,8 +15,9 @@
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
+#include "upstream/up_dial.h"
 #include "upstream/up_oauth.h"
-#include "upstream/up_pool.h"
+#include "upstream/up_tlscache.h"
 
 #define UP_QUIT_TIMEOUT 5
 
@@ -57,15 +59,18 @@ struct up_session {
     enum up_state state;
     struct tio *tio;
     uv_timer_t timer;
-    uv_getaddrinfo_t gai;
-    uv_connect_t conn;
-    struct addrinfo *ai, *ai_next;
+    struct up_dial dial;
     struct up_ehlo ehlo;
     struct up_reply_parser rp;
-    int refs;                            /* timer + tio + getaddrinfo in flight */
+    int refs;                            /* timer + tio + the dial until its on_done */
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     char tls_key[400];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
+    /* Inside one of the owner's calls (up_mail...): a failure found there is
+     * reported from a zero timer instead (libuv's rule, see up_session.h). */
+    unsigned in_call : 1;
+    int late_err;
+    char late_detail[200];
     /* PIPELINING (RFC 2920): commands sent after the one s->state awaits, in
      * order: pipe_rcpt RCPTs, then DATA when pipe_data. corked: written, not
      * yet flushed, so a group leaves in one TLS record. */
@@ -150,14 +155,12 @@ static void up_unref(struct up_session *s)
     if (--s->refs > 0) {
         return;
     }
-    if (s->ai) {
-        uv_freeaddrinfo(s->ai);
-    }
+    up_dial_free(&s->dial);
     if (s->cbs->on_close) {
         s->cbs->on_close(s->arg);
     }
-    if (s->p.slot_pool) {
-        up_pool_slot_free(s->p.slot_pool, s->where);
+    if (s->p.on_free) {
+        s->p.on_free(s->p.free_arg, s->where);
     }
     if (s->password) {
         explicit_bzero(s->password, strlen(s->password));
@@ -194,36 +197,74 @@ static void up_shutdown(struct up_session *s)
     }
 }
 
-/* Failure: tell the owner once (before or after ready), then close. */
-static void up_fail(struct up_session *s, int err, const struct up_reply *r, const char *detail)
+/* Tells the owner of a failure (on_ready before ready, on_fail after), then closes. */
+static void up_report(struct up_session *s, int err, const struct up_reply *r, const char *detail)
 {
-    int pending;
+    int pending = s->state != UP_STATE_READY;
 
-    if (s->failed || s->closing) {
-        return;
-    }
-    s->failed = 1;
-    pending = s->state != UP_STATE_READY && s->state != UP_STATE_QUIT;
-    if (s->state == UP_STATE_QUIT) {
-        up_shutdown(s);
-        return;
-    }
-    if (err == RELAY_E_AUTH) {
-        char q[600];
-        log_warn(s->p.sid, "up", "relay=%s event=auth_failed user=%s reply=\"%s\"", s->where,
-                 s->p.user, log_quote(detail, strlen(detail), q, sizeof(q)));
-    } else {
-        char q[600];
-        log_warn(s->p.sid, "up", "relay=%s event=failed state=%s error=%s detail=\"%s\"", s->where,
-                 up_strstate(s->state), reply_err_name(err),
-                 log_quote(detail, strlen(detail), q, sizeof(q)));
-    }
     if (!s->ready) {
         s->cbs->on_ready(s->arg, err, r, detail);
     } else {
         s->cbs->on_fail(s->arg, err, detail, pending);
     }
     up_shutdown(s);
+}
+
+static void up_late_cb(uv_timer_t *t)
+{
+    struct up_session *s = t->data;
+    up_report(s, s->late_err, NULL, s->late_detail);
+}
+
+/* Failure: tell the owner once (before or after ready), then close. Found
+ * inside an owner's call, it is told on the next loop turn, never from inside
+ * the call; meanwhile the session ignores its connection. */
+static void up_fail(struct up_session *s, int err, const struct up_reply *r, const char *detail)
+{
+    char q[600];
+
+    if (s->failed || s->closing) {
+        return;
+    }
+    s->failed = 1;
+    if (s->state == UP_STATE_QUIT) {
+        up_shutdown(s);
+        return;
+    }
+    if (err == RELAY_E_AUTH) {
+        log_warn(s->p.sid, "up", "relay=%s event=auth_failed user=%s reply=\"%s\"", s->where,
+                 s->p.user, log_quote(detail, strlen(detail), q, sizeof(q)));
+    } else {
+        log_warn(s->p.sid, "up", "relay=%s event=failed state=%s error=%s detail=\"%s\"", s->where,
+                 up_strstate(s->state), reply_err_name(err),
+                 log_quote(detail, strlen(detail), q, sizeof(q)));
+    }
+    if (s->in_call) {
+        s->late_err = err;
+        snprintf(s->late_detail, sizeof(s->late_detail), "%s", detail);
+        uv_timer_start(&s->timer, up_late_cb, 0, 0);
+        return;
+    }
+    up_report(s, err, r, detail);
+}
+
+/* An owner's call begins: refused (no effect, no callback) once the session
+ * failed or closes. */
+static int up_call_begin(struct up_session *s)
+{
+    if (s->closing || s->failed) {
+        return RELAY_E_LOST;
+    }
+    s->in_call = 1;
+    return 0;
+}
+
+/* r < 0 from the call's own checks means it had no effect; a failure found on
+ * the way was scheduled for on_ready / on_fail, so the call returns 0. */
+static int up_call_end(struct up_session *s, int r)
+{
+    s->in_call = 0;
+    return s->failed ? 0 : r;
 }
 
 /* The failure's detail is upstream's reply, code first ("535 5.7.8 ..."), so an
@@ -304,7 +345,7 @@ static const char *up_tls_key(struct up_session *s)
 static int up_start_tls(struct up_session *s)
 {
     br_ssl_session_parameters sp;
-    int have = s->p.tls_cache && up_pool_tls_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
+    int have = s->p.tls_cache && up_tlscache_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
     int r = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify,
                                 have ? &sp : NULL);
     explicit_bzero(&sp, sizeof(sp));
@@ -368,7 +409,7 @@ static void up_on_token(void *arg, const char *token, const char *err)
     char d[400];
 
     s->token_wait = 0;
-    if (s->closing) {
+    if (s->closing || s->failed) {
         return;
     }
     if (!token) {
@@ -714,7 +755,7 @@ static size_t up_tio_read(void *arg, const char *data, size_t len)
     struct up_session *s = arg;
     size_t off = 0;
 
-    while (off < len && !s->closing) {
+    while (off < len && !s->closing && !s->failed) {
         size_t c = 0;
         int r = up_reply_feed(&s->rp, data + off, len - off, &c);
         off += c;
@@ -731,18 +772,22 @@ static size_t up_tio_read(void *arg, const char *data, size_t len)
             return len; /* tio discarded the rest: nothing in clear after STARTTLS */
         }
     }
-    return s->closing ? len : off;
+    return s->closing || s->failed ? len : off;
 }
 
 static void up_tio_handshake(void *arg)
 {
     struct up_session *s = arg;
     char tls[96];
+
+    if (s->failed) {
+        return;
+    }
     {
         br_ssl_session_parameters sp;
         int resumed = 0;
         if (s->p.tls_cache && tio_tls_session(s->tio, &sp, &resumed) == 0) {
-            up_pool_tls_put(s->p.tls_cache, up_tls_key(s), &sp);
+            up_tlscache_put(s->p.tls_cache, up_tls_key(s), &sp);
             explicit_bzero(&sp, sizeof(sp));
         }
         log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s resumed=%s", s->where,
@@ -761,7 +806,7 @@ static void up_tio_handshake(void *arg)
 static void up_tio_drain(void *arg)
 {
     struct up_session *s = arg;
-    if (s->state == UP_STATE_BODY) {
+    if (s->state == UP_STATE_BODY && !s->failed) {
         up_arm(s, s->p.data_timeout); /* progress: the data block timer restarts */
         if (s->cbs->on_drain) {
             s->cbs->on_drain(s->arg);
@@ -797,29 +842,33 @@ static const struct tio_cbs up_tio_cbs = {
     .on_close = up_tio_close,
 };
 
-static void up_try_connect(struct up_session *s);
-
-static void up_connect_cb(uv_connect_t *req, int status)
+/* A handle for the next address of the upstream's name. */
+static uv_tcp_t *up_dial_socket(void *arg, int prev)
 {
-    struct up_session *s = req->data;
+    struct up_session *s = arg;
+
+    if (s->closing || s->failed) {
+        return NULL;
+    }
+    if (prev < 0) {
+        log_debug(s->p.sid, "up", "relay=%s event=connect_failed error=\"%s\" next=yes", s->where,
+                  uv_strerror(prev));
+        tio_close(s->tio); /* a fresh handle for the next address */
+        s->tio = NULL;
+    } else {
+        up_enter_state(s, UP_STATE_CONNECT);
+    }
+    if (!(s->tio = tio_new(s->loop, &up_tio_cbs, s))) {
+        return NULL;
+    }
+    s->refs++;
+    return tio_tcp(s->tio);
+}
+
+static void up_dial_connected(struct up_session *s)
+{
     char d[160];
 
-    if (s->closing) {
-        return;
-    }
-    if (status < 0) {
-        if (s->ai_next) {
-            log_debug(s->p.sid, "up", "relay=%s event=connect_failed error=\"%s\" next=yes",
-                      s->where, uv_strerror(status));
-            tio_close(s->tio); /* a fresh handle for the next address */
-            s->tio = NULL;
-            up_try_connect(s);
-            return;
-        }
-        snprintf(d, sizeof(d), "%s", uv_strerror(status));
-        up_fail(s, RELAY_E_CONNECT, NULL, d);
-        return;
-    }
     uv_tcp_nodelay(tio_tcp(s->tio), 1);
     if (s->p.up->tls == CONF_TLS_IMPLICIT) {
         int e;
@@ -834,51 +883,33 @@ static void up_connect_cb(uv_connect_t *req, int status)
         up_enter_state(s, UP_STATE_GREETING);
         up_arm(s, s->p.command_timeout); /* RFC 5321 §4.5.3.2.1: 5 minutes for the 220 */
     }
-    if (tio_start(s->tio) < 0) {
-        return; /* on_error already ran */
-    }
+    tio_start(s->tio); /* on failure on_error has run */
 }
 
-static void up_try_connect(struct up_session *s)
+static void up_dial_done(void *arg, int status, enum up_dial_stage stage)
 {
-    struct addrinfo *ai = s->ai_next;
-    int r;
+    struct up_session *s = arg;
+    char d[300];
 
-    s->ai_next = ai->ai_next;
-    s->tio = tio_new(s->loop, &up_tio_cbs, s);
-    if (!s->tio) {
-        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
-        return;
-    }
-    s->refs++;
-    s->conn.data = s;
-    r = uv_tcp_connect(&s->conn, tio_tcp(s->tio), ai->ai_addr, up_connect_cb);
-    if (r < 0) {
-        up_fail(s, RELAY_E_CONNECT, NULL, uv_strerror(r));
-    }
-}
-
-static void up_resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    struct up_session *s = req->data;
-
-    s->ai = res;
-    if (s->closing) {
-        up_unref(s);
-        return;
-    }
-    if (status < 0 || !res) {
-        char d[300];
+    if (s->closing || s->failed) {
+        /* gone meanwhile: nothing to report */
+    } else if (status == 0) {
+        up_dial_connected(s);
+    } else if (stage == UP_DIAL_RESOLVE) {
         snprintf(d, sizeof(d), "%s: %s", s->p.up->host, uv_strerror(status));
         up_fail(s, RELAY_E_RESOLVE, NULL, d);
-        up_unref(s);
-        return;
+    } else if (status == UV_ENOMEM) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+    } else {
+        up_fail(s, RELAY_E_CONNECT, NULL, uv_strerror(status));
     }
-    up_enter_state(s, UP_STATE_CONNECT);
-    s->ai_next = res;
-    up_try_connect(s);
-    up_unref(s);
+    up_unref(s); /* the dial's reference: last, it may free s */
 }
+
+static const struct up_dial_cbs up_dial_cbs = {
+    .on_socket = up_dial_socket,
+    .on_done = up_dial_done,
+};
 
 struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg)
@@ -914,25 +945,36 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
 
 int up_session_start(struct up_session *s)
 {
-    struct addrinfo hints;
-    char port[8];
     int r;
 
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_ADDRCONFIG;
-    snprintf(port, sizeof(port), "%u", (unsigned)s->p.up->port);
+    if (s->state != UP_STATE_INIT || up_call_begin(s) < 0) {
+        return RELAY_E_PROTOCOL;
+    }
     up_enter_state(s, UP_STATE_RESOLVE);
-    s->gai.data = s;
     up_arm(s, s->p.connect_timeout);
-    r = uv_getaddrinfo(s->loop, &s->gai, up_resolve_cb, s->p.up->host, port, &hints);
+    r = up_dial_start(&s->dial, s->loop, s->p.up->host, s->p.up->port, &up_dial_cbs, s);
     if (r < 0) {
         up_fail(s, RELAY_E_RESOLVE, NULL, uv_strerror(r));
-        return r;
+    } else {
+        s->refs++;
     }
-    s->refs++;
-    return 0;
+    return up_call_end(s, 0);
+}
+
+void up_params_for(struct up_params *p, const struct conf_device *d, const struct conf *c,
+                   uint64_t sid)
+{
+    memset(p, 0, sizeof(*p));
+    p->up = d->up;
+    p->user = d->user;
+    p->password = d->password;
+    memcpy(p->mechs, d->auth_mechanisms, sizeof(p->mechs));
+    p->oauthbearer = d->auth == CONF_AUTH_OAUTHBEARER;
+    p->helo = c->hostname;
+    p->sid = sid;
+    p->connect_timeout = c->connect_timeout;
+    p->command_timeout = c->command_timeout;
+    p->data_timeout = c->data_timeout;
 }
 
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap)
@@ -952,7 +994,7 @@ unsigned up_ext(const struct up_session *s)
 
 int up_idle(const struct up_session *s)
 {
-    return !s->closing && s->state == UP_STATE_READY;
+    return !s->closing && !s->failed && s->state == UP_STATE_READY;
 }
 
 /* "VERB<arg> params", or "VERB" when arg is NULL. */
@@ -998,66 +1040,76 @@ void up_cork(struct up_session *s)
     s->corked = 1;
 }
 
-int up_uncork(struct up_session *s)
+static int up_uncork_call(struct up_session *s)
 {
     int r;
 
-    s->corked = 0;
-    if (s->closing) {
-        return RELAY_E_LOST;
-    }
     if (s->pipe_rcpt || s->pipe_data) {
         tio_quickack(s->tio); /* a reply per command comes back: ACK each at once */
     }
     if ((r = tio_flush(s->tio)) < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
     }
     return 0;
 }
 
+int up_uncork(struct up_session *s)
+{
+    s->corked = 0;
+    if (up_call_begin(s) < 0) {
+        return RELAY_E_LOST;
+    }
+    return up_call_end(s, up_uncork_call(s));
+}
+
+/* MAIL or RSET from READY; RCPT and DATA also pipelined after MAIL / RCPT. */
+static int up_cmd_call(struct up_session *s, enum up_state st, const char *verb, const char *arg,
+                       const char *params)
+{
+    if (up_call_begin(s) < 0) {
+        return RELAY_E_LOST;
+    }
+    if ((st == UP_STATE_RCPT || st == UP_STATE_DATA) && s->state != UP_STATE_READY) {
+        return up_call_end(s, up_pipelined(s, st, verb, arg, params));
+    }
+    /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes (command_timeout) */
+    return up_call_end(s, up_command(s, st, s->p.command_timeout, verb, arg, params));
+}
+
 int up_mail(struct up_session *s, const char *from, const char *params)
 {
-    return up_command(s, UP_STATE_MAIL, s->p.command_timeout, "MAIL FROM:", from, params);
+    return up_cmd_call(s, UP_STATE_MAIL, "MAIL FROM:", from, params);
 }
 
 int up_rcpt(struct up_session *s, const char *to, const char *params)
 {
-    if (s->state != UP_STATE_READY) {
-        return up_pipelined(s, UP_STATE_RCPT, "RCPT TO:", to, params);
-    }
-    return up_command(s, UP_STATE_RCPT, s->p.command_timeout, "RCPT TO:", to, params);
+    return up_cmd_call(s, UP_STATE_RCPT, "RCPT TO:", to, params);
 }
 
 int up_data(struct up_session *s)
 {
-    /* RFC 5321 §4.5.3.2.2: DATA initiation, 2 minutes */
-    if (s->state != UP_STATE_READY) {
-        return up_pipelined(s, UP_STATE_DATA, "DATA", NULL, NULL);
-    }
-    return up_command(s, UP_STATE_DATA, s->p.command_timeout, "DATA", NULL, NULL);
+    return up_cmd_call(s, UP_STATE_DATA, "DATA", NULL, NULL);
 }
 
 int up_rset(struct up_session *s)
 {
-    return up_command(s, UP_STATE_RSET, s->p.command_timeout, "RSET", NULL, NULL);
+    return up_cmd_call(s, UP_STATE_RSET, "RSET", NULL, NULL);
 }
 
 int up_body(struct up_session *s, const char *data, size_t len)
 {
     int r;
 
-    if (s->closing || s->state != UP_STATE_BODY) {
+    if (s->state != UP_STATE_BODY || up_call_begin(s) < 0) {
         return RELAY_E_PROTOCOL;
     }
     r = tio_write(s->tio, data, len);
     if (r < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
     }
-    return 0;
+    return up_call_end(s, 0);
 }
 
 size_t up_pending(const struct up_session *s)
@@ -1069,7 +1121,7 @@ int up_data_end(struct up_session *s)
 {
     int r;
 
-    if (s->closing || s->state != UP_STATE_BODY) {
+    if (s->state != UP_STATE_BODY || up_call_begin(s) < 0) {
         return RELAY_E_PROTOCOL;
     }
     up_enter_state(s, UP_STATE_DOT);
@@ -1077,10 +1129,10 @@ int up_data_end(struct up_session *s)
     if (r < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-        return RELAY_E_LOST;
+    } else {
+        up_arm(s, s->p.data_timeout); /* RFC 5321 §4.5.3.2.6: 10 minutes */
     }
-    up_arm(s, s->p.data_timeout); /* RFC 5321 §4.5.3.2.6: 10 minutes */
-    return 0;
+    return up_call_end(s, 0);
 }
 
 void up_quit(struct up_session *s)

@@ -14,8 +14,10 @@
 #include "upstream/up_reply.h"
 
 struct up_session;
-struct up_pool;
+struct up_tlscache;
 struct up_oauth;
+struct conf;
+struct conf_device;
 struct conf_upstream;
 
 struct up_params {
@@ -29,10 +31,11 @@ struct up_params {
      * no AUTH; user and password are unused. Never for a provider. */
     int local_plain;
     /* TLS session resumption cache (may be NULL). */
-    struct up_pool *tls_cache;
-    /* The pool whose connection slot this session holds (up_pool_get gave
-     * UP_POOL_SLOT), given back when the session is freed; or NULL. */
-    struct up_pool *slot_pool;
+    struct up_tlscache *tls_cache;
+    /* Called once when the session is freed, with its up_where(): how up_pool
+     * gets back the connection slot the session held. NULL: nothing to do. */
+    void (*on_free)(void *free_arg, const char *where);
+    void *free_arg;
     /* auth = xoauth2 (oauthbearer): AUTH XOAUTH2 (OAUTHBEARER) with tokens from here; it
      * must outlive the session. NULL: PLAIN, LOGIN or CRAM-MD5 with password. */
     struct up_oauth *oauth;
@@ -60,8 +63,22 @@ struct up_cbs {
     void (*on_close)(void *arg);
 };
 
+/* The calling contract (libuv's): up_session_start, up_mail, up_rcpt, up_data,
+ * up_body, up_data_end, up_rset and up_uncork either
+ *  - return < 0: the call had no effect (wrong state, or the session already
+ *    failed or closes) and no callback comes because of it; or
+ *  - return 0: the outcome comes later through on_ready, on_reply or on_fail,
+ *    always from the loop, never from inside the call. A failure met during
+ *    the call (a write error, a line too long) is one of these outcomes.
+ * up_quit and up_close never fail; after them only on_close comes (a failure
+ * not yet reported is dropped). on_close always comes, from the loop. */
+/* The parameters for device d's identity at its first upstream, from c
+ * (hostname, timeouts); the rest (oauth, tls_cache, on_free) zero. */
+void up_params_for(struct up_params *p, const struct conf_device *d, const struct conf *c,
+                   uint64_t sid);
 struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
                                   const struct up_cbs *cbs, void *arg);
+/* Resolve, connect, TLS, EHLO, AUTH: on_ready follows. */
 int up_session_start(struct up_session *s);
 
 /* "host:port" for logs and replies. */
@@ -82,7 +99,7 @@ int up_data(struct up_session *s);
  * up_data may also be called while MAIL or RCPT replies are outstanding (DATA
  * last); on_reply then comes once per command, in order. Between up_cork and
  * up_uncork commands are written but not flushed, so the group leaves in one
- * write. up_uncork returns < 0 after a failure it reported via on_fail. */
+ * write. up_uncork returns < 0 only when the session had already failed. */
 void up_cork(struct up_session *s);
 int up_uncork(struct up_session *s);
 /* After a 354: queue wire-format body bytes (already dot-stuffed). */
