@@ -1,21 +1,16 @@
 /* up_oauth: access tokens for XOAUTH2. A provider owns its timer, its cached
  * token and the refresh token; each fetch is a struct up_oauth_fetch that owns
- * the HTTPS request (up_http) or the command's process, pipe and output buffer,
- * and frees itself when the last of them is gone, so a finished or aborted fetch
+ * the HTTPS request (up_http) or the command's run (up_exec), and frees itself
+ * when the last of them is gone, so a finished or aborted fetch
  * never touches the provider again. Token requests are RFC 6749 §4.4 / §6 forms,
  * token responses RFC 6749 §5.1 / §5.2 JSON. */
 #include "upstream/up_oauth.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cJSON.h>
 #include <uv.h>
@@ -24,6 +19,7 @@
 #include "common/log.h"
 #include "common/tls_ca.h"
 #include "conf/conf.h"
+#include "upstream/up_exec.h"
 #include "upstream/up_http.h"
 
 #ifndef UP_OAUTH_TIMEOUT_MS        /* tests may shorten it */
@@ -54,19 +50,13 @@ struct up_oauth_wait {
 
 struct up_oauth_fetch {
     struct up_oauth *o;   /* NULL once the fetch ended: callbacks only clean up */
-    int refs;             /* the provider's + process, pipe, CA work */
+    int refs;             /* the provider's + CA work */
     struct up_http *http; /* the token request while it runs */
+    struct up_exec *exec; /* oauth_token_command while it runs */
     uv_work_t ca_work;
     char *ca_path;
     struct tls_ca *ca;
     char ca_err[UP_OAUTH_ERR_MAX];
-    uv_process_t proc;
-    uv_pipe_t out;
-    unsigned running : 1, exited : 1, eof : 1, pipe_open : 1;
-    int64_t status;
-    int signal;
-    char *resp; /* the command's output */
-    size_t rlen;
 };
 
 /* Refresh-token write-back, done in the thread pool (common/afile). */
@@ -199,16 +189,7 @@ static void up_oauth_fetch_unref(struct up_oauth_fetch *f)
         tls_ca_free(f->ca);
     }
     free(f->ca_path);
-    if (f->resp) {
-        explicit_bzero(f->resp, UP_OAUTH_RESP_MAX + 1); /* tokens */
-        free(f->resp);
-    }
     free(f);
-}
-
-static void up_oauth_fetch_close_cb(uv_handle_t *h)
-{
-    up_oauth_fetch_unref(h->data);
 }
 
 static void up_oauth_timer_close_cb(uv_handle_t *h)
@@ -225,16 +206,9 @@ static void up_oauth_fetch_end(struct up_oauth_fetch *f)
         up_http_cancel(f->http);
         f->http = NULL;
     }
-    if (f->running) {
-        /* the whole process group: a shell's children too (the exit callback
-         * closes the handle) */
-        if (uv_kill(-f->proc.pid, SIGKILL) != 0) {
-            uv_process_kill(&f->proc, SIGKILL);
-        }
-    }
-    if (f->pipe_open) {
-        f->pipe_open = 0;
-        uv_close((uv_handle_t *)&f->out, up_oauth_fetch_close_cb);
+    if (f->exec) {
+        up_exec_cancel(f->exec); /* kills the command's process group */
+        f->exec = NULL;
     }
     up_oauth_fetch_unref(f); /* the provider's reference */
 }
@@ -696,19 +670,25 @@ static void up_oauth_ca_done(uv_work_t *req, int status)
 
 /* ---- oauth_token_command --------------------------------------------------------------- */
 
-static void up_oauth_command_check(struct up_oauth *o, struct up_oauth_fetch *f)
+/* The command's output: a bare token, or a token response (JSON). */
+static void up_oauth_on_exec(void *arg, int64_t status, int signal, char *out, size_t len,
+                             const char *err)
 {
-    char *s = f->resp, *e = f->resp + f->rlen;
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o; /* set: an ended fetch cancelled the command */
+    char *s = out, *e = out + len;
 
-    if (!f->exited || !f->eof) {
+    f->exec = NULL; /* gone after this call */
+    if (err) {
+        up_oauth_failf(o, "oauth_token_command %s", err);
         return;
     }
-    if (f->signal) {
-        up_oauth_failf(o, "oauth_token_command killed by signal %d", f->signal);
+    if (signal) {
+        up_oauth_failf(o, "oauth_token_command killed by signal %d", signal);
         return;
     }
-    if (f->status != 0) {
-        up_oauth_failf(o, "oauth_token_command exited with status %lld", (long long)f->status);
+    if (status != 0) {
+        up_oauth_failf(o, "oauth_token_command exited with status %lld", (long long)status);
         return;
     }
     while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) {
@@ -727,87 +707,14 @@ static void up_oauth_command_check(struct up_oauth *o, struct up_oauth_fetch *f)
     }
 }
 
-static void up_oauth_exit_cb(uv_process_t *p, int64_t status, int term_signal)
-{
-    struct up_oauth_fetch *f = p->data;
-
-    f->running = 0;
-    f->exited = 1;
-    f->status = status;
-    f->signal = term_signal;
-    uv_close((uv_handle_t *)p, up_oauth_fetch_close_cb);
-    if (f->o) {
-        up_oauth_command_check(f->o, f);
-    }
-}
-
-static void up_oauth_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct up_oauth_fetch *f = h->data;
-
-    (void)suggested;
-    buf->base = f->resp + f->rlen;
-    buf->len = UP_OAUTH_RESP_MAX - f->rlen;
-}
-
-static void up_oauth_pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct up_oauth_fetch *f = s->data;
-
-    (void)buf;
-    if (nread == UV_ENOBUFS) {
-        if (f->o) {
-            up_oauth_failf(f->o, "oauth_token_command printed more than 64 KiB");
-        }
-        return;
-    }
-    if (nread < 0) {
-        uv_read_stop(s);
-        f->eof = 1;
-        if (f->o) {
-            up_oauth_command_check(f->o, f);
-        }
-        return;
-    }
-    f->rlen += (size_t)nread;
-}
-
 static void up_oauth_spawn(struct up_oauth *o, struct up_oauth_fetch *f)
 {
-    uv_process_options_t opt;
-    uv_stdio_container_t io[3];
     int r;
 
     up_oauth_enter_state(o, UP_OAUTH_COMMAND);
-    uv_pipe_init(o->loop, &f->out, 0);
-    f->out.data = f;
-    f->pipe_open = 1;
-    f->refs++;
-    memset(&opt, 0, sizeof(opt));
-    memset(io, 0, sizeof(io));
-    io[0].flags = UV_IGNORE;
-    io[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    io[1].data.stream = (uv_stream_t *)&f->out;
-    io[2].flags = UV_INHERIT_FD; /* its complaints go where relay25 logs */
-    io[2].data.fd = 2;
-    opt.file = o->argv[0];
-    opt.args = o->argv;
-    opt.stdio = io;
-    opt.stdio_count = 3;
-    opt.exit_cb = up_oauth_exit_cb;
-    opt.flags = UV_PROCESS_DETACHED; /* its own session and process group, for the kill */
-    f->proc.data = f;
-    r = uv_spawn(o->loop, &f->proc, &opt);
-    f->refs++; /* the process handle is closed even when uv_spawn failed */
+    r = up_exec_start(o->loop, o->argv, UP_OAUTH_RESP_MAX, up_oauth_on_exec, f, &f->exec);
     if (r < 0) {
-        uv_close((uv_handle_t *)&f->proc, up_oauth_fetch_close_cb);
         up_oauth_failf(o, "cannot run oauth_token_command %s: %s", o->argv[0], uv_strerror(r));
-        return;
-    }
-    f->running = 1;
-    r = uv_read_start((uv_stream_t *)&f->out, up_oauth_pipe_alloc, up_oauth_pipe_read);
-    if (r < 0) {
-        up_oauth_failf(o, "oauth_token_command: %s", uv_strerror(r));
     }
 }
 
@@ -834,11 +741,7 @@ static void up_oauth_fetch(struct up_oauth *o)
 {
     struct up_oauth_fetch *f = calloc(1, sizeof(*f));
 
-    if (f && o->grant == CONF_OAUTH_COMMAND) {
-        f->resp = malloc(UP_OAUTH_RESP_MAX + 1);
-    }
-    if (!f || (o->grant == CONF_OAUTH_COMMAND && !f->resp)) {
-        free(f);
+    if (!f) {
         up_oauth_finish(o, NULL, 0, "out of memory");
         return;
     }
