@@ -253,7 +253,7 @@ static int up_http_dechunk(char *in, size_t len, size_t max, int decode, size_t 
 /* The response so far in buf (len bytes, room for a NUL after them): 1 complete
  * (*r set), 0 need more, -1 bad. eof: the server closed the connection, so a body
  * without length ends here. */
-static int up_http_parse(char *buf, size_t len, size_t max, int eof, struct up_http_resp *r)
+int up__http_parse(char *buf, size_t len, size_t max, int eof, struct up_http_resp *r)
 {
     char *end, *line, *b;
     long long clen = -1;
@@ -343,7 +343,7 @@ long up_http_header(const struct up_http_resp *r, const char *name, char *out, s
 static void up_http_check(struct up_http *h, int eof)
 {
     struct up_http_resp r = {0};
-    int c = up_http_parse(h->resp, h->rlen, h->rmax, eof, &r);
+    int c = up__http_parse(h->resp, h->rlen, h->rmax, eof, &r);
 
     if (c == 0) {
         return;

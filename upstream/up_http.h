@@ -61,4 +61,10 @@ long up_http_header(const struct up_http_resp *r, const char *name, char *out, s
  * bytes, NUL-terminated) at *len, '&' between pairs; 0, or -1 when full. */
 int up_http_form_add(char *out, size_t cap, size_t *len, const char *name, const char *value);
 
+/* Inside the module (and tests/unit/test_up_http.c): the response received so far
+ * in buf (len bytes and room for a NUL after them; a chunked body is decoded in
+ * place). 1: complete, *r set; 0: more is needed; -1: malformed. eof: the server
+ * closed, so a body without a length ends here. max bounds a chunk's size. */
+int up__http_parse(char *buf, size_t len, size_t max, int eof, struct up_http_resp *r);
+
 #endif

@@ -310,11 +310,8 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     if (n < 0 || (size_t)n >= sizeof(line) - 2) {
         explicit_bzero(line, sizeof(line));
         /* never leave the owner waiting: this is a failure like any other */
-        up_fail(s,
-                s->state >= UP_STATE_AUTH_PLAIN && s->state <= UP_STATE_AUTH_CRAM_RESP
-                    ? RELAY_E_AUTH
-                    : RELAY_E_PROTOCOL,
-                NULL, "command line too long (user name or password too long?)");
+        /* (AUTH lines go through up_sasl_send(), which reports its own limits) */
+        up_fail(s, RELAY_E_PROTOCOL, NULL, "command line too long");
         return RELAY_E_PROTOCOL;
     }
     line[n++] = '\r';
@@ -530,9 +527,72 @@ static void up_auth_done(struct up_session *s, const struct up_reply *r)
     s->cbs->on_ready(s->arg, 0, r, NULL);
 }
 
-static void up_on_reply(struct up_session *s, const struct up_reply *r)
+/* A reply during AUTH (RFC 4954 §4): 334 asks for the mechanism's next line
+ * (up_sasl), 235 ends it, anything else is a refusal. */
+static void up_on_auth_reply(struct up_session *s, const struct up_reply *r)
 {
-    uv_timer_stop(&s->timer);
+    switch (s->state) {
+    case UP_STATE_AUTH_PLAIN:
+    case UP_STATE_AUTH_LOGIN_PASS:
+    case UP_STATE_AUTH_CRAM_RESP:
+        up_auth_done(s, r);
+        return;
+    case UP_STATE_AUTH_XOAUTH2:
+        if (r->code == 334) {
+            /* an error challenge (base64 JSON: status, schemes, scope); the
+             * final reply follows our empty response */
+            up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
+            up_sasl_send(s, 1, NULL);
+            return;
+        }
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
+    case UP_STATE_AUTH_LOGIN:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_USER);
+        up_sasl_send(s, 1, NULL);
+        return;
+    case UP_STATE_AUTH_LOGIN_USER:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_PASS);
+        up_sasl_send(s, 2, NULL);
+        return;
+    case UP_STATE_AUTH_CRAM: {
+        char chal[600];
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_reply_lastline(r, chal, sizeof(chal));
+        up_enter_state(s, UP_STATE_AUTH_CRAM_RESP);
+        up_sasl_send(s, 1, chal);
+        return;
+    }
+    default:
+        abort(); /* not an AUTH state */
+    }
+}
+
+/* A reply on the way to AUTH: greeting, EHLO, STARTTLS (RFC 3207), EHLO again. */
+static void up_on_hello_reply(struct up_session *s, const struct up_reply *r)
+{
     switch (s->state) {
     case UP_STATE_GREETING:
         if (r->code != 220) {
@@ -587,59 +647,31 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
         up_reply_ehlo(r, &s->ehlo);
         up_start_auth(s);
         return;
-    case UP_STATE_AUTH_PLAIN:
-    case UP_STATE_AUTH_LOGIN_PASS:
-    case UP_STATE_AUTH_CRAM_RESP:
-        up_auth_done(s, r);
-        return;
-    case UP_STATE_AUTH_XOAUTH2:
-        if (r->code == 334) {
-            /* an error challenge (base64 JSON: status, schemes, scope); the
-             * final reply follows our empty response */
-            up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
-            up_sasl_send(s, 1, NULL);
-            return;
-        }
-        if (r->code == 235) {
-            up_auth_done(s, r);
-        } else {
-            up_xoauth2_rejected(s, r);
-        }
-        return;
-    case UP_STATE_AUTH_XOAUTH2_ERR:
-        if (r->code == 235) {
-            up_auth_done(s, r);
-        } else {
-            up_xoauth2_rejected(s, r);
-        }
-        return;
-    case UP_STATE_AUTH_LOGIN:
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_enter_state(s, UP_STATE_AUTH_LOGIN_USER);
-        up_sasl_send(s, 1, NULL);
-        return;
-    case UP_STATE_AUTH_LOGIN_USER:
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_enter_state(s, UP_STATE_AUTH_LOGIN_PASS);
-        up_sasl_send(s, 2, NULL);
-        return;
-    case UP_STATE_AUTH_CRAM: {
-        char chal[600];
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_reply_lastline(r, chal, sizeof(chal));
-        up_enter_state(s, UP_STATE_AUTH_CRAM_RESP);
-        up_sasl_send(s, 1, chal);
-        return;
+    default:
+        abort(); /* not a greeting or EHLO state */
     }
+}
+
+static void up_on_reply(struct up_session *s, const struct up_reply *r)
+{
+    uv_timer_stop(&s->timer);
+    switch (s->state) {
+    case UP_STATE_GREETING:
+    case UP_STATE_EHLO:
+    case UP_STATE_STARTTLS:
+    case UP_STATE_EHLO2:
+        up_on_hello_reply(s, r);
+        return;
+    case UP_STATE_AUTH_PLAIN:
+    case UP_STATE_AUTH_LOGIN:
+    case UP_STATE_AUTH_LOGIN_USER:
+    case UP_STATE_AUTH_LOGIN_PASS:
+    case UP_STATE_AUTH_CRAM:
+    case UP_STATE_AUTH_CRAM_RESP:
+    case UP_STATE_AUTH_XOAUTH2:
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        up_on_auth_reply(s, r);
+        return;
     case UP_STATE_MAIL:
     case UP_STATE_RCPT:
         if (s->pipe_rcpt || s->pipe_data) {
