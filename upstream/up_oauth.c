@@ -1,9 +1,9 @@
 /* up_oauth: access tokens for XOAUTH2. A provider owns its timer, its cached
  * token and the refresh token; each fetch is a struct up_oauth_fetch that owns
  * the HTTPS request (up_http) or the command's run (up_exec), and frees itself
- * when the last of them is gone, so a finished or aborted fetch
- * never touches the provider again. Token requests are RFC 6749 §4.4 / §6 forms,
- * token responses RFC 6749 §5.1 / §5.2 JSON. */
+ * when the last of them is gone, so a finished or aborted fetch never touches the
+ * provider again. Token requests are RFC 6749 §4.4 / §6 forms, token responses
+ * RFC 6749 §5.1 / §5.2 JSON. */
 #include "upstream/up_oauth.h"
 
 #include <stdarg.h>
