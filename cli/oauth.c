@@ -21,6 +21,7 @@
 #include "cli/cli.h"
 #include "common/afile.h"
 #include "conf/conf.h"
+#include "upstream/up_http.h"
 #include "upstream/up_oauth.h"
 
 #define OAUTH_GRANT_DEVICE "urn:ietf:params:oauth:grant-type:device_code"
@@ -156,7 +157,7 @@ static char *login_form(const char *const *kv, size_t n)
     }
     out[0] = '\0';
     for (size_t i = 0; i < n; i += 2) {
-        if (kv[i + 1] && up_oauth_form_add(out, cap, &len, kv[i], kv[i + 1]) != 0) {
+        if (kv[i + 1] && up_http_form_add(out, cap, &len, kv[i], kv[i + 1]) != 0) {
             free(out);
             return NULL;
         }

@@ -1,31 +1,26 @@
 /* up_oauth: access tokens for XOAUTH2. A provider owns its timer, its cached
  * token and the refresh token; each fetch is a struct up_oauth_fetch that owns
- * the dial (up_dial: resolve, connect), the tio (HTTP/1.1 over TLS, RFC 9112, Connection:
- * close) or the command's process and pipe, and the response buffer, and frees
- * itself when the last of them is gone, so a finished or aborted fetch never
- * touches the provider again. Token responses are RFC 6749 §5.1 / §5.2 JSON. */
+ * the HTTPS request (up_http) or the command's run (up_exec), and frees itself
+ * when the last of them is gone, so a finished or aborted fetch never touches the
+ * provider again. Token requests are RFC 6749 §4.4 / §6 forms, token responses
+ * RFC 6749 §5.1 / §5.2 JSON. */
 #include "upstream/up_oauth.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cJSON.h>
 #include <uv.h>
 
 #include "common/afile.h"
 #include "common/log.h"
-#include "common/tio.h"
 #include "common/tls_ca.h"
 #include "conf/conf.h"
-#include "upstream/up_dial.h"
+#include "upstream/up_exec.h"
+#include "upstream/up_http.h"
 
 #ifndef UP_OAUTH_TIMEOUT_MS        /* tests may shorten it */
 #define UP_OAUTH_TIMEOUT_MS 30000u /* a whole fetch: DNS, TLS, HTTP or the command */
@@ -43,10 +38,7 @@
 enum up_oauth_state {
     UP_OAUTH_IDLE,
     UP_OAUTH_CA,      /* reading ca_file in the thread pool (once per provider) */
-    UP_OAUTH_RESOLVE, /* token endpoint host */
-    UP_OAUTH_CONNECT,
-    UP_OAUTH_TLS,     /* handshake: verified chain, SNI and name check */
-    UP_OAUTH_HTTP,    /* request sent, reading the response until close */
+    UP_OAUTH_HTTP,    /* the token request (up_http: resolve, connect, tls, http) */
     UP_OAUTH_COMMAND, /* oauth_token_command running */
 };
 
@@ -57,23 +49,14 @@ struct up_oauth_wait {
 };
 
 struct up_oauth_fetch {
-    struct up_oauth *o; /* NULL once the fetch ended: callbacks only clean up */
-    int refs;           /* the provider's + dial, tio, process, pipe, CA work */
-    struct up_dial dial;
-    struct tio *tio;
+    struct up_oauth *o;   /* NULL once the fetch ended: callbacks only clean up */
+    int refs;             /* the provider's + CA work */
+    struct up_http *http; /* the token request while it runs */
+    struct up_exec *exec; /* oauth_token_command while it runs */
     uv_work_t ca_work;
     char *ca_path;
     struct tls_ca *ca;
     char ca_err[UP_OAUTH_ERR_MAX];
-    uv_process_t proc;
-    uv_pipe_t out;
-    unsigned running : 1, exited : 1, eof : 1, pipe_open : 1;
-    int64_t status;
-    int signal;
-    char *req; /* the HTTP request: holds secrets, wiped once written */
-    size_t reqlen;
-    char *resp;
-    size_t rlen;
 };
 
 /* Refresh-token write-back, done in the thread pool (common/afile). */
@@ -120,7 +103,6 @@ struct up_oauth_set {
     struct up_oauth *head;
 };
 
-static const struct tio_cbs up_oauth_tio_cbs;
 static void up_oauth_finish(struct up_oauth *o, const char *token, unsigned ttl, const char *err);
 
 static const char *up_oauth_strstate(enum up_oauth_state st)
@@ -130,12 +112,6 @@ static const char *up_oauth_strstate(enum up_oauth_state st)
         return "idle";
     case UP_OAUTH_CA:
         return "ca";
-    case UP_OAUTH_RESOLVE:
-        return "resolve";
-    case UP_OAUTH_CONNECT:
-        return "connect";
-    case UP_OAUTH_TLS:
-        return "tls";
     case UP_OAUTH_HTTP:
         return "http";
     case UP_OAUTH_COMMAND:
@@ -209,25 +185,11 @@ static void up_oauth_fetch_unref(struct up_oauth_fetch *f)
     if (--f->refs > 0) {
         return;
     }
-    up_dial_free(&f->dial);
     if (f->ca) {
         tls_ca_free(f->ca);
     }
     free(f->ca_path);
-    if (f->req) {
-        explicit_bzero(f->req, f->reqlen);
-        free(f->req);
-    }
-    if (f->resp) {
-        explicit_bzero(f->resp, UP_OAUTH_RESP_MAX + 1); /* tokens */
-        free(f->resp);
-    }
     free(f);
-}
-
-static void up_oauth_fetch_close_cb(uv_handle_t *h)
-{
-    up_oauth_fetch_unref(h->data);
 }
 
 static void up_oauth_timer_close_cb(uv_handle_t *h)
@@ -240,20 +202,13 @@ static void up_oauth_timer_close_cb(uv_handle_t *h)
 static void up_oauth_fetch_end(struct up_oauth_fetch *f)
 {
     f->o = NULL;
-    if (f->tio) {
-        tio_close(f->tio); /* its on_close releases f */
-        f->tio = NULL;
+    if (f->http) {
+        up_http_cancel(f->http);
+        f->http = NULL;
     }
-    if (f->running) {
-        /* the whole process group: a shell's children too (the exit callback
-         * closes the handle) */
-        if (uv_kill(-f->proc.pid, SIGKILL) != 0) {
-            uv_process_kill(&f->proc, SIGKILL);
-        }
-    }
-    if (f->pipe_open) {
-        f->pipe_open = 0;
-        uv_close((uv_handle_t *)&f->out, up_oauth_fetch_close_cb);
+    if (f->exec) {
+        up_exec_cancel(f->exec); /* kills the command's process group */
+        f->exec = NULL;
     }
     up_oauth_fetch_unref(f); /* the provider's reference */
 }
@@ -381,8 +336,11 @@ static void up_oauth_timeout_cb(uv_timer_t *t)
         up_oauth_failf(o, "oauth_token_command gave no token within %u s",
                        UP_OAUTH_TIMEOUT_MS / 1000u);
     } else {
+        const struct up_oauth_fetch *f = o->fetch;
+
         up_oauth_failf(o, "token endpoint %s:%u: no answer within %u s (state %s)", o->host,
-                       (unsigned)o->port, UP_OAUTH_TIMEOUT_MS / 1000u, up_oauth_strstate(o->state));
+                       (unsigned)o->port, UP_OAUTH_TIMEOUT_MS / 1000u,
+                       f && f->http ? up_http_stage(f->http) : up_oauth_strstate(o->state));
     }
 }
 
@@ -588,232 +546,57 @@ static void up_oauth_response(struct up_oauth *o, int status, const char *body, 
     cJSON_Delete(j);
 }
 
-/* ---- HTTP ------------------------------------------------------------------------------- */
+/* ---- the token request ----------------------------------------------------------------- */
 
-/* application/x-www-form-urlencoded value (HTML form encoding: unreserved bytes
- * as they are, everything else %XX). Appends to out at *o; 0 or -1 when full. */
-static int up_oauth_form(char *out, size_t cap, size_t *o, const char *name, const char *val)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = *o;
-    int r = snprintf(out + n, cap - n, "%s%s=", n ? "&" : "", name);
-
-    if (r < 0 || (size_t)r >= cap - n) {
-        return -1;
-    }
-    n += (size_t)r;
-    for (const unsigned char *p = (const unsigned char *)val; *p; p++) {
-        if (n + 4 > cap) {
-            return -1;
-        }
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            out[n++] = (char)*p;
-        } else {
-            out[n++] = '%';
-            out[n++] = hex[*p >> 4];
-            out[n++] = hex[*p & 15];
-        }
-    }
-    out[n] = '\0';
-    *o = n;
-    return 0;
-}
-
-/* The POST, client authentication in the body (RFC 6749 §2.3.1). */
-static int up_oauth_build_request(struct up_oauth *o, struct up_oauth_fetch *f)
+/* The form, client authentication in the body (RFC 6749 §2.3.1); or
+ * up_oauth_post's. NULL when out of memory; *len set. Holds secrets. */
+static char *up_oauth_form(const struct up_oauth *o, size_t *len)
 {
     size_t cap = 3 * (strlen(o->client_id) + (o->client_secret ? strlen(o->client_secret) : 0) +
                       (o->scope ? strlen(o->scope) : 0) +
                       (o->refresh_token ? strlen(o->refresh_token) : 0)) +
                  200;
-    size_t blen = 0, hcap;
-    char *body = malloc(cap), host[300];
-    int ok, n;
+    size_t blen = 0;
+    char *body;
+    int ok;
 
-    if (!body) {
-        return -1;
-    }
     if (o->post_body) { /* up_oauth_post */
-        size_t plen = strlen(o->post_body);
-        free(body);
-        cap = plen + 1;
-        body = malloc(cap);
-        if (!body) {
-            return -1;
-        }
-        memcpy(body, o->post_body, cap);
-        blen = plen;
-        ok = 1;
-        goto headers;
+        *len = strlen(o->post_body);
+        return strdup(o->post_body);
     }
-    ok = up_oauth_form(body, cap, &blen, "grant_type", up_oauth_grant_name(o->grant)) == 0;
+    if (!(body = malloc(cap))) {
+        return NULL;
+    }
+    ok = up_http_form_add(body, cap, &blen, "grant_type", up_oauth_grant_name(o->grant)) == 0;
     if (ok && o->grant == CONF_OAUTH_REFRESH_TOKEN) {
-        ok = up_oauth_form(body, cap, &blen, "refresh_token", o->refresh_token) == 0;
+        ok = up_http_form_add(body, cap, &blen, "refresh_token", o->refresh_token) == 0;
     }
-    ok = ok && up_oauth_form(body, cap, &blen, "client_id", o->client_id) == 0;
+    ok = ok && up_http_form_add(body, cap, &blen, "client_id", o->client_id) == 0;
     if (ok && o->client_secret) {
-        ok = up_oauth_form(body, cap, &blen, "client_secret", o->client_secret) == 0;
+        ok = up_http_form_add(body, cap, &blen, "client_secret", o->client_secret) == 0;
     }
     if (ok && o->scope) {
-        ok = up_oauth_form(body, cap, &blen, "scope", o->scope) == 0;
+        ok = up_http_form_add(body, cap, &blen, "scope", o->scope) == 0;
     }
-headers:
-    /* RFC 9110 §7.2: the port only when it is not the default */
-    n = snprintf(host, sizeof(host), strchr(o->host, ':') ? "[%s]" : "%s", o->host);
-    if (o->port != 443 && n > 0 && (size_t)n < sizeof(host)) {
-        snprintf(host + n, sizeof(host) - (size_t)n, ":%u", (unsigned)o->port);
-    }
-    hcap = blen + strlen(o->path) + strlen(host) + 400;
-    f->req = ok ? malloc(hcap) : NULL;
-    if (!f->req) {
+    if (!ok) {
         explicit_bzero(body, cap);
         free(body);
-        return -1;
+        return NULL;
     }
-    n = snprintf(f->req, hcap,
-                 "POST %s HTTP/1.1\r\n"
-                 "Host: %s\r\n"
-                 "User-Agent: relay25/" RELAY25_VERSION "\r\n"
-                 "Accept: application/json\r\n"
-                 "Content-Type: application/x-www-form-urlencoded\r\n"
-                 "Content-Length: %zu\r\n"
-                 "Connection: close\r\n"
-                 "\r\n"
-                 "%s",
-                 o->path, host, blen, body);
-    explicit_bzero(body, cap);
-    free(body);
-    if (n < 0 || (size_t)n >= hcap) {
-        return -1;
-    }
-    f->reqlen = (size_t)n;
-    return 0;
+    *len = blen;
+    return body;
 }
 
-/* A chunked body (RFC 9112 §7.1) at in: 1 when complete (decoded in place when
- * decode, *outlen set), 0 when more is needed, -1 when malformed. */
-static int up_oauth_dechunk(char *in, size_t len, int decode, size_t *outlen)
+/* The token endpoint's answer, or why there is none (err: "host:port: ..."). */
+static void up_oauth_on_http(void *arg, const struct up_http_resp *r, const char *err)
 {
-    size_t r = 0, w = 0;
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o; /* set: an ended fetch cancelled its request */
+    char what[300];
 
-    for (;;) {
-        size_t size = 0, digits = 0;
-        const char *eol;
-
-        while (r < len && ((in[r] >= '0' && in[r] <= '9') ||
-                           ((in[r] | 0x20) >= 'a' && (in[r] | 0x20) <= 'f'))) {
-            int v = in[r] <= '9' ? in[r] - '0' : (in[r] | 0x20) - 'a' + 10;
-            if (size > (UP_OAUTH_RESP_MAX >> 4)) {
-                return -1;
-            }
-            size = size * 16 + (size_t)v;
-            r++;
-            digits++;
-        }
-        eol = memchr(in + r, '\n', len - r);
-        if (!eol) {
-            return 0;
-        }
-        if (digits == 0) {
-            return -1;
-        }
-        r = (size_t)(eol - in) + 1; /* chunk extensions are ignored */
-        if (size == 0) {
-            *outlen = w;
-            return 1; /* trailers, if any, do not matter */
-        }
-        if (len - r < size + 2) {
-            return 0;
-        }
-        if (decode) {
-            memmove(in + w, in + r, size);
-        }
-        w += size;
-        r += size;
-        if (in[r] == '\r') {
-            r++;
-        }
-        if (in[r] != '\n') {
-            return -1;
-        }
-        r++;
-    }
-}
-
-/* The response so far: 1 complete (*status, *body, *blen set), 0 need more, -1 bad.
- * eof: the server closed the connection, so a body without length ends here. */
-static int up_oauth_http_parse(char *buf, size_t len, int eof, int *status, char **body,
-                               size_t *blen)
-{
-    char *end, *line, *b;
-    long long clen = -1;
-    int chunked = 0, r;
-
-    buf[len] = '\0';
-    end = strstr(buf, "\r\n\r\n");
-    if (!end) {
-        return eof ? -1 : 0;
-    }
-    if (strncmp(buf, "HTTP/1.", 7) != 0 || len < 12 || buf[8] != ' ' || buf[9] < '1' ||
-        buf[9] > '5' || buf[10] < '0' || buf[10] > '9' || buf[11] < '0' || buf[11] > '9') {
-        return -1;
-    }
-    *status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
-    b = end + 4;
-    for (line = strstr(buf, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
-        if (strncasecmp(line, "Content-Length:", 15) == 0) {
-            clen = strtoll(line + 15, NULL, 10);
-        } else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0) {
-            const char *v = line + 18, *e = strstr(line, "\r\n");
-            for (; v + 7 <= e; v++) {
-                if (strncasecmp(v, "chunked", 7) == 0) {
-                    chunked = 1;
-                }
-            }
-        }
-    }
-    if (chunked) {
-        size_t n;
-        r = up_oauth_dechunk(b, len - (size_t)(b - buf), 0, &n);
-        if (r == 1) {
-            up_oauth_dechunk(b, len - (size_t)(b - buf), 1, &n);
-            *body = b;
-            *blen = n;
-        }
-        return r == 0 && eof ? -1 : r;
-    }
-    if (clen >= 0) {
-        if ((long long)(len - (size_t)(b - buf)) < clen) {
-            return eof ? -1 : 0;
-        }
-        *body = b;
-        *blen = (size_t)clen;
-        return 1;
-    }
-    if (!eof) {
-        return 0;
-    }
-    *body = b;
-    *blen = len - (size_t)(b - buf);
-    return 1;
-}
-
-/* Feeds the response; ends the fetch once it is complete (or broken). */
-static void up_oauth_http_check(struct up_oauth *o, struct up_oauth_fetch *f, int eof)
-{
-    char what[300], *body = NULL;
-    size_t blen = 0;
-    int status = 0;
-    int r = up_oauth_http_parse(f->resp, f->rlen, eof, &status, &body, &blen);
-
-    snprintf(what, sizeof(what), "token endpoint %s:%u", o->host, (unsigned)o->port);
-    if (r == 0) {
-        return;
-    }
-    if (r < 0) {
-        up_oauth_failf(o, "%s: %s", what,
-                       f->rlen ? "malformed HTTP response" : "closed without an answer");
+    f->http = NULL; /* gone after this call */
+    if (!r) {
+        up_oauth_failf(o, "token endpoint %s", err);
         return;
     }
     if (o->post_cb) { /* up_oauth_post: the caller reads the answer */
@@ -824,157 +607,43 @@ static void up_oauth_http_check(struct up_oauth *o, struct up_oauth_fetch *f, in
         uv_timer_stop(&o->timer);
         up_oauth_enter_state(o, UP_OAUTH_IDLE);
         up_oauth_wipe(&o->post_body);
-        cb(o->post_arg, status, body, blen, NULL); /* body is in f's buffer */
+        cb(o->post_arg, r->status, r->body, r->body_len, NULL); /* body is up_http's */
         up_oauth_fetch_end(f);
         return;
     }
-    up_oauth_response(o, status, body, blen, UP_OAUTH_DEFAULT_TTL, what);
+    snprintf(what, sizeof(what), "token endpoint %s:%u", o->host, (unsigned)o->port);
+    up_oauth_response(o, r->status, r->body, r->body_len, UP_OAUTH_DEFAULT_TTL, what);
 }
 
-static size_t up_oauth_tio_read(void *arg, const char *data, size_t len)
+static void up_oauth_request(struct up_oauth *o, struct up_oauth_fetch *f)
 {
-    struct up_oauth_fetch *f = arg;
-    struct up_oauth *o = f->o;
-
-    if (!o) {
-        return len;
-    }
-    if (o->state != UP_OAUTH_HTTP || len > UP_OAUTH_RESP_MAX - f->rlen) {
-        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
-                       o->state != UP_OAUTH_HTTP ? "data before the request"
-                                                 : "response larger than 64 KiB");
-        return len;
-    }
-    memcpy(f->resp + f->rlen, data, len);
-    f->rlen += len;
-    up_oauth_http_check(o, f, 0);
-    return len;
-}
-
-static void up_oauth_tio_handshake(void *arg)
-{
-    struct up_oauth_fetch *f = arg;
-    struct up_oauth *o = f->o;
+    struct up_http_req rq = {
+        .method = "POST",
+        .host = o->host,
+        .port = o->port,
+        .path = o->path,
+        .headers = "Accept: application/json\r\n"
+                   "Content-Type: application/x-www-form-urlencoded\r\n",
+        .ca = o->ca,
+        .resp_max = UP_OAUTH_RESP_MAX,
+    };
+    char *body = up_oauth_form(o, &rq.body_len);
     int r;
 
-    if (!o) {
+    if (!body) {
+        up_oauth_failf(o, "out of memory");
         return;
     }
+    rq.body = body;
     up_oauth_enter_state(o, UP_OAUTH_HTTP);
-    r = tio_write(f->tio, f->req, f->reqlen);
-    explicit_bzero(f->req, f->reqlen);
-    if (r == 0) {
-        r = tio_flush(f->tio);
-    }
-    if (r < 0) {
-        char e[128];
-        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
-                       tio_strerror(r, e, sizeof(e)));
-    }
-}
-
-static void up_oauth_tio_error(void *arg, int err)
-{
-    struct up_oauth_fetch *f = arg;
-    struct up_oauth *o = f->o;
-    char e[160];
-
-    if (!o) {
-        return;
-    }
-    if (o->state == UP_OAUTH_HTTP && err == UV_EOF) {
-        up_oauth_http_check(o, f, 1);
-        return;
-    }
-    up_oauth_failf(o, "token endpoint %s:%u: %s%s", o->host, (unsigned)o->port,
-                   TIO_IS_TLS_ERR(err) ? "TLS: " : "", tio_strerror(err, e, sizeof(e)));
-}
-
-static void up_oauth_tio_close(void *arg)
-{
-    up_oauth_fetch_unref(arg);
-}
-
-static const struct tio_cbs up_oauth_tio_cbs = {
-    .on_read = up_oauth_tio_read,
-    .on_handshake = up_oauth_tio_handshake,
-    .on_drain = NULL,
-    .on_error = up_oauth_tio_error,
-    .on_close = up_oauth_tio_close,
-};
-
-/* A handle for the next address of the token endpoint. */
-static uv_tcp_t *up_oauth_dial_socket(void *arg, int prev)
-{
-    struct up_oauth_fetch *f = arg;
-    struct up_oauth *o = f->o;
-
-    if (!o) {
-        return NULL;
-    }
-    if (prev < 0) {
-        tio_close(f->tio);
-        f->tio = NULL;
-    } else {
-        up_oauth_enter_state(o, UP_OAUTH_CONNECT);
-    }
-    if (!(f->tio = tio_new(o->loop, &up_oauth_tio_cbs, f))) {
-        return NULL;
-    }
-    f->refs++;
-    return tio_tcp(f->tio);
-}
-
-static void up_oauth_dial_done(void *arg, int status, enum up_dial_stage stage)
-{
-    struct up_oauth_fetch *f = arg;
-    struct up_oauth *o = f->o;
-    char e[128];
-    int r;
-
-    if (!o) {
-        /* the fetch ended meanwhile */
-    } else if (status == UV_ENOMEM) {
+    r = up_http_request(o->loop, &rq, up_oauth_on_http, f, &f->http);
+    explicit_bzero(body, rq.body_len);
+    free(body);
+    if (r == UV_ENOMEM) {
         up_oauth_failf(o, "out of memory");
-    } else if (status < 0 && stage == UP_DIAL_RESOLVE) {
-        up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(status));
-    } else if (status < 0) {
-        up_oauth_failf(o, "token endpoint %s:%u: %s", o->host, (unsigned)o->port,
-                       uv_strerror(status));
-    } else {
-        up_oauth_enter_state(o, UP_OAUTH_TLS);
-        /* Always verified: the request carries the client secret and refresh token. */
-        r = tio_starttls_client(f->tio, o->ca, o->host, 1, NULL);
-        if (r < 0) {
-            up_oauth_failf(o, "token endpoint %s:%u: TLS: %s", o->host, (unsigned)o->port,
-                           tio_strerror(r, e, sizeof(e)));
-        } else {
-            tio_start(f->tio); /* on failure on_error has run */
-        }
-    }
-    up_oauth_fetch_unref(f); /* the dial's reference: last, it may free f */
-}
-
-static const struct up_dial_cbs up_oauth_dial_cbs = {
-    .on_socket = up_oauth_dial_socket,
-    .on_done = up_oauth_dial_done,
-};
-
-static void up_oauth_resolve(struct up_oauth *o, struct up_oauth_fetch *f)
-{
-    int r;
-
-    if (up_oauth_build_request(o, f) != 0) {
-        up_oauth_failf(o, "out of memory");
-        return;
-    }
-    up_oauth_enter_state(o, UP_OAUTH_RESOLVE);
-    r = up_dial_start(&f->dial, o->loop, o->host, o->port, &up_oauth_dial_cbs, f);
-    if (r < 0) {
+    } else if (r < 0) {
         up_oauth_failf(o, "token endpoint %s: %s", o->host, uv_strerror(r));
-        return;
     }
-    f->refs++;
 }
 
 /* The trust anchors are read once, off the loop (a system bundle is ~200 KiB of PEM). */
@@ -992,7 +661,7 @@ static void up_oauth_ca_done(uv_work_t *req, int status)
     if (o && status == 0 && f->ca) {
         o->ca = f->ca;
         f->ca = NULL;
-        up_oauth_resolve(o, f);
+        up_oauth_request(o, f);
     } else if (o) {
         up_oauth_failf(o, "ca_file: %s", status < 0 ? uv_strerror(status) : f->ca_err);
     }
@@ -1001,19 +670,25 @@ static void up_oauth_ca_done(uv_work_t *req, int status)
 
 /* ---- oauth_token_command --------------------------------------------------------------- */
 
-static void up_oauth_command_check(struct up_oauth *o, struct up_oauth_fetch *f)
+/* The command's output: a bare token, or a token response (JSON). */
+static void up_oauth_on_exec(void *arg, int64_t status, int signal, char *out, size_t len,
+                             const char *err)
 {
-    char *s = f->resp, *e = f->resp + f->rlen;
+    struct up_oauth_fetch *f = arg;
+    struct up_oauth *o = f->o; /* set: an ended fetch cancelled the command */
+    char *s = out, *e = out + len;
 
-    if (!f->exited || !f->eof) {
+    f->exec = NULL; /* gone after this call */
+    if (err) {
+        up_oauth_failf(o, "oauth_token_command %s", err);
         return;
     }
-    if (f->signal) {
-        up_oauth_failf(o, "oauth_token_command killed by signal %d", f->signal);
+    if (signal) {
+        up_oauth_failf(o, "oauth_token_command killed by signal %d", signal);
         return;
     }
-    if (f->status != 0) {
-        up_oauth_failf(o, "oauth_token_command exited with status %lld", (long long)f->status);
+    if (status != 0) {
+        up_oauth_failf(o, "oauth_token_command exited with status %lld", (long long)status);
         return;
     }
     while (s < e && (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')) {
@@ -1032,98 +707,20 @@ static void up_oauth_command_check(struct up_oauth *o, struct up_oauth_fetch *f)
     }
 }
 
-static void up_oauth_exit_cb(uv_process_t *p, int64_t status, int term_signal)
-{
-    struct up_oauth_fetch *f = p->data;
-
-    f->running = 0;
-    f->exited = 1;
-    f->status = status;
-    f->signal = term_signal;
-    uv_close((uv_handle_t *)p, up_oauth_fetch_close_cb);
-    if (f->o) {
-        up_oauth_command_check(f->o, f);
-    }
-}
-
-static void up_oauth_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct up_oauth_fetch *f = h->data;
-
-    (void)suggested;
-    buf->base = f->resp + f->rlen;
-    buf->len = UP_OAUTH_RESP_MAX - f->rlen;
-}
-
-static void up_oauth_pipe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct up_oauth_fetch *f = s->data;
-
-    (void)buf;
-    if (nread == UV_ENOBUFS) {
-        if (f->o) {
-            up_oauth_failf(f->o, "oauth_token_command printed more than 64 KiB");
-        }
-        return;
-    }
-    if (nread < 0) {
-        uv_read_stop(s);
-        f->eof = 1;
-        if (f->o) {
-            up_oauth_command_check(f->o, f);
-        }
-        return;
-    }
-    f->rlen += (size_t)nread;
-}
-
 static void up_oauth_spawn(struct up_oauth *o, struct up_oauth_fetch *f)
 {
-    uv_process_options_t opt;
-    uv_stdio_container_t io[3];
     int r;
 
     up_oauth_enter_state(o, UP_OAUTH_COMMAND);
-    uv_pipe_init(o->loop, &f->out, 0);
-    f->out.data = f;
-    f->pipe_open = 1;
-    f->refs++;
-    memset(&opt, 0, sizeof(opt));
-    memset(io, 0, sizeof(io));
-    io[0].flags = UV_IGNORE;
-    io[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    io[1].data.stream = (uv_stream_t *)&f->out;
-    io[2].flags = UV_INHERIT_FD; /* its complaints go where relay25 logs */
-    io[2].data.fd = 2;
-    opt.file = o->argv[0];
-    opt.args = o->argv;
-    opt.stdio = io;
-    opt.stdio_count = 3;
-    opt.exit_cb = up_oauth_exit_cb;
-    opt.flags = UV_PROCESS_DETACHED; /* its own session and process group, for the kill */
-    f->proc.data = f;
-    r = uv_spawn(o->loop, &f->proc, &opt);
-    f->refs++; /* the process handle is closed even when uv_spawn failed */
+    r = up_exec_start(o->loop, o->argv, UP_OAUTH_RESP_MAX, up_oauth_on_exec, f, &f->exec);
     if (r < 0) {
-        uv_close((uv_handle_t *)&f->proc, up_oauth_fetch_close_cb);
         up_oauth_failf(o, "cannot run oauth_token_command %s: %s", o->argv[0], uv_strerror(r));
-        return;
-    }
-    f->running = 1;
-    r = uv_read_start((uv_stream_t *)&f->out, up_oauth_pipe_alloc, up_oauth_pipe_read);
-    if (r < 0) {
-        up_oauth_failf(o, "oauth_token_command: %s", uv_strerror(r));
     }
 }
 
 /* ---- fetching -------------------------------------------------------------------------- */
 
 static void up_oauth_fetch(struct up_oauth *o);
-
-int up_oauth_form_add(char *out, size_t cap, size_t *len, const char *name, const char *value)
-{
-    return up_oauth_form(out, cap, len, name, value);
-}
 
 int up_oauth_post(struct up_oauth *o, const char *form, up_oauth_post_cb *cb, void *arg)
 {
@@ -1144,11 +741,7 @@ static void up_oauth_fetch(struct up_oauth *o)
 {
     struct up_oauth_fetch *f = calloc(1, sizeof(*f));
 
-    if (f) {
-        f->resp = malloc(UP_OAUTH_RESP_MAX + 1);
-    }
-    if (!f || !f->resp) {
-        free(f);
+    if (!f) {
         up_oauth_finish(o, NULL, 0, "out of memory");
         return;
     }
@@ -1162,7 +755,7 @@ static void up_oauth_fetch(struct up_oauth *o)
         return;
     }
     if (o->ca) {
-        up_oauth_resolve(o, f);
+        up_oauth_request(o, f);
         return;
     }
     up_oauth_enter_state(o, UP_OAUTH_CA);

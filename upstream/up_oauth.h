@@ -1,11 +1,11 @@
 /* up_oauth: OAuth2 access tokens for AUTH XOAUTH2 / OAUTHBEARER, one provider per
  * device identity (token endpoint, client, grant). A provider asks the token
  * endpoint (RFC 6749 §6 refresh_token or §4.4 client_credentials grant: an
- * HTTPS POST over tio, TLS verified against the upstream's ca_file) or runs
+ * HTTPS POST with up_http, TLS verified against the upstream's ca_file) or runs
  * oauth_token_command, caches the token until shortly before it expires, and
  * writes rotated refresh tokens back to their file. Requests that arrive while
  * a token is being fetched wait for that fetch. Memory: ~1 KiB idle; during a
- * fetch 64 KiB of response + a tio (~53 KiB with TLS). */
+ * fetch 64 KiB of response + up_http's tio (~53 KiB with TLS). */
 #ifndef RELAY25_UP_OAUTH_H
 #define RELAY25_UP_OAUTH_H
 
@@ -51,7 +51,5 @@ void up_oauth_set_free(struct up_oauth_set *set);
  * Returns 0, or -1 (a fetch is running, a command grant, or out of memory). */
 typedef void up_oauth_post_cb(void *arg, int status, const char *body, size_t len, const char *err);
 int up_oauth_post(struct up_oauth *o, const char *form, up_oauth_post_cb *cb, void *arg);
-/* Appends name=value, form-encoded, to out (cap bytes) at *len; 0 or -1 when full. */
-int up_oauth_form_add(char *out, size_t cap, size_t *len, const char *name, const char *value);
 
 #endif

@@ -1,22 +1,22 @@
 /* up_session: outbound SMTP submission client (RFC 5321, STARTTLS RFC 3207, AUTH
  * RFC 4954, PIPELINING RFC 2920). Whoever handles a reply enters the next state
  * and sends its command; up_on_reply() switches on the state awaiting a reply
- * (OpenSMTPD mta_session.c). Owns a tio, a timer and, while connecting, an
- * up_dial; freed in up_unref() once all of them are done. */
+ * (OpenSMTPD mta_session.c); the AUTH lines themselves are up_sasl's. Owns a
+ * tio, a timer and, while connecting, an up_dial; freed in up_unref() once all
+ * of them are done. */
 #include "upstream/up_session.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth/auth_sasl.h"
-#include "common/base64.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
 #include "upstream/up_dial.h"
 #include "upstream/up_oauth.h"
+#include "upstream/up_sasl.h"
 #include "upstream/up_tlscache.h"
 
 #define UP_QUIT_TIMEOUT 5
@@ -76,7 +76,8 @@ struct up_session {
      * yet flushed, so a group leaves in one TLS record. */
     unsigned pipe_rcpt;
     unsigned pipe_data : 1, corked : 1;
-    char *token; /* the OAuth2 access token of this login; wiped */
+    char *token;        /* the OAuth2 access token of this login; wiped */
+    unsigned char mech; /* enum conf_mech chosen for AUTH (up_sasl) */
     char where[300];
 };
 
@@ -309,11 +310,8 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
     if (n < 0 || (size_t)n >= sizeof(line) - 2) {
         explicit_bzero(line, sizeof(line));
         /* never leave the owner waiting: this is a failure like any other */
-        up_fail(s,
-                s->state >= UP_STATE_AUTH_PLAIN && s->state <= UP_STATE_AUTH_CRAM_RESP
-                    ? RELAY_E_AUTH
-                    : RELAY_E_PROTOCOL,
-                NULL, "command line too long (user name or password too long?)");
+        /* (AUTH lines go through up_sasl_send(), which reports its own limits) */
+        up_fail(s, RELAY_E_PROTOCOL, NULL, "command line too long");
         return RELAY_E_PROTOCOL;
     }
     line[n++] = '\r';
@@ -352,55 +350,64 @@ static int up_start_tls(struct up_session *s)
     return r;
 }
 
-/* XOAUTH2 (Google, Microsoft): base64("user=" user ^A "auth=Bearer " token ^A ^A)
- * as the initial response; OAUTHBEARER (RFC 7628): base64("n,a=" user ",^Ahost="
- * host "^Aport=" port "^Aauth=Bearer " token "^A^A"). Tokens run to a few KiB,
- * beyond up_send()'s line. */
-static void up_send_xoauth2(struct up_session *s)
+/* The SASL error of enum up_sasl_err, as the session's failure. */
+static void up_sasl_fail(struct up_session *s, long err)
 {
-    const char *cmd = s->p.oauthbearer ? "AUTH OAUTHBEARER " : "AUTH XOAUTH2 ";
-    size_t cmdlen = strlen(cmd);
-    size_t rawlen = 60 + strlen(s->p.user) + strlen(s->p.up->host) + strlen(s->token);
-    size_t cap = cmdlen + (rawlen + 2) / 3 * 4 + 3, n = 0;
-    char *raw = malloc(rawlen + 1), *line = malloc(cap);
-    int r = 0, sent = 0, len = -1;
+    char d[100];
 
-    if (raw && line) {
-        if (s->p.oauthbearer) {
-            len =
-                snprintf(raw, rawlen + 1, "n,a=%s,\001host=%s\001port=%u\001auth=Bearer %s\001\001",
-                         s->p.user, s->p.up->host, (unsigned)s->p.up->port, s->token);
-        } else {
-            len =
-                snprintf(raw, rawlen + 1, "user=%s\001auth=Bearer %s\001\001", s->p.user, s->token);
-        }
-        memcpy(line, cmd, cmdlen);
-        n = len > 0 && (size_t)len <= rawlen
-                ? b64_encode(raw, (size_t)len, line + cmdlen, cap - cmdlen - 2)
-                : (size_t)-1;
-        explicit_bzero(raw, rawlen);
-    }
-    if (n != (size_t)-1 && n > 0) {
-        n += cmdlen;
-        line[n++] = '\r';
-        line[n++] = '\n';
-        r = tio_write(s->tio, line, n);
-        if (r == 0) {
-            r = tio_flush(s->tio);
-        }
-        explicit_bzero(line, n);
-        sent = 1;
-    }
-    free(raw);
-    free(line);
-    if (!sent) {
+    if (err == UP_SASL_E_CHALLENGE) {
+        snprintf(d, sizeof(d), "bad %s challenge", up_sasl_name(s->mech));
+        up_fail(s, RELAY_E_PROTOCOL, NULL, d);
+    } else if (err == UP_SASL_E_TOOLONG &&
+               (s->mech == CONF_MECH_XOAUTH2 || s->mech == CONF_MECH_OAUTHBEARER)) {
         up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
-    } else if (r < 0) {
+    } else if (err == UP_SASL_E_TOOLONG) {
+        snprintf(d, sizeof(d), "user name or password too long for AUTH %s", up_sasl_name(s->mech));
+        up_fail(s, RELAY_E_AUTH, NULL, d);
+    } else {
+        snprintf(d, sizeof(d), "AUTH %s: unexpected challenge", up_sasl_name(s->mech));
+        up_fail(s, RELAY_E_PROTOCOL, NULL, d);
+    }
+}
+
+/* Sends line step of s->mech (up_sasl: 0 the AUTH command, n the answer to the
+ * n-th 334 challenge). Its own write, not up_send(): a token runs to a few KiB. */
+static void up_sasl_send(struct up_session *s, unsigned step, const char *challenge)
+{
+    struct up_sasl_cred c = {.user = s->p.user,
+                             .password = s->p.password,
+                             .token = s->token,
+                             .host = s->p.up->host,
+                             .port = s->p.up->port};
+    size_t cap = up_sasl_cap(s->mech, &c) + 2;
+    char *line = malloc(cap);
+    long n;
+    int r;
+
+    if (!line) {
+        up_fail(s, RELAY_E_NOMEM, NULL, "out of memory");
+        return;
+    }
+    n = up_sasl_line(s->mech, step, &c, challenge, line, cap - 2);
+    if (n < 0) {
+        free(line); /* wiped by up_sasl_line */
+        up_sasl_fail(s, n);
+        return;
+    }
+    line[n++] = '\r';
+    line[n++] = '\n';
+    r = tio_write(s->tio, line, (size_t)n);
+    if (r == 0) {
+        r = tio_flush(s->tio);
+    }
+    explicit_bzero(line, (size_t)n);
+    free(line);
+    if (r < 0) {
         char e[128];
         up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
-    } else {
-        up_arm(s, s->p.command_timeout);
+        return;
     }
+    up_arm(s, s->p.command_timeout);
 }
 
 static void up_on_token(void *arg, const char *token, const char *err)
@@ -427,7 +434,7 @@ static void up_on_token(void *arg, const char *token, const char *err)
         return;
     }
     up_enter_state(s, UP_STATE_AUTH_XOAUTH2);
-    up_send_xoauth2(s);
+    up_sasl_send(s, 0, NULL);
 }
 
 /* The provider may answer at once (cached token) or after a fetch. */
@@ -462,82 +469,33 @@ static void up_xoauth2_rejected(struct up_session *s, const struct up_reply *r)
     up_get_token(s);
 }
 
-_Static_assert(sizeof(((struct up_params *)0)->mechs) == CONF_MAX_MECHS, "up_params.mechs");
-
-/* The default preference: strongest first. Token mechanisms only with a token
- * provider, password mechanisms only without one. */
-static const unsigned char up_default_mechs[CONF_MAX_MECHS] = {
-    CONF_MECH_XOAUTH2, CONF_MECH_OAUTHBEARER, CONF_MECH_CRAM_MD5,
-    CONF_MECH_PLAIN,   CONF_MECH_LOGIN,       CONF_MECH_END,
-};
-
-static unsigned up_mech_bit(unsigned char mech)
-{
-    switch (mech) {
-    case CONF_MECH_XOAUTH2:
-        return UP_AUTH_XOAUTH2;
-    case CONF_MECH_OAUTHBEARER:
-        return UP_AUTH_OAUTHBEARER;
-    case CONF_MECH_CRAM_MD5:
-        return UP_AUTH_CRAM_MD5;
-    case CONF_MECH_PLAIN:
-        return UP_AUTH_PLAIN;
-    case CONF_MECH_LOGIN:
-        return UP_AUTH_LOGIN;
-    default:
-        return 0; /* not supported here */
-    }
-}
-
-/* The first mechanism of the preference list that upstream offers and that fits
- * the credentials (token or password); CONF_MECH_END when none does. */
-static unsigned char up_pick_mech(const struct up_session *s)
-{
-    const unsigned char *list = s->p.mechs[0] != CONF_MECH_END ? s->p.mechs : up_default_mechs;
-    unsigned char token_mech = s->p.oauthbearer ? CONF_MECH_OAUTHBEARER : CONF_MECH_XOAUTH2;
-
-    for (size_t i = 0; i < CONF_MAX_MECHS && list[i] != CONF_MECH_END; i++) {
-        int token = list[i] == CONF_MECH_XOAUTH2 || list[i] == CONF_MECH_OAUTHBEARER;
-
-        if (token == (s->p.oauth != NULL) && (!token || list[i] == token_mech) &&
-            (s->ehlo.auth & up_mech_bit(list[i]))) {
-            return list[i];
-        }
-    }
-    return CONF_MECH_END;
-}
-
 static void up_start_auth(struct up_session *s)
 {
-    char buf[1100];
-    unsigned char mech;
+    unsigned char token_mech = !s->p.oauth        ? CONF_MECH_END
+                               : s->p.oauthbearer ? CONF_MECH_OAUTHBEARER
+                                                  : CONF_MECH_XOAUTH2;
 
     if (!s->p.oauth && !s->p.password[0]) {
         up_fail(s, RELAY_E_AUTH, NULL, "no password and no OAuth2 token provider");
         return;
     }
-    mech = up_pick_mech(s);
-    switch (mech) {
+    s->mech = up_sasl_pick(s->p.mechs, sizeof(s->p.mechs), s->ehlo.auth, token_mech);
+    switch (s->mech) {
     case CONF_MECH_XOAUTH2:
     case CONF_MECH_OAUTHBEARER:
-        up_get_token(s);
+        up_get_token(s); /* AUTH goes once the token is there */
         break;
     case CONF_MECH_PLAIN:
-        if (sasl_plain(s->p.user, s->p.password, buf, sizeof(buf)) == (size_t)-1) {
-            up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH PLAIN");
-            return;
-        }
         up_enter_state(s, UP_STATE_AUTH_PLAIN);
-        up_send(s, s->p.command_timeout, "AUTH PLAIN %s", buf);
-        explicit_bzero(buf, sizeof(buf));
+        up_sasl_send(s, 0, NULL);
         break;
     case CONF_MECH_LOGIN:
         up_enter_state(s, UP_STATE_AUTH_LOGIN);
-        up_send(s, s->p.command_timeout, "AUTH LOGIN");
+        up_sasl_send(s, 0, NULL);
         break;
     case CONF_MECH_CRAM_MD5:
         up_enter_state(s, UP_STATE_AUTH_CRAM);
-        up_send(s, s->p.command_timeout, "AUTH CRAM-MD5");
+        up_sasl_send(s, 0, NULL);
         break;
     default:
         up_fail(
@@ -569,20 +527,72 @@ static void up_auth_done(struct up_session *s, const struct up_reply *r)
     s->cbs->on_ready(s->arg, 0, r, NULL);
 }
 
-static void up_send_b64(struct up_session *s, const char *data, size_t len)
+/* A reply during AUTH (RFC 4954 §4): 334 asks for the mechanism's next line
+ * (up_sasl), 235 ends it, anything else is a refusal. */
+static void up_on_auth_reply(struct up_session *s, const struct up_reply *r)
 {
-    char b[800];
-    if (b64_encode(data, len, b, sizeof(b)) == (size_t)-1) {
-        up_fail(s, RELAY_E_AUTH, NULL, "user name or password too long for AUTH LOGIN");
+    switch (s->state) {
+    case UP_STATE_AUTH_PLAIN:
+    case UP_STATE_AUTH_LOGIN_PASS:
+    case UP_STATE_AUTH_CRAM_RESP:
+        up_auth_done(s, r);
+        return;
+    case UP_STATE_AUTH_XOAUTH2:
+        if (r->code == 334) {
+            /* an error challenge (base64 JSON: status, schemes, scope); the
+             * final reply follows our empty response */
+            up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
+            up_sasl_send(s, 1, NULL);
+            return;
+        }
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        if (r->code == 235) {
+            up_auth_done(s, r);
+        } else {
+            up_xoauth2_rejected(s, r);
+        }
+        return;
+    case UP_STATE_AUTH_LOGIN:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_USER);
+        up_sasl_send(s, 1, NULL);
+        return;
+    case UP_STATE_AUTH_LOGIN_USER:
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_enter_state(s, UP_STATE_AUTH_LOGIN_PASS);
+        up_sasl_send(s, 2, NULL);
+        return;
+    case UP_STATE_AUTH_CRAM: {
+        char chal[600];
+        if (r->code != 334) {
+            up_fail_reply(s, RELAY_E_AUTH, r);
+            return;
+        }
+        up_reply_lastline(r, chal, sizeof(chal));
+        up_enter_state(s, UP_STATE_AUTH_CRAM_RESP);
+        up_sasl_send(s, 1, chal);
         return;
     }
-    up_send(s, s->p.command_timeout, "%s", b);
-    explicit_bzero(b, sizeof(b));
+    default:
+        abort(); /* not an AUTH state */
+    }
 }
 
-static void up_on_reply(struct up_session *s, const struct up_reply *r)
+/* A reply on the way to AUTH: greeting, EHLO, STARTTLS (RFC 3207), EHLO again. */
+static void up_on_hello_reply(struct up_session *s, const struct up_reply *r)
 {
-    uv_timer_stop(&s->timer);
     switch (s->state) {
     case UP_STATE_GREETING:
         if (r->code != 220) {
@@ -637,67 +647,31 @@ static void up_on_reply(struct up_session *s, const struct up_reply *r)
         up_reply_ehlo(r, &s->ehlo);
         up_start_auth(s);
         return;
-    case UP_STATE_AUTH_PLAIN:
-    case UP_STATE_AUTH_LOGIN_PASS:
-    case UP_STATE_AUTH_CRAM_RESP:
-        up_auth_done(s, r);
-        return;
-    case UP_STATE_AUTH_XOAUTH2:
-        if (r->code == 334) {
-            /* an error challenge (base64 JSON: status, schemes, scope); the
-             * final reply follows our empty response */
-            up_enter_state(s, UP_STATE_AUTH_XOAUTH2_ERR);
-            /* XOAUTH2: an empty line; OAUTHBEARER: base64 of ^A (RFC 7628 §3.2.3) */
-            up_send(s, s->p.command_timeout, "%s", s->p.oauthbearer ? "AQ==" : "");
-            return;
-        }
-        if (r->code == 235) {
-            up_auth_done(s, r);
-        } else {
-            up_xoauth2_rejected(s, r);
-        }
-        return;
-    case UP_STATE_AUTH_XOAUTH2_ERR:
-        if (r->code == 235) {
-            up_auth_done(s, r);
-        } else {
-            up_xoauth2_rejected(s, r);
-        }
-        return;
-    case UP_STATE_AUTH_LOGIN:
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_enter_state(s, UP_STATE_AUTH_LOGIN_USER);
-        up_send_b64(s, s->p.user, strlen(s->p.user));
-        return;
-    case UP_STATE_AUTH_LOGIN_USER:
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_enter_state(s, UP_STATE_AUTH_LOGIN_PASS);
-        up_send_b64(s, s->p.password, strlen(s->p.password));
-        return;
-    case UP_STATE_AUTH_CRAM: {
-        char chal[600], out[800];
-        size_t n;
-        if (r->code != 334) {
-            up_fail_reply(s, RELAY_E_AUTH, r);
-            return;
-        }
-        up_reply_lastline(r, chal, sizeof(chal));
-        n = sasl_cram_md5(s->p.user, s->p.password, chal, strlen(chal), out, sizeof(out));
-        if (n == (size_t)-1) {
-            up_fail(s, RELAY_E_PROTOCOL, NULL, "bad CRAM-MD5 challenge");
-            return;
-        }
-        up_enter_state(s, UP_STATE_AUTH_CRAM_RESP);
-        up_send(s, s->p.command_timeout, "%s", out);
-        explicit_bzero(out, sizeof(out));
-        return;
+    default:
+        abort(); /* not a greeting or EHLO state */
     }
+}
+
+static void up_on_reply(struct up_session *s, const struct up_reply *r)
+{
+    uv_timer_stop(&s->timer);
+    switch (s->state) {
+    case UP_STATE_GREETING:
+    case UP_STATE_EHLO:
+    case UP_STATE_STARTTLS:
+    case UP_STATE_EHLO2:
+        up_on_hello_reply(s, r);
+        return;
+    case UP_STATE_AUTH_PLAIN:
+    case UP_STATE_AUTH_LOGIN:
+    case UP_STATE_AUTH_LOGIN_USER:
+    case UP_STATE_AUTH_LOGIN_PASS:
+    case UP_STATE_AUTH_CRAM:
+    case UP_STATE_AUTH_CRAM_RESP:
+    case UP_STATE_AUTH_XOAUTH2:
+    case UP_STATE_AUTH_XOAUTH2_ERR:
+        up_on_auth_reply(s, r);
+        return;
     case UP_STATE_MAIL:
     case UP_STATE_RCPT:
         if (s->pipe_rcpt || s->pipe_data) {
