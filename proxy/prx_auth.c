@@ -10,7 +10,6 @@
 
 #include "auth/auth_map.h"
 #include "auth/auth_passwd.h"
-#include "auth/auth_sasl.h"
 #include "common/base64.h"
 #include "common/log.h"
 #include "common/reply.h"
