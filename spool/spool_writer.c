@@ -75,6 +75,14 @@ static void spool_writer_cleanup(struct spool_writer *w)
 {
     uv_fs_t r;
 
+    /* a failure reported means nothing stays: a .msg already renamed into q/,
+     * or (the directory could not be synced) the whole committed message */
+    if (w->step >= W_OPEN_DIR && w->step <= W_FSYNC_DIR) {
+        unlink(w->q_env);
+    }
+    if (w->step >= W_RENAME_ENV && w->step <= W_FSYNC_DIR) {
+        unlink(w->q_msg);
+    }
     w->step = W_CLEANUP;
     if (w->fd >= 0) {
         uv_fs_close(w->loop, &r, w->fd, NULL); /* close(2) of a regular file does not block */
@@ -93,6 +101,9 @@ static void spool_writer_cb(uv_fs_t *req)
 
     uv_fs_req_cleanup(req);
     w->busy = 0;
+    if (w->step == W_CLOSE_MSG || w->step == W_CLOSE_ENV || w->step == W_CLOSE_DIR) {
+        w->fd = -1; /* close(2) frees the descriptor even when it fails: never close it twice */
+    }
     if (res < 0 && !w->err && w->step != W_CLOSE_DIR) {
         w->err = (int)res; /* closing the directory after its fsync cannot lose anything */
     }
@@ -126,11 +137,6 @@ static void spool_writer_cb(uv_fs_t *req)
         break;
     case W_WRITE_ENV:
         w->envoff += (size_t)res;
-        break;
-    case W_CLOSE_MSG:
-    case W_CLOSE_ENV:
-    case W_CLOSE_DIR:
-        w->fd = -1;
         break;
     default:
         break;
