@@ -460,10 +460,11 @@ static char *spool_done_ok(const char *t, size_t len, size_t *olen)
     }
     while (spool_done_next(&p, end, &r)) {
         if (r.verdict == SPOOL_OK) {
+            /* the whole line: an address with a quoted blank goes past addr_len */
+            size_t n = (size_t)(p - r.addr);
             memcpy(out + o, "ok ", 3);
-            memcpy(out + o + 3, r.addr, r.addr_len);
-            o += 3 + r.addr_len;
-            out[o++] = '\n';
+            memcpy(out + o + 3, r.addr, n);
+            o += 3 + n;
         }
     }
     *olen = o;
