@@ -144,10 +144,18 @@ char *afile_read(const char *path, size_t max, int trunc_ok, size_t *len, int *e
             size_t ncap = cap ? cap * 2 : 4096;
             char *nb;
             if (cap >= max) {
+                char more;
+                ssize_t m;
                 if (trunc_ok) {
                     break;
                 }
-                *err = EFBIG;
+                /* exactly max bytes is fine: only a byte past them is too many */
+                while ((m = read(fd, &more, 1)) < 0 && errno == EINTR) {
+                }
+                if (m == 0) {
+                    break;
+                }
+                *err = m < 0 ? errno : EFBIG;
                 goto fail;
             }
             if (ncap > max) {

@@ -367,9 +367,11 @@ int spool_commit(const char *dir, uint64_t qid, const char *msg, size_t msglen,
 }
 
 /* from -> to as a second name (from stays until the commit); where the file
- * system has no hard links, a plain rename. 0, ENOENT, or an errno value. */
-static int spool_link(const char *from, const char *to)
+ * system has no hard links, a plain rename (*moved = 1: from is gone until
+ * spool_unmove puts it back). 0, ENOENT, or an errno value. */
+static int spool_link(const char *from, const char *to, int *moved)
 {
+    *moved = 0;
     unlink(to); /* left by an earlier attempt that did not commit */
     if (link(from, to) == 0) {
         return 0;
@@ -377,7 +379,23 @@ static int spool_link(const char *from, const char *to)
     if (errno == ENOENT) {
         return ENOENT;
     }
-    return rename(from, to) == 0 ? 0 : errno;
+    if (rename(from, to) != 0) {
+        return errno;
+    }
+    *moved = 1;
+    return 0;
+}
+
+/* spool_fail gave up before its commit: a part it moved (no hard links) goes
+ * back to q/, else the q/ message would lack it and startup would remove the
+ * failed/ copy that has no .env. */
+static void spool_unmove(char q[][SPOOL_PATH], char f[][SPOOL_PATH], const int *moved)
+{
+    for (size_t i = 1; i <= 2; i++) {
+        if (moved[i]) {
+            rename(f[i], q[i]);
+        }
+    }
 }
 
 int spool_fail(const char *dir, uint64_t qid, const char *reason, size_t len, char *err,
@@ -385,7 +403,7 @@ int spool_fail(const char *dir, uint64_t qid, const char *reason, size_t len, ch
 {
     static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
     char q[4][SPOOL_PATH], f[4][SPOOL_PATH];
-    int e;
+    int e, moved[4] = {0, 0, 0, 0};
 
     for (size_t i = 0; i < 4; i++) {
         if (spool__path(q[i], SPOOL_PATH, dir, "q", qid, exts[i]) != 0 ||
@@ -396,23 +414,27 @@ int spool_fail(const char *dir, uint64_t qid, const char *reason, size_t len, ch
     }
     /* .msg and .done (it says who got the message) first, under both names */
     for (size_t i = 1; i <= 2; i++) {
-        if ((e = spool_link(q[i], f[i])) != 0 && e != ENOENT) {
+        if ((e = spool_link(q[i], f[i], &moved[i])) != 0 && e != ENOENT) {
             snprintf(err, errlen, "cannot move %s: %s", q[i], strerror(e));
+            spool_unmove(q, f, moved);
             return e;
         }
     }
     if ((e = afile_write(f[3], reason, len, 0600, NULL, NULL)) != 0) {
         snprintf(err, errlen, "cannot write %s: %s", f[3], strerror(e));
+        spool_unmove(q, f, moved);
         return e;
     }
     if ((e = spool_sync(dir, SPOOL_AREA_FAILED)) != 0) {
         snprintf(err, errlen, "cannot sync %s/failed: %s", dir, strerror(e));
+        spool_unmove(q, f, moved);
         return e;
     }
     /* the commit: from here the message is in failed/ */
     if (rename(q[0], f[0]) != 0) {
         e = errno;
         snprintf(err, errlen, "cannot move %s: %s", q[0], strerror(e));
+        spool_unmove(q, f, moved);
         return e;
     }
     unlink(q[1]);
@@ -438,10 +460,11 @@ static char *spool_done_ok(const char *t, size_t len, size_t *olen)
     }
     while (spool_done_next(&p, end, &r)) {
         if (r.verdict == SPOOL_OK) {
+            /* the whole line: an address with a quoted blank goes past addr_len */
+            size_t n = (size_t)(p - r.addr);
             memcpy(out + o, "ok ", 3);
-            memcpy(out + o + 3, r.addr, r.addr_len);
-            o += 3 + r.addr_len;
-            out[o++] = '\n';
+            memcpy(out + o + 3, r.addr, n);
+            o += 3 + n;
         }
     }
     *olen = o;

@@ -213,10 +213,19 @@ int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
     struct spool_done_rec r;
 
     while (spool_done_next(&p, end, &r)) {
+        const char *eol = p - 1; /* the record's '\n' */
         for (size_t i = 0; i < env->nrcpt; i++) {
-            if (strlen(env->rcpt[i]) != r.addr_len ||
-                memcmp(env->rcpt[i], r.addr, r.addr_len) != 0) {
-                continue;
+            const char *a = env->rcpt[i], *rp = r.reply;
+            size_t al = strlen(a), rl = r.reply_len;
+            if (al != r.addr_len || memcmp(a, r.addr, al) != 0) {
+                /* RFC 5321 §4.1.2: a quoted local part may hold blanks, which
+                 * end the record's address: then the line starts with it */
+                if (!memchr(a, ' ', al) || al > (size_t)(eol - r.addr) ||
+                    memcmp(a, r.addr, al) != 0 || (r.addr + al < eol && r.addr[al] != ' ')) {
+                    continue;
+                }
+                rp = r.verdict == SPOOL_FAILED && r.addr + al < eol ? r.addr + al + 1 : NULL;
+                rl = rp ? (size_t)(eol - rp) : 0;
             }
             verdict[i] = (unsigned char)r.verdict;
             if (!reply) {
@@ -224,7 +233,7 @@ int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
             }
             free(reply[i]);
             reply[i] = NULL;
-            if (r.reply && !(reply[i] = strndup(r.reply, r.reply_len))) {
+            if (rp && !(reply[i] = strndup(rp, rl))) {
                 return -1;
             }
         }

@@ -12,7 +12,7 @@
 
 #include "spool/spool.h"
 
-#define SPOOL_SLACK (16u * 1024u) /* largest single spool_writer_write */
+#define SPOOL_SLACK (16u * 1024u) /* room past SPOOL_WBUF: a write beyond it grows the buffer */
 
 enum spool_writer_step {
     W_OPEN,
@@ -45,6 +45,7 @@ struct spool_writer {
     uint64_t written;
     char *fill, *flight; /* double buffer */
     size_t fill_len, flight_len;
+    size_t fill_cap, flight_cap; /* SPOOL_WBUF + SPOOL_SLACK, or more after a large write */
     char *envtext;
     size_t envlen, envoff;
     char tmp_msg[4096], tmp_env[4096], q_msg[4096], q_env[4096], qdir[4096];
@@ -74,6 +75,14 @@ static void spool_writer_cleanup(struct spool_writer *w)
 {
     uv_fs_t r;
 
+    /* a failure reported means nothing stays: a .msg already renamed into q/,
+     * or (the directory could not be synced) the whole committed message */
+    if (w->step >= W_OPEN_DIR && w->step <= W_FSYNC_DIR) {
+        unlink(w->q_env);
+    }
+    if (w->step >= W_RENAME_ENV && w->step <= W_FSYNC_DIR) {
+        unlink(w->q_msg);
+    }
     w->step = W_CLEANUP;
     if (w->fd >= 0) {
         uv_fs_close(w->loop, &r, w->fd, NULL); /* close(2) of a regular file does not block */
@@ -92,6 +101,9 @@ static void spool_writer_cb(uv_fs_t *req)
 
     uv_fs_req_cleanup(req);
     w->busy = 0;
+    if (w->step == W_CLOSE_MSG || w->step == W_CLOSE_ENV || w->step == W_CLOSE_DIR) {
+        w->fd = -1; /* close(2) frees the descriptor even when it fails: never close it twice */
+    }
     if (res < 0 && !w->err && w->step != W_CLOSE_DIR) {
         w->err = (int)res; /* closing the directory after its fsync cannot lose anything */
     }
@@ -126,11 +138,6 @@ static void spool_writer_cb(uv_fs_t *req)
     case W_WRITE_ENV:
         w->envoff += (size_t)res;
         break;
-    case W_CLOSE_MSG:
-    case W_CLOSE_ENV:
-    case W_CLOSE_DIR:
-        w->fd = -1;
-        break;
     default:
         break;
     }
@@ -140,11 +147,14 @@ static void spool_writer_cb(uv_fs_t *req)
 static void spool_writer_submit_fill(struct spool_writer *w)
 {
     char *t = w->flight;
+    size_t tcap = w->flight_cap;
     uv_buf_t b;
 
     w->flight = w->fill;
     w->flight_len = w->fill_len;
+    w->flight_cap = w->fill_cap;
     w->fill = t;
+    w->fill_cap = tcap;
     w->fill_len = 0;
     w->step = W_WRITE;
     w->busy = 1;
@@ -264,6 +274,7 @@ struct spool_writer *spool_writer_new(uv_loop_t *loop, const char *dir, uint64_t
         free(w);
         return NULL;
     }
+    w->fill_cap = w->flight_cap = SPOOL_WBUF + SPOOL_SLACK;
     w->loop = loop;
     w->cbs = cbs;
     w->arg = arg;
@@ -281,8 +292,16 @@ int spool_writer_write(struct spool_writer *w, const char *data, size_t len)
     if (w->err) {
         return w->err;
     }
-    if (len > SPOOL_WBUF + SPOOL_SLACK - w->fill_len) {
-        return UV_ENOBUFS; /* the caller ignored a pause */
+    if (len > w->fill_cap - w->fill_len) {
+        /* one piece larger than the room left (a header section held for the
+         * From: rewrite, bounded by max_header_size): the buffer grows for it */
+        size_t ncap = w->fill_len + len;
+        char *nb = ncap >= w->fill_len ? realloc(w->fill, ncap) : NULL;
+        if (!nb) {
+            return UV_ENOBUFS;
+        }
+        w->fill = nb;
+        w->fill_cap = ncap;
     }
     memcpy(w->fill + w->fill_len, data, len);
     w->fill_len += len;

@@ -5,10 +5,12 @@ serves the next device with the same identity; a different identity never gets
 it; at most max_connections upstream sessions exist per upstream, and
 transactions beyond that wait for one (or get 451 4.4.5 after command_timeout);
 new connections offer the last TLS session for resumption."""
+import socket
 import threading
+import time
 import unittest
 
-from relaytest import RelayTestCase, make_message
+from relaytest import RawClient, RelayTestCase, make_message
 
 
 class ReuseTest(RelayTestCase):
@@ -120,6 +122,62 @@ class ReuseTest(RelayTestCase):
         self.assertEqual(sorted((m.mail_from, m.login) for m in msgs),
                          [("a@example.org", self.SCANNER), ("c@example.org", self.PRINTER)])
         self.assertTrue(relay.grep(r"event=slot_timeout"))
+
+    def test_client_leaving_while_waiting_for_a_slot_gives_its_turn_up(self):
+        # max_connections = 1 is held by a slow scanner message; the printer's MAIL
+        # waits in line, then the printer hangs up: no answer may come for it, and
+        # the next message still gets the connection
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users, data_delay=2)
+        relay = self.start_relay({"main": dict(self.upstream(peer), max_connections="1")},
+                                 devices)
+        first = threading.Thread(target=self.send_mail, args=(
+            relay, "a@example.org", ["b@example.net"], make_message("slow"), "127.0.0.2"))
+        first.start()
+        relay.wait_log(r"state=data_wait->body")
+        c = RawClient(relay.host, relay.port, source="127.0.0.3")
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+        c.send(b"MAIL FROM:<gone@example.org>\r\n")
+        relay.wait_log(r"event=slot_wait")
+        c.close()
+        relay.wait_log(r"event=disconnect client=127.0.0.3")
+        first.join()
+        self.send_mail(relay, "c@example.org", ["d@example.net"], make_message("after"),
+                       source="127.0.0.3")
+        msgs = peer.wait_messages(2)
+        self.assertEqual([(m.mail_from, m.login) for m in msgs],
+                         [("a@example.org", self.SCANNER), ("c@example.org", self.PRINTER)])
+        self.assertTrue(relay.alive())
+
+    def test_client_leaving_while_its_session_is_set_up_frees_the_slot(self):
+        # an upstream that accepts connections and never greets: the session being
+        # set up for a client that hangs up is closed, and its slot (max_connections
+        # = 1) goes to the next client at once instead of after the greeting timeout
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+        devices, _ = self.default_devices()
+        relay = self.start_relay({"main": dict(self.upstream(port=silent.getsockname()[1]),
+                                               max_connections="1")}, devices)
+        for i in range(2):
+            c = RawClient(relay.host, relay.port, source="127.0.0.2")
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.test")[0], 250)
+            c.send(b"MAIL FROM:<a@example.org>\r\n")
+            deadline = time.monotonic() + 10
+            while len(relay.grep(r"event=session_open")) < i + 1:
+                self.assertLess(time.monotonic(), deadline, relay.tail(40))
+                time.sleep(0.05)
+            c.close()
+            deadline = time.monotonic() + 10
+            while len(relay.grep(r"event=disconnect client=127.0.0.2")) < i + 1:
+                self.assertLess(time.monotonic(), deadline, relay.tail(40))
+                time.sleep(0.05)
+        self.assertEqual(relay.grep(r"event=slot_wait"), [], relay.tail(40))
+        self.assertTrue(relay.alive())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -135,6 +135,27 @@ class RewriteTest(SpoolTestCase):
                 b"From: <office@example.com>\r\nReply-To: <scan@lan>\r\n", 1))
 
 
+    def test_spool_mode_rewrites_a_header_larger_than_a_spool_buffer(self):
+        # the held header section reaches the spool writer in one piece, larger
+        # than its write buffer (64 KiB + slack): stored whole, not refused
+        devices, users = self.default_devices()
+        devices["scanner"].update(rewrite_sender=NEW, rewrite_from_header="yes")
+        closed, port = closed_port()
+        self.addCleanup(closed.close)
+        path = self.write_config({"main": self.upstream(port=port)}, devices,
+                                 self.spool_relay_keys(mode="spool"))
+        r = self.start_relay(config=path)
+        msg = message(b"From: <scan@lan>")
+        extra = b"".join(b"X-Big-%d: %s\r\n" % (i, b"b" * 70) for i in range(1500))
+        msg = msg.replace(b"Subject: scan\r\n", b"Subject: scan\r\n" + extra, 1)
+        self.assertGreater(msg.index(b"\r\n\r\n"), 100 * 1024)
+        q = self.submit_queued(r, "scan@lan", ["rcpt@example.net"], msg)
+        with open(os.path.join(self.spool, "q", q + ".msg"), "rb") as f:
+            self.assertEqual(strip_received(f.read()), msg.replace(
+                b"From: <scan@lan>\r\n",
+                b"From: <office@example.com>\r\nReply-To: <scan@lan>\r\n", 1))
+
+
 class RouteTest(SpoolTestCase):
     ROUTE_A = "route@a.example"
 

@@ -86,6 +86,13 @@ int main(void)
     ASSERT_MEMEQ(text, len, "tok", 3);
     ASSERT_EQ(text[3], '\0');
     free(text);
+    /* exactly max bytes is not "more than max" */
+    text = afile_read(path, 6, 0, &len, &err);
+    ASSERT_TRUE(text != NULL);
+    ASSERT_MEMEQ(text, len, "token\n", 6);
+    free(text);
+    ASSERT_TRUE(afile_read(path, 5, 0, &len, &err) == NULL);
+    ASSERT_EQ(err, EFBIG);
     ASSERT_TRUE(afile_read("/nonexistent/relay25", 10, 0, &len, &err) == NULL);
     ASSERT_EQ(err, ENOENT);
 

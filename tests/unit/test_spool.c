@@ -126,6 +126,31 @@ static void test_done(void)
     ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_PENDING, "b@x", NULL), 0);
 }
 
+/* RFC 5321 §4.1.2: a quoted local part may hold blanks; its records must still
+ * name it, or a delivered recipient would be sent again at the next attempt. */
+static void test_done_quoted_blank(void)
+{
+    static const char env[] = "relay25-spool 1\ncreated 1\ndevice scanner\nuser u@x\n"
+                              "client 192.0.2.10\nhelo -\nbody -\nfrom s@x\n"
+                              "rcpt \"john doe\"@x\nrcpt \"jane q\"@x\nrcpt john@x\n";
+    static const char done[] = "ok \"john doe\"@x\nfailed \"jane q\"@x 550 5.1.1 no such user\n";
+    struct spool_env e;
+    unsigned char v[3] = {0};
+    char *r[3] = {0}, err[200];
+
+    ASSERT_EQ(spool_env_parse(env, strlen(env), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(e.nrcpt, 3);
+    ASSERT_EQ(spool_done_apply(done, strlen(done), &e, v, r), 0);
+    ASSERT_EQ(v[0], SPOOL_OK);
+    ASSERT_EQ(v[1], SPOOL_FAILED);
+    ASSERT_STREQ(r[1], "550 5.1.1 no such user");
+    ASSERT_EQ(v[2], SPOOL_PENDING);
+    for (int i = 0; i < 3; i++) {
+        free(r[i]);
+    }
+    spool_env_free(&e);
+}
+
 static int exists(const char *dir, const char *area, uint64_t qid, const char *ext)
 {
     char p[512];
@@ -231,6 +256,7 @@ int main(void)
     test_env_parse();
     test_env_longest();
     test_done();
+    test_done_quoted_blank();
     test_store();
     return CHECK_DONE();
 }
