@@ -64,7 +64,7 @@ struct up_session {
     struct up_reply_parser rp;
     int refs;                            /* timer + tio + the dial until its on_done */
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
-    char tls_key[400];
+    char tls_key[UP_TLSCACHE_KEY_MAX];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
     /* Inside one of the owner's calls (up_mail...): a failure found there is
      * reported from a zero timer instead (libuv's rule, see up_session.h). */
@@ -332,18 +332,22 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
 
 /* Resumption skips the certificate check, so a cached session is only offered
  * under the same verification: address, server name, CA set and tls_verify. */
+/* The resumption key: everything verification depended on, verify and CA
+ * first. NULL when it does not fit: such a session is neither cached nor
+ * resumed (a cut key could match another server's). */
 static const char *up_tls_key(struct up_session *s)
 {
-    snprintf(s->tls_key, sizeof(s->tls_key), "%s %s %p %d", s->where, s->server_name,
-             (const void *)s->p.up->ca, s->p.up->tls_verify);
-    return s->tls_key;
+    int n = snprintf(s->tls_key, sizeof(s->tls_key), "%d %p %s %s", s->p.up->tls_verify,
+                     (const void *)s->p.up->ca, s->where, s->server_name);
+    return n > 0 && (size_t)n < sizeof(s->tls_key) ? s->tls_key : NULL;
 }
 
 /* TLS towards upstream, offering the last session with it for resumption. */
 static int up_start_tls(struct up_session *s)
 {
     br_ssl_session_parameters sp;
-    int have = s->p.tls_cache && up_tlscache_get(s->p.tls_cache, up_tls_key(s), &sp) == 0;
+    const char *key = s->p.tls_cache ? up_tls_key(s) : NULL;
+    int have = key && up_tlscache_get(s->p.tls_cache, key, &sp) == 0;
     int r = tio_starttls_client(s->tio, s->p.up->ca, s->p.up->server_name, s->p.up->tls_verify,
                                 have ? &sp : NULL);
     explicit_bzero(&sp, sizeof(sp));
@@ -761,7 +765,10 @@ static void up_tio_handshake(void *arg)
         br_ssl_session_parameters sp;
         int resumed = 0;
         if (s->p.tls_cache && tio_tls_session(s->tio, &sp, &resumed) == 0) {
-            up_tlscache_put(s->p.tls_cache, up_tls_key(s), &sp);
+            const char *key = up_tls_key(s);
+            if (key) {
+                up_tlscache_put(s->p.tls_cache, key, &sp);
+            }
             explicit_bzero(&sp, sizeof(sp));
         }
         log_debug(s->p.sid, "up", "relay=%s event=tls tls=%s verify=%s resumed=%s", s->where,

@@ -9,7 +9,7 @@
 #define UP_TLSCACHE_MAX 32
 
 struct up_tlscache_entry {
-    char key[400]; /* "where server_name ca verify" */
+    char key[UP_TLSCACHE_KEY_MAX]; /* "verify ca where server_name" */
     br_ssl_session_parameters params;
     uint64_t used_ms;
 };
@@ -65,6 +65,9 @@ void up_tlscache_put(struct up_tlscache *c, const char *key,
 {
     struct up_tlscache_entry *e;
 
+    if (strlen(key) >= sizeof(e->key)) {
+        return; /* never stored cut: it could match another server's key */
+    }
     if (!(e = up_tlscache_find(c, key))) {
         if (c->n < UP_TLSCACHE_MAX) {
             e = &c->e[c->n++];

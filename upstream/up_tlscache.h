@@ -10,6 +10,10 @@
 
 struct up_tlscache;
 
+/* Longest key, NUL included: "verify ca host:port server_name" (names up to 255
+ * octets each). A longer key is the caller's to refuse. */
+#define UP_TLSCACHE_KEY_MAX 640u
+
 struct up_tlscache *up_tlscache_new(uv_loop_t *loop);
 /* Wipes the master secrets. */
 void up_tlscache_free(struct up_tlscache *c);
