@@ -21,20 +21,19 @@
 
 #include "cli/cli.h"
 #include "common/base64.h"
-#include "common/data.h"
 #include "common/hdr.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
+#include "upstream/up_send.h"
 #include "upstream/up_session.h"
 
 #define SM_NAME "relay25-sendmail"
 #define SM_HEADER_MAX ((size_t)256 * 1024) /* header section kept in memory for -t and Bcc */
 #define SM_ADDR_MAX 256                    /* RFC 5321 §4.5.3.1.3: a path is 256 octets */
-#define SM_CHUNK ((size_t)64 * 1024)       /* stdin reads and body reads from the temp file */
-#define SM_HIWAT ((size_t)256 * 1024)      /* upstream backlog that pauses the file reads */
+#define SM_CHUNK ((size_t)64 * 1024)       /* stdin reads and body writes to the temp file */
 #define SM_NAME_MAX 200                    /* -F display name, bytes kept */
 #define SM_POOL_IDLE 1                     /* seconds; the one session is not given back */
 
@@ -80,11 +79,7 @@ struct sm_reader {
 
 enum sm_state {
     SM_STATE_CONNECT,
-    SM_STATE_MAIL,
-    SM_STATE_RCPT,
-    SM_STATE_DATA,
-    SM_STATE_BODY,
-    SM_STATE_DOT,
+    SM_STATE_SEND, /* the transaction runs (up_send) */
     SM_STATE_DONE,
 };
 
@@ -101,14 +96,10 @@ struct sm_send {
     const char *where;
     uint64_t sid;
     enum sm_state state;
-    size_t rcpt_i, accepted, refused4, refused5;
-    uv_fs_t req;
-    int64_t off;
-    int reading; /* a uv_fs_read is in flight */
-    int waiting; /* paused until on_drain */
-    struct data_enc enc;
-    char *rbuf, *ebuf;
-    int rc; /* exit status */
+    size_t refused4, refused5;
+    char params[64];  /* MAIL parameters */
+    uv_buf_t head[3]; /* header section, ours, the blank line */
+    int rc;           /* exit status */
 };
 
 static void sm_usage(FILE *f)
@@ -907,16 +898,8 @@ static const char *sm_strstate(enum sm_state st)
     switch (st) {
     case SM_STATE_CONNECT:
         return "connect";
-    case SM_STATE_MAIL:
-        return "mail";
-    case SM_STATE_RCPT:
-        return "rcpt";
-    case SM_STATE_DATA:
-        return "data";
-    case SM_STATE_BODY:
-        return "body";
-    case SM_STATE_DOT:
-        return "dot";
+    case SM_STATE_SEND:
+        return "send";
     case SM_STATE_DONE:
         return "done";
     }
@@ -942,15 +925,17 @@ static int sm_code_rc(int code)
     return code >= 500 ? EX_UNAVAILABLE : EX_TEMPFAIL;
 }
 
-/* Done with the transaction: QUIT politely (nothing more is sent). */
+/* Done with the transaction: QUIT politely when the session is still there. */
 static void sm_finish(struct sm_send *s, int rc)
 {
     s->rc = rc;
     sm_enter_state(s, SM_STATE_DONE);
-    if (s->o->verbose) {
-        sm_say(">>> QUIT");
+    if (s->up) {
+        if (s->o->verbose) {
+            sm_say(">>> QUIT");
+        }
+        up_quit(s->up);
     }
-    up_quit(s->up);
 }
 
 /* Message size before dot-stuffing: headers, ours, the blank line, the body. */
@@ -959,119 +944,124 @@ static uint64_t sm_size(const struct sm_send *s)
     return (uint64_t)s->m->hdrlen + (uint64_t)s->addedlen + 2u + s->m->bodylen;
 }
 
-static void sm_read_next(struct sm_send *s);
-static int sm_body_out(struct sm_send *s, const char *p, size_t n);
-
-/* r from an up_* call: < 0 means it had no effect and nothing will answer it
- * (up_session.h): the message is not sent. Returns r. */
-static int sm_sent(struct sm_send *s, int r)
+/* -v: each command as up_send writes it. */
+static void sm_on_sent(void *arg, enum up_send_step step, size_t i)
 {
-    if (r < 0 && s->state != SM_STATE_DONE) {
-        sm_say("%s %s: session not ready in state %s; message not sent", s->label, s->where,
-               sm_strstate(s->state));
+    struct sm_send *s = arg;
+
+    if (!s->o->verbose) {
+        return;
+    }
+    switch (step) {
+    case UP_SEND_MAIL:
+        sm_say(">>> MAIL FROM:<%s>%s%s", s->sender, *s->params ? " " : "", s->params);
+        return;
+    case UP_SEND_RCPT:
+        sm_say(">>> RCPT TO:<%s>", s->m->rcpt[i]);
+        return;
+    case UP_SEND_DATA:
+        sm_say(">>> DATA");
+        return;
+    case UP_SEND_DOT:
+        sm_say(">>> (message, %llu bytes) .", (unsigned long long)sm_size(s));
+        return;
+    case UP_SEND_BODY:
+        return;
+    }
+    abort();
+}
+
+static void sm_on_send_reply(void *arg, enum up_send_step step, size_t i, const struct up_reply *r)
+{
+    struct sm_send *s = arg;
+    char text[800];
+
+    sm_reply(r, text, sizeof(text));
+    if (s->o->verbose) {
+        sm_say("<<< %s", text);
+    }
+    if (step != UP_SEND_RCPT || (r->code >= 200 && r->code < 300)) {
+        return;
+    }
+    if (r->code >= 500) {
+        s->refused5++;
+    } else {
+        s->refused4++;
+    }
+    sm_say("recipient <%s> refused by %s: %s", s->m->rcpt[i], s->where, text);
+}
+
+static void sm_on_send_done(void *arg, const struct up_send_result *res)
+{
+    struct sm_send *s = arg;
+    char text[800] = "";
+
+    s->up = res->session;
+    if (res->file_err) {
+        sm_say("cannot read the temporary file: %s; message not sent", res->detail);
+        s->rc = EX_IOERR;
+        sm_enter_state(s, SM_STATE_DONE);
+        return;
+    }
+    if (res->err) {
+        char d[600];
+        snprintf(d, sizeof(d), "%s", res->detail);
+        sm_say("%s %s: %s in state %s; message not sent", s->label, s->where, sm_clean(d),
+               up_send_strstep(res->step));
         s->rc = EX_TEMPFAIL;
         sm_enter_state(s, SM_STATE_DONE);
-        up_close(s->up);
-    }
-    return r;
-}
-
-static void sm_on_fs_read(uv_fs_t *req)
-{
-    struct sm_send *s = req->data;
-    ssize_t n = req->result;
-
-    uv_fs_req_cleanup(req);
-    s->reading = 0;
-    if (s->state != SM_STATE_BODY || !s->up) {
         return;
     }
-    if (n < 0) {
-        sm_say("cannot read the temporary file: %s; message not sent", uv_strerror((int)n));
-        s->rc = EX_IOERR;
-        sm_enter_state(s, SM_STATE_DONE);
-        up_close(s->up); /* no final dot: upstream discards the partial message */
-        return;
+    if (res->reply) {
+        sm_reply(res->reply, text, sizeof(text));
     }
-    if (n == 0) {
-        size_t e = data_enc_finish(&s->enc, s->ebuf);
-        if (sm_sent(s, up_body(s->up, s->ebuf, e)) < 0) {
+    switch (res->step) {
+    case UP_SEND_MAIL:
+        sm_say("sender <%s> refused by %s: %s; message not sent", s->sender, s->where, text);
+        sm_finish(s, sm_code_rc(res->reply->code));
+        return;
+    case UP_SEND_RCPT:
+        /* All or nothing: a non-zero exit then always means "not sent", so
+         * the caller can retry or report without creating duplicates. */
+        sm_say("%zu of %zu recipients refused; message not sent", s->refused4 + s->refused5,
+               s->m->nrcpt);
+        sm_finish(s, s->refused4 ? EX_TEMPFAIL : EX_NOUSER);
+        return;
+    case UP_SEND_DATA:
+        sm_say("DATA refused by %s: %s; message not sent", s->where, text);
+        sm_finish(s, sm_code_rc(res->reply->code));
+        return;
+    case UP_SEND_DOT:
+        if (res->reply->code >= 200 && res->reply->code < 300) {
+            if (s->o->verbose) {
+                sm_say("sent to %zu recipient%s via %s: %s", res->accepted,
+                       res->accepted == 1 ? "" : "s", s->where, text);
+            }
+            sm_finish(s, 0);
             return;
         }
-        if (s->o->verbose) {
-            sm_say(">>> (message, %llu bytes) .", (unsigned long long)sm_size(s));
-        }
-        sm_enter_state(s, SM_STATE_DOT);
-        sm_sent(s, up_data_end(s->up));
+        sm_say("message refused by %s: %s", s->where, text);
+        sm_finish(s, sm_code_rc(res->reply->code));
+        return;
+    case UP_SEND_BODY: /* ends with an error only */
         return;
     }
-    s->off += n;
-    if (sm_body_out(s, s->rbuf, (size_t)n) != 0) {
-        return;
-    }
-    if (up_pending(s->up) > SM_HIWAT) {
-        s->waiting = 1; /* resumed by sm_on_drain */
-        return;
-    }
-    sm_read_next(s);
+    abort();
 }
 
-static void sm_read_next(struct sm_send *s)
-{
-    uv_buf_t b = uv_buf_init(s->rbuf, SM_CHUNK);
-    int r;
+static const struct up_send_cbs sm_send_cbs = {
+    .on_sent = sm_on_sent,
+    .on_reply = sm_on_send_reply,
+    .on_done = sm_on_send_done,
+};
 
-    s->req.data = s;
-    r = uv_fs_read(&s->loop, &s->req, s->m->fd, &b, 1, s->off, sm_on_fs_read);
-    if (r < 0) {
-        sm_say("cannot read the temporary file: %s; message not sent", uv_strerror(r));
-        s->rc = EX_IOERR;
-        sm_enter_state(s, SM_STATE_DONE);
-        up_close(s->up);
-        return;
-    }
-    s->reading = 1;
-}
+static const struct up_cbs sm_cbs;
 
-/* Encodes and queues content in pieces that fit ebuf. 0, or the session failed. */
-static int sm_body_out(struct sm_send *s, const char *p, size_t n)
-{
-    while (n > 0) {
-        size_t k = n < SM_CHUNK ? n : SM_CHUNK;
-        if (sm_sent(s, up_body(s->up, s->ebuf, data_enc_feed(&s->enc, p, k, s->ebuf))) < 0) {
-            return -1;
-        }
-        p += k;
-        n -= k;
-    }
-    return 0;
-}
-
-/* 354: the header section (ours added after the caller's), the blank line,
- * then the body from the file. */
-static void sm_start_body(struct sm_send *s)
-{
-    sm_enter_state(s, SM_STATE_BODY);
-    data_enc_init(&s->enc);
-    if (sm_body_out(s, s->m->hdr, s->m->hdrlen) != 0 ||
-        sm_body_out(s, s->added, s->addedlen) != 0 || sm_body_out(s, "\r\n", 2) != 0) {
-        return;
-    }
-    sm_read_next(s);
-}
-
-static void sm_send_rcpt(struct sm_send *s)
-{
-    if (s->o->verbose) {
-        sm_say(">>> RCPT TO:<%s>", s->m->rcpt[s->rcpt_i]);
-    }
-    sm_sent(s, up_rcpt(s->up, s->m->rcpt[s->rcpt_i], NULL));
-}
-
+/* Ready: the transaction, through up_send (all recipients or none). */
 static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
 {
     struct sm_send *s = arg;
-    char params[64] = "";
+    struct up_send_req t;
     size_t o = 0;
     (void)r;
 
@@ -1086,94 +1076,47 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     if (s->o->verbose) {
         sm_say("<<< ready: %s %s", s->label, s->where);
     }
+    s->params[0] = '\0';
     if (up_ext(s->up) & UP_EXT_SIZE) {
-        o += (size_t)snprintf(params + o, sizeof(params) - o, "SIZE=%llu",
+        o += (size_t)snprintf(s->params + o, sizeof(s->params) - o, "SIZE=%llu",
                               (unsigned long long)sm_size(s));
     }
     if (s->m->eightbit && (up_ext(s->up) & UP_EXT_8BITMIME)) {
-        snprintf(params + o, sizeof(params) - o, "%sBODY=8BITMIME", o ? " " : "");
+        snprintf(s->params + o, sizeof(s->params) - o, "%sBODY=8BITMIME", o ? " " : "");
     }
-    sm_enter_state(s, SM_STATE_MAIL);
-    if (s->o->verbose) {
-        sm_say(">>> MAIL FROM:<%s>%s%s", s->sender, *params ? " " : "", params);
+    /* 354: the header section (ours added after the caller's), the blank line,
+     * then the body from the file */
+    s->head[0] = uv_buf_init(s->m->hdr, (unsigned)s->m->hdrlen);
+    s->head[1] = uv_buf_init((char *)s->added, (unsigned)s->addedlen);
+    s->head[2] = uv_buf_init("\r\n", 2);
+    memset(&t, 0, sizeof(t));
+    t.loop = &s->loop;
+    t.from = s->sender;
+    t.params = s->params;
+    t.rcpt = (const char *const *)s->m->rcpt;
+    t.nrcpt = s->m->nrcpt;
+    t.all_or_none = 1;
+    t.head = s->head;
+    t.nhead = 3;
+    t.fd = s->m->fd;
+    t.session_cbs = &sm_cbs;
+    t.session_arg = s;
+    t.sid = s->sid;
+    t.cbs = &sm_send_cbs;
+    t.arg = s;
+    sm_enter_state(s, SM_STATE_SEND);
+    if (!up_send_start(s->up, &t)) { /* nothing was sent */
+        sm_say("%s %s: session not ready in state mail; message not sent", s->label, s->where);
+        s->rc = EX_TEMPFAIL;
+        sm_enter_state(s, SM_STATE_DONE);
+        up_close(s->up);
     }
-    sm_sent(s, up_mail(s->up, s->sender, params));
 }
 
+/* Outside a transaction (up_send has the session during one): nothing is due. */
 static void sm_on_reply(void *arg, const struct up_reply *r)
 {
-    struct sm_send *s = arg;
-    char text[800];
-
-    sm_reply(r, text, sizeof(text));
-    if (s->o->verbose) {
-        sm_say("<<< %s", text);
-    }
-    switch (s->state) {
-    case SM_STATE_MAIL:
-        if (r->code < 200 || r->code >= 300) {
-            sm_say("sender <%s> refused by %s: %s; message not sent", s->sender, s->where, text);
-            sm_finish(s, sm_code_rc(r->code));
-            return;
-        }
-        sm_enter_state(s, SM_STATE_RCPT);
-        sm_send_rcpt(s);
-        return;
-    case SM_STATE_RCPT:
-        if (r->code >= 200 && r->code < 300) {
-            s->accepted++;
-        } else {
-            if (r->code >= 500) {
-                s->refused5++;
-            } else {
-                s->refused4++;
-            }
-            sm_say("recipient <%s> refused by %s: %s", s->m->rcpt[s->rcpt_i], s->where, text);
-        }
-        if (++s->rcpt_i < s->m->nrcpt) {
-            sm_send_rcpt(s);
-            return;
-        }
-        if (s->refused4 + s->refused5 > 0) {
-            /* All or nothing: a non-zero exit then always means "not sent", so
-             * the caller can retry or report without creating duplicates. */
-            sm_say("%zu of %zu recipients refused; message not sent", s->refused4 + s->refused5,
-                   s->m->nrcpt);
-            sm_finish(s, s->refused4 ? EX_TEMPFAIL : EX_NOUSER);
-            return;
-        }
-        sm_enter_state(s, SM_STATE_DATA);
-        if (s->o->verbose) {
-            sm_say(">>> DATA");
-        }
-        sm_sent(s, up_data(s->up));
-        return;
-    case SM_STATE_DATA:
-        if (r->code != 354) {
-            sm_say("DATA refused by %s: %s; message not sent", s->where, text);
-            sm_finish(s, sm_code_rc(r->code));
-            return;
-        }
-        sm_start_body(s);
-        return;
-    case SM_STATE_DOT:
-        if (r->code >= 200 && r->code < 300) {
-            if (s->o->verbose) {
-                sm_say("sent to %zu recipient%s via %s: %s", s->accepted,
-                       s->accepted == 1 ? "" : "s", s->where, text);
-            }
-            sm_finish(s, 0);
-            return;
-        }
-        sm_say("message refused by %s: %s", s->where, text);
-        sm_finish(s, sm_code_rc(r->code));
-        return;
-    case SM_STATE_CONNECT:
-    case SM_STATE_BODY:
-    case SM_STATE_DONE:
-        return;
-    }
-    abort();
+    (void)arg, (void)r;
 }
 
 static void sm_on_fail(void *arg, int err, const char *detail, int pending)
@@ -1195,12 +1138,7 @@ static void sm_on_fail(void *arg, int err, const char *detail, int pending)
 
 static void sm_on_drain(void *arg)
 {
-    struct sm_send *s = arg;
-
-    if (s->waiting && s->state == SM_STATE_BODY && !s->reading) {
-        s->waiting = 0;
-        sm_read_next(s);
-    }
+    (void)arg;
 }
 
 static void sm_on_close(void *arg)
@@ -1265,13 +1203,6 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
     s.addedlen = addedlen;
     s.sid = log_new_id();
     s.rc = EX_TEMPFAIL;
-    s.rbuf = malloc(SM_CHUNK);
-    s.ebuf = malloc(2 * SM_CHUNK + 8);
-    if (!s.rbuf || !s.ebuf) {
-        free(s.rbuf);
-        free(s.ebuf);
-        return EX_OSERR;
-    }
     p.helo = c->hostname;
     p.sid = s.sid;
     p.connect_timeout = c->connect_timeout;
@@ -1281,8 +1212,6 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         if (sm_submit_upstream(c->submit, &local, host, sizeof(host)) != 0) {
             sm_say("%s: bad submit address '%s' (want host:port)",
                    c->path ? c->path : "environment", c->submit);
-            free(s.rbuf);
-            free(s.ebuf);
             return EX_CONFIG;
         }
         p.up = &local;
@@ -1309,8 +1238,11 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         s.up = up_session_new(&s.loop, &p, &sm_cbs, &s);
         if (!s.up) {
             s.rc = EX_OSERR;
-        } else {
-            sm_sent(&s, up_session_start(s.up));
+        } else if (up_session_start(s.up) < 0) { /* no effect, no callback */
+            sm_say("%s %s: session not ready in state %s; message not sent", s.label, s.where,
+                   sm_strstate(s.state));
+            sm_enter_state(&s, SM_STATE_DONE);
+            up_close(s.up);
         }
     } else {
         p.oauth = up_oauth_new(&s.loop, dev); /* NULL unless auth = xoauth2 */
@@ -1336,8 +1268,6 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
     }
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
-    free(s.rbuf);
-    free(s.ebuf);
     return s.rc;
 }
 
