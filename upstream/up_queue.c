@@ -20,6 +20,7 @@
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "spool/spool.h"
+#include "upstream/up_bounce.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_send.h"
@@ -652,99 +653,49 @@ static const struct up_cbs upq_up_cbs = {
 
 /* ---- record: results to disk, then remove / move / bounce (thread pool) ---- */
 
-/* The first header section of the original message (RFC 3462 text/rfc822-headers). */
-static char *upq_orig_headers(const struct upq_job *j, size_t *len)
+/* The recipients that failed for good, with why (malloc'd; *n may be 0). */
+static struct up_bounce_rcpt *upq_failed(const struct upq_job *j, size_t *n)
 {
-    char *buf, *end;
-    size_t n;
-    int err;
+    struct up_bounce_rcpt *f = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*f));
 
-    *len = 0;
-    if (!(buf = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n,
-                               &err))) {
-        return NULL;
+    *n = 0;
+    for (size_t i = 0; f && i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED) {
+            f[*n].addr = j->env.rcpt[i];
+            f[(*n)++].reason = j->rreply[i] ? j->rreply[i] : j->lasterr;
+        }
     }
-    end = strstr(buf, "\r\n\r\n");
-    *len = end ? (size_t)(end - buf) + 2 : n;
-    return buf;
+    return f;
 }
 
 /* Writes an RFC 3464 report for the failed recipients as a new spooled message
  * (null sender, to the original sender, same device). Returns its qid or 0. */
 static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
 {
-    const char *host = j->conf->hostname;
-    char date[64], boundary[64];
-    uint64_t bq = spool_new_id();
+    struct up_bounce b;
     struct spool_env be;
     char rcpt1[1][SPOOL_ADDR_MAX];
     char *hdrs, *out = NULL;
-    size_t hl, cap, o = 0;
-    time_t now = time(NULL);
-    struct tm tm;
-    int ok = 0;
+    size_t n = 0;
+    int err, ok = 0;
 
-    hdrs = upq_orig_headers(j, &hl);
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    snprintf(boundary, sizeof(boundary), "%016" PRIx64 "/%.40s", bq, host);
-    cap = 8192 + hl + j->env.nrcpt * 1200;
-    if (!(out = malloc(cap))) {
+    memset(&b, 0, sizeof(b));
+    b.hostname = j->conf->hostname;
+    b.to = j->env.from;
+    b.qid = j->qid;
+    b.id = spool_new_id();
+    b.date = time(NULL);
+    /* the first header section of the original (RFC 3462 text/rfc822-headers) */
+    hdrs = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n, &err);
+    b.headers = hdrs;
+    b.headers_len = hdrs ? up_bounce_header_len(hdrs, n) : 0;
+    b.failed = upq_failed(j, &b.nfailed);
+    if (!b.failed || !(out = up_bounce_build(&b, &n))) {
+        errno = ENOMEM;
         goto done;
     }
-#define UPQ_PUT(...)                                                                               \
-    do {                                                                                           \
-        int n_ = snprintf(out + o, cap - o, __VA_ARGS__);                                          \
-        if (n_ < 0 || (size_t)n_ >= cap - o) {                                                     \
-            goto done;                                                                             \
-        }                                                                                          \
-        o += (size_t)n_;                                                                           \
-    } while (0)
-    UPQ_PUT("From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
-            "Subject: Undelivered Mail Returned to Sender\r\nDate: %s\r\n"
-            "Message-ID: <%016" PRIx64 ".bounce@%s>\r\nAuto-Submitted: auto-replied\r\n"
-            "MIME-Version: 1.0\r\n"
-            "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-            "\tboundary=\"%s\"\r\n\r\n",
-            host, j->env.from, date, bq, host, boundary);
-    UPQ_PUT("--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-            "This is the relay25 mail relay at %s.\r\n\r\n"
-            "Your message (queue id %016" PRIx64 ") could not be delivered to the\r\n"
-            "following recipients:\r\n\r\n",
-            boundary, host, j->qid);
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED) {
-            UPQ_PUT("<%s>: %s\r\n", j->env.rcpt[i], j->rreply[i] ? j->rreply[i] : j->lasterr);
-        }
-    }
-    UPQ_PUT("\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
-            "Reporting-MTA: dns; %s\r\nX-Relay25-Queue-ID: %016" PRIx64 "\r\n",
-            boundary, host, j->qid);
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why;
-        char status[16] = "5.0.0";
-        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
-            continue;
-        }
-        why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        /* "550 5.1.1 ..." -> Status: 5.1.1 */
-        if (strlen(why) > 9 && why[4] == '5' && why[5] == '.') {
-            snprintf(status, sizeof(status), "%.*s", (int)strcspn(why + 4, " "), why + 4);
-        }
-        UPQ_PUT("\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
-                "Diagnostic-Code: smtp; %s\r\n",
-                j->env.rcpt[i], status, why);
-    }
-    UPQ_PUT("\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
-    if (hdrs && o + hl + 200 < cap) {
-        memcpy(out + o, hdrs, hl);
-        o += hl;
-    }
-    UPQ_PUT("\r\n--%s--\r\n", boundary);
-#undef UPQ_PUT
-
     memset(&be, 0, sizeof(be));
-    be.created = (uint64_t)now;
+    be.created = (uint64_t)b.date;
     snprintf(be.device, sizeof(be.device), "%s", j->env.device);
     snprintf(be.user, sizeof(be.user), "%s", j->env.user);
     {
@@ -757,41 +708,26 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
     be.rcpt = rcpt1;
     be.nrcpt = 1;
-    if ((errno = spool_commit(j->conf->spool_dir, bq, out, o, &be)) != 0) {
+    if ((errno = spool_commit(j->conf->spool_dir, b.id, out, n, &be)) != 0) {
         goto done;
     }
-    *size = o;
+    *size = n;
     ok = 1;
 done:
+    free((void *)b.failed);
     free(hdrs);
     free(out);
-    return ok ? bq : 0;
+    return ok ? b.id : 0;
 }
 
 /* "<addr>: reply" per failed recipient, for failed/<qid>.reason. malloc'd. */
 static char *upq_reason_text(const struct upq_job *j, size_t *len)
 {
-    size_t cap = 1, o = 0;
-    char *out;
+    size_t n;
+    struct up_bounce_rcpt *f = upq_failed(j, &n);
+    char *out = f ? up_bounce_reason(f, n, len) : NULL;
 
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        cap += SPOOL_ADDR_MAX + 8 + strlen(why);
-    }
-    if (!(out = malloc(cap))) {
-        return NULL;
-    }
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        int n;
-        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
-            continue;
-        }
-        n = snprintf(out + o, cap - o, "<%s>: %.*s\n", j->env.rcpt[i], (int)strcspn(why, "\r\n"),
-                     why);
-        o += n > 0 && (size_t)n < cap - o ? (size_t)n : 0;
-    }
-    *len = o;
+    free(f);
     return out;
 }
 
