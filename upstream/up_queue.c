@@ -77,7 +77,8 @@ struct upq_job {
     size_t nsend;
     char *msgpath;
     uv_work_t work;
-    char lasterr[600];
+    char lasterr[600]; /* this attempt's error */
+    char *prev_err;    /* the last attempt's error (malloc'd), for the expiry reason */
     /* results of the record work */
     int finished; /* no pending recipient left: the files are gone (or moved) */
     uint64_t bounce_qid, bounce_size;
@@ -199,6 +200,7 @@ static void upq_job_free(struct upq_job *j)
     q->njobs--;
     q->bytes -= j->size < q->bytes ? j->size : q->bytes;
     upq_attempt_free(j);
+    free(j->prev_err);
     free(j);
 }
 
@@ -360,9 +362,11 @@ static void upq_prepare_done(uv_work_t *w, int status)
     }
     if (upq_now_unix() > j->env.created + j->conf->max_queue_age) {
         j->perm_all = 1;
+        /* lasterr was cleared for this attempt: the reason the message is still
+         * here is the previous attempt's error (cut to lasterr's size) */
         snprintf(j->lasterr, sizeof(j->lasterr),
                  "message expired after %u seconds in the queue%s%s", j->conf->max_queue_age,
-                 j->lasterr[0] ? "; last error: " : "", "");
+                 j->prev_err ? "; last error: " : "", j->prev_err ? j->prev_err : "");
         upq_attempt_end(j);
         return;
     }
@@ -880,6 +884,8 @@ static void upq_record_done(uv_work_t *w, int status)
         if (q->m) {
             q->m->messages_deferred++;
         }
+        free(j->prev_err);
+        j->prev_err = j->lasterr[0] ? strdup(j->lasterr) : NULL;
         j->tried++;
         if (j->dev && j->tried < nups) {
             j->upidx = (j->upidx + 1) % nups; /* failover */

@@ -544,6 +544,9 @@ class SpoolTest(SpoolTestCase):
         with open(os.path.join(self.spool, "failed", q + ".reason")) as f:
             reason = f.read()
         self.assertIn("expired", reason)
+        # and why it never got out: the last attempt's error (upstream down)
+        self.assertRegex(reason, r"expired after 2 seconds in the queue; last error: 4\d\d "
+                                 r"[^\n]*connection")
         self.assertIn(q + ".msg", self.files("failed"))
         r.wait_lines(r"qid=%s .*status=bounced bounce=kept" % q, timeout=10)
 
