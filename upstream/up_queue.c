@@ -478,6 +478,9 @@ static int upq_send_prepare(struct upq_job *j, struct up_session *s, char *param
 {
     size_t n = 0;
 
+    free(j->sendv); /* a second session in one attempt (a dead pooled one replaced) */
+    free(j->sendi);
+    free(j->msgpath);
     params[0] = '\0';
     if (j->env.body[0] && (up_ext(s) & UP_EXT_8BITMIME)) {
         snprintf(params, cap, "BODY=%s", j->env.body);
@@ -591,6 +594,22 @@ static void upq_on_send_done(void *arg, const struct up_send_result *res)
     }
     if (res->err) {
         upq_session_failed(j, res->err, res->where, res->detail, res->step == UP_SEND_MAIL);
+        return;
+    }
+    if (res->step == UP_SEND_MAIL && res->reply->code == 421 && j->reused) {
+        /* the pooled session was being closed upstream (idle): nothing was sent,
+         * a fresh one comes ahead of the line (up_pool_acquire_fresh) */
+        if (res->session) {
+            up_close(res->session);
+        }
+        if (up_pool_acquire_fresh(q->pool, &j->acq) == 0) {
+            j->reused = 0;
+            j->step = UPQ_CONNECT;
+            return;
+        }
+        upq_reply_text(res->reply, j->lasterr, sizeof(j->lasterr));
+        j->temp_fail = 1;
+        upq_attempt_end(j);
         return;
     }
     if (res->step == UP_SEND_MAIL) {
