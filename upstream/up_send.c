@@ -15,7 +15,7 @@
 #include "common/data.h"
 #include "common/reply.h"
 
-#define UPS_READ ((size_t)64 * 1024)   /* file bytes read per step */
+#define UPS_READ ((size_t)32 * 1024)   /* file bytes read per step (the queue runs 64 at once) */
 #define UPS_HIWAT ((size_t)256 * 1024) /* upstream backlog that pauses reading */
 
 struct up_send {

@@ -2,7 +2,7 @@
  * recipient, DATA, then the body (bytes in memory, then a file read through
  * uv_fs), dot-stuffed and paced by the session's drain. Used by the queue and by
  * sendmail's direct mode. PIPELINING (RFC 2920) when the session offers it.
- * RFC 5321 §3.3, §4.5.2. Memory: ~200 KiB of read/encode buffers per transaction. */
+ * RFC 5321 §3.3, §4.5.2. Memory: 96 KiB of read/encode buffers per transaction. */
 #ifndef RELAY25_UP_SEND_H
 #define RELAY25_UP_SEND_H
 
