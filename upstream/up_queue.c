@@ -1,9 +1,8 @@
-/* up_queue: the delivery scheduler for spooled messages. A job's file work
- * (reading its envelope and progress, recording results, removing or moving the
- * files, writing a bounce) runs in libuv's thread pool as plain POSIX code; the
- * SMTP side runs on the loop through up_session, the body is read with uv_fs_read.
- * While a job is active only its own callbacks touch it. RFC 3464 (DSN),
- * RFC 5321 §4.5.4.1 (retry strategy). */
+/* up_queue: the delivery scheduler for spooled messages: jobs, attempts with a
+ * session from up_pool and one transaction through up_send, backoff, failover,
+ * and results recorded through spool/ (the report itself is up_bounce's). File
+ * work runs in libuv's thread pool as plain POSIX code. While a job is active only
+ * its own callbacks touch it. RFC 5321 §4.5.4.1 (retry strategy). */
 #include "upstream/up_queue.h"
 
 #include <errno.h>
