@@ -1,9 +1,8 @@
-/* up_queue: the delivery scheduler for spooled messages. A job's file work
- * (reading its envelope and progress, recording results, removing or moving the
- * files, writing a bounce) runs in libuv's thread pool as plain POSIX code; the
- * SMTP side runs on the loop through up_session, the body is read with uv_fs_read.
- * While a job is active only its own callbacks touch it. RFC 3464 (DSN),
- * RFC 5321 §4.5.4.1 (retry strategy). */
+/* up_queue: the delivery scheduler for spooled messages: jobs, attempts with a
+ * session from up_pool and one transaction through up_send, backoff, failover,
+ * and results recorded through spool/ (the report itself is up_bounce's). File
+ * work runs in libuv's thread pool as plain POSIX code. While a job is active only
+ * its own callbacks touch it. RFC 5321 §4.5.4.1 (retry strategy). */
 #include "upstream/up_queue.h"
 
 #include <errno.h>
@@ -15,19 +14,19 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "common/data.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "spool/spool.h"
+#include "upstream/up_bounce.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
+#include "upstream/up_send.h"
 #include "upstream/up_session.h"
 
 #define UPQ_MAX_BUSY 64u             /* jobs preparing or delivering at once */
-#define UPQ_READ (32u * 1024u)       /* body bytes read per step */
-#define UPQ_HIWAT (256u * 1024u)     /* upstream backlog that pauses reading */
+#define UPQ_PATH_MAX 4096u           /* <spool_dir>/q/<qid>.msg */
 #define UPQ_HEADERS_MAX (64u * 1024) /* original headers quoted in a bounce */
 
 enum upq_rcpt {
@@ -43,12 +42,8 @@ enum upq_step {
     UPQ_IDLE,
     UPQ_PREPARE, /* work: read .env and .done */
     UPQ_CONNECT, /* waiting for a session from the pool (a slot, then set-up) */
-    UPQ_MAIL,
-    UPQ_RCPT,
-    UPQ_DATA,
-    UPQ_BODY,
-    UPQ_DOT,
-    UPQ_RECORD, /* work: record results, remove / move / bounce */
+    UPQ_SEND,    /* the transaction runs (up_send) */
+    UPQ_RECORD,  /* work: record results, remove / move / bounce */
 };
 
 struct upq_job {
@@ -70,22 +65,19 @@ struct upq_job {
     const struct conf_upstream *up;
     struct spool_env env;
     unsigned char *rstate;
-    char **rreply; /* failure reply per recipient (malloc'd), for .done and the bounce */
-    size_t ircpt;
-    int temp_fail; /* this attempt ended in a temporary failure */
-    int reused;    /* ups came from the pool */
-    int piped;     /* MAIL, RCPTs and DATA went in one flight (RFC 2920) */
-    int perm_all;  /* a permanent failure for every pending recipient */
-    struct up_session *ups;
-    struct up_acquire acq; /* asking the pool for ups */
+    char **rreply;         /* failure reply per recipient (malloc'd), for .done and the bounce */
+    int temp_fail;         /* this attempt ended in a temporary failure */
+    int reused;            /* the session came from the pool */
+    int perm_all;          /* a permanent failure for every pending recipient */
+    struct up_acquire acq; /* asking the pool for a session */
+    struct up_send *tx;    /* the transaction, while step is UPQ_SEND */
+    const char **sendv;    /* the recipients sent in this attempt (pending ones) */
+    size_t *sendi;         /* their index in env.rcpt */
+    size_t nsend;
+    char *msgpath;
     uv_work_t work;
-    uv_fs_t fs;
-    uv_file fd;
-    uint64_t off;
-    int body_eof, reading, waiting_drain;
-    struct data_enc enc;
-    char *rbuf, *ebuf;
-    char lasterr[600];
+    char lasterr[600]; /* this attempt's error */
+    char *prev_err;    /* the last attempt's error (malloc'd), for the expiry reason */
     /* results of the record work */
     int finished; /* no pending recipient left: the files are gone (or moved) */
     uint64_t bounce_qid, bounce_size;
@@ -118,11 +110,8 @@ struct up_queue {
 
 static void upq_schedule(struct up_queue *q);
 static void upq_attempt_end(struct upq_job *j);
-static void upq_read_body(struct upq_job *j);
 static const struct up_cbs upq_up_cbs;
-static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail);
-static void upq_on_fail(void *arg, int err, const char *detail, int pending);
-static void upq_send_envelope(struct upq_job *j, const char *params);
+static const struct up_send_cbs upq_send_cbs;
 
 static uint64_t upq_now_unix(void)
 {
@@ -157,7 +146,6 @@ static struct upq_job *upq_job_add(struct up_queue *q, uint64_t qid, uint64_t si
     j->qid = qid;
     j->size = size;
     j->since = (uint64_t)time(NULL);
-    j->fd = -1;
     j->next_ms = uv_now(q->loop);
     j->next = q->head;
     if (q->head) {
@@ -181,9 +169,13 @@ static void upq_attempt_free(struct upq_job *j)
     free(j->rstate);
     j->rstate = NULL;
     spool_env_free(&j->env);
-    free(j->rbuf);
-    free(j->ebuf);
-    j->rbuf = j->ebuf = NULL;
+    free(j->sendv);
+    free(j->sendi);
+    free(j->msgpath);
+    j->sendv = NULL;
+    j->sendi = NULL;
+    j->msgpath = NULL;
+    j->nsend = 0;
     if (j->conf) {
         conf_release(j->conf);
         j->conf = NULL;
@@ -207,6 +199,7 @@ static void upq_job_free(struct upq_job *j)
     q->njobs--;
     q->bytes -= j->size < q->bytes ? j->size : q->bytes;
     upq_attempt_free(j);
+    free(j->prev_err);
     free(j);
 }
 
@@ -348,8 +341,7 @@ static void upq_prepare_done(uv_work_t *w, int status)
         snprintf(j->lasterr, sizeof(j->lasterr), "no [device %s] and no [device default]",
                  j->env.device);
         j->temp_fail = 1;
-        j->step = UPQ_DOT; /* go straight to the bookkeeping */
-        upq_attempt_end(j);
+        upq_attempt_end(j); /* straight to the bookkeeping */
         return;
     }
     if (j->env.route[0]) {
@@ -364,16 +356,16 @@ static void upq_prepare_done(uv_work_t *w, int status)
         }
     }
     if (upq_npending(j) == 0) {
-        j->step = UPQ_DOT;
         upq_attempt_end(j);
         return;
     }
     if (upq_now_unix() > j->env.created + j->conf->max_queue_age) {
         j->perm_all = 1;
+        /* lasterr was cleared for this attempt: the reason the message is still
+         * here is the previous attempt's error (cut to lasterr's size) */
         snprintf(j->lasterr, sizeof(j->lasterr),
                  "message expired after %u seconds in the queue%s%s", j->conf->max_queue_age,
-                 j->lasterr[0] ? "; last error: " : "", "");
-        j->step = UPQ_DOT;
+                 j->prev_err ? "; last error: " : "", j->prev_err ? j->prev_err : "");
         upq_attempt_end(j);
         return;
     }
@@ -382,7 +374,7 @@ static void upq_prepare_done(uv_work_t *w, int status)
     upq_start_delivery(j);
 }
 
-/* ---- SMTP ---- */
+/* ---- SMTP: a session from the pool, the transaction through up_send ---- */
 
 static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
                             const struct up_reply *r, const char *detail);
@@ -417,57 +409,20 @@ static void upq_start_delivery(struct upq_job *j)
               j->attempts, j->up->name);
 }
 
-/* Past recipients that were not sent in this attempt (settled before). */
-static void upq_skip_sent(struct upq_job *j)
-{
-    while (j->ircpt < j->env.nrcpt && j->rstate[j->ircpt] != UPQ_R_PENDING) {
-        j->ircpt++;
-    }
-}
-
-static int upq_any_accepted(const struct upq_job *j)
-{
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_ACCEPTED) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* r from an up_* command: < 0 means it had no effect and nothing will answer
- * it (up_session.h), so the attempt fails here. */
-static void upq_sent(struct upq_job *j, int r)
-{
-    if (r < 0) {
-        up_close(j->ups);
-        upq_on_fail(j, RELAY_E_PROTOCOL, "upstream session not ready for the command", 1);
-    }
-}
-
-static void upq_next_rcpt(struct upq_job *j)
-{
-    upq_skip_sent(j);
-    if (j->ircpt < j->env.nrcpt) {
-        j->step = UPQ_RCPT;
-        upq_sent(j, up_rcpt(j->ups, j->env.rcpt[j->ircpt], NULL));
-        return;
-    }
-    if (upq_any_accepted(j)) {
-        j->step = UPQ_DATA;
-        upq_sent(j, up_data(j->ups));
-        return;
-    }
-    /* nobody accepted: nothing to send */
-    up_quit(j->ups);
-    j->ups = NULL;
-    upq_attempt_end(j);
-}
-
 static void upq_reply_text(const struct up_reply *r, char *out, size_t cap)
 {
     char line[560];
     snprintf(out, cap, "%d %s", r->code, up_reply_oneline(r, line, sizeof(line)));
+}
+
+/* Accepted recipients go back to pending: this attempt did not deliver to them. */
+static void upq_unaccept(struct upq_job *j)
+{
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_ACCEPTED) {
+            j->rstate[i] = UPQ_R_PENDING;
+        }
+    }
 }
 
 /* Apply a verdict to every recipient accepted in this attempt. */
@@ -496,16 +451,61 @@ static void upq_settle_accepted(struct upq_job *j, const struct up_reply *r)
     }
 }
 
-/* Sessions come ready from the pool (upq_on_acquired): never called. */
-static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+/* The session failed or could not take the transaction. A pooled session that
+ * was dead before MAIL got an answer is replaced by a fresh one (nothing was
+ * sent); otherwise the attempt ends in a temporary failure. */
+static void upq_session_failed(struct upq_job *j, int err, const char *where, const char *detail,
+                               int before_mail_reply)
 {
-    (void)arg, (void)err, (void)r, (void)detail;
+    if (j->reused && before_mail_reply && up_pool_acquire_fresh(j->q->pool, &j->acq) == 0) {
+        j->reused = 0;
+        j->step = UPQ_CONNECT;
+        return;
+    }
+    reply_upstream(j->lasterr, sizeof(j->lasterr), err, where, detail);
+    j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
+    if (j->q->m) {
+        metrics_upstream_error(j->q->m, err);
+    }
+    j->temp_fail = 1;
+    upq_unaccept(j);
+    upq_attempt_end(j);
+}
+
+/* The pending recipients of this attempt, the .msg path, the MAIL parameters. */
+static int upq_send_prepare(struct upq_job *j, struct up_session *s, char *params, size_t cap)
+{
+    size_t n = 0;
+
+    free(j->sendv); /* a second session in one attempt (a dead pooled one replaced) */
+    free(j->sendi);
+    free(j->msgpath);
+    params[0] = '\0';
+    if (j->env.body[0] && (up_ext(s) & UP_EXT_8BITMIME)) {
+        snprintf(params, cap, "BODY=%s", j->env.body);
+    }
+    j->sendv = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*j->sendv));
+    j->sendi = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*j->sendi));
+    j->msgpath = malloc(UPQ_PATH_MAX);
+    if (!j->sendv || !j->sendi || !j->msgpath ||
+        spool_msg_path(j->msgpath, UPQ_PATH_MAX, j->conf->spool_dir, SPOOL_AREA_Q, j->qid) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_PENDING) {
+            j->sendi[n] = i;
+            j->sendv[n++] = j->env.rcpt[i];
+        }
+    }
+    j->nsend = n;
+    return 0;
 }
 
 static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
                             const struct up_reply *r, const char *detail)
 {
     struct upq_job *j = req->arg;
+    struct up_send_req t;
     char params[64];
 
     (void)r;
@@ -516,187 +516,148 @@ static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int er
         upq_attempt_end(j);
         return;
     }
-    j->ups = s;
     j->reused = req->reused;
-    params[0] = '\0';
-    if (j->env.body[0] && (up_ext(j->ups) & UP_EXT_8BITMIME)) {
-        snprintf(params, sizeof(params), "BODY=%s", j->env.body);
-    }
-    j->step = UPQ_MAIL;
-    j->piped = (up_ext(j->ups) & UP_EXT_PIPELINING) != 0;
-    if (!j->piped) {
-        upq_sent(j, up_mail(j->ups, j->env.from, params));
-        return;
-    }
-    upq_send_envelope(j, params);
-}
-
-/* RFC 2920: the whole envelope and DATA in one write; the replies come back in
- * order through upq_on_reply. A failure on the way is reported by on_fail,
- * which replaces or drops j->ups. */
-static void upq_send_envelope(struct upq_job *j, const char *params)
-{
-    struct up_session *u = j->ups;
-    int r;
-
-    up_cork(u);
-    r = up_mail(u, j->env.from, params);
-    for (size_t i = 0; r >= 0 && i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_PENDING) {
-            r = up_rcpt(u, j->env.rcpt[i], NULL);
-        }
-    }
-    if (r >= 0) {
-        r = up_data(u);
-    }
-    if (r >= 0) {
-        r = up_uncork(u);
-    }
-    if (r < 0) { /* refused without a callback (up_session.h): nothing will answer */
-        up_close(u);
-        upq_on_fail(j, RELAY_E_PROTOCOL, "pipelined command refused", 1);
-    }
-}
-
-static void upq_on_reply(void *arg, const struct up_reply *r)
-{
-    struct upq_job *j = arg;
-    char text[600];
-
-    switch (j->step) {
-    case UPQ_MAIL:
-        if (r->code >= 300) {
-            upq_reply_text(r, text, sizeof(text));
-            snprintf(j->lasterr, sizeof(j->lasterr), "%s", text);
-            if (r->code >= 500) {
-                j->perm_all = 1;
-            } else {
-                j->temp_fail = 1;
-            }
-            up_quit(j->ups);
-            j->ups = NULL;
-            upq_attempt_end(j);
-            return;
-        }
-        j->ircpt = 0;
-        if (j->piped) { /* the RCPTs are out: await the first one's reply */
-            upq_skip_sent(j);
-            j->step = UPQ_RCPT;
-            return;
-        }
-        upq_next_rcpt(j);
-        return;
-    case UPQ_RCPT:
-        if (r->code < 300) {
-            j->rstate[j->ircpt] = UPQ_R_ACCEPTED;
-        } else if (r->code >= 500) {
-            upq_reply_text(r, text, sizeof(text));
-            j->rstate[j->ircpt] = UPQ_R_NEW_FAILED;
-            free(j->rreply[j->ircpt]);
-            j->rreply[j->ircpt] = strdup(text);
-        } else {
-            upq_reply_text(r, j->lasterr, sizeof(j->lasterr));
-            j->temp_fail = 1;
-        }
-        j->ircpt++;
-        if (j->piped) {
-            upq_skip_sent(j);
-            j->step = j->ircpt < j->env.nrcpt ? UPQ_RCPT : UPQ_DATA;
-            return;
-        }
-        upq_next_rcpt(j);
-        return;
-    case UPQ_DATA:
-        if (j->piped && !upq_any_accepted(j)) {
-            /* every RCPT failed: their replies say why, not DATA's. A 354 even
-             * so (RFC 2920 §3.1) gets no body: closing makes upstream drop it */
-            if (r->code == 354) {
-                up_close(j->ups);
-            } else {
-                up_quit(j->ups);
-            }
-            j->ups = NULL;
-            upq_attempt_end(j);
-            return;
-        }
-        if (r->code != 354) {
-            upq_settle_accepted(j, r);
-            up_quit(j->ups);
-            j->ups = NULL;
-            upq_attempt_end(j);
-            return;
-        }
-        j->step = UPQ_BODY;
-        j->off = 0;
-        j->body_eof = 0;
-        data_enc_init(&j->enc);
-        j->rbuf = malloc(UPQ_READ);
-        j->ebuf = malloc(2 * UPQ_READ + 8);
-        if (!j->rbuf || !j->ebuf) {
-            snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
-            j->temp_fail = 1;
-            for (size_t i = 0; i < j->env.nrcpt; i++) {
-                j->rstate[i] = j->rstate[i] == UPQ_R_ACCEPTED ? UPQ_R_PENDING : j->rstate[i];
-            }
-            up_close(j->ups);
-            j->ups = NULL;
-            upq_attempt_end(j);
-            return;
-        }
-        upq_read_body(j);
-        return;
-    case UPQ_DOT:
-        upq_settle_accepted(j, r);
-        if (j->q->pool && !j->q->closing) {
-            up_pool_put(j->q->pool, j->ups, j->up->max_connections);
-        } else {
-            up_quit(j->ups);
-        }
-        j->ups = NULL;
+    j->step = UPQ_SEND;
+    if (upq_send_prepare(j, s, params, sizeof(params)) != 0) {
+        up_close(s);
+        snprintf(j->lasterr, sizeof(j->lasterr), "out of memory");
+        j->temp_fail = 1;
         upq_attempt_end(j);
         return;
-    default:
-        return;
+    }
+    memset(&t, 0, sizeof(t));
+    t.loop = j->q->loop;
+    t.from = j->env.from;
+    t.params = params;
+    t.rcpt = j->sendv;
+    t.nrcpt = j->nsend;
+    t.fd = -1;
+    t.path = j->msgpath;
+    t.session_cbs = &upq_up_cbs;
+    t.session_arg = j;
+    t.sid = j->qid;
+    t.cbs = &upq_send_cbs;
+    t.arg = j;
+    if (!(j->tx = up_send_start(s, &t))) { /* nothing was sent */
+        char where[300];
+        snprintf(where, sizeof(where), "%s", up_where(s));
+        up_close(s);
+        upq_session_failed(j, RELAY_E_PROTOCOL, where, "upstream session not ready for the command",
+                           1);
     }
 }
 
-static void upq_on_fail(void *arg, int err, const char *detail, int pending)
+static void upq_on_send_reply(void *arg, enum up_send_step step, size_t i, const struct up_reply *r)
 {
     struct upq_job *j = arg;
-    (void)pending;
-    if (j->reused && j->step == UPQ_MAIL && up_pool_acquire_fresh(j->q->pool, &j->acq) == 0) {
-        /* a pooled session was dead: nothing was sent, a fresh one comes */
-        j->ups = NULL;
-        j->reused = 0;
-        j->step = UPQ_CONNECT;
-        return;
+    size_t k = j->sendi[i];
+    char text[600];
+
+    if (step != UP_SEND_RCPT) {
+        return; /* the others end the transaction: upq_on_send_done */
     }
-    reply_upstream(j->lasterr, sizeof(j->lasterr), err, up_where(j->ups), detail);
-    j->lasterr[strcspn(j->lasterr, "\r\n")] = '\0';
-    if (j->q->m) {
-        metrics_upstream_error(j->q->m, err);
+    if (r->code >= 200 && r->code < 300) {
+        j->rstate[k] = UPQ_R_ACCEPTED;
+    } else if (r->code >= 500) {
+        upq_reply_text(r, text, sizeof(text));
+        j->rstate[k] = UPQ_R_NEW_FAILED;
+        free(j->rreply[k]);
+        j->rreply[k] = strdup(text);
+    } else {
+        upq_reply_text(r, j->lasterr, sizeof(j->lasterr));
+        j->temp_fail = 1;
     }
-    j->ups = NULL;
-    j->temp_fail = 1;
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_ACCEPTED) {
-            j->rstate[i] = UPQ_R_PENDING;
+}
+
+static void upq_on_send_done(void *arg, const struct up_send_result *res)
+{
+    struct upq_job *j = arg;
+    struct up_queue *q = j->q;
+
+    j->tx = NULL;
+    if (q->closing) { /* cut: the message stays spooled */
+        if (res->session) {
+            up_close(res->session);
         }
-    }
-    if (j->reading) {
-        j->step = UPQ_RECORD; /* the read callback ends the attempt */
+        upq_unaccept(j);
+        upq_attempt_end(j);
         return;
+    }
+    if (res->file_err) {
+        snprintf(j->lasterr, sizeof(j->lasterr), "cannot read spooled message: %s", res->detail);
+        j->gone = res->file_err == UV_ENOENT;
+        j->temp_fail = 1;
+        upq_unaccept(j);
+        upq_attempt_end(j); /* the session was closed: upstream drops the partial message */
+        return;
+    }
+    if (res->err) {
+        upq_session_failed(j, res->err, res->where, res->detail, res->step == UP_SEND_MAIL);
+        return;
+    }
+    if (res->step == UP_SEND_MAIL && res->reply->code == 421 && j->reused) {
+        /* the pooled session was being closed upstream (idle): nothing was sent,
+         * a fresh one comes ahead of the line (up_pool_acquire_fresh) */
+        if (res->session) {
+            up_close(res->session);
+        }
+        if (up_pool_acquire_fresh(q->pool, &j->acq) == 0) {
+            j->reused = 0;
+            j->step = UPQ_CONNECT;
+            return;
+        }
+        upq_reply_text(res->reply, j->lasterr, sizeof(j->lasterr));
+        j->temp_fail = 1;
+        upq_attempt_end(j);
+        return;
+    }
+    if (res->step == UP_SEND_MAIL) {
+        upq_reply_text(res->reply, j->lasterr, sizeof(j->lasterr));
+        if (res->reply->code >= 500) {
+            j->perm_all = 1;
+        } else {
+            j->temp_fail = 1;
+        }
+    } else if ((res->step == UP_SEND_DATA && res->accepted > 0) || res->step == UP_SEND_DOT) {
+        /* DATA refused, or the final reply: it applies to every accepted recipient.
+         * With none accepted the RCPT replies already said why. */
+        upq_settle_accepted(j, res->reply);
+    }
+    if (res->session) {
+        if (res->step == UP_SEND_DOT && q->pool) {
+            up_pool_put(q->pool, res->session, j->up->max_connections);
+        } else {
+            up_quit(res->session);
+        }
     }
     upq_attempt_end(j);
 }
 
+static const struct up_send_cbs upq_send_cbs = {
+    .on_reply = upq_on_send_reply,
+    .on_done = upq_on_send_done,
+};
+
+/* The session is up_send's during a transaction; the queue holds it only
+ * between the pool and up_send, and to QUIT or pool it afterwards. */
+static void upq_on_ready(void *arg, int err, const struct up_reply *r, const char *detail)
+{
+    (void)arg, (void)err, (void)r, (void)detail;
+}
+
+static void upq_on_reply(void *arg, const struct up_reply *r)
+{
+    (void)arg, (void)r;
+}
+
+static void upq_on_fail(void *arg, int err, const char *detail, int pending)
+{
+    (void)arg, (void)err, (void)detail, (void)pending;
+}
+
 static void upq_on_drain(void *arg)
 {
-    struct upq_job *j = arg;
-    if (j->waiting_drain && j->step == UPQ_BODY) {
-        j->waiting_drain = 0;
-        upq_read_body(j);
-    }
+    (void)arg;
 }
 
 static void upq_on_close(void *arg)
@@ -712,194 +673,51 @@ static const struct up_cbs upq_up_cbs = {
     .on_close = upq_on_close,
 };
 
-/* ---- the body, from <qid>.msg ---- */
-
-static void upq_body_abort(struct upq_job *j, const char *why)
-{
-    snprintf(j->lasterr, sizeof(j->lasterr), "%s", why);
-    j->temp_fail = 1;
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_ACCEPTED) {
-            j->rstate[i] = UPQ_R_PENDING;
-        }
-    }
-    if (j->ups) {
-        up_close(j->ups); /* no final dot: upstream drops the partial message */
-        j->ups = NULL;
-    }
-    upq_attempt_end(j);
-}
-
-static void upq_fs_cb(uv_fs_t *req)
-{
-    struct upq_job *j = req->data;
-    ssize_t r = req->result;
-    int was_open = req->fs_type == UV_FS_OPEN;
-
-    uv_fs_req_cleanup(req);
-    j->reading = 0;
-    if (j->step != UPQ_BODY || !j->ups) { /* upstream failed meanwhile */
-        if (was_open && r >= 0) {
-            j->fd = (uv_file)r;
-        }
-        upq_attempt_end(j);
-        return;
-    }
-    if (r < 0) {
-        char why[200];
-        snprintf(why, sizeof(why), "cannot read spooled message: %s", uv_strerror((int)r));
-        if (was_open && r == UV_ENOENT) {
-            j->gone = 1;
-        }
-        upq_body_abort(j, why);
-        return;
-    }
-    if (was_open) {
-        j->fd = (uv_file)r;
-        upq_read_body(j);
-        return;
-    }
-    if (r == 0) {
-        char term[8];
-        size_t n = data_enc_finish(&j->enc, term);
-        j->body_eof = 1;
-        j->step = UPQ_DOT;
-        if (up_body(j->ups, term, n) < 0 || up_data_end(j->ups) < 0) {
-            upq_body_abort(j, "upstream session not ready for the end of data");
-        }
-        return;
-    }
-    j->off += (uint64_t)r;
-    {
-        size_t n = data_enc_feed(&j->enc, j->rbuf, (size_t)r, j->ebuf);
-        if (up_body(j->ups, j->ebuf, n) < 0) {
-            upq_body_abort(j, "upstream session not ready for the body");
-            return;
-        }
-    }
-    if (up_pending(j->ups) > UPQ_HIWAT) {
-        j->waiting_drain = 1; /* upq_on_drain continues */
-        return;
-    }
-    upq_read_body(j);
-}
-
-static void upq_read_body(struct upq_job *j)
-{
-    uv_buf_t b;
-    int r;
-
-    j->fs.data = j;
-    j->reading = 1;
-    if (j->fd < 0) {
-        char path[4096];
-        spool_msg_path(path, sizeof(path), j->conf->spool_dir, SPOOL_AREA_Q, j->qid);
-        r = uv_fs_open(j->q->loop, &j->fs, path, O_RDONLY | O_CLOEXEC, 0, upq_fs_cb);
-    } else {
-        b = uv_buf_init(j->rbuf, UPQ_READ);
-        r = uv_fs_read(j->q->loop, &j->fs, j->fd, &b, 1, (int64_t)j->off, upq_fs_cb);
-    }
-    if (r < 0) {
-        j->reading = 0;
-        upq_body_abort(j, uv_strerror(r));
-    }
-}
-
 /* ---- record: results to disk, then remove / move / bounce (thread pool) ---- */
 
-/* The first header section of the original message (RFC 3462 text/rfc822-headers). */
-static char *upq_orig_headers(const struct upq_job *j, size_t *len)
+/* The recipients that failed for good, with why (malloc'd; *n may be 0). */
+static struct up_bounce_rcpt *upq_failed(const struct upq_job *j, size_t *n)
 {
-    char *buf, *end;
-    size_t n;
-    int err;
+    struct up_bounce_rcpt *f = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*f));
 
-    *len = 0;
-    if (!(buf = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n,
-                               &err))) {
-        return NULL;
+    *n = 0;
+    for (size_t i = 0; f && i < j->env.nrcpt; i++) {
+        if (j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED) {
+            f[*n].addr = j->env.rcpt[i];
+            f[(*n)++].reason = j->rreply[i] ? j->rreply[i] : j->lasterr;
+        }
     }
-    end = strstr(buf, "\r\n\r\n");
-    *len = end ? (size_t)(end - buf) + 2 : n;
-    return buf;
+    return f;
 }
 
 /* Writes an RFC 3464 report for the failed recipients as a new spooled message
  * (null sender, to the original sender, same device). Returns its qid or 0. */
 static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
 {
-    const char *host = j->conf->hostname;
-    char date[64], boundary[64];
-    uint64_t bq = spool_new_id();
+    struct up_bounce b;
     struct spool_env be;
     char rcpt1[1][SPOOL_ADDR_MAX];
     char *hdrs, *out = NULL;
-    size_t hl, cap, o = 0;
-    time_t now = time(NULL);
-    struct tm tm;
-    int ok = 0;
+    size_t n = 0;
+    int err, ok = 0;
 
-    hdrs = upq_orig_headers(j, &hl);
-    localtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    snprintf(boundary, sizeof(boundary), "%016" PRIx64 "/%.40s", bq, host);
-    cap = 8192 + hl + j->env.nrcpt * 1200;
-    if (!(out = malloc(cap))) {
+    memset(&b, 0, sizeof(b));
+    b.hostname = j->conf->hostname;
+    b.to = j->env.from;
+    b.qid = j->qid;
+    b.id = spool_new_id();
+    b.date = time(NULL);
+    /* the first header section of the original (RFC 3462 text/rfc822-headers) */
+    hdrs = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n, &err);
+    b.headers = hdrs;
+    b.headers_len = hdrs ? up_bounce_header_len(hdrs, n) : 0;
+    b.failed = upq_failed(j, &b.nfailed);
+    if (!b.failed || !(out = up_bounce_build(&b, &n))) {
+        errno = ENOMEM;
         goto done;
     }
-#define UPQ_PUT(...)                                                                               \
-    do {                                                                                           \
-        int n_ = snprintf(out + o, cap - o, __VA_ARGS__);                                          \
-        if (n_ < 0 || (size_t)n_ >= cap - o) {                                                     \
-            goto done;                                                                             \
-        }                                                                                          \
-        o += (size_t)n_;                                                                           \
-    } while (0)
-    UPQ_PUT("From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
-            "Subject: Undelivered Mail Returned to Sender\r\nDate: %s\r\n"
-            "Message-ID: <%016" PRIx64 ".bounce@%s>\r\nAuto-Submitted: auto-replied\r\n"
-            "MIME-Version: 1.0\r\n"
-            "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-            "\tboundary=\"%s\"\r\n\r\n",
-            host, j->env.from, date, bq, host, boundary);
-    UPQ_PUT("--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-            "This is the relay25 mail relay at %s.\r\n\r\n"
-            "Your message (queue id %016" PRIx64 ") could not be delivered to the\r\n"
-            "following recipients:\r\n\r\n",
-            boundary, host, j->qid);
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        if (j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED) {
-            UPQ_PUT("<%s>: %s\r\n", j->env.rcpt[i], j->rreply[i] ? j->rreply[i] : j->lasterr);
-        }
-    }
-    UPQ_PUT("\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
-            "Reporting-MTA: dns; %s\r\nX-Relay25-Queue-ID: %016" PRIx64 "\r\n",
-            boundary, host, j->qid);
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why;
-        char status[16] = "5.0.0";
-        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
-            continue;
-        }
-        why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        /* "550 5.1.1 ..." -> Status: 5.1.1 */
-        if (strlen(why) > 9 && why[4] == '5' && why[5] == '.') {
-            snprintf(status, sizeof(status), "%.*s", (int)strcspn(why + 4, " "), why + 4);
-        }
-        UPQ_PUT("\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
-                "Diagnostic-Code: smtp; %s\r\n",
-                j->env.rcpt[i], status, why);
-    }
-    UPQ_PUT("\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
-    if (hdrs && o + hl + 200 < cap) {
-        memcpy(out + o, hdrs, hl);
-        o += hl;
-    }
-    UPQ_PUT("\r\n--%s--\r\n", boundary);
-#undef UPQ_PUT
-
     memset(&be, 0, sizeof(be));
-    be.created = (uint64_t)now;
+    be.created = (uint64_t)b.date;
     snprintf(be.device, sizeof(be.device), "%s", j->env.device);
     snprintf(be.user, sizeof(be.user), "%s", j->env.user);
     {
@@ -912,41 +730,26 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
     be.rcpt = rcpt1;
     be.nrcpt = 1;
-    if ((errno = spool_commit(j->conf->spool_dir, bq, out, o, &be)) != 0) {
+    if ((errno = spool_commit(j->conf->spool_dir, b.id, out, n, &be)) != 0) {
         goto done;
     }
-    *size = o;
+    *size = n;
     ok = 1;
 done:
+    free((void *)b.failed);
     free(hdrs);
     free(out);
-    return ok ? bq : 0;
+    return ok ? b.id : 0;
 }
 
 /* "<addr>: reply" per failed recipient, for failed/<qid>.reason. malloc'd. */
 static char *upq_reason_text(const struct upq_job *j, size_t *len)
 {
-    size_t cap = 1, o = 0;
-    char *out;
+    size_t n;
+    struct up_bounce_rcpt *f = upq_failed(j, &n);
+    char *out = f ? up_bounce_reason(f, n, len) : NULL;
 
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        cap += SPOOL_ADDR_MAX + 8 + strlen(why);
-    }
-    if (!(out = malloc(cap))) {
-        return NULL;
-    }
-    for (size_t i = 0; i < j->env.nrcpt; i++) {
-        const char *why = j->rreply[i] ? j->rreply[i] : j->lasterr;
-        int n;
-        if (j->rstate[i] != UPQ_R_FAILED && j->rstate[i] != UPQ_R_NEW_FAILED) {
-            continue;
-        }
-        n = snprintf(out + o, cap - o, "<%s>: %.*s\n", j->env.rcpt[i], (int)strcspn(why, "\r\n"),
-                     why);
-        o += n > 0 && (size_t)n < cap - o ? (size_t)n : 0;
-    }
-    *len = o;
+    free(f);
     return out;
 }
 
@@ -1099,6 +902,8 @@ static void upq_record_done(uv_work_t *w, int status)
         if (q->m) {
             q->m->messages_deferred++;
         }
+        free(j->prev_err);
+        j->prev_err = j->lasterr[0] ? strdup(j->lasterr) : NULL;
         j->tried++;
         if (j->dev && j->tried < nups) {
             j->upidx = (j->upidx + 1) % nups; /* failover */
@@ -1127,18 +932,8 @@ static void upq_attempt_end(struct upq_job *j)
 {
     struct up_queue *q = j->q;
 
-    if (j->ups) {
-        up_close(j->ups);
-        j->ups = NULL;
-    }
     if (q->pool) {
         up_pool_acquire_cancel(q->pool, &j->acq);
-    }
-    if (j->fd >= 0) {
-        uv_fs_t r;
-        uv_fs_close(q->loop, &r, j->fd, NULL);
-        uv_fs_req_cleanup(&r);
-        j->fd = -1;
     }
     if (j->gone) {
         q->busy--;
@@ -1333,14 +1128,10 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
     q->pending_handles++;
     uv_close((uv_handle_t *)&q->timer, upq_timer_closed);
     for (struct upq_job *j = q->head; j; j = j->next) {
-        if (j->ups) {
-            /* cut: the message stays spooled and is retried at the next start */
-            up_close(j->ups);
-            j->ups = NULL;
-            if (!j->reading && j->step >= UPQ_CONNECT && j->step <= UPQ_DOT) {
-                j->step = UPQ_DOT;
-                upq_attempt_end(j);
-            }
+        if (j->tx) {
+            /* cut: the message stays spooled and is retried at the next start;
+             * upq_on_send_done ends the attempt */
+            up_send_abort(j->tx);
         } else if (j->step == UPQ_CONNECT) { /* still asking the pool */
             up_pool_acquire_cancel(q->pool, &j->acq);
             upq_attempt_free(j);

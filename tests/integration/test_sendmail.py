@@ -278,6 +278,31 @@ class SendmailTest(RelayTestCase):
         peer.wait_idle(5)
         self.assertEqual(peer.all_messages(), [])
 
+    def test_pipelined_envelope_data_only_when_all_accepted(self):
+        """RFC 2920: against an upstream offering PIPELINING, MAIL and every RCPT go
+        in one flight; DATA waits for the RCPT replies (all or nothing), so a refused
+        recipient means no DATA at all."""
+        user = self.OFFICE
+        pw = self.new_password(user)
+        peer = self.start_peer(users={user: pw}, pipelining=True)
+        config, _ = self.direct(peer, devices={"default": {"user": user, "password": pw}})
+        r = self.sendmail(["a@example.net", "b@example.net"], b"Subject: p\n\n.x\n", config)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        m = self.one_message(peer)
+        self.assertEqual(m.rcpt_tos, ("a@example.net", "b@example.net"))
+        self.assertTrue(m.content.endswith(b"\r\n\r\n.x\r\n"), m.content)
+        conn = next(c for c in peer.connections() if "MAIL" in c.verbs())
+        self.assertEqual(conn.buffered[:2], ("MAIL", "RCPT"), conn)
+        self.assertNotIn("DATA", conn.buffered, conn)
+        r = self.sendmail(["ok@example.net", "reject-b@example.net"], b"\nx\n", config)
+        self.assertEqual(r.returncode, EX_NOUSER, r.stderr)
+        self.assertIn("1 of 2 recipients refused; message not sent", r.stderr)
+        peer.wait_idle(5)
+        self.assertEqual(len(peer.all_messages()), 1)
+        conns = [c for c in peer.connections() if "MAIL" in c.verbs()]
+        self.assertEqual(len(conns), 2, conns)
+        self.assertNotIn("DATA", conns[1].verbs(), conns[1])
+
     def test_5xx_and_4xx_at_end_of_data(self):
         peer, config = self.direct_peer()
         r = self.sendmail(["r@example.net"], b"X-Test-Reply: 554\n\nx\n", config)

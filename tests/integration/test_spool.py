@@ -482,6 +482,21 @@ class SpoolTest(SpoolTestCase):
         else:
             self.assertEqual(conn.buffered, (), conn)
 
+    def test_pooled_session_answering_421_is_replaced_by_a_fresh_one(self):
+        """The queue delivers the next message on the session it gave back to the
+        pool; when upstream answers that MAIL with 421 (it was closing the idle
+        connection), a fresh session carries the message at once, not a retry later."""
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True)
+        Script(peer, mail=[None, "421 4.4.2 closing the idle connection"])
+        for i in range(2):
+            q = self.submit_queued(r, "s@example.org", ["r@example.net"],
+                                   make_message("fresh %d" % i))
+            self.assertTrue(r.wait_lines(r"qid=%s .*status=sent" % q, timeout=20), r.tail())
+        self.assertEqual(r.grep(r"status=deferred"), [])
+        self.assertEqual(len(peer.commands("MAIL")), 3, peer.commands("MAIL"))
+        self.assertEqual(len(peer.connections()), 2, peer.connections())
+        self.assertEqual(len(peer.messages()), 2)
+
     def test_rcpt_reply_that_never_comes_times_out_and_retries(self):
         """An upstream that answers MAIL and then stalls on RCPT: the delivery fails
         after command_timeout (also when MAIL, RCPT and DATA went in one flight,
@@ -544,6 +559,9 @@ class SpoolTest(SpoolTestCase):
         with open(os.path.join(self.spool, "failed", q + ".reason")) as f:
             reason = f.read()
         self.assertIn("expired", reason)
+        # and why it never got out: the last attempt's error (upstream down)
+        self.assertRegex(reason, r"expired after 2 seconds in the queue; last error: 4\d\d "
+                                 r"[^\n]*connection")
         self.assertIn(q + ".msg", self.files("failed"))
         r.wait_lines(r"qid=%s .*status=bounced bounce=kept" % q, timeout=10)
 

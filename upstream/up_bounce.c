@@ -1,0 +1,144 @@
+/* up_bounce: builds the RFC 3464 delivery status notification the queue sends
+ * back to a sender when recipients failed for good: a human-readable part, a
+ * message/delivery-status part with one block per recipient, and the original
+ * header section as text/rfc822-headers (RFC 3462). Pure text, no I/O. */
+#include "upstream/up_bounce.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UPB_FIXED 8192u   /* the report's own text, recipients aside */
+#define UPB_PER_RCPT 700u /* its text per recipient, address and reason aside */
+
+struct upb_out {
+    char *p;
+    size_t len, cap;
+    int full;
+};
+
+static void upb_put(struct upb_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void upb_put(struct upb_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (o->full) {
+        return;
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= o->cap - o->len) {
+        o->full = 1;
+        return;
+    }
+    o->len += (size_t)n;
+}
+
+/* RFC 3463 status from a reply "550 5.1.1 ..." -> "5.1.1"; else 5.0.0 (the
+ * recipient failed for good, whatever the text says). */
+static void upb_status(const char *why, char *out, size_t cap)
+{
+    snprintf(out, cap, "5.0.0");
+    if (strlen(why) > 9 && why[4] == '5' && why[5] == '.') {
+        snprintf(out, cap, "%.*s", (int)strcspn(why + 4, " "), why + 4);
+    }
+}
+
+size_t up_bounce_header_len(const char *msg, size_t n)
+{
+    for (size_t i = 0; i + 4 <= n; i++) {
+        if (memcmp(msg + i, "\r\n\r\n", 4) == 0) {
+            return i + 2;
+        }
+    }
+    return n;
+}
+
+char *up_bounce_build(const struct up_bounce *b, size_t *len)
+{
+    const char *host = b->hostname;
+    char date[64], boundary[64];
+    struct upb_out o;
+    struct tm tm;
+
+    memset(&o, 0, sizeof(o));
+    o.cap = UPB_FIXED + b->headers_len + strlen(b->to) + 1;
+    for (size_t i = 0; i < b->nfailed; i++) {
+        o.cap += UPB_PER_RCPT + 3 * (strlen(b->failed[i].addr) + strlen(b->failed[i].reason));
+    }
+    if (!(o.p = malloc(o.cap))) {
+        return NULL;
+    }
+    localtime_r(&b->date, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    snprintf(boundary, sizeof(boundary), "%016" PRIx64 "/%.40s", b->id, host);
+    upb_put(&o,
+            "From: Mail Delivery System <MAILER-DAEMON@%s>\r\nTo: <%s>\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\nDate: %s\r\n"
+            "Message-ID: <%016" PRIx64 ".bounce@%s>\r\nAuto-Submitted: auto-replied\r\n"
+            "MIME-Version: 1.0\r\n"
+            "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+            "\tboundary=\"%s\"\r\n\r\n",
+            host, b->to, date, b->id, host, boundary);
+    upb_put(&o,
+            "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "This is the relay25 mail relay at %s.\r\n\r\n"
+            "Your message (queue id %016" PRIx64 ") could not be delivered to the\r\n"
+            "following recipients:\r\n\r\n",
+            boundary, host, b->qid);
+    for (size_t i = 0; i < b->nfailed; i++) {
+        upb_put(&o, "<%s>: %s\r\n", b->failed[i].addr, b->failed[i].reason);
+    }
+    /* RFC 3464 §2.2: per-message fields, then one block per recipient */
+    upb_put(&o,
+            "\r\n--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; %s\r\nX-Relay25-Queue-ID: %016" PRIx64 "\r\n",
+            boundary, host, b->qid);
+    for (size_t i = 0; i < b->nfailed; i++) {
+        char status[16];
+        upb_status(b->failed[i].reason, status, sizeof(status));
+        upb_put(&o,
+                "\r\nFinal-Recipient: rfc822; %s\r\nAction: failed\r\nStatus: %s\r\n"
+                "Diagnostic-Code: smtp; %s\r\n",
+                b->failed[i].addr, status, b->failed[i].reason);
+    }
+    upb_put(&o, "\r\n--%s\r\nContent-Type: text/rfc822-headers\r\n\r\n", boundary);
+    if (b->headers && !o.full && o.len + b->headers_len + 200 < o.cap) {
+        memcpy(o.p + o.len, b->headers, b->headers_len);
+        o.len += b->headers_len;
+    }
+    upb_put(&o, "\r\n--%s--\r\n", boundary);
+    if (o.full) { /* the capacity above is ample: not reached */
+        free(o.p);
+        return NULL;
+    }
+    *len = o.len;
+    return o.p;
+}
+
+char *up_bounce_reason(const struct up_bounce_rcpt *failed, size_t nfailed, size_t *len)
+{
+    size_t cap = 1, o = 0;
+    char *out;
+
+    for (size_t i = 0; i < nfailed; i++) {
+        cap += strlen(failed[i].addr) + 8 + strlen(failed[i].reason);
+    }
+    if (!(out = malloc(cap))) {
+        return NULL;
+    }
+    out[0] = '\0';
+    for (size_t i = 0; i < nfailed; i++) {
+        const char *why = failed[i].reason;
+        int n = snprintf(out + o, cap - o, "<%s>: %.*s\n", failed[i].addr,
+                         (int)strcspn(why, "\r\n"), why);
+        o += n > 0 && (size_t)n < cap - o ? (size_t)n : 0;
+    }
+    *len = o;
+    return out;
+}
