@@ -776,8 +776,13 @@ static void upq_record_work(uv_work_t *w)
     for (size_t i = 0; i < j->env.nrcpt; i++) {
         cap += SPOOL_ADDR_MAX + 16 + (j->rreply[i] ? strlen(j->rreply[i]) : 6);
     }
-    lines = malloc(cap);
-    for (size_t i = 0; lines && i < j->env.nrcpt; i++) {
+    if (!(lines = malloc(cap))) {
+        /* without the verdicts nothing may be removed: keep it for the next attempt */
+        snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress of %016" PRIx64 ": %s",
+                 j->qid, strerror(ENOMEM));
+        return;
+    }
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
         if (j->rstate[i] == UPQ_R_NEW_OK) {
             o += spool_done_format(lines + o, cap - o, SPOOL_OK, j->env.rcpt[i], NULL);
         } else if (j->rstate[i] == UPQ_R_NEW_FAILED) {
