@@ -454,8 +454,13 @@ static void up_http_dial_done(void *arg, int status, enum up_dial_stage stage)
     int r;
 
     if (!h->cb) {
-        /* cancelled meanwhile */
-    } else if (status == UV_ENOMEM) {
+        up_http_unref(h); /* cancelled meanwhile: the dial's reference may be the last */
+        return;
+    }
+    /* The dial's reference: the owner's keeps h alive until its callback, and
+     * nothing below touches h after that. */
+    h->refs--;
+    if (status == UV_ENOMEM) {
         up_http_failf(h, "out of memory");
     } else if (status < 0 && stage == UP_DIAL_RESOLVE) {
         char err[UP_HTTP_ERR_MAX];
@@ -473,7 +478,6 @@ static void up_http_dial_done(void *arg, int status, enum up_dial_stage stage)
             tio_start(h->tio); /* on failure on_error has run */
         }
     }
-    up_http_unref(h); /* the dial's reference: last, it may free h */
 }
 
 static const struct up_dial_cbs up_http_dial_cbs = {
