@@ -206,7 +206,10 @@ struct conf {
 
     /* limits (issue: hardening); 0 means unlimited where noted */
     unsigned max_connections; /* total inbound sessions, default 200; excess gets 421 4.7.0 */
-    unsigned max_connections_per_ip;   /* default 20 */
+    unsigned max_connections_per_ip; /* default 50 (0 = unlimited) */
+    struct cidr *per_ip_exempt;      /* max_connections_per_ip_exempt: addresses the per-address
+                                        limit skips, default 127.0.0.0/8 and ::1 */
+    size_t nper_ip_exempt;
     unsigned max_recipients;           /* per message, default 1000; excess gets 452 4.5.3 */
     uint64_t max_header_size;          /* header section bytes, default 1M; excess gets 552 5.3.4 */
     unsigned max_errors;               /* syntax errors before 421, default 20 */
