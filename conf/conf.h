@@ -217,6 +217,7 @@ struct conf {
                                           default 100 (0 = unlimited) */
     unsigned max_messages_per_session; /* default 1000 (0 = unlimited) */
     unsigned session_timeout;          /* total session duration in seconds, default 3600 */
+    unsigned refused_timeout;          /* seconds a refused client may stay after its 554, 5 */
     struct conf_rate message_rate;     /* [relay] defaults for devices; default unlimited */
     struct conf_rate recipient_rate;
     struct conf_patterns allowed_senders;

@@ -84,6 +84,7 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "max_messages_per_session", 0, set_limit,
      offsetof(struct conf, max_messages_per_session)},
     {SECT_RELAY, "session_timeout", 0, set_timeout, offsetof(struct conf, session_timeout)},
+    {SECT_RELAY, "refused_timeout", 0, set_timeout, offsetof(struct conf, refused_timeout)},
     {SECT_RELAY, "message_rate", 0, set_rate, offsetof(struct conf, message_rate)},
     {SECT_RELAY, "recipient_rate", 0, set_rate, offsetof(struct conf, recipient_rate)},
     {SECT_RELAY, "allowed_senders", 1, set_patterns, offsetof(struct conf, allowed_senders)},

@@ -31,9 +31,6 @@
 #include "upstream/up_session.h"
 
 #define PRX_CLOSE_TIMEOUT_MS 10000u /* flushing the last reply before closing */
-/* a refused client may read its 554 and QUIT (RFC 5321 §3.1), then it goes: it does
- * not hold a descriptor for idle_timeout */
-#define PRX_REFUSED_LINGER_MS 5000u
 
 static const struct tio_cbs prx_tio_cbs;
 static void prx_close(struct prx_session *s, const char *reason);
@@ -949,7 +946,9 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         }
         n = reply_refused(buf, sizeof(buf), c->hostname, s->ip, why);
         prx_enter_state(s, PRX_STATE_REFUSED);
-        uv_timer_start(&s->timer, prx_timeout_cb, PRX_REFUSED_LINGER_MS, 0);
+        /* refused_timeout: long enough to read the 554 and QUIT (RFC 5321 §3.1), short
+         * enough that refused clients do not hold descriptors for idle_timeout */
+        uv_timer_start(&s->timer, prx_timeout_cb, (uint64_t)c->refused_timeout * 1000u, 0);
         prx_send(s, buf, n);
         return;
     }

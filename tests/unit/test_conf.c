@@ -389,6 +389,7 @@ static void test_defaults(void)
     ASSERT_EQ(c->max_commands_before_mail, 100);
     ASSERT_EQ(c->max_messages_per_session, 1000);
     ASSERT_EQ(c->session_timeout, 3600);
+    ASSERT_EQ(c->refused_timeout, 5);
     ASSERT_EQ(c->message_rate.count, 0);
     ASSERT_EQ(c->recipient_rate.count, 0);
     ASSERT_EQ(c->allowed_senders.n, 0);
@@ -1357,6 +1358,16 @@ static void test_per_ip(void)
         for (size_t i = 0; i < c->nper_ip_exempt; i++) {
             ASSERT_TRUE(!cidr_match(&c->per_ip_exempt[i], (struct sockaddr *)&a));
         }
+        conf_free(c);
+    }
+    EXPECT_ERR("[relay]\nrefused_timeout = 0\n",
+               "relay25.conf:2: refused_timeout: ", "bad number '0' (seconds, 1 to 86400)");
+    EXPECT_ERR("[relay]\nrefused_timeout = 5s\n",
+               "relay25.conf:2: refused_timeout: ", "bad number '5s'");
+    c = load_text(UP DEV "[relay]\nrefused_timeout = 60\n", err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->refused_timeout, 60);
         conf_free(c);
     }
     EXPECT_ERR("[relay]\nmax_connections_per_ip_exempt = 10.0.0.0/33\n",
