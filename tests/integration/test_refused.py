@@ -6,13 +6,12 @@ address; a tls_listen port closes a refused client before any TLS work; the
 per-address limit exempts loopback by default, and 0 means unlimited.
 No timing assertions: a time bound only turns "never happened" into a failure."""
 
+import re
 import socket
 import ssl
 import threading
 
 from relaytest import RawClient, RelayTestCase, main, make_message, parse_hostport
-
-import re
 
 REFUSED = "127.0.0.9"          # loopback, outside ALLOW
 MANY = 200                     # refused connections from one address (the default max_connections)
@@ -152,7 +151,7 @@ class RefusedTest(RelayTestCase):
                                                 "refused_timeout": "120"})
         refused = [self.connect(relay, REFUSED) for _ in range(6)]
         codes = [c.reply()[0] for c in refused]
-        self.assertEqual(codes, [554] * 5 + [421], codes)
+        self.assertEqual((codes.count(554), codes.count(421)), (5, 1), codes)
         devs = [self.connect(relay, "127.0.0.%d" % (2 + i % 2)) for i in range(5)]
         self.assertEqual([c.reply()[0] for c in devs], [220] * 5)
         extra = self.connect(relay, "127.0.0.3")
@@ -266,7 +265,7 @@ class RefusedTest(RelayTestCase):
         peer, relay = self.start_default(relay={"max_connections_per_ip": "3",
                                                 "max_connections_per_ip_exempt": "127.0.0.3/32"})
         scan = [self.connect(relay, "127.0.0.2") for _ in range(4)]
-        self.assertEqual([c.reply()[0] for c in scan], [220, 220, 220, 421])
+        self.assertEqual(sorted(c.reply()[0] for c in scan), [220, 220, 220, 421])
         prn = [self.connect(relay, "127.0.0.3") for _ in range(10)]
         self.assertEqual([c.reply()[0] for c in prn], [220] * 10)
 
