@@ -86,7 +86,7 @@ static void prx_arm_timer(struct prx_session *s)
     uint64_t now = uv_now(s->env->loop);
 
     if (s->state == PRX_STATE_REFUSED) {
-        return; /* the linger started at the refusal (prx_greet); input does not extend it */
+        return; /* refused_timeout runs from the refusal (prx_greet); input does not extend it */
     }
     if (s->conf->session_timeout > 0 && end < now + ms) {
         ms = end > now ? end - now : 1;
