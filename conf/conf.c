@@ -167,13 +167,14 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     c->data_timeout = 600;
     c->shutdown_timeout = 30;
     c->max_connections = 200;
-    c->max_connections_per_ip = 20;
+    c->max_connections_per_ip = 50; /* Postfix's smtpd_client_connection_count_limit */
     c->max_recipients = 1000;
     c->max_header_size = 1ull << 20;
     c->max_errors = 20;
     c->max_commands_before_mail = 100;
     c->max_messages_per_session = 1000;
     c->session_timeout = 3600;
+    c->refused_timeout = 5;
     c->mode = CONF_MODE_PASSTHROUGH;
     c->on_failure = CONF_ON_FAILURE_REJECT;
     c->max_spool_size = 0; /* unlimited */
@@ -321,6 +322,7 @@ void conf_free(struct conf *c)
     free(c->users);
     tls_cert_free((struct tls_cert *)c->tls_cert); /* const for readers; the snapshot owns it */
     free(c->proxy_from);
+    free(c->per_ip_exempt);
     conf_free_patterns(&c->allowed_senders);
     conf_free_patterns(&c->allowed_recipients);
     free(c->user);

@@ -206,7 +206,10 @@ struct conf {
 
     /* limits (issue: hardening); 0 means unlimited where noted */
     unsigned max_connections; /* total inbound sessions, default 200; excess gets 421 4.7.0 */
-    unsigned max_connections_per_ip;   /* default 20 */
+    unsigned max_connections_per_ip; /* default 50 (0 = unlimited) */
+    struct cidr *per_ip_exempt;      /* max_connections_per_ip_exempt: addresses the per-address
+                                        limit skips, default 127.0.0.0/8 and ::1 */
+    size_t nper_ip_exempt;
     unsigned max_recipients;           /* per message, default 1000; excess gets 452 4.5.3 */
     uint64_t max_header_size;          /* header section bytes, default 1M; excess gets 552 5.3.4 */
     unsigned max_errors;               /* syntax errors before 421, default 20 */
@@ -214,6 +217,7 @@ struct conf {
                                           default 100 (0 = unlimited) */
     unsigned max_messages_per_session; /* default 1000 (0 = unlimited) */
     unsigned session_timeout;          /* total session duration in seconds, default 3600 */
+    unsigned refused_timeout;          /* seconds a refused client may stay after its 554, 5 */
     struct conf_rate message_rate;     /* [relay] defaults for devices; default unlimited */
     struct conf_rate recipient_rate;
     struct conf_patterns allowed_senders;

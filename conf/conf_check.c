@@ -64,6 +64,12 @@ int conf__finish_relay(struct parse *p)
         (conf__add_allow(p, "127.0.0.0/8") != 0 || conf__add_allow(p, "::1/128") != 0)) {
         return -1;
     }
+    /* the relay's own users (applications, sendmail under a burst of cron jobs) are
+     * not limited per address, as Postfix exempts mynetworks */
+    if (!p->exempt_given &&
+        (conf__add_exempt(p, "127.0.0.0/8") != 0 || conf__add_exempt(p, "::1/128") != 0)) {
+        return -1;
+    }
     if (c->proxy_protocol && c->nproxy_from == 0) {
         conf__fail_at(p, p->proxy_at,
                       "proxy_protocol = yes needs proxy_from = the load balancer's addresses");

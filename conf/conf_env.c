@@ -83,6 +83,7 @@ int conf__load_env(struct parse *p)
         {"RELAY25_RUN_AS", SECT_RELAY, "user"},
         {"RELAY25_MAX_CONNECTIONS", SECT_RELAY, "max_connections"},
         {"RELAY25_MAX_CONNECTIONS_PER_IP", SECT_RELAY, "max_connections_per_ip"},
+        {"RELAY25_MAX_CONNECTIONS_PER_IP_EXEMPT", SECT_RELAY, "max_connections_per_ip_exempt"},
         {"RELAY25_MESSAGE_RATE", SECT_RELAY, "message_rate"},
         {"RELAY25_RECIPIENT_RATE", SECT_RELAY, "recipient_rate"},
         {"RELAY25_ALLOWED_SENDERS", SECT_RELAY, "allowed_senders"},

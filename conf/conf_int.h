@@ -113,7 +113,7 @@ struct parse {
     int sendmail_line;
     int relay_seen[CONF_MAX_KEYS]; /* p->seen of [relay], kept for checks across keys */
 
-    int listen_given, allow_given;
+    int listen_given, allow_given, exempt_given;
     struct where listen_at, allow_at;
     struct where proxy_at; /* proxy_protocol = yes */
 
@@ -169,6 +169,7 @@ const char *conf__split_words(const char *s, char ***out);
 const char *conf__label(const struct parse *p, char *buf, size_t cap);
 int conf__add_listen(struct parse *p, const char *item);
 int conf__add_allow(struct parse *p, const char *item);
+int conf__add_exempt(struct parse *p, const char *item); /* max_connections_per_ip_exempt */
 int conf__new_upstream(struct parse *p, const char *name, size_t len, int line);
 int conf__new_device(struct parse *p, const char *name, size_t len, int line);
 /* A "[...]" line (text between the brackets): "relay", "sendmail", "upstream NAME",

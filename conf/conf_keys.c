@@ -44,6 +44,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
     set_submit, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
+static conf_set_fn set_per_ip_exempt;
 static conf_set_fn set_oauth_device_url;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
@@ -72,8 +73,9 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "login", 0, set_login, 0},
     {SECT_RELAY, "log_level", 0, set_log_level, 0},
     {SECT_RELAY, "max_connections", 0, set_count, offsetof(struct conf, max_connections)},
-    {SECT_RELAY, "max_connections_per_ip", 0, set_count,
+    {SECT_RELAY, "max_connections_per_ip", 0, set_limit,
      offsetof(struct conf, max_connections_per_ip)},
+    {SECT_RELAY, "max_connections_per_ip_exempt", 1, set_per_ip_exempt, 0},
     {SECT_RELAY, "max_recipients", 0, set_count, offsetof(struct conf, max_recipients)},
     {SECT_RELAY, "max_header_size", 0, set_size, offsetof(struct conf, max_header_size)},
     {SECT_RELAY, "max_errors", 0, set_count, offsetof(struct conf, max_errors)},
@@ -82,6 +84,7 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "max_messages_per_session", 0, set_limit,
      offsetof(struct conf, max_messages_per_session)},
     {SECT_RELAY, "session_timeout", 0, set_timeout, offsetof(struct conf, session_timeout)},
+    {SECT_RELAY, "refused_timeout", 0, set_timeout, offsetof(struct conf, refused_timeout)},
     {SECT_RELAY, "message_rate", 0, set_rate, offsetof(struct conf, message_rate)},
     {SECT_RELAY, "recipient_rate", 0, set_rate, offsetof(struct conf, recipient_rate)},
     {SECT_RELAY, "allowed_senders", 1, set_patterns, offsetof(struct conf, allowed_senders)},
@@ -608,6 +611,21 @@ static int conf_add_proxy_from(struct parse *p, const char *item)
 static int set_proxy_from(struct parse *p, const char *val, size_t len)
 {
     return conf_each_item(p, val, len, conf_add_proxy_from);
+}
+
+int conf__add_exempt(struct parse *p, const char *item)
+{
+    return conf_add_cidr(p, item, &p->c->per_ip_exempt, &p->c->nper_ip_exempt);
+}
+
+/* Empty or "none": no address is exempt (the environment cannot pass an empty value). */
+static int set_per_ip_exempt(struct parse *p, const char *val, size_t len)
+{
+    p->exempt_given = 1;
+    if (strcasecmp(val, "none") == 0) {
+        return 0;
+    }
+    return conf_each_item(p, val, len, conf__add_exempt);
 }
 
 /* The account to drop to after binding. Portable user names (POSIX.1 §3.437, with

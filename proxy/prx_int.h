@@ -137,6 +137,7 @@ struct prx_session {
     /* inbound TLS and AUTH */
     struct sockaddr_storage peer; /* implicit TLS: greeted after the handshake */
     unsigned tls_implicit : 1, authed : 1, need_helo : 1, auth_login_mech : 1;
+    unsigned refused : 1;            /* counted in env->nrefused (prx_refuse) */
     char login[AUTH_PASSWD_MAX + 1]; /* AUTH user (LOGIN: while awaiting the password) */
 
     struct prx_txn *txn;              /* between MAIL and the transaction's end, else NULL */

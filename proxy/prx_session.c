@@ -85,6 +85,9 @@ static void prx_arm_timer(struct prx_session *s)
     uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
     uint64_t now = uv_now(s->env->loop);
 
+    if (s->state == PRX_STATE_REFUSED) {
+        return; /* refused_timeout runs from the refusal (prx_greet); input does not extend it */
+    }
     if (s->conf->session_timeout > 0 && end < now + ms) {
         ms = end > now ? end - now : 1;
     }
@@ -170,6 +173,9 @@ static void prx_unref(struct prx_session *s)
         s->next->prev = s->prev;
     }
     s->env->nsessions--;
+    if (s->refused) {
+        s->env->nrefused--;
+    }
     if (s->env->metrics) {
         s->env->metrics->sessions_active--;
     }
@@ -775,6 +781,10 @@ static void prx_timeout_cb(uv_timer_t *t)
         prx_close(s, "close timeout");
         return;
     }
+    if (s->state == PRX_STATE_REFUSED) {
+        prx_close(s, "refused");
+        return;
+    }
     if (s->state == PRX_STATE_TLS) {
         log_info(s->sid, "prx", "event=timeout client=%s state=tls", s->ip);
         prx_close(s, "TLS handshake timeout");
@@ -817,23 +827,116 @@ static size_t prx_count_ip(const struct prx_session *s)
     return n;
 }
 
-/* The client's address is known (socket or PROXY header): refuse, limit or greet. */
+/* Why the client at sa may not use the relay, or NULL; *dev gets its [device]. */
+static const char *prx_refusal(const struct conf *c, const struct sockaddr *sa,
+                               const struct conf_device **dev)
+{
+    *dev = NULL;
+    if (!auth_map_allowed(c, sa)) {
+        return "not in allow";
+    }
+    if (!(*dev = auth_map_lookup(c, sa)) && c->nusers == 0) {
+        /* with users_file, AUTH may still give the client a [device] (login = ...) */
+        return "no [device] matches and there is no [device default]";
+    }
+    return NULL;
+}
+
+static void prx_mark_refused(struct prx_session *s)
+{
+    if (!s->refused) {
+        s->refused = 1;
+        s->env->nrefused++;
+    }
+}
+
+/* The connection limit s is over, or NULL. Refused sessions are a pool of their
+ * own (max_connections of them): however many a host outside allow opens, the
+ * devices keep theirs. Both kinds count per address, except for the exempt
+ * networks (loopback by default: the relay's own users, as Postfix's mynetworks). */
+static const char *prx_over_limit(const struct prx_session *s, const struct sockaddr *sa)
+{
+    const struct conf *c = s->conf;
+    size_t n = s->refused ? s->env->nrefused : s->env->nsessions - s->env->nrefused;
+
+    if (c->max_connections && n > c->max_connections) {
+        return "max_connections";
+    }
+    if (c->max_connections_per_ip == 0) {
+        return NULL;
+    }
+    for (size_t i = 0; i < c->nper_ip_exempt; i++) {
+        if (cidr_match(&c->per_ip_exempt[i], sa)) {
+            return NULL;
+        }
+    }
+    return prx_count_ip(s) > c->max_connections_per_ip ? "max_connections_per_ip" : NULL;
+}
+
+/* tls_listen: a client that would be refused or limited is closed before any TLS
+ * work. Its 554 or 421 cannot be sent (the client expects a ServerHello), so only
+ * the log says why. Returns 1 when s was closed. */
+static int prx_tls_gate(struct prx_session *s, const struct sockaddr_storage *ss)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)ss;
+    const struct conf_device *dev;
+    const char *why = prx_refusal(s->conf, sa, &dev), *limit;
+
+    if (why) {
+        prx_mark_refused(s);
+    }
+    limit = prx_over_limit(s, sa);
+    if (!why && !limit) {
+        return 0;
+    }
+    if (why) {
+        log_info(s->sid, "prx", "event=refused client=%s port=%u reason=\"%s\" tls=implicit", s->ip,
+                 s->port, why);
+    }
+    if (limit) {
+        log_info(s->sid, "prx", "event=limited client=%s limit=%s tls=implicit", s->ip, limit);
+    }
+    if (s->env->metrics) {
+        if (why) {
+            s->env->metrics->refused_total++;
+        } else {
+            s->env->metrics->limited_total++;
+        }
+    }
+    s->state = PRX_STATE_CLOSING;
+    prx_close(s, why ? "refused before TLS" : "limited before TLS");
+    return 1;
+}
+
+/* The client's address is known (socket or PROXY header): limit, refuse or greet. */
 static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
 {
     char buf[600];
     size_t n;
-    const char *why = NULL;
+    const char *why, *limit;
     const struct conf *c = s->conf;
 
     prx_set_peer(s, ss);
     if (ss != &s->peer) {
         s->peer = *ss;
     }
-    if (!auth_map_allowed(c, (const struct sockaddr *)ss)) {
-        why = "not in allow";
-    } else if (!(s->dev = auth_map_lookup(c, (const struct sockaddr *)ss)) && c->nusers == 0) {
-        /* with users_file, AUTH may still give the client a [device] (login = ...) */
-        why = "no [device] matches and there is no [device default]";
+    why = prx_refusal(c, (const struct sockaddr *)ss, &s->dev);
+    if (why) {
+        prx_mark_refused(s);
+    }
+    s->devidx = s->dev ? (size_t)(s->dev - c->devices) : 0;
+    limit = prx_over_limit(s, (const struct sockaddr *)ss);
+    if (limit) {
+        log_info(s->sid, "prx", "event=limited client=%s limit=%s%s", s->ip, limit,
+                 why ? " refused=yes" : "");
+        if (s->env->metrics) {
+            s->env->metrics->limited_total++;
+        }
+        n = reply_too_many_connections(buf, sizeof(buf), c->hostname,
+                                       strcmp(limit, "max_connections") != 0);
+        prx_send(s, buf, n);
+        prx_finish(s);
+        return;
     }
     if (why) {
         log_info(s->sid, "prx", "event=refused client=%s port=%u reason=\"%s\"", s->ip, s->port,
@@ -843,21 +946,10 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         }
         n = reply_refused(buf, sizeof(buf), c->hostname, s->ip, why);
         prx_enter_state(s, PRX_STATE_REFUSED);
+        /* refused_timeout: long enough to read the 554 and QUIT (RFC 5321 §3.1), short
+         * enough that refused clients do not hold descriptors for idle_timeout */
+        uv_timer_start(&s->timer, prx_timeout_cb, (uint64_t)c->refused_timeout * 1000u, 0);
         prx_send(s, buf, n);
-        return;
-    }
-    s->devidx = s->dev ? (size_t)(s->dev - c->devices) : 0;
-    if ((c->max_connections && s->env->nsessions > c->max_connections) ||
-        (c->max_connections_per_ip && prx_count_ip(s) > c->max_connections_per_ip)) {
-        int total = c->max_connections && s->env->nsessions > c->max_connections;
-        log_info(s->sid, "prx", "event=limited client=%s limit=%s", s->ip,
-                 total ? "max_connections" : "max_connections_per_ip");
-        if (s->env->metrics) {
-            s->env->metrics->limited_total++;
-        }
-        n = reply_too_many_connections(buf, sizeof(buf), c->hostname, !total);
-        prx_send(s, buf, n);
-        prx_finish(s);
         return;
     }
     log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
@@ -948,10 +1040,15 @@ struct prx_session *prx_session_accept(struct prx_env *env, uv_stream_t *listene
     }
     uv_tcp_nodelay(tio_tcp(s->tio), 1);
     if (implicit_tls) {
-        int r = s->conf->tls_cert
-                    ? tio_starttls_server(s->tio, s->conf->tls_cert, s->conf->tls_min_version)
-                    : UV_EINVAL;
+        int r;
+
         prx_set_peer(s, &ss);
+        if (prx_tls_gate(s, &ss)) {
+            return s;
+        }
+        r = s->conf->tls_cert
+                ? tio_starttls_server(s->tio, s->conf->tls_cert, s->conf->tls_min_version)
+                : UV_EINVAL;
         if (r != 0) {
             log_warn(s->sid, "prx", "event=tls_failed client=%s error=\"no certificate\"", s->ip);
             s->state = PRX_STATE_CLOSING;

@@ -39,7 +39,8 @@ struct prx_env {
     struct up_oauth_set *oauth; /* OAuth2 token providers (auth = xoauth2); may be NULL */
     struct prx_session *head;   /* live sessions */
     size_t nsessions;
-    int draining;                          /* SIGTERM: no new transactions */
+    size_t nrefused; /* of nsessions: refused clients, not counted against max_connections */
+    int draining;    /* SIGTERM: no new transactions */
     void (*on_empty)(struct prx_env *env); /* called when the last session went away */
 };
 

@@ -100,7 +100,9 @@ class LimitsTest(RelayTestCase):
     # --- max_connections_per_ip -------------------------------------------------------
 
     def test_max_connections_per_ip(self):
+        # 127.0.0.2 is loopback, exempt from the per-address limit by default: no exemptions
         peer, relay = self.start_default(relay={"max_connections_per_ip": str(PER_IP),
+                                                "max_connections_per_ip_exempt": "",
                                                 "max_connections": "1000"})
         socks = [self.connect(relay, "127.0.0.2") for _ in range(MANY)]
         greeted, limited, other = [], [], []

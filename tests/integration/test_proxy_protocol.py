@@ -230,7 +230,9 @@ class ProxyProtocolTest(RelayTestCase):
     def test_per_ip_limit_uses_proxied_address(self):
         # every connection comes from HAProxy's 127.0.0.1: the limit must count
         # the addresses in the headers
-        peer, relay, hp = self.start_proxied(relay={"max_connections_per_ip": "2"})
+        # the proxied 127.0.0.x addresses are loopback, exempt by default: no exemptions
+        peer, relay, hp = self.start_proxied(relay={"max_connections_per_ip": "2",
+                                                    "max_connections_per_ip_exempt": ""})
         held = []
         for _ in range(2):
             c = self.via(hp, "127.0.0.2")

@@ -142,6 +142,7 @@ static void env_clear(void)
         "RELAY25_RUN_AS",
         "RELAY25_MAX_CONNECTIONS",
         "RELAY25_MAX_CONNECTIONS_PER_IP",
+        "RELAY25_MAX_CONNECTIONS_PER_IP_EXEMPT",
         "RELAY25_MESSAGE_RATE",
         "RELAY25_RECIPIENT_RATE",
         "RELAY25_ALLOWED_SENDERS",
@@ -381,13 +382,14 @@ static void test_defaults(void)
     ASSERT_EQ(c->data_timeout, 600);
     ASSERT_EQ(c->shutdown_timeout, 30);
     ASSERT_EQ(c->max_connections, 200);
-    ASSERT_EQ(c->max_connections_per_ip, 20);
+    ASSERT_EQ(c->max_connections_per_ip, 50); /* issue 15: Postfix's default */
     ASSERT_EQ(c->max_recipients, 1000);
     ASSERT_EQ(c->max_header_size, 1024 * 1024);
     ASSERT_EQ(c->max_errors, 20);
     ASSERT_EQ(c->max_commands_before_mail, 100);
     ASSERT_EQ(c->max_messages_per_session, 1000);
     ASSERT_EQ(c->session_timeout, 3600);
+    ASSERT_EQ(c->refused_timeout, 5);
     ASSERT_EQ(c->message_rate.count, 0);
     ASSERT_EQ(c->recipient_rate.count, 0);
     ASSERT_EQ(c->allowed_senders.n, 0);
@@ -556,7 +558,8 @@ static void test_errors(void)
     EXPECT_ERR("[relay]\nmax_connections = 0\n",
                "relay25.conf:2: max_connections: ", "bad number '0' (1 to 1000000)");
     EXPECT_ERR("[relay]\nmax_connections_per_ip = many\n",
-               "relay25.conf:2: max_connections_per_ip: ", "bad number 'many' (1 to 1000000)");
+               "relay25.conf:2: max_connections_per_ip: ",
+               "bad number 'many' (0 for unlimited, or 1 to 1000000)");
     EXPECT_ERR("[relay]\nmax_recipients = 1000001\n",
                "relay25.conf:2: max_recipients: ", "bad number '1000001'");
     EXPECT_ERR("[relay]\nmax_errors = -1\n", "relay25.conf:2: max_errors: ", "bad number '-1'");
@@ -1307,6 +1310,92 @@ static void test_parsers(void)
     ASSERT_EQ(conf_parse_hostport("[::1", 25, &ss, &len), -1);
     ASSERT_EQ(conf_parse_hostport("", 25, &ss, &len), -1);
     ASSERT_EQ(conf_parse_hostport(":25", 25, &ss, &len), -1);
+}
+
+/* max_connections_per_ip: 0 is unlimited (as documented), and the per-address limit
+ * skips loopback unless max_connections_per_ip_exempt says otherwise (issue 15). */
+static void test_per_ip(void)
+{
+    char err[512];
+    struct conf *c = load_text(UP DEV, err, sizeof(err));
+    struct sockaddr_storage a;
+
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->nper_ip_exempt, 2);
+        if (c->nper_ip_exempt == 2) {
+            a = sa4("127.0.0.9");
+            ASSERT_TRUE(cidr_match(&c->per_ip_exempt[0], (struct sockaddr *)&a));
+            a = sa4("128.0.0.1");
+            ASSERT_TRUE(!cidr_match(&c->per_ip_exempt[0], (struct sockaddr *)&a));
+            a = sa6("::1");
+            ASSERT_TRUE(cidr_match(&c->per_ip_exempt[1], (struct sockaddr *)&a));
+        }
+        conf_free(c);
+    }
+    c = load_text(UP DEV "[relay]\nmax_connections_per_ip = 0\nmax_connections_per_ip_exempt =\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->max_connections_per_ip, 0);
+        ASSERT_EQ(c->nper_ip_exempt, 0);
+        conf_free(c);
+    }
+    c = load_text(UP DEV "[relay]\nmax_connections_per_ip_exempt = None\n", err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->max_connections_per_ip, 50);
+        ASSERT_EQ(c->nper_ip_exempt, 0);
+        conf_free(c);
+    }
+    c = load_text(UP DEV "[relay]\nmax_connections_per_ip_exempt = 10.0.0.0/8, fd00::/8\n"
+                         "  192.168.1.7\n",
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->nper_ip_exempt, 3);
+        a = sa4("127.0.0.1");
+        for (size_t i = 0; i < c->nper_ip_exempt; i++) {
+            ASSERT_TRUE(!cidr_match(&c->per_ip_exempt[i], (struct sockaddr *)&a));
+        }
+        conf_free(c);
+    }
+    EXPECT_ERR("[relay]\nrefused_timeout = 0\n",
+               "relay25.conf:2: refused_timeout: ", "bad number '0' (seconds, 1 to 86400)");
+    EXPECT_ERR("[relay]\nrefused_timeout = 5s\n",
+               "relay25.conf:2: refused_timeout: ", "bad number '5s'");
+    c = load_text(UP DEV "[relay]\nrefused_timeout = 60\n", err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->refused_timeout, 60);
+        conf_free(c);
+    }
+    EXPECT_ERR("[relay]\nmax_connections_per_ip_exempt = 10.0.0.0/33\n",
+               "relay25.conf:2: max_connections_per_ip_exempt: ", "bad network '10.0.0.0/33'");
+    EXPECT_ERR("[relay]\nmax_connections_per_ip_exempt = localhost\n",
+               "relay25.conf:2: max_connections_per_ip_exempt: ", "bad network 'localhost'");
+    EXPECT_ERR("[relay]\nmax_connections_per_ip = -1\n",
+               "relay25.conf:2: max_connections_per_ip: ", "bad number '-1' (0 for unlimited");
+    EXPECT_ERR("[relay]\nmax_connections_per_ip = 1000001\n",
+               "relay25.conf:2: max_connections_per_ip: ", "bad number '1000001'");
+    EXPECT_ERR(UP DEV "max_connections_per_ip_exempt = 10.0.0.1\n", "relay25.conf:6: ",
+               "unknown key 'max_connections_per_ip_exempt' in [device default]");
+
+    /* the environment cannot pass an empty list: "none" */
+    env_clear();
+    setenv("RELAY25_UPSTREAM", "smtp.example.com:587", 1);
+    setenv("RELAY25_USER", "office@example.com", 1);
+    setenv("RELAY25_PASSWORD", "p", 1);
+    setenv("RELAY25_MAX_CONNECTIONS_PER_IP", "0", 1);
+    setenv("RELAY25_MAX_CONNECTIONS_PER_IP_EXEMPT", "none", 1);
+    c = conf_load(NULL, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->max_connections_per_ip, 0);
+        ASSERT_EQ(c->nper_ip_exempt, 0);
+        conf_free(c);
+    }
+    env_clear();
 }
 
 static const char policy_text[] = "[relay]\n"                                          /* 1 */
@@ -2183,6 +2272,7 @@ int main(void)
     test_defaults();
     test_full();
     test_policy();
+    test_per_ip();
     test_spool();
     test_errors();
     test_spool_errors();
