@@ -214,6 +214,22 @@ class TimeoutsTest(RelayTestCase):
         peer.wait_idle(10)
         self.assertEqual(peer.all_messages(), [], "a too slow message was completed upstream")
 
+    def test_data_min_rate_zero_is_off(self):
+        # data_min_rate = 0: a body dripped over several windows is still taken
+        peer, relay = self.start_default(relay={"idle_timeout": "10", "data_min_rate": "0",
+                                                "data_rate_window": "1"})
+        c = self.client(relay)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = make_message("dripped but allowed", b"z\r\n")
+        head, tail = body[:8], body[8:]
+        sent, rest = self.drip(c, head, interval=0.5, bound=4)
+        self.assertIsNone(rest, "data_min_rate = 0 still closed a slow body: %r" % (rest,))
+        c.send(tail + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual([m.header("Subject") for m in peer.messages()], ["dripped but allowed"])
+
     def test_normal_speed_client_unaffected(self):
         # lines with pauses shorter than idle_timeout, a session longer than it, and a
         # body well above data_min_rate spread over several windows all pass
