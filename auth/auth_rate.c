@@ -1,8 +1,11 @@
 /* auth_rate: token bucket arithmetic (RFC 2697 §3, one bucket: rate
- * count/per_seconds, burst count, initially full). Levels are doubles; the tiny
- * rounding that accumulates over many partial refills is snapped away so that
- * refusals and retry delays are exact to the millisecond. */
+ * count/per_seconds, burst count, initially full) and the per-address table of
+ * buckets. Levels are doubles; the tiny rounding that accumulates over many
+ * partial refills is snapped away so that refusals and retry delays are exact to
+ * the millisecond. */
 #include "auth/auth_rate.h"
+
+#include <string.h>
 
 /* A level within this many milliseconds' worth of refill of a whole number is
  * that number: a token is never released more than a microsecond early, and for
@@ -80,4 +83,38 @@ static double level(double tokens, unsigned count, unsigned per_seconds, uint64_
     if (t - r < per_ms * SNAP_MS && r - t < per_ms * SNAP_MS)
         t = r;
     return t;
+}
+
+struct auth_rate_slot *auth_rate_lookup(struct auth_rate_table *t, const void *key, size_t keylen,
+                                        uint64_t now_ms, int *fresh)
+{
+    struct auth_rate_slot *e = NULL;
+
+    *fresh = 0;
+    if (keylen == 0 || keylen > AUTH_RATE_KEY_MAX) {
+        return NULL;
+    }
+    /* linear: a few hundred short compares per MAIL or RCPT cost less than a hash */
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->slot[i].keylen == keylen && memcmp(t->slot[i].key, key, keylen) == 0) {
+            t->slot[i].used_ms = now_ms;
+            return &t->slot[i];
+        }
+    }
+    if (t->n < AUTH_RATE_SLOTS) {
+        e = &t->slot[t->n++];
+    } else {
+        e = &t->slot[0];
+        for (size_t i = 1; i < t->n; i++) {
+            if (t->slot[i].used_ms < e->used_ms) {
+                e = &t->slot[i];
+            }
+        }
+    }
+    memset(e, 0, sizeof(*e));
+    memcpy(e->key, key, keylen);
+    e->keylen = (unsigned char)keylen;
+    e->used_ms = now_ms;
+    *fresh = 1;
+    return e;
 }

@@ -102,6 +102,12 @@ size_t reply_timeout(char *out, size_t cap, const char *hostname)
                       cap);
 }
 
+size_t reply_too_slow(char *out, size_t cap, const char *hostname)
+{
+    return reply_done(
+        out, snprintf(out, cap, "421 4.4.2 %s Error: transfer too slow\r\n", hostname), cap);
+}
+
 size_t reply_shutdown(char *out, size_t cap, const char *hostname)
 {
     return reply_done(out, snprintf(out, cap, "421 4.3.2 %s Service shutting down\r\n", hostname),

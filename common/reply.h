@@ -91,6 +91,8 @@ const char *reply_canned(enum reply_id id, size_t *len);
 
 /* "421 4.4.2 HOST Error: timeout exceeded\r\n" and friends with the host name. */
 size_t reply_timeout(char *out, size_t cap, const char *hostname);
+/* "421 4.4.2 HOST Error: transfer too slow": a body below data_min_rate */
+size_t reply_too_slow(char *out, size_t cap, const char *hostname);
 size_t reply_shutdown(char *out, size_t cap, const char *hostname);
 /* 554 5.7.1 refusal of a client, reason e.g. "not in allow" or "no [device] matches". */
 size_t reply_refused(char *out, size_t cap, const char *hostname, const char *ip,

@@ -175,6 +175,8 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     c->max_messages_per_session = 1000;
     c->session_timeout = 3600;
     c->refused_timeout = 5;
+    c->data_min_rate = 1024;
+    c->data_rate_window = 30;
     c->mode = CONF_MODE_PASSTHROUGH;
     c->on_failure = CONF_ON_FAILURE_REJECT;
     c->max_spool_size = 0; /* unlimited */

@@ -30,6 +30,12 @@ enum conf_mode {
     CONF_MODE_SPOOL,       /* stored durably, 250 with a queue id, delivered in the background */
 };
 
+/* rate_limit_by: whose events a device's message_rate and recipient_rate count */
+enum conf_rate_by {
+    CONF_RATE_BY_ADDRESS, /* each client address of the device its own buckets (default) */
+    CONF_RATE_BY_DEVICE,  /* one pair of buckets for all the device's clients */
+};
+
 enum conf_on_failure {
     CONF_ON_FAILURE_REJECT, /* passthrough: upstream trouble is a 4xx to the client (default) */
     CONF_ON_FAILURE_QUEUE,  /* passthrough: on connect/TLS/AUTH failure or a 4xx, spool instead */
@@ -144,6 +150,7 @@ struct conf_device {
     /* policy; when not set in the section, copied from [relay] */
     struct conf_rate message_rate;           /* message_rate = 30/minute */
     struct conf_rate recipient_rate;         /* recipient_rate = 500/hour */
+    enum conf_rate_by rate_by;               /* rate_limit_by = address | device */
     struct conf_patterns allowed_senders;    /* allowed_senders = @example.com, a@b.c */
     struct conf_patterns allowed_recipients; /* allowed_recipients = example.org */
     /* sender rewriting: MAIL FROM (never the null sender) and, optionally, From: */
@@ -220,6 +227,11 @@ struct conf {
     unsigned refused_timeout;          /* seconds a refused client may stay after its 554, 5 */
     struct conf_rate message_rate;     /* [relay] defaults for devices; default unlimited */
     struct conf_rate recipient_rate;
+    enum conf_rate_by rate_by; /* [relay] default for devices: per address */
+    /* DATA: below data_min_rate bytes/s on average over data_rate_window seconds
+     * the client gets 421 4.4.2 (0: off); defaults 1024 and 30 */
+    unsigned data_min_rate;
+    unsigned data_rate_window;
     struct conf_patterns allowed_senders;
     struct conf_patterns allowed_recipients;
     int proxy_protocol;      /* listeners expect a PROXY v1/v2 header */

@@ -164,6 +164,9 @@ static int conf_inherit_policy(struct parse *p, size_t i)
     if (!conf__dev_given(p, i, "recipient_rate")) {
         d->recipient_rate = c->recipient_rate;
     }
+    if (!conf__dev_given(p, i, "rate_limit_by")) {
+        d->rate_by = c->rate_by;
+    }
     if (!conf__dev_given(p, i, "allowed_senders") &&
         conf_copy_patterns(p, &d->allowed_senders, &c->allowed_senders) != 0) {
         return -1;

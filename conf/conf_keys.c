@@ -46,6 +46,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
 static conf_set_fn set_per_ip_exempt;
 static conf_set_fn set_oauth_device_url;
+static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
 
@@ -87,6 +88,9 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "refused_timeout", 0, set_timeout, offsetof(struct conf, refused_timeout)},
     {SECT_RELAY, "message_rate", 0, set_rate, offsetof(struct conf, message_rate)},
     {SECT_RELAY, "recipient_rate", 0, set_rate, offsetof(struct conf, recipient_rate)},
+    {SECT_RELAY, "rate_limit_by", 0, set_rate_by, offsetof(struct conf, rate_by)},
+    {SECT_RELAY, "data_min_rate", 0, set_limit, offsetof(struct conf, data_min_rate)},
+    {SECT_RELAY, "data_rate_window", 0, set_rate_window, offsetof(struct conf, data_rate_window)},
     {SECT_RELAY, "allowed_senders", 1, set_patterns, offsetof(struct conf, allowed_senders)},
     {SECT_RELAY, "allowed_recipients", 1, set_patterns, offsetof(struct conf, allowed_recipients)},
     {SECT_RELAY, "proxy_protocol", 0, set_proxy_protocol, 0},
@@ -130,6 +134,7 @@ static const struct key_def conf_keys[] = {
     {SECT_ROUTE, "password", 0, set_password, 0},
     {SECT_DEVICE, "message_rate", 0, set_rate, offsetof(struct conf_device, message_rate)},
     {SECT_DEVICE, "recipient_rate", 0, set_rate, offsetof(struct conf_device, recipient_rate)},
+    {SECT_DEVICE, "rate_limit_by", 0, set_rate_by, offsetof(struct conf_device, rate_by)},
     {SECT_DEVICE, "allowed_senders", 1, set_patterns,
      offsetof(struct conf_device, allowed_senders)},
     {SECT_DEVICE, "allowed_recipients", 1, set_patterns,
@@ -708,6 +713,37 @@ static int set_mode(struct parse *p, const char *val, size_t len)
         return -1;
     }
     *m = k == 0 ? CONF_MODE_PASSTHROUGH : CONF_MODE_SPOOL;
+    return 0;
+}
+
+/* rate_limit_by = address | device, in [relay] and [device]. */
+static int set_rate_by(struct parse *p, const char *val, size_t len)
+{
+    static const char *const words[] = {"address", "device"};
+    enum conf_rate_by *b = conf_field(p);
+    int k = conf_keyword(p, val, words, 2);
+
+    (void)len;
+    if (k < 0) {
+        return -1;
+    }
+    *b = k == 0 ? CONF_RATE_BY_ADDRESS : CONF_RATE_BY_DEVICE;
+    return 0;
+}
+
+/* data_rate_window: a duration up to an hour; longer would not catch a slow
+ * client before session_timeout's default. */
+static int set_rate_window(struct parse *p, const char *val, size_t len)
+{
+    unsigned v;
+
+    (void)len;
+    if (conf__parse_duration(val, 3600, &v) != 0) {
+        conf__fail_at(p, conf__here(p),
+                      "bad duration '%s' (seconds, or a number with s, m or h; 1s to 1h)", val);
+        return -1;
+    }
+    *(unsigned *)conf_field(p) = v;
     return 0;
 }
 

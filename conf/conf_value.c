@@ -26,7 +26,8 @@ int conf__parse_uint(const char *s, uint64_t max, uint64_t *out)
         if (*s < '0' || *s > '9') {
             return -1;
         }
-        if (v > (max - (uint64_t)(*s - '0')) / 10) {
+        /* the digit itself first: max - digit must not wrap when max < 9 */
+        if ((uint64_t)(*s - '0') > max || v > (max - (uint64_t)(*s - '0')) / 10) {
             return -1;
         }
         v = v * 10 + (uint64_t)(*s - '0');

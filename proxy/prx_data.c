@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/data.h"
+#include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "proxy/prx_rewrite.h"
@@ -32,6 +33,9 @@ void prx_body_start(struct prx_session *s)
     s->txn->hdr_size = 0;
     data_enc_init(&s->txn->enc);
     s->txn->hdr_hold = s->txn->rw_from && s->dev->rewrite_from_header;
+    s->txn->rate_ms = uv_now(s->env->loop);
+    s->txn->rate_bytes = 0;
+    s->txn->rate_paused = 0;
     prx_reply(s, REPLY_DATA);
     prx_enter_state(s, PRX_STATE_BODY);
     if (s->conf->received_header) {
@@ -240,8 +244,42 @@ size_t prx_body(struct prx_session *s, const char *data, size_t len)
             prx_emit(s, dec, outlen);
         }
     }
+    s->txn->rate_bytes += c;
     if (done) {
         prx_body_end(s);
     }
     return c;
+}
+
+/* When the current data_min_rate window ends (uv_now() time), or 0: no limit. */
+uint64_t prx_body_rate_due(const struct prx_session *s)
+{
+    if (!s->conf->data_min_rate || !s->txn) {
+        return 0;
+    }
+    return s->txn->rate_ms + (uint64_t)s->conf->data_rate_window * 1000u;
+}
+
+/* The window ended: 1 when the client kept up data_min_rate on average (or we
+ * did not read from it for a while: upstream or the spool was slower), and the
+ * next window begins; 0 for a client too slow to keep the session. A window
+ * rather than the idle timer, because a client dripping a byte a second never
+ * leaves the link idle. */
+int prx_body_rate_ok(struct prx_session *s, uint64_t now_ms)
+{
+    struct prx_txn *t = s->txn;
+    uint64_t need = (uint64_t)s->conf->data_min_rate * (now_ms - t->rate_ms) / 1000u;
+    int ok = t->rate_paused || s->bp || t->bp_spool || t->rate_bytes >= need;
+
+    if (!ok) {
+        log_info(s->sid, "prx",
+                 "event=slow_client client=%s state=body bytes=%llu seconds=%llu "
+                 "limit=data_min_rate rate=%u/s",
+                 s->ip, (unsigned long long)t->rate_bytes,
+                 (unsigned long long)((now_ms - t->rate_ms) / 1000u), s->conf->data_min_rate);
+    }
+    t->rate_ms = now_ms;
+    t->rate_bytes = 0;
+    t->rate_paused = 0;
+    return ok;
 }

@@ -101,7 +101,10 @@ struct prx_txn {
     unsigned rw_from : 1,       /* MAIL FROM rewritten */
         hdr_hold : 1,           /* holding the header section in hbuf */
         bp_spool : 1,           /* paused until the spool writer drains */
-        reply_after_commit : 1; /* the client's DATA reply waits for the commit */
+        reply_after_commit : 1, /* the client's DATA reply waits for the commit */
+        rate_paused : 1;        /* we stopped reading in this rate window */
+    /* data_min_rate: the current window's start and the input bytes taken in it */
+    uint64_t rate_ms, rate_bytes;
     /* the spool copy (spool sink, or the tee of relay-then-queue) */
     struct spool_writer *spw;
     int spool_err;               /* the writer failed (uv error) */
@@ -117,6 +120,7 @@ struct prx_session {
     const struct conf *conf;
     size_t devidx;     /* index of dev in conf->devices, for its rate buckets */
     uint64_t start_ms; /* accept time, for session_timeout */
+    uint64_t wait_ms;  /* since when we wait for the client: idle_timeout counts from it */
     unsigned ncmds;    /* commands since the last MAIL (max_commands_before_mail) */
     const struct conf_device *dev;
     uint64_t sid;
@@ -189,6 +193,8 @@ void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after);
 void prx_body_start(struct prx_session *s);
 void prx_body_refuse(struct prx_session *s);
 size_t prx_body(struct prx_session *s, const char *data, size_t len);
+uint64_t prx_body_rate_due(const struct prx_session *s);
+int prx_body_rate_ok(struct prx_session *s, uint64_t now_ms);
 
 /* prx_auth.c: inbound AUTH */
 int prx_auth_offered(const struct prx_session *s);

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth/auth_rate.h"
 #include "common/log.h"
 #include "conf/conf.h"
 #include "proxy/prx_session.h"
@@ -173,16 +172,7 @@ void prx_server_reload(struct prx_server *srv, struct conf *c)
         return;
     }
     /* rate limits carry over by device name: a reload must not reset them */
-    for (size_t i = 0; i < c->ndevices; i++) {
-        const struct conf *old = srv->env.cur->c;
-        for (size_t k = 0; k < old->ndevices; k++) {
-            if (strcmp(old->devices[k].name, c->devices[i].name) == 0) {
-                pc->msg_buckets[i] = srv->env.cur->msg_buckets[k];
-                pc->rcpt_buckets[i] = srv->env.cur->rcpt_buckets[k];
-                break;
-            }
-        }
-    }
+    prx_conf_carry(pc, srv->env.cur);
     if (!prx_same_listen(srv->env.cur->c, c)) {
         log_warn(0, "relay25", "event=reload warning=\"listen changed: restart to apply it\"");
     }

@@ -77,21 +77,43 @@ static const char *prx_strstate(enum prx_state st)
     abort();
 }
 
-/* (Re)starts the idle timer while we wait for the client: idle_timeout from
- * now, or the end of session_timeout if that comes first. */
+/* 1 when idle_timeout (counted from wait_ms) or session_timeout has run out. */
+static int prx_wait_over(const struct prx_session *s, uint64_t now)
+{
+    return now >= s->wait_ms + (uint64_t)s->conf->idle_timeout * 1000u ||
+           (s->conf->session_timeout > 0 &&
+            now >= s->start_ms + (uint64_t)s->conf->session_timeout * 1000u);
+}
+
+/* The timer for the first of: idle_timeout after wait_ms, the end of
+ * session_timeout, and during DATA the end of the data_min_rate window. */
+static void prx_set_timer(struct prx_session *s)
+{
+    uint64_t now = uv_now(s->env->loop);
+    uint64_t due = s->wait_ms + (uint64_t)s->conf->idle_timeout * 1000u;
+    uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
+    uint64_t win = s->state == PRX_STATE_BODY ? prx_body_rate_due(s) : 0;
+
+    if (s->conf->session_timeout > 0 && end < due) {
+        due = end;
+    }
+    if (win && win < due) {
+        due = win;
+    }
+    uv_timer_start(&s->timer, prx_timeout_cb, due > now ? due - now : 1, 0);
+}
+
+/* We wait for the client from now: a command line, the PROXY header, an AUTH
+ * step or the next body bytes. A line is not given more time for each byte of
+ * it (prx_tio_read arms only at its first byte), so a client that drips one
+ * byte at a time is gone after idle_timeout. */
 static void prx_arm_timer(struct prx_session *s)
 {
-    uint64_t ms = (uint64_t)s->conf->idle_timeout * 1000u;
-    uint64_t end = s->start_ms + (uint64_t)s->conf->session_timeout * 1000u;
-    uint64_t now = uv_now(s->env->loop);
-
     if (s->state == PRX_STATE_REFUSED) {
         return; /* refused_timeout runs from the refusal (prx_greet); input does not extend it */
     }
-    if (s->conf->session_timeout > 0 && end < now + ms) {
-        ms = end > now ? end - now : 1;
-    }
-    uv_timer_start(&s->timer, prx_timeout_cb, ms, 0);
+    s->wait_ms = uv_now(s->env->loop);
+    prx_set_timer(s);
 }
 
 void prx_enter_state(struct prx_session *s, enum prx_state st)
@@ -334,21 +356,23 @@ static void prx_policy_refuse(struct prx_session *s, const char *what, const cha
     prx_send(s, buf, n);
 }
 
-/* One token from the device's bucket, or 450 4.7.1 with a retry hint. */
-static int prx_rate_take(struct prx_session *s, struct auth_bucket *buckets,
+/* One token from the bucket of the device (or of this client of it), or 450
+ * 4.7.1 with a retry hint. */
+static int prx_rate_take(struct prx_session *s, enum prx_rate_kind kind,
                          const struct conf_rate *rate, const char *name)
 {
-    uint64_t retry = 0;
+    uint64_t retry = 0, now = uv_now(s->env->loop);
+    struct auth_bucket *b;
     char buf[300];
     size_t n;
 
-    if (rate->count == 0 || !buckets ||
-        auth_bucket_take(&buckets[s->devidx], rate->count, rate->per_seconds, 1,
-                         uv_now(s->env->loop), &retry)) {
+    b = prx_conf_bucket(s->pc, s->devidx, kind, (const struct sockaddr *)&s->peer, now);
+    if (!b || auth_bucket_take(b, rate->count, rate->per_seconds, 1, now, &retry)) {
         return 1;
     }
-    log_info(s->sid, "prx", "event=rate_limited device=%s limit=%s rate=%u/%us", s->dev->name, name,
-             rate->count, rate->per_seconds);
+    log_info(s->sid, "prx", "event=rate_limited device=%s limit=%s rate=%u/%us client=%s by=%s",
+             s->dev->name, name, rate->count, rate->per_seconds, s->ip,
+             s->dev->rate_by == CONF_RATE_BY_DEVICE ? "device" : "address");
     if (s->env->metrics) {
         s->env->metrics->rate_limited_total++;
     }
@@ -399,7 +423,7 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         prx_policy_refuse(s, "Sender", from);
         return;
     }
-    if (!prx_rate_take(s, s->pc->msg_buckets, &s->dev->message_rate, "message_rate")) {
+    if (!prx_rate_take(s, PRX_RATE_MESSAGE, &s->dev->message_rate, "message_rate")) {
         return;
     }
     prx_txn_begin(s, from, mp);
@@ -438,7 +462,7 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
         prx_policy_refuse(s, "Recipient", t->rcpt);
         return;
     }
-    if (!prx_rate_take(s, s->pc->rcpt_buckets, &s->dev->recipient_rate, "recipient_rate")) {
+    if (!prx_rate_take(s, PRX_RATE_RECIPIENT, &s->dev->recipient_rate, "recipient_rate")) {
         return;
     }
     t->sink->rcpt(s);
@@ -632,9 +656,11 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
         if (s->state == PRX_STATE_BODY) {
             if (s->up && up_pending(s->up) > PRX_HIWAT) {
                 s->bp = 1; /* resumed by prx_up_drain */
+                s->txn->rate_paused = 1;
                 break;
             }
             if (s->txn->bp_spool) {
+                s->txn->rate_paused = 1;
                 break;
             }
             prx_arm_timer(s);
@@ -649,8 +675,10 @@ static size_t prx_tio_read(void *arg, const char *data, size_t len)
             s->bp_out = 1;
             break;
         }
-        /* input: the idle timer starts again */
-        prx_arm_timer(s);
+        /* a new line: its first byte starts the clock, the rest must follow in time */
+        if (s->linelen == 0 && !s->line_overflow) {
+            prx_arm_timer(s);
+        }
         const char *nl = memchr(data + off, '\n', len - off);
         size_t n = nl ? (size_t)(nl - (data + off)) + 1 : len - off;
         if (s->linelen + n > PRX_LINE_MAX || s->line_overflow) {
@@ -774,9 +802,22 @@ static const struct tio_cbs prx_tio_cbs = {
 static void prx_timeout_cb(uv_timer_t *t)
 {
     struct prx_session *s = t->data;
+    uint64_t now = uv_now(s->env->loop);
     char buf[300];
     size_t n = reply_timeout(buf, sizeof(buf), s->conf->hostname);
 
+    if (s->state == PRX_STATE_BODY && !prx_wait_over(s, now)) {
+        /* the data_min_rate window ended */
+        if (prx_body_rate_ok(s, now)) {
+            prx_set_timer(s);
+            return;
+        }
+        prx_log_message(s, "aborted", "client too slow during DATA", 27);
+        prx_drop_up(s);
+        prx_send(s, buf, reply_too_slow(buf, sizeof(buf), s->conf->hostname));
+        prx_finish(s);
+        return;
+    }
     if (s->state == PRX_STATE_CLOSING) {
         prx_close(s, "close timeout");
         return;
@@ -792,8 +833,7 @@ static void prx_timeout_cb(uv_timer_t *t)
     }
     log_info(s->sid, "prx", "event=timeout client=%s state=%s limit=%s", s->ip,
              prx_strstate(s->state),
-             s->conf->session_timeout &&
-                     uv_now(s->env->loop) >= s->start_ms + s->conf->session_timeout * 1000ull
+             s->conf->session_timeout && now >= s->start_ms + s->conf->session_timeout * 1000ull
                  ? "session_timeout"
                  : "idle_timeout");
     if (s->state == PRX_STATE_BODY) {
@@ -1132,49 +1172,4 @@ void prx_session_abort_all(struct prx_env *env)
     for (struct prx_session *s = env->head; s; s = s->next) {
         prx_session_abort(s);
     }
-}
-
-struct prx_conf *prx_conf_new(struct conf *c)
-{
-    struct prx_conf *pc = calloc(1, sizeof(*pc));
-
-    if (!pc) {
-        return NULL;
-    }
-    pc->c = c;
-    pc->refs = 1;
-    if (c->ndevices > 0) {
-        pc->msg_buckets = calloc(c->ndevices, sizeof(*pc->msg_buckets));
-        pc->rcpt_buckets = calloc(c->ndevices, sizeof(*pc->rcpt_buckets));
-        if (!pc->msg_buckets || !pc->rcpt_buckets) {
-            free(pc->msg_buckets);
-            free(pc->rcpt_buckets);
-            free(pc);
-            return NULL;
-        }
-    }
-    for (size_t i = 0; i < c->ndevices; i++) {
-        const struct conf_device *d = &c->devices[i];
-        auth_bucket_init(&pc->msg_buckets[i], d->message_rate.count, d->message_rate.per_seconds,
-                         0);
-        auth_bucket_init(&pc->rcpt_buckets[i], d->recipient_rate.count,
-                         d->recipient_rate.per_seconds, 0);
-    }
-    return pc;
-}
-
-void prx_conf_hold(struct prx_conf *pc)
-{
-    pc->refs++;
-}
-
-void prx_conf_release(struct prx_conf *pc)
-{
-    if (!pc || --pc->refs > 0) {
-        return;
-    }
-    conf_release(pc->c);
-    free(pc->msg_buckets);
-    free(pc->rcpt_buckets);
-    free(pc);
 }

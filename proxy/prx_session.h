@@ -10,24 +10,14 @@
 
 #include <uv.h>
 
+#include "proxy/prx_conf.h"
+
 struct conf;
 struct metrics;
 struct prx_session;
-struct auth_bucket;
 struct up_queue;
 struct up_pool;
 struct up_oauth_set;
-
-/* A configuration snapshot as the sessions see it: sessions opened before a
- * reload keep theirs until they end. Rate-limit buckets belong to it, one per
- * device; a reload carries each device's buckets over by name
- * (prx_server_reload), so it does not reset the limits. */
-struct prx_conf {
-    struct conf *c;
-    unsigned refs;
-    struct auth_bucket *msg_buckets; /* parallel to c->devices */
-    struct auth_bucket *rcpt_buckets;
-};
 
 /* Shared by the listener and its sessions: the session list for shutdown. */
 struct prx_env {
@@ -43,12 +33,6 @@ struct prx_env {
     int draining;    /* SIGTERM: no new transactions */
     void (*on_empty)(struct prx_env *env); /* called when the last session went away */
 };
-
-/* Wraps c (taking ownership) with refs = 1. NULL on allocation failure. */
-struct prx_conf *prx_conf_new(struct conf *c);
-void prx_conf_hold(struct prx_conf *pc);
-/* Frees c with the last reference. */
-void prx_conf_release(struct prx_conf *pc);
 
 /* Accept one connection from listener and greet it (220, or 554 when the
  * client is not allowed); implicit_tls: after a TLS handshake (tls_listen).

@@ -174,6 +174,66 @@ class PolicyTest(RelayTestCase):
                          "2/hour was reset: %r" % (result,))
         self.assertEqual(self.subjects(peer, self.SCANNER), ["before 0", "before 1"])
 
+    def test_rate_per_client_address(self):
+        # rate_limit_by = address (the default): two clients of [device default] each
+        # have their own bucket, so one runaway host does not block its neighbour
+        peer, relay = self.start_policy(default={"message_rate": "2/hour"})
+        a = self.client(relay, "127.0.0.5")
+        for i in range(2):
+            self.assertEqual(self.mail(a, "a %d" % i)[:2], ("done", 250))
+        self.assert_rate_limited(self.mail(a, "a over"), "mail", "message_rate", 2, 3600,
+                                 "default")
+        b = self.client(relay, "127.0.0.6")
+        for i in range(2):
+            self.assertEqual(self.mail(b, "b %d" % i)[:2], ("done", 250),
+                             "127.0.0.6 blocked by 127.0.0.5's message_rate")
+        self.assert_rate_limited(self.mail(b, "b over"), "mail", "message_rate", 2, 3600,
+                                 "default")
+        # a's bucket is still empty in a new session, and after a reload
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log(r"\bevent=reload status=ok\b")
+        a2 = self.client(relay, "127.0.0.5")
+        self.assert_rate_limited(self.mail(a2, "a after reload"), "mail", "message_rate", 2,
+                                 3600, "default")
+        self.assertEqual(sorted(self.subjects(peer, self.OFFICE)), ["a 0", "a 1", "b 0", "b 1"])
+        relay.wait_lines(r"\bevent=rate_limited device=default limit=message_rate "
+                         r"rate=2/3600s client=127\.0\.0\.5 by=address\b", 2)
+        relay.wait_lines(r"\bevent=rate_limited device=default limit=message_rate "
+                         r"rate=2/3600s client=127\.0\.0\.6 by=address\b", 1)
+
+    def test_recipient_rate_per_client_address(self):
+        peer, relay = self.start_policy(default={"recipient_rate": "1/hour"})
+        a = self.client(relay, "127.0.0.5")
+        self.assertEqual(self.mail(a, "a 0")[:2], ("done", 250))
+        self.assertEqual(a.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        code, text = a.cmd("RCPT TO:<r@example.net>")
+        self.assert_rate_limited(("rcpt", code, text[0]), "rcpt", "recipient_rate", 1, 3600,
+                                 "default")
+        b = self.client(relay, "127.0.0.6")
+        self.assertEqual(self.mail(b, "b 0")[:2], ("done", 250))
+        self.assertEqual(sorted(self.subjects(peer, self.OFFICE)), ["a 0", "b 0"])
+
+    def test_rate_by_device_shares_the_bucket(self):
+        # rate_limit_by = device: every client of the device shares one bucket (the
+        # behaviour before per-address limits), set in [relay] or in the device
+        for where in ("relay", "device"):
+            with self.subTest(where=where):
+                if where == "relay":
+                    peer, relay = self.start_policy(relay={"rate_limit_by": "device"},
+                                                    default={"message_rate": "2/hour"})
+                else:
+                    peer, relay = self.start_policy(default={"message_rate": "2/hour",
+                                                             "rate_limit_by": "device"})
+                a = self.client(relay, "127.0.0.5")
+                for i in range(2):
+                    self.assertEqual(self.mail(a, "a %d" % i)[:2], ("done", 250))
+                b = self.client(relay, "127.0.0.6")
+                self.assert_rate_limited(self.mail(b, "b over"), "mail", "message_rate", 2,
+                                         3600, "default")
+                self.assertEqual(self.subjects(peer, self.OFFICE), ["a 0", "a 1"])
+                relay.wait_lines(r"\bevent=rate_limited device=default limit=message_rate "
+                                 r"rate=2/3600s client=127\.0\.0\.6 by=device\b", 1)
+
     # --- allowed_senders / allowed_recipients ------------------------------------------
 
     def test_allowed_senders(self):

@@ -335,6 +335,36 @@ class ProxyProtocolTest(RelayTestCase):
         relay.wait_log(r"\bevent=timeout client=127\.0\.0\.1 state=proxy\b")
         self.assert_nothing_upstream(peer)
 
+    def test_slow_drip_header_times_out(self):
+        # one byte a second: the header must be whole within idle_timeout of its
+        # first byte (session_timeout is 3600), so the load balancer link is closed
+        peer, relay, hp = self.start_proxied(relay={"idle_timeout": "3"})
+        s = self.direct(relay, "127.0.0.1")
+        header = b"PROXY TCP4 127.0.0.2 127.0.0.1 40001 25\r\n"
+        deadline = time.monotonic() + 30
+        sent = 0
+        s.settimeout(1)
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            if sent < len(header):
+                try:
+                    s.sendall(header[sent:sent + 1])
+                    sent += 1
+                except OSError:
+                    closed = True
+                    break
+            try:
+                closed = s.recv(65536) == b""
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+        self.assertTrue(closed, "a PROXY header dripped a byte a second kept the connection "
+                        "for 30 s")
+        self.assertLess(sent, len(header), "the whole header went through")
+        relay.wait_log(r"\bevent=timeout client=127\.0\.0\.1 state=proxy\b")
+        self.assert_nothing_upstream(peer)
+
 
 if __name__ == "__main__":
     main()

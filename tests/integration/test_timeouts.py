@@ -2,10 +2,15 @@
 """Timeouts and broken upstreams, with 1-2 s timeouts. The tests assert what
 happens (replies, disconnects, nothing delivered), never how long it took."""
 
+import base64
+import os
+import select
 import socket
+import subprocess
 import threading
+import time
 
-from relaytest import RawClient, RelayTestCase, closed_port, main, make_message
+from relaytest import RELAY25_BIN, RawClient, RelayTestCase, closed_port, main, make_message
 
 
 class FakeUpstream:
@@ -120,6 +125,135 @@ class TimeoutsTest(RelayTestCase):
         relay.wait_lines(r"\bstatus=aborted\b")
         peer.wait_idle(10)
         self.assertEqual(peer.all_messages(), [], "a stalled message was completed upstream")
+
+    # --- progress: slow clients (idle_timeout per line, data_min_rate) ----------------
+
+    def drip(self, c, data, interval=1.0, bound=30.0):
+        """Send data one byte per interval until the relay replies or closes, for at
+        most bound seconds. Returns (bytes sent, replies until close), replies None
+        if the relay neither answered nor closed within the bound."""
+        deadline = time.monotonic() + bound
+        sent = 0
+        while time.monotonic() < deadline:
+            if sent < len(data):
+                try:
+                    c.send(data[sent:sent + 1])
+                except OSError:
+                    break
+                sent += 1
+            readable, _, _ = select.select([c.sock], [], [], interval)
+            if readable:
+                break
+        else:
+            return sent, None
+        c.sock.settimeout(10)
+        return sent, c.read_until_close()
+
+    def assert_dripper_closed(self, sent, rest, line_len, what):
+        self.assertIsNotNone(rest, "%s: still connected after 30 s (session_timeout 3600)"
+                             % what)
+        self.assertLess(sent, line_len, "%s: the whole line went through" % what)
+        # 421 4.4.2, or the close alone
+        if rest:
+            self.assertEqual(len(rest), 1, rest)
+            self.assertEqual((rest[0][0], rest[0][1][0][:5]), (421, "4.4.2"), rest)
+
+    def test_slow_drip_command_line(self):
+        # one byte a second keeps the link busy but never completes a line: the line
+        # gets idle_timeout from its first byte, not a fresh idle_timeout per byte
+        peer, relay = self.start_default(relay={"idle_timeout": "3"})
+        c = self.client(relay)
+        line = b"MAIL FROM:<" + b"a" * 60 + b"@example.org>\r\n"
+        sent, rest = self.drip(c, line)
+        self.assert_dripper_closed(sent, rest, len(line), "slow MAIL line")
+        relay.wait_log(r"\bevent=timeout client=127\.0\.0\.2 state=idle limit=idle_timeout\b")
+        # before EHLO too (the greeting wait)
+        c2 = RawClient(relay.host, relay.port, source="127.0.0.2")
+        self.addCleanup(c2.close)
+        self.assertEqual(c2.reply()[0], 220)
+        sent, rest = self.drip(c2, b"EHLO " + b"h" * 60 + b".example\r\n")
+        self.assert_dripper_closed(sent, rest, 75, "slow EHLO")
+        peer.wait_idle(5)
+        self.assertEqual(peer.all_messages(), [])
+
+    def test_slow_drip_auth_step(self):
+        # an AUTH continuation line (RFC 4954 §4) is a line like any other
+        r = subprocess.run([RELAY25_BIN, "passwd", "alice"], input=b"in-secret\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        users = os.path.join(self.dir, "users")
+        with open(users, "w") as f:
+            f.write(r.stdout.decode().strip() + "\n")
+        peer, relay = self.start_default(relay={"idle_timeout": "3", "users_file": users,
+                                                "allow_plaintext_auth": "yes"})
+        c = self.client(relay)
+        self.assertEqual(c.cmd("AUTH LOGIN")[0], 334)
+        line = base64.b64encode(b"alice" * 12) + b"\r\n"
+        sent, rest = self.drip(c, line)
+        self.assert_dripper_closed(sent, rest, len(line), "slow AUTH step")
+        relay.wait_log(r"\bevent=timeout client=127\.0\.0\.2 state=auth limit=idle_timeout\b")
+
+    def test_slow_drip_body(self):
+        # the body gets idle_timeout between reads, and on average data_min_rate over
+        # each data_rate_window: one byte a second is below 100 bytes/s
+        peer, relay = self.start_default(relay={"idle_timeout": "10", "data_min_rate": "100",
+                                                "data_rate_window": "3"})
+        c = self.client(relay)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = make_message("dripped", b"x" * 200 + b"\r\n") + b".\r\n"
+        sent, rest = self.drip(c, body, interval=0.5)
+        self.assertIsNotNone(rest, "slow body: still connected after 30 s")
+        self.assertLess(sent, len(body), "the whole slow body went through")
+        self.assertEqual(len(rest), 1, rest)
+        self.assertEqual((rest[0][0], rest[0][1][0][:5]), (421, "4.4.2"), rest)
+        relay.wait_log(r"\bevent=slow_client client=127\.0\.0\.2 state=body bytes=\d+ "
+                       r"seconds=\d+ limit=data_min_rate rate=100/s\b")
+        relay.wait_lines(r"\bstatus=aborted\b")
+        peer.wait_idle(10)
+        self.assertEqual(peer.all_messages(), [], "a too slow message was completed upstream")
+
+    def test_data_min_rate_zero_is_off(self):
+        # data_min_rate = 0: a body dripped over several windows is still taken
+        peer, relay = self.start_default(relay={"idle_timeout": "10", "data_min_rate": "0",
+                                                "data_rate_window": "1"})
+        c = self.client(relay)
+        self.assertEqual(c.cmd("MAIL FROM:<s@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<r@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = make_message("dripped but allowed", b"z\r\n")
+        head, tail = body[:8], body[8:]
+        sent, rest = self.drip(c, head, interval=0.5, bound=4)
+        self.assertIsNone(rest, "data_min_rate = 0 still closed a slow body: %r" % (rest,))
+        c.send(tail + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual([m.header("Subject") for m in peer.messages()], ["dripped but allowed"])
+
+    def test_normal_speed_client_unaffected(self):
+        # lines with pauses shorter than idle_timeout, a session longer than it, and a
+        # body well above data_min_rate spread over several windows all pass
+        peer, relay = self.start_default(relay={"idle_timeout": "3", "data_min_rate": "100",
+                                                "data_rate_window": "1"})
+        c = self.client(relay)
+        for line in ("NOOP", "MAIL FROM:<s@example.org>", "RCPT TO:<r@example.net>"):
+            time.sleep(1)
+            self.assertIn(c.cmd(line)[0], (250,), line)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        body = make_message("steady", (b"y" * 98 + b"\r\n") * 400)
+        for i in range(0, len(body), 4000):
+            c.send(body[i:i + 4000])
+            time.sleep(0.2)   # 20 KB/s, 200 times data_min_rate, for about 2 s
+        c.send(b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        # a command line sent in pieces, each within idle_timeout of the first byte
+        c.send(b"NO")
+        time.sleep(1)
+        c.send(b"OP\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual([m.header("Subject") for m in peer.messages()], ["steady"])
+        self.assertEqual(relay.grep(r"\bevent=(slow_client|timeout)\b"), [])
 
     # --- upstream that does not behave ----------------------------------------------
 

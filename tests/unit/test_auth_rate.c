@@ -4,6 +4,7 @@
 #include "auth/auth_rate.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #include "tests/check.h"
 
@@ -183,6 +184,60 @@ static void test_edges(void)
     ASSERT_EQ(retry, (uint64_t)UINT32_MAX * 1000);
 }
 
+/* The per-address table: one slot per key, kept between lookups, and the slot
+ * looked up least recently making room when all are taken. */
+static void test_table(void)
+{
+    static struct auth_rate_table t; /* 32 KiB: not on the stack */
+    unsigned char a[4] = {127, 0, 0, 2}, b[4] = {127, 0, 0, 3}, v6[16] = {0xfe, 0x80};
+    struct auth_rate_slot *sa, *sb, *e;
+    int fresh = -1;
+
+    ASSERT_EQ(auth_rate_lookup(&t, a, 0, 1, &fresh) == NULL, 1);
+    ASSERT_EQ(auth_rate_lookup(&t, v6, 17, 1, &fresh) == NULL, 1);
+    sa = auth_rate_lookup(&t, a, 4, 10, &fresh);
+    ASSERT_EQ(fresh, 1);
+    auth_bucket_init(&sa->b[0], 1, 60, 10);
+    ASSERT_EQ(auth_bucket_take(&sa->b[0], 1, 60, 1, 10, NULL), 1);
+    sb = auth_rate_lookup(&t, b, 4, 11, &fresh);
+    ASSERT_EQ(fresh, 1);
+    ASSERT_EQ(sa != sb, 1);
+    auth_bucket_init(&sb->b[0], 1, 60, 11);
+    ASSERT_EQ(auth_bucket_take(&sb->b[0], 1, 60, 1, 11, NULL), 1);
+    /* a's bucket is still empty: its slot, not a new one */
+    ASSERT_EQ(auth_rate_lookup(&t, a, 4, 12, &fresh) == sa, 1);
+    ASSERT_EQ(fresh, 0);
+    ASSERT_EQ(auth_bucket_take(&sa->b[0], 1, 60, 1, 12, NULL), 0);
+    /* the same first 4 bytes with another length are another key */
+    memcpy(v6, a, 4);
+    ASSERT_EQ(auth_rate_lookup(&t, v6, 16, 13, &fresh) != sa, 1);
+    ASSERT_EQ(fresh, 1);
+    ASSERT_EQ(t.n, 3);
+    /* fill the table; b (used at 11) is the stalest once a is used again */
+    for (unsigned i = 3; i < AUTH_RATE_SLOTS; i++) {
+        unsigned char k[4] = {10, 0, (unsigned char)(i >> 8), (unsigned char)i};
+        ASSERT_EQ(auth_rate_lookup(&t, k, 4, 100 + i, &fresh) != NULL, 1);
+        ASSERT_EQ(fresh, 1);
+    }
+    ASSERT_EQ(t.n, AUTH_RATE_SLOTS);
+    ASSERT_EQ(auth_rate_lookup(&t, a, 4, 5000, &fresh) == sa, 1);
+    ASSERT_EQ(fresh, 0);
+    {
+        unsigned char k[4] = {192, 168, 1, 1};
+        e = auth_rate_lookup(&t, k, 4, 5001, &fresh);
+    }
+    ASSERT_EQ(fresh, 1);
+    ASSERT_EQ(e == sb, 1); /* b was evicted, its slot reused and cleared */
+    ASSERT_EQ(e->used_ms, 5001);
+    ASSERT_EQ(t.n, AUTH_RATE_SLOTS);
+    ASSERT_EQ(auth_rate_lookup(&t, b, 4, 5002, &fresh) != NULL, 1);
+    ASSERT_EQ(fresh, 1); /* b starts over */
+    /* a is still there, with its empty bucket */
+    ASSERT_EQ(auth_rate_lookup(&t, a, 4, 5003, &fresh) == sa, 1);
+    ASSERT_EQ(fresh, 0);
+    ASSERT_EQ(auth_bucket_take(&sa->b[0], 1, 60, 1, 12, NULL), 0);
+}
+
 int main(void)
 {
     test_burst_then_refuse();
@@ -193,5 +248,6 @@ int main(void)
     test_unlimited();
     test_n_above_count();
     test_edges();
+    test_table();
     return CHECK_DONE();
 }

@@ -392,6 +392,9 @@ static void test_defaults(void)
     ASSERT_EQ(c->refused_timeout, 5);
     ASSERT_EQ(c->message_rate.count, 0);
     ASSERT_EQ(c->recipient_rate.count, 0);
+    ASSERT_EQ(c->rate_by, CONF_RATE_BY_ADDRESS);
+    ASSERT_EQ(c->data_min_rate, 1024);
+    ASSERT_EQ(c->data_rate_window, 30);
     ASSERT_EQ(c->allowed_senders.n, 0);
     ASSERT_EQ(c->allowed_recipients.n, 0);
     ASSERT_EQ(c->proxy_protocol, 0);
@@ -403,6 +406,7 @@ static void test_defaults(void)
     ASSERT_TRUE(c->submit == NULL);
     ASSERT_EQ(c->devices[0].message_rate.count, 0);
     ASSERT_EQ(c->devices[0].recipient_rate.count, 0);
+    ASSERT_EQ(c->devices[0].rate_by, CONF_RATE_BY_ADDRESS);
     ASSERT_EQ(c->devices[0].allowed_senders.n, 0);
     ASSERT_TRUE(c->devices[0].allowed_senders.items == NULL);
     ASSERT_EQ(c->devices[0].allowed_recipients.n, 0);
@@ -589,6 +593,20 @@ static void test_errors(void)
     EXPECT_ERR(UP DEV "message_rate = 5/week\n",
                "relay25.conf:6: message_rate: ", "bad rate '5/week'");
     EXPECT_ERR(UP DEV "recipient_rate =\n", "relay25.conf:6: recipient_rate: ", "empty value");
+    EXPECT_ERR("[relay]\nrate_limit_by = ip\n",
+               "relay25.conf:2: rate_limit_by: ", "bad value 'ip' (address or device)");
+    EXPECT_ERR(UP DEV "rate_limit_by = Device\n",
+               "relay25.conf:6: rate_limit_by: ", "bad value 'Device'");
+    EXPECT_ERR("[relay]\ndata_min_rate = 1K\n",
+               "relay25.conf:2: data_min_rate: ", "bad number '1K' (0 for unlimited");
+    EXPECT_ERR("[relay]\ndata_min_rate = -1\n", "relay25.conf:2: data_min_rate: ", "'-1'");
+    EXPECT_ERR("[relay]\ndata_rate_window = 0\n", "relay25.conf:2: data_rate_window: ",
+               "bad duration '0' (seconds, or a number with s, m or h; 1s to 1h)");
+    EXPECT_ERR("[relay]\ndata_rate_window = 2h\n",
+               "relay25.conf:2: data_rate_window: ", "bad duration '2h'");
+    EXPECT_ERR("[relay]\ndata_rate_window = 30x\n",
+               "relay25.conf:2: data_rate_window: ", "bad duration '30x'");
+    EXPECT_ERR(UP DEV "data_min_rate = 10\n", "relay25.conf:6: ", "data_min_rate");
 
     /* address patterns: the bad item is quoted, with the reason */
     EXPECT_ERR("[relay]\nallowed_senders = a@b.example, x@y@z.example\n",
@@ -1734,6 +1752,45 @@ static void test_spool(void)
     }
 }
 
+/* rate_limit_by: [relay] sets the devices' default, a device its own; the DATA
+ * rate keys with units and 0 for off. */
+static void test_rate_by(void)
+{
+    char err[512] = "";
+    struct conf *c = load_text("[relay]\n"
+                               "rate_limit_by = device\n"
+                               "data_min_rate = 0\n"
+                               "data_rate_window = 2m\n" UP DEV "[device scanner]\n"
+                               "match = 192.168.1.50\n"
+                               "user = s\n"
+                               "password = p\n"
+                               "rate_limit_by = address\n",
+                               err, sizeof(err));
+
+    ASSERT_TRUE(c != NULL);
+    ASSERT_STREQ(err, "");
+    if (!c) {
+        return;
+    }
+    ASSERT_EQ(c->rate_by, CONF_RATE_BY_DEVICE);
+    ASSERT_EQ(c->data_min_rate, 0);
+    ASSERT_EQ(c->data_rate_window, 120);
+    ASSERT_EQ(c->ndevices, 2);
+    if (c->ndevices == 2) {
+        ASSERT_EQ(c->devices[0].rate_by, CONF_RATE_BY_DEVICE);
+        ASSERT_EQ(c->devices[1].rate_by, CONF_RATE_BY_ADDRESS);
+    }
+    conf_free(c);
+    c = load_text("[relay]\ndata_min_rate = 500\ndata_rate_window = 45\n" UP DEV, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->data_min_rate, 500);
+        ASSERT_EQ(c->data_rate_window, 45);
+        ASSERT_EQ(c->devices[0].rate_by, CONF_RATE_BY_ADDRESS);
+    }
+    conf_free(c);
+}
+
 static void test_rate_and_patterns(void)
 {
     struct conf_rate r = {7, 7};
@@ -2268,6 +2325,7 @@ int main(void)
     }
     env_clear();
     test_parsers();
+    test_rate_by();
     test_rate_and_patterns();
     test_defaults();
     test_full();
