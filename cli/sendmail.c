@@ -450,11 +450,16 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     struct sm_send *s = arg;
     struct up_send_req t;
     size_t o = 0;
-    (void)r;
 
     if (err != 0) {
         char buf[900];
         reply_upstream_reason(buf, sizeof(buf), err, s->where, detail);
+        if (r && r->code >= 500) { /* it answers and refuses us: nothing to queue for */
+            sm_say("%s %s; message not sent", s->label, buf);
+            s->rc = EX_TEMPFAIL;
+            sm_enter_state(s, SM_STATE_DONE);
+            return;
+        }
         sm_connect_failed(s, "%s %s", s->label, buf);
         return;
     }

@@ -9,8 +9,9 @@ it). Without a usable spool the exit stays 75 and nothing is written."""
 import json
 import os
 import re
+import socket
 import subprocess
-import time
+import threading
 
 from relaytest import RELAY25_BIN, closed_port, main, strip_received
 from spooltest import SpoolTestCase, parse_env, run_queue_cli
@@ -46,7 +47,27 @@ class SendmailQueueTest(SpoolTestCase):
         self.pw = self.new_password(self.OFFICE)
         return self.start_peer(users={self.OFFICE: self.pw})
 
-    def config(self, peer, relay=None, devices=None, spool=True):
+    def greeter(self, greeting):
+        """A stand-in daemon that answers every connection with greeting and closes."""
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        self.addCleanup(srv.close)
+
+        def run():
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                with c:
+                    c.sendall(greeting)
+                    c.recv(1024)   # sendmail's QUIT, or its close
+
+        threading.Thread(target=run, daemon=True).start()
+        return srv.getsockname()[1]
+
+    def config(self, peer, relay=None, devices=None, spool=True, submit_port=None):
         pw = self.pw
         keys = self.spool_relay_keys(mode="spool") if spool else {}
         keys.update(relay or {})
@@ -54,7 +75,7 @@ class SendmailQueueTest(SpoolTestCase):
                                  devices or {"default": {"user": self.OFFICE, "password": pw}},
                                  keys)
         with open(path, "a") as f:
-            f.write("[sendmail]\nsubmit = 127.0.0.1:%d\n" % self.submit_port)
+            f.write("[sendmail]\nsubmit = 127.0.0.1:%d\n" % (submit_port or self.submit_port))
         return path
 
     def sendmail(self, config, args, data):
@@ -179,6 +200,24 @@ class SendmailQueueTest(SpoolTestCase):
         head = strip_received(self.read(qid, ".msg")).split(b"\r\n\r\n", 1)[0]
         self.assertIn(b"\r\nFrom: Cron Daemon <local@example.com>\r\n", b"\r\n" + head + b"\r\n")
         self.assertIn(b"Reply-To: <cron@x.example>", head)
+
+    def test_421_greeting_queues_554_does_not(self):
+        """A daemon that greets 421 (shutting down, too many connections) is as good
+        as down; one that refuses us with 5xx is up, and its verdict stands."""
+        peer = self.peer()
+        os.makedirs(self.spool)
+        config = self.config(peer, submit_port=self.greeter(b"421 4.3.2 going down\r\n"))
+        r = self.sendmail(config, ["one@example.net"], self.MSG)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("421 4.3.2 going down", r.stderr)
+        qid = QUEUED_RE.search(r.stderr).group(1)
+        self.assertEqual(self.files("q"), [qid + ".env", qid + ".msg"])
+        config = self.config(peer, submit_port=self.greeter(b"554 5.7.1 go away\r\n"))
+        r = self.sendmail(config, ["one@example.net"], self.MSG)
+        self.assertEqual(r.returncode, EX_TEMPFAIL, r.stderr)
+        self.assertIn("554 5.7.1 go away", r.stderr)
+        self.assertNotIn("queued", r.stderr)
+        self.assertEqual(self.files("q"), [qid + ".env", qid + ".msg"])
 
     # not queued --------------------------------------------------------------------
 
