@@ -206,7 +206,8 @@ int sm_queue_commit(const struct sm_queue_in *in, uint64_t *qid, char *err, size
     iov[niov++] = rw ? (struct iovec){.iov_base = rw, .iov_len = rwlen}
                      : (struct iovec){.iov_base = head, .iov_len = headlen};
     size = rlen + (rw ? rwlen : headlen) + m->bodylen;
-    if (size > c->max_message_size) {
+    /* the daemon counts what the client sends: without its Received: or rewrite */
+    if (headlen + m->bodylen > c->max_message_size) {
         snprintf(err, cap, "message larger than max_message_size (%llu bytes)",
                  (unsigned long long)c->max_message_size);
         rc = EX_UNAVAILABLE;

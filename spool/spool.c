@@ -687,7 +687,7 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
 {
     char tmsg[SPOOL_PATH], tenv[SPOOL_PATH], qmsg[SPOOL_PATH], qenv[SPOOL_PATH];
     char qdir[SPOOL_PATH], *text = NULL;
-    const char *step = NULL;
+    const char *step = NULL, *what = dir;
     size_t len = 0;
     int fd = -1, e = 0, renamed = 0;
 
@@ -710,6 +710,7 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
     }
     /* the content, then the envelope, each on disk before any rename */
     step = "create";
+    what = tmsg;
     if ((fd = spool_create_owned(tmsg, owner)) < 0) {
         goto fail;
     }
@@ -728,6 +729,7 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
         goto fail;
     }
     step = "create";
+    what = tenv;
     if ((fd = spool_create_owned(tenv, owner)) < 0) {
         goto fail;
     }
@@ -747,22 +749,26 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
     }
     /* a daemon starting now empties tmp/ (ENOENT here) */
     step = "rename";
+    what = tmsg;
     if (rename(tmsg, qmsg) != 0) {
         goto fail;
     }
     renamed = 1;
+    what = tenv;
     if (rename(tenv, qenv) != 0) { /* the commit */
         goto fail;
     }
     renamed = 2;
-    step = "sync the directory";
+    step = "sync";
+    what = qdir;
     if ((e = afile_fsync_dir(qdir)) != 0) {
         errno = e;
         goto fail;
     }
     /* a daemon starting between the two renames removed the .msg as uncommitted
      * (spool_prepare): then the message is not in the spool after all */
-    step = "keep";
+    step = "find";
+    what = qmsg;
     if (access(qmsg, F_OK) != 0) {
         goto fail;
     }
@@ -770,8 +776,7 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
     return 0;
 fail:
     e = errno ? errno : EIO;
-    snprintf(err, errlen, "cannot %s %s: %s", step,
-             renamed || strcmp(step, "rename") == 0 ? qdir : dir, strerror(e));
+    snprintf(err, errlen, "cannot %s %s: %s", step, what, strerror(e));
     if (fd >= 0) {
         close(fd);
     }

@@ -10,7 +10,7 @@
  * spool_rec.h; new messages from the loop: spool_writer.h.
  *
  * Every function here blocks (plain POSIX): thread-pool work, startup and the
- * `queue` command only, never the loop. Errors are errno values. */
+ * `queue` and `sendmail` commands only, never the loop. Errors are errno values. */
 #ifndef RELAY25_SPOOL_H
 #define RELAY25_SPOOL_H
 
