@@ -1,7 +1,8 @@
 /* sendmail: the sendmail(8) interface (`relay25 sendmail`, or called as sendmail):
  * options, the envelope sender, then one SMTP transaction (up_send) on a private uv
- * loop, to a relay25 daemon ([sendmail] submit) or straight to the device's
- * upstream. The message itself is prepared by sm_msg. RFC 5321; sysexits.h. */
+ * loop, to a relay25 daemon ([sendmail] submit; its spool through sm_queue when it
+ * cannot be reached) or straight to the device's upstream. The message itself is
+ * prepared by sm_msg. RFC 5321; sysexits.h. */
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
