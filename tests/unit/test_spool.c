@@ -270,6 +270,9 @@ static void test_commit_fd(void)
     ASSERT_TRUE((fd = mkstemp(body)) >= 0);
     unlink(body);
     ASSERT_EQ(afile_write_all(fd, TEXT("line\r\n.dot\r\n")), 0); /* offset at the end */
+    if (geteuid() == 0) { /* root (sendmail run by cron): files go to the spool's owner */
+        ASSERT_EQ(chown(dir, 65534, 65534), 0);
+    }
     ASSERT_EQ(stat(dir, &st), 0);
     ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
     ASSERT_EQ(spool_commit_fd(dir, qid, head, 2, fd, &e, &st, &size, err, sizeof(err)), 0);
@@ -293,6 +296,14 @@ static void test_commit_fd(void)
     }
     ASSERT_EQ(stat(path, &st), 0);
     ASSERT_EQ(st.st_mode & 0777, 0600);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    snprintf(path, sizeof(path), "%s/q/%016" PRIx64 ".env", dir, qid);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    snprintf(path, sizeof(path), "%s/tmp", dir);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    ASSERT_EQ(st.st_mode & 0777, 0700);
     /* the spool directory itself must exist: nothing is created or left */
     snprintf(path, sizeof(path), "%s/missing", dir);
     ASSERT_EQ(spool_commit_fd(path, qid + 1, head, 2, fd, &e, NULL, &size, err, sizeof(err)),
