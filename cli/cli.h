@@ -28,6 +28,10 @@ int cli_queue(int argc, char **argv);
 /* The listing of `queue list`, `sendmail -bp` and `mailq`: the messages in
  * <spool_dir>/q (failed: <spool_dir>/failed), as text lines or a JSON array. */
 int cli_queue_list(const char *spool_dir, int failed, int json);
+/* Quietly asks a running daemon (<spool_dir>/relay25.pid) to rescan and retry its
+ * queue now (SIGUSR1, as `queue flush`). 1 when signalled, else 0 (none runs, or
+ * it is not ours to signal). */
+int cli_queue_kick(const char *spool_dir);
 
 /* `relay25 passwd LOGIN`: prints "LOGIN:HASH" for users_file (inbound AUTH). */
 int cli_passwd(int argc, char **argv);

@@ -479,6 +479,29 @@ static int q_signal(const char *spool)
     return 0;
 }
 
+int cli_queue_kick(const char *spool_dir)
+{
+    char path[4096], *text, *end;
+    size_t len;
+    long v;
+    int err;
+
+    if (snprintf(path, sizeof(path), "%s/" Q_PIDFILE, spool_dir) >= (int)sizeof(path) ||
+        !(text = afile_read(path, 64, 1, &len, &err))) {
+        return 0;
+    }
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || end == text) {
+        v = 0;
+    }
+    free(text);
+    if (v <= 1 || !q_is_relay25((pid_t)v)) {
+        return 0;
+    }
+    return kill((pid_t)v, SIGUSR1) == 0;
+}
+
 /* ---- list ------------------------------------------------------------------------------ */
 
 /* Terminal columns, 0 when stdout is not a terminal (then nothing is cut). */

@@ -1,7 +1,8 @@
 /* sendmail: the sendmail(8) interface (`relay25 sendmail`, or called as sendmail):
  * options, the envelope sender, then one SMTP transaction (up_send) on a private uv
- * loop, to a relay25 daemon ([sendmail] submit) or straight to the device's
- * upstream. The message itself is prepared by sm_msg. RFC 5321; sysexits.h. */
+ * loop, to a relay25 daemon ([sendmail] submit; its spool through sm_queue when it
+ * cannot be reached) or straight to the device's upstream. The message itself is
+ * prepared by sm_msg. RFC 5321; sysexits.h. */
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "cli/sm_msg.h"
+#include "cli/sm_queue.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
@@ -25,6 +27,8 @@
 
 #define SM_NAME "relay25-sendmail"
 #define SM_POOL_IDLE 1 /* seconds; the one session is not given back */
+/* sm_send: the daemon could not be reached before the transaction (why says how) */
+#define SM_UNREACHABLE (-1)
 
 enum sm_mode { SM_MODE_SEND, SM_MODE_LIST, SM_MODE_FLUSH };
 
@@ -61,7 +65,9 @@ struct sm_send {
     size_t refused4, refused5;
     char params[64];  /* MAIL parameters */
     uv_buf_t head[3]; /* header section, ours, the blank line */
-    int rc;           /* exit status */
+    int rc;           /* exit status, or SM_UNREACHABLE */
+    char *why;        /* submit mode: a failure before the transaction goes here */
+    size_t whycap;
 };
 
 static void sm_usage(FILE *f)
@@ -250,6 +256,31 @@ static const struct conf_device *sm_device(const struct conf *c)
 
 /* ---- SMTP ---------------------------------------------------------------------------- */
 
+static void sm_enter_state(struct sm_send *s, enum sm_state st);
+
+/* No session to run the transaction on. In submit mode the caller may still queue
+ * the message (sm_queue), so the reason is kept for it rather than printed. */
+static void sm_connect_failed(struct sm_send *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sm_connect_failed(struct sm_send *s, const char *fmt, ...)
+{
+    char line[1200];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (s->why) {
+        snprintf(s->why, s->whycap, "%s", line);
+        s->rc = SM_UNREACHABLE;
+    } else {
+        sm_say("%s; message not sent", line);
+        s->rc = EX_TEMPFAIL;
+    }
+    sm_enter_state(s, SM_STATE_DONE);
+}
+
 static const char *sm_strstate(enum sm_state st)
 {
     switch (st) {
@@ -420,14 +451,17 @@ static void sm_on_ready(void *arg, int err, const struct up_reply *r, const char
     struct sm_send *s = arg;
     struct up_send_req t;
     size_t o = 0;
-    (void)r;
 
     if (err != 0) {
         char buf[900];
         reply_upstream_reason(buf, sizeof(buf), err, s->where, detail);
-        sm_say("%s %s; message not sent", s->label, buf);
-        s->rc = EX_TEMPFAIL;
-        sm_enter_state(s, SM_STATE_DONE);
+        if (r && r->code >= 500) { /* it answers and refuses us: nothing to queue for */
+            sm_say("%s %s; message not sent", s->label, buf);
+            s->rc = EX_TEMPFAIL;
+            sm_enter_state(s, SM_STATE_DONE);
+            return;
+        }
+        sm_connect_failed(s, "%s %s", s->label, buf);
         return;
     }
     if (s->o->verbose) {
@@ -487,6 +521,10 @@ static void sm_on_fail(void *arg, int err, const char *detail, int pending)
         return;
     }
     snprintf(d, sizeof(d), "%s", detail ? detail : "");
+    if (s->state == SM_STATE_CONNECT) {
+        sm_connect_failed(s, "%s %s: %s in state %s", s->label, s->where, d, sm_strstate(s->state));
+        return;
+    }
     sm_say("%s %s: %s in state %s; message not sent", s->label, s->where, sm_clean(d),
            sm_strstate(s->state));
     s->rc = EX_TEMPFAIL;
@@ -542,8 +580,11 @@ static int sm_submit_upstream(const char *submit, struct conf_upstream *u, char 
     return 0;
 }
 
+/* One transaction. why (submit mode only): where a failure to reach the daemon
+ * is described instead of printed; SM_UNREACHABLE is then returned. */
 static int sm_send(const struct conf *c, const struct conf_device *dev, const struct sm_opts *o,
-                   struct sm_msg *m, const char *sender, const char *added, size_t addedlen)
+                   struct sm_msg *m, const char *sender, const char *added, size_t addedlen,
+                   char *why, size_t whycap)
 {
     struct sm_send s;
     struct conf_upstream local;
@@ -574,6 +615,8 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
         p.up = &local;
         p.local_plain = 1;
         s.label = "relay25 daemon";
+        s.why = why;
+        s.whycap = whycap;
     } else {
         p.up = dev->up;
         p.user = dev->user; /* for the message below: the pool sets up the session */
@@ -626,6 +669,49 @@ static int sm_send(const struct conf *c, const struct conf_device *dev, const st
     uv_run(&s.loop, UV_RUN_DEFAULT);
     uv_loop_close(&s.loop);
     return s.rc;
+}
+
+/* ---- the daemon is down -------------------------------------------------------------- */
+
+/* Submit mode and the daemon could not be reached: with a spool this process may
+ * write, the message is committed there for the daemon (which is told to look
+ * now if it runs), and that is a success; otherwise 75 as before. */
+static int sm_fallback(const struct conf *c, const struct sm_opts *o, struct sm_msg *m,
+                       const char *sender, const char *added, size_t addedlen, const char *why)
+{
+    struct sm_queue_in in;
+    char err[1200];
+    uint64_t qid = 0;
+    int rc;
+
+    if (!conf_spool_used(c)) {
+        sm_say("%s; message not sent", why);
+        return EX_TEMPFAIL;
+    }
+    if (sm_queue_possible(c, err, sizeof(err)) != 0) {
+        sm_say("%s; message not sent", why);
+        sm_say("not queued: %s", err);
+        return EX_TEMPFAIL;
+    }
+    memset(&in, 0, sizeof(in));
+    in.c = c;
+    in.m = m;
+    in.submit = c->submit;
+    in.sender = sender;
+    in.added = added;
+    in.addedlen = addedlen;
+    if ((rc = sm_queue_commit(&in, &qid, err, sizeof(err))) != 0) {
+        sm_say("%s; message not sent", why);
+        sm_say("not queued: %s", err);
+        return rc;
+    }
+    if (o->verbose) {
+        sm_say("committed to %s/q as %016llx", c->spool_dir, (unsigned long long)qid);
+    }
+    sm_say("%s; message queued as %016llx in %s: %s", why, (unsigned long long)qid, c->spool_dir,
+           cli_queue_kick(c->spool_dir) ? "the running daemon delivers it now"
+                                        : "the daemon delivers it when it starts");
+    return 0;
 }
 
 /* ---- the command --------------------------------------------------------------------- */
@@ -780,7 +866,13 @@ int cli_sendmail(int argc, char **argv, int mailq)
         rc = EX_OSERR;
         goto done;
     }
-    rc = sm_send(c, dev, &o, &m, sender, added, addedlen);
+    {
+        char why[1200] = "";
+        rc = sm_send(c, dev, &o, &m, sender, added, addedlen, c->submit ? why : NULL, sizeof(why));
+        if (rc == SM_UNREACHABLE) {
+            rc = sm_fallback(c, &o, &m, sender, added, addedlen, why);
+        }
+    }
 done:
     if (rc != 0 && m.err[0]) {
         sm_say("%s", m.err);

@@ -160,28 +160,13 @@ static void serve_on_usr1(uv_signal_t *h, int signum)
     }
 }
 
-/* Is the spool used anywhere (mode = spool or on_upstream_failure = queue)? */
-static int serve_needs_spool(const struct conf *c)
-{
-    if (c->mode == CONF_MODE_SPOOL || c->on_failure == CONF_ON_FAILURE_QUEUE) {
-        return 1;
-    }
-    for (size_t i = 0; i < c->ndevices; i++) {
-        if (c->devices[i].mode == CONF_MODE_SPOOL ||
-            c->devices[i].on_failure == CONF_ON_FAILURE_QUEUE) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* After the privilege drop, so the spool belongs to the serving user. */
 static int serve_start_spool(struct serve *sv, struct conf *c)
 {
     char err[600];
     FILE *f;
 
-    if (!serve_needs_spool(c)) {
+    if (!conf_spool_used(c)) {
         return 0;
     }
     if (spool_prepare(c->spool_dir, err, sizeof(err)) != 0) {
@@ -250,7 +235,7 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     serve_apply_log(c);
     log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
              c->ndevices);
-    if (!sv->queue && serve_needs_spool(c)) {
+    if (!sv->queue && conf_spool_used(c)) {
         log_warn(0, "relay25",
                  "event=reload warning=\"the spool was off at start: restart to use it\"");
     }

@@ -297,6 +297,10 @@ const struct conf_route *conf_route_for(const struct conf *c, const struct conf_
 /* The route named `name`, or NULL (spooled messages record the route by name). */
 const struct conf_route *conf_route_find(const struct conf *c, const char *name);
 
+/* 1 when the daemon keeps a spool: mode = spool or on_upstream_failure = queue in
+ * [relay] or any device (then `serve` prepares spool_dir and runs its queue). */
+int conf_spool_used(const struct conf *c);
+
 /* "35M" -> 36700160. Returns 0 on success, -1 on syntax error or overflow. */
 int conf_parse_size(const char *s, uint64_t *out);
 /* "0.0.0.0:25", "[::]:25", "127.0.0.1" (port defaults to defport). 0 or -1. */

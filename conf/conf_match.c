@@ -1,6 +1,6 @@
 /* conf_match: questions asked of a loaded snapshot while mail flows: whether an
- * address matches a policy list, and which [route] applies to a device and an
- * envelope sender. Read-only; no parse state. */
+ * address matches a policy list, which [route] applies to a device and an
+ * envelope sender, and whether the daemon keeps a spool. Read-only; no parse state. */
 #include "conf/conf.h"
 
 #include <string.h>
@@ -64,4 +64,18 @@ const struct conf_route *conf_route_find(const struct conf *c, const char *name)
         }
     }
     return NULL;
+}
+
+int conf_spool_used(const struct conf *c)
+{
+    if (c->mode == CONF_MODE_SPOOL || c->on_failure == CONF_ON_FAILURE_QUEUE) {
+        return 1;
+    }
+    for (size_t i = 0; i < c->ndevices; i++) {
+        if (c->devices[i].mode == CONF_MODE_SPOOL ||
+            c->devices[i].on_failure == CONF_ON_FAILURE_QUEUE) {
+            return 1;
+        }
+    }
+    return 0;
 }

@@ -616,3 +616,178 @@ int spool_remove(const char *dir, enum spool_area area, uint64_t qid, char *err,
     }
     return rc ? rc : gone ? ENOENT : 0;
 }
+
+/* ---- a message from a command ---- */
+
+/* <dir>/<name> when missing, mode 0700, owned like the spool when we are root. */
+static int spool_mkdir_owned(const char *dir, const char *name, const struct stat *owner)
+{
+    char path[SPOOL_PATH];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+
+    if (n < 0 || (size_t)n >= sizeof(path)) {
+        return ENAMETOOLONG;
+    }
+    if (mkdir(path, 0700) != 0) {
+        return errno == EEXIST ? 0 : errno;
+    }
+    if (owner && geteuid() == 0 && chown(path, owner->st_uid, owner->st_gid) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+/* A new file in tmp/ (O_EXCL, 0600), owned like the spool when we are root. */
+static int spool_create_owned(const char *path, const struct stat *owner)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+    if (fd >= 0 && owner && geteuid() == 0 && fchown(fd, owner->st_uid, owner->st_gid) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* head, then body_fd from offset 0 to its end, into fd; the bytes in *size. */
+static int spool_copy(int fd, const struct iovec *head, size_t nhead, int body_fd, uint64_t *size)
+{
+    char buf[64 * 1024];
+    off_t off = 0;
+
+    *size = 0;
+    for (size_t i = 0; i < nhead; i++) {
+        if (afile_write_all(fd, head[i].iov_base, head[i].iov_len) != 0) {
+            return -1;
+        }
+        *size += head[i].iov_len;
+    }
+    for (;;) {
+        ssize_t r = body_fd >= 0 ? pread(body_fd, buf, sizeof(buf), off) : 0;
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r <= 0) {
+            return (int)r;
+        }
+        if (afile_write_all(fd, buf, (size_t)r) != 0) {
+            return -1;
+        }
+        off += r;
+        *size += (uint64_t)r;
+    }
+}
+
+int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, size_t nhead,
+                    int body_fd, const struct spool_env *env, const struct stat *owner,
+                    uint64_t *size, char *err, size_t errlen)
+{
+    char tmsg[SPOOL_PATH], tenv[SPOOL_PATH], qmsg[SPOOL_PATH], qenv[SPOOL_PATH];
+    char qdir[SPOOL_PATH], *text = NULL;
+    const char *step = NULL, *what = dir;
+    size_t len = 0;
+    int fd = -1, e = 0, renamed = 0;
+
+    if (spool__path(tmsg, sizeof(tmsg), dir, "tmp", qid, ".msg") != 0 ||
+        spool__path(tenv, sizeof(tenv), dir, "tmp", qid, ".env") != 0 ||
+        spool__path(qmsg, sizeof(qmsg), dir, "q", qid, ".msg") != 0 ||
+        spool__path(qenv, sizeof(qenv), dir, "q", qid, ".env") != 0 ||
+        spool_area_path(qdir, sizeof(qdir), dir, SPOOL_AREA_Q) != 0) {
+        snprintf(err, errlen, "spool path too long");
+        return ENAMETOOLONG;
+    }
+    if ((e = spool_mkdir_owned(dir, "q", owner)) != 0 ||
+        (e = spool_mkdir_owned(dir, "tmp", owner)) != 0) {
+        snprintf(err, errlen, "cannot create %s/q and %s/tmp: %s", dir, dir, strerror(e));
+        return e;
+    }
+    if (!(text = spool_env_format(env, &len))) {
+        snprintf(err, errlen, "out of memory");
+        return ENOMEM;
+    }
+    /* the content, then the envelope, each on disk before any rename */
+    step = "create";
+    what = tmsg;
+    if ((fd = spool_create_owned(tmsg, owner)) < 0) {
+        goto fail;
+    }
+    step = "write";
+    if (spool_copy(fd, head, nhead, body_fd, size) != 0) {
+        goto fail;
+    }
+    step = "fsync";
+    if (fsync(fd) != 0) {
+        goto fail;
+    }
+    step = "close";
+    e = close(fd);
+    fd = -1;
+    if (e != 0) {
+        goto fail;
+    }
+    step = "create";
+    what = tenv;
+    if ((fd = spool_create_owned(tenv, owner)) < 0) {
+        goto fail;
+    }
+    step = "write";
+    if (afile_write_all(fd, text, len) != 0) {
+        goto fail;
+    }
+    step = "fsync";
+    if (fsync(fd) != 0) {
+        goto fail;
+    }
+    step = "close";
+    e = close(fd);
+    fd = -1;
+    if (e != 0) {
+        goto fail;
+    }
+    /* a daemon starting now empties tmp/ (ENOENT here) */
+    step = "rename";
+    what = tmsg;
+    if (rename(tmsg, qmsg) != 0) {
+        goto fail;
+    }
+    renamed = 1;
+    what = tenv;
+    if (rename(tenv, qenv) != 0) { /* the commit */
+        goto fail;
+    }
+    renamed = 2;
+    step = "sync";
+    what = qdir;
+    if ((e = afile_fsync_dir(qdir)) != 0) {
+        errno = e;
+        goto fail;
+    }
+    /* a daemon starting between the two renames removed the .msg as uncommitted
+     * (spool_prepare): then the message is not in the spool after all */
+    step = "find";
+    what = qmsg;
+    if (access(qmsg, F_OK) != 0) {
+        goto fail;
+    }
+    free(text);
+    return 0;
+fail:
+    e = errno ? errno : EIO;
+    snprintf(err, errlen, "cannot %s %s: %s", step, what, strerror(e));
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (renamed == 2) {
+        unlink(qenv); /* .env first, as every remover does */
+    }
+    if (renamed) {
+        unlink(qmsg);
+    }
+    unlink(tmsg);
+    unlink(tenv);
+    free(text);
+    return e;
+}

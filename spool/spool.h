@@ -10,13 +10,14 @@
  * spool_rec.h; new messages from the loop: spool_writer.h.
  *
  * Every function here blocks (plain POSIX): thread-pool work, startup and the
- * `queue` command only, never the loop. Errors are errno values. */
+ * `queue` and `sendmail` commands only, never the loop. Errors are errno values. */
 #ifndef RELAY25_SPOOL_H
 #define RELAY25_SPOOL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #include "spool/spool_rec.h"
 
@@ -80,6 +81,17 @@ int spool_done_append(const char *dir, uint64_t qid, const char *text, size_t le
  * atomically; the .env is the commit). For small generated messages (bounces). */
 int spool_commit(const char *dir, uint64_t qid, const char *msg, size_t msglen,
                  const struct spool_env *env);
+/* Commits a new message from a short-lived command (`sendmail` when the daemon
+ * cannot be reached), in spool_writer's order: tmp/<qid>.msg (the head pieces,
+ * then body_fd from offset 0 to its end) fsync'd, tmp/<qid>.env fsync'd, both
+ * renamed into q/ (the .env last: the commit), q/ fsync'd. q/ and tmp/ are
+ * created (0700) when missing; dir must exist. When we run as root, new files
+ * and directories get owner's uid/gid so the daemon can read them. On success
+ * *size is the .msg size. An errno value on failure, err naming the step, and
+ * nothing is left behind. */
+int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, size_t nhead,
+                    int body_fd, const struct spool_env *env, const struct stat *owner,
+                    uint64_t *size, char *err, size_t errlen);
 /* Moves q/<qid> to failed/ with a .reason (reason: its text, may be empty),
  * committed by the .env's arrival in failed/; q/ and failed/ synced. A crash on
  * the way leaves the message in q/, or in failed/ plus q/ leftovers startup removes. */

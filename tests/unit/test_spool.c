@@ -2,7 +2,7 @@
  * format (round trip, the longest fields, rejects), .done records (one parser:
  * later line wins, torn line, replies), and the store in a temporary directory:
  * prepare's clean-up, commit, scan, load, progress, move to failed, requeue,
- * remove. */
+ * remove; a command's commit from a file (spool_commit_fd). */
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -251,6 +251,70 @@ static void test_store(void)
     ASSERT_EQ(system(cmd), 0);
 }
 
+/* sendmail's commit: head pieces plus a body file into a spool whose q/ and
+ * tmp/ do not exist yet; loadable; nothing left in tmp/; a failure leaves nothing. */
+static void test_commit_fd(void)
+{
+    char dir[] = "/tmp/test_spool-XXXXXX", body[] = "/tmp/test_spool-body-XXXXXX";
+    char err[600], cmd[600], path[700], *text;
+    struct spool_env e;
+    struct spool_msg m;
+    struct iovec head[2] = {{.iov_base = "Received: x\r\n", .iov_len = 13},
+                            {.iov_base = "Subject: t\r\n\r\n", .iov_len = 14}};
+    uint64_t qid = 0x00000000000000eeull, size = 0, *ids;
+    size_t n, len;
+    struct stat st;
+    int fd, e2;
+
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    ASSERT_TRUE((fd = mkstemp(body)) >= 0);
+    unlink(body);
+    ASSERT_EQ(afile_write_all(fd, TEXT("line\r\n.dot\r\n")), 0); /* offset at the end */
+    if (geteuid() == 0) { /* root (sendmail run by cron): files go to the spool's owner */
+        ASSERT_EQ(chown(dir, 65534, 65534), 0);
+    }
+    ASSERT_EQ(stat(dir, &st), 0);
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_commit_fd(dir, qid, head, 2, fd, &e, &st, &size, err, sizeof(err)), 0);
+    ASSERT_EQ(size, 13 + 14 + 12);
+    ASSERT_TRUE(exists(dir, "q", qid, ".env") && exists(dir, "q", qid, ".msg"));
+    ASSERT_TRUE(!exists(dir, "tmp", qid, ".env") && !exists(dir, "tmp", qid, ".msg"));
+    ASSERT_EQ(spool_scan(dir, SPOOL_AREA_Q, &ids, NULL, &n), 0);
+    ASSERT_EQ(n, 1);
+    free(ids);
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.size, 39);
+    ASSERT_STREQ(m.env.device, "scanner");
+    ASSERT_EQ(m.env.nrcpt, 3);
+    spool_msg_free(&m);
+    snprintf(path, sizeof(path), "%s/q/%016" PRIx64 ".msg", dir, qid);
+    text = afile_read(path, 1000, 0, &len, &e2);
+    ASSERT_TRUE(text != NULL);
+    if (text) {
+        ASSERT_STREQ(text, "Received: x\r\nSubject: t\r\n\r\nline\r\n.dot\r\n");
+        free(text);
+    }
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 0777, 0600);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    snprintf(path, sizeof(path), "%s/q/%016" PRIx64 ".env", dir, qid);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    snprintf(path, sizeof(path), "%s/tmp", dir);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_uid, geteuid() == 0 ? 65534u : geteuid());
+    ASSERT_EQ(st.st_mode & 0777, 0700);
+    /* the spool directory itself must exist: nothing is created or left */
+    snprintf(path, sizeof(path), "%s/missing", dir);
+    ASSERT_EQ(spool_commit_fd(path, qid + 1, head, 2, fd, &e, NULL, &size, err, sizeof(err)),
+              ENOENT);
+    ASSERT_TRUE(access(path, F_OK) != 0);
+    spool_env_free(&e);
+    close(fd);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
 int main(void)
 {
     test_env_parse();
@@ -258,5 +322,6 @@ int main(void)
     test_done();
     test_done_quoted_blank();
     test_store();
+    test_commit_fd();
     return CHECK_DONE();
 }
