@@ -172,7 +172,10 @@ struct metrics_server {
     unsigned nconns;
     int closing, listener_closed;
     int full_logged; /* the cap was hit; logged once until the load drops */
+    int stalled;     /* out of memory left a connection unaccepted: libuv polls no more */
 };
+
+static void metrics_on_conn(uv_stream_t *l, int status);
 
 /* One scrape: its socket and timer (freed when both are closed), the request
  * head so far, and the answer, allocated only once the head is complete. */
@@ -219,6 +222,10 @@ static void metrics_conn_closed(uv_handle_t *h)
     }
     free(c->out);
     free(c);
+    if (ms->stalled && !ms->closing) {
+        ms->stalled = 0; /* uv_accept on the waiting connection resumes the listener */
+        metrics_on_conn((uv_stream_t *)&ms->tcp, 0);
+    }
     metrics_server_maybe_free(ms);
 }
 
@@ -365,6 +372,7 @@ static void metrics_reject(struct metrics_server *ms, uv_stream_t *l)
     uv_tcp_t *t = malloc(sizeof(*t));
 
     if (!t) {
+        ms->stalled = 1;
         return;
     }
     uv_tcp_init(l->loop, t);
