@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sysexits.h>
@@ -29,6 +30,8 @@
 
 #define SERVE_DEFAULT_USER "relay25"
 #define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
+
+static int serve_needs_spool(const struct conf *c);
 
 struct serve {
     uv_loop_t *loop;
@@ -71,6 +74,60 @@ static void serve_notify(const char *state)
         log_warn(0, "relay25", "event=notify_failed error=\"%s\"", strerror(errno));
     }
     close(fd);
+}
+
+/* Descriptors a configuration may hold at once: per inbound session its socket
+ * and its upstream's (plus a spool file when spooling), the background
+ * deliveries' upstream sessions, the metrics scrapes, and a margin for
+ * listeners, the loop, the log and the CA files. */
+static unsigned long long serve_nofile_need(const struct conf *c)
+{
+    unsigned long long need = 64, per = serve_needs_spool(c) ? 3 : 2;
+
+    need += per * c->max_connections;
+    for (size_t i = 0; i < c->nupstreams; i++) {
+        need += c->upstreams[i].max_connections;
+    }
+    if (c->metrics_enabled) {
+        need += METRICS_MAX_CONNS;
+    }
+    return need;
+}
+
+static void serve_check_nofile(const struct conf *c)
+{
+    struct rlimit rl;
+    unsigned long long need = serve_nofile_need(c);
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        (unsigned long long)rl.rlim_cur >= need) {
+        return;
+    }
+    log_warn(0, "relay25",
+             "event=limits nofile=%llu need=%llu warning=\"open files limit below what "
+             "max_connections = %u needs: raise LimitNOFILE (or ulimit -n)\"",
+             (unsigned long long)rl.rlim_cur, need, c->max_connections);
+}
+
+/* The soft limit is often 1024 (systemd's default, a shell's): up to the hard
+ * limit, which needs no privilege, so a burst of clients cannot run relay25 out
+ * of descriptors for its upstream connections and spool files. */
+static void serve_raise_nofile(const struct conf *c)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != rl.rlim_max) {
+        unsigned long long was = (unsigned long long)rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            log_info(0, "relay25", "event=limits nofile=%llu was=%llu",
+                     (unsigned long long)rl.rlim_cur, was);
+        } else {
+            log_warn(0, "relay25", "event=limits nofile=%llu error=\"cannot raise: %s\"", was,
+                     strerror(errno));
+        }
+    }
+    serve_check_nofile(c);
 }
 
 /* Root only binds; clients are served as `user` (default relay25). */
@@ -233,6 +290,7 @@ static void serve_on_hup(uv_signal_t *h, int signum)
         return;
     }
     serve_apply_log(c);
+    serve_check_nofile(c);
     log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
              c->ndevices);
     if (!sv->queue && conf_spool_used(c)) {
@@ -277,6 +335,7 @@ int cli_serve(int argc, char **argv)
         conf_free(c);
         return EX_OSERR;
     }
+    serve_raise_nofile(c);
     sv.loop = uv_default_loop();
     sv.metrics.start_time = (uint64_t)time(NULL);
     if (c->metrics_enabled) {

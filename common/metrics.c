@@ -1,6 +1,7 @@
 /* metrics: Prometheus text exposition (format 0.0.4) over a minimal HTTP/1.0
- * responder: read the request head (bounded), answer, close. One allocation per
- * scrape connection; scrapes are rare. */
+ * responder: read the request head (bounded in size and time), answer, close.
+ * At most METRICS_MAX_CONNS scrapes at once (about 4.5 KB each, 16 KB more while
+ * answering); more are closed at once. The head is judged by metrics_req. */
 #include "common/metrics.h"
 
 #include <arpa/inet.h>
@@ -11,10 +12,13 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/metrics_req.h"
 #include "common/reply.h"
 
-#define METRICS_REQ_MAX 4096
-#define METRICS_OUT_MAX 16384
+#define METRICS_OUT_MAX 16384 /* answer buffer, allocated once a head is complete */
+/* a scrape must send its head within this time, and take its answer within the next */
+#define METRICS_READ_TIMEOUT_MS 5000
+#define METRICS_WRITE_TIMEOUT_MS 10000
 
 static const double metrics_bounds[METRICS_NBUCKETS] = {0.01, 0.05, 0.1, 0.25, 0.5,
                                                         1,    2.5,  5,   10,   30};
@@ -165,18 +169,28 @@ struct metrics_server {
     uv_tcp_t tcp;
     const struct metrics *m;
     struct metrics_conn *conns; /* open scrapes, closed with the server */
+    unsigned nconns;
     int closing, listener_closed;
+    int full_logged; /* the cap was hit; logged once until the load drops */
+    int stalled;     /* out of memory left a connection unaccepted: libuv polls no more */
 };
 
+static void metrics_on_conn(uv_stream_t *l, int status);
+
+/* One scrape: its socket and timer (freed when both are closed), the request
+ * head so far, and the answer, allocated only once the head is complete. */
 struct metrics_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;
     uv_write_t wr;
+    uv_shutdown_t sd;
     struct metrics_server *ms;
     struct metrics_conn *prev, *next;
     size_t len;
-    int answered;
+    int handles; /* open uv handles: free at 0 */
+    int answered, written, eof;
+    char *out;
     char req[METRICS_REQ_MAX];
-    char out[METRICS_OUT_MAX];
 };
 
 static void metrics_server_maybe_free(struct metrics_server *ms)
@@ -191,6 +205,9 @@ static void metrics_conn_closed(uv_handle_t *h)
     struct metrics_conn *c = h->data;
     struct metrics_server *ms = c->ms;
 
+    if (--c->handles > 0) {
+        return;
+    }
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -199,7 +216,16 @@ static void metrics_conn_closed(uv_handle_t *h)
     if (c->next) {
         c->next->prev = c->prev;
     }
+    ms->nconns--;
+    if (ms->nconns <= METRICS_MAX_CONNS / 2) {
+        ms->full_logged = 0;
+    }
+    free(c->out);
     free(c);
+    if (ms->stalled && !ms->closing) {
+        ms->stalled = 0; /* uv_accept on the waiting connection resumes the listener */
+        metrics_on_conn((uv_stream_t *)&ms->tcp, 0);
+    }
     metrics_server_maybe_free(ms);
 }
 
@@ -207,56 +233,157 @@ static void metrics_conn_close(struct metrics_conn *c)
 {
     if (!uv_is_closing((uv_handle_t *)&c->tcp)) {
         uv_close((uv_handle_t *)&c->tcp, metrics_conn_closed);
+        uv_close((uv_handle_t *)&c->timer, metrics_conn_closed);
     }
 }
 
-static void metrics_written(uv_write_t *w, int status)
+static void metrics_on_timeout(uv_timer_t *t)
 {
-    (void)status;
-    metrics_conn_close(w->data);
+    metrics_conn_close(t->data);
+}
+
+static void metrics_on_shutdown(uv_shutdown_t *sd, int status)
+{
+    if (status < 0) {
+        metrics_conn_close(sd->data);
+    }
+}
+
+/* The answer is out: send FIN and read (discarding) until the client closes, so
+ * bytes it still sends (a request body) cannot turn our close into a reset that
+ * destroys the answer; the timer bounds the wait. */
+static void metrics_on_written(uv_write_t *w, int status)
+{
+    struct metrics_conn *c = w->data;
+
+    c->written = 1;
+    if (status < 0 || c->eof || uv_is_closing((uv_handle_t *)&c->tcp)) {
+        metrics_conn_close(c);
+        return;
+    }
+    c->sd.data = c;
+    if (uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, metrics_on_shutdown) != 0) {
+        metrics_conn_close(c);
+    }
 }
 
 static void metrics_alloc(uv_handle_t *h, size_t sugg, uv_buf_t *b)
 {
     struct metrics_conn *c = h->data;
     (void)sugg;
+    if (c->answered) {
+        c->len = 0; /* after the head: read only to discard */
+    }
     b->base = c->req + c->len;
-    b->len = METRICS_REQ_MAX - 1 - c->len;
+    b->len = METRICS_REQ_MAX - c->len;
+}
+
+static const char *metrics_reason(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 431:
+        return "Request Header Fields Too Large";
+    default:
+        return "HTTP Version Not Supported";
+    }
+}
+
+/* The answer to a complete head: the exposition for 200, a one-line text body
+ * otherwise; RFC 9110 §15.5.6: a 405 names the allowed methods. */
+static int metrics_answer(struct metrics_conn *c, const struct metrics_req *r)
+{
+    size_t blen, hcap = 256;
+    int hl;
+    uv_buf_t out;
+    char hdr[256];
+
+    c->out = malloc(METRICS_OUT_MAX);
+    if (!c->out) {
+        return -1;
+    }
+    if (r->code == 200) {
+        blen = metrics_format(c->ms->m, c->out + hcap, METRICS_OUT_MAX - hcap);
+    } else {
+        int n = snprintf(c->out + hcap, METRICS_OUT_MAX - hcap, "%d %s\n", r->code,
+                         metrics_reason(r->code));
+        blen = n > 0 ? (size_t)n : 0;
+    }
+    hl = snprintf(hdr, sizeof(hdr),
+                  "HTTP/1.0 %d %s\r\nContent-Type: text/plain; %s\r\n%sContent-Length: %zu\r\n"
+                  "Connection: close\r\n\r\n",
+                  r->code, metrics_reason(r->code),
+                  r->code == 200 ? "version=0.0.4" : "charset=utf-8",
+                  r->code == 405 ? "Allow: GET, HEAD\r\n" : "", blen);
+    if (hl < 0 || (size_t)hl >= hcap) {
+        return -1;
+    }
+    memcpy(c->out + hcap - (size_t)hl, hdr, (size_t)hl);
+    out =
+        uv_buf_init(c->out + hcap - (size_t)hl, (unsigned)((size_t)hl + (r->head_only ? 0 : blen)));
+    c->wr.data = c;
+    return uv_write(&c->wr, (uv_stream_t *)&c->tcp, &out, 1, metrics_on_written);
 }
 
 static void metrics_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct metrics_conn *c = s->data;
-    size_t blen;
-    int hl;
-    uv_buf_t out;
+    struct metrics_req r;
 
     (void)b;
     if (n < 0) {
+        /* EOF before the answer is written: finish writing, then close */
+        if (n == UV_EOF && c->answered && !c->written) {
+            c->eof = 1;
+            uv_read_stop(s);
+            return;
+        }
         metrics_conn_close(c);
         return;
     }
     c->len += (size_t)n;
-    c->req[c->len] = '\0';
-    if (c->answered || !strstr(c->req, "\r\n\r\n")) {
-        if (c->len >= METRICS_REQ_MAX - 1) {
-            metrics_conn_close(c);
-        }
+    if (c->answered || metrics_req_parse(c->req, c->len, &r) == METRICS_REQ_MORE) {
         return;
     }
     c->answered = 1;
-    uv_read_stop(s);
-    /* the body goes after a header of at most ~130 bytes */
-    blen = metrics_format(c->ms->m, c->out + 256, sizeof(c->out) - 256);
-    hl = snprintf(c->req, sizeof(c->req),
-                  "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                  "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                  blen);
-    memcpy(c->out + 256 - hl, c->req, (size_t)hl);
-    out = uv_buf_init(c->out + 256 - hl, (unsigned)((size_t)hl + blen));
-    c->wr.data = c;
-    if (uv_write(&c->wr, s, &out, 1, metrics_written) != 0) {
+    /* the rest (write, then waiting for the client's FIN) gets its own bound */
+    uv_timer_start(&c->timer, metrics_on_timeout, METRICS_WRITE_TIMEOUT_MS, 0);
+    if (metrics_answer(c, &r) != 0) {
         metrics_conn_close(c);
+    }
+}
+
+/* Over the cap, a scraper is accepted and closed at once: descriptors and
+ * memory stay bounded whatever connects, and the listener keeps accepting. */
+static void metrics_reject_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void metrics_reject(struct metrics_server *ms, uv_stream_t *l)
+{
+    uv_tcp_t *t = malloc(sizeof(*t));
+
+    if (!t) {
+        ms->stalled = 1;
+        return;
+    }
+    uv_tcp_init(l->loop, t);
+    (void)uv_accept(l, (uv_stream_t *)t);
+    uv_close((uv_handle_t *)t, metrics_reject_closed);
+    if (!ms->full_logged) {
+        ms->full_logged = 1;
+        log_warn(0, "metrics",
+                 "event=full connections=%u warning=\"metrics connections over "
+                 "the limit are closed at once\"",
+                 ms->nconns);
     }
 }
 
@@ -265,17 +392,25 @@ static void metrics_on_conn(uv_stream_t *l, int status)
     struct metrics_server *ms = l->data;
     struct metrics_conn *c;
 
-    if (status < 0 || ms->closing || !(c = calloc(1, sizeof(*c)))) {
+    if (status < 0) {
+        return;
+    }
+    if (ms->closing || ms->nconns >= METRICS_MAX_CONNS || !(c = calloc(1, sizeof(*c)))) {
+        metrics_reject(ms, l);
         return;
     }
     c->ms = ms;
     uv_tcp_init(l->loop, &c->tcp);
-    c->tcp.data = c;
+    uv_timer_init(l->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
     c->next = ms->conns;
     if (ms->conns) {
         ms->conns->prev = c;
     }
     ms->conns = c;
+    ms->nconns++;
+    uv_timer_start(&c->timer, metrics_on_timeout, METRICS_READ_TIMEOUT_MS, 0);
     if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, metrics_alloc, metrics_read) != 0) {
         metrics_conn_close(c);

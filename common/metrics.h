@@ -12,6 +12,8 @@
 
 #define METRICS_NBUCKETS 10
 #define METRICS_NERR 14 /* enum relay_err 0..-13 */
+/* Scrape connections open at once; more are closed as soon as they are accepted. */
+#define METRICS_MAX_CONNS 16
 
 struct metrics_hist {
     uint64_t buckets[METRICS_NBUCKETS]; /* cumulative counts are computed on output */
@@ -49,7 +51,8 @@ void metrics_upstream_error(struct metrics *m, int relay_err);
 size_t metrics_format(const struct metrics *m, char *buf, size_t cap);
 
 struct metrics_server;
-/* Serves GET /metrics (any path) on addr. NULL with err on bind failure. */
+/* Serves GET or HEAD of /metrics (and /) on addr; other paths get 404, other
+ * methods 405. NULL with err on bind failure. */
 struct metrics_server *metrics_server_new(uv_loop_t *loop, const struct sockaddr *addr,
                                           const struct metrics *m, char *err, size_t errlen);
 /* Closes the listener and open connections; frees itself when closed. */
