@@ -31,7 +31,6 @@
 #define SERVE_DEFAULT_USER "relay25"
 #define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
 
-static int serve_needs_spool(const struct conf *c);
 
 struct serve {
     uv_loop_t *loop;
@@ -82,7 +81,7 @@ static void serve_notify(const char *state)
  * listeners, the loop, the log and the CA files. */
 static unsigned long long serve_nofile_need(const struct conf *c)
 {
-    unsigned long long need = 64, per = serve_needs_spool(c) ? 3 : 2;
+    unsigned long long need = 64, per = conf_spool_used(c) ? 3 : 2;
 
     need += per * c->max_connections;
     for (size_t i = 0; i < c->nupstreams; i++) {
