@@ -14,6 +14,8 @@ struct conf;
 struct metrics;
 struct prx_session;
 struct auth_bucket;
+struct auth_fail;
+struct auth_passwd_sched;
 struct up_queue;
 struct up_pool;
 struct up_oauth_set;
@@ -37,6 +39,10 @@ struct prx_env {
     struct up_queue *queue;     /* background delivery; NULL when nothing is spooled */
     struct up_pool *pool;       /* idle authenticated upstream sessions; NULL: no reuse */
     struct up_oauth_set *oauth; /* OAuth2 token providers (auth = xoauth2); may be NULL */
+    /* inbound AUTH: password checks' budget and failures per address; per process,
+     * kept across reloads (they live here, not in the prx_conf snapshot) */
+    struct auth_passwd_sched *pw;
+    struct auth_fail *auth_fails;
     struct prx_session *head;   /* live sessions */
     size_t nsessions;
     int draining;                          /* SIGTERM: no new transactions */
