@@ -49,8 +49,8 @@ static conf_set_fn set_oauth_device_url;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
 
-static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth,
-    set_login, set_fail_delay; /* inbound TLS and AUTH */
+static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth, set_login,
+    set_fail_delay; /* inbound TLS and AUTH */
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -768,7 +768,8 @@ static int set_fail_delay(struct parse *p, const char *val, size_t len)
     unsigned v = 0;
 
     (void)len;
-    if (strcmp(val, "0") != 0 && conf__parse_duration(val, CONF_MAX_FAIL_DELAY, &v) != 0) {
+    if (strcmp(val, "0") != 0 &&
+        (conf__parse_duration(val, CONF_MAX_FAIL_DELAY, &v) != 0 || v > CONF_MAX_FAIL_DELAY)) {
         conf__fail_at(p, conf__here(p), "bad duration '%s' (0 for none, or 1s to %us)", val,
                       CONF_MAX_FAIL_DELAY);
         return -1;
