@@ -104,8 +104,7 @@ static void prx_auth_failed(struct prx_session *s, const char *lb)
     unsigned n = auth_fail_record(s->env->auth_fails, (const struct sockaddr *)&s->peer, &p,
                                   uv_now(s->env->loop), &delay, &lock);
 
-    log_info(s->sid, "prx", "event=auth status=failed client=%s login=%s failures=%u", s->ip, lb,
-             n);
+    log_info(s->sid, "prx", "event=auth status=failed client=%s login=%s", s->ip, lb);
     if (s->env->metrics) {
         s->env->metrics->auth_failures_total++;
         if (lock) {
