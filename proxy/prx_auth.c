@@ -115,7 +115,8 @@ static void prx_auth_failed(struct prx_session *s, const char *lb)
         log_warn(s->sid, "prx", "event=auth_locked client=%s failures=%u for=%llus", s->ip, n,
                  (unsigned long long)(lock / 1000u));
     }
-    if (delay > 0) {
+    /* shutting down: the session should end, not wait out a delay */
+    if (delay > 0 && !s->draining && !s->env->draining) {
         uv_timer_start(&s->timer, prx_auth_on_delay, delay, 0);
         return;
     }
