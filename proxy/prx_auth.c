@@ -125,6 +125,22 @@ static void prx_auth_failed(struct prx_session *s, const char *lb)
     prx_continue(s);
 }
 
+static uint64_t prx_auth_lock_left(struct prx_session *s)
+{
+    return auth_fail_locked(s->env->auth_fails, (const struct sockaddr *)&s->peer,
+                            uv_now(s->env->loop));
+}
+
+/* Asked when a queued check's turn comes: a session that went away, or whose
+ * address was locked out while it waited, is not checked. */
+static int prx_auth_live(void *arg)
+{
+    struct prx_session *s = arg;
+
+    return !s->closing && !s->client_gone && s->state == PRX_STATE_AUTH_WAIT &&
+           prx_auth_lock_left(s) == 0;
+}
+
 static void prx_auth_done(void *arg, int result)
 {
     struct prx_session *s = arg;
@@ -154,27 +170,19 @@ static void prx_auth_done(void *arg, int result)
     } else if (result == AUTH_PASSWD_BAD) {
         prx_auth_failed(s, lb);
     } else {
-        prx_reply(s, REPLY_AUTH_TEMP);
+        /* skipped in the queue: the address was locked out meanwhile */
+        prx_reply(s, prx_auth_lock_left(s) ? REPLY_AUTH_LOCKED : REPLY_AUTH_TEMP);
         prx_auth_end(s);
         prx_continue(s);
     }
     prx_unref_env(s); /* the thread pool's reference */
 }
 
-/* Asked when a queued check's turn comes: a session that went away skips it. */
-static int prx_auth_live(void *arg)
-{
-    const struct prx_session *s = arg;
-
-    return !s->closing && !s->client_gone && s->state == PRX_STATE_AUTH_WAIT;
-}
-
 /* An address locked out gets 454 at once, for AUTH and for a response already
  * under way (another connection may have reached the limit meanwhile). */
 static int prx_auth_locked(struct prx_session *s)
 {
-    uint64_t left = auth_fail_locked(s->env->auth_fails, (const struct sockaddr *)&s->peer,
-                                     uv_now(s->env->loop));
+    uint64_t left = prx_auth_lock_left(s);
 
     if (left == 0) {
         return 0;

@@ -127,6 +127,35 @@ class AuthLockoutTest(RelayTestCase):
         relay.wait_lines(r"event=auth status=locked client=127\.0\.0\.4 for=\d+s", 5)
         print("\n  4 failure replies held %.1f s in all (delays 1+2+4+8 s)" % held)
 
+    def test_lockout_stops_queued_guesses(self):
+        """30 connections from one address send a wrong password at once: the
+        checks run two at a time, and once the fourth failure locks the address
+        the ones still waiting are not checked but answered 454."""
+        n = 30
+        peer, relay = self.setup_relay({"auth_fail_limit": "4", "auth_fail_delay": "0",
+                                        "max_connections_per_ip": "40"})
+        wrong = self.new_password("alice", "wrong")
+        conns = [self.client(relay, GUESSER) for _ in range(n)]
+        line = ("AUTH PLAIN " + plain("alice", wrong) + "\r\n").encode()
+        for c in conns:
+            c.send(line)
+        replies = []
+        for c in conns:
+            code, lines = c.reply()
+            replies.append("%d %s" % (code, lines[-1]))
+        failed = sum(1 for r in replies if r.startswith("535 "))
+        locked = sum(1 for r in replies if r == LOCKED)
+        self.assertEqual(failed + locked, n, replies)
+        # the fourth locks; at most the two checks already running finish after it
+        self.assertGreaterEqual(failed, 4)
+        self.assertLessEqual(failed, 6)
+        m = self.scrape(relay)
+        self.assertEqual(m["relay25_auth_failures_total"], failed)
+        self.assertEqual(m["relay25_auth_lockouts_total"], 1)
+        self.assertEqual(len(relay.grep(r"event=auth_locked")), 1)
+        # and another address still logs in
+        self.assertEqual(self.auth(self.client(relay, OTHER), "bob", self.logins["bob"])[0], 235)
+
     def test_right_password_below_limit(self):
         peer, relay = self.setup_relay({"auth_fail_limit": "4", "auth_fail_delay": "0"})
         wrong = self.new_password("alice", "wrong")
