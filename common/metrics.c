@@ -110,7 +110,8 @@ size_t metrics_format(const struct metrics *m, char *buf, size_t cap)
                     "Senders or recipients refused by allowed_senders / allowed_recipients.",
                     m->policy_refused_total);
     metrics_counter(&o, "relay25_auth_failures_total",
-                    "Inbound AUTH attempts with a wrong login or password.", m->auth_failures_total);
+                    "Inbound AUTH attempts with a wrong login or password.",
+                    m->auth_failures_total);
     metrics_counter(&o, "relay25_auth_lockouts_total",
                     "Client addresses locked out after auth_fail_limit AUTH failures.",
                     m->auth_lockouts_total);

@@ -39,14 +39,15 @@ struct prx_env {
     struct up_queue *queue;     /* background delivery; NULL when nothing is spooled */
     struct up_pool *pool;       /* idle authenticated upstream sessions; NULL: no reuse */
     struct up_oauth_set *oauth; /* OAuth2 token providers (auth = xoauth2); may be NULL */
-    /* inbound AUTH: password checks' budget and failures per address; per process,
-     * kept across reloads (they live here, not in the prx_conf snapshot) */
-    struct auth_passwd_sched *pw;
-    struct auth_fail *auth_fails;
     struct prx_session *head;   /* live sessions */
     size_t nsessions;
     int draining;                          /* SIGTERM: no new transactions */
     void (*on_empty)(struct prx_env *env); /* called when the last session went away */
+
+    /* inbound AUTH: password checks' budget and failures per address; per process,
+     * kept across reloads (they live here, not in the prx_conf snapshot) */
+    struct auth_passwd_sched *pw;
+    struct auth_fail *auth_fails;
 };
 
 /* Wraps c (taking ownership) with refs = 1. NULL on allocation failure. */
