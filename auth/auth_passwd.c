@@ -1,6 +1,8 @@
 /* auth_passwd: PLAIN decoding and crypt(3) password checks for inbound AUTH.
  * The check runs in the thread pool (uv_queue_work) with crypt_r on its own
- * crypt_data, compares in constant time, and wipes the password copy. */
+ * crypt_data, compares in constant time, and wipes the password copy. A
+ * scheduler keeps at most max_running checks in the pool and a bounded FIFO
+ * behind them, so guessing cannot take every worker from the spool. */
 #include "auth/auth_passwd.h"
 
 #include <crypt.h>
@@ -9,11 +11,21 @@
 
 struct auth_passwd_req {
     uv_work_t req;
-    const char *hash; /* NULL: unknown login */
+    struct auth_passwd_sched *q;
+    struct auth_passwd_req *next; /* in the queue */
+    const char *hash;             /* NULL: unknown login */
     char pass[AUTH_PASSWD_MAX + 1];
     int ok;
     auth_passwd_done_cb *done;
+    auth_passwd_live_cb *live;
     void *arg;
+};
+
+struct auth_passwd_sched {
+    uv_loop_t *loop;
+    unsigned running, max_running;
+    size_t queued, max_queued;
+    struct auth_passwd_req *head, *tail;
 };
 
 /* Checked for unknown logins, so they cost what a wrong password costs. */
@@ -83,18 +95,69 @@ static void auth_passwd_work(uv_work_t *req)
     explicit_bzero(r->pass, sizeof(r->pass));
 }
 
-static void auth_passwd_after(uv_work_t *req, int status)
-{
-    struct auth_passwd_req *r = req->data;
-    int ok = status == 0 && r->ok;
+static void auth_passwd_after(uv_work_t *req, int status);
 
+static void auth_passwd_finish(struct auth_passwd_req *r, int result)
+{
     explicit_bzero(r->pass, sizeof(r->pass));
-    r->done(r->arg, ok);
+    r->done(r->arg, result);
     free(r);
 }
 
-int auth_passwd_verify(uv_loop_t *loop, const char *hash, const char *pass,
-                       auth_passwd_done_cb *done, void *arg)
+/* Start queued checks while the budget allows; runs on the loop, never inside
+ * auth_passwd_verify, so every done callback comes later than its call. */
+static void auth_passwd_pump(struct auth_passwd_sched *q)
+{
+    while (q->running < q->max_running && q->head) {
+        struct auth_passwd_req *r = q->head;
+        q->head = r->next;
+        if (!q->head) {
+            q->tail = NULL;
+        }
+        q->queued--;
+        if (r->live && !r->live(r->arg)) {
+            auth_passwd_finish(r, AUTH_PASSWD_SKIPPED);
+            continue;
+        }
+        if (uv_queue_work(q->loop, &r->req, auth_passwd_work, auth_passwd_after) != 0) {
+            auth_passwd_finish(r, AUTH_PASSWD_BAD);
+            continue;
+        }
+        q->running++;
+    }
+}
+
+static void auth_passwd_after(uv_work_t *req, int status)
+{
+    struct auth_passwd_req *r = req->data;
+    struct auth_passwd_sched *q = r->q;
+    int ok = status == 0 && r->ok;
+
+    q->running--;
+    auth_passwd_pump(q); /* the next check starts before this one's reply is sent */
+    auth_passwd_finish(r, ok ? AUTH_PASSWD_OK : AUTH_PASSWD_BAD);
+}
+
+struct auth_passwd_sched *auth_passwd_sched_new(uv_loop_t *loop, unsigned max_running,
+                                                size_t max_queued)
+{
+    struct auth_passwd_sched *q = calloc(1, sizeof(*q));
+
+    if (q) {
+        q->loop = loop;
+        q->max_running = max_running ? max_running : 1;
+        q->max_queued = max_queued;
+    }
+    return q;
+}
+
+void auth_passwd_sched_free(struct auth_passwd_sched *q)
+{
+    free(q);
+}
+
+int auth_passwd_verify(struct auth_passwd_sched *q, const char *hash, const char *pass,
+                       auth_passwd_done_cb *done, auth_passwd_live_cb *live, void *arg)
 {
     struct auth_passwd_req *r;
     size_t pl = strlen(pass);
@@ -103,19 +166,35 @@ int auth_passwd_verify(uv_loop_t *loop, const char *hash, const char *pass,
     if (pl > AUTH_PASSWD_MAX) {
         return UV_EINVAL;
     }
+    if (q->running >= q->max_running && q->queued >= q->max_queued) {
+        return UV_EBUSY;
+    }
     if (!(r = calloc(1, sizeof(*r)))) {
         return UV_ENOMEM;
     }
     r->req.data = r;
+    r->q = q;
     r->hash = hash;
     memcpy(r->pass, pass, pl + 1);
     r->done = done;
+    r->live = live;
     r->arg = arg;
-    if ((e = uv_queue_work(loop, &r->req, auth_passwd_work, auth_passwd_after)) != 0) {
+    if (q->running >= q->max_running) {
+        if (q->tail) {
+            q->tail->next = r;
+        } else {
+            q->head = r;
+        }
+        q->tail = r;
+        q->queued++;
+        return 0;
+    }
+    if ((e = uv_queue_work(q->loop, &r->req, auth_passwd_work, auth_passwd_after)) != 0) {
         explicit_bzero(r->pass, sizeof(r->pass));
         free(r);
         return e;
     }
+    q->running++;
     return 0;
 }
 

@@ -113,6 +113,12 @@ size_t metrics_format(const struct metrics *m, char *buf, size_t cap)
     metrics_counter(&o, "relay25_policy_refused_total",
                     "Senders or recipients refused by allowed_senders / allowed_recipients.",
                     m->policy_refused_total);
+    metrics_counter(&o, "relay25_auth_failures_total",
+                    "Inbound AUTH attempts with a wrong login or password.",
+                    m->auth_failures_total);
+    metrics_counter(&o, "relay25_auth_lockouts_total",
+                    "Client addresses locked out after auth_fail_limit AUTH failures.",
+                    m->auth_lockouts_total);
     metrics_put(&o, "# HELP relay25_messages_total Messages by final status.\n"
                     "# TYPE relay25_messages_total counter\n");
     metrics_put(&o, "relay25_messages_total{status=\"sent\"} %llu\n",

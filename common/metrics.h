@@ -28,6 +28,8 @@ struct metrics {
     uint64_t limited_total;        /* connection limits (421) */
     uint64_t rate_limited_total;   /* message_rate / recipient_rate (450) */
     uint64_t policy_refused_total; /* allowed_senders / allowed_recipients (550) */
+    uint64_t auth_failures_total;  /* inbound AUTH with a wrong login or password */
+    uint64_t auth_lockouts_total;  /* addresses locked out by auth_fail_limit */
     uint64_t messages_sent;
     uint64_t messages_deferred;
     uint64_t messages_bounced;

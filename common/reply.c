@@ -61,6 +61,9 @@ static const struct {
     [REPLY_AUTH_CANCELLED] = R("501 5.0.0 Authentication cancelled"),
     [REPLY_AUTH_SYNTAX] = R("501 5.5.2 Error: cannot decode the AUTH response"),
     [REPLY_AUTH_TEMP] = R("454 4.7.0 Temporary authentication failure"),
+    [REPLY_AUTH_LOCKED] = R("454 4.7.0 Too many authentication failures, try again later"),
+    [REPLY_AUTH_BUSY] = R("454 4.7.0 Too many authentication attempts in progress, try again "
+                          "later"),
     [REPLY_AUTH_CONTINUE] = R("334 "),
     [REPLY_AUTH_USERNAME] = R("334 VXNlcm5hbWU6"),
     [REPLY_AUTH_PASSWORD] = R("334 UGFzc3dvcmQ6"),

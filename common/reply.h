@@ -71,6 +71,8 @@ enum reply_id {
     REPLY_AUTH_CANCELLED,    /* 501 5.0.0 */
     REPLY_AUTH_SYNTAX,       /* 501 5.5.2 cannot decode the response */
     REPLY_AUTH_TEMP,         /* 454 4.7.0 temporary authentication failure */
+    REPLY_AUTH_LOCKED,       /* 454 4.7.0 this address failed too often (auth_fail_limit) */
+    REPLY_AUTH_BUSY,         /* 454 4.7.0 too many password checks waiting */
     REPLY_AUTH_CONTINUE,     /* 334 with an empty challenge (RFC 4954 §4, PLAIN) */
     REPLY_AUTH_USERNAME,     /* 334 "Username:" (LOGIN) */
     REPLY_AUTH_PASSWORD,     /* 334 "Password:" (LOGIN) */

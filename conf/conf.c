@@ -171,6 +171,9 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     c->max_recipients = 1000;
     c->max_header_size = 1ull << 20;
     c->max_errors = 20;
+    c->auth_fail_limit = 10;
+    c->auth_lockout = 300;
+    c->auth_fail_delay = 1;
     c->max_commands_before_mail = 100;
     c->max_messages_per_session = 1000;
     c->session_timeout = 3600;

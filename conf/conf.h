@@ -201,6 +201,10 @@ struct conf {
     struct conf_user *users; /* its entries; hashes are wiped in conf_free */
     size_t nusers;
     int allow_plaintext_auth; /* AUTH also without TLS (clients in allow or loopback) */
+    /* inbound AUTH failures per client address (auth/auth_fail.h) */
+    unsigned auth_fail_limit; /* failures before a lockout, default 10 (0 = never locked) */
+    unsigned auth_lockout;    /* seconds a lockout lasts and failures are remembered, 300 */
+    unsigned auth_fail_delay; /* seconds before the first 535, doubling, default 1 (0 = none) */
     unsigned char auth_mechanisms[CONF_MAX_MECHS]; /* [relay] auth_mechanisms: devices' default */
     int log_level; /* enum log_level; default info; key log_level = debug|info|warn|error */
 

@@ -22,6 +22,7 @@
 #define CONF_USER_MAX 32                  /* login names (useradd's limit) */
 #define CONF_MAX_DURATION (365u * 86400u) /* max_queue_age, retry_min, retry_max */
 #define CONF_MAX_UP_CONNECTIONS 1000u     /* [upstream] max_connections */
+#define CONF_MAX_FAIL_DELAY 10u           /* auth_fail_delay, seconds */
 
 /* Key names of enum oauth_key (conf_int.h), in its order. */
 static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
@@ -50,8 +51,8 @@ static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
 
-static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth,
-    set_login; /* inbound TLS and AUTH */
+static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth, set_login,
+    set_fail_delay; /* inbound TLS and AUTH */
 
 static const struct key_def conf_keys[] = {
     {SECT_RELAY, "listen", 1, set_listen, 0},
@@ -71,6 +72,9 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "tls_listen", 1, set_tls_listen, 0},
     {SECT_RELAY, "users_file", 0, set_tls_file, offsetof(struct conf, users_file)},
     {SECT_RELAY, "allow_plaintext_auth", 0, set_plaintext_auth, 0},
+    {SECT_RELAY, "auth_fail_limit", 0, set_limit, offsetof(struct conf, auth_fail_limit)},
+    {SECT_RELAY, "auth_lockout", 0, set_duration, offsetof(struct conf, auth_lockout)},
+    {SECT_RELAY, "auth_fail_delay", 0, set_fail_delay, offsetof(struct conf, auth_fail_delay)},
     {SECT_DEVICE, "login", 0, set_login, 0},
     {SECT_RELAY, "log_level", 0, set_log_level, 0},
     {SECT_RELAY, "max_connections", 0, set_count, offsetof(struct conf, max_connections)},
@@ -805,6 +809,23 @@ static int set_duration(struct parse *p, const char *val, size_t len)
         conf__fail_at(p, conf__here(p),
                       "bad duration '%s' (seconds, or a number with s, m, h or d; 1s to 365d)",
                       val);
+        return -1;
+    }
+    *(unsigned *)conf_field(p) = v;
+    return 0;
+}
+
+/* auth_fail_delay: 0 (no delay) or a short duration; it doubles up to 16 times,
+ * so 10 s keeps the longest hold under three minutes. */
+static int set_fail_delay(struct parse *p, const char *val, size_t len)
+{
+    unsigned v = 0;
+
+    (void)len;
+    if (strcmp(val, "0") != 0 &&
+        (conf__parse_duration(val, CONF_MAX_FAIL_DELAY, &v) != 0 || v > CONF_MAX_FAIL_DELAY)) {
+        conf__fail_at(p, conf__here(p), "bad duration '%s' (0 for none, or 1s to %us)", val,
+                      CONF_MAX_FAIL_DELAY);
         return -1;
     }
     *(unsigned *)conf_field(p) = v;

@@ -1,6 +1,8 @@
 /* prx_auth: inbound AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN. Offered only
  * under TLS unless allow_plaintext_auth; passwords are checked in the thread pool
- * (auth_passwd) and wiped after use, never logged. */
+ * within auth_passwd's budget and wiped after use, never logged. Failures are
+ * counted per client address (auth_fail): a growing delay before each 535, and
+ * 454 4.7.0 for every AUTH from an address while it is locked out. */
 #include "proxy/prx_int.h"
 
 #include <arpa/inet.h>
@@ -8,10 +10,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth/auth_fail.h"
 #include "auth/auth_map.h"
 #include "auth/auth_passwd.h"
 #include "common/base64.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/reply.h"
 #include "common/tio.h"
 #include "conf/conf.h"
@@ -65,7 +69,79 @@ void prx_auth_end(struct prx_session *s)
     prx_enter_state(s, PRX_STATE_IDLE);
 }
 
-static void prx_auth_done(void *arg, int ok)
+static struct auth_fail_policy prx_auth_policy(const struct conf *c)
+{
+    struct auth_fail_policy p = {
+        .limit = c->auth_fail_limit,
+        .window_ms = (uint64_t)c->auth_lockout * 1000u,
+        .lockout_ms = (uint64_t)c->auth_lockout * 1000u,
+        .delay_ms = (uint64_t)c->auth_fail_delay * 1000u,
+    };
+    return p;
+}
+
+/* The held 535 goes out: the session's timer is free in AUTH_WAIT (the idle
+ * timer runs only while we wait for the client), and closing the session
+ * closes it, so no reference is needed for the delay. */
+static void prx_auth_on_delay(uv_timer_t *t)
+{
+    struct prx_session *s = t->data;
+
+    if (s->closing || s->client_gone || s->state != PRX_STATE_AUTH_WAIT) {
+        return;
+    }
+    prx_reply(s, REPLY_AUTH_FAILED);
+    prx_auth_end(s);
+    prx_continue(s);
+}
+
+/* A wrong login or password: count it for the address, start a lockout at the
+ * limit, and hold the 535 for the address's delay. */
+static void prx_auth_failed(struct prx_session *s, const char *lb)
+{
+    struct auth_fail_policy p = prx_auth_policy(s->conf);
+    uint64_t delay = 0, lock = 0;
+    unsigned n = auth_fail_record(s->env->auth_fails, (const struct sockaddr *)&s->peer, &p,
+                                  uv_now(s->env->loop), &delay, &lock);
+
+    log_info(s->sid, "prx", "event=auth status=failed client=%s login=%s", s->ip, lb);
+    if (s->env->metrics) {
+        s->env->metrics->auth_failures_total++;
+        if (lock) {
+            s->env->metrics->auth_lockouts_total++;
+        }
+    }
+    if (lock) {
+        log_warn(s->sid, "prx", "event=auth_locked client=%s failures=%u for=%llus", s->ip, n,
+                 (unsigned long long)(lock / 1000u));
+    }
+    /* shutting down: the session should end, not wait out a delay */
+    if (delay > 0 && !s->draining && !s->env->draining) {
+        uv_timer_start(&s->timer, prx_auth_on_delay, delay, 0);
+        return;
+    }
+    prx_reply(s, REPLY_AUTH_FAILED);
+    prx_auth_end(s);
+    prx_continue(s);
+}
+
+static uint64_t prx_auth_lock_left(struct prx_session *s)
+{
+    return auth_fail_locked(s->env->auth_fails, (const struct sockaddr *)&s->peer,
+                            uv_now(s->env->loop));
+}
+
+/* Asked when a queued check's turn comes: a session that went away, or whose
+ * address was locked out while it waited, is not checked. */
+static int prx_auth_live(void *arg)
+{
+    struct prx_session *s = arg;
+
+    return !s->closing && !s->client_gone && s->state == PRX_STATE_AUTH_WAIT &&
+           prx_auth_lock_left(s) == 0;
+}
+
+static void prx_auth_done(void *arg, int result)
 {
     struct prx_session *s = arg;
     char lb[AUTH_PASSWD_MAX + 1];
@@ -76,7 +152,7 @@ static void prx_auth_done(void *arg, int ok)
         return;
     }
     prx_log_login(s->login, lb, sizeof(lb));
-    if (ok) {
+    if (result == AUTH_PASSWD_OK) {
         /* a device with this login wins over the one the address matched */
         for (size_t i = 0; i < c->ndevices; i++) {
             if (c->devices[i].login && strcmp(c->devices[i].login, s->login) == 0) {
@@ -89,13 +165,32 @@ static void prx_auth_done(void *arg, int ok)
         log_info(s->sid, "prx", "event=auth status=ok client=%s login=%s device=%s user=%s", s->ip,
                  lb, s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
         prx_reply(s, REPLY_AUTH_OK);
+        prx_auth_end(s);
+        prx_continue(s);
+    } else if (result == AUTH_PASSWD_BAD) {
+        prx_auth_failed(s, lb);
     } else {
-        log_info(s->sid, "prx", "event=auth status=failed client=%s login=%s", s->ip, lb);
-        prx_reply(s, REPLY_AUTH_FAILED);
+        /* skipped in the queue: the address was locked out meanwhile */
+        prx_reply(s, prx_auth_lock_left(s) ? REPLY_AUTH_LOCKED : REPLY_AUTH_TEMP);
+        prx_auth_end(s);
+        prx_continue(s);
     }
-    prx_auth_end(s);
-    prx_continue(s);
     prx_unref_env(s); /* the thread pool's reference */
+}
+
+/* An address locked out gets 454 at once, for AUTH and for a response already
+ * under way (another connection may have reached the limit meanwhile). */
+static int prx_auth_locked(struct prx_session *s)
+{
+    uint64_t left = prx_auth_lock_left(s);
+
+    if (left == 0) {
+        return 0;
+    }
+    log_info(s->sid, "prx", "event=auth status=locked client=%s for=%llus", s->ip,
+             (unsigned long long)((left + 999u) / 1000u));
+    prx_reply(s, REPLY_AUTH_LOCKED);
+    return 1;
 }
 
 /* s->login is set: check pass in the thread pool. */
@@ -104,6 +199,10 @@ static void prx_auth_check(struct prx_session *s, const char *pass)
     const char *hash = NULL;
     int r;
 
+    if (prx_auth_locked(s)) {
+        prx_auth_end(s);
+        return;
+    }
     for (size_t i = 0; i < s->conf->nusers; i++) {
         if (strcmp(s->conf->users[i].login, s->login) == 0) {
             hash = s->conf->users[i].hash;
@@ -112,11 +211,14 @@ static void prx_auth_check(struct prx_session *s, const char *pass)
     }
     prx_enter_state(s, PRX_STATE_AUTH_WAIT);
     s->refs++;
-    r = auth_passwd_verify(s->env->loop, hash, pass, prx_auth_done, s);
+    r = auth_passwd_verify(s->env->pw, hash, pass, prx_auth_done, prx_auth_live, s);
     if (r != 0) {
         s->refs--;
+        if (r == UV_EBUSY) {
+            log_warn(s->sid, "prx", "event=auth status=busy client=%s", s->ip);
+        }
         prx_auth_end(s);
-        prx_reply(s, REPLY_AUTH_TEMP);
+        prx_reply(s, r == UV_EBUSY ? REPLY_AUTH_BUSY : REPLY_AUTH_TEMP);
     }
 }
 
@@ -188,6 +290,9 @@ void prx_cmd_auth(struct prx_session *s, const struct prx_cmd *c)
     }
     if (!prx_auth_offered(s)) {
         prx_reply(s, REPLY_AUTH_NEED_TLS);
+        return;
+    }
+    if (prx_auth_locked(s)) {
         return;
     }
     while (rl > 0 && *resp == ' ') {

@@ -8,11 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/auth_fail.h"
+#include "auth/auth_passwd.h"
 #include "common/log.h"
 #include "conf/conf.h"
 #include "proxy/prx_session.h"
 
 #define PRX_BACKLOG 1024 /* bursts of printers and cron jobs; capped by somaxconn */
+/* Password checks in libuv's pool (UV_THREADPOOL_SIZE, 4 by default) at once: the
+ * other workers stay free for the spool's writes and fsyncs. Beyond the queue,
+ * AUTH gets 454 at once. */
+#define PRX_AUTH_CHECKS 2
+#define PRX_AUTH_QUEUE 32
 
 struct prx_server {
     struct prx_env env;
@@ -33,6 +40,8 @@ static void prx_server_check_done(struct prx_server *srv)
         prx_done_cb *done = srv->done;
         void *arg = srv->done_arg;
         prx_conf_release(srv->env.cur);
+        auth_passwd_sched_free(srv->env.pw);
+        auth_fail_free(srv->env.auth_fails);
         free(srv->listeners);
         free(srv);
         if (done) {
@@ -72,6 +81,18 @@ static void prx_on_connection(uv_stream_t *l, int status)
     prx_session_accept(&srv->env, l, (size_t)((uv_tcp_t *)l - srv->listeners) >= srv->nplain);
 }
 
+/* Seed for the AUTH failure table's hash: unpredictable, so nobody picks
+ * addresses that evict each other's entries. */
+static uint64_t prx_seed(void)
+{
+    uint64_t v = 0;
+
+    if (uv_random(NULL, NULL, &v, sizeof(v), 0, NULL) != 0) {
+        v = (uint64_t)uv_hrtime();
+    }
+    return v;
+}
+
 static void prx_addr_text(const struct sockaddr *sa, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN];
@@ -93,10 +114,14 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
     size_t i;
 
     if (!srv || !(srv->listeners = calloc(c->nlisten + c->ntls_listen, sizeof(uv_tcp_t))) ||
+        !(srv->env.pw = auth_passwd_sched_new(loop, PRX_AUTH_CHECKS, PRX_AUTH_QUEUE)) ||
+        !(srv->env.auth_fails = auth_fail_new(AUTH_FAIL_DEFAULT_SETS, prx_seed())) ||
         !(srv->env.cur = prx_conf_new(c))) {
         snprintf(err, errlen, "out of memory");
         if (srv) {
             free(srv->listeners);
+            auth_passwd_sched_free(srv->env.pw);
+            auth_fail_free(srv->env.auth_fails);
         }
         free(srv);
         return NULL;

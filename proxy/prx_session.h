@@ -15,6 +15,8 @@
 struct conf;
 struct metrics;
 struct prx_session;
+struct auth_fail;
+struct auth_passwd_sched;
 struct up_queue;
 struct up_pool;
 struct up_oauth_set;
@@ -32,6 +34,11 @@ struct prx_env {
     size_t nrefused; /* of nsessions: refused clients, not counted against max_connections */
     int draining;    /* SIGTERM: no new transactions */
     void (*on_empty)(struct prx_env *env); /* called when the last session went away */
+
+    /* inbound AUTH: password checks' budget and failures per address; per process,
+     * kept across reloads (they live here, not in the prx_conf snapshot) */
+    struct auth_passwd_sched *pw;
+    struct auth_fail *auth_fails;
 };
 
 /* Accept one connection from listener and greet it (220, or 554 when the

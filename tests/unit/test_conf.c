@@ -2252,8 +2252,48 @@ static void test_inbound(void)
         ASSERT_TRUE(c->tls_cert_file == NULL);
         ASSERT_EQ(c->tls_min_version, BR_TLS12);
         ASSERT_EQ(c->allow_plaintext_auth, 1);
+        ASSERT_EQ(c->auth_fail_limit, 10);
+        ASSERT_EQ(c->auth_lockout, 300);
+        ASSERT_EQ(c->auth_fail_delay, 1);
         conf_free(c);
     }
+    /* AUTH failures per address */
+    snprintf(text, sizeof(text), base,
+             "allow_plaintext_auth = yes\nusers_file = users\nauth_fail_limit = 0\n"
+             "auth_lockout = 1h\nauth_fail_delay = 0\n");
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->auth_fail_limit, 0);
+        ASSERT_EQ(c->auth_lockout, 3600);
+        ASSERT_EQ(c->auth_fail_delay, 0);
+        conf_free(c);
+    }
+    snprintf(text, sizeof(text), base,
+             "allow_plaintext_auth = yes\nusers_file = users\nauth_fail_limit = 3\n"
+             "auth_lockout = 90\nauth_fail_delay = 10s\n");
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->auth_fail_limit, 3);
+        ASSERT_EQ(c->auth_lockout, 90);
+        ASSERT_EQ(c->auth_fail_delay, 10);
+        conf_free(c);
+    }
+    snprintf(text, sizeof(text), base, "auth_fail_limit = -1\n");
+    EXPECT_ERR(text, CONF ":3: auth_fail_limit: ", "bad number '-1' (0 for unlimited");
+    snprintf(text, sizeof(text), base, "auth_fail_limit = ten\n");
+    EXPECT_ERR(text, CONF ":3: auth_fail_limit: ", "bad number 'ten'");
+    snprintf(text, sizeof(text), base, "auth_lockout = 0\n");
+    EXPECT_ERR(text, CONF ":3: auth_lockout: ", "bad duration '0'");
+    snprintf(text, sizeof(text), base, "auth_lockout = 5w\n");
+    EXPECT_ERR(text, CONF ":3: auth_lockout: ", "bad duration '5w'");
+    snprintf(text, sizeof(text), base, "auth_fail_delay = 11s\n");
+    EXPECT_ERR(text, CONF ":3: auth_fail_delay: ", "bad duration '11s' (0 for none, or 1s to 10s)");
+    snprintf(text, sizeof(text), base, "auth_fail_delay = 0s\n");
+    EXPECT_ERR(text, CONF ":3: auth_fail_delay: ", "bad duration '0s'");
+    snprintf(text, sizeof(text), base, "auth_fail_delay = 1m\n");
+    EXPECT_ERR(text, CONF ":3: auth_fail_delay: ", "bad duration '1m'");
     snprintf(text, sizeof(text), base, "tls_cert_file = /x/cert.pem\nusers_file = users\n");
     EXPECT_ERR(text, CONF ":3: ", "tls_cert_file and tls_key_file go together");
     snprintf(text, sizeof(text), base, "tls_listen = 127.0.0.1:465\nusers_file = users\n");
