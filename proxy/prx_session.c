@@ -288,8 +288,10 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     }
     snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arglen, c->arg);
     for (char *p = s->helo; *p; p++) {
-        if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '(' || *p == ')') {
-            *p = '_'; /* it goes into a header comment */
+        /* it goes into a header: RFC 5322 §2.2 allows only printable US-ASCII there, so
+         * bytes >= 0x80 (raw UTF-8 or Latin-1) are replaced like controls */
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || *p == '(' || *p == ')') {
+            *p = '_';
         }
     }
     s->esmtp = esmtp;
