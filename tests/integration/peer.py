@@ -15,6 +15,8 @@ every DATA transaction (Message).
 
 Scripted behaviour:
   * RCPT whose local part starts with "reject" -> "550 5.1.1 <addr>: ...".
+  * MAIL whose local part starts with "close421" -> "421 4.3.2 ..." and the
+    connection closed, like a provider shutting down.
   * End-of-DATA reply chosen by the message itself: a header
         X-Test-Reply: 451                 -> "451 4.3.0 try later"
         X-Test-Reply: 554                 -> "554 5.7.1 spam"
@@ -90,6 +92,7 @@ DATA_REPLIES = {
     "554": "554 5.7.1 spam",
 }
 REJECT_PREFIX = "reject"
+CLOSE421_PREFIX = "close421"
 XOAUTH2_LINE_MAX = 12288  # RFC 4954 §4: AUTH command lines
 XOAUTH2_RE = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]+)\x01\x01")
 OAUTHBEARER_RE = re.compile(rb"n,a=([^,\x01]*),\x01((?:[A-Za-z]+=[^\x01]*\x01)+)\x01")
@@ -320,6 +323,13 @@ class _Handler:
         if self.peer.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address.split("@", 1)[0].lower().startswith(CLOSE421_PREFIX):
+            # runs after the reply is written (push writes before it awaits)
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 peer.test shutting down"
+        return MISSING  # aiosmtpd's own MAIL handling
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@", 1)[0].lower().startswith(REJECT_PREFIX):
