@@ -294,6 +294,9 @@ class _PeerSMTP(SMTP):
                 # so that the refused command (e.g. a cleartext AUTH) is recorded.
                 await self.push("530 5.7.0 Must issue a STARTTLS command first")
                 return None
+            if verb == "STARTTLS" and self._peer.starttls_reply:
+                await self.push(self._peer.starttls_reply)
+                return None
             try:
                 result = await method(arg)
             except Exception as e:
@@ -398,7 +401,8 @@ class Peer:
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
                  on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
-                 cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False):
+                 cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False,
+                 starttls_reply=None):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -416,6 +420,7 @@ class Peer:
         self.close_after_message = close_after_message
         self.data_delay = data_delay  # seconds before answering end of data
         self.pipelining = pipelining  # offer PIPELINING (aiosmtpd reads commands in order)
+        self.starttls_reply = starttls_reply  # e.g. "454 4.7.0 ...": STARTTLS refused with it
         self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
