@@ -3,6 +3,7 @@
  * libsystemd). SIGHUP reloads the configuration for new sessions (an invalid one
  * is refused and the old one stays); SIGTERM/SIGINT drain and exit 0. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sysexits.h>
 #include <time.h>
@@ -30,7 +32,6 @@
 
 #define SERVE_DEFAULT_USER "relay25"
 #define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
-
 
 struct serve {
     uv_loop_t *loop;
@@ -220,7 +221,7 @@ static void serve_on_usr1(uv_signal_t *h, int signum)
 static int serve_start_spool(struct serve *sv, struct conf *c)
 {
     char err[600];
-    FILE *f;
+    int fd;
 
     if (!conf_spool_used(c)) {
         return 0;
@@ -230,9 +231,13 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
         return -1;
     }
     snprintf(sv->pidfile, sizeof(sv->pidfile), "%s/relay25.pid", c->spool_dir);
-    if ((f = fopen(sv->pidfile, "w"))) {
-        fprintf(f, "%d\n", (int)getpid());
-        fclose(f);
+    /* 0644 whatever the umask: `relay25 queue` and scripts of other users read it */
+    fd = open(sv->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 || fchmod(fd, 0644) != 0 || dprintf(fd, "%d\n", (int)getpid()) < 0) {
+        fprintf(stderr, "relay25: %s: %s\n", sv->pidfile, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
     }
     sv->queue = up_queue_new(sv->loop, c, &sv->metrics);
     if (!sv->queue) {
