@@ -109,6 +109,18 @@ static void serve_check_nofile(const struct conf *c)
              (unsigned long long)rl.rlim_cur, need, c->max_connections);
 }
 
+/* An inline password in a file others can read: say so at each load (the
+ * value is never shown). */
+static void serve_check_exposed(const struct conf *c)
+{
+    if (c->exposed_line) {
+        log_warn(0, "relay25",
+                 "event=config file=%s line=%d warning=\"readable by others and holds a "
+                 "password: chmod o-r it, or use password_file\"",
+                 c->path, c->exposed_line);
+    }
+}
+
 /* The soft limit is often 1024 (systemd's default, a shell's): up to the hard
  * limit, which needs no privilege, so a burst of clients cannot run relay25 out
  * of descriptors for its upstream connections and spool files. */
@@ -295,6 +307,7 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     }
     serve_apply_log(c);
     serve_check_nofile(c);
+    serve_check_exposed(c);
     log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
              c->ndevices);
     if (!sv->queue && conf_spool_used(c)) {
@@ -329,6 +342,7 @@ int cli_serve(int argc, char **argv)
         return EX_CONFIG;
     }
     serve_apply_log(c);
+    serve_check_exposed(c);
     signal(SIGPIPE, SIG_IGN);
     /* until the loop's handlers are in place (the pid file exists before them):
      * a flush or reload request during startup is moot, it must not kill us */
