@@ -71,6 +71,11 @@ static void check_print_oauth(const struct conf_device *d)
 static void check_print(const struct conf *c)
 {
     printf("config %s: ok\n", c->path ? c->path : "(environment)");
+    if (c->exposed_line) {
+        printf("warning: %s is readable by others and holds a password (line %d): chmod o-r "
+               "it, or use password_file\n",
+               c->path, c->exposed_line);
+    }
     printf("listen");
     for (size_t i = 0; i < c->nlisten; i++) {
         printf("%s%s", i ? ", " : " ", c->listen[i].text);

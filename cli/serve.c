@@ -3,6 +3,7 @@
  * libsystemd). SIGHUP reloads the configuration for new sessions (an invalid one
  * is refused and the old one stays); SIGTERM/SIGINT drain and exit 0. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sysexits.h>
 #include <time.h>
@@ -30,7 +32,6 @@
 
 #define SERVE_DEFAULT_USER "relay25"
 #define SERVE_POOL_IDLE 30 /* seconds an authenticated upstream session waits for reuse */
-
 
 struct serve {
     uv_loop_t *loop;
@@ -106,6 +107,18 @@ static void serve_check_nofile(const struct conf *c)
              "event=limits nofile=%llu need=%llu warning=\"open files limit below what "
              "max_connections = %u needs: raise LimitNOFILE (or ulimit -n)\"",
              (unsigned long long)rl.rlim_cur, need, c->max_connections);
+}
+
+/* An inline password in a file others can read: say so at each load (the
+ * value is never shown). */
+static void serve_check_exposed(const struct conf *c)
+{
+    if (c->exposed_line) {
+        log_warn(0, "relay25",
+                 "event=config file=%s line=%d warning=\"readable by others and holds a "
+                 "password: chmod o-r it, or use password_file\"",
+                 c->path, c->exposed_line);
+    }
 }
 
 /* The soft limit is often 1024 (systemd's default, a shell's): up to the hard
@@ -220,7 +233,7 @@ static void serve_on_usr1(uv_signal_t *h, int signum)
 static int serve_start_spool(struct serve *sv, struct conf *c)
 {
     char err[600];
-    FILE *f;
+    int fd;
 
     if (!conf_spool_used(c)) {
         return 0;
@@ -230,9 +243,13 @@ static int serve_start_spool(struct serve *sv, struct conf *c)
         return -1;
     }
     snprintf(sv->pidfile, sizeof(sv->pidfile), "%s/relay25.pid", c->spool_dir);
-    if ((f = fopen(sv->pidfile, "w"))) {
-        fprintf(f, "%d\n", (int)getpid());
-        fclose(f);
+    /* 0644 whatever the umask: `relay25 queue` and scripts of other users read it */
+    fd = open(sv->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 || fchmod(fd, 0644) != 0 || dprintf(fd, "%d\n", (int)getpid()) < 0) {
+        fprintf(stderr, "relay25: %s: %s\n", sv->pidfile, strerror(errno));
+    }
+    if (fd >= 0) {
+        close(fd);
     }
     sv->queue = up_queue_new(sv->loop, c, &sv->metrics);
     if (!sv->queue) {
@@ -290,6 +307,7 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     }
     serve_apply_log(c);
     serve_check_nofile(c);
+    serve_check_exposed(c);
     log_info(0, "relay25", "event=reload status=ok upstreams=%zu devices=%zu", c->nupstreams,
              c->ndevices);
     if (!sv->queue && conf_spool_used(c)) {
@@ -324,6 +342,7 @@ int cli_serve(int argc, char **argv)
         return EX_CONFIG;
     }
     serve_apply_log(c);
+    serve_check_exposed(c);
     signal(SIGPIPE, SIG_IGN);
     /* until the loop's handlers are in place (the pid file exists before them):
      * a flush or reload request during startup is moot, it must not kill us */

@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #define METRICS_NBUCKETS 10
-#define METRICS_NERR 14 /* enum relay_err 0..-13 */
+#define METRICS_NERR 15 /* enum relay_err 0..-14 */
 /* Scrape connections open at once; more are closed as soon as they are accepted. */
 #define METRICS_MAX_CONNS 16
 

@@ -211,6 +211,8 @@ const char *reply_err_name(int err)
         return "nomem";
     case RELAY_E_BUSY:
         return "busy";
+    case RELAY_E_STARTTLS_REFUSED:
+        return "starttls_refused";
     default:
         return "unknown";
     }
@@ -247,6 +249,10 @@ static const char *reply_upstream_parts(int err, const char *detail, const char 
     case RELAY_E_NO_STARTTLS:
         code = "451 4.7.4";
         *what = "does not offer STARTTLS; refusing to send credentials or mail in clear";
+        break;
+    case RELAY_E_STARTTLS_REFUSED:
+        code = "451 4.7.4";
+        *what = "refused STARTTLS; refusing to send credentials or mail in clear";
         break;
     case RELAY_E_AUTH:
         code = "451 4.7.0";

@@ -22,7 +22,8 @@ enum relay_err {
     RELAY_E_PROTOCOL = -10,    /* malformed or unexpected reply */
     RELAY_E_LOST = -11,        /* connection closed or reset */
     RELAY_E_NOMEM = -12,
-    RELAY_E_BUSY = -13, /* every connection slot (max_connections) stayed in use */
+    RELAY_E_BUSY = -13,             /* every connection slot (max_connections) stayed in use */
+    RELAY_E_STARTTLS_REFUSED = -14, /* STARTTLS offered, but answered with an error */
 };
 
 /* Short name for logs: "resolve", "connect", "timeout", "tls", "cert", ... */

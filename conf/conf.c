@@ -215,6 +215,9 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     if (load_ca && conf__load_cas(&p) != 0) {
         goto fail;
     }
+    if (p.others_read) {
+        c->exposed_line = p.inline_line;
+    }
     conf_parse_free(&p);
     return c;
 fail:

@@ -181,6 +181,9 @@ struct conf_listen {
 
 struct conf {
     char *path; /* file the snapshot came from, NULL for environment */
+    /* the file is readable by others and holds an inline password from this line
+     * (0: not both): `check` and `serve` warn, the value never shown */
+    int exposed_line;
 
     struct conf_listen *listen; /* default 127.0.0.1:25 (file) */
     size_t nlisten;

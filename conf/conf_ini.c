@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -167,6 +168,7 @@ int conf__load_file(struct parse *p, const char *path)
 {
     /* Our own stdio buffer, so inline passwords read through it can be wiped. */
     char iobuf[4096];
+    struct stat st;
     FILE *fp;
     int r;
 
@@ -176,6 +178,9 @@ int conf__load_file(struct parse *p, const char *path)
         return -1;
     }
     setvbuf(fp, iobuf, _IOFBF, sizeof(iobuf));
+    /* the file that is read, not the path again: an inline password in a file
+     * others can read is warned about (conf.h exposed_line) */
+    p->others_read = fstat(fileno(fp), &st) == 0 && (st.st_mode & S_IROTH);
     p->fp = fp;
     r = ini_parse_stream(conf_reader, p, conf_on_key, p);
     p->fp = NULL;

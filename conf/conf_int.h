@@ -96,8 +96,10 @@ struct parse {
     char *err;
     size_t errlen;
     int failed;
-    int fail_line; /* file line of the recorded error, 0 if none */
-    int login;     /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
+    int fail_line;   /* file line of the recorded error, 0 if none */
+    int login;       /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
+    int others_read; /* the file is readable by others (S_IROTH) */
+    int inline_line; /* first file line with an inline password, 0 if none */
 
     FILE *fp;
     int lineno; /* lines handed to inih so far: the current line while it runs */

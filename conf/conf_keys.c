@@ -1117,6 +1117,9 @@ static int set_password(struct parse *p, const char *val, size_t len)
     if (!d->password) {
         return -1;
     }
+    if (p->file && !p->inline_line) {
+        p->inline_line = p->lineno;
+    }
     return conf_set_source(p, "inline", "");
 }
 

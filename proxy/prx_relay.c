@@ -110,6 +110,20 @@ static int prx_mail_reply(struct prx_session *s, const struct up_reply *r, const
         prx_enter_state(s, PRX_STATE_TXN);
         return 1;
     }
+    if (r->code == 421) {
+        /* RFC 5321 §3.8: upstream is closing its session, not ours. Passed on,
+         * the device would take its own session for ended while we went on;
+         * like Postfix's smtp client it is a 4xx for this transaction, and the
+         * next MAIL gets a fresh upstream session. */
+        char buf[700];
+        size_t n = reply_upstream(buf, sizeof(buf), RELAY_E_REFUSED, up_where(s->up), why);
+
+        prx_drop_up(s);
+        prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
+        prx_send(s, buf, n);
+        prx_txn_end(s);
+        return 1;
+    }
     prx_send(s, r->text, r->len);
     if (r->code >= 200 && r->code < 300) {
         s->up_txn = 1;

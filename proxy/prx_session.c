@@ -288,8 +288,10 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     }
     snprintf(s->helo, sizeof(s->helo), "%.*s", (int)c->arglen, c->arg);
     for (char *p = s->helo; *p; p++) {
-        if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '(' || *p == ')') {
-            *p = '_'; /* it goes into a header comment */
+        /* it goes into a header: RFC 5322 §2.2 allows only printable US-ASCII there, so
+         * bytes >= 0x80 (raw UTF-8 or Latin-1) are replaced like controls */
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || *p == '(' || *p == ')') {
+            *p = '_';
         }
     }
     s->esmtp = esmtp;
@@ -300,11 +302,10 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     prx_send(s, buf, n);
 }
 
-/* Vets ESMTP parameters: known ones are kept for upstream when it supports
- * them, unknown ones refused (RFC 5321 §4.1.1.11: 555). Returns 0 or -1. */
 /* Vets ESMTP parameters into out (cap PRX_PARAMS_MAX): known ones are kept for
  * upstream when it supports them, unknown ones refused (RFC 5321 §4.1.1.11: 555).
- * Returns 0 or -1. */
+ * BODY takes only the values we offer: 7BIT and 8BITMIME (RFC 6152); BINARYMIME
+ * needs CHUNKING (RFC 3030), which is not offered. Returns 0 or -1. */
 static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
 {
     size_t o = 0;
@@ -318,6 +319,11 @@ static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
         kl = 0;
         while (kl < i && p[kl] != '=') {
             kl++;
+        }
+        if (kl == 4 && strncasecmp(p, "BODY", 4) == 0 &&
+            !((i == 9 && strncasecmp(p + 5, "7BIT", 4) == 0) ||
+              (i == 13 && strncasecmp(p + 5, "8BITMIME", 8) == 0))) {
+            return -1;
         }
         if ((kl == 4 && strncasecmp(p, "SIZE", 4) == 0) ||
             (kl == 4 && strncasecmp(p, "BODY", 4) == 0)) {

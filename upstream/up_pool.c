@@ -449,6 +449,7 @@ static int up_pool_unreachable(int err)
     case RELAY_E_TLS:
     case RELAY_E_CERT:
     case RELAY_E_NO_STARTTLS:
+    case RELAY_E_STARTTLS_REFUSED:
     case RELAY_E_REFUSED:
     case RELAY_E_PROTOCOL:
     case RELAY_E_LOST:

@@ -628,7 +628,8 @@ static void up_on_hello_reply(struct up_session *s, const struct up_reply *r)
     case UP_STATE_STARTTLS: {
         int e;
         if (r->code != 220) {
-            up_fail_reply(s, RELAY_E_NO_STARTTLS, r);
+            /* offered, then refused (RFC 3207 §4: 454): say so, with its reply */
+            up_fail_reply(s, RELAY_E_STARTTLS_REFUSED, r);
             return;
         }
         up_enter_state(s, UP_STATE_TLS);

@@ -15,6 +15,8 @@ every DATA transaction (Message).
 
 Scripted behaviour:
   * RCPT whose local part starts with "reject" -> "550 5.1.1 <addr>: ...".
+  * MAIL whose local part starts with "close421" -> "421 4.3.2 ..." and the
+    connection closed, like a provider shutting down.
   * End-of-DATA reply chosen by the message itself: a header
         X-Test-Reply: 451                 -> "451 4.3.0 try later"
         X-Test-Reply: 554                 -> "554 5.7.1 spam"
@@ -90,6 +92,7 @@ DATA_REPLIES = {
     "554": "554 5.7.1 spam",
 }
 REJECT_PREFIX = "reject"
+CLOSE421_PREFIX = "close421"
 XOAUTH2_LINE_MAX = 12288  # RFC 4954 §4: AUTH command lines
 XOAUTH2_RE = re.compile(rb"user=([^\x01]*)\x01auth=Bearer ([^\x01]+)\x01\x01")
 OAUTHBEARER_RE = re.compile(rb"n,a=([^,\x01]*),\x01((?:[A-Za-z]+=[^\x01]*\x01)+)\x01")
@@ -291,6 +294,9 @@ class _PeerSMTP(SMTP):
                 # so that the refused command (e.g. a cleartext AUTH) is recorded.
                 await self.push("530 5.7.0 Must issue a STARTTLS command first")
                 return None
+            if verb == "STARTTLS" and self._peer.starttls_reply:
+                await self.push(self._peer.starttls_reply)
+                return None
             try:
                 result = await method(arg)
             except Exception as e:
@@ -320,6 +326,13 @@ class _Handler:
         if self.peer.pipelining:
             responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if address.split("@", 1)[0].lower().startswith(CLOSE421_PREFIX):
+            # runs after the reply is written (push writes before it awaits)
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return "421 4.3.2 peer.test shutting down"
+        return MISSING  # aiosmtpd's own MAIL handling
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.split("@", 1)[0].lower().startswith(REJECT_PREFIX):
@@ -388,7 +401,8 @@ class Peer:
     def __init__(self, tls="starttls", cert=None, key=None, users=None, host="127.0.0.1",
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
                  on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
-                 cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False):
+                 cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False,
+                 starttls_reply=None):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -406,6 +420,7 @@ class Peer:
         self.close_after_message = close_after_message
         self.data_delay = data_delay  # seconds before answering end of data
         self.pipelining = pipelining  # offer PIPELINING (aiosmtpd reads commands in order)
+        self.starttls_reply = starttls_reply  # e.g. "454 4.7.0 ...": STARTTLS refused with it
         self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

@@ -34,6 +34,26 @@ class BodyTest(RelayTestCase):
         self.assertEqual(m.content.count(b"\r\nReceived:"), 0, "more than one Received: added")
         self.assert_same_bytes(strip_received(m.content), msg)
 
+    def test_received_helo_8bit_replaced(self):
+        # HELO bytes >= 0x80 must not reach the Received: header raw (RFC 5322 §2.2).
+        peer, relay = self.start_default()
+        c = RawClient(relay.host, relay.port)
+        self.addCleanup(c.close)
+        self.assertEqual(c.reply()[0], 220)
+        c.send(b"EHLO caf\xc3\xa9-\xe4.test\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        for line in ("MAIL FROM:<sender@example.org>", "RCPT TO:<rcpt@example.net>"):
+            self.assertEqual(c.cmd(line)[0], 250, line)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(make_message("helo8") + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.cmd("QUIT")
+        (m,) = peer.messages()
+        first = m.content.split(b"\r\n", 1)[0]
+        self.assertTrue(first.startswith(b"Received: from caf__-_.test "), first)
+        head = m.content.split(b"\r\n\r\n", 1)[0]
+        self.assertFalse(any(b >= 0x80 for b in head), head[:300])
+
     def test_leading_dots(self):
         body = (b".\r\n"
                 b"..\r\n"

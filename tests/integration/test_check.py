@@ -64,6 +64,25 @@ class CheckTest(RelayTestCase):
         r = self.run_check(path)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_readable_inline_password_warned(self):
+        # bad_config's [device default] has an inline password on line 13
+        path, _ = self.bad_config("")
+        os.chmod(path, 0o644)
+        r = self.run_check(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("warning: %s is readable by others and holds a password (line 13)" % path,
+                      r.stdout)
+        relay = self.start_own_relay(path)
+        line = relay.wait_log(r"^warn \S+ relay25 event=config file=(\S+) line=13 warning="
+                              r"\"readable by others and holds a password").string
+        self.assertIn("file=%s " % path, line)
+        relay.wait_log(r"\bevent=started\b")
+        self.stop_expect_0(relay)
+        os.chmod(path, 0o640)
+        r = self.run_check(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("readable by others", r.stdout)
+
     def test_upstream_good_credentials(self):
         peer, path = self.good_setup()
         r = self.run_check(path, "--upstream")

@@ -51,6 +51,24 @@ class EnvelopeTest(RelayTestCase):
                           ("b@example.org", ("y@example.net", "z@example.net"))])
         self.assertEqual({m.login for m in msgs}, {self.PRINTER})
 
+    def test_body_values_not_offered_refused(self):
+        # Only 7BIT and 8BITMIME are offered; BINARYMIME needs CHUNKING (RFC 3030).
+        peer, relay = self.start_default()
+        s = self.smtp(relay)
+        s.ehlo()
+        for value in ("BINARYMIME", "8BIT", ""):
+            code, text = s.mail("a@example.org", ["BODY=" + value])
+            self.assertEqual(code, 555, (value, text))
+            self.assertIn(b"5.5.4", text)
+        for value in ("7BIT", "8bitmime"):
+            self.assertEqual(s.mail("a@example.org", ["BODY=" + value])[0], 250, value)
+            self.assertEqual(s.rset()[0], 250)
+        s.quit()
+        peer.wait_idle(5)
+        bodies = [a.split("BODY=", 1)[1].upper() for _, _, a in peer.commands("MAIL")]
+        self.assertEqual(sorted(bodies), ["7BIT", "8BITMIME"], "a refused MAIL reached upstream")
+
+
 
 if __name__ == "__main__":
     main()

@@ -154,6 +154,34 @@ class SpoolTest(SpoolTestCase):
         (m,) = peer.messages()
         self.assertEqual(m.header("Subject"), "usr1")
 
+    def test_pid_file_mode_0644_whatever_the_umask(self):
+        """relay25.pid is for `relay25 queue` and scripts of other users: 0644 even
+        under umask 077, and an old file left with 0600 is made 0644 too."""
+        devices, _ = self.default_devices()
+        closed, port = closed_port()
+        self.addCleanup(closed.close)
+        spool = os.path.join(self.dir, "spool-pid")
+        os.makedirs(spool, mode=0o700)
+        pidfile = os.path.join(spool, "relay25.pid")
+        with open(pidfile, "w") as f:
+            f.write("1\n")
+        os.chmod(pidfile, 0o600)
+        keys = self.spool_relay_keys(mode="spool", spool_dir=spool)
+        path = self.write_config({"main": self.upstream(port=port)}, devices, keys,
+                                 name="relay25-pid.ini")
+        r = Relay(path, name="relay25-pid")
+        self.addCleanup(self._reap, r)
+        old = os.umask(0o077)
+        try:
+            r.start()
+        finally:
+            os.umask(old)
+        r.wait_lines(r"event=started", timeout=15)  # the pid file comes after "listening"
+        with open(pidfile) as f:
+            self.assertEqual(int(f.read().strip()), r.proc.pid)
+        self.assertEqual(os.stat(pidfile).st_mode & 0o777, 0o644)
+        self.stop_expect_0(r)
+
     def test_sigusr1_as_soon_as_the_pid_file_exists(self):
         """A script (or `relay25 queue flush`) that signals the PID in
         <spool_dir>/relay25.pid the moment the file appears must not kill relay25:

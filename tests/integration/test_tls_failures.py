@@ -6,10 +6,10 @@ from relaytest import RelayTestCase, closed_port, main, make_message
 
 
 class TlsFailuresTest(RelayTestCase):
-    def start(self, peer_tls="starttls", pki=None, users_override=None, upstream=None):
+    def start(self, peer_tls="starttls", pki=None, users_override=None, upstream=None, **kw):
         devices, users = self.default_devices()
         peer_users = dict(users, **(users_override or {}))
-        peer = self.start_peer(tls=peer_tls, users=peer_users, pki=pki)
+        peer = self.start_peer(tls=peer_tls, users=peer_users, pki=pki, **kw)
         up = self.upstream(peer, tls="starttls")
         up.update(upstream or {})
         relay = self.start_relay({"main": up}, devices)
@@ -27,6 +27,18 @@ class TlsFailuresTest(RelayTestCase):
     def test_upstream_without_starttls(self):
         peer, relay = self.start(peer_tls="none")
         self.assert_4xx_at_mail(relay)
+        self.assert_nothing_upstream(peer)
+        for c in peer.connections():
+            self.assertNotIn("AUTH", c.verbs())
+
+    def test_upstream_refuses_starttls(self):
+        # STARTTLS offered but answered 454: reported as a refusal, with the reply,
+        # not as "does not offer STARTTLS"
+        peer, relay = self.start(starttls_reply="454 4.7.0 TLS not available right now")
+        code, text = self.assert_4xx_at_mail(relay)
+        self.assertRegex(text, r"^4\.7\.4 Upstream \S+ refused STARTTLS.*: "
+                               r"454 4\.7\.0 TLS not available right now$")
+        self.assertNotIn("does not offer", text)
         self.assert_nothing_upstream(peer)
         for c in peer.connections():
             self.assertNotIn("AUTH", c.verbs())

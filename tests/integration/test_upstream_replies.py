@@ -54,6 +54,23 @@ class UpstreamRepliesTest(RelayTestCase):
         s.quit()
         self.assertEqual([m.header("Subject") for m in peer.messages()], ["second"])
 
+    def test_421_at_mail_is_451_and_session_goes_on(self):
+        # Upstream closing at MAIL: the device gets a 4xx for this transaction
+        # (not upstream's 421, which would tell it our session ends) and the
+        # next transaction on the same session goes through a fresh connection.
+        peer, relay = self.start_default()
+        s = self.smtp(relay)
+        s.ehlo()
+        code, text = s.mail("close421@example.org")
+        self.assertEqual(code, 451, text)
+        self.assertRegex(text.decode(), r"^4\.4\.\d .*421 4\.3\.2 peer\.test shutting down")
+        relay.wait_lines(r"\bstatus=deferred\b")
+        self.assertEqual(s.sendmail("s@example.org", ["r@example.net"], make_message("after")),
+                         {})
+        s.quit()
+        self.assertEqual([m.header("Subject") for m in peer.messages()], ["after"])
+        self.assertEqual(len(peer.connections()), 2, "the closed upstream session was reused")
+
 
 if __name__ == "__main__":
     main()

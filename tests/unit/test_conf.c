@@ -942,6 +942,40 @@ static void test_credentials(void)
     unsetenv("CREDENTIALS_DIRECTORY");
 }
 
+/* An inline password in a file others can read is flagged with its line; a
+ * file closed to others, or one with no inline password, is not. */
+static void test_exposed(void)
+{
+    char err[512];
+    struct conf *c;
+
+    write_file(CONF, UP DEV, strlen(UP DEV));
+    ASSERT_EQ(chmod(CONF, 0644), 0);
+    c = conf_load(CONF, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->exposed_line, 5);
+        conf_free(c);
+    }
+    ASSERT_EQ(chmod(CONF, 0640), 0);
+    c = conf_load(CONF, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->exposed_line, 0);
+        conf_free(c);
+    }
+    write_file("pw.txt", "hunter2\n", 8);
+    write_file(CONF, UP "[device default]\nuser = u@example.com\npassword_file = pw.txt\n",
+               strlen(UP "[device default]\nuser = u@example.com\npassword_file = pw.txt\n"));
+    ASSERT_EQ(chmod(CONF, 0644), 0);
+    c = conf_load(CONF, 0, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->exposed_line, 0);
+        conf_free(c);
+    }
+}
+
 static void test_secrets(void)
 {
     char err[512];
@@ -2375,6 +2409,7 @@ int main(void)
     test_errors();
     test_spool_errors();
     test_secrets();
+    test_exposed();
     test_credentials();
     test_env();
     test_ca();
