@@ -167,6 +167,12 @@ struct tls_ca *tls_ca_load(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory reading %s", path);
         goto fail;
     }
+    {
+        br_sha256_context h;
+        br_sha256_init(&h);
+        br_sha256_update(&h, buf, len);
+        br_sha256_out(&h, ca->digest);
+    }
     br_pem_decoder_init(&pc);
     while (off < len) {
         off += br_pem_decoder_push(&pc, buf + off, len - off);

@@ -11,6 +11,10 @@
 struct tls_ca {
     br_x509_trust_anchor *anchors;
     size_t n;
+    /* SHA-256 of the file as read: names this set of anchors in TLS resumption
+     * keys, so a reload that changes the file never resumes a session verified
+     * against the old one (and one that keeps it still can) */
+    unsigned char digest[32];
 };
 
 /* Shared with tls_cert.c (PEM/DER decoding at startup): a growing byte buffer

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/reply.h"
 #include "common/tio.h"
+#include "common/tls_ca.h"
 #include "conf/conf.h"
 #include "upstream/up_dial.h"
 #include "upstream/up_oauth.h"
@@ -337,8 +338,15 @@ static int up_send(struct up_session *s, unsigned timeout, const char *fmt, ...)
  * resumed (a cut key could match another server's). */
 static const char *up_tls_key(struct up_session *s)
 {
-    int n = snprintf(s->tls_key, sizeof(s->tls_key), "%d %p %s %s", s->p.up->tls_verify,
-                     (const void *)s->p.up->ca, s->where, s->server_name);
+    const struct tls_ca *ca = s->p.up->ca;
+    char ca_id[2 * 16 + 1] = "-";
+    int n;
+
+    for (size_t i = 0; ca && i < 16; i++) { /* half the CA file's SHA-256 */
+        snprintf(ca_id + 2 * i, 3, "%02x", ca->digest[i]);
+    }
+    n = snprintf(s->tls_key, sizeof(s->tls_key), "%d %s %s %s", s->p.up->tls_verify, ca_id,
+                 s->where, s->server_name);
     return n > 0 && (size_t)n < sizeof(s->tls_key) ? s->tls_key : NULL;
 }
 

@@ -9,7 +9,7 @@
 #define UP_TLSCACHE_MAX 32
 
 struct up_tlscache_entry {
-    char key[UP_TLSCACHE_KEY_MAX]; /* "verify ca where server_name" */
+    char key[UP_TLSCACHE_KEY_MAX]; /* "verify ca-digest where server_name" */
     br_ssl_session_parameters params;
     uint64_t used_ms;
 };

@@ -5,6 +5,10 @@ serves the next device with the same identity; a different identity never gets
 it; at most max_connections upstream sessions exist per upstream, and
 transactions beyond that wait for one (or get 451 4.4.5 after command_timeout);
 new connections offer the last TLS session for resumption."""
+import os
+import re
+import shutil
+import signal
 import socket
 import threading
 import time
@@ -50,6 +54,38 @@ class ReuseTest(RelayTestCase):
         self.assertEqual(len(peer.connections()), 3)
         self.assertEqual(len(relay.grep(r"event=tls .*resumed=yes")), 2, relay.tail(40))
         self.assertEqual(len(relay.grep(r"event=pool_evict")), 2)
+
+    def test_tls_resumption_follows_the_ca_file_across_reloads(self):
+        # The resumption key names the CA file's content, not where it sits in
+        # memory: a reload that keeps the file still resumes; one that changes it
+        # verifies afresh (a session verified against the old anchors is not reused).
+        ca = os.path.join(self.dir, "ca-reload.pem")
+        shutil.copyfile(self.pki.ca_file, ca)
+        peer, relay = self.start_default(upstream={"max_connections": "1", "ca_file": ca})
+
+        def send(i, source):
+            self.send_mail(relay, "a@example.org", ["b@example.net"],
+                           make_message("reload %d" % i), source)
+
+        def reload(n):
+            relay.proc.send_signal(signal.SIGHUP)
+            relay.wait_lines(r"\bevent=reload status=ok\b", n=n, timeout=20)
+
+        send(0, "127.0.0.2")
+        reload(1)  # same file
+        send(1, "127.0.0.3")  # evicts the idle session: a new connection
+        with open(self.pki.ca_file) as f:
+            pem = f.read()
+        with open(ca, "a") as f:
+            f.write(pem)  # the same anchor twice: other content, other key
+        reload(2)
+        send(2, "127.0.0.2")
+        peer.wait_messages(3)
+        tls = relay.wait_lines(r"event=tls ", n=3, timeout=20)
+        self.assertEqual(len(peer.connections()), 3)
+        self.assertEqual([re.search(r"resumed=(\w+)", t).group(1) for t in tls],
+                         ["no", "yes", "no"], relay.tail(40))
+        self.assertTrue(all("verify=yes" in t for t in tls), tls)
 
     def concurrent(self, relay, n, source="127.0.0.2"):
         """n clients at once; returns the exceptions they raised."""
