@@ -681,6 +681,32 @@ static int spool_copy(int fd, const struct iovec *head, size_t nhead, int body_f
     }
 }
 
+/* Creates path (owned like owner), writes head and then body_fd's content
+ * (none when < 0), fsyncs and closes it. 0, or -1 with errno set and *step
+ * naming what failed. */
+static int spool_write_new(const char *path, const struct stat *owner, const struct iovec *head,
+                           size_t nhead, int body_fd, uint64_t *size, const char **step)
+{
+    int fd, e;
+
+    *step = "create";
+    if ((fd = spool_create_owned(path, owner)) < 0) {
+        return -1;
+    }
+    *step = "write";
+    if (spool_copy(fd, head, nhead, body_fd, size) == 0) {
+        *step = "fsync";
+        if (fsync(fd) == 0) {
+            *step = "close";
+            return close(fd) == 0 ? 0 : -1; /* never closed twice: fd may be reused */
+        }
+    }
+    e = errno;
+    close(fd);
+    errno = e;
+    return -1;
+}
+
 int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, size_t nhead,
                     int body_fd, const struct spool_env *env, const struct stat *owner,
                     uint64_t *size, char *err, size_t errlen)
@@ -689,7 +715,9 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
     char qdir[SPOOL_PATH], *text = NULL;
     const char *step = NULL, *what = dir;
     size_t len = 0;
-    int fd = -1, e = 0, renamed = 0;
+    uint64_t envsize;
+    struct iovec envtext;
+    int e = 0, renamed = 0;
 
     if (spool__path(tmsg, sizeof(tmsg), dir, "tmp", qid, ".msg") != 0 ||
         spool__path(tenv, sizeof(tenv), dir, "tmp", qid, ".env") != 0 ||
@@ -708,43 +736,15 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
         snprintf(err, errlen, "out of memory");
         return ENOMEM;
     }
+    envtext.iov_base = text;
+    envtext.iov_len = len;
     /* the content, then the envelope, each on disk before any rename */
-    step = "create";
     what = tmsg;
-    if ((fd = spool_create_owned(tmsg, owner)) < 0) {
+    if (spool_write_new(tmsg, owner, head, nhead, body_fd, size, &step) != 0) {
         goto fail;
     }
-    step = "write";
-    if (spool_copy(fd, head, nhead, body_fd, size) != 0) {
-        goto fail;
-    }
-    step = "fsync";
-    if (fsync(fd) != 0) {
-        goto fail;
-    }
-    step = "close";
-    e = close(fd);
-    fd = -1;
-    if (e != 0) {
-        goto fail;
-    }
-    step = "create";
     what = tenv;
-    if ((fd = spool_create_owned(tenv, owner)) < 0) {
-        goto fail;
-    }
-    step = "write";
-    if (afile_write_all(fd, text, len) != 0) {
-        goto fail;
-    }
-    step = "fsync";
-    if (fsync(fd) != 0) {
-        goto fail;
-    }
-    step = "close";
-    e = close(fd);
-    fd = -1;
-    if (e != 0) {
+    if (spool_write_new(tenv, owner, &envtext, 1, -1, &envsize, &step) != 0) {
         goto fail;
     }
     /* a daemon starting now empties tmp/ (ENOENT here) */
@@ -777,9 +777,6 @@ int spool_commit_fd(const char *dir, uint64_t qid, const struct iovec *head, siz
 fail:
     e = errno ? errno : EIO;
     snprintf(err, errlen, "cannot %s %s: %s", step, what, strerror(e));
-    if (fd >= 0) {
-        close(fd);
-    }
     if (renamed == 2) {
         unlink(qenv); /* .env first, as every remover does */
     }
