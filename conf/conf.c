@@ -335,6 +335,7 @@ void conf_free(struct conf *c)
     conf_free_patterns(&c->allowed_recipients);
     free(c->user);
     free(c->submit);
+    free(c->origin);
     free(c->spool_dir);
     free(c->path);
     free(c);

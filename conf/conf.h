@@ -263,6 +263,7 @@ struct conf {
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
+    char *origin; /* [sendmail] origin: domain for unqualified addresses; default hostname */
 
     unsigned refs; /* holders, the loader included (conf_hold / conf_release) */
 

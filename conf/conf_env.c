@@ -95,6 +95,7 @@ int conf__load_env(struct parse *p)
         {"RELAY25_MAX_QUEUE_AGE", SECT_RELAY, "max_queue_age"},
         {"RELAY25_BOUNCE", SECT_RELAY, "bounce"},
         {"RELAY25_SUBMIT", SECT_SENDMAIL, "submit"},
+        {"RELAY25_ORIGIN", SECT_SENDMAIL, "origin"},
         {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
         {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
         {"RELAY25_CA_FILE", SECT_UPSTREAM, "ca_file"},

@@ -43,7 +43,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_on_failure, set_spool_dir, set_size_limit, set_duration, set_bounce, set_host, set_port,
     set_tls, set_ca_file, set_server_name, set_tls_verify, set_up_connections, set_upstream,
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
-    set_submit, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
+    set_submit, set_origin, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
 static conf_set_fn set_per_ip_exempt;
 static conf_set_fn set_oauth_device_url;
@@ -160,6 +160,7 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "oauth_grant", 0, set_oauth_grant, 0},
     {SECT_DEVICE, "oauth_token_command", 0, set_oauth_command, 0},
     {SECT_SENDMAIL, "submit", 0, set_submit, 0},
+    {SECT_SENDMAIL, "origin", 0, set_origin, 0},
 };
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
 _Static_assert(CONF_NKEYS <= CONF_MAX_KEYS, "raise CONF_MAX_KEYS");
@@ -1474,6 +1475,20 @@ static int set_submit(struct parse *p, const char *val, size_t len)
     }
     p->c->submit = conf__strdup(p, val);
     return p->c->submit ? 0 : -1;
+}
+
+/* The domain sendmail appends to an unqualified sender or recipient ("root" ->
+ * root@origin), as Postfix's myorigin; default the host name. */
+static int set_origin(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (!conf__valid_name(val) || strchr(val, '@')) {
+        conf__fail_at(p, conf__here(p), "bad origin '%s' (a domain, e.g. example.com)", val);
+        return -1;
+    }
+    free(p->c->origin);
+    p->c->origin = conf__strdup(p, val);
+    return p->c->origin ? 0 : -1;
 }
 
 const struct key_def *conf__find_key(enum sect s, const char *name)
