@@ -33,6 +33,11 @@ int cli_queue_list(const char *spool_dir, int failed, int json);
  * it is not ours to signal). */
 int cli_queue_kick(const char *spool_dir);
 
+/* `relay25 queue --held flush [ID]`: sends the caller's messages that sendmail
+ * kept (cli/sm_held) through the daemon (or upstream) of c; all, or qid. 0 when
+ * none is left waiting, 1 when qid is not held, else a sysexits code. */
+int cli_sendmail_flush_held(const struct conf *c, uint64_t qid);
+
 /* `relay25 passwd LOGIN`: prints "LOGIN:HASH" for users_file (inbound AUTH). */
 int cli_passwd(int argc, char **argv);
 /* `relay25 oauth login DEVICE [-c FILE]`: RFC 8628 device authorization grant;

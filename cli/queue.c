@@ -18,6 +18,7 @@
 #include <cJSON.h>
 
 #include "cli/cli.h"
+#include "cli/sm_held.h"
 #include "common/afile.h"
 #include "conf/conf.h"
 #include "spool/spool.h"
@@ -57,7 +58,9 @@ static void q_usage(FILE *f)
             "       relay25 queue [-c FILE] flush [ID]\n"
             "       relay25 queue [-c FILE] delete ID | delete [--failed] --all\n"
             "       relay25 queue [-c FILE] retry-failed\n"
-            "ID: a queue id (16 hex digits) or a unique prefix of at least %d.\n",
+            "ID: a queue id (16 hex digits) or a unique prefix of at least %d.\n"
+            "--held: the messages `relay25 sendmail` kept for you when neither the daemon nor\n"
+            "its spool could take them (list, show, delete; flush sends them).\n",
             Q_ID_MIN);
 }
 
@@ -1003,8 +1006,10 @@ static int q_args_ok(const char *cmd, const char *arg, int all, int failed)
 int cli_queue(int argc, char **argv)
 {
     const char *path = NULL, *cmd = NULL, *arg = NULL;
-    int json = 0, failed = 0, all = 0, rc;
+    int json = 0, failed = 0, all = 0, held = 0, rc;
     struct conf *c;
+    char helddir[4096];
+    const char *spool;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1022,6 +1027,8 @@ int cli_queue(int argc, char **argv)
             failed = 1;
         } else if (strcmp(a, "--all") == 0) {
             all = 1;
+        } else if (strcmp(a, "--held") == 0) {
+            held = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             q_usage(stdout);
             return 0;
@@ -1056,16 +1063,41 @@ int cli_queue(int argc, char **argv)
     if (!(c = cli_load_conf(path, 0))) {
         return EX_CONFIG;
     }
-    if (strcmp(cmd, "list") == 0) {
-        rc = cli_queue_list(c->spool_dir, failed, json);
+    spool = c->spool_dir;
+    if (sm_held_dir(helddir, sizeof(helddir)) != 0) {
+        helddir[0] = '\0';
+    }
+    if (held) {
+        if (!helddir[0]) {
+            fprintf(stderr, "relay25 queue: no held directory (no home; set RELAY25_HELD_DIR)\n");
+            conf_free(c);
+            return EX_USAGE;
+        }
+        spool = helddir;
+    }
+    if (held && strcmp(cmd, "flush") == 0) {
+        uint64_t qid = 0;
+        int f = 0;
+        rc = arg ? q_find(spool, arg, 0, &qid, &f) : 0;
+        if (rc == 0) {
+            rc = cli_sendmail_flush_held(c, qid);
+        }
+    } else if (strcmp(cmd, "list") == 0) {
+        rc = cli_queue_list(spool, failed, json);
+        if (!held && helddir[0] && sm_held_count(helddir) > 0) {
+            fprintf(stderr,
+                    "relay25 queue: %zu message(s) held for you by sendmail in %s: `relay25 "
+                    "queue --held list`\n",
+                    sm_held_count(helddir), helddir);
+        }
     } else if (strcmp(cmd, "show") == 0) {
-        rc = q_show(c->spool_dir, arg, json);
+        rc = q_show(spool, arg, json);
     } else if (strcmp(cmd, "flush") == 0) {
-        rc = q_flush(c->spool_dir, arg);
+        rc = q_flush(spool, arg);
     } else if (strcmp(cmd, "delete") == 0) {
-        rc = q_delete(c->spool_dir, arg, all, failed);
+        rc = q_delete(spool, arg, all, failed);
     } else {
-        rc = q_retry_failed(c->spool_dir);
+        rc = q_retry_failed(spool);
     }
     conf_free(c);
     return rc;

@@ -34,7 +34,9 @@ struct smm_reader {
     int cr;          /* a CR was read and its line end not yet written */
     int dot;         /* a "." at the start of a line is held back (not -i) */
     int ignore_dots; /* -i: a lone "." line is content */
+    int smtp;        /* SMTP DATA (-bs): a leading dot of a longer line is removed */
     int done;        /* the lone "." line ended the input */
+    int done_cr;     /* ... by its CR: a LF after it belongs to that line */
     size_t lstart;   /* start of the current line in m->hdr */
     char *wbuf;      /* body bytes waiting for write(2) */
     size_t wlen;
@@ -80,6 +82,13 @@ void sm_msg_free(struct sm_msg *m)
 }
 
 /* ---- addresses ----------------------------------------------------------------------- */
+
+static int smm_add_rcpt(struct sm_msg *m, const char *a, size_t n);
+
+int sm_msg_add_rcpt(struct sm_msg *m, const char *a, size_t n)
+{
+    return smm_add_rcpt(m, a, n);
+}
 
 /* Vets one address and adds it (deduplicated) to the recipients; a bare local
  * part is qualified with the host name, as sendmail does. 0 or EX_DATAERR. */
@@ -428,9 +437,12 @@ static void smm_feed(struct smm_reader *r, char c)
         r->dot = 0;
         if (c == '\n' || c == '\r') {
             r->done = 1;
+            r->done_cr = c == '\r';
             return;
         }
-        smm_put(r, '.');
+        if (!r->smtp) { /* RFC 5321 §4.5.2: the client doubled it */
+            smm_put(r, '.');
+        }
     }
     if (r->cr) {
         r->cr = 0;
@@ -486,21 +498,78 @@ static int smm_tmpfile(void)
     return fd;
 }
 
-/* stdin -> m. 0 or a sysexits code (the reason is printed). */
-int sm_msg_read(struct sm_msg *m, int ignore_dots)
+void sm_in_init(struct sm_in *in, int fd)
+{
+    in->fd = fd;
+    in->pos = in->len = 0;
+    in->eof = 0;
+    in->err = 0;
+}
+
+/* More input into in->buf once it is used up; 0 at the end (or an error, in
+ * in->err), else the bytes available. */
+static size_t sm_in_fill(struct sm_in *in)
+{
+    if (in->pos < in->len) {
+        return in->len - in->pos;
+    }
+    in->pos = in->len = 0;
+    while (!in->eof) {
+        ssize_t n = read(in->fd, in->buf, sizeof(in->buf));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            in->eof = 1;
+            in->err = n < 0 ? errno : 0;
+            break;
+        }
+        in->len = (size_t)n;
+        break;
+    }
+    return in->len;
+}
+
+int sm_in_line(struct sm_in *in, char *line, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    int toolong = 0;
+
+    while (sm_in_fill(in) > 0) {
+        char c = in->buf[in->pos++];
+        if (c == '\n') {
+            if (n > 0 && line[n - 1] == '\r') {
+                n--;
+            }
+            line[n] = '\0';
+            *len = n;
+            return toolong ? -1 : 1;
+        }
+        if (n + 1 < cap) {
+            line[n++] = c;
+        } else {
+            toolong = 1;
+        }
+    }
+    line[n] = '\0';
+    *len = n;
+    return n > 0 ? (toolong ? -1 : 1) : 0; /* a last line without its end counts */
+}
+
+int sm_msg_read_in(struct sm_msg *m, struct sm_in *in, int ignore_dots, int smtp, int *ended)
 {
     struct smm_reader r;
-    char *in = malloc(SMM_CHUNK);
     int rc = 0;
 
     memset(&r, 0, sizeof(r));
     r.m = m;
     r.in_header = r.first = r.sol = 1;
     r.ignore_dots = ignore_dots;
+    r.smtp = smtp;
     r.wbuf = malloc(SMM_CHUNK);
     m->hdr = malloc(SMM_HEADER_MAX);
     m->fd = smm_tmpfile();
-    if (!in || !r.wbuf || !m->hdr) {
+    if (!r.wbuf || !m->hdr) {
         rc = EX_OSERR;
         goto done;
     }
@@ -509,22 +578,22 @@ int sm_msg_read(struct sm_msg *m, int ignore_dots)
         rc = EX_CANTCREAT;
         goto done;
     }
-    while (!r.done && !r.err) {
-        ssize_t n = read(0, in, SMM_CHUNK);
-        if (n < 0 && errno == EINTR) {
-            continue;
+    /* SMTP: an error goes on reading to the end of the data, to stay in step */
+    while (!r.done && (!r.err || smtp) && sm_in_fill(in) > 0) {
+        while (in->pos < in->len && !r.done) {
+            smm_feed(&r, in->buf[in->pos++]);
         }
-        if (n < 0) {
-            smm_fail(m, "cannot read the message from standard input: %s", strerror(errno));
-            rc = EX_IOERR;
-            goto done;
-        }
-        if (n == 0) {
-            break;
-        }
-        for (ssize_t i = 0; i < n && !r.done; i++) {
-            smm_feed(&r, in[i]);
-        }
+    }
+    if (in->err) {
+        smm_fail(m, "cannot read the message from standard input: %s", strerror(in->err));
+        rc = EX_IOERR;
+        goto done;
+    }
+    if (r.done_cr && sm_in_fill(in) > 0 && in->buf[in->pos] == '\n') {
+        in->pos++;
+    }
+    if (ended) {
+        *ended = r.done;
     }
     if (!r.done) { /* end of input: finish the last line */
         if (r.dot) {
@@ -543,8 +612,22 @@ int sm_msg_read(struct sm_msg *m, int ignore_dots)
     }
     rc = r.err;
 done:
-    free(in);
     free(r.wbuf);
+    return rc;
+}
+
+/* stdin -> m. 0 or a sysexits code (the reason is printed). */
+int sm_msg_read(struct sm_msg *m, int ignore_dots)
+{
+    struct sm_in *in = malloc(sizeof(*in));
+    int rc;
+
+    if (!in) {
+        return EX_OSERR;
+    }
+    sm_in_init(in, 0);
+    rc = sm_msg_read_in(m, in, ignore_dots, 0, NULL);
+    free(in);
     return rc;
 }
 

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 
 #define R(s)                                                                                       \
     {                                                                                              \
@@ -178,6 +179,40 @@ size_t reply_rate_limited(char *out, size_t cap, const char *name, unsigned coun
 size_t reply_queued(char *out, size_t cap, unsigned long long qid)
 {
     return reply_done(out, snprintf(out, cap, "250 2.0.0 Ok: queued as %016llx\r\n", qid), cap);
+}
+
+size_t reply_sendmail(char *out, size_t cap, int sysexit, const char *text)
+{
+    const char *code;
+    char clean[600];
+    size_t i;
+
+    switch (sysexit) {
+    case 0:
+        code = "250 2.0.0";
+        break;
+    case EX_NOUSER:
+        code = "550 5.1.1";
+        break;
+    case EX_DATAERR:
+        code = "554 5.6.0";
+        break;
+    case EX_UNAVAILABLE:
+        code = "554 5.0.0";
+        break;
+    case EX_CONFIG:
+        code = "451 4.3.5";
+        break;
+    default:
+        code = "451 4.3.0";
+        break;
+    }
+    for (i = 0; text && text[i] && i + 1 < sizeof(clean); i++) {
+        unsigned char c = (unsigned char)text[i];
+        clean[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    clean[i] = '\0';
+    return reply_done(out, snprintf(out, cap, "%s %s\r\n", code, i ? clean : "Ok"), cap);
 }
 
 const char *reply_err_name(int err)

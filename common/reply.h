@@ -119,6 +119,12 @@ size_t reply_rate_limited(char *out, size_t cap, const char *name, unsigned coun
 /* 250 2.0.0 the message is on disk, with its queue id. */
 size_t reply_queued(char *out, size_t cap, unsigned long long qid);
 
+/* sendmail -bs: the reply to a message's end of data from the sysexits.h status
+ * of its delivery (0: 250 2.0.0; EX_NOUSER: 550 5.1.1; EX_DATAERR: 554 5.6.0;
+ * EX_UNAVAILABLE: 554 5.0.0; EX_CONFIG: 451 4.3.5; any other: 451 4.3.0) and a
+ * text (control characters become '?'). */
+size_t reply_sendmail(char *out, size_t cap, int sysexit, const char *text);
+
 /* The 4xx a client gets when its upstream session failed: code and enhanced
  * status by err, then what happened ("upstream smtp.example:587: " + detail).
  * detail (may be NULL) is upstream's reply text or a TLS/socket error; control

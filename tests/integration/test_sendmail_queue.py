@@ -41,6 +41,7 @@ class SendmailQueueTest(SpoolTestCase):
         # the daemon's submit port: nothing listens there, so sendmail cannot reach it
         self.sock, self.submit_port = closed_port()
         self.addCleanup(self.sock.close)
+        self.held = os.path.join(self.dir, "held")
 
     def peer(self):
         """The upstream, knowing the office account (self.pw)."""
@@ -79,8 +80,10 @@ class SendmailQueueTest(SpoolTestCase):
         return path
 
     def sendmail(self, config, args, data):
+        env = clean_env()
+        env["RELAY25_HELD_DIR"] = self.held   # never the real home
         r = subprocess.run([RELAY25_BIN, "sendmail", "-C", config] + list(args), input=data,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                            timeout=60)
         r.stdout = r.stdout.decode("utf-8", "replace")
         r.stderr = r.stderr.decode("utf-8", "replace")
@@ -231,12 +234,14 @@ class SendmailQueueTest(SpoolTestCase):
         self.assertIn("message not sent", r.stderr)
         self.assertRegex(r.stderr, r"not queued: spool_dir .*: No such file or directory")
         self.assertFalse(os.path.exists(self.spool))
-        # no spool in the configuration: 75 as always, nothing written
+        # no spool in the configuration: 75 as always, nothing in a spool (since #15
+        # the message is kept in the caller's held directory: the next test)
         config = self.config(peer, spool=False)
         r = self.sendmail(config, ["one@example.net"], self.MSG)
         self.assertEqual(r.returncode, EX_TEMPFAIL, r.stderr)
         self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
-        self.assertNotIn("queued", r.stderr)
+        self.assertNotIn("message queued as", r.stderr)
+        self.assertFalse(os.path.exists(self.spool))
 
     def test_policy_refusal_is_not_queued(self):
         """What the daemon would refuse for good is not queued: 67/69 as if it ran."""
