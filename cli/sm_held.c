@@ -93,14 +93,10 @@ int sm_held_keep(const char *dir, const struct sm_msg *m, const char *sender, co
     snprintf(env.client, sizeof(env.client), "local");
     snprintf(env.body, sizeof(env.body), "%s", m->eightbit ? "8BITMIME" : "");
     snprintf(env.from, sizeof(env.from), "%s", sender);
-    if (!(env.rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*env.rcpt)))) {
+    if (spool_env_set_rcpt(&env, m->rcpt, m->nrcpt) != 0) {
         snprintf(err, cap, "out of memory");
         return EX_OSERR;
     }
-    for (size_t i = 0; i < m->nrcpt; i++) {
-        snprintf(env.rcpt[i], sizeof(env.rcpt[i]), "%s", m->rcpt[i]);
-    }
-    env.nrcpt = m->nrcpt;
     iov[0] = (struct iovec){.iov_base = m->hdr, .iov_len = m->hdrlen};
     iov[1] = (struct iovec){.iov_base = (void *)added, .iov_len = addedlen};
     iov[2] = (struct iovec){.iov_base = "\r\n", .iov_len = 2};

@@ -178,14 +178,10 @@ int sm_queue_commit(const struct sm_queue_in *in, uint64_t *qid, char *err, size
     snprintf(env.client, sizeof(env.client), "%s", ip);
     snprintf(env.helo, sizeof(env.helo), "%s", c->hostname);
     snprintf(env.body, sizeof(env.body), "%s", m->eightbit ? "8BITMIME" : "");
-    if (!(env.rcpt = calloc(m->nrcpt ? m->nrcpt : 1, sizeof(*env.rcpt)))) {
+    if (spool_env_set_rcpt(&env, m->rcpt, m->nrcpt) != 0) {
         snprintf(err, cap, "out of memory");
         return EX_OSERR;
     }
-    for (size_t i = 0; i < m->nrcpt; i++) {
-        snprintf(env.rcpt[i], sizeof(env.rcpt[i]), "%s", m->rcpt[i]);
-    }
-    env.nrcpt = m->nrcpt;
     /* the content: Received:, the header section (ours after the caller's, then
      * the blank line; From: rewritten as the daemon would), the body */
     headlen = m->hdrlen + in->addedlen + 2;

@@ -240,3 +240,17 @@ int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
     }
     return 0;
 }
+
+int spool_env_set_rcpt(struct spool_env *env, char *const *rcpt, size_t n)
+{
+    free(env->rcpt);
+    env->nrcpt = 0;
+    if (!(env->rcpt = calloc(n ? n : 1, sizeof(*env->rcpt)))) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        snprintf(env->rcpt[i], sizeof(env->rcpt[i]), "%s", rcpt[i]);
+    }
+    env->nrcpt = n;
+    return 0;
+}

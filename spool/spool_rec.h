@@ -45,6 +45,9 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *e
 /* Serialise; returns malloc'd text and its length, NULL on allocation failure. */
 char *spool_env_format(const struct spool_env *env, size_t *len);
 void spool_env_free(struct spool_env *env);
+/* env->rcpt from n addresses (each cut at SPOOL_ADDR_MAX - 1 bytes), replacing
+ * any; 0, or -1 when out of memory. */
+int spool_env_set_rcpt(struct spool_env *env, char *const *rcpt, size_t n);
 
 /* ---- progress records (.done) ---- */
 
