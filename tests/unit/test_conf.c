@@ -148,6 +148,14 @@ static void env_clear(void)
         "RELAY25_ALLOWED_SENDERS",
         "RELAY25_ALLOWED_RECIPIENTS",
         "RELAY25_SUBMIT",
+        "RELAY25_ORIGIN",
+        "RELAY25_REFUSED_TIMEOUT",
+        "RELAY25_DATA_MIN_RATE",
+        "RELAY25_DATA_RATE_WINDOW",
+        "RELAY25_RATE_LIMIT_BY",
+        "RELAY25_AUTH_FAIL_LIMIT",
+        "RELAY25_AUTH_LOCKOUT",
+        "RELAY25_AUTH_FAIL_DELAY",
         "RELAY25_MODE",
         "RELAY25_ON_UPSTREAM_FAILURE",
         "RELAY25_SPOOL_DIR",
@@ -1187,6 +1195,14 @@ static void test_env(void)
     setenv("RELAY25_ALLOWED_SENDERS", "@Example.com,<>", 1);
     setenv("RELAY25_ALLOWED_RECIPIENTS", "a@example.org b@example.org", 1);
     setenv("RELAY25_SUBMIT", "127.0.0.1:2525", 1);
+    setenv("RELAY25_ORIGIN", "example.org", 1);
+    setenv("RELAY25_REFUSED_TIMEOUT", "7", 1);
+    setenv("RELAY25_DATA_MIN_RATE", "2048", 1);
+    setenv("RELAY25_DATA_RATE_WINDOW", "60", 1);
+    setenv("RELAY25_RATE_LIMIT_BY", "device", 1);
+    setenv("RELAY25_AUTH_FAIL_LIMIT", "3", 1);
+    setenv("RELAY25_AUTH_LOCKOUT", "10m", 1);
+    setenv("RELAY25_AUTH_FAIL_DELAY", "0", 1);
     c = conf_load(NULL, 0, err, sizeof(err));
     ASSERT_TRUE(c != NULL);
     if (c) {
@@ -1212,6 +1228,14 @@ static void test_env(void)
         ASSERT_EQ(conf_patterns_match(&c->devices[0].allowed_senders, ""), 1);
         ASSERT_EQ(c->devices[0].allowed_recipients.n, 2);
         ASSERT_STREQ(c->submit, "127.0.0.1:2525");
+        ASSERT_STREQ(c->origin, "example.org");
+        ASSERT_EQ(c->refused_timeout, 7);
+        ASSERT_EQ(c->data_min_rate, 2048);
+        ASSERT_EQ(c->data_rate_window, 60);
+        ASSERT_EQ(c->rate_by, CONF_RATE_BY_DEVICE);
+        ASSERT_EQ(c->auth_fail_limit, 3);
+        ASSERT_EQ(c->auth_lockout, 600);
+        ASSERT_EQ(c->auth_fail_delay, 0);
     }
     conf_free(c);
 
@@ -1282,6 +1306,8 @@ static void test_env(void)
             {"RELAY25_ALLOWED_SENDERS", "a@b@c", "RELAY25_ALLOWED_SENDERS: bad address 'a@b@c'"},
             {"RELAY25_ALLOWED_RECIPIENTS", "<>", "RELAY25_ALLOWED_RECIPIENTS: bad address '<>'"},
             {"RELAY25_SUBMIT", "127.0.0.1", "RELAY25_SUBMIT: bad address '127.0.0.1'"},
+            {"RELAY25_ORIGIN", "a@b", "RELAY25_ORIGIN: bad origin 'a@b'"},
+            {"RELAY25_RATE_LIMIT_BY", "ip", "RELAY25_RATE_LIMIT_BY: bad value 'ip'"},
             {"RELAY25_MODE", "store", "RELAY25_MODE: bad value 'store' (passthrough or spool)"},
             {"RELAY25_ON_UPSTREAM_FAILURE", "spool",
              "RELAY25_ON_UPSTREAM_FAILURE: bad value 'spool' (reject or queue)"},
