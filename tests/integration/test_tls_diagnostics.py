@@ -156,7 +156,7 @@ class TlsDiagnosticsTest(RelayTestCase):
     # certificate names ---------------------------------------------------------------
 
     def ip_upstream(self, peer, pki):
-        up = self.upstream(peer, ca_file=pki.ca_file)
+        up = self.upstream(peer, port=0 if peer is None else None, ca_file=pki.ca_file)
         del up["server_name"]  # defaults to host = 127.0.0.1, an IP literal
         self.assertEqual(up["host"], "127.0.0.1")
         return up
@@ -188,6 +188,26 @@ class TlsDiagnosticsTest(RelayTestCase):
         self.assert_4xx(relay, ["certificate does not match server_name 127.0.0.1",
                                 "it names IP:192.0.2.10"])
         self.assert_nothing_upstream(peer)
+
+    def test_ip_literal_not_sent_as_sni(self):
+        # RFC 6066 §3: SNI carries host names only; a name still goes as SNI
+        seen = []
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.ip_pki.cert_file, self.ip_pki.key_file)
+        ctx.sni_callback = lambda sock, name, c: seen.append(name)
+
+        def greet(conn):
+            with ctx.wrap_socket(conn, server_side=True) as t:
+                t.sendall(b"421 sni.test closing\r\n")
+                t.recv(100)
+        srv = self.raw_server(greet)
+        up = self.ip_upstream(None, self.ip_pki)
+        up.update(port=srv.port, tls="implicit")
+        self.assert_4xx(self.relay_to(up), ["421 sni.test closing"])
+        self.assertEqual(seen[:1], [None])
+        up["server_name"] = "localhost"  # the cert has no DNS name: fails after SNI
+        self.assert_4xx(self.relay_to(up), ["4.7.5", "it names IP:127.0.0.1"])
+        self.assertIn("localhost", seen)
 
     def test_name_mismatch_lists_certificate_names(self):
         devices, users = self.default_devices()
