@@ -110,6 +110,10 @@ static void check_print(const struct conf *c)
         printf("upstream %s: %s:%u tls=%s server_name=%s verify=%s ca_file=%s\n", u->name, u->host,
                (unsigned)u->port, u->tls == CONF_TLS_IMPLICIT ? "implicit" : "starttls",
                u->server_name, u->tls_verify ? "yes" : "NO", u->ca_file);
+        char w[200];
+        if (conf_upstream_warning(u, w, sizeof(w))) {
+            printf("warning: %s\n", w);
+        }
     }
     for (size_t i = 0; i < c->ndevices; i++) {
         const struct conf_device *d = &c->devices[i];

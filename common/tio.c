@@ -8,6 +8,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include "common/tls_ca.h"
 #include "common/tls_cert.h"
+#include "common/tls_name.h"
 
 #define TIO_RBUF_PLAIN (4u * 1024u) /* an idle plain session costs little */
 #define TIO_RBUF_TLS (16u * 1024u)  /* one full TLS record per read */
@@ -41,6 +43,28 @@ struct tio_x509_any {
     int ncert;
 };
 
+/* An end-entity certificate larger than this is verified all the same, but its
+ * iPAddress names cannot be checked (so an IP-addressed upstream fails) nor listed. */
+#define TIO_EE_MAX (16u * 1024u)
+
+/* Verification as a client: BearSSL's minimal engine checks the chain, dates and
+ * DNS names; this wrapper adds what it lacks. RFC 5280 §4.2.1.6 iPAddress names
+ * when the upstream is addressed by an IP literal (the engine then gets no name,
+ * so it matches none), and, when the name does not match, the names the
+ * certificate does carry, for the error message. It keeps the end-entity DER for
+ * the length of one chain. */
+struct tio_x509_names {
+    const br_x509_class *vtable;
+    br_x509_minimal_context *inner;
+    unsigned char *ee;
+    size_t ee_len, ee_cap;
+    int ncert;
+    unsigned char ip[16];
+    size_t iplen; /* 0: a host name, which the minimal engine matches */
+    br_name_element cn;
+    char cnbuf[96];
+};
+
 struct tio_tls {
     br_ssl_engine_context *eng; /* &cc.eng or &sc.eng */
     union {
@@ -49,6 +73,11 @@ struct tio_tls {
     };
     br_x509_minimal_context xc;
     struct tio_x509_any any;
+    struct tio_x509_names names;
+    unsigned client : 1, rx_seen : 1;
+    /* for the failure: the certificate's names after a name mismatch, or the
+     * start of what a server sent in clear instead of TLS (tio_tls_detail) */
+    char detail[256];
     unsigned char offered[32]; /* session ID offered for resumption */
     size_t offered_len;
     size_t iolen;
@@ -137,6 +166,87 @@ static const br_x509_class tio_any_vtable = {
     tio_any_end_cert,
     tio_any_end_chain,
     tio_any_get_pkey,
+};
+
+static void tio_names_start_chain(const br_x509_class **ctx, const char *server_name)
+{
+    struct tio_x509_names *n = (struct tio_x509_names *)(void *)ctx;
+    n->ncert = 0;
+    n->inner->vtable->start_chain(&n->inner->vtable, server_name);
+}
+
+static void tio_names_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+    struct tio_x509_names *n = (struct tio_x509_names *)(void *)ctx;
+    if (n->ncert == 0) {
+        free(n->ee);
+        n->ee = length <= TIO_EE_MAX ? malloc(length) : NULL;
+        n->ee_cap = n->ee ? length : 0;
+        n->ee_len = 0;
+    }
+    n->inner->vtable->start_cert(&n->inner->vtable, length);
+}
+
+static void tio_names_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+    struct tio_x509_names *n = (struct tio_x509_names *)(void *)ctx;
+    if (n->ncert == 0 && n->ee && len <= n->ee_cap - n->ee_len) {
+        memcpy(n->ee + n->ee_len, buf, len);
+        n->ee_len += len;
+    }
+    n->inner->vtable->append(&n->inner->vtable, buf, len);
+}
+
+static void tio_names_end_cert(const br_x509_class **ctx)
+{
+    struct tio_x509_names *n = (struct tio_x509_names *)(void *)ctx;
+    n->ncert++;
+    n->inner->vtable->end_cert(&n->inner->vtable);
+}
+
+static unsigned tio_names_end_chain(const br_x509_class **ctx)
+{
+    struct tio_x509_names *n = (struct tio_x509_names *)(void *)ctx;
+    struct tio_tls *tls = (struct tio_tls *)(void *)((char *)n - offsetof(struct tio_tls, names));
+    unsigned r = n->inner->vtable->end_chain(&n->inner->vtable);
+    int whole = n->ee && n->ee_len == n->ee_cap;
+
+    /* the chain is BearSSL's verdict; an IP name is only checked on a trusted chain */
+    if (r == 0 && n->iplen > 0 &&
+        !(whole && tls_name_ip_match(n->ee, n->ee_len, n->ip, n->iplen))) {
+        r = BR_ERR_X509_BAD_SERVER_NAME;
+    }
+    if (r == BR_ERR_X509_BAD_SERVER_NAME) {
+        if (whole) {
+            tls_name_list(n->ee, n->ee_len, tls->detail, sizeof(tls->detail));
+        }
+        if (!tls->detail[0] && n->cn.status == 1) { /* no subjectAltName: the CN counts */
+            size_t o = (size_t)snprintf(tls->detail, sizeof(tls->detail), "CN:");
+            for (const char *p = n->cnbuf; *p && o + 1 < sizeof(tls->detail); p++) {
+                tls->detail[o++] = *p > 0x20 && *p < 0x7f ? *p : '?';
+            }
+            tls->detail[o] = '\0';
+        }
+    }
+    free(n->ee);
+    n->ee = NULL;
+    return r;
+}
+
+static const br_x509_pkey *tio_names_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+    const struct tio_x509_names *n = (const struct tio_x509_names *)(const void *)ctx;
+    return n->inner->vtable->get_pkey((const br_x509_class *const *)&n->inner->vtable, usages);
+}
+
+static const br_x509_class tio_names_vtable = {
+    sizeof(struct tio_x509_names),
+    tio_names_start_chain,
+    tio_names_start_cert,
+    tio_names_append,
+    tio_names_end_cert,
+    tio_names_end_chain,
+    tio_names_get_pkey,
 };
 
 static void tio_update_reading(struct tio *t);
@@ -286,6 +396,30 @@ static void tio_deliver_plain(struct tio *t)
     }
 }
 
+/* The first bytes a server sends over TLS: a record starts with its content type
+ * (20-23, RFC 5246 §6.2.1), an SMTP reply with a digit. A server that greets in
+ * clear where TLS was expected (a plain or STARTTLS port used as implicit TLS)
+ * is told apart here, before BearSSL calls it a bad record version. Fails t and
+ * returns 1 then, keeping the start of the text for the message. */
+static int tio_plaintext(struct tio *t)
+{
+    size_t o = 0;
+
+    if (t->rbuf[0] < '0' || t->rbuf[0] > '9') {
+        return 0;
+    }
+    for (size_t i = 0; i < t->rlen && o + 1 < 80; i++) {
+        unsigned char c = (unsigned char)t->rbuf[i];
+        if (c == '\r' || c == '\n') {
+            break;
+        }
+        t->tls->detail[o++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    t->tls->detail[o] = '\0';
+    tio_fail(t, TIO_ERR_PLAINTEXT);
+    return 1;
+}
+
 static void tio_pump_tls(struct tio *t)
 {
     br_ssl_engine_context *eng = t->tls->eng;
@@ -335,6 +469,10 @@ static void tio_pump_tls(struct tio *t)
         }
         if ((st & BR_SSL_RECVREC) && t->rlen > 0) {
             size_t len;
+            if (!t->tls->rx_seen && t->tls->client && tio_plaintext(t)) {
+                return;
+            }
+            t->tls->rx_seen = 1;
             unsigned char *buf = br_ssl_engine_recvrec_buf(eng, &len);
             size_t n = len < t->rlen ? len : t->rlen;
             memcpy(buf, t->rbuf, n);
@@ -522,6 +660,7 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
 {
     struct tio_tls *tls;
     br_ssl_engine_context *eng;
+    size_t iplen;
 
     if (t->tls || t->closing || t->failed) {
         return UV_EINVAL;
@@ -531,10 +670,24 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
     }
     br_ssl_client_init_full(&tls->cc, &tls->xc, ca ? ca->anchors : NULL, ca ? ca->n : 0);
     eng = tls->eng = &tls->cc.eng;
+    tls->client = 1;
     tio_prefer_aes_gcm(eng);
+    /* RFC 6066 §3: no IP literal in SNI; RFC 6125 §6.2.1: it is matched against
+     * iPAddress names, which tio_names_end_chain does */
+    iplen = server_name ? tls_name_parse_ip(server_name, tls->names.ip) : 0;
     if (!verify) {
         tls->any.vtable = &tio_any_vtable;
         br_ssl_engine_set_x509(eng, &tls->any.vtable);
+    } else {
+        static const unsigned char cn_oid[] = {3, 0x55, 0x04, 0x03}; /* 2.5.4.3 */
+        tls->names.vtable = &tio_names_vtable;
+        tls->names.inner = &tls->xc;
+        tls->names.iplen = iplen;
+        tls->names.cn.oid = cn_oid;
+        tls->names.cn.buf = tls->names.cnbuf;
+        tls->names.cn.len = sizeof(tls->names.cnbuf);
+        br_x509_minimal_set_name_elements(&tls->xc, &tls->names.cn, 1);
+        br_ssl_engine_set_x509(eng, &tls->names.vtable);
     }
     br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
     br_ssl_engine_add_flags(eng, BR_OPT_NO_RENEGOTIATION);
@@ -544,7 +697,8 @@ int tio_starttls_client(struct tio *t, const struct tls_ca *ca, const char *serv
         memcpy(tls->offered, resume->session_id, resume->session_id_len);
         tls->offered_len = resume->session_id_len;
     }
-    return tio_tls_begin(t, tls, br_ssl_client_reset(&tls->cc, server_name, tls->offered_len > 0));
+    return tio_tls_begin(
+        t, tls, br_ssl_client_reset(&tls->cc, iplen ? NULL : server_name, tls->offered_len > 0));
 }
 
 int tio_starttls_server(struct tio *t, const struct tls_cert *cert, int min_version)
@@ -733,6 +887,7 @@ static void tio_close_cb(uv_handle_t *h)
     free(t->w);
     free(t->rbuf);
     if (t->tls) {
+        free(t->tls->names.ee); /* closed in the middle of a certificate chain */
         explicit_bzero(t->tls, sizeof(*t->tls) + t->tls->iolen); /* session keys, records */
         free(t->tls);
     }
@@ -800,6 +955,9 @@ const char *tio_strerror(int err, char *buf, size_t len)
     case BR_ERR_BAD_MAC:
         s = "record MAC failure";
         break;
+    case TIO_ERR_TLS - TIO_ERR_PLAINTEXT:
+        s = "server answered in plain text, not TLS";
+        break;
     default:
         s = NULL;
         break;
@@ -827,4 +985,9 @@ int tio_tls_session(const struct tio *t, br_ssl_session_parameters *out, int *re
     *resumed = t->tls->offered_len > 0 && out->session_id_len == t->tls->offered_len &&
                memcmp(out->session_id, t->tls->offered, t->tls->offered_len) == 0;
     return 0;
+}
+
+const char *tio_tls_detail(const struct tio *t)
+{
+    return t->tls ? t->tls->detail : "";
 }

@@ -23,6 +23,9 @@ struct tls_cert;
  * failures, which are TIO_ERR_TLS - <BearSSL error code>. */
 #define TIO_ERR_TLS (-200000)
 #define TIO_IS_TLS_ERR(e) ((e) <= TIO_ERR_TLS && (e) > TIO_ERR_TLS - 4096)
+/* As a client: the server's first bytes were text (an SMTP greeting), not a TLS
+ * record. Not a BearSSL code (those end below 1024). */
+#define TIO_ERR_PLAINTEXT (TIO_ERR_TLS - 4000)
 
 struct tio_cbs {
     /* Plaintext arrived. Return the bytes consumed; returning fewer than len
@@ -89,6 +92,12 @@ size_t tio_pending(const struct tio *t);
 
 void tio_close(struct tio *t);
 const char *tio_strerror(int err, char *buf, size_t len);
+/* After a TLS failure, more about it, or "": for TIO_ERR_PLAINTEXT the start of
+ * the server's text; for a certificate name mismatch the names the certificate
+ * carries ("DNS:mx.example, IP:192.0.2.10", or "CN:..." without subjectAltName). A
+ * server_name that is an IP literal is matched against iPAddress names and not
+ * sent as SNI. Valid until tio_close(). */
+const char *tio_tls_detail(const struct tio *t);
 /* 1 for certificate problems (untrusted, name mismatch, expired). */
 int tio_err_is_cert(int err);
 

@@ -305,6 +305,10 @@ const struct conf_route *conf_route_for(const struct conf *c, const struct conf_
 /* The route named `name`, or NULL (spooled messages record the route by name). */
 const struct conf_route *conf_route_find(const struct conf *c, const char *name);
 
+/* A port and TLS mode that do not go together (465 with starttls, 587 or 2525
+ * with implicit): 1 with the warning in buf, else 0. For `check`. */
+int conf_upstream_warning(const struct conf_upstream *u, char *buf, size_t cap);
+
 /* 1 when the daemon keeps a spool: mode = spool or on_upstream_failure = queue in
  * [relay] or any device (then `serve` prepares spool_dir and runs its queue). */
 int conf_spool_used(const struct conf *c);

@@ -6,6 +6,7 @@
  * points into c->upstreams. */
 #include "conf/conf_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -449,6 +450,26 @@ int conf__check_logins(struct parse *p)
                 return -1;
             }
         }
+    }
+    return 0;
+}
+
+/* RFC 8314 §3.3: 465 speaks TLS from the first byte; 587 (RFC 6409) and 2525
+ * (587's customary stand-in) greet in clear and offer STARTTLS. Only a warning:
+ * a provider may run either on any port. */
+int conf_upstream_warning(const struct conf_upstream *u, char *buf, size_t cap)
+{
+    if (u->port == CONF_IMPLICIT_PORT && u->tls == CONF_TLS_STARTTLS) {
+        snprintf(buf, cap, "[upstream %s] port 465 usually expects TLS at once: use tls = implicit",
+                 u->name);
+        return 1;
+    }
+    if ((u->port == CONF_DEFAULT_PORT || u->port == 2525) && u->tls == CONF_TLS_IMPLICIT) {
+        snprintf(
+            buf, cap,
+            "[upstream %s] port %u usually speaks plain SMTP with STARTTLS: use tls = starttls",
+            u->name, (unsigned)u->port);
+        return 1;
     }
     return 0;
 }

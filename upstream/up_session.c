@@ -21,6 +21,8 @@
 #include "upstream/up_tlscache.h"
 
 #define UP_QUIT_TIMEOUT 5
+/* seconds a TLS server has to answer the ClientHello of the greeting probe */
+#define UP_PROBE_TIMEOUT 5
 
 enum up_state {
     UP_STATE_INIT,
@@ -67,6 +69,9 @@ struct up_session {
     char *user, *password, *server_name; /* own copies: a pooled session outlives its conf */
     char tls_key[UP_TLSCACHE_KEY_MAX];
     unsigned closing : 1, ready : 1, failed : 1, token_wait : 1, token_retried : 1;
+    /* heard: upstream sent something in clear; probing: no greeting came, and a
+     * ClientHello went out to see whether the port expects TLS at once */
+    unsigned heard : 1, probing : 1;
     /* Inside one of the owner's calls (up_mail...): a failure found there is
      * reported from a zero timer instead (libuv's rule, see up_session.h). */
     unsigned in_call : 1;
@@ -83,6 +88,8 @@ struct up_session {
 };
 
 static const struct tio_cbs up_tio_cbs;
+static void up_fail_probe(struct up_session *s, const char *how);
+static void up_arm(struct up_session *s, unsigned seconds);
 
 static const char *up_strstate(enum up_state st)
 {
@@ -278,6 +285,35 @@ static void up_fail_reply(struct up_session *s, int err, const struct up_reply *
     up_fail(s, err, r, detail);
 }
 
+/* No 220 within connect_timeout. A port that expects TLS at once (465, RFC 8314
+ * §3.3) waits in silence for a ClientHello, which looks like a dead server, so
+ * one is sent, unverified, to tell the two apart: the session fails either way,
+ * nothing follows the handshake and nothing of it is cached (up_tio_handshake). */
+static void up_greeting_timeout(struct up_session *s)
+{
+    char d[200];
+    unsigned t = s->p.connect_timeout;
+
+    if (s->probing) {
+        snprintf(d, sizeof(d), "no greeting within %us, and no answer to a TLS handshake either",
+                 t);
+    } else if (!s->heard && !s->p.local_plain && s->p.up->tls == CONF_TLS_STARTTLS &&
+               !tio_tls_active(s->tio)) {
+        s->probing = 1;
+        if (tio_starttls_client(s->tio, NULL, NULL, 0, NULL) == 0) {
+            if (!s->failed) {
+                up_arm(s, t < UP_PROBE_TIMEOUT ? t : UP_PROBE_TIMEOUT);
+            }
+            return;
+        }
+        s->probing = 0;
+        snprintf(d, sizeof(d), "no greeting within %us", t);
+    } else {
+        snprintf(d, sizeof(d), "no greeting within %us", t);
+    }
+    up_fail(s, RELAY_E_TIMEOUT, NULL, d);
+}
+
 static void up_timeout_cb(uv_timer_t *t)
 {
     struct up_session *s = t->data;
@@ -285,6 +321,10 @@ static void up_timeout_cb(uv_timer_t *t)
     snprintf(d, sizeof(d), "no answer in state %s", up_strstate(s->state));
     if (s->state == UP_STATE_QUIT) {
         up_shutdown(s);
+        return;
+    }
+    if (s->state == UP_STATE_GREETING) {
+        up_greeting_timeout(s);
         return;
     }
     up_fail(s, RELAY_E_TIMEOUT, NULL, d);
@@ -742,6 +782,7 @@ static size_t up_tio_read(void *arg, const char *data, size_t len)
     struct up_session *s = arg;
     size_t off = 0;
 
+    s->heard = 1;
     while (off < len && !s->closing && !s->failed) {
         size_t c = 0;
         int r = up_reply_feed(&s->rp, data + off, len - off, &c);
@@ -770,6 +811,10 @@ static void up_tio_handshake(void *arg)
     if (s->failed) {
         return;
     }
+    if (s->probing) {
+        up_fail_probe(s, "");
+        return;
+    }
     {
         br_ssl_session_parameters sp;
         int resumed = 0;
@@ -786,7 +831,7 @@ static void up_tio_handshake(void *arg)
     }
     if (s->state == UP_STATE_TLS_IMPLICIT) {
         up_enter_state(s, UP_STATE_GREETING);
-        up_arm(s, s->p.command_timeout);
+        up_arm(s, s->p.connect_timeout);
     } else if (s->state == UP_STATE_TLS) {
         up_enter_state(s, UP_STATE_EHLO2);
         up_send(s, s->p.command_timeout, "EHLO %s", s->p.helo);
@@ -804,13 +849,67 @@ static void up_tio_drain(void *arg)
     }
 }
 
+/* The greeting probe got a TLS answer (a handshake, or an alert to our ClientHello,
+ * how): the port speaks TLS from the first byte. */
+static void up_fail_probe(struct up_session *s, const char *how)
+{
+    char d[300];
+    snprintf(d, sizeof(d),
+             "no greeting within %us, but the server answered a TLS handshake%s: this port "
+             "expects TLS at once: use tls = implicit",
+             s->p.connect_timeout, how);
+    up_fail(s, RELAY_E_TIMEOUT, NULL, d);
+}
+
+/* A TLS failure in words for whoever configured the upstream. */
+static void up_tls_detail(struct up_session *s, int err, char *d, size_t cap)
+{
+    int e = TIO_ERR_TLS - err;
+    char base[160];
+
+    tio_strerror(err, base, sizeof(base));
+    if (err == TIO_ERR_PLAINTEXT && s->state == UP_STATE_TLS_IMPLICIT) {
+        snprintf(d, cap,
+                 "server sent \"%s\" in plain text where a TLS handshake was expected: this port "
+                 "speaks plain SMTP: use tls = starttls",
+                 tio_tls_detail(s->tio));
+    } else if (err == TIO_ERR_PLAINTEXT) {
+        snprintf(d, cap, "server answered STARTTLS, then sent \"%s\" in plain text, not TLS",
+                 tio_tls_detail(s->tio));
+    } else if (e == BR_ERR_RECV_FATAL_ALERT + 70) {
+        /* RFC 5246 §7.2.2 protocol_version: a TLS 1.3-only server */
+        snprintf(d, cap,
+                 "server requires a TLS version relay25 does not have (TLS alert 70, "
+                 "protocol_version): relay25's TLS library, BearSSL, supports TLS 1.2 at most");
+    } else if (e == BR_ERR_X509_BAD_SERVER_NAME) {
+        const char *names = tio_tls_detail(s->tio);
+        snprintf(d, cap, "certificate does not match server_name %s: it names %s",
+                 s->p.up->server_name, names[0] ? names : "no DNS or IP name");
+    } else {
+        snprintf(d, cap, "%s", base);
+    }
+}
+
 static void up_tio_error(void *arg, int err)
 {
     struct up_session *s = arg;
-    char d[160];
+    char d[400];
 
     tio_strerror(err, d, sizeof(d));
-    if (TIO_IS_TLS_ERR(err)) {
+    if (s->probing) {
+        int e = TIO_ERR_TLS - err;
+        if (TIO_IS_TLS_ERR(err) && e >= BR_ERR_RECV_FATAL_ALERT && e < BR_ERR_SEND_FATAL_ALERT) {
+            char how[40];
+            snprintf(how, sizeof(how), " (alert %d)", e - BR_ERR_RECV_FATAL_ALERT);
+            up_fail_probe(s, how);
+        } else {
+            char t[480];
+            snprintf(t, sizeof(t), "no greeting within %us; a TLS handshake then failed too: %s",
+                     s->p.connect_timeout, err == UV_EOF ? "connection closed by upstream" : d);
+            up_fail(s, RELAY_E_TIMEOUT, NULL, t);
+        }
+    } else if (TIO_IS_TLS_ERR(err)) {
+        up_tls_detail(s, err, d, sizeof(d));
         up_fail(s, tio_err_is_cert(err) ? RELAY_E_CERT : RELAY_E_TLS, NULL, d);
     } else if (s->state == UP_STATE_QUIT) {
         up_shutdown(s);
@@ -871,7 +970,10 @@ static void up_dial_connected(struct up_session *s)
         up_arm(s, s->p.connect_timeout);
     } else {
         up_enter_state(s, UP_STATE_GREETING);
-        up_arm(s, s->p.command_timeout); /* RFC 5321 §4.5.3.2.1: 5 minutes for the 220 */
+        /* RFC 5321 §4.5.3.2.1 allows 5 minutes for the 220, but a new connection
+         * that stays silent is far more often a port that expects TLS at once than
+         * a slow server: the greeting is part of connecting (up_greeting_timeout) */
+        up_arm(s, s->p.connect_timeout);
     }
     tio_start(s->tio); /* on failure on_error has run */
 }

@@ -24,10 +24,12 @@ _SERVER_EXT = """\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectAltName = %s
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 """
+
+SAN = "DNS:localhost, IP:127.0.0.1"
 
 
 def _openssl(*args, cwd):
@@ -38,8 +40,9 @@ def _openssl(*args, cwd):
                                                        r.stdout.decode(errors="replace")))
 
 
-def make_pki(directory, name="test"):
-    """Create <name>-ca.pem/.key and <name>-server.pem/.key in directory."""
+def make_pki(directory, name="test", san=SAN):
+    """Create <name>-ca.pem/.key and <name>-server.pem/.key in directory; san is the
+    server certificate's subjectAltName in openssl's syntax ("IP:127.0.0.1")."""
     os.makedirs(directory, exist_ok=True)
     ca_key = os.path.join(directory, name + "-ca.key")
     ca_file = os.path.join(directory, name + "-ca.pem")
@@ -55,7 +58,7 @@ def make_pki(directory, name="test"):
     _openssl("req", "-new", *ec, "-keyout", key, "-out", csr,
              "-subj", "/O=relay25 tests/CN=localhost", cwd=directory)
     with open(ext, "w") as f:
-        f.write(_SERVER_EXT)
+        f.write(_SERVER_EXT % san)
     _openssl("x509", "-req", "-in", csr, "-CA", ca_file, "-CAkey", ca_key,
              "-CAcreateserial", "-days", DAYS, "-sha256", "-extfile", ext, "-out", cert,
              cwd=directory)
