@@ -14,6 +14,7 @@ HAProxy is installed with apt-get when missing and running as root (as in
 test_proxy_protocol.py; CI installs it); without it the file is skipped."""
 
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -358,6 +359,76 @@ class ScaleOutTest(RelayTestCase):
         self.assertEqual(len(peer.messages()), acked, "a message was delivered twice")
         self.stop_expect_0(a2)
         self.stop_expect_0(b)
+
+    # the README's recipe --------------------------------------------------------
+
+    def readme_blocks(self, lang):
+        """The ```lang blocks of the README's scale-out section."""
+        with open(os.path.join(REPO, "README.md")) as f:
+            text = f.read()
+        start = text.index("## Several instances")
+        end = text.index("\n## ", start + 1)
+        return re.findall(r"(?ms)^```%s\n(.*?)^```" % lang, text[start:end])
+
+    def test_readme_haproxy_config_is_valid(self):
+        (cfg,) = self.readme_blocks("haproxy")
+        path = os.path.join(self.dir, "readme-haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(cfg)
+        r = subprocess.run([self.haproxy_bin, "-c", "-f", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+        # what the tested Balancer config has, the README's has too
+        for line in ("external-check", "insecure-fork-wanted", "option redispatch 1",
+                     "option external-check", "balance leastconn",
+                     "external-check command /usr/local/libexec/relay25-haproxy-check"):
+            self.assertRegex(cfg, r"(?m)^\s*%s\b" % re.escape(line))
+        self.assertEqual(len(re.findall(r"(?m)^\s*server .* send-proxy-v2 check\b", cfg)), 2)
+
+    def test_readme_kubernetes_example(self):
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("python3-yaml is not installed: the README's manifests are not parsed")
+        docs = [d for block in self.readme_blocks("yaml") for d in yaml.safe_load_all(block)]
+        kinds = {d["kind"]: d for d in docs}
+        self.assertEqual(sorted(kinds), ["ConfigMap", "Deployment", "Service", "StatefulSet"])
+        for kind in ("Deployment", "StatefulSet"):
+            pod = kinds[kind]["spec"]["template"]["spec"]
+            (c,) = pod["containers"]
+            self.assertEqual(c["readinessProbe"]["exec"]["command"],
+                             ["/usr/sbin/relay25", "health", "--proxy", "127.0.0.1:2525"])
+            self.assertGreater(pod["terminationGracePeriodSeconds"], 30)
+        sts = kinds["StatefulSet"]["spec"]
+        (claim,) = sts["volumeClaimTemplates"]
+        self.assertEqual(claim["spec"]["accessModes"], ["ReadWriteOnce"])
+        mounts = {m["name"]: m["mountPath"]
+                  for m in sts["template"]["spec"]["containers"][0]["volumeMounts"]}
+        self.assertEqual(mounts[claim["metadata"]["name"]], "/var/spool/relay25")
+        self.assertTrue(any("proxy-protocol" in k or "proxyprotocol" in k
+                            for k in kinds["Service"]["metadata"]["annotations"]))
+        # the ConfigMap's relay25.conf passes `relay25 check`, in both modes, with the
+        # secrets where the pods mount them (here: files in the test directory)
+        conf = kinds["ConfigMap"]["data"]["relay25.conf"]
+        secrets_dir = os.path.join(self.dir, "secrets")
+        os.mkdir(secrets_dir)
+        for name in ("scanner", "office"):
+            self.password_file(name, self.new_password(name),
+                               name=os.path.join("secrets", name))
+        conf = conf.replace("/run/secrets/relay25/", secrets_dir + "/")
+        spool = conf.replace("; spool mode (the StatefulSet below): mode = spool",
+                             "mode = spool").replace(
+            ";                                     spool_dir = /var/spool/relay25",
+            "spool_dir = %s" % os.path.join(self.dir, "spool"))
+        self.assertNotEqual(spool, conf)
+        for text in (conf, spool):
+            path = os.path.join(self.dir, "k8s.conf")
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o600)
+            r = self.run_check(path)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("scanner", r.stdout)
 
     def queued_lines(self, relay):
         return relay.grep(r"\bstatus=queued\b")
