@@ -127,13 +127,19 @@ class Balancer:
         """Wait until every server in want has that status; returns the last status."""
         deadline = time.monotonic() + timeout
         st = {}
-        while time.monotonic() < deadline:
-            st = self.status()
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                st = self.status()
+            except OSError as e:      # the admin socket may be bound after the frontend
+                st = {"admin socket": repr(e)}
             if all(st.get(k) == v for k, v in want.items()):
                 return st
             time.sleep(0.2)
-        raise AssertionError("haproxy servers %r, want %r; haproxy output:\n%s"
-                             % (st, want, self.out.decode(errors="replace")))
+        if self.proc.poll() is not None:
+            self.stop()
+        raise AssertionError("haproxy servers %r, want %r; haproxy exit %s, output:\n%s"
+                             % (st, want, self.proc and self.proc.poll(),
+                                self.out.decode(errors="replace")))
 
 
 class Device(threading.Thread):
