@@ -37,12 +37,21 @@ until grep -q '^listening ' "$DEMO/upstream.out" 2>/dev/null; do
     sleep 0.1
 done
 PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$DEMO/upstream.out")
-cat >"$DEMO/relay25.conf" <<CONF
+# Started as root, relay25 binds and then serves as `user` (default relay25) and
+# warns when that user does not exist: the demo serves as nobody instead, as a
+# real install serves as relay25. The file holds a password: only ours to read.
+RUNAS=""
+if [ "$(id -u)" -eq 0 ] && ! getent passwd relay25 >/dev/null 2>&1; then
+    RUNAS="user = nobody"
+fi
+rm -f "$DEMO/relay25.conf"
+(umask 077 && cat >"$DEMO/relay25.conf") <<CONF
 ; demo: relay25 on 127.0.0.1:2525 in front of a local test upstream
 [relay]
 listen = 127.0.0.1:2525
 allow = 127.0.0.0/8, ::1/128
 hostname = relay25.demo
+$RUNAS
 
 [upstream demo]
 host = 127.0.0.1

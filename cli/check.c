@@ -295,6 +295,12 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
     return failed ? 1 : 0;
 }
 
+static int check_usage_error(int rc)
+{
+    fprintf(stderr, "usage: " CLI_USAGE_CHECK "\n");
+    return rc;
+}
+
 int cli_check(int argc, char **argv)
 {
     const char *path = NULL, *rcpt = NULL;
@@ -302,16 +308,31 @@ int cli_check(int argc, char **argv)
     struct conf *c;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: " CLI_USAGE_CHECK "\n"
+                   "Validates the configuration and prints which credentials and upstream each\n"
+                   "device uses. --upstream also logs in to the upstreams; --rcpt ADDRESS then\n"
+                   "tries MAIL FROM and RCPT TO ADDRESS (and RSET: nothing is sent).\n"
+                   "Exit: 0 valid (and every login worked), 1 a login or RCPT failed,\n"
+                   "64 usage, 78 configuration error.\n" CLI_USAGE_CONFIG);
+            return 0;
+        } else if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 >= argc) {
+                return check_usage_error(cli_missing("check", "-c", "a file"));
+            }
             path = argv[++i];
         } else if (strcmp(argv[i], "--upstream") == 0) {
             upstream = 1;
-        } else if (strcmp(argv[i], "--rcpt") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--rcpt") == 0) {
+            /* an option name is no address: `--rcpt --upstream` forgot the address */
+            if (i + 1 >= argc || argv[i + 1][0] == '-' || argv[i + 1][0] == '\0') {
+                return check_usage_error(cli_missing("check", "--rcpt", "an address"));
+            }
             rcpt = argv[++i];
             upstream = 1;
         } else {
-            fprintf(stderr, "relay25: check: unknown argument '%s'\n", argv[i]);
-            return EX_USAGE;
+            fprintf(stderr, "relay25 check: unknown argument '%s'\n", argv[i]);
+            return check_usage_error(EX_USAGE);
         }
     }
     c = cli_load_conf(path, 1);

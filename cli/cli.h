@@ -13,6 +13,22 @@
 
 struct conf;
 
+/* Each subcommand's synopsis: its --help and the overview of `relay25 --help`. */
+#define CLI_USAGE_SERVE "relay25 serve [-c FILE]"
+#define CLI_USAGE_CHECK "relay25 check [-c FILE] [--upstream] [--rcpt ADDRESS]"
+#define CLI_USAGE_HEALTH "relay25 health [-c FILE] [--timeout SECONDS] [--proxy] [HOST:PORT]"
+#define CLI_USAGE_PASSWD "relay25 passwd LOGIN"
+#define CLI_USAGE_OAUTH "relay25 oauth login DEVICE [-c FILE]"
+#define CLI_USAGE_CONFIG                                                                           \
+    "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"          \
+    "is set, else " RELAY25_DEFAULT_CONFIG ".\n"
+
+/* "-h" or "--help": the subcommand prints its usage on stdout and exits 0. */
+int cli_is_help(const char *arg);
+/* An option that needs a value was last on the command line (or its value is
+ * missing): "relay25 CMD: OPT needs WHAT" on stderr; returns EX_USAGE. */
+int cli_missing(const char *cmd, const char *opt, const char *what);
+
 int cli_serve(int argc, char **argv);
 int cli_check(int argc, char **argv);
 /* sendmail(8) interface: argv[0] is the program name, options follow. mailq:

@@ -1,7 +1,8 @@
 /* health: a liveness probe for a running relay25 (the Docker HEALTHCHECK):
  * connect, expect the 220 greeting, EHLO, QUIT, in plain SMTP through
- * up_session's local_plain mode on a private uv loop (RFC 5321 §3.1, §4.1.1.1).
- * Exit 0 when healthy, 1 otherwise with the reason on stderr. */
+ * up_session's local_plain mode on a private uv loop (RFC 5321 §3.1, §4.1.1.1);
+ * with --proxy behind a PROXY protocol v2 LOCAL header, as a load balancer's own
+ * check. Exit 0 when healthy, 1 otherwise with the reason on stderr. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -186,10 +187,17 @@ static const struct up_cbs health_cbs = {
     .on_close = health_on_close,
 };
 
+static int health_usage_error(int rc)
+{
+    fprintf(stderr, "usage: " CLI_USAGE_HEALTH "\n");
+    return rc;
+}
+
 int cli_health(int argc, char **argv)
 {
     const char *path = NULL, *target = NULL;
     unsigned timeout = HEALTH_TIMEOUT;
+    int proxy = 0;
     char where[300], host[256];
     struct conf_upstream u;
     struct up_params p;
@@ -199,24 +207,43 @@ int cli_health(int argc, char **argv)
     int rc;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: " CLI_USAGE_HEALTH "\n"
+                   "Connects to a running relay25, expects the 220 greeting, sends EHLO and\n"
+                   "QUIT. Without HOST:PORT: the first listen address of the configuration\n"
+                   "(a wildcard is probed on loopback), else $RELAY25_LISTEN, else %s.\n"
+                   "--proxy sends a PROXY protocol v2 LOCAL header first, as a load balancer's\n"
+                   "health check does (for proxy_protocol = yes; the probe's address must be\n"
+                   "in proxy_from). --timeout: seconds per step (default %u).\n"
+                   "Exit: 0 healthy, 1 unhealthy (the reason on stderr), 64 usage,\n"
+                   "78 configuration error (with -c).\n",
+                   HEALTH_DEFAULT, HEALTH_TIMEOUT);
+            return 0;
+        } else if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 >= argc) {
+                return health_usage_error(cli_missing("health", "-c", "a file"));
+            }
             path = argv[++i];
-        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+        } else if (strcmp(argv[i], "--timeout") == 0) {
             char *end;
-            unsigned long t = strtoul(argv[++i], &end, 10);
+            unsigned long t;
+            if (i + 1 >= argc) {
+                return health_usage_error(
+                    cli_missing("health", "--timeout", "a number of seconds"));
+            }
+            t = strtoul(argv[++i], &end, 10);
             if (*end || t == 0 || t > 3600) {
                 fprintf(stderr, "relay25 health: bad --timeout '%s' (seconds)\n", argv[i]);
                 return EX_USAGE;
             }
             timeout = (unsigned)t;
+        } else if (strcmp(argv[i], "--proxy") == 0) {
+            proxy = 1;
         } else if (argv[i][0] != '-' && !target) {
             target = argv[i];
         } else {
-            fprintf(stderr,
-                    "relay25 health: unknown argument '%s'\n"
-                    "usage: relay25 health [-c FILE] [--timeout SECONDS] [HOST:PORT]\n",
-                    argv[i]);
-            return EX_USAGE;
+            fprintf(stderr, "relay25 health: unknown argument '%s'\n", argv[i]);
+            return health_usage_error(EX_USAGE);
         }
     }
     if (!target) {
@@ -245,6 +272,7 @@ int cli_health(int argc, char **argv)
     p.sid = log_new_id();
     p.connect_timeout = p.command_timeout = p.data_timeout = timeout;
     p.local_plain = 1;
+    p.proxy_local = proxy;
     memset(&h, 0, sizeof(h));
     up_where_of(&u, where, sizeof(where));
     h.where = where;

@@ -1,5 +1,5 @@
-/* main: dispatches `relay25 serve|check|sendmail|health|queue|passwd` (and the sendmail and
- * mailq names, when called through a symlink) and prints usage. */
+/* main: dispatches `relay25 serve|check|sendmail|health|queue|passwd|oauth` (and the sendmail
+ * and mailq names, when called through a symlink) and prints usage. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,17 +11,28 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: relay25 serve [-c FILE]\n"
-               "       relay25 check [-c FILE] [--upstream] [--rcpt ADDRESS]\n"
+    fprintf(f, "usage: " CLI_USAGE_SERVE "\n"
+               "       " CLI_USAGE_CHECK "\n"
                "       relay25 sendmail [-t] [-i] [-f SENDER] [-F NAME] [-v] [-C FILE] [RCPT...]\n"
-               "       relay25 health [-c FILE] [--timeout SECONDS] [HOST:PORT]\n"
+               "       " CLI_USAGE_HEALTH "\n"
                "       relay25 queue [-c FILE] [--json] list [--failed] | show ID | flush [ID] |\n"
                "                     delete ID | delete [--failed] --all | retry-failed\n"
-               "       relay25 passwd LOGIN\n"
-               "       relay25 oauth login DEVICE [-c FILE]\n"
+               "       " CLI_USAGE_PASSWD "\n"
+               "       " CLI_USAGE_OAUTH "\n"
                "       relay25 --version\n"
-               "Without -c: $RELAY25_CONFIG, else the RELAY25_* environment when RELAY25_UPSTREAM\n"
-               "is set, else " RELAY25_DEFAULT_CONFIG ".\n");
+               "relay25 COMMAND --help shows one command's options; relay25(8) has them "
+               "all.\n" CLI_USAGE_CONFIG);
+}
+
+int cli_is_help(const char *arg)
+{
+    return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
+int cli_missing(const char *cmd, const char *opt, const char *what)
+{
+    fprintf(stderr, "relay25 %s: %s needs %s\n", cmd, opt, what);
+    return EX_USAGE;
 }
 
 struct conf *cli_load_conf(const char *path, int load_ca)
@@ -50,10 +61,41 @@ struct conf *cli_load_conf(const char *path, int load_ca)
     return c;
 }
 
+/* `relay25 CMD ...` with argv[0] == CMD; -1 when CMD is not one. */
+static int dispatch(int argc, char **argv)
+{
+    if (strcmp(argv[0], "serve") == 0) {
+        return cli_serve(argc, argv);
+    }
+    if (strcmp(argv[0], "check") == 0) {
+        return cli_check(argc, argv);
+    }
+    if (strcmp(argv[0], "sendmail") == 0) {
+        return cli_sendmail(argc, argv, 0);
+    }
+    if (strcmp(argv[0], "mailq") == 0) {
+        return cli_sendmail(argc, argv, 1);
+    }
+    if (strcmp(argv[0], "health") == 0) {
+        return cli_health(argc, argv);
+    }
+    if (strcmp(argv[0], "queue") == 0) {
+        return cli_queue(argc, argv);
+    }
+    if (strcmp(argv[0], "passwd") == 0) {
+        return cli_passwd(argc, argv);
+    }
+    if (strcmp(argv[0], "oauth") == 0) {
+        return cli_oauth(argc, argv);
+    }
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     const char *slash = argc > 0 ? strrchr(argv[0], '/') : NULL;
     const char *name = slash ? slash + 1 : argc > 0 ? argv[0] : "relay25";
+    int rc;
 
     /* /usr/sbin/sendmail and /usr/bin/mailq may be symlinks to relay25 */
     if (strcmp(name, "sendmail") == 0) {
@@ -66,36 +108,25 @@ int main(int argc, char **argv)
         usage(stderr);
         return EX_USAGE;
     }
-    if (strcmp(argv[1], "serve") == 0) {
-        return cli_serve(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "check") == 0) {
-        return cli_check(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "sendmail") == 0) {
-        return cli_sendmail(argc - 1, argv + 1, 0);
-    }
-    if (strcmp(argv[1], "mailq") == 0) {
-        return cli_sendmail(argc - 1, argv + 1, 1);
-    }
-    if (strcmp(argv[1], "health") == 0) {
-        return cli_health(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "queue") == 0) {
-        return cli_queue(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "passwd") == 0) {
-        return cli_passwd(argc - 1, argv + 1);
-    }
-    if (strcmp(argv[1], "oauth") == 0) {
-        return cli_oauth(argc - 1, argv + 1);
+    if ((rc = dispatch(argc - 1, argv + 1)) >= 0) {
+        return rc;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("relay25 %s\n", RELAY25_VERSION);
         return 0;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0 ||
-        strcmp(argv[1], "-h") == 0) {
+    if (strcmp(argv[1], "help") == 0 && argc == 3) {
+        /* `relay25 help CMD` is `relay25 CMD --help` */
+        char help[] = "--help";
+        char *sub[] = {argv[2], help, NULL};
+        if ((rc = dispatch(2, sub)) >= 0) {
+            return rc;
+        }
+        fprintf(stderr, "relay25: unknown command '%s'\n", argv[2]);
+        usage(stderr);
+        return EX_USAGE;
+    }
+    if (cli_is_help(argv[1]) || (strcmp(argv[1], "help") == 0 && argc == 2)) {
         usage(stdout);
         return 0;
     }

@@ -294,6 +294,12 @@ static int login_run(const struct conf_device *d)
     return l.rc;
 }
 
+static int oauth_usage_error(int rc)
+{
+    fprintf(stderr, "usage: " CLI_USAGE_OAUTH "\n");
+    return rc;
+}
+
 int cli_oauth(int argc, char **argv)
 {
     const char *path = NULL, *name = NULL;
@@ -301,23 +307,43 @@ int cli_oauth(int argc, char **argv)
     struct conf *c;
     int rc;
 
-    if (argc < 2 || strcmp(argv[1], "login") != 0) {
-        fprintf(stderr, "usage: relay25 oauth login DEVICE [-c FILE]\n");
-        return EX_USAGE;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf(
+                "usage: " CLI_USAGE_OAUTH "\n"
+                "Signs DEVICE in with the OAuth 2.0 device authorization grant (RFC 8628):\n"
+                "shows a URL and a code, waits for the sign-in, then writes the refresh\n"
+                "token to the device's oauth_refresh_token_file.\n"
+                "Exit: 0 signed in, 1 refused, expired or failed, 64 usage,\n"
+                "78 configuration error (no such device, not an OAuth device).\n" CLI_USAGE_CONFIG);
+            return 0;
+        }
+    }
+    if (argc < 2) {
+        fprintf(stderr, "relay25 oauth: the command is missing (login)\n");
+        return oauth_usage_error(EX_USAGE);
+    }
+    if (strcmp(argv[1], "login") != 0) {
+        fprintf(stderr, "relay25 oauth: unknown command '%s'\n", argv[1]);
+        return oauth_usage_error(EX_USAGE);
     }
     for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 >= argc) {
+                return oauth_usage_error(cli_missing("oauth login", "-c", "a file"));
+            }
             path = argv[++i];
         } else if (argv[i][0] != '-' && !name) {
             name = argv[i];
         } else {
-            fprintf(stderr, "usage: relay25 oauth login DEVICE [-c FILE]\n");
-            return EX_USAGE;
+            fprintf(stderr, "relay25 oauth login: unknown argument '%s'\n", argv[i]);
+            return oauth_usage_error(EX_USAGE);
         }
     }
     if (!name) {
-        fprintf(stderr, "usage: relay25 oauth login DEVICE [-c FILE]\n");
-        return EX_USAGE;
+        fprintf(stderr, "relay25 oauth login: DEVICE is missing (a [device NAME] of the "
+                        "configuration)\n");
+        return oauth_usage_error(EX_USAGE);
     }
     c = cli_load_conf(path, CONF_LOAD_LOGIN);
     if (!c) {

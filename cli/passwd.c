@@ -57,8 +57,22 @@ int cli_passwd(int argc, char **argv)
     char *hash;
     int rc = 0;
 
+    if (argc == 2 && cli_is_help(argv[1])) {
+        printf("usage: " CLI_USAGE_PASSWD "\n"
+               "Prints the users_file line LOGIN:HASH (yescrypt) for inbound AUTH. The\n"
+               "password is the first line of stdin, or asked twice on a terminal.\n"
+               "Exit: 0, 64 usage, 65 no password or they differ, 70 crypt failed.\n");
+        return 0;
+    }
+    if (argc < 2) {
+        fprintf(stderr, "relay25 passwd: LOGIN is missing\n");
+    } else if (argc > 2) {
+        fprintf(stderr, "relay25 passwd: one LOGIN only, not '%s'\n", argv[2]);
+    } else if (argv[1][0] == '-' || argv[1][0] == '\0') {
+        fprintf(stderr, "relay25 passwd: unknown argument '%s'\n", argv[1]);
+    }
     if (argc != 2 || argv[1][0] == '-' || argv[1][0] == '\0') {
-        fprintf(stderr, "usage: relay25 passwd LOGIN  (password on stdin or asked on a tty)\n");
+        fprintf(stderr, "usage: " CLI_USAGE_PASSWD "  (password on stdin or asked on a tty)\n");
         return EX_USAGE;
     }
     login = argv[1];

@@ -1047,6 +1047,8 @@ int cli_queue(int argc, char **argv)
         }
     }
     if (!cmd) {
+        fprintf(stderr, "relay25 queue: the command is missing (list, show, flush, delete or "
+                        "retry-failed)\n");
         q_usage(stderr);
         return EX_USAGE;
     }
@@ -1054,6 +1056,10 @@ int cli_queue(int argc, char **argv)
         if (strcmp(cmd, "list") && strcmp(cmd, "show") && strcmp(cmd, "flush") &&
             strcmp(cmd, "delete") && strcmp(cmd, "retry-failed")) {
             fprintf(stderr, "relay25 queue: unknown command '%s'\n", cmd);
+        } else if (strcmp(cmd, "show") == 0 && !arg) {
+            fprintf(stderr, "relay25 queue: show needs an ID\n");
+        } else if (strcmp(cmd, "delete") == 0 && !arg && !all) {
+            fprintf(stderr, "relay25 queue: delete needs an ID (or --all)\n");
         } else {
             fprintf(stderr, "relay25 queue: bad arguments for '%s'\n", cmd);
         }

@@ -321,6 +321,12 @@ static void serve_on_hup(uv_signal_t *h, int signum)
     serve_notify("READY=1");
 }
 
+static int serve_usage_error(int rc)
+{
+    fprintf(stderr, "usage: " CLI_USAGE_SERVE "\n");
+    return rc;
+}
+
 int cli_serve(int argc, char **argv)
 {
     const char *path = NULL;
@@ -330,11 +336,21 @@ int cli_serve(int argc, char **argv)
     int rc;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: " CLI_USAGE_SERVE "\n"
+                   "Runs the relay in the foreground. SIGHUP reloads the configuration,\n"
+                   "SIGTERM drains the sessions and exits 0, SIGUSR1 retries the spool now.\n"
+                   "Exit: 0 after SIGTERM, 64 usage, 71 cannot listen, 77 cannot drop\n"
+                   "privileges or prepare the spool, 78 configuration error.\n" CLI_USAGE_CONFIG);
+            return 0;
+        } else if (strcmp(argv[i], "-c") == 0) {
+            if (i + 1 >= argc) {
+                return serve_usage_error(cli_missing("serve", "-c", "a file"));
+            }
             path = argv[++i];
         } else {
-            fprintf(stderr, "relay25: serve: unknown argument '%s'\n", argv[i]);
-            return EX_USAGE;
+            fprintf(stderr, "relay25 serve: unknown argument '%s'\n", argv[i]);
+            return serve_usage_error(EX_USAGE);
         }
     }
     c = cli_load_conf(path, 1);

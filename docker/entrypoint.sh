@@ -23,7 +23,8 @@ die() {
 # A relay25 command, or another program given to `docker run IMAGE ...`.
 if [ $# -gt 0 ]; then
     case $1 in
-    serve | check | sendmail | mailq | health | version | help | -*) ;;
+    # relay25's commands, even where the image has a program of that name (passwd)
+    serve | check | sendmail | mailq | health | queue | passwd | oauth | version | help | -*) ;;
     *)
         if command -v "$1" >/dev/null 2>&1; then
             exec "$@"

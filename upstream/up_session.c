@@ -954,6 +954,26 @@ static uv_tcp_t *up_dial_socket(void *arg, int prev)
     return tio_tcp(s->tio);
 }
 
+/* PROXY protocol v2 (haproxy's proxy-protocol.txt §2.2): the signature, version 2
+ * command LOCAL, family UNSPEC, no addresses: the receiver keeps the socket's own
+ * addresses, as for a load balancer's health check. */
+static int up_send_proxy_local(struct up_session *s)
+{
+    static const unsigned char hdr[16] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51,
+                                          0x55, 0x49, 0x54, 0x0a, 0x20, 0x00, 0x00, 0x00};
+    char e[128];
+    int r = tio_write(s->tio, hdr, sizeof(hdr));
+
+    if (r == 0) {
+        r = tio_flush(s->tio);
+    }
+    if (r < 0) {
+        up_fail(s, RELAY_E_LOST, NULL, tio_strerror(r, e, sizeof(e)));
+        return -1;
+    }
+    return 0;
+}
+
 static void up_dial_connected(struct up_session *s)
 {
     char d[160];
@@ -974,6 +994,9 @@ static void up_dial_connected(struct up_session *s)
          * that stays silent is far more often a port that expects TLS at once than
          * a slow server: the greeting is part of connecting (up_greeting_timeout) */
         up_arm(s, s->p.connect_timeout);
+        if (s->p.local_plain && s->p.proxy_local && up_send_proxy_local(s) != 0) {
+            return;
+        }
     }
     tio_start(s->tio); /* on failure on_error has run */
 }

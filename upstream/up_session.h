@@ -30,6 +30,9 @@ struct up_params {
     /* Hand-off to a relay25 daemon (sendmail's `submit`): plain SMTP, no TLS and
      * no AUTH; user and password are unused. Never for a provider. */
     int local_plain;
+    /* With local_plain: a PROXY protocol v2 LOCAL header before anything else, as a
+     * load balancer's health check sends it (`relay25 health --proxy`). */
+    int proxy_local;
     /* TLS session resumption cache (may be NULL). */
     struct up_tlscache *tls_cache;
     /* Called once when the session is freed, with its up_where(): how up_pool

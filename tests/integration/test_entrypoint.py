@@ -163,6 +163,14 @@ class EntrypointTest(RelayTestCase):
         rc, argv, _, err = self.run_ep("serve", env=self.minimal())
         self.assertEqual(argv, ["serve"])
 
+    def test_every_relay25_command_goes_to_relay25(self):
+        # passwd is also a program of the image (/usr/bin/passwd): relay25's wins
+        for args in (["passwd", "office"], ["queue", "list"], ["oauth", "login", "office"],
+                     ["health", "--proxy"], ["mailq"], ["help", "check"], ["--version"]):
+            with self.subTest(args=args):
+                rc, argv, _, err = self.run_ep(*args)
+                self.assertEqual((rc, argv), (0, args), err)
+
     def test_other_program(self):
         rc, argv, _, out = self.run_ep("echo", "hello from the image")
         self.assertEqual(rc, 0)
