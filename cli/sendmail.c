@@ -501,6 +501,15 @@ int cli_sendmail(int argc, char **argv, int mailq)
     if (!mailq && (rc = sm_parse_opts(argc, argv, &o)) != 0) {
         return rc;
     }
+    for (int i = 1; mailq && i < argc; i++) { /* mailq [-C FILE] */
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: mailq [-C config]\n");
+            return 0;
+        }
+        if (strcmp(argv[i], "-C") == 0 && i + 1 < argc) {
+            o.conf_path = argv[++i];
+        }
+    }
     if (mailq || o.mode == SM_MODE_LIST) {
         return sm_list_queue(o.conf_path);
     }

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "queue": "usage: relay25 queue",
     "passwd": "usage: relay25 passwd",
     "oauth": "usage: relay25 oauth login",
+    "mailq": "usage: mailq",
 }
 
 # argv after `relay25`, and what stderr must say
