@@ -1,7 +1,7 @@
 /* prx_data: the body pump (RFC 5321 §4.1.1.4): decodes the client's body in
- * bounded steps (dot codec, common/data), enforces max_message_size,
- * max_header_size and bare_lf, adds Received: (RFC 5321 §4.4), applies the From:
- * rewrite, and re-encodes for upstream and/or the spool copy. */
+ * bounded steps (dot codec, common/data; lf_line_ends devices end lines with LF),
+ * enforces max_message_size, max_header_size and bare_lf, adds Received: (RFC 5321 §4.4), applies
+ * the From: rewrite, and re-encodes for upstream and/or the spool copy. */
 #include "proxy/prx_int.h"
 
 #include <stdio.h>
@@ -28,6 +28,8 @@ void prx_body_start(struct prx_session *s)
         return;
     }
     data_dec_init(&s->txn->dec);
+    /* lf_line_ends: this device's LF is a line end, so <LF>.<LF> ends its message */
+    s->txn->dec.lf_eol = s->dev->lf_line_ends;
     s->txn->hdr_done = 0;
     s->txn->hdr_eol = 2;
     s->txn->hdr_size = 0;

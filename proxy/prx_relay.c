@@ -64,6 +64,16 @@ void prx_up_check(struct prx_session *s, int r)
     prx_txn_end(s);
 }
 
+/* Upstream's reply as the client gets it: its text, with an enhanced status
+ * code on every line (reply_pass; relay25 offers ENHANCEDSTATUSCODES, RFC 2034). */
+static void prx_send_up(struct prx_session *s, const struct up_reply *r, enum reply_cmd cmd)
+{
+    char buf[REPLY_PASS_CAP(UP_REPLY_MAX)];
+    size_t n = reply_pass(buf, sizeof(buf), r->text, r->len, cmd);
+
+    prx_send(s, buf, n);
+}
+
 /* ---- upstream callbacks ---- */
 
 /* Sessions come ready from up_pool_acquire (prx_slot_ready): never called. */
@@ -124,7 +134,7 @@ static int prx_mail_reply(struct prx_session *s, const struct up_reply *r, const
         prx_txn_end(s);
         return 1;
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_MAIL);
     if (r->code >= 200 && r->code < 300) {
         s->up_txn = 1;
         prx_enter_state(s, PRX_STATE_TXN);
@@ -157,7 +167,7 @@ static void prx_rcpt_reply(struct prx_session *s, const struct up_reply *r, cons
                  (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
                  log_quote(r->text, r->len - 2, q, sizeof(q)));
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_RCPT);
     prx_enter_state(s, PRX_STATE_TXN);
 }
 
@@ -185,7 +195,7 @@ static int prx_data_reply(struct prx_session *s, const struct up_reply *r, const
     if (r->code >= 300) {
         prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_DATA);
     prx_txn_end(s);
     if (s->up) {
         /* keep upstream in step; its reply to our own RSET is not relayed */
@@ -229,7 +239,7 @@ static int prx_dot_reply(struct prx_session *s, const struct up_reply *r, const 
     }
     s->nmsg++;
     prx_log_message(s, ok ? "sent" : r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_DOT);
     s->up_txn = 0; /* end of data closes the transaction upstream */
     if (s->closing && s->up) {
         up_quit(s->up);
