@@ -17,6 +17,7 @@
 #include "proxy/prx_cmd.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_caps.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
@@ -72,6 +73,42 @@ static void prx_send_up(struct prx_session *s, const struct up_reply *r, enum re
     size_t n = reply_pass(buf, sizeof(buf), r->text, r->len, cmd);
 
     prx_send(s, buf, n);
+}
+
+/* The largest message the device's upstreams will take (issue 13): relay25's
+ * max_message_size, lowered to the SIZE (RFC 1870) an upstream offered in an
+ * earlier or pooled session (up_caps). sender: the envelope sender after
+ * rewrite_sender, whose [route] may choose other upstreams; NULL: the device's
+ * own. With a failover list the largest of theirs counts, and an upstream not
+ * known yet, or without a limit, takes anything: the message may still go there. */
+uint64_t prx_size_limit(const struct prx_session *s, const char *sender)
+{
+    const struct up_caps *caps = s->env ? up_pool_caps(s->env->pool) : NULL;
+    const struct conf_device *d = s->dev;
+    const struct conf_upstream *const *ups;
+    const struct conf_route *rt;
+    uint64_t lim = s->conf->max_message_size, most = 0;
+    size_t n;
+
+    if (!caps || !d || !d->up) {
+        return lim;
+    }
+    if (sender && (rt = conf_route_for(s->conf, d, sender))) {
+        d = &rt->cred;
+    }
+    ups = d->ups && d->nups ? d->ups : &d->up;
+    n = d->ups && d->nups ? d->nups : 1;
+    for (size_t i = 0; i < n; i++) {
+        struct up_ehlo e;
+        char where[300];
+
+        up_where_of(ups[i], where, sizeof(where));
+        if (up_caps_get(caps, where, &e) < 0 || !(e.ext & UP_EXT_SIZE) || e.size == 0) {
+            return lim;
+        }
+        most = e.size > most ? e.size : most;
+    }
+    return most < lim ? most : lim;
 }
 
 /* ---- upstream callbacks ---- */
