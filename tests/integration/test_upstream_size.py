@@ -4,6 +4,8 @@
 and the upstream's SIZE, MAIL SIZE= above it gets 552 5.3.4 before any data, and
 a body over it is cut with 552 5.3.4 instead of being streamed to a refusal."""
 
+import os
+
 from peer import Peer
 from relaytest import RawClient, RelayTestCase, main, make_message
 
@@ -89,6 +91,25 @@ class UpstreamSizeTest(RelayTestCase):
         c, size = self.client(relay)
         self.assertEqual(size, 10240)  # the upstream's 20000 is larger
         self.assertEqual(c.cmd("MAIL FROM:<sender@example.org> SIZE=10241")[0], 552)
+
+    def test_learned_from_queue_delivery(self):
+        # mode = spool: the queue's own delivery session teaches relay25 the SIZE
+        peer, relay = self.start_small(relay={
+            "mode": "spool", "spool_dir": os.path.join(self.dir, "spool-size"),
+            "retry_min": "1s", "retry_max": "2s"})
+        c, size = self.client(relay)
+        self.assertEqual(size, OWN)
+        self.assertEqual(c.cmd("MAIL FROM:<sender@example.org>")[0], 250)
+        self.assertEqual(c.cmd("RCPT TO:<rcpt@example.net>")[0], 250)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(make_message("spooled") + b".\r\n")
+        self.assertEqual(c.reply()[0], 250)
+        c.cmd("QUIT")
+        peer.wait_messages(1)
+        c, size = self.client(relay)
+        self.assertEqual(size, LIMIT)
+        code, text = c.cmd("MAIL FROM:<sender@example.org> SIZE=%d" % (LIMIT * 2))
+        self.assertEqual((code, text[0][:6]), (552, "5.3.4 "))
 
     def test_failover_list_takes_the_largest(self):
         # two upstreams, one small: the message may still go to the other one,
