@@ -83,22 +83,27 @@ static size_t data_copy_to_lf(const char *in, size_t n, char *out)
 }
 
 /* Decoder states. SOL_* are "at start of line"; REAL means the line began after a
- * genuine CRLF (or at the start of the body), BARE after a normalised bare LF/CR:
- * only a "." line at SOL_REAL, itself ended by CRLF, terminates the message. */
+ * genuine CRLF (or at the start of the body, or after any LF with lf_eol), BARE
+ * after a normalised bare LF/CR: only a "." line at SOL_REAL, itself ended by CRLF
+ * (or by LF with lf_eol), terminates the message. A lone "." line that does not
+ * end it keeps its dot: dot-stuffing never produces a lone dot (RFC 5321 §4.5.2
+ * removes the first of two or more), so dropping it would lose content. */
 enum data_dec_state {
     DEC_SOL_REAL = 0,
     DEC_SOL_BARE,
     DEC_LINE,
     DEC_CR,          /* CR seen and already written; waiting for LF */
-    DEC_DOT_REAL,    /* "." at SOL_REAL, dropped */
+    DEC_DOT_REAL,    /* "." at SOL_REAL, held */
     DEC_DOT_REAL_CR, /* "." CR at SOL_REAL, nothing written: may be the terminator */
     DEC_DONE,
+    DEC_DOT_BARE, /* "." at SOL_BARE, held: dropped before more text, kept before a line end */
 };
 
 void data_dec_init(struct data_dec *d)
 {
     d->state = DEC_SOL_REAL;
     d->bare_seen = 0;
+    d->lf_eol = 0;
     d->size = 0;
 }
 
@@ -130,11 +135,24 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
             st = DEC_LINE;
             continue;
         case DEC_SOL_BARE:
-            /* RFC 5321 §4.5.2: drop the leading dot; this line can never end the
-             * message because it did not start after a real CRLF. */
-            st = DEC_LINE;
-            if (c == '.')
+            /* This line can never end the message because it did not start
+             * after a real CRLF; a leading dot waits for the next byte. */
+            if (c == '.') {
+                st = DEC_DOT_BARE;
                 i++;
+                continue;
+            }
+            st = DEC_LINE;
+            continue;
+        case DEC_DOT_BARE:
+            /* RFC 5321 §4.5.2: a leading dot with more text on the line is
+             * stuffing and goes; a lone dot (<LF>.<CRLF>) is content. */
+            if (c == '\r' || c == '\n') {
+                if (o == outcap)
+                    goto out;
+                out[o++] = '.';
+            }
+            st = DEC_LINE;
             continue;
         case DEC_LINE:
             /* Fast path: copy plain bytes until a CR/LF or the end of room; a
@@ -166,13 +184,17 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
                 i++;
                 continue;
             }
-            /* Bare LF: write CRLF. */
+            /* Bare LF: write CRLF; with lf_eol it is a line end like CRLF. */
             if (outcap - o < 2)
                 goto out;
             out[o++] = '\r';
             out[o++] = '\n';
-            d->bare_seen = 1;
-            st = DEC_SOL_BARE;
+            if (d->lf_eol) {
+                st = DEC_SOL_REAL;
+            } else {
+                d->bare_seen = 1;
+                st = DEC_SOL_BARE;
+            }
             i++;
             continue;
         case DEC_CR:
@@ -194,7 +216,20 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
                 i++;
                 continue;
             }
-            /* "." then a bare LF is an empty line, not the end. */
+            if (c == '\n' && d->lf_eol) {
+                /* LF-only device: <LF>.<LF> (or CRLF "." LF) ends the message */
+                st = DEC_DONE;
+                i++;
+                *done = 1;
+                goto out;
+            }
+            if (c == '\n') {
+                /* "." then a bare LF is a lone-dot line, not the end: the dot is
+                 * written and DEC_LINE turns the LF into CRLF. */
+                if (o == outcap)
+                    goto out;
+                out[o++] = '.';
+            }
             st = DEC_LINE;
             continue;
         case DEC_DOT_REAL_CR:
@@ -205,13 +240,13 @@ size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out
                 *done = 1;
                 goto out;
             }
-            /* ".\r" then anything else: the CR was bare, an empty line. */
+            /* ".\r" then anything else: the CR was bare, a lone-dot line; DEC_CR
+             * completes its CRLF and hands c to the next line. */
             if (outcap - o < 2)
                 goto out;
+            out[o++] = '.';
             out[o++] = '\r';
-            out[o++] = '\n';
-            d->bare_seen = 1;
-            st = DEC_SOL_BARE;
+            st = DEC_CR;
             continue;
         case DEC_DONE:
             *done = 1;

@@ -14,18 +14,24 @@
 struct data_dec {
     int state;     /* internal */
     int bare_seen; /* a bare LF or bare CR was normalised */
+    /* Set after data_dec_init for an LF-only client: a bare LF ends a line like
+     * CRLF (still written as CRLF, not counted in bare_seen), so <LF>.<LF> also
+     * ends the message. Off by default: RFC 5321 §2.3.8 lines end in CRLF only. */
+    int lf_eol;
     uint64_t size; /* content bytes produced so far */
 };
 
-/* Start of the body (just after the DATA command's CRLF). */
+/* Start of the body (just after the DATA command's CRLF); lf_eol off. */
 void data_dec_init(struct data_dec *d);
 /* Decode up to inlen bytes into out, never writing more than outcap bytes; input
  * whose output does not fit is left unconsumed, so loop on the rest. A bare LF or
- * CR doubles, so outcap >= 2*inlen + 1 consumes all input unless the end is
- * reached (the +1: a "." CR held from the previous call); outcap >= 2 always
- * makes progress (input consumed or output written). Returns the number of input
- * bytes consumed; *outlen receives the bytes written. *done is set to 1 when the terminating
- * CRLF.CRLF has been consumed; bytes after it are left unconsumed. */
+ * CR doubles, so outcap >= 2*inlen + 2 consumes all input unless the end is
+ * reached (the +2: a "." CR held from the previous call that turns out not to be
+ * the end becomes ".\r\n", and the byte that decided it writes at most 1);
+ * outcap >= 2 always makes progress (input consumed or output written). Returns
+ * the number of input bytes consumed; *outlen receives the bytes written. *done
+ * is set to 1 when the terminating CRLF.CRLF (with lf_eol also a "." line ended
+ * by LF) has been consumed; bytes after it are left unconsumed. */
 size_t data_dec_feed(struct data_dec *d, const char *in, size_t inlen, char *out, size_t outcap,
                      size_t *outlen, int *done);
 

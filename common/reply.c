@@ -351,3 +351,185 @@ void reply_upstream_reason(char *out, size_t cap, int err, const char *where, co
     reply_upstream_parts(err, detail, &what, clean, sizeof(clean));
     snprintf(out, cap, "%s %s%s%s", where, what, clean[0] ? ": " : "", clean);
 }
+
+/* Length of an RFC 3463 enhanced status code at p (class "." 1*3digit "."
+ * 1*3digit, then a blank or the end), 0 when there is none. */
+static size_t reply_esc_len(const char *p, size_t n)
+{
+    size_t i = 0;
+
+    if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.') {
+        return 0;
+    }
+    i = 2;
+    for (int part = 0; part < 2; part++) {
+        size_t d = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9' && d < 4) {
+            i++, d++;
+        }
+        if (d == 0 || d > 3) {
+            return 0;
+        }
+        if (part == 0) {
+            if (i >= n || p[i] != '.') {
+                return 0;
+            }
+            i++;
+        }
+    }
+    return i == n || p[i] == ' ' || p[i] == '\t' ? i : 0;
+}
+
+/* RFC 3463 detail for a reply without one, by code and command: the wording of
+ * Postfix's smtpd for its own replies, RFC 5321 §4.2.2's meaning of the code,
+ * and else "X.0.0" (other or undefined status), as Postfix's smtp client does
+ * for a server that sends none. */
+static const char *reply_derive(int code, enum reply_cmd cmd)
+{
+    switch (code) {
+    case 421:
+        return "4.3.2"; /* service not available, closing */
+    case 450:
+        return cmd == REPLY_CMD_RCPT ? "4.2.0" : cmd == REPLY_CMD_MAIL ? "4.1.0" : "4.0.0";
+    case 451:
+        return "4.3.0"; /* local error in processing */
+    case 452:
+        /* RFC 5321 §4.5.3.1.10: at RCPT it means too many recipients */
+        return cmd == REPLY_CMD_RCPT ? "4.5.3" : "4.3.1";
+    case 454:
+        return "4.7.0";
+    case 455:
+    case 555:
+        return code == 455 ? "4.5.4" : "5.5.4"; /* parameters not accommodated */
+    case 500:
+        return "5.5.2";
+    case 501:
+    case 504:
+        return "5.5.4";
+    case 502:
+    case 503:
+        return "5.5.1";
+    case 530:
+        return "5.7.0";
+    case 534:
+        return "5.7.9";
+    case 535:
+        return "5.7.8";
+    case 538:
+        return "5.7.11";
+    case 550:
+        /* Postfix: sender rejected 5.1.0, unknown recipient 5.1.1 */
+        return cmd == REPLY_CMD_RCPT ? "5.1.1" : cmd == REPLY_CMD_MAIL ? "5.1.0" : "5.0.0";
+    case 551:
+        return "5.1.6";
+    case 552:
+        /* RFC 1870: message size; at RCPT a full mailbox */
+        return cmd == REPLY_CMD_RCPT ? "5.2.2" : "5.3.4";
+    case 553:
+        return cmd == REPLY_CMD_MAIL ? "5.1.7" : cmd == REPLY_CMD_RCPT ? "5.1.3" : "5.0.0";
+    case 554:
+        /* Postfix: relay access denied and policy refusals at MAIL/RCPT */
+        return cmd == REPLY_CMD_MAIL || cmd == REPLY_CMD_RCPT ? "5.7.1" : "5.0.0";
+    default:
+        break;
+    }
+    if (code >= 200 && code < 300) {
+        return cmd == REPLY_CMD_MAIL ? "2.1.0" : cmd == REPLY_CMD_RCPT ? "2.1.5" : "2.0.0";
+    }
+    return code >= 500 ? "5.0.0" : "4.0.0";
+}
+
+size_t reply_pass(char *out, size_t cap, const char *text, size_t len, enum reply_cmd cmd)
+{
+    char esc[16];
+    size_t o = 0, last = (size_t)-1, i;
+    int code;
+
+    if (cap < 16) {
+        return 0;
+    }
+    if (len < 3 || text[0] < '1' || text[0] > '5' || text[1] < '0' || text[1] > '9' ||
+        text[2] < '0' || text[2] > '9') {
+        /* not a reply up_reply would hand over: out as it is, as far as it fits */
+        size_t n = len < cap - 1 ? len : cap - 1;
+        memcpy(out, text, n);
+        out[n] = '\0';
+        return n;
+    }
+    code = (text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0');
+    esc[0] = '\0';
+    if (code >= 200 && code < 600 && code / 100 != 3) {
+        /* the first enhanced code upstream did send, for lines that lack one */
+        for (i = 0; i < len && !esc[0];) {
+            const char *nl = memchr(text + i, '\n', len - i);
+            size_t e = nl ? (size_t)(nl - text) : len, t = i + 4, k;
+            while (t < e && text[t] == ' ') {
+                t++;
+            }
+            k = t < e ? reply_esc_len(text + t, e - t - (text[e - 1] == '\r')) : 0;
+            if (i + 4 <= e && k > 0 && k < sizeof(esc) && text[t] == text[0]) {
+                memcpy(esc, text + t, k);
+                esc[k] = '\0';
+            }
+            i = e + 1;
+        }
+        if (!esc[0]) {
+            snprintf(esc, sizeof(esc), "%s", reply_derive(code, cmd));
+        }
+    }
+    for (i = 0; i < len;) {
+        const char *nl = memchr(text + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - text) : len, next = nl ? e + 1 : len;
+        size_t body, blen, k = 0;
+        char sep = ' ';
+
+        if (e > i && text[e - 1] == '\r') {
+            e--;
+        }
+        if (e - i < 3) {
+            i = next; /* not a reply line: dropped */
+            continue;
+        }
+        body = i + 3;
+        if (body < e && (text[body] == ' ' || text[body] == '-')) {
+            sep = text[body];
+            body++;
+        }
+        blen = e - body;
+        if (esc[0]) {
+            size_t t = 0;
+            while (t < blen && text[body + t] == ' ') {
+                t++;
+            }
+            /* RFC 3463 §2: the class must be the reply code's first digit */
+            k = t < blen && text[body + t] == text[0] && reply_esc_len(text + body + t, blen - t)
+                    ? 0
+                    : strlen(esc);
+        }
+        /* "ddd" sep [esc " "] text CRLF, and the final NUL */
+        if (o + 4 + k + 1 + blen + 3 > cap) {
+            break;
+        }
+        last = o;
+        memcpy(out + o, text + i, 3);
+        o += 3;
+        out[o++] = sep;
+        if (k) {
+            memcpy(out + o, esc, k);
+            o += k;
+            if (blen) {
+                out[o++] = ' ';
+            }
+        }
+        memcpy(out + o, text + body, blen);
+        o += blen;
+        out[o++] = '\r';
+        out[o++] = '\n';
+        i = next;
+    }
+    if (last != (size_t)-1) {
+        out[last + 3] = ' '; /* the last line kept ends the reply */
+    }
+    out[o] = '\0';
+    return o;
+}

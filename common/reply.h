@@ -1,7 +1,8 @@
 /* reply: the one place that decides SMTP replies relay25 itself sends to
  * clients: canned replies for the inbound protocol (code + enhanced status
  * RFC 3463 + text) and the mapping of upstream failures to 4xx, so a device
- * retries instead of losing mail. Upstream's own replies are passed on as is. */
+ * retries instead of losing mail. Upstream's own replies are passed on with
+ * their text, given an enhanced status code when they lack one (reply_pass). */
 #ifndef RELAY25_REPLY_H
 #define RELAY25_REPLY_H
 
@@ -124,6 +125,30 @@ size_t reply_queued(char *out, size_t cap, unsigned long long qid);
  * EX_UNAVAILABLE: 554 5.0.0; EX_CONFIG: 451 4.3.5; any other: 451 4.3.0) and a
  * text (control characters become '?'). */
 size_t reply_sendmail(char *out, size_t cap, int sysexit, const char *text);
+/* The command an upstream reply answers, for the enhanced code derived in reply_pass. */
+enum reply_cmd {
+    REPLY_CMD_MAIL,
+    REPLY_CMD_RCPT,
+    REPLY_CMD_DATA, /* the DATA command itself (its 354 is never passed on) */
+    REPLY_CMD_DOT,  /* the end of data */
+    REPLY_CMD_OTHER,
+};
+/* Room reply_pass needs for any reply of len bytes: each line grows by at most
+ * REPLY_PASS_GROWTH octets (a separator, "X.YYY.ZZZ", a blank, a CR), and a line
+ * is at least 4 octets. */
+#define REPLY_PASS_GROWTH 16u
+#define REPLY_PASS_CAP(len) ((len) + ((len) / 4 + 1) * REPLY_PASS_GROWTH + 1)
+/* An upstream reply (one or more lines "ddd-text" / "ddd text", CRLF or LF) as the
+ * client gets it, with an RFC 3463 enhanced status code on every line (RFC 2034
+ * §3: relay25 offers ENHANCEDSTATUSCODES). Lines that carry one keep it; the
+ * others get the first line's, or, when none has one, one derived from the reply
+ * code and the command as Postfix's smtpd words its own (250 after MAIL 2.1.0,
+ * after RCPT 2.1.5, after the end of data 2.0.0, 550 at RCPT 5.1.1, ...) and
+ * otherwise "X.0.0" like Postfix's smtp client. Text kept, lines end in CRLF.
+ * 1xx/3xx replies (354, 334) have no enhanced code class and are copied as they
+ * are. Lines that do not fit cap are dropped, the last kept one made final; cap
+ * >= REPLY_PASS_CAP(len) holds them all. Returns the bytes written (0 if cap < 16). */
+size_t reply_pass(char *out, size_t cap, const char *text, size_t len, enum reply_cmd cmd);
 
 /* The 4xx a client gets when its upstream session failed: code and enhanced
  * status by err, then what happened ("upstream smtp.example:587: " + detail).

@@ -156,6 +156,9 @@ struct conf_device {
     /* sender rewriting: MAIL FROM (never the null sender) and, optionally, From: */
     char *rewrite_sender;    /* rewrite_sender = office@example.com; NULL: off (default) */
     int rewrite_from_header; /* rewrite_from_header = yes: From: too, Reply-To: added */
+    /* lf_line_ends = yes: the device ends lines with a bare LF, the final "." too:
+     * LF is a line end in its DATA (<LF>.<LF> ends it), sent upstream as CRLF */
+    int lf_line_ends;
     int line;
 };
 

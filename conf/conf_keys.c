@@ -50,6 +50,7 @@ static conf_set_fn set_oauth_device_url;
 static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
+static conf_set_fn set_lf_line_ends;
 
 static conf_set_fn set_tls_file, set_tls_min_version, set_tls_listen, set_plaintext_auth, set_login,
     set_fail_delay; /* inbound TLS and AUTH */
@@ -159,6 +160,7 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "oauth_refresh_token_file", 0, set_oauth_refresh_file, 0},
     {SECT_DEVICE, "oauth_grant", 0, set_oauth_grant, 0},
     {SECT_DEVICE, "oauth_token_command", 0, set_oauth_command, 0},
+    {SECT_DEVICE, "lf_line_ends", 0, set_lf_line_ends, 0},
     {SECT_SENDMAIL, "submit", 0, set_submit, 0},
     {SECT_SENDMAIL, "origin", 0, set_origin, 0},
 };
@@ -1185,6 +1187,21 @@ static int set_rewrite_from_header(struct parse *p, const char *val, size_t len)
         return -1;
     }
     p->c->devices[p->cur].rewrite_from_header = b;
+    return 0;
+}
+
+/* lf_line_ends = yes: an LF-only device (issue 13); off by default because a body
+ * line that is a lone "." then ends that device's message early. */
+static int set_lf_line_ends(struct parse *p, const char *val, size_t len)
+{
+    int b = conf__parse_bool(val);
+
+    (void)len;
+    if (b < 0) {
+        conf__fail_at(p, conf__here(p), "expected yes or no, not '%s'", val);
+        return -1;
+    }
+    p->c->devices[p->cur].lf_line_ends = b;
     return 0;
 }
 

@@ -1,7 +1,7 @@
 /* prx_data: the body pump (RFC 5321 §4.1.1.4): decodes the client's body in
- * bounded steps (dot codec, common/data), enforces max_message_size,
- * max_header_size and bare_lf, adds Received: (RFC 5321 §4.4), applies the From:
- * rewrite, and re-encodes for upstream and/or the spool copy. */
+ * bounded steps (dot codec, common/data; lf_line_ends devices end lines with LF),
+ * enforces max_message_size, max_header_size and bare_lf, adds Received: (RFC 5321 §4.4), applies
+ * the From: rewrite, and re-encodes for upstream and/or the spool copy. */
 #include "proxy/prx_int.h"
 
 #include <stdio.h>
@@ -28,6 +28,9 @@ void prx_body_start(struct prx_session *s)
         return;
     }
     data_dec_init(&s->txn->dec);
+    s->txn->size_limit = prx_size_limit(s, s->txn->from);
+    /* lf_line_ends: this device's LF is a line end, so <LF>.<LF> ends its message */
+    s->txn->dec.lf_eol = s->dev->lf_line_ends;
     s->txn->hdr_done = 0;
     s->txn->hdr_eol = 2;
     s->txn->hdr_size = 0;
@@ -227,7 +230,7 @@ size_t prx_body(struct prx_session *s, const char *data, size_t len)
         hl = prx_scan_header(s, dec, outlen);
     }
     if (s->txn->body_err == PRX_BODY_OK) {
-        if (s->txn->dec.size > s->conf->max_message_size) {
+        if (s->txn->dec.size > s->txn->size_limit) {
             s->txn->body_err = PRX_BODY_TOO_BIG;
         } else if (s->conf->max_header_size && s->txn->hdr_size > s->conf->max_header_size) {
             s->txn->body_err = PRX_BODY_HEADER_TOO_BIG;

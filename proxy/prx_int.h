@@ -88,6 +88,7 @@ struct prx_txn {
     char upfail[700];        /* the 4xx to give when upstream failed mid-transaction */
     struct data_dec dec;
     struct data_enc enc;
+    uint64_t size_limit; /* prx_size_limit at DATA: a longer body gets 552 5.3.4 */
     enum prx_body_err body_err;
     int hdr_done;      /* the header section ended (first empty line) */
     int hdr_eol;       /* 0..3: progress through CR LF CR LF while scanning headers */
@@ -179,6 +180,7 @@ void prx_txn_begin(struct prx_session *s, const char *from, const char *params);
 int prx_no_queue(const struct prx_session *s, int need_room);
 
 /* prx_relay.c: the upstream side */
+uint64_t prx_size_limit(const struct prx_session *s, const char *sender);
 void prx_up_release(struct prx_session *s);
 void prx_drop_up(struct prx_session *s);
 void prx_up_check(struct prx_session *s, int r);

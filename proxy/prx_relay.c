@@ -17,6 +17,7 @@
 #include "proxy/prx_cmd.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_caps.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
@@ -62,6 +63,52 @@ void prx_up_check(struct prx_session *s, int r)
     prx_drop_up(s);
     prx_send(s, buf, n);
     prx_txn_end(s);
+}
+
+/* Upstream's reply as the client gets it: its text, with an enhanced status
+ * code on every line (reply_pass; relay25 offers ENHANCEDSTATUSCODES, RFC 2034). */
+static void prx_send_up(struct prx_session *s, const struct up_reply *r, enum reply_cmd cmd)
+{
+    char buf[REPLY_PASS_CAP(UP_REPLY_MAX)];
+    size_t n = reply_pass(buf, sizeof(buf), r->text, r->len, cmd);
+
+    prx_send(s, buf, n);
+}
+
+/* The largest message the device's upstreams will take (issue 13): relay25's
+ * max_message_size, lowered to the SIZE (RFC 1870) an upstream offered in an
+ * earlier or pooled session (up_caps). sender: the envelope sender after
+ * rewrite_sender, whose [route] may choose other upstreams; NULL: the device's
+ * own. With a failover list the largest of theirs counts, and an upstream not
+ * known yet, or without a limit, takes anything: the message may still go there. */
+uint64_t prx_size_limit(const struct prx_session *s, const char *sender)
+{
+    const struct up_caps *caps = s->env ? up_pool_caps(s->env->pool) : NULL;
+    const struct conf_device *d = s->dev;
+    const struct conf_upstream *const *ups;
+    const struct conf_route *rt;
+    uint64_t lim = s->conf->max_message_size, most = 0;
+    size_t n;
+
+    if (!caps || !d || !d->up) {
+        return lim;
+    }
+    if (sender && (rt = conf_route_for(s->conf, d, sender))) {
+        d = &rt->cred;
+    }
+    ups = d->ups && d->nups ? d->ups : &d->up;
+    n = d->ups && d->nups ? d->nups : 1;
+    for (size_t i = 0; i < n; i++) {
+        struct up_ehlo e;
+        char where[300];
+
+        up_where_of(ups[i], where, sizeof(where));
+        if (up_caps_get(caps, where, &e) < 0 || !(e.ext & UP_EXT_SIZE) || e.size == 0) {
+            return lim;
+        }
+        most = e.size > most ? e.size : most;
+    }
+    return most < lim ? most : lim;
 }
 
 /* ---- upstream callbacks ---- */
@@ -124,7 +171,7 @@ static int prx_mail_reply(struct prx_session *s, const struct up_reply *r, const
         prx_txn_end(s);
         return 1;
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_MAIL);
     if (r->code >= 200 && r->code < 300) {
         s->up_txn = 1;
         prx_enter_state(s, PRX_STATE_TXN);
@@ -157,7 +204,7 @@ static void prx_rcpt_reply(struct prx_session *s, const struct up_reply *r, cons
                  (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
                  log_quote(r->text, r->len - 2, q, sizeof(q)));
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_RCPT);
     prx_enter_state(s, PRX_STATE_TXN);
 }
 
@@ -185,7 +232,7 @@ static int prx_data_reply(struct prx_session *s, const struct up_reply *r, const
     if (r->code >= 300) {
         prx_log_message(s, r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
     }
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_DATA);
     prx_txn_end(s);
     if (s->up) {
         /* keep upstream in step; its reply to our own RSET is not relayed */
@@ -229,7 +276,7 @@ static int prx_dot_reply(struct prx_session *s, const struct up_reply *r, const 
     }
     s->nmsg++;
     prx_log_message(s, ok ? "sent" : r->code >= 500 ? "bounced" : "deferred", r->text, r->len - 2);
-    prx_send(s, r->text, r->len);
+    prx_send_up(s, r, REPLY_CMD_DOT);
     s->up_txn = 0; /* end of data closes the transaction upstream */
     if (s->closing && s->up) {
         up_quit(s->up);

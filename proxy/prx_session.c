@@ -296,8 +296,9 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     }
     s->esmtp = esmtp;
     s->need_helo = 0;
+    /* SIZE: the smaller of max_message_size and the upstream's (RFC 1870) */
     n = reply_ehlo(buf, sizeof(buf), s->conf->hostname, esmtp,
-                   (unsigned long long)s->conf->max_message_size,
+                   (unsigned long long)prx_size_limit(s, NULL),
                    s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed);
     prx_send(s, buf, n);
 }
@@ -421,8 +422,9 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_BAD_PARAM);
         return;
     }
-    if (prx_param_size(mp) > s->conf->max_message_size) {
-        prx_reply(s, REPLY_TOO_BIG);
+    if (prx_param_size(mp) >
+        prx_size_limit(s, s->dev->rewrite_sender && from[0] ? s->dev->rewrite_sender : from)) {
+        prx_reply(s, REPLY_TOO_BIG); /* RFC 1870 §6.1: before any data */
         return;
     }
     if (!conf_patterns_match(&s->dev->allowed_senders, from)) {

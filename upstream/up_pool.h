@@ -27,6 +27,7 @@ struct conf_device;
 struct conf_upstream;
 struct metrics;
 struct up_oauth;
+struct up_caps;
 
 /* The outcome of an acquire. s: ready and authenticated, now owned by
  * (req->cbs, req->arg), or NULL on failure: err is enum relay_err (RELAY_E_BUSY
@@ -78,6 +79,9 @@ void up_pool_acquire_cancel(struct up_pool *p, struct up_acquire *req);
 /* Give back a ready session with no transaction open upstream. cap: most idle
  * sessions kept for its address; beyond it the session is closed with QUIT. */
 void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap);
+/* What each upstream address offered in its last EHLO after TLS (up_caps.h),
+ * learned from every session the pool set up; NULL for a NULL pool. */
+const struct up_caps *up_pool_caps(const struct up_pool *p);
 /* QUIT every idle session; the pool frees itself once they are closed. */
 void up_pool_close(struct up_pool *p);
 

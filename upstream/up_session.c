@@ -1107,6 +1107,11 @@ unsigned up_ext(const struct up_session *s)
     return s->ehlo.ext;
 }
 
+void up_session_ehlo(const struct up_session *s, struct up_ehlo *out)
+{
+    *out = s->ehlo;
+}
+
 int up_idle(const struct up_session *s)
 {
     return !s->closing && !s->failed && s->state == UP_STATE_READY;

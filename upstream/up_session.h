@@ -90,6 +90,8 @@ const char *up_where(const struct up_session *s);
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 /* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */
 unsigned up_ext(const struct up_session *s);
+/* The whole EHLO after TLS (capabilities, AUTH mechanisms, SIZE), valid once ready. */
+void up_session_ehlo(const struct up_session *s, struct up_ehlo *out);
 /* 1 when ready and no command is outstanding. */
 int up_idle(const struct up_session *s);
 

@@ -1,8 +1,10 @@
 /* fuzz_data: the DATA decoder (common/data.h) fed in chunks and with output
- * rooms chosen by the input's first 4 bytes (the rest is the wire). Checks the
- * header's contract and the smuggling rules of RFC 5321 §4.1.1.4 / §2.3.8: the end
- * is exactly the first CRLF "." CRLF, split-independent output without bare CR/LF,
- * and a data_enc round trip (RFC 5321 §4.5.2). */
+ * rooms chosen by the input's first 4 bytes (the rest is the wire); the first
+ * byte's low bit also turns on lf_eol (LF-only devices). Checks the header's
+ * contract and the smuggling rules of RFC 5321 §4.1.1.4 / §2.3.8: the end is
+ * exactly the first CRLF "." CRLF (with lf_eol: the first "." line ended by LF
+ * after any LF), split-independent output without bare CR/LF, a lone dot never
+ * lost, and a data_enc round trip (RFC 5321 §4.5.2). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,8 @@
 #include "tests/fuzz/fuzz.h"
 
 #define ROOM_MAX 300 /* largest output room tried per call in the chunked run */
+
+static int lf_eol; /* this input's mode */
 
 struct decoded {
     char *out;
@@ -28,6 +32,7 @@ static void decode_oneshot(const char *in, size_t len, struct decoded *r)
     size_t cap = 2 * len + 1;
 
     data_dec_init(&d);
+    d.lf_eol = lf_eol;
     r->out = malloc(cap);
     FUZZ_CHECK(r->out != NULL);
     r->consumed = data_dec_feed(&d, in, len, r->out, cap, &r->outlen, &r->done);
@@ -69,6 +74,7 @@ static void decode_chunked(struct fuzz_rng *rng, const char *in, size_t len, str
     r->outlen = 0;
     r->done = 0;
     data_dec_init(&d);
+    d.lf_eol = lf_eol;
     while (!r->done) {
         size_t chunk = fuzz_rng_chunk(rng, len - pos);
         size_t outcap = pick_room(rng, chunk);
@@ -114,12 +120,24 @@ static void decode_chunked(struct fuzz_rng *rng, const char *in, size_t len, str
 }
 
 /* RFC 5321 §4.1.1.4: the message ends at the first CRLF "." CRLF, where the body
- * starts just after a CRLF (the DATA command's). Returns the offset just past it
- * in in[], or (size_t)-1. */
+ * starts just after a CRLF (the DATA command's). lf_eol: at the first "." that
+ * starts the body or follows any LF, itself followed by LF or CRLF. Returns the
+ * offset just past it in in[], or (size_t)-1. */
 static size_t reference_end(const char *in, size_t len)
 {
     static const char term[] = "\r\n.\r\n";
 
+    if (lf_eol) {
+        for (size_t i = 0; i + 2 <= len; i++) {
+            if (in[i] != '.' || (i > 0 && in[i - 1] != '\n'))
+                continue;
+            if (in[i + 1] == '\n')
+                return i + 2;
+            if (i + 3 <= len && in[i + 1] == '\r' && in[i + 2] == '\n')
+                return i + 3;
+        }
+        return (size_t)-1;
+    }
     if (len >= 3 && memcmp(in, ".\r\n", 3) == 0)
         return 3;
     for (size_t i = 0; i + 5 <= len; i++)
@@ -135,10 +153,25 @@ static int reference_bare(const char *in, size_t consumed)
     for (size_t i = 0; i < consumed; i++) {
         if (in[i] == '\r' && i + 1 < consumed && in[i + 1] != '\n')
             return 1;
-        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r'))
+        if (in[i] == '\n' && (i == 0 || in[i - 1] != '\r') && !lf_eol)
             return 1;
     }
     return 0;
+}
+
+/* A line of the input that is a lone "." (between line ends of any kind, the
+ * message's end excepted) is a line "." of the content: dot-stuffing never makes
+ * a lone dot, so it is never dropped. Counted on both sides. */
+static size_t count_lone_dots(const char *p, size_t n, int wire)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        int sol = i == 0 ? wire : (p[i - 1] == '\n' || p[i - 1] == '\r');
+        if (sol && p[i] == '.' && i + 1 < n && (p[i + 1] == '\r' || p[i + 1] == '\n'))
+            k++;
+    }
+    return k;
 }
 
 /* Content has CRLF line ends only; a final CR may await its LF when not done. */
@@ -217,6 +250,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(in != NULL);
     if (len > 0)
         memcpy(in, data + skip, len);
+    lf_eol = size > 0 && (data[0] & 1);
 
     decode_oneshot(in, len, &one);
     decode_chunked(&rng, in, len, &chk);
@@ -236,6 +270,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(one.bare == reference_bare(in, one.consumed));
 
     check_no_bare(&one);
+    /* Lone dots: each consumed one that was not the terminator reaches the
+     * content (there, after a CRLF and followed by CR). The wire count looks
+     * only at dots with their line end consumed, minus the terminator. */
+    {
+        size_t upto = one.consumed, wire_dots, content_dots;
+
+        while (!one.done && upto > 0 && (in[upto - 1] == '.' || in[upto - 1] == '\r'))
+            upto--; /* a held "." or "." CR is not decided yet */
+        wire_dots = count_lone_dots(in, upto, 1) - (one.done ? 1 : 0);
+        content_dots = count_lone_dots(one.out, one.outlen, 1);
+        FUZZ_CHECK(content_dots >= wire_dots);
+    }
 
     /* Round trip of the content; an unfinished CR at the end is not content yet. */
     clen = one.outlen;

@@ -1,12 +1,14 @@
 /* fuzz_reply: the upstream reply parser (upstream/up_reply.h) on a byte stream
  * (after 4 bytes that pick the chunking), fed in one piece and in random chunks:
  * the same replies at the same offsets, each well formed (RFC 5321 §4.2, §4.2.1),
- * then up_reply_ehlo, up_reply_oneline and up_reply_lastline on each of them with
+ * then up_reply_ehlo, up_reply_oneline, up_reply_lastline and common/reply's
+ * reply_pass (enhanced status codes added, issue 13) on each of them with
  * exact-size output buffers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/reply.h"
 #include "tests/fuzz/fuzz.h"
 #include "upstream/up_reply.h"
 
@@ -45,6 +47,8 @@ static void check_text_out(const char *out, size_t cap)
         FUZZ_CHECK((unsigned char)out[i] >= 0x20 && out[i] != 0x7f);
 }
 
+static void check_pass(const struct up_reply *r, size_t cap);
+
 /* The reply's text and the helpers on it; complete says the reply is finished. */
 static void check_reply(const struct up_reply *r, int complete, size_t cap)
 {
@@ -75,8 +79,10 @@ static void check_reply(const struct up_reply *r, int complete, size_t cap)
         i += n + 1;
     }
     FUZZ_CHECK(lines == r->nlines);
-    if (complete)
+    if (complete) {
         FUZZ_CHECK(r->nlines >= 1 && r->code >= 200 && r->code <= 599);
+        check_pass(r, cap);
+    }
 
     up_reply_ehlo(r, &e);
     /* only the capability bits the header defines */
@@ -99,6 +105,51 @@ static void check_reply(const struct up_reply *r, int complete, size_t cap)
     if (cap > 0)
         check_text_out(buf, cap);
     free(buf);
+}
+
+/* reply_pass: with REPLY_PASS_CAP room every line is kept, in order, with its
+ * code, a '-' on all but the last, and for 2xx/4xx/5xx an enhanced code of the
+ * reply's class first in its text; with the fuzzer's room nothing overruns and
+ * the output is still whole lines ending in a final one. */
+static void check_pass(const struct up_reply *r, size_t cap)
+{
+    size_t full = REPLY_PASS_CAP(r->len), n, lines = 0;
+    char *out = malloc(full);
+    int esc = r->code / 100 != 3;
+
+    FUZZ_CHECK(out != NULL);
+    n = reply_pass(out, full, r->text, r->len, (enum reply_cmd)(r->len % 5));
+    FUZZ_CHECK(n < full && out[n] == '\0' && n >= 2 && out[n - 1] == '\n');
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(out + i, '\n', n - i);
+        size_t e, t;
+
+        FUZZ_CHECK(nl != NULL && nl > out + i && nl[-1] == '\r');
+        e = (size_t)(nl - out) - 1;
+        FUZZ_CHECK(e - i >= 4 && memcmp(out + i, r->text, 3) == 0);
+        FUZZ_CHECK(out[i + 3] == (nl + 1 == out + n ? ' ' : '-'));
+        t = i + 4;
+        while (t < e && out[t] == ' ')
+            t++;
+        if (esc) {
+            FUZZ_CHECK(t + 5 <= e && out[t] == r->text[0] && out[t + 1] == '.');
+        }
+        lines++;
+        i = (size_t)(nl - out) + 1;
+    }
+    FUZZ_CHECK(lines == (size_t)r->nlines);
+    free(out);
+
+    out = malloc(cap ? cap : 1);
+    FUZZ_CHECK(out != NULL);
+    n = reply_pass(out, cap, r->text, r->len, REPLY_CMD_RCPT);
+    if (cap < 16) {
+        FUZZ_CHECK(n == 0);
+    } else {
+        FUZZ_CHECK(n < cap && out[n] == '\0');
+        FUZZ_CHECK(n == 0 || (n >= 6 && out[n - 1] == '\n'));
+    }
+    free(out);
 }
 
 static void record(struct run *run, const struct up_reply_parser *p, size_t end)

@@ -2166,6 +2166,33 @@ static void test_oauth(void)
     unlink(cs);
 }
 
+/* [device] lf_line_ends (issue 13): off by default, yes/no only. */
+static void test_lf_line_ends(void)
+{
+    char err[512];
+    struct conf *c;
+    static const char text[] = "[upstream main]\nhost = mx.example\n"    /* 1-2 */
+                               "[device default]\nupstream = main\n"     /* 3-4 */
+                               "user = o@example.com\npassword = p\n"    /* 5-6 */
+                               "[device old]\nmatch = 10.0.0.9\n"        /* 7-8 */
+                               "upstream = main\nuser = a@example.com\n" /* 9-10 */
+                               "password = p\nlf_line_ends = yes\n";     /* 11-12 */
+
+    c = load_text(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->devices[0].lf_line_ends, 0);
+    ASSERT_EQ(c->devices[1].lf_line_ends, 1);
+    conf_free(c);
+    EXPECT_ERR("[upstream main]\nhost = mx.example\n[device default]\nupstream = main\n"
+               "user = o@example.com\npassword = p\nlf_line_ends = lf\n",
+               "relay25.conf:7: lf_line_ends: ", "expected yes or no, not 'lf'");
+    EXPECT_ERR("[relay]\nlf_line_ends = yes\n", "relay25.conf:2: ", "lf_line_ends");
+}
+
 /* [device] rewrite_sender / rewrite_from_header and [route NAME]. */
 static void test_rewrite_route(void)
 {
@@ -2441,6 +2468,7 @@ int main(void)
     test_ca();
     test_oauth();
     test_rewrite_route();
+    test_lf_line_ends();
     test_inbound();
     test_refs();
     cleanup();

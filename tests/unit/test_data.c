@@ -24,6 +24,8 @@ struct result {
 /* Feeds in as the chunks given by cuts[] (ncuts split points), each chunk with
  * an output room of at most room bytes (0 = 2*chunk+1), looping until the chunk is
  * consumed or the message ends. */
+static int lf_mode; /* decode_split sets lf_eol (LF-only device option) */
+
 static void decode_split(const char *in, size_t len, const size_t *cuts, size_t ncuts, size_t room,
                          struct result *r)
 {
@@ -32,6 +34,7 @@ static void decode_split(const char *in, size_t len, const size_t *cuts, size_t 
 
     memset(r, 0, sizeof(*r));
     data_dec_init(&d);
+    d.lf_eol = lf_mode;
     for (size_t k = 0; k <= ncuts && !r->done; k++) {
         size_t end = k < ncuts ? cuts[k] : len;
         size_t pos = start;
@@ -95,21 +98,24 @@ static const struct vec vecs[] = {
     {"a\r\n.\r\nMAIL FROM:<x>\r\n", "a\r\n", 1, 0, 15},
     {".\r\n.\r\n", "", 1, 0, 3},
     /* Smuggling: none of these end the message. */
-    {"a\n.\nb", "a\r\n\r\nb", 0, 1, 0},
-    {"a\r\n.\nb", "a\r\n\r\nb", 0, 1, 0},
-    {"a\n.\r\nb", "a\r\n\r\nb", 0, 1, 0},
-    {"a\r.\r\nb", "a\r\n\r\nb", 0, 1, 0},
-    {"a\r\n.\rb", "a\r\n\r\nb", 0, 1, 0},
-    {"a\r\n.\r.\r\n", "a\r\n\r\n\r\n", 0, 1, 0},
-    {".\n", "\r\n", 0, 1, 0},
+    /* (issue 13: a lone dot that does not end the message is content, the dot kept) */
+    {"a\n.\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\r\n.\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\n.\r\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\r.\r\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\r\n.\rb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\r\n.\r.\r\n", "a\r\n.\r\n.\r\n", 0, 1, 0},
+    {".\n", ".\r\n", 0, 1, 0},
     {".\r", "", 0, 0, 0},
     {".", "", 0, 0, 0},
-    {"\n.\n", "\r\n\r\n", 0, 1, 0},
-    {"\r.\r", "\r\n\r", 0, 1, 0},
+    {"\n.\n", "\r\n.\r\n", 0, 1, 0},
+    {"\r.\r", "\r\n.\r", 0, 1, 0},
     /* ... but a real CRLF "." CRLF after them does. */
-    {"a\n.\r\n.\r\n", "a\r\n\r\n", 1, 1, 0},
-    {"a\r.\r\nb\r\n.\r\nX", "a\r\n\r\nb\r\n", 1, 1, 1},
-    {"a\r\n.\r\r\n.\r\n", "a\r\n\r\n\r\n", 1, 1, 0},
+    {"a\n.\r\n.\r\n", "a\r\n.\r\n", 1, 1, 0},
+    {"a\r.\r\nb\r\n.\r\nX", "a\r\n.\r\nb\r\n", 1, 1, 1},
+    {"a\r\n.\r\r\n.\r\n", "a\r\n.\r\n\r\n", 1, 1, 0},
+    /* A dot followed by more text after a bare line end is still unstuffed. */
+    {"a\n.x\r\n", "a\r\nx\r\n", 0, 1, 0},
     /* Bare LF / bare CR normalised. */
     {"a\nb\n", "a\r\nb\r\n", 0, 1, 0},
     {"a\rb\r", "a\r\nb\r", 0, 1, 0},
@@ -164,8 +170,9 @@ static void test_vectors(void)
     }
 }
 
-/* The header's guarantee: outcap >= 2*inlen + 1 consumes everything, whatever state
- * the previous call left behind (the worst is a pending "." CR at start of line). */
+/* The header's guarantee: outcap >= 2*inlen + 2 consumes everything, whatever state
+ * the previous call left behind (the worst is a pending "." CR at start of line,
+ * which becomes ".\r\n" when the next byte shows it was not the end). */
 static void test_room(void)
 {
     struct data_dec d;
@@ -176,8 +183,8 @@ static void test_room(void)
     data_dec_init(&d);
     ASSERT_EQ(data_dec_feed(&d, ".\r", 2, out, 5, &outlen, &done), 2);
     ASSERT_EQ(outlen, 0);
-    ASSERT_EQ(data_dec_feed(&d, "x", 1, out, 3, &outlen, &done), 1);
-    ASSERT_MEMEQ(out, outlen, "\r\nx", 3);
+    ASSERT_EQ(data_dec_feed(&d, "x", 1, out, 4, &outlen, &done), 1);
+    ASSERT_MEMEQ(out, outlen, ".\r\nx", 4);
     ASSERT_EQ(d.bare_seen, 1);
 
     /* Room for 1 byte: a bare LF cannot be written, nothing consumed. */
@@ -194,6 +201,57 @@ static void test_room(void)
     ASSERT_EQ(data_dec_feed(&d, "abc", 3, out, 16, &outlen, &done), 0);
     ASSERT_EQ(done, 1);
     ASSERT_EQ(outlen, 0);
+}
+
+/* lf_eol (an LF-only device, issue 13): a bare LF is a line end, so "." LF ends
+ * the message too; the content still comes out in CRLF, and bare LF is not
+ * counted as bare (bare CR still is). Split-independent like the default. */
+static const struct vec lf_vecs[] = {
+    {"a\n.\n", "a\r\n", 1, 0, 0},
+    {"Subject: x\n\nbody\n.\nQUIT\n", "Subject: x\r\n\r\nbody\r\n", 1, 0, 5},
+    {".\n", "", 1, 0, 0},
+    {"a\r\n.\n", "a\r\n", 1, 0, 0},
+    {"a\n.\r\n", "a\r\n", 1, 0, 0},
+    {"a\r\n.\r\n", "a\r\n", 1, 0, 0},
+    /* dot-stuffing after LF is removed as after CRLF */
+    {"a\n..\n.\n", "a\r\n.\r\n", 1, 0, 0},
+    {"a\n.x\n", "a\r\nx\r\n", 0, 0, 0},
+    /* a bare CR is still no line start: no end there, the lone dot kept */
+    {"a\r.\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\r.\r\nb", "a\r\n.\r\nb", 0, 1, 0},
+    {"a\nb\n", "a\r\nb\r\n", 0, 0, 0},
+};
+
+static void test_lf_eol(void)
+{
+    lf_mode = 1;
+    for (size_t k = 0; k < sizeof(lf_vecs) / sizeof(lf_vecs[0]); k++) {
+        const struct vec *v = &lf_vecs[k];
+        size_t len = strlen(v->in), outlen = strlen(v->out);
+        struct result r, s;
+
+        decode_once(v->in, len, &r);
+        if (r.outlen != outlen || memcmp(r.out, v->out, outlen) != 0)
+            fprintf(stderr, "lf vector %zu\n", k);
+        ASSERT_MEMEQ(r.out, r.outlen, v->out, outlen);
+        ASSERT_EQ(r.done, v->done);
+        ASSERT_EQ(r.bare, v->bare);
+        ASSERT_EQ(r.consumed, len - v->left);
+        for (size_t c = 0; c <= len; c++) {
+            decode_split(v->in, len, &c, 1, 0, &s);
+            ASSERT_TRUE(same(&r, &s));
+        }
+        decode_split(v->in, len, NULL, 0, 2, &s);
+        ASSERT_TRUE(same(&r, &s));
+    }
+    lf_mode = 0;
+    /* Off (the default), the same bytes do not end the message. */
+    {
+        struct result r;
+        decode_once("a\n.\nQUIT\n", 9, &r);
+        ASSERT_EQ(r.done, 0);
+        ASSERT_MEMEQ(r.out, r.outlen, "a\r\n.\r\nQUIT\r\n", 12);
+    }
 }
 
 static void test_encoder(void)
@@ -369,6 +427,7 @@ int main(void)
 {
     test_vectors();
     test_room();
+    test_lf_eol();
     test_encoder();
     test_roundtrip();
     test_random_splits();
