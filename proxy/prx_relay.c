@@ -445,8 +445,35 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
     }
     if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->txn->mail_params, pl, "BODY", &v, &vl) &&
         o < cap) {
-        snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
+        o += (size_t)snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
     }
+    /* RFC 3461 §4.3, §4.4 and RFC 6531 §3.4: passed on as the device sent them
+     * (prx_send_mail refuses the MAIL when upstream lacks the extension) */
+    if ((ext & UP_EXT_DSN) && prx_cmd_param(s->txn->mail_params, pl, "RET", &v, &vl) && o < cap) {
+        o += (size_t)snprintf(out + o, cap - o, "%sRET=%.*s", o ? " " : "", (int)vl, v);
+    }
+    if ((ext & UP_EXT_DSN) && prx_cmd_param(s->txn->mail_params, pl, "ENVID", &v, &vl) && o < cap) {
+        o += (size_t)snprintf(out + o, cap - o, "%sENVID=%.*s", o ? " " : "", (int)vl, v);
+    }
+    if ((ext & UP_EXT_SMTPUTF8) && s->txn->smtputf8 && o < cap) {
+        snprintf(out + o, cap - o, "%sSMTPUTF8", o ? " " : "");
+    }
+}
+
+/* What the device used that this upstream session does not offer (EHLO
+ * offered it from what the upstream said before: up_caps), or NULL. rcpt: the
+ * RCPT's parameters, else MAIL's. */
+static const char *prx_up_lacks(const struct prx_session *s, int rcpt)
+{
+    unsigned ext = up_ext(s->up);
+
+    if (rcpt) {
+        return s->txn->rparams[0] && !(ext & UP_EXT_DSN) ? "DSN (RFC 3461)" : NULL;
+    }
+    if (s->txn->dsn_mail && !(ext & UP_EXT_DSN)) {
+        return "DSN (RFC 3461)";
+    }
+    return s->txn->smtputf8 && !(ext & UP_EXT_SMTPUTF8) ? "SMTPUTF8 (RFC 6531)" : NULL;
 }
 
 /* Whether the upstream session s->up carries d's upstream and credentials: a
@@ -464,7 +491,19 @@ static int prx_up_fits(const struct prx_session *s, const struct conf_device *d)
 static void prx_send_mail(struct prx_session *s)
 {
     char params[PRX_PARAMS_MAX];
+    const char *lacks = prx_up_lacks(s, 0);
 
+    if (lacks) {
+        /* passed on without them, the device's notices would silently not come */
+        char buf[500];
+        size_t n = reply_upstream_lacks(buf, sizeof(buf), up_where(s->up), lacks);
+
+        prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
+        prx_send(s, buf, n);
+        prx_txn_end(s); /* the clean session goes back to the pool */
+        prx_continue(s);
+        return;
+    }
     prx_enter_state(s, PRX_STATE_MAIL_WAIT);
     prx_params_for_up(s, params, sizeof(params));
     prx_up_check(s, up_mail(s->up, s->txn->from, params));
@@ -546,8 +585,16 @@ static void prx_relay_mail(struct prx_session *s)
 
 static void prx_relay_rcpt(struct prx_session *s)
 {
+    const char *lacks = s->up ? prx_up_lacks(s, 1) : NULL;
+
+    if (lacks) {
+        char buf[500];
+        size_t n = reply_upstream_lacks(buf, sizeof(buf), up_where(s->up), lacks);
+        prx_send(s, buf, n);
+        return;
+    }
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
-    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL));
+    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, s->txn->rparams));
 }
 
 static void prx_relay_data(struct prx_session *s)

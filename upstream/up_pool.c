@@ -12,6 +12,7 @@
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_caps.h"
 #include "upstream/up_tlscache.h"
 
 struct up_pool_entry {
@@ -46,6 +47,7 @@ struct up_pool_dest {
 
 struct up_pool {
     struct up_tlscache *tls;
+    struct up_caps *caps; /* what each address offered in its last EHLO */
     uv_loop_t *loop;
     uv_timer_t timer; /* idle timeout */
     uv_timer_t kick;  /* hands freed slots and sessions to waiters, outside callers' stacks */
@@ -65,6 +67,7 @@ static void up_pool_maybe_free(struct up_pool *p)
     /* a session holding a slot gives it back here when freed: wait for it */
     if (p->closing && p->handles_open == 0 && p->n == 0 && p->nslots == 0) {
         up_tlscache_free(p->tls);
+        up_caps_free(p->caps);
         free(p->dests);
         free(p);
     }
@@ -92,6 +95,11 @@ static struct up_pool_dest *up_pool_dest_find(const struct up_pool *p, const cha
 struct up_tlscache *up_pool_tlscache(struct up_pool *p)
 {
     return p->tls;
+}
+
+const struct up_caps *up_pool_caps(const struct up_pool *p)
+{
+    return p ? p->caps : NULL;
 }
 
 static void up_pool_unlink(struct up_pool_entry *e)
@@ -215,6 +223,11 @@ struct up_pool *up_pool_new(uv_loop_t *loop, unsigned idle_seconds)
         return NULL;
     }
     if (!(p->tls = up_tlscache_new(loop))) {
+        free(p);
+        return NULL;
+    }
+    if (!(p->caps = up_caps_new())) {
+        up_tlscache_free(p->tls);
         free(p);
         return NULL;
     }
@@ -483,6 +496,7 @@ static void up_pool_setup_ready(void *arg, int err, const struct up_reply *r, co
 
     w->setup = NULL;
     if (err == 0) {
+        up_caps_note(p->caps, up_where(s), up_ehlo(s));
         up_pool_hand(w, s, 0);
         return;
     }

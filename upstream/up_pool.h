@@ -22,6 +22,7 @@
 struct up_pool;
 struct up_acquire;
 struct up_acquire_wait;
+struct up_caps;
 struct conf;
 struct conf_device;
 struct conf_upstream;
@@ -78,6 +79,8 @@ void up_pool_acquire_cancel(struct up_pool *p, struct up_acquire *req);
 /* Give back a ready session with no transaction open upstream. cap: most idle
  * sessions kept for its address; beyond it the session is closed with QUIT. */
 void up_pool_put(struct up_pool *p, struct up_session *s, unsigned cap);
+/* What each upstream address offered in its last EHLO (up_caps.h); p may be NULL. */
+const struct up_caps *up_pool_caps(const struct up_pool *p);
 /* QUIT every idle session; the pool frees itself once they are closed. */
 void up_pool_close(struct up_pool *p);
 

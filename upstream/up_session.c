@@ -982,6 +982,11 @@ unsigned up_ext(const struct up_session *s)
     return s->ehlo.ext;
 }
 
+const struct up_ehlo *up_ehlo(const struct up_session *s)
+{
+    return &s->ehlo;
+}
+
 int up_idle(const struct up_session *s)
 {
     return !s->closing && !s->failed && s->state == UP_STATE_READY;

@@ -87,6 +87,8 @@ const char *up_where(const struct up_session *s);
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 /* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */
 unsigned up_ext(const struct up_session *s);
+/* The whole EHLO after TLS (capabilities, AUTH mechanisms, SIZE), valid once ready. */
+const struct up_ehlo *up_ehlo(const struct up_session *s);
 /* 1 when ready and no command is outstanding. */
 int up_idle(const struct up_session *s);
 

@@ -37,8 +37,8 @@ static void test_report(void)
 {
     static const char headers[] = "Subject: hello\r\nFrom: <a@example.org>\r\n";
     static const struct up_bounce_rcpt failed[] = {
-        {"x@example.net", "550 5.1.1 <x@example.net>: no such user"},
-        {"y@example.net", "message expired after 60 seconds in the queue"},
+        {"x@example.net", "550 5.1.1 <x@example.net>: no such user", NULL, 0},
+        {"y@example.net", "message expired after 60 seconds in the queue", NULL, 0},
     };
     struct up_bounce b;
     const char *part1, *part2, *part3, *x, *y, *end;
@@ -113,7 +113,7 @@ static void test_report(void)
 
 static void test_no_headers(void)
 {
-    static const struct up_bounce_rcpt failed[] = {{"x@example.net", "554 5.7.1 spam"}};
+    static const struct up_bounce_rcpt failed[] = {{"x@example.net", "554 5.7.1 spam", NULL, 0}};
     struct up_bounce b;
     size_t len = 0;
     char *out;
@@ -143,8 +143,8 @@ static void test_header_len(void)
 static void test_reason(void)
 {
     static const struct up_bounce_rcpt failed[] = {
-        {"x@example.net", "550 5.1.1 unknown\r\nsecond line"},
-        {"y@example.net", "451 4.3.0 later"},
+        {"x@example.net", "550 5.1.1 unknown\r\nsecond line", NULL, 0},
+        {"y@example.net", "451 4.3.0 later", NULL, 0},
     };
     size_t len = 0;
     char *r = up_bounce_reason(failed, 2, &len);
