@@ -12,8 +12,9 @@
 
 #include "common/dsn.h"
 
-#define UPB_FIXED 8192u   /* the report's own text, recipients aside */
-#define UPB_PER_RCPT 700u /* its text per recipient, address and reason aside */
+#define UPB_FIXED 8192u    /* the report's own text, recipients aside */
+#define UPB_PER_RCPT 700u  /* its text per recipient, address and reason aside */
+#define UPB_ADDR_MAX 1200u /* an address of 255 octets, xtext-encoded (upb_addr) */
 
 struct upb_out {
     char *p;
@@ -65,6 +66,48 @@ static const char *upb_xtext(const char *x, char *out, size_t cap)
     return n < 0 ? x : out;
 }
 
+/* A recipient for the ASCII report: "rfc822; addr", or for a non-ASCII one
+ * "utf-8; " and RFC 6533 §3 utf-8-addr-xtext (each non-ASCII character, "\\",
+ * "+" and "=" as \x{HEX} of its code point; a byte that is no UTF-8 as itself).
+ * typed 0: without the type, for the text part. */
+static const char *upb_addr(const char *a, int typed, char *out, size_t cap)
+{
+    const unsigned char *p = (const unsigned char *)a;
+    size_t o;
+
+    if (!dsn_has_8bit(a, strlen(a))) {
+        snprintf(out, cap, "%s%s", typed ? "rfc822; " : "", a);
+        return out;
+    }
+    o = (size_t)snprintf(out, cap, "%s", typed ? "utf-8; " : "");
+    while (*p && o + 12 < cap) {
+        unsigned long cp = *p;
+        size_t len = 1;
+
+        if (*p >= 0xc2 && *p <= 0xdf && (p[1] & 0xc0) == 0x80) {
+            cp = ((unsigned long)(*p & 0x1f) << 6) | (p[1] & 0x3f);
+            len = 2;
+        } else if (*p >= 0xe0 && *p <= 0xef && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80) {
+            cp = ((unsigned long)(*p & 0x0f) << 12) | ((unsigned long)(p[1] & 0x3f) << 6) |
+                 (p[2] & 0x3f);
+            len = 3;
+        } else if (*p >= 0xf0 && *p <= 0xf4 && (p[1] & 0xc0) == 0x80 && (p[2] & 0xc0) == 0x80 &&
+                   (p[3] & 0xc0) == 0x80) {
+            cp = ((unsigned long)(*p & 0x07) << 18) | ((unsigned long)(p[1] & 0x3f) << 12) |
+                 ((unsigned long)(p[2] & 0x3f) << 6) | (p[3] & 0x3f);
+            len = 4;
+        }
+        if (cp >= 0x80 || cp == '\\' || cp == '+' || cp == '=') {
+            o += (size_t)snprintf(out + o, cap - o, "\\x{%lX}", cp);
+        } else {
+            out[o++] = (char)cp;
+        }
+        p += len;
+    }
+    out[o < cap ? o : cap - 1] = '\0';
+    return out;
+}
+
 size_t up_bounce_header_len(const char *msg, size_t n)
 {
     for (size_t i = 0; i + 4 <= n; i++) {
@@ -78,7 +121,7 @@ size_t up_bounce_header_len(const char *msg, size_t n)
 char *up_bounce_build(const struct up_bounce *b, size_t *len)
 {
     const char *host = b->hostname;
-    char date[64], boundary[64], xbuf[DSN_ORCPT_MAX + 1];
+    char date[64], boundary[64], xbuf[DSN_ORCPT_MAX + 1], abuf[UPB_ADDR_MAX];
     struct upb_out o;
     struct tm tm;
     size_t nrelayed = 0;
@@ -87,7 +130,7 @@ char *up_bounce_build(const struct up_bounce *b, size_t *len)
     o.cap = UPB_FIXED + b->headers_len + strlen(b->to) + 1;
     o.cap += b->envid ? 2 * strlen(b->envid) : 0;
     for (size_t i = 0; i < b->nfailed; i++) {
-        o.cap += UPB_PER_RCPT + 3 * (strlen(b->failed[i].addr) + strlen(b->failed[i].reason));
+        o.cap += UPB_PER_RCPT + 3 * strlen(b->failed[i].reason) + 2 * UPB_ADDR_MAX;
         o.cap += b->failed[i].orcpt ? 2 * strlen(b->failed[i].orcpt) : 0;
         nrelayed += b->failed[i].relayed != 0;
     }
@@ -119,7 +162,8 @@ char *up_bounce_build(const struct up_bounce *b, size_t *len)
                 b->qid);
         for (size_t i = 0; i < b->nfailed; i++) {
             if (!b->failed[i].relayed) {
-                upb_put(&o, "<%s>: %s\r\n", b->failed[i].addr, b->failed[i].reason);
+                upb_put(&o, "<%s>: %s\r\n", upb_addr(b->failed[i].addr, 0, abuf, sizeof(abuf)),
+                        b->failed[i].reason);
             }
         }
     }
@@ -130,7 +174,8 @@ char *up_bounce_build(const struct up_bounce *b, size_t *len)
                 nrelayed < b->nfailed ? "\r\n" : "", b->qid);
         for (size_t i = 0; i < b->nfailed; i++) {
             if (b->failed[i].relayed) {
-                upb_put(&o, "<%s>: %s\r\n", b->failed[i].addr, b->failed[i].reason);
+                upb_put(&o, "<%s>: %s\r\n", upb_addr(b->failed[i].addr, 0, abuf, sizeof(abuf)),
+                        b->failed[i].reason);
             }
         }
     }
@@ -159,10 +204,10 @@ char *up_bounce_build(const struct up_bounce *b, size_t *len)
                     upb_xtext(semi + 1, xbuf, sizeof(xbuf)));
         }
         upb_put(&o,
-                "Final-Recipient: rfc822; %s\r\nAction: %s\r\nStatus: %s\r\n"
+                "Final-Recipient: %s\r\nAction: %s\r\nStatus: %s\r\n"
                 "Diagnostic-Code: smtp; %s\r\n",
-                b->failed[i].addr, b->failed[i].relayed ? "relayed" : "failed", status,
-                b->failed[i].reason);
+                upb_addr(b->failed[i].addr, 1, abuf, sizeof(abuf)),
+                b->failed[i].relayed ? "relayed" : "failed", status, b->failed[i].reason);
     }
     upb_put(&o, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary,
             b->full ? "message/rfc822" : "text/rfc822-headers");

@@ -323,6 +323,8 @@ class DsnTest(SpoolTestCase):
         _, rcpts, _, _ = dsn_parts(d)
         self.assertEqual([(x["action"], x["status"]) for x in rcpts], [("failed", "5.6.7")])
         self.assertIn("SMTPUTF8", rcpts[0]["diagnostic-code"])
+        # RFC 6533 §3: the non-ASCII address as utf-8-addr-xtext in the ASCII report
+        self.assertEqual(rcpts[0]["final-recipient"], "utf-8; j\\x{F6}rg@example.net")
 
     def test_spool_non_ascii_without_smtputf8(self):
         r = self.down_relay()
