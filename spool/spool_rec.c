@@ -114,6 +114,7 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *e
                 goto fail;
             }
             free(env->rdsn[env->nrcpt - 1]);
+            env->rdsn[env->nrcpt - 1] = NULL;
             if (memchr(v, '\0', vl) || !(env->rdsn[env->nrcpt - 1] = strndup(v, vl))) {
                 r = -1;
             }
