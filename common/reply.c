@@ -81,6 +81,10 @@ static const struct {
                            "NOTIFY=NEVER|SUCCESS,FAILURE,DELAY, ENVID and ORCPT in xtext)"),
     [REPLY_NEED_SMTPUTF8] = R("553 5.6.7 Error: non-ASCII address needs the SMTPUTF8 parameter "
                               "(RFC 6531)"),
+    [REPLY_MAIL_QUEUED_DSN] = R("250 2.1.0 Ok (upstream does not offer DSN at present: the message "
+                                "will be queued and the relay sends the notices)"),
+    [REPLY_RCPT_QUEUED_DSN] = R("250 2.1.5 Ok (upstream does not offer DSN at present: queued, the "
+                                "relay sends the notices)"),
 };
 
 const char *reply_canned(enum reply_id id, size_t *len)

@@ -88,6 +88,8 @@ enum reply_id {
     REPLY_SPOOL_FAILED,      /* 451 4.3.0 the message could not be spooled */
     REPLY_DSN_SYNTAX,        /* 501 5.5.4 malformed RET/ENVID/NOTIFY/ORCPT (RFC 3461 §4) */
     REPLY_NEED_SMTPUTF8,     /* 553 5.6.7 non-ASCII address without SMTPUTF8 (RFC 6531 §3.5) */
+    REPLY_MAIL_QUEUED_DSN,   /* 250 2.1.0 upstream lacks DSN: queued, relay25 sends the notices */
+    REPLY_RCPT_QUEUED_DSN,   /* 250 2.1.5 the same for one recipient's NOTIFY/ORCPT */
     REPLY_COUNT
 };
 

@@ -463,17 +463,20 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
 /* What the device used that this upstream session does not offer (EHLO
  * offered it from what the upstream said before: up_caps), or NULL. rcpt: the
  * RCPT's parameters, else MAIL's. */
+static const char prx_lacks_dsn[] = "DSN (RFC 3461)";
+
 static const char *prx_up_lacks(const struct prx_session *s, int rcpt)
 {
     unsigned ext = up_ext(s->up);
 
     if (rcpt) {
-        return s->txn->rparams[0] && !(ext & UP_EXT_DSN) ? "DSN (RFC 3461)" : NULL;
+        return s->txn->rparams[0] && !(ext & UP_EXT_DSN) ? prx_lacks_dsn : NULL;
     }
-    if (s->txn->dsn_mail && !(ext & UP_EXT_DSN)) {
-        return "DSN (RFC 3461)";
+    /* SMTPUTF8 first: queueing would not help it (the queue would bounce it) */
+    if (s->txn->smtputf8 && !(ext & UP_EXT_SMTPUTF8)) {
+        return "SMTPUTF8 (RFC 6531)";
     }
-    return s->txn->smtputf8 && !(ext & UP_EXT_SMTPUTF8) ? "SMTPUTF8 (RFC 6531)" : NULL;
+    return s->txn->dsn_mail && !(ext & UP_EXT_DSN) ? prx_lacks_dsn : NULL;
 }
 
 /* Whether the upstream session s->up carries d's upstream and credentials: a
@@ -493,6 +496,19 @@ static void prx_send_mail(struct prx_session *s)
     char params[PRX_PARAMS_MAX];
     const char *lacks = prx_up_lacks(s, 0);
 
+    if (lacks && lacks == prx_lacks_dsn && s->txn->sink->can_queue(s, 1)) {
+        /* on_upstream_failure = queue: the spool keeps the parameters and the
+         * queue writes the notices an upstream without DSN would not */
+        char why[400];
+
+        snprintf(why, sizeof(why), "upstream %s does not offer DSN", up_where(s->up));
+        prx_up_release(s); /* clean: back to the pool */
+        prx_go_local(s, why);
+        prx_reply(s, REPLY_MAIL_QUEUED_DSN);
+        prx_enter_state(s, PRX_STATE_TXN);
+        prx_continue(s);
+        return;
+    }
     if (lacks) {
         /* passed on without them, the device's notices would silently not come */
         char buf[500];
@@ -587,6 +603,10 @@ static void prx_relay_rcpt(struct prx_session *s)
 {
     const char *lacks = s->up ? prx_up_lacks(s, 1) : NULL;
 
+    if (lacks && s->txn->sink->can_queue(s, 0)) {
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_DSN); /* the spool copy keeps its NOTIFY/ORCPT */
+        return;
+    }
     if (lacks) {
         char buf[500];
         size_t n = reply_upstream_lacks(buf, sizeof(buf), up_where(s->up), lacks);

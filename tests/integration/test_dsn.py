@@ -192,6 +192,63 @@ class DsnTest(SpoolTestCase):
         self.assertFalse(s.has_extn("dsn"), s.esmtp_features)
         s.quit()
 
+    def test_upstream_lost_dsn_queues_with_on_upstream_failure(self):
+        """on_upstream_failure = queue: instead of 455 the message is queued, the
+        upstream (now without DSN) gets it from the queue without the parameters,
+        and relay25 writes the notices itself."""
+        peer, r = self.setup_relay(close_after_message=True, relay=dict(
+            self.spool_relay_keys(on_upstream_failure="queue"), bounce="dsn"))
+        self.learn_caps(peer, r)
+        peer.dsn = False
+        s = self.session(r)
+        self.assertTrue(s.has_extn("dsn"), s.esmtp_features)
+        code, text = self.cmd(s, "MAIL FROM:<alice@example.org> RET=HDRS ENVID=" + ENVID)
+        self.assertEqual(code, 250, text)
+        self.assertIn("DSN", text)
+        for line in ("<ok@example.net> NOTIFY=SUCCESS ORCPT=" + ORCPT_OK,
+                     "<reject-x@example.net> NOTIFY=FAILURE"):
+            code, text = self.cmd(s, "RCPT TO:" + line)
+            self.assertEqual(code, 250, (line, text))
+        code, text = self.data(s, make_message("queued for dsn"))
+        self.assertEqual(code, 250, text)
+        self.assertTrue(QUEUED_RE.search(text), text)
+        s.quit()
+        peer.wait_messages(3, timeout=30)   # warm-up, the message, the report
+        self.wait_spool_empty(r)
+        warm, orig, m = peer.all_messages()
+        self.assertEqual(orig.rcpt_tos, ("ok@example.net",))
+        self.assertNotIn("RET=", self.upstream_args(peer, "MAIL")[1])
+        self.assertEqual((m.mail_from, m.rcpt_tos), ("", ("alice@example.org",)))
+        _, rcpts, reporting, _ = dsn_parts(parse_dsn(m.content))
+        self.assertEqual(reporting.get("original-envelope-id"), "abc+def=x")
+        self.assertEqual(sorted((x["final-recipient"], x["action"]) for x in rcpts),
+                         [("rfc822; ok@example.net", "relayed"),
+                          ("rfc822; reject-x@example.net", "failed")])
+
+    def test_upstream_lost_dsn_at_rcpt_queues_the_recipient(self):
+        """on_upstream_failure = queue, MAIL without DSN parameters (goes upstream),
+        a RCPT with NOTIFY on a session without DSN: that recipient is queued."""
+        peer, r = self.setup_relay(close_after_message=True, relay=dict(
+            self.spool_relay_keys(on_upstream_failure="queue"), bounce="dsn"))
+        self.learn_caps(peer, r)
+        peer.dsn = False
+        s = self.session(r)
+        self.assertEqual(self.cmd(s, "MAIL FROM:<alice@example.org>")[0], 250)
+        self.assertEqual(self.cmd(s, "RCPT TO:<plain@example.net>")[0], 250)
+        code, text = self.cmd(s, "RCPT TO:<asks@example.net> NOTIFY=SUCCESS")
+        self.assertEqual(code, 250, text)
+        self.assertIn("DSN", text)
+        self.assertEqual(self.data(s, make_message("half queued"))[0], 250)
+        s.quit()
+        peer.wait_messages(4, timeout=30)   # warm-up, upstream's part, the queued part, notice
+        self.wait_spool_empty(r)
+        msgs = peer.all_messages()
+        self.assertEqual([x.rcpt_tos for x in msgs[1:3]],
+                         [("plain@example.net",), ("asks@example.net",)])
+        _, rcpts, _, _ = dsn_parts(parse_dsn(msgs[3].content))
+        self.assertEqual([(x["final-recipient"], x["action"]) for x in rcpts],
+                         [("rfc822; asks@example.net", "relayed")])
+
     # spool mode ----------------------------------------------------------------------
 
     def submit_dsn(self, r, rcpts, mail_params="", msg=None, mail_from="alice@example.org"):
