@@ -21,6 +21,7 @@
 #include "conf/conf.h"
 #include "spool/spool.h"
 #include "upstream/up_bounce.h"
+#include "upstream/up_caps.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_send.h"
@@ -536,6 +537,23 @@ static int upq_send_prepare(struct upq_job *j, struct up_session *s, char *param
     return 0;
 }
 
+/* 1 when another upstream of the job's list offered SMTPUTF8 in its last EHLO,
+ * or has not been seen yet (up_caps). */
+static int upq_utf8_elsewhere(const struct upq_job *j)
+{
+    const struct up_caps *c = up_pool_caps(j->q->pool);
+    size_t n = j->dev->nups ? j->dev->nups : 1;
+    struct up_ehlo e;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_upstream *u = j->dev->nups ? j->dev->ups[i] : j->dev->up;
+        if (u != j->up && (!up_caps_of(c, u, &e) || (e.ext & UP_EXT_SMTPUTF8))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
                             const struct up_reply *r, const char *detail)
 {
@@ -562,17 +580,20 @@ static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int er
     }
     if (j->env.smtputf8 && !(up_ext(s) & UP_EXT_SMTPUTF8)) {
         /* RFC 6531 §3.2: an SMTPUTF8 message goes only to a server that offers
-         * it; relay25 does not downgrade, so it fails for good (a bounce) */
+         * it; relay25 does not downgrade. Another upstream of the device's list
+         * may offer it (or is not known not to): try it; else fail for good. */
+        int other = upq_utf8_elsewhere(j);
+
         snprintf(j->lasterr, sizeof(j->lasterr),
-                 "550 5.6.7 upstream %s does not offer SMTPUTF8 (RFC 6531), which this message "
-                 "needs",
-                 up_where(s));
+                 "%s upstream %s does not offer SMTPUTF8 (RFC 6531), which this message needs",
+                 other ? "451 4.6.7" : "550 5.6.7", up_where(s));
         if (j->q->pool) {
             up_pool_put(j->q->pool, s, j->up->max_connections);
         } else {
             up_quit(s);
         }
-        j->perm_all = 1;
+        j->perm_all = !other;
+        j->temp_fail = other;
         upq_attempt_end(j);
         return;
     }

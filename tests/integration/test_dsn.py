@@ -383,6 +383,25 @@ class DsnTest(SpoolTestCase):
         # RFC 6533 §3: the non-ASCII address as utf-8-addr-xtext in the ASCII report
         self.assertEqual(rcpts[0]["final-recipient"], "utf-8; j\\x{F6}rg@example.net")
 
+    def test_spool_smtputf8_next_upstream(self):
+        """upstream = a, b: a lacks SMTPUTF8, b offers it: delivered through b, no bounce."""
+        devices, users = self.default_devices()
+        peer_a = self.start_peer(users=users, smtputf8=False)
+        peer_b = self.start_peer(users=users)
+        for d in devices.values():
+            d["upstream"] = "a, b"
+        path = self.write_config({"a": self.upstream(peer_a), "b": self.upstream(peer_b)},
+                                 devices, dict(self.spool_relay_keys(mode="spool"), bounce="dsn"))
+        r = self.start_relay(config=path)
+        r.wait_lines(r"event=started", timeout=10)
+        self.submit_dsn(r, ["<%s>" % UTF8_RCPT], "SMTPUTF8")
+        (m,) = peer_b.wait_messages(1, timeout=30)
+        self.wait_spool_empty(r)
+        self.assertEqual(m.rcpt_tos, (UTF8_RCPT,))
+        self.assertIn("SMTPUTF8", m.mail_options)
+        self.assertEqual(peer_a.all_messages(), [])
+        self.assertEqual(self.upstream_args(peer_a, "MAIL"), [])
+
     def test_spool_non_ascii_without_smtputf8(self):
         r = self.down_relay()
         s = self.session(r)
