@@ -117,6 +117,17 @@ static int smb_path(const char *arg, const char *prefix, char *path, size_t cap,
     return 0;
 }
 
+/* RFC 6531 §3.5: SMTPUTF8 is not offered here, so a non-ASCII address is refused. */
+static int smb_ascii(const char *path)
+{
+    for (const char *q = path; *q; q++) {
+        if ((unsigned char)*q >= 0x80) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* MAIL parameters: SIZE (RFC 1870) and BODY (RFC 6152) are understood. */
 static int smb_mail_params(struct smb *b, const char *p)
 {
@@ -160,6 +171,10 @@ static void smb_mail(struct smb *b, const char *arg)
         smb_error(b, REPLY_SYNTAX_PATH);
         return;
     }
+    if (!smb_ascii(path)) {
+        smb_error(b, REPLY_NEED_SMTPUTF8);
+        return;
+    }
     if ((r = smb_mail_params(b, params)) >= 0) {
         smb_error(b, (enum reply_id)r);
         return;
@@ -188,6 +203,10 @@ static void smb_rcpt(struct smb *b, const char *arg)
     }
     if (smb_path(arg, "TO:", path, sizeof(path), &params) != 0 || !path[0]) {
         smb_error(b, REPLY_SYNTAX_PATH);
+        return;
+    }
+    if (!smb_ascii(path)) {
+        smb_error(b, REPLY_NEED_SMTPUTF8);
         return;
     }
     while (*params == ' ') {
@@ -269,7 +288,7 @@ static void smb_command(struct smb *b, char *line)
             return;
         }
         smb_reset(b);
-        n = reply_ehlo(out, sizeof(out), c->hostname, VERB("EHLO"), c->max_message_size, 0, 0);
+        n = reply_ehlo(out, sizeof(out), c->hostname, VERB("EHLO"), c->max_message_size, 0, 0, 0);
         smb_write(b, out, n);
     } else if (VERB("MAIL")) {
         smb_mail(b, arg);

@@ -78,6 +78,14 @@ static const struct {
     [REPLY_SPOOL_NO_ROOM] =
         R("452 4.3.1 Insufficient system storage: the spool cannot take the message"),
     [REPLY_SPOOL_FAILED] = R("451 4.3.0 Local error: the message could not be spooled"),
+    [REPLY_DSN_SYNTAX] = R("501 5.5.4 Error: malformed DSN parameter (RFC 3461: RET=FULL|HDRS, "
+                           "NOTIFY=NEVER|SUCCESS,FAILURE,DELAY, ENVID and ORCPT in xtext)"),
+    [REPLY_NEED_SMTPUTF8] = R("553 5.6.7 Error: non-ASCII address needs the SMTPUTF8 parameter "
+                              "(RFC 6531)"),
+    [REPLY_MAIL_QUEUED_DSN] = R("250 2.1.0 Ok (upstream does not offer DSN at present: the message "
+                                "will be queued and the relay sends the notices)"),
+    [REPLY_RCPT_QUEUED_DSN] = R("250 2.1.5 Ok (upstream does not offer DSN at present: queued, the "
+                                "relay sends the notices)"),
 };
 
 const char *reply_canned(enum reply_id id, size_t *len)
@@ -133,7 +141,7 @@ size_t reply_greeting(char *out, size_t cap, const char *hostname)
 }
 
 size_t reply_ehlo(char *out, size_t cap, const char *hostname, int esmtp,
-                  unsigned long long max_size, int starttls, int auth)
+                  unsigned long long max_size, int starttls, int auth, unsigned offer)
 {
     if (!esmtp) {
         return reply_done(out, snprintf(out, cap, "250 %s\r\n", hostname), cap);
@@ -141,9 +149,21 @@ size_t reply_ehlo(char *out, size_t cap, const char *hostname, int esmtp,
     return reply_done(out,
                       snprintf(out, cap,
                                "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-                               "250-ENHANCEDSTATUSCODES\r\n%s%s250 HELP\r\n",
+                               "250-ENHANCEDSTATUSCODES\r\n%s%s%s%s250 HELP\r\n",
                                hostname, max_size, starttls ? "250-STARTTLS\r\n" : "",
-                               auth ? "250-AUTH PLAIN LOGIN\r\n" : ""),
+                               auth ? "250-AUTH PLAIN LOGIN\r\n" : "",
+                               (offer & REPLY_EHLO_DSN) ? "250-DSN\r\n" : "",
+                               (offer & REPLY_EHLO_SMTPUTF8) ? "250-SMTPUTF8\r\n" : ""),
+                      cap);
+}
+
+size_t reply_upstream_lacks(char *out, size_t cap, const char *where, const char *what)
+{
+    return reply_done(out,
+                      snprintf(out, cap,
+                               "455 4.5.4 Upstream %s does not offer %s at present: send without "
+                               "it, or try again later\r\n",
+                               where, what),
                       cap);
 }
 

@@ -87,6 +87,10 @@ enum reply_id {
     REPLY_SPOOL_FULL,        /* 452 4.3.1 the spool is full (disk, quota, max_spool_size) */
     REPLY_SPOOL_NO_ROOM,     /* 452 4.3.1 the spool cannot take this message */
     REPLY_SPOOL_FAILED,      /* 451 4.3.0 the message could not be spooled */
+    REPLY_DSN_SYNTAX,        /* 501 5.5.4 malformed RET/ENVID/NOTIFY/ORCPT (RFC 3461 §4) */
+    REPLY_NEED_SMTPUTF8,     /* 553 5.6.7 non-ASCII address without SMTPUTF8 (RFC 6531 §3.5) */
+    REPLY_MAIL_QUEUED_DSN,   /* 250 2.1.0 upstream lacks DSN: queued, relay25 sends the notices */
+    REPLY_RCPT_QUEUED_DSN,   /* 250 2.1.5 the same for one recipient's NOTIFY/ORCPT */
     REPLY_COUNT
 };
 
@@ -107,8 +111,13 @@ size_t reply_greeting(char *out, size_t cap, const char *hostname);
 /* The HELO reply, or the EHLO reply with its keywords (RFC 5321 §4.1.1.1;
  * PIPELINING RFC 2920, SIZE RFC 1870, 8BITMIME RFC 6152, ENHANCEDSTATUSCODES
  * RFC 2034, STARTTLS RFC 3207, AUTH RFC 4954 when offered). */
+#define REPLY_EHLO_DSN 0x01u      /* DSN, RFC 3461 */
+#define REPLY_EHLO_SMTPUTF8 0x02u /* SMTPUTF8, RFC 6531 */
 size_t reply_ehlo(char *out, size_t cap, const char *hostname, int esmtp,
-                  unsigned long long max_size, int starttls, int auth);
+                  unsigned long long max_size, int starttls, int auth, unsigned offer);
+/* 455 4.5.4: the device used DSN or SMTPUTF8 (what), offered because upstream
+ * offered it before, and the upstream session of this MAIL does not offer it. */
+size_t reply_upstream_lacks(char *out, size_t cap, const char *where, const char *what);
 /* 421 4.7.0 too many connections (per_ip: from this client's address). */
 size_t reply_too_many_connections(char *out, size_t cap, const char *hostname, int per_ip);
 /* 550 5.7.1 allowed_senders / allowed_recipients; what is "Sender" or "Recipient". */

@@ -82,10 +82,13 @@ struct prx_txn {
     uint64_t dot_ms; /* end of data sent upstream */
     char from[PRX_PATH_MAX];
     char mail_params[PRX_PARAMS_MAX];
-    char rcpt[PRX_PATH_MAX]; /* the RCPT being handled */
-    unsigned nrcpt;          /* accepted (upstream or spool) */
-    int txn_lost;            /* upstream dropped the transaction: upfail at the next command */
-    char upfail[700];        /* the 4xx to give when upstream failed mid-transaction */
+    char rcpt[PRX_PATH_MAX];    /* the RCPT being handled */
+    char rparams[PRX_LINE_MAX]; /* its vetted parameters (NOTIFY=, ORCPT=; RFC 3461) or "" */
+    unsigned smtputf8 : 1,      /* MAIL SMTPUTF8 (RFC 6531) */
+        dsn_mail : 1;           /* MAIL RET= or ENVID= (RFC 3461) */
+    unsigned nrcpt;             /* accepted (upstream or spool) */
+    int txn_lost;               /* upstream dropped the transaction: upfail at the next command */
+    char upfail[700];           /* the 4xx to give when upstream failed mid-transaction */
     struct data_dec dec;
     struct data_enc enc;
     uint64_t size_limit; /* prx_size_limit at DATA: a longer body gets 552 5.3.4 */
@@ -111,6 +114,7 @@ struct prx_txn {
     int spool_err;               /* the writer failed (uv error) */
     char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
     unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
+    char **rpar;                 /* per recipient: its vetted DSN parameters (malloc'd) or NULL */
     size_t nrcpts, rcap;
 };
 
@@ -133,6 +137,7 @@ struct prx_session {
     int refs;              /* timer + tio + live up sessions */
     unsigned closing : 1, client_gone : 1, in_read : 1, bp : 1, draining : 1, line_overflow : 1,
         esmtp : 1, rset_silent : 1;
+    unsigned offer; /* REPLY_EHLO_DSN / _SMTPUTF8: offered in the last EHLO reply */
     unsigned errors;
     unsigned nmsg;
 
@@ -173,6 +178,7 @@ void prx_log_message(struct prx_session *s, const char *status, const char *repl
 void prx_txn_end(struct prx_session *s);
 void prx_txn_abort(struct prx_session *s, enum reply_id id);
 int prx_rcpt_add(struct prx_session *s, const char *addr, int queued);
+unsigned prx_offer(const struct prx_session *s);
 size_t prx_count_queued(const struct prx_session *s, int queued);
 void prx_go_local(struct prx_session *s, const char *why);
 unsigned long long prx_param_size(const char *params);

@@ -492,8 +492,38 @@ static void prx_params_for_up(struct prx_session *s, char *out, size_t cap)
     }
     if ((ext & UP_EXT_8BITMIME) && prx_cmd_param(s->txn->mail_params, pl, "BODY", &v, &vl) &&
         o < cap) {
-        snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
+        o += (size_t)snprintf(out + o, cap - o, "%sBODY=%.*s", o ? " " : "", (int)vl, v);
     }
+    /* RFC 3461 §4.3, §4.4 and RFC 6531 §3.4: passed on as the device sent them
+     * (prx_send_mail refuses the MAIL when upstream lacks the extension) */
+    if ((ext & UP_EXT_DSN) && prx_cmd_param(s->txn->mail_params, pl, "RET", &v, &vl) && o < cap) {
+        o += (size_t)snprintf(out + o, cap - o, "%sRET=%.*s", o ? " " : "", (int)vl, v);
+    }
+    if ((ext & UP_EXT_DSN) && prx_cmd_param(s->txn->mail_params, pl, "ENVID", &v, &vl) && o < cap) {
+        o += (size_t)snprintf(out + o, cap - o, "%sENVID=%.*s", o ? " " : "", (int)vl, v);
+    }
+    if ((ext & UP_EXT_SMTPUTF8) && s->txn->smtputf8 && o < cap) {
+        snprintf(out + o, cap - o, "%sSMTPUTF8", o ? " " : "");
+    }
+}
+
+/* What the device used that this upstream session does not offer (EHLO
+ * offered it from what the upstream said before: up_caps), or NULL. rcpt: the
+ * RCPT's parameters, else MAIL's. */
+static const char prx_lacks_dsn[] = "DSN (RFC 3461)";
+
+static const char *prx_up_lacks(const struct prx_session *s, int rcpt)
+{
+    unsigned ext = up_ext(s->up);
+
+    if (rcpt) {
+        return s->txn->rparams[0] && !(ext & UP_EXT_DSN) ? prx_lacks_dsn : NULL;
+    }
+    /* SMTPUTF8 first: queueing would not help it (the queue would bounce it) */
+    if (s->txn->smtputf8 && !(ext & UP_EXT_SMTPUTF8)) {
+        return "SMTPUTF8 (RFC 6531)";
+    }
+    return s->txn->dsn_mail && !(ext & UP_EXT_DSN) ? prx_lacks_dsn : NULL;
 }
 
 /* Whether the upstream session s->up carries d's upstream and credentials: a
@@ -511,7 +541,32 @@ static int prx_up_fits(const struct prx_session *s, const struct conf_device *d)
 static void prx_send_mail(struct prx_session *s)
 {
     char params[PRX_PARAMS_MAX];
+    const char *lacks = prx_up_lacks(s, 0);
 
+    if (lacks && lacks == prx_lacks_dsn && s->txn->sink->can_queue(s, 1)) {
+        /* on_upstream_failure = queue: the spool keeps the parameters and the
+         * queue writes the notices an upstream without DSN would not */
+        char why[400];
+
+        snprintf(why, sizeof(why), "upstream %s does not offer DSN", up_where(s->up));
+        prx_up_release(s); /* clean: back to the pool */
+        prx_go_local(s, why);
+        prx_reply(s, REPLY_MAIL_QUEUED_DSN);
+        prx_enter_state(s, PRX_STATE_TXN);
+        prx_continue(s);
+        return;
+    }
+    if (lacks) {
+        /* passed on without them, the device's notices would silently not come */
+        char buf[500];
+        size_t n = reply_upstream_lacks(buf, sizeof(buf), up_where(s->up), lacks);
+
+        prx_log_message(s, "deferred", buf, n > 2 ? n - 2 : n);
+        prx_send(s, buf, n);
+        prx_txn_end(s); /* the clean session goes back to the pool */
+        prx_continue(s);
+        return;
+    }
     prx_enter_state(s, PRX_STATE_MAIL_WAIT);
     prx_params_for_up(s, params, sizeof(params));
     prx_up_check(s, up_mail(s->up, s->txn->from, params));
@@ -593,8 +648,20 @@ static void prx_relay_mail(struct prx_session *s)
 
 static void prx_relay_rcpt(struct prx_session *s)
 {
+    const char *lacks = s->up ? prx_up_lacks(s, 1) : NULL;
+
+    if (lacks && s->txn->sink->can_queue(s, 0)) {
+        prx_rcpt_queue(s, REPLY_RCPT_QUEUED_DSN); /* the spool copy keeps its NOTIFY/ORCPT */
+        return;
+    }
+    if (lacks) {
+        char buf[500];
+        size_t n = reply_upstream_lacks(buf, sizeof(buf), up_where(s->up), lacks);
+        prx_send(s, buf, n);
+        return;
+    }
     prx_enter_state(s, PRX_STATE_RCPT_WAIT);
-    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, NULL));
+    prx_up_check(s, up_rcpt(s->up, s->txn->rcpt, s->txn->rparams));
 }
 
 static void prx_relay_data(struct prx_session *s)

@@ -17,6 +17,7 @@
 
 #include "auth/auth_map.h"
 #include "auth/auth_rate.h"
+#include "common/dsn.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/reply.h"
@@ -296,49 +297,104 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     }
     s->esmtp = esmtp;
     s->need_helo = 0;
+    s->offer = esmtp ? prx_offer(s) : 0;
     /* SIZE: the smaller of max_message_size and the upstream's (RFC 1870) */
     n = reply_ehlo(buf, sizeof(buf), s->conf->hostname, esmtp,
                    (unsigned long long)prx_size_limit(s, NULL),
-                   s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed);
+                   s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed,
+                   s->offer);
     prx_send(s, buf, n);
 }
 
-/* Vets ESMTP parameters into out (cap PRX_PARAMS_MAX): known ones are kept for
- * upstream when it supports them, unknown ones refused (RFC 5321 §4.1.1.11: 555).
- * BODY takes only the values we offer: 7BIT and 8BITMIME (RFC 6152); BINARYMIME
- * needs CHUNKING (RFC 3030), which is not offered. Returns 0 or -1. */
-static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
+/* One ESMTP parameter "KEY" or "KEY=value" (RFC 5321 §4.1.2) of [p, p+len):
+ * its length, the key's length and the value (NULL for a bare keyword). */
+static size_t prx_param_next(const char *p, size_t len, size_t *kl, const char **v, size_t *vl)
 {
+    size_t i = 0;
+
+    while (i < len && p[i] != ' ' && p[i] != '\t') {
+        i++;
+    }
+    *kl = 0;
+    while (*kl < i && p[*kl] != '=') {
+        (*kl)++;
+    }
+    *v = *kl < i ? p + *kl + 1 : NULL;
+    *vl = *kl < i ? i - *kl - 1 : 0;
+    return i;
+}
+
+static int prx_key(const char *p, size_t kl, const char *name)
+{
+    return kl == strlen(name) && strncasecmp(p, name, kl) == 0;
+}
+
+/* Appends the token [p, p+n) to out (cap), blank-separated. -1 when it does not fit. */
+static int prx_param_keep(char *out, size_t cap, size_t *o, const char *p, size_t n)
+{
+    if (*o + n + 2 >= cap) {
+        return -1;
+    }
+    if (*o) {
+        out[(*o)++] = ' ';
+    }
+    memcpy(out + *o, p, n);
+    *o += n;
+    out[*o] = '\0';
+    return 0;
+}
+
+/* Vets MAIL's ESMTP parameters into out (cap PRX_PARAMS_MAX): known ones are
+ * kept for upstream, unknown ones (or ones not offered) refused (RFC 5321
+ * §4.1.1.11: 555). BODY takes only the values we offer: 7BIT and 8BITMIME (RFC
+ * 6152); BINARYMIME needs CHUNKING (RFC 3030), which is not offered. RET and
+ * ENVID when DSN was offered (RFC 3461 §4.3, §4.4), SMTPUTF8 without a value
+ * when it was (RFC 6531 §3.4); a malformed or repeated one is 501.
+ * REPLY_COUNT when they are fine, else the reply. */
+static enum reply_id prx_mail_params(const struct prx_session *s, char *out, size_t cap,
+                                     const char *p, size_t len)
+{
+    unsigned seen = 0;
     size_t o = 0;
 
     out[0] = '\0';
     while (len > 0) {
-        size_t i = 0, kl;
-        while (i < len && p[i] != ' ' && p[i] != '\t') {
-            i++;
-        }
-        kl = 0;
-        while (kl < i && p[kl] != '=') {
-            kl++;
-        }
-        if (kl == 4 && strncasecmp(p, "BODY", 4) == 0 &&
-            !((i == 9 && strncasecmp(p + 5, "7BIT", 4) == 0) ||
-              (i == 13 && strncasecmp(p + 5, "8BITMIME", 8) == 0))) {
-            return -1;
-        }
-        if ((kl == 4 && strncasecmp(p, "SIZE", 4) == 0) ||
-            (kl == 4 && strncasecmp(p, "BODY", 4) == 0)) {
-            if (o + i + 2 >= cap) {
-                return -1;
+        const char *v;
+        size_t kl, vl, i = prx_param_next(p, len, &kl, &v, &vl);
+        unsigned bit = 0;
+
+        if (prx_key(p, kl, "BODY")) {
+            if (!v || !((vl == 4 && strncasecmp(v, "7BIT", 4) == 0) ||
+                        (vl == 8 && strncasecmp(v, "8BITMIME", 8) == 0))) {
+                return REPLY_BAD_PARAM;
             }
-            if (o) {
-                out[o++] = ' ';
+            bit = 1;
+        } else if (prx_key(p, kl, "SIZE")) {
+            bit = 2;
+        } else if (prx_key(p, kl, "RET") && (s->offer & REPLY_EHLO_DSN)) {
+            if (!v || dsn_ret_parse(v, vl) < 0) {
+                return REPLY_DSN_SYNTAX;
             }
-            memcpy(out + o, p, i);
-            o += i;
-            out[o] = '\0';
+            bit = 4;
+        } else if (prx_key(p, kl, "ENVID") && (s->offer & REPLY_EHLO_DSN)) {
+            if (!v || !dsn_envid_ok(v, vl)) {
+                return REPLY_DSN_SYNTAX;
+            }
+            bit = 8;
+        } else if (prx_key(p, kl, "SMTPUTF8") && (s->offer & REPLY_EHLO_SMTPUTF8)) {
+            if (v) {
+                return REPLY_SYNTAX_PARAM; /* RFC 6531 §3.4: a keyword without a value */
+            }
+            bit = 16;
         } else if (i > 0) {
-            return -1;
+            return REPLY_BAD_PARAM;
+        }
+        if (seen & bit) {
+            return bit >= 4 && bit <= 8 ? REPLY_DSN_SYNTAX : REPLY_SYNTAX_PARAM;
+        }
+        seen |= bit;
+        if (bit && prx_param_keep(out, cap, &o, p, i) < 0) {
+            return REPLY_BAD_PARAM;
         }
         while (i < len && (p[i] == ' ' || p[i] == '\t')) {
             i++;
@@ -346,7 +402,47 @@ static int prx_mail_params(char *out, size_t cap, const char *p, size_t len)
         p += i;
         len -= i;
     }
-    return 0;
+    return REPLY_COUNT;
+}
+
+/* Vets RCPT's parameters into out: NOTIFY and ORCPT when DSN was offered (RFC
+ * 3461 §4.1, §4.2), each once. REPLY_COUNT when fine, else the reply. */
+static enum reply_id prx_rcpt_params(const struct prx_session *s, char *out, size_t cap,
+                                     const char *p, size_t len)
+{
+    unsigned seen = 0;
+    size_t o = 0;
+
+    out[0] = '\0';
+    while (len > 0) {
+        const char *v;
+        size_t kl, vl, i = prx_param_next(p, len, &kl, &v, &vl);
+        unsigned bit;
+
+        if (prx_key(p, kl, "NOTIFY") && (s->offer & REPLY_EHLO_DSN)) {
+            if (!v || dsn_notify_parse(v, vl) < 0) {
+                return REPLY_DSN_SYNTAX;
+            }
+            bit = 1;
+        } else if (prx_key(p, kl, "ORCPT") && (s->offer & REPLY_EHLO_DSN)) {
+            if (!v || !dsn_orcpt_ok(v, vl)) {
+                return REPLY_DSN_SYNTAX;
+            }
+            bit = 2;
+        } else {
+            return REPLY_BAD_PARAM;
+        }
+        if ((seen & bit) || prx_param_keep(out, cap, &o, p, i) < 0) {
+            return REPLY_DSN_SYNTAX;
+        }
+        seen |= bit;
+        while (i < len && (p[i] == ' ' || p[i] == '\t')) {
+            i++;
+        }
+        p += i;
+        len -= i;
+    }
+    return REPLY_COUNT;
 }
 
 /* allowed_senders / allowed_recipients refusal: 550 5.7.1 with the reason. */
@@ -394,6 +490,7 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
     char from[PRX_PATH_MAX], mp[PRX_PARAMS_MAX];
     const char *params;
     size_t plen;
+    enum reply_id rid;
     int r = prx_cmd_path(c->arg, c->arglen, "FROM", from, sizeof(from), &params, &plen);
 
     if (s->need_helo) {
@@ -418,8 +515,14 @@ static void prx_cmd_mail(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_SYNTAX_PATH);
         return;
     }
-    if (prx_mail_params(mp, sizeof(mp), params, plen) < 0) {
-        prx_reply(s, REPLY_BAD_PARAM);
+    if ((rid = prx_mail_params(s, mp, sizeof(mp), params, plen)) != REPLY_COUNT) {
+        prx_reply(s, rid);
+        return;
+    }
+    /* RFC 6531 §3.5: a non-ASCII address only in an SMTPUTF8 transaction */
+    if (dsn_has_8bit(from, strlen(from)) &&
+        !prx_cmd_param(mp, strlen(mp), "SMTPUTF8", &params, &plen)) {
+        prx_reply(s, REPLY_NEED_SMTPUTF8);
         return;
     }
     if (prx_param_size(mp) >
@@ -442,6 +545,7 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
     struct prx_txn *t = s->txn;
     const char *params;
     size_t plen;
+    enum reply_id rid;
     int r;
 
     if (t->txn_lost) {
@@ -458,8 +562,12 @@ static void prx_cmd_rcpt(struct prx_session *s, const struct prx_cmd *c)
         prx_reply(s, REPLY_SYNTAX_PATH);
         return;
     }
-    if (plen > 0) {
-        prx_reply(s, REPLY_BAD_PARAM);
+    if ((rid = prx_rcpt_params(s, t->rparams, sizeof(t->rparams), params, plen)) != REPLY_COUNT) {
+        prx_reply(s, rid);
+        return;
+    }
+    if (!t->smtputf8 && dsn_has_8bit(t->rcpt, strlen(t->rcpt))) {
+        prx_reply(s, REPLY_NEED_SMTPUTF8); /* RFC 6531 §3.5 */
         return;
     }
     if (s->conf->max_recipients && t->nrcpt >= s->conf->max_recipients) {
@@ -795,6 +903,7 @@ static void prx_tio_handshake(void *arg)
     }
     s->helo[0] = '\0';
     s->esmtp = 0;
+    s->offer = 0;
     s->need_helo = 1;
     prx_enter_state(s, PRX_STATE_IDLE);
 }

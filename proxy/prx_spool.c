@@ -108,6 +108,7 @@ void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after)
 {
     struct spool_env env;
     char(*list)[SPOOL_ADDR_MAX] = NULL;
+    char **dsn = NULL;
     size_t n = 0;
     const char *v;
     size_t vl;
@@ -124,13 +125,29 @@ void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after)
         snprintf(env.body, sizeof(env.body), "%.*s", (int)vl, v);
     }
     snprintf(env.from, sizeof(env.from), "%s", s->txn->from);
+    /* RFC 3461 and RFC 6531 parameters as the device sent them: the queue
+     * passes them on, or honours them in its own notices */
+    if (prx_cmd_param(s->txn->mail_params, strlen(s->txn->mail_params), "RET", &v, &vl)) {
+        snprintf(env.ret, sizeof(env.ret), "%.*s", (int)vl, v);
+    }
+    if (prx_cmd_param(s->txn->mail_params, strlen(s->txn->mail_params), "ENVID", &v, &vl)) {
+        snprintf(env.envid, sizeof(env.envid), "%.*s", (int)vl, v);
+    }
+    env.smtputf8 = s->txn->smtputf8;
     list = malloc((s->txn->nrcpts ? s->txn->nrcpts : 1) * sizeof(*list));
-    for (size_t i = 0; list && i < s->txn->nrcpts; i++) {
+    dsn = calloc(s->txn->nrcpts ? s->txn->nrcpts : 1, sizeof(*dsn));
+    for (size_t i = 0; list && dsn && i < s->txn->nrcpts; i++) {
         if (!only_queued || s->txn->rq[i]) {
+            dsn[n] = s->txn->rpar ? s->txn->rpar[i] : NULL;
             memcpy(list[n++], s->txn->rcpts[i], SPOOL_ADDR_MAX);
         }
     }
+    if (!dsn) {
+        free(list);
+        list = NULL;
+    }
     env.rcpt = list;
+    env.rdsn = dsn; /* borrowed strings: env is not spool_env_free'd */
     env.nrcpt = n;
     s->txn->reply_after_commit = reply_after;
     prx_enter_state(s, PRX_STATE_SPOOL_WAIT);
@@ -138,11 +155,13 @@ void prx_spool_commit(struct prx_session *s, int only_queued, int reply_after)
         spool_writer_abort(s->txn->spw);
         s->txn->spw = NULL;
         free(list);
+        free(dsn);
         prx_spool_done(s, UV_ENOMEM, 0); /* drops the writer's hold */
         return;
     }
     spool_writer_commit(s->txn->spw, &env); /* formats env at once: list can go */
     free(list);
+    free(dsn);
 }
 
 /* DATA for a spool-only transaction: 354 from us. */

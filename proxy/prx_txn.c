@@ -15,6 +15,8 @@
 #include "proxy/prx_cmd.h"
 #include "spool/spool.h"
 #include "spool/spool_writer.h"
+#include "upstream/up_caps.h"
+#include "upstream/up_pool.h"
 #include "upstream/up_queue.h"
 #include "upstream/up_session.h"
 
@@ -42,6 +44,13 @@ void prx_txn_begin(struct prx_session *s, const char *from, const char *params)
     s->txn = t;
     snprintf(t->from, sizeof(t->from), "%s", from);
     snprintf(t->mail_params, sizeof(t->mail_params), "%s", params);
+    {
+        const char *v;
+        size_t vl, pl = strlen(params);
+        t->smtputf8 = prx_cmd_param(params, pl, "SMTPUTF8", &v, &vl);
+        t->dsn_mail = prx_cmd_param(params, pl, "RET", &v, &vl) ||
+                      prx_cmd_param(params, pl, "ENVID", &v, &vl);
+    }
     t->hdr_eol = 2; /* the body starts at the beginning of a line */
     /* policy and rate limits judge what the device sent; upstream sees the rewrite;
      * the null sender stays: bounces must not bounce (RFC 5321 §4.5.5) */
@@ -79,6 +88,10 @@ void prx_txn_end(struct prx_session *s)
         }
         free(t->hbuf);
         free(t->bodybuf);
+        for (size_t i = 0; t->rpar && i < t->nrcpts; i++) {
+            free(t->rpar[i]);
+        }
+        free(t->rpar);
         free(t->rcpts);
         free(t->rq);
         free(t);
@@ -108,11 +121,54 @@ int prx_rcpt_add(struct prx_session *s, const char *addr, int queued)
             return -1;
         }
         s->txn->rq = b;
+        if (!(a = realloc(s->txn->rpar, ncap * sizeof(*s->txn->rpar)))) {
+            return -1;
+        }
+        s->txn->rpar = a;
         s->txn->rcap = ncap;
+    }
+    s->txn->rpar[s->txn->nrcpts] = NULL;
+    if (s->txn->rparams[0] && !(s->txn->rpar[s->txn->nrcpts] = strdup(s->txn->rparams))) {
+        return -1;
     }
     snprintf(s->txn->rcpts[s->txn->nrcpts], PRX_PATH_MAX, "%s", addr);
     s->txn->rq[s->txn->nrcpts++] = (unsigned char)queued;
     return 0;
+}
+
+/* What the device's EHLO offers beyond the fixed keywords: DSN and SMTPUTF8
+ * (REPLY_EHLO_*). Spool mode always: relay25 stores the parameters and writes
+ * the notices itself, and refuses an SMTPUTF8 message at delivery with a bounce
+ * when the upstream lacks it. Passthrough only what the device's first upstream
+ * offered in its last EHLO (remembered by the pool, up_caps): nothing before a
+ * first session to it. Before AUTH names the device, only what every device
+ * would offer. */
+static unsigned prx_offer_dev(const struct prx_session *s, const struct conf_device *d)
+{
+    struct up_ehlo e;
+    unsigned o = 0;
+
+    if (s->env->queue && d->mode == CONF_MODE_SPOOL) {
+        return REPLY_EHLO_DSN | REPLY_EHLO_SMTPUTF8;
+    }
+    if (up_caps_of(up_pool_caps(s->env->pool), d->nups ? d->ups[0] : d->up, &e)) {
+        o |= (e.ext & UP_EXT_DSN) ? REPLY_EHLO_DSN : 0;
+        o |= (e.ext & UP_EXT_SMTPUTF8) ? REPLY_EHLO_SMTPUTF8 : 0;
+    }
+    return o;
+}
+
+unsigned prx_offer(const struct prx_session *s)
+{
+    unsigned o = REPLY_EHLO_DSN | REPLY_EHLO_SMTPUTF8;
+
+    if (s->dev) {
+        return prx_offer_dev(s, s->dev);
+    }
+    for (size_t i = 0; i < s->conf->ndevices && o; i++) {
+        o &= prx_offer_dev(s, &s->conf->devices[i]);
+    }
+    return s->conf->ndevices ? o : 0;
 }
 
 /* How many recipients are for the spool (queued 1) or upstream's (0). */

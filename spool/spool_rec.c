@@ -80,6 +80,12 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *e
             r = spool_field(v, vl, env->body, sizeof(env->body));
         } else if (spool_key(p, kl, "from")) {
             r = spool_field(v, vl, env->from, sizeof(env->from));
+        } else if (spool_key(p, kl, "ret")) {
+            r = spool_field(v, vl, env->ret, sizeof(env->ret));
+        } else if (spool_key(p, kl, "envid")) {
+            r = spool_field(v, vl, env->envid, sizeof(env->envid));
+        } else if (spool_key(p, kl, "smtputf8")) {
+            env->smtputf8 = spool_number(v, nl) != 0;
         } else if (spool_key(p, kl, "rcpt")) {
             if (env->nrcpt == cap) {
                 size_t ncap = cap ? cap * 2 : 8;
@@ -89,10 +95,29 @@ int spool_env_parse(const char *text, size_t len, struct spool_env *env, char *e
                     goto fail;
                 }
                 env->rcpt = n;
+                if (env->rdsn) {
+                    if (!(n = realloc(env->rdsn, ncap * sizeof(*env->rdsn)))) {
+                        snprintf(err, errlen, "out of memory");
+                        goto fail;
+                    }
+                    env->rdsn = n;
+                    memset(env->rdsn + cap, 0, (ncap - cap) * sizeof(*env->rdsn));
+                }
                 cap = ncap;
             }
             r = spool_field(v, vl, env->rcpt[env->nrcpt], SPOOL_ADDR_MAX);
             env->nrcpt += r == 0;
+        } else if (spool_key(p, kl, "rcptdsn") && env->nrcpt > 0) {
+            /* the parameters of the rcpt line before it */
+            if (!env->rdsn && !(env->rdsn = calloc(cap, sizeof(*env->rdsn)))) {
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+            free(env->rdsn[env->nrcpt - 1]);
+            env->rdsn[env->nrcpt - 1] = NULL;
+            if (memchr(v, '\0', vl) || !(env->rdsn[env->nrcpt - 1] = strndup(v, vl))) {
+                r = -1;
+            }
         }
         if (r != 0) {
             snprintf(err, errlen, "field %.*s too long or not text", (int)kl, p);
@@ -121,25 +146,32 @@ char *spool_env_format(const struct spool_env *env, size_t *len)
 {
     /* every fixed field at its longest, the keys, and the rcpt lines */
     size_t cap = sizeof(*env) + 256 + env->nrcpt * (SPOOL_ADDR_MAX + 8), o;
-    char *out = malloc(cap);
+    char *out;
     int n;
 
-    if (!out) {
+    for (size_t i = 0; env->rdsn && i < env->nrcpt; i++) {
+        cap += env->rdsn[i] ? strlen(env->rdsn[i]) + 10 : 0;
+    }
+    if (!(out = malloc(cap))) {
         return NULL;
     }
     n = snprintf(out, cap,
                  "relay25-spool 1\ncreated %" PRIu64 "\ndevice %s\nuser %s\n%s%s%sclient %s\n"
-                 "helo %s\nbody %s\nfrom %s\n",
+                 "helo %s\nbody %s\nfrom %s\n%s%s%s%s%s%s%s",
                  env->created, env->device, env->user, env->route[0] ? "route " : "", env->route,
                  env->route[0] ? "\n" : "", env->client, env->helo[0] ? env->helo : "-",
-                 env->body[0] ? env->body : "-", env->from);
+                 env->body[0] ? env->body : "-", env->from, env->ret[0] ? "ret " : "", env->ret,
+                 env->ret[0] ? "\n" : "", env->envid[0] ? "envid " : "", env->envid,
+                 env->envid[0] ? "\n" : "", env->smtputf8 ? "smtputf8 1\n" : "");
     if (n < 0 || (size_t)n >= cap) {
         free(out);
         return NULL;
     }
     o = (size_t)n;
     for (size_t i = 0; i < env->nrcpt; i++) {
-        n = snprintf(out + o, cap - o, "rcpt %s\n", env->rcpt[i]);
+        const char *d = env->rdsn ? env->rdsn[i] : NULL;
+        n = snprintf(out + o, cap - o, "rcpt %s\n%s%s%s", env->rcpt[i], d ? "rcptdsn " : "",
+                     d ? d : "", d ? "\n" : "");
         if (n < 0 || (size_t)n >= cap - o) {
             free(out);
             return NULL;
@@ -152,6 +184,11 @@ char *spool_env_format(const struct spool_env *env, size_t *len)
 
 void spool_env_free(struct spool_env *env)
 {
+    for (size_t i = 0; env->rdsn && i < env->nrcpt; i++) {
+        free(env->rdsn[i]);
+    }
+    free(env->rdsn);
+    env->rdsn = NULL;
     free(env->rcpt);
     env->rcpt = NULL;
     env->nrcpt = 0;

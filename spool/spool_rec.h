@@ -12,8 +12,13 @@
  *   helo <name or ->
  *   body <7BIT|8BITMIME|->
  *   from <address, empty for the null sender>
+ *   ret <FULL|HDRS>           (only with MAIL RET=, RFC 3461 §4.3)
+ *   envid <xtext>             (only with MAIL ENVID=, RFC 3461 §4.4, as received)
+ *   smtputf8 1                (only with MAIL SMTPUTF8, RFC 6531)
  *   rcpt <address>
- * Unknown keys are ignored (a newer writer may add some).
+ *   rcptdsn <NOTIFY=.. ORCPT=..> (only after a rcpt whose RCPT had them, as received)
+ * Unknown keys are ignored (a newer writer may add some); files without the
+ * DSN keys (older ones) read as messages without DSN parameters.
  *
  * .done (progress, appended): "ok <address>\n" or "failed <address> <reply>\n".
  * A torn last line (a crash while appending) does not count; for an address
@@ -37,6 +42,12 @@ struct spool_env {
     char from[SPOOL_ADDR_MAX];
     char (*rcpt)[SPOOL_ADDR_MAX]; /* nrcpt entries, malloc'd */
     size_t nrcpt;
+    char ret[8];     /* "FULL", "HDRS" or "" */
+    char envid[104]; /* xtext (at most 100 octets) or "" */
+    int smtputf8;
+    /* per rcpt: its RCPT's DSN parameters ("NOTIFY=.. ORCPT=..", malloc'd) or
+     * NULL; rdsn itself NULL when none has any. spool_env_free frees it. */
+    char **rdsn;
 };
 
 /* Parse a .env file's text. Returns 0, or -1 with a reason in err. env->rcpt is

@@ -12,6 +12,8 @@
 struct up_bounce_rcpt {
     const char *addr;   /* the recipient, without <> */
     const char *reason; /* upstream's reply, "550 5.1.1 no such user", or our own text */
+    const char *orcpt;  /* RCPT ORCPT= as received ("rfc822;a+40b"), or NULL (RFC 3461 §4.2) */
+    int relayed; /* delivered to an upstream without DSN: Action relayed (RFC 3461 §6.2.1) */
 };
 
 struct up_bounce {
@@ -24,9 +26,12 @@ struct up_bounce {
     size_t nfailed;
     const char *headers; /* the original header section (CRLF lines), may be NULL */
     size_t headers_len;
+    int full;          /* headers holds the whole message (RET=FULL): message/rfc822 */
+    const char *envid; /* MAIL ENVID= as received (xtext), or NULL (RFC 3461 §4.4) */
 };
 
-/* The whole report, CRLF lines (malloc'd, *len bytes, NUL-terminated); NULL
+/* The whole report (failed recipients, and relayed ones asking NOTIFY=SUCCESS),
+ * CRLF lines (malloc'd, *len bytes, NUL-terminated); NULL
  * when out of memory. */
 char *up_bounce_build(const struct up_bounce *b, size_t *len);
 /* Bytes of msg up to and including the CRLF of its last header line (all of it

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "upstream/up_session.h"
+
 struct up_caps_entry {
     char where[300]; /* "host:port" as up_where_of writes it; "" = free */
     struct up_ehlo ehlo;
@@ -68,4 +70,15 @@ int up_caps_get(const struct up_caps *c, const char *where, struct up_ehlo *out)
     }
     *out = x->ehlo;
     return 0;
+}
+
+int up_caps_of(const struct up_caps *c, const struct conf_upstream *up, struct up_ehlo *out)
+{
+    char where[300];
+
+    if (!c || !up) {
+        return 0;
+    }
+    up_where_of(up, where, sizeof(where));
+    return up_caps_get(c, where, out) == 0;
 }

@@ -12,6 +12,7 @@
 #define UP_CAPS_MAX 64u
 
 struct up_caps;
+struct conf_upstream;
 
 struct up_caps *up_caps_new(void);
 void up_caps_free(struct up_caps *c);
@@ -19,5 +20,7 @@ void up_caps_free(struct up_caps *c);
 void up_caps_put(struct up_caps *c, const char *where, const struct up_ehlo *e);
 /* 0 and *out: what where offered last; -1: nothing known yet. */
 int up_caps_get(const struct up_caps *c, const char *where, struct up_ehlo *out);
+/* For a configured upstream: 1 and *out when known, else 0 (c may be NULL). */
+int up_caps_of(const struct up_caps *c, const struct conf_upstream *up, struct up_ehlo *out);
 
 #endif

@@ -22,6 +22,7 @@
 struct up_pool;
 struct up_acquire;
 struct up_acquire_wait;
+struct up_caps;
 struct conf;
 struct conf_device;
 struct conf_upstream;

@@ -14,12 +14,14 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/dsn.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/reply.h"
 #include "conf/conf.h"
 #include "spool/spool.h"
 #include "upstream/up_bounce.h"
+#include "upstream/up_caps.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_send.h"
@@ -28,6 +30,7 @@
 #define UPQ_MAX_BUSY 64u             /* jobs preparing or delivering at once */
 #define UPQ_PATH_MAX 4096u           /* <spool_dir>/q/<qid>.msg */
 #define UPQ_HEADERS_MAX (64u * 1024) /* original headers quoted in a bounce */
+#define UPQ_FULL_MAX (1024u * 1024)  /* RET=FULL: larger messages are returned as headers */
 
 enum upq_rcpt {
     UPQ_R_PENDING = 0,
@@ -72,6 +75,9 @@ struct upq_job {
     struct up_acquire acq; /* asking the pool for a session */
     struct up_send *tx;    /* the transaction, while step is UPQ_SEND */
     const char **sendv;    /* the recipients sent in this attempt (pending ones) */
+    const char **sendp;    /* their RCPT parameters (RFC 3461 NOTIFY=, ORCPT=) or NULL */
+    int up_dsn;            /* this attempt's upstream offers DSN: it sends the notices */
+    char okreply[600];     /* upstream's 250 to the end of data, for a relayed notice */
     size_t *sendi;         /* their index in env.rcpt */
     size_t nsend;
     char *msgpath;
@@ -170,9 +176,11 @@ static void upq_attempt_free(struct upq_job *j)
     j->rstate = NULL;
     spool_env_free(&j->env);
     free(j->sendv);
+    free(j->sendp);
     free(j->sendi);
     free(j->msgpath);
     j->sendv = NULL;
+    j->sendp = NULL;
     j->sendi = NULL;
     j->msgpath = NULL;
     j->nsend = 0;
@@ -265,6 +273,7 @@ static void upq_prepare_work(uv_work_t *w)
     j->env = m.env;
     j->rreply = m.reply;
     m.env.rcpt = NULL;
+    m.env.rdsn = NULL;
     m.reply = NULL;
     j->rstate = calloc(j->env.nrcpt ? j->env.nrcpt : 1, 1);
     for (size_t i = 0; j->rstate && i < j->env.nrcpt; i++) {
@@ -472,32 +481,76 @@ static void upq_session_failed(struct upq_job *j, int err, const char *where, co
     upq_attempt_end(j);
 }
 
-/* The pending recipients of this attempt, the .msg path, the MAIL parameters. */
+/* Appends " KEY=value" (or the first) to params. */
+static void upq_param(char *params, size_t cap, const char *key, const char *value)
+{
+    size_t o = strlen(params);
+
+    if (o < cap) {
+        snprintf(params + o, cap - o, "%s%s%s%s", o ? " " : "", key, value ? "=" : "",
+                 value ? value : "");
+    }
+}
+
+/* The pending recipients of this attempt, the .msg path, the MAIL parameters:
+ * BODY (RFC 6152), and RET, ENVID (RFC 3461) and SMTPUTF8 (RFC 6531) as the
+ * device gave them, each when this upstream offers it. */
 static int upq_send_prepare(struct upq_job *j, struct up_session *s, char *params, size_t cap)
 {
     size_t n = 0;
+    unsigned ext = up_ext(s);
 
     free(j->sendv); /* a second session in one attempt (a dead pooled one replaced) */
+    free(j->sendp);
     free(j->sendi);
     free(j->msgpath);
     params[0] = '\0';
-    if (j->env.body[0] && (up_ext(s) & UP_EXT_8BITMIME)) {
-        snprintf(params, cap, "BODY=%s", j->env.body);
+    if (j->env.body[0] && (ext & UP_EXT_8BITMIME)) {
+        upq_param(params, cap, "BODY", j->env.body);
+    }
+    j->up_dsn = (ext & UP_EXT_DSN) != 0;
+    if (j->up_dsn && j->env.ret[0]) {
+        upq_param(params, cap, "RET", j->env.ret);
+    }
+    if (j->up_dsn && j->env.envid[0]) {
+        upq_param(params, cap, "ENVID", j->env.envid);
+    }
+    if (j->env.smtputf8 && (ext & UP_EXT_SMTPUTF8)) {
+        upq_param(params, cap, "SMTPUTF8", NULL);
     }
     j->sendv = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*j->sendv));
+    j->sendp = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*j->sendp));
     j->sendi = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*j->sendi));
     j->msgpath = malloc(UPQ_PATH_MAX);
-    if (!j->sendv || !j->sendi || !j->msgpath ||
+    if (!j->sendv || !j->sendp || !j->sendi || !j->msgpath ||
         spool_msg_path(j->msgpath, UPQ_PATH_MAX, j->conf->spool_dir, SPOOL_AREA_Q, j->qid) != 0) {
         return -1;
     }
     for (size_t i = 0; i < j->env.nrcpt; i++) {
         if (j->rstate[i] == UPQ_R_PENDING) {
             j->sendi[n] = i;
+            j->sendp[n] = j->up_dsn && j->env.rdsn ? j->env.rdsn[i] : NULL;
             j->sendv[n++] = j->env.rcpt[i];
         }
     }
     j->nsend = n;
+    return 0;
+}
+
+/* 1 when another upstream of the job's list offered SMTPUTF8 in its last EHLO,
+ * or has not been seen yet (up_caps). */
+static int upq_utf8_elsewhere(const struct upq_job *j)
+{
+    const struct up_caps *c = up_pool_caps(j->q->pool);
+    size_t n = j->dev->nups ? j->dev->nups : 1;
+    struct up_ehlo e;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct conf_upstream *u = j->dev->nups ? j->dev->ups[i] : j->dev->up;
+        if (u != j->up && (!up_caps_of(c, u, &e) || (e.ext & UP_EXT_SMTPUTF8))) {
+            return 1;
+        }
+    }
     return 0;
 }
 
@@ -506,7 +559,7 @@ static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int er
 {
     struct upq_job *j = req->arg;
     struct up_send_req t;
-    char params[64];
+    char params[256];
 
     (void)r;
     if (!s) {
@@ -525,10 +578,30 @@ static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int er
         upq_attempt_end(j);
         return;
     }
+    if (j->env.smtputf8 && !(up_ext(s) & UP_EXT_SMTPUTF8)) {
+        /* RFC 6531 §3.2: an SMTPUTF8 message goes only to a server that offers
+         * it; relay25 does not downgrade. Another upstream of the device's list
+         * may offer it (or is not known not to): try it; else fail for good. */
+        int other = upq_utf8_elsewhere(j);
+
+        snprintf(j->lasterr, sizeof(j->lasterr),
+                 "%s upstream %s does not offer SMTPUTF8 (RFC 6531), which this message needs",
+                 other ? "451 4.6.7" : "550 5.6.7", up_where(s));
+        if (j->q->pool) {
+            up_pool_put(j->q->pool, s, j->up->max_connections);
+        } else {
+            up_quit(s);
+        }
+        j->perm_all = !other;
+        j->temp_fail = other;
+        upq_attempt_end(j);
+        return;
+    }
     memset(&t, 0, sizeof(t));
     t.loop = j->q->loop;
     t.from = j->env.from;
     t.params = params;
+    t.rcpt_params = j->sendp;
     t.rcpt = j->sendv;
     t.nrcpt = j->nsend;
     t.fd = -1;
@@ -622,6 +695,9 @@ static void upq_on_send_done(void *arg, const struct up_send_result *res)
         /* DATA refused, or the final reply: it applies to every accepted recipient.
          * With none accepted the RCPT replies already said why. */
         upq_settle_accepted(j, res->reply);
+        if (res->reply->code < 300) {
+            upq_reply_text(res->reply, j->okreply, sizeof(j->okreply));
+        }
     }
     if (res->session) {
         if (res->step == UP_SEND_DOT && q->pool) {
@@ -690,29 +766,109 @@ static struct up_bounce_rcpt *upq_failed(const struct upq_job *j, size_t *n)
     return f;
 }
 
-/* Writes an RFC 3464 report for the failed recipients as a new spooled message
- * (null sender, to the original sender, same device). Returns its qid or 0. */
-static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
+/* A recipient's NOTIFY (RFC 3461 §4.1) from its stored RCPT parameters; 0 when
+ * it gave none (then failures only: the default of RFC 3461 §4.1 that this
+ * relay honours; it sends no delay notices). */
+static unsigned upq_notify(const struct upq_job *j, size_t i, const char **orcpt)
+{
+    const char *v, *d = j->env.rdsn ? j->env.rdsn[i] : NULL;
+    size_t vl;
+    int bits;
+
+    *orcpt = NULL;
+    if (!d) {
+        return 0;
+    }
+    if ((v = dsn_param(d, "ORCPT", &vl))) {
+        *orcpt = v; /* the value runs to the next blank: ORCPT comes last or alone */
+    }
+    v = dsn_param(d, "NOTIFY", &vl);
+    bits = v ? dsn_notify_parse(v, vl) : 0;
+    return bits > 0 ? (unsigned)bits : 0;
+}
+
+/* The recipients this attempt owes a notice (RFC 3461 §6.2): failed for good
+ * unless their NOTIFY leaves out FAILURE (NEVER included), and just delivered
+ * to an upstream without DSN when their NOTIFY asks for SUCCESS (Action
+ * relayed). finished: the failures are reported only once none is pending.
+ * ORCPT strings are copied into orc (malloc'd, freed by the caller). */
+static struct up_bounce_rcpt *upq_notices(const struct upq_job *j, int finished, size_t *n,
+                                          char ***orc)
+{
+    struct up_bounce_rcpt *f = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(*f));
+
+    *n = 0;
+    *orc = calloc(j->env.nrcpt ? j->env.nrcpt : 1, sizeof(**orc));
+    if (!*orc) {
+        free(f);
+        return NULL;
+    }
+    for (size_t i = 0; f && i < j->env.nrcpt; i++) {
+        const char *oc;
+        unsigned nt = upq_notify(j, i, &oc);
+        int failed = j->rstate[i] == UPQ_R_FAILED || j->rstate[i] == UPQ_R_NEW_FAILED;
+        int relayed = j->rstate[i] == UPQ_R_NEW_OK && !j->up_dsn && (nt & DSN_NOTIFY_SUCCESS);
+
+        if ((failed && finished && (nt == 0 || (nt & DSN_NOTIFY_FAILURE))) || relayed) {
+            if (oc && !((*orc)[*n] = strndup(oc, strcspn(oc, " ")))) {
+                free(f);
+                return NULL;
+            }
+            f[*n].addr = j->env.rcpt[i];
+            f[*n].orcpt = (*orc)[*n];
+            f[*n].relayed = relayed;
+            f[(*n)++].reason = relayed ? j->okreply : j->rreply[i] ? j->rreply[i] : j->lasterr;
+        }
+    }
+    return f;
+}
+
+/* Writes an RFC 3464 report for the recipients owed a notice (upq_notices) as
+ * a new spooled message (null sender, to the original sender, same device),
+ * honouring RET (headers, or the whole message up to UPQ_FULL_MAX) and ENVID.
+ * Returns its qid, 0 with errno set on failure, or 0 with *none set when no
+ * recipient is owed one. */
+static uint64_t upq_write_bounce(struct upq_job *j, int finished, uint64_t *size, int *none)
 {
     struct up_bounce b;
     struct spool_env be;
     char rcpt1[1][SPOOL_ADDR_MAX];
-    char *hdrs, *out = NULL;
+    char *hdrs = NULL, *out = NULL, **orc = NULL;
     size_t n = 0;
-    int err, ok = 0;
+    int err, ok = 0, full = strcmp(j->env.ret, "FULL") == 0;
 
     memset(&b, 0, sizeof(b));
+    *none = 0;
+    b.failed = upq_notices(j, finished, &b.nfailed, &orc);
+    if (!b.failed) {
+        errno = ENOMEM;
+        goto done;
+    }
+    if (b.nfailed == 0) {
+        *none = 1;
+        goto done;
+    }
+    for (size_t i = 0; i < b.nfailed; i++) {
+        full &= !b.failed[i].relayed; /* RFC 3461 §4.3: RET is for failure notices */
+    }
     b.hostname = j->conf->hostname;
     b.to = j->env.from;
     b.qid = j->qid;
     b.id = spool_new_id();
     b.date = time(NULL);
-    /* the first header section of the original (RFC 3462 text/rfc822-headers) */
-    hdrs = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n, &err);
+    b.envid = j->env.envid[0] ? j->env.envid : NULL;
+    /* RET=FULL: the whole message when it is small enough, else (as RET=HDRS and
+     * without RET) its first header section as text/rfc822-headers (RFC 3462) */
+    if (full && j->size > 0 && j->size <= UPQ_FULL_MAX) {
+        hdrs = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_FULL_MAX, &n, &err);
+        b.full = hdrs != NULL;
+    }
+    if (!b.full) {
+        hdrs = spool_msg_head(j->conf->spool_dir, SPOOL_AREA_Q, j->qid, UPQ_HEADERS_MAX, &n, &err);
+    }
     b.headers = hdrs;
-    b.headers_len = hdrs ? up_bounce_header_len(hdrs, n) : 0;
-    b.failed = upq_failed(j, &b.nfailed);
-    if (!b.failed || !(out = up_bounce_build(&b, &n))) {
+    b.headers_len = !hdrs ? 0 : b.full ? n : up_bounce_header_len(hdrs, n);
+    if (!(out = up_bounce_build(&b, &n))) {
         errno = ENOMEM;
         goto done;
     }
@@ -730,12 +886,18 @@ static uint64_t upq_write_bounce(struct upq_job *j, uint64_t *size)
     snprintf(rcpt1[0], sizeof(rcpt1[0]), "%s", j->env.from);
     be.rcpt = rcpt1;
     be.nrcpt = 1;
+    /* the sender's address may need SMTPUTF8 to be delivered back */
+    be.smtputf8 = j->env.smtputf8 && dsn_has_8bit(j->env.from, strlen(j->env.from));
     if ((errno = spool_commit(j->conf->spool_dir, b.id, out, n, &be)) != 0) {
         goto done;
     }
     *size = n;
     ok = 1;
 done:
+    for (size_t i = 0; orc && i < j->env.nrcpt; i++) {
+        free(orc[i]);
+    }
+    free(orc);
     free((void *)b.failed);
     free(hdrs);
     free(out);
@@ -804,12 +966,22 @@ static void upq_record_work(uv_work_t *w)
     }
     free(lines);
     if (pending) {
+        /* NOTIFY=SUCCESS of recipients just relayed to an upstream without DSN */
+        if (j->conf->bounce == CONF_BOUNCE_DSN && j->env.from[0] && j->env.rdsn) {
+            int none;
+            j->bounce_qid = upq_write_bounce(j, 0, &j->bounce_size, &none);
+            if (!j->bounce_qid && !none) {
+                snprintf(j->errmsg, sizeof(j->errmsg), "cannot write the notice: %s",
+                         strerror(errno));
+            }
+        }
         return;
     }
     /* every recipient has a final verdict */
-    if (any_failed && j->conf->bounce == CONF_BOUNCE_DSN && j->env.from[0]) {
-        j->bounce_qid = upq_write_bounce(j, &j->bounce_size);
-        if (!j->bounce_qid) {
+    if (j->conf->bounce == CONF_BOUNCE_DSN && j->env.from[0]) {
+        int none;
+        j->bounce_qid = upq_write_bounce(j, 1, &j->bounce_size, &none);
+        if (!j->bounce_qid && !none) {
             snprintf(j->errmsg, sizeof(j->errmsg), "cannot write the bounce: %s", strerror(errno));
             return; /* keep the message: the bounce is retried with the next attempt */
         }
@@ -906,6 +1078,9 @@ static void upq_record_done(uv_work_t *w, int status)
                  log_quote(j->lasterr, strlen(j->lasterr), qt, sizeof(qt)));
         if (q->m) {
             q->m->messages_deferred++;
+        }
+        if (j->bounce_qid && !q->closing) {
+            upq_job_add(q, j->bounce_qid, j->bounce_size); /* a relayed notice */
         }
         free(j->prev_err);
         j->prev_err = j->lasterr[0] ? strdup(j->lasterr) : NULL;

@@ -130,10 +130,15 @@ static int ups_check(struct up_send *t, int r)
     return r;
 }
 
+static const char *ups_rcpt_params(const struct up_send *t, size_t i)
+{
+    return t->req.rcpt_params ? t->req.rcpt_params[i] : NULL;
+}
+
 static void ups_send_rcpt(struct up_send *t)
 {
     ups_sent(t, UP_SEND_RCPT, t->ircpt);
-    ups_check(t, up_rcpt(t->ups, t->req.rcpt[t->ircpt], NULL));
+    ups_check(t, up_rcpt(t->ups, t->req.rcpt[t->ircpt], ups_rcpt_params(t, t->ircpt)));
 }
 
 /* Encodes and queues content in pieces that fit ebuf. 0, or t ended. */
@@ -385,7 +390,7 @@ static int ups_send_envelope(struct up_send *t)
     r = 0;
     for (size_t i = 0; r >= 0 && i < t->req.nrcpt; i++) {
         ups_sent(t, UP_SEND_RCPT, i);
-        r = up_rcpt(u, t->req.rcpt[i], NULL);
+        r = up_rcpt(u, t->req.rcpt[i], ups_rcpt_params(t, i));
     }
     if (r >= 0 && !t->req.all_or_none) {
         ups_sent(t, UP_SEND_DATA, 0);

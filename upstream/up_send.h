@@ -58,6 +58,9 @@ struct up_send_req {
     const char *from;   /* reverse-path, "" for <> */
     const char *params; /* MAIL parameters (SIZE=, BODY=) or NULL */
     const char *const *rcpt;
+    /* per recipient: its RCPT parameters (NOTIFY=, ORCPT=; RFC 3461) or NULL;
+     * the array itself may be NULL */
+    const char *const *rcpt_params;
     size_t nrcpt;
     /* 1: DATA only when every recipient was accepted (sendmail); 0: when any was
      * (the queue), then with PIPELINING DATA goes in the same flight as the RCPTs. */

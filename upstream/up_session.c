@@ -1112,6 +1112,11 @@ void up_session_ehlo(const struct up_session *s, struct up_ehlo *out)
     *out = s->ehlo;
 }
 
+const struct up_ehlo *up_ehlo(const struct up_session *s)
+{
+    return &s->ehlo;
+}
+
 int up_idle(const struct up_session *s)
 {
     return !s->closing && !s->failed && s->state == UP_STATE_READY;

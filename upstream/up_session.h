@@ -92,6 +92,7 @@ void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 unsigned up_ext(const struct up_session *s);
 /* The whole EHLO after TLS (capabilities, AUTH mechanisms, SIZE), valid once ready. */
 void up_session_ehlo(const struct up_session *s, struct up_ehlo *out);
+const struct up_ehlo *up_ehlo(const struct up_session *s);
 /* 1 when ready and no command is outstanding. */
 int up_idle(const struct up_session *s);
 

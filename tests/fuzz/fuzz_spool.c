@@ -28,6 +28,12 @@ static void same_env(const struct spool_env *a, const struct spool_env *b)
     for (size_t i = 0; i < a->nrcpt; i++) {
         FUZZ_CHECK(strcmp(a->rcpt[i], b->rcpt[i]) == 0);
     }
+    FUZZ_CHECK(strcmp(a->ret, b->ret) == 0 && strcmp(a->envid, b->envid) == 0);
+    FUZZ_CHECK(a->smtputf8 == b->smtputf8);
+    for (size_t i = 0; i < a->nrcpt; i++) {
+        const char *x = a->rdsn ? a->rdsn[i] : NULL, *y = b->rdsn ? b->rdsn[i] : NULL;
+        FUZZ_CHECK((x == NULL) == (y == NULL) && (!x || strcmp(x, y) == 0));
+    }
 }
 
 static void check_env(const char *text, size_t len)

@@ -43,6 +43,12 @@ aiosmtpd 1.4.3 facts the tests rely on (checked against its smtp.py):
   * The Controller's readiness probe opens one connection itself; this module
     binds that probe to a known port and leaves it out of the records.
 
+DSN (Peer(dsn=True)): "250-DSN" is offered and MAIL's RET/ENVID and RCPT's
+NOTIFY/ORCPT are accepted (aiosmtpd knows none of them: they are taken off the
+line after it is recorded, so commands() shows them exactly as received).
+peer.dsn may be changed while the peer runs (new sessions see it).
+SMTPUTF8: aiosmtpd's Controller offers it by default; Peer(smtputf8=False) does not.
+
 CRAM-MD5 (Peer(cram_md5=True)): AUTH CRAM-MD5 is offered too, checked against
 users; other peers exclude it.
 
@@ -297,6 +303,8 @@ class _PeerSMTP(SMTP):
             if verb == "STARTTLS" and self._peer.starttls_reply:
                 await self.push(self._peer.starttls_reply)
                 return None
+            if self._peer.dsn and verb in ("MAIL", "RCPT") and arg:
+                arg = _strip_dsn(arg)
             try:
                 result = await method(arg)
             except Exception as e:
@@ -317,6 +325,14 @@ class _PeerSMTP(SMTP):
             self._peer._closed(self._conn)
 
 
+_DSN_PARAMS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+
+
+def _strip_dsn(arg):
+    """MAIL/RCPT argument without the RFC 3461 parameters aiosmtpd does not know."""
+    return " ".join(w for w in arg.split(" ") if not w.upper().startswith(_DSN_PARAMS))
+
+
 class _Handler:
     def __init__(self, peer):
         self.peer = peer
@@ -325,6 +341,8 @@ class _Handler:
         session.host_name = hostname
         if self.peer.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if self.peer.dsn:
+            responses.insert(-1, "250-DSN")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -402,7 +420,7 @@ class Peer:
                  port=0, hostname="peer.test", data_size_limit=DEFAULT_DATA_SIZE_LIMIT,
                  on_message=None, on_auth=None, xoauth2=False, close_after_message=False,
                  cram_md5=False, oauthbearer=False, data_delay=0.0, pipelining=False,
-                 starttls_reply=None):
+                 starttls_reply=None, dsn=False, smtputf8=None):
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError("tls must be starttls, implicit or none")
         if tls != "none" and not (cert and key):
@@ -421,6 +439,7 @@ class Peer:
         self.data_delay = data_delay  # seconds before answering end of data
         self.pipelining = pipelining  # offer PIPELINING (aiosmtpd reads commands in order)
         self.starttls_reply = starttls_reply  # e.g. "454 4.7.0 ...": STARTTLS refused with it
+        self.dsn = dsn  # offer DSN (RFC 3461) and accept its parameters
         self._xoauth2_log = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -442,6 +461,8 @@ class Peer:
         if not oauthbearer:
             exclude.append("OAUTHBEARER")
         kw.update(auth_exclude_mechanism=exclude)
+        if smtputf8 is not None:
+            kw.update(enable_SMTPUTF8=smtputf8)
         if tls == "starttls":
             kw.update(tls_context=ctx, auth_require_tls=True)  # STARTTLS enforced in _PeerSMTP
         else:

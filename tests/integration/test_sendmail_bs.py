@@ -170,6 +170,16 @@ class SendmailSmtpTest(RelayTestCase):
         self.assertEqual(rc, EX_NOUSER, err)
         self.assertEqual(peer.all_messages(), [])
 
+    def test_bs_non_ascii_address_needs_smtputf8(self):
+        peer, config = self.direct()
+        rc, out, err = self.run_bs(config, "EHLO me\r\nMAIL FROM:<jürgen@x.example>\r\n"
+                                   "MAIL FROM:<a@x.example>\r\nRCPT TO:<zoë@example.net>\r\n"
+                                   "QUIT\r\n".encode())
+        codes = [li[:9] for li in out.splitlines() if li[3:4] == " "]
+        self.assertEqual(codes[2:], ["553 5.6.7", "250 2.1.0", "553 5.6.7", "221 2.0.0"], out)
+        self.assertNotIn("250-SMTPUTF8", out)
+        self.assertEqual(rc, 0, err)
+
     def test_bs_input_ends_inside_data(self):
         peer, config = self.direct()
         rc, out, err = self.run_bs(config, b"HELO me\r\nMAIL FROM:<a@x.example>\r\n"

@@ -57,6 +57,59 @@ static void test_env_parse(void)
     spool_env_free(&e);
 }
 
+/* The DSN and SMTPUTF8 keys (RFC 3461, RFC 6531): written only when the
+ * transaction had them, read back, and an older file without them reads as a
+ * message without DSN parameters (ENV1 above). */
+static void test_env_dsn(void)
+{
+    static const char env2[] = "relay25-spool 1\ncreated 1\ndevice d\nuser u\nclient c\n"
+                               "helo -\nbody -\nfrom s@x\nret HDRS\nenvid a+2Bb\nsmtputf8 1\n"
+                               "rcpt a@x\nrcptdsn NOTIFY=SUCCESS ORCPT=rfc822;a@x\nrcpt b@x\n"
+                               "rcpt c@x\nrcptdsn NOTIFY=NEVER\n";
+    struct spool_env e;
+    char err[200];
+    char *t;
+    size_t len;
+
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_STREQ(e.ret, "");
+    ASSERT_STREQ(e.envid, "");
+    ASSERT_EQ(e.smtputf8, 0);
+    ASSERT_TRUE(e.rdsn == NULL);
+    spool_env_free(&e);
+
+    ASSERT_EQ(spool_env_parse(env2, strlen(env2), &e, err, sizeof(err)), 0);
+    ASSERT_STREQ(e.ret, "HDRS");
+    ASSERT_STREQ(e.envid, "a+2Bb");
+    ASSERT_EQ(e.smtputf8, 1);
+    ASSERT_EQ(e.nrcpt, 3);
+    ASSERT_TRUE(e.rdsn != NULL);
+    if (e.rdsn) {
+        ASSERT_STREQ(e.rdsn[0], "NOTIFY=SUCCESS ORCPT=rfc822;a@x");
+        ASSERT_TRUE(e.rdsn[1] == NULL);
+        ASSERT_STREQ(e.rdsn[2], "NOTIFY=NEVER");
+    }
+    t = spool_env_format(&e, &len);
+    ASSERT_TRUE(t != NULL);
+    ASSERT_MEMEQ(t, len, env2, strlen(env2));
+    free(t);
+    spool_env_free(&e);
+
+    /* many recipients: the per-recipient list grows with them */
+    {
+        char big[8192];
+        size_t o = (size_t)snprintf(big, sizeof(big), "relay25-spool 1\ndevice d\n");
+        for (int i = 0; i < 40; i++) {
+            o += (size_t)snprintf(big + o, sizeof(big) - o, "rcpt r%d@x\n%s", i,
+                                  i % 3 == 0 ? "rcptdsn NOTIFY=FAILURE\n" : "");
+        }
+        ASSERT_EQ(spool_env_parse(big, o, &e, err, sizeof(err)), 0);
+        ASSERT_EQ(e.nrcpt, 40);
+        ASSERT_TRUE(e.rdsn != NULL && e.rdsn[39] != NULL && e.rdsn[38] == NULL);
+        spool_env_free(&e);
+    }
+}
+
 /* Every field at its longest still formats (and parses back). */
 static void test_env_longest(void)
 {
@@ -318,6 +371,7 @@ static void test_commit_fd(void)
 int main(void)
 {
     test_env_parse();
+    test_env_dsn();
     test_env_longest();
     test_done();
     test_done_quoted_blank();

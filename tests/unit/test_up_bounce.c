@@ -37,8 +37,8 @@ static void test_report(void)
 {
     static const char headers[] = "Subject: hello\r\nFrom: <a@example.org>\r\n";
     static const struct up_bounce_rcpt failed[] = {
-        {"x@example.net", "550 5.1.1 <x@example.net>: no such user"},
-        {"y@example.net", "message expired after 60 seconds in the queue"},
+        {"x@example.net", "550 5.1.1 <x@example.net>: no such user", NULL, 0},
+        {"y@example.net", "message expired after 60 seconds in the queue", NULL, 0},
     };
     struct up_bounce b;
     const char *part1, *part2, *part3, *x, *y, *end;
@@ -113,7 +113,7 @@ static void test_report(void)
 
 static void test_no_headers(void)
 {
-    static const struct up_bounce_rcpt failed[] = {{"x@example.net", "554 5.7.1 spam"}};
+    static const struct up_bounce_rcpt failed[] = {{"x@example.net", "554 5.7.1 spam", NULL, 0}};
     struct up_bounce b;
     size_t len = 0;
     char *out;
@@ -132,6 +132,61 @@ static void test_no_headers(void)
     }
 }
 
+/* RFC 3461 in the report: ENVID and ORCPT decoded from xtext, a relayed
+ * recipient (NOTIFY=SUCCESS, upstream without DSN), the whole message for
+ * RET=FULL, a non-ASCII recipient as RFC 6533 utf-8-addr-xtext. */
+static void test_dsn_fields(void)
+{
+    static const struct up_bounce_rcpt rc[] = {
+        {"x@example.net", "550 5.1.1 unknown", "rfc822;orig+2Bx@example.net", 0},
+        {"y@example.net", "250 2.0.0 ok", NULL, 1},
+        {"j\xc3\xb6rg@example.net", "550 5.6.7 no SMTPUTF8", NULL, 0},
+    };
+    static const char msg[] = "Subject: s\r\n\r\nthe body\r\n";
+    struct up_bounce b;
+    size_t len = 0;
+    char *out;
+
+    memset(&b, 0, sizeof(b));
+    b.hostname = "relay.test";
+    b.to = "a@example.org";
+    b.failed = rc;
+    b.nfailed = 3;
+    b.envid = "id+3D1";
+    b.headers = msg;
+    b.headers_len = sizeof(msg) - 1;
+    b.full = 1;
+    out = up_bounce_build(&b, &len);
+    ASSERT_TRUE(out != NULL);
+    if (out) {
+        ASSERT_TRUE(strstr(out, "\r\nOriginal-Envelope-Id: id=1\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "\r\nOriginal-Recipient: rfc822;orig+x@example.net\r\n"
+                                "Final-Recipient: rfc822; x@example.net\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "Final-Recipient: rfc822; y@example.net\r\nAction: relayed\r\n"
+                                "Status: 2.0.0\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "Final-Recipient: utf-8; j\\x{F6}rg@example.net\r\n"
+                                "Action: failed\r\nStatus: 5.6.7\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "Content-Type: message/rfc822\r\n\r\nSubject: s\r\n\r\nthe "
+                                "body\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "Subject: Undelivered Mail Returned to Sender") != NULL);
+        ASSERT_TRUE(memchr(out, 0xc3, len) == NULL); /* the report stays ASCII */
+        free(out);
+    }
+    /* relayed only: a success report */
+    b.failed = rc + 1;
+    b.nfailed = 1;
+    b.full = 0;
+    b.envid = "x+ZZ"; /* no xtext: shown as received */
+    out = up_bounce_build(&b, &len);
+    ASSERT_TRUE(out != NULL);
+    if (out) {
+        ASSERT_TRUE(strstr(out, "Subject: Successful Mail Delivery Report") != NULL);
+        ASSERT_TRUE(strstr(out, "Original-Envelope-Id: x+ZZ\r\n") != NULL);
+        ASSERT_TRUE(strstr(out, "Content-Type: text/rfc822-headers") != NULL);
+        free(out);
+    }
+}
+
 static void test_header_len(void)
 {
     static const char m[] = "A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore";
@@ -143,8 +198,8 @@ static void test_header_len(void)
 static void test_reason(void)
 {
     static const struct up_bounce_rcpt failed[] = {
-        {"x@example.net", "550 5.1.1 unknown\r\nsecond line"},
-        {"y@example.net", "451 4.3.0 later"},
+        {"x@example.net", "550 5.1.1 unknown\r\nsecond line", NULL, 0},
+        {"y@example.net", "451 4.3.0 later", NULL, 0},
     };
     size_t len = 0;
     char *r = up_bounce_reason(failed, 2, &len);
@@ -162,6 +217,7 @@ int main(void)
 {
     test_report();
     test_no_headers();
+    test_dsn_fields();
     test_header_len();
     test_reason();
     return CHECK_DONE();
