@@ -35,9 +35,13 @@ BIN="$PWD/build-fuzz/tests/fuzz"
 OUT="$PWD/build-fuzz/fuzz-run"
 FAILED=0
 REPORT=""
-for t in $TARGETS; do
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+# One target for SECS seconds in its own directory; its exit status in $dir/rc.
+fuzz_one() {
+    t=$1
     dir="$OUT/$t"
-    rm -rf "$dir/corpus" "$dir/log"
+    rm -rf "$dir/corpus" "$dir/log" "$dir/rc"
     mkdir -p "$dir/corpus" "$dir/artifacts"
     cp tests/fuzz/corpus/"$t"/* "$dir/corpus/"
     # Replies, config files and HTTP heads (431 past 4096) are longer than a command
@@ -51,6 +55,24 @@ for t in $TARGETS; do
     (cd "$dir" && "$BIN/fuzz_$t" -max_total_time="$SECS" -max_len="$maxlen" \
         -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="$dir/artifacts/" corpus >log 2>&1) || rc=$?
+    echo "$rc" >"$dir/rc"
+}
+
+# the targets are single-threaded: as many at once as there are CPUs
+n=0
+for t in $TARGETS; do
+    fuzz_one "$t" &
+    n=$((n + 1))
+    if [ "$n" -ge "$JOBS" ]; then
+        wait
+        n=0
+    fi
+done
+wait
+
+for t in $TARGETS; do
+    dir="$OUT/$t"
+    rc=$(cat "$dir/rc" 2>/dev/null || echo 1)
     # libFuzzer's last status line: "#N DONE cov: C ft: F corp: ... exec/s: E rss: ..."
     last=$(grep -E '^#[0-9]+.*cov: ' "$dir/log" | tail -n 1 || true)
     cov=$(printf '%s\n' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
