@@ -271,13 +271,17 @@ int spool_load(const char *dir, enum spool_area area, uint64_t qid, struct spool
     }
     m->verdict = calloc(m->env.nrcpt, 1);
     m->reply = calloc(m->env.nrcpt, sizeof(*m->reply));
-    if (!m->verdict || !m->reply) {
+    m->defer = calloc(m->env.nrcpt, sizeof(*m->defer));
+    if (!m->verdict || !m->reply || !m->defer) {
         snprintf(err, errlen, "out of memory");
         return ENOMEM;
     }
     if (spool__path(path, sizeof(path), dir, an, qid, ".done") == 0 &&
         (text = afile_read(path, SPOOL_FILE_MAX, 0, &len, &e))) {
         e = spool_done_apply(text, len, &m->env, m->verdict, m->reply);
+        if (e == 0) {
+            e = spool_done_deferrals(text, len, &m->env, m->defer);
+        }
         free(text);
         if (e != 0) {
             snprintf(err, errlen, "out of memory");
@@ -303,6 +307,7 @@ void spool_msg_free(struct spool_msg *m)
         free(m->reply[i]);
     }
     free(m->reply);
+    spool_defer_free(m->defer, m->env.nrcpt);
     free(m->verdict);
     free(m->reason);
     spool_env_free(&m->env);

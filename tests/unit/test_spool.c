@@ -126,6 +126,50 @@ static void test_done(void)
     ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_PENDING, "b@x", NULL), 0);
 }
 
+/* defer records: the latest per recipient, no verdict, numbers first so an
+ * address with a quoted blank still parses; old readers skip them. */
+static void test_done_defer(void)
+{
+    static const char env[] = "relay25-spool 1\ncreated 1\ndevice scanner\nuser u@x\n"
+                              "client 192.0.2.10\nhelo -\nbody -\nfrom s@x\n"
+                              "rcpt a@x\nrcpt \"jane q\"@x\nrcpt c@x\n";
+    static const char done[] = "defer 1 100 160 a@x 421 4.3.2 busy\n"
+                               "defer 2 160 280 a@x 451 4.7.1 greylisted\n"
+                               "defer 1 100 160 \"jane q\"@x 452 4.2.2 full\n"
+                               "defer x 1 2 c@x no number\n"
+                               "defer 3 1 2\n"
+                               "ok \"jane q\"@x\n"
+                               "defer 9 9 9 c@x torn";
+    struct spool_env e;
+    struct spool_defer d[3];
+    unsigned char v[3] = {0};
+    char *r[3] = {0}, err[200], line[128];
+
+    memset(d, 0, sizeof(d));
+    ASSERT_EQ(spool_env_parse(env, strlen(env), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_done_apply(done, strlen(done), &e, v, r), 0);
+    ASSERT_EQ(v[0], SPOOL_PENDING); /* a defer record is no verdict */
+    ASSERT_EQ(v[1], SPOOL_OK);
+    ASSERT_EQ(v[2], SPOOL_PENDING);
+    ASSERT_EQ(spool_done_deferrals(done, strlen(done), &e, d), 0);
+    ASSERT_EQ(d[0].attempts, 2); /* the later record wins */
+    ASSERT_EQ(d[0].last, 160);
+    ASSERT_EQ(d[0].next_retry, 280);
+    ASSERT_STREQ(d[0].reply, "451 4.7.1 greylisted");
+    ASSERT_EQ(d[1].attempts, 1);
+    ASSERT_STREQ(d[1].reply, "452 4.2.2 full");
+    ASSERT_EQ(d[2].attempts, 0); /* malformed and torn records do not count */
+    ASSERT_TRUE(d[2].reply == NULL);
+    ASSERT_EQ(spool_defer_format(line, sizeof(line), "\"jane q\"@x", &d[1]), 42);
+    ASSERT_STREQ(line, "defer 1 100 160 \"jane q\"@x 452 4.2.2 full\n");
+    ASSERT_EQ(spool_defer_format(line, 42, "\"jane q\"@x", &d[1]), 0);
+    for (int i = 0; i < 3; i++) {
+        free(r[i]);
+        free(d[i].reply);
+    }
+    spool_env_free(&e);
+}
+
 /* RFC 5321 §4.1.2: a quoted local part may hold blanks; its records must still
  * name it, or a delivered recipient would be sent again at the next attempt. */
 static void test_done_quoted_blank(void)
@@ -321,6 +365,7 @@ int main(void)
     test_env_longest();
     test_done();
     test_done_quoted_blank();
+    test_done_defer();
     test_store();
     test_commit_fd();
     return CHECK_DONE();
