@@ -59,8 +59,9 @@ struct spool_msg {
     uint64_t size;          /* of the .msg, 0 when unknown */
     unsigned char *verdict; /* enum spool_verdict per env.rcpt, from the .done */
     char **reply;           /* a failed recipient's reply (malloc'd), or NULL */
-    struct spool_defer *defer; /* per env.rcpt: its latest defer record (zeroes: none) */
     char *reason;           /* failed/: the .reason's first line, or NULL */
+    /* per env.rcpt: its latest defer record (all zero: none) */
+    struct spool_defer *defer;
 };
 
 /* Loads envelope, .msg size, progress and (failed/) reason. 0; ENOENT when the

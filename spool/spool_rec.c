@@ -246,8 +246,8 @@ size_t spool_defer_format(char *out, size_t cap, const char *addr, const struct 
 {
     const char *reply = d->reply ? d->reply : "";
     int n = snprintf(out, cap, "defer %" PRIu32 " %" PRIu64 " %" PRIu64 " %s%s%.*s\n", d->attempts,
-                     d->last, d->next_retry, addr, d->reply ? " " : "",
-                     (int)strcspn(reply, "\r\n"), reply);
+                     d->last, d->next_retry, addr, d->reply ? " " : "", (int)strcspn(reply, "\r\n"),
+                     reply);
 
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
