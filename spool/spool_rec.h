@@ -15,14 +15,16 @@
  *   rcpt <address>
  * Unknown keys are ignored (a newer writer may add some).
  *
- * .done (progress, appended): "ok <address>\n" or "failed <address> <reply>\n",
- * and, after an attempt that left a recipient pending (a temporary failure),
- * "defer <attempts> <attempt unix time> <next retry unix time> <address> <reply>\n"
- * (the numbers first: an address may hold a quoted blank, so it and the reply
- * take the rest of the line as in "failed"). A defer record changes no verdict:
- * it tells `relay25 queue` why the recipient waits. Readers before it skip the
- * line (as any line that is no record). A torn last line (a crash while
- * appending) does not count; for an address listed twice the later line wins. */
+ * .done (progress, appended): "ok <address>\n" or "failed <address> <reply>\n".
+ * A torn last line (a crash while appending) does not count; for an address
+ * listed twice the later line wins.
+ *
+ * defer/<qid> (why it waits, replaced after each attempt that left recipients
+ * pending): "defer <attempts> <attempt unix time> <next retry unix time>
+ * <address> <reply>\n" per pending recipient. The numbers come first: an
+ * address may hold a quoted blank, so it and the reply take the rest of the
+ * line as in "failed". The same reader parses both files; a defer record
+ * changes no verdict. */
 #ifndef RELAY25_SPOOL_REC_H
 #define RELAY25_SPOOL_REC_H
 

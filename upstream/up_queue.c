@@ -820,10 +820,18 @@ static void upq_record_work(uv_work_t *w)
     }
     if (!j->dev) {
         pending = 1;
+    } /* bounce = keep moves .done along: it must say who got the message */
+    if (o > 0 && (pending || (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP))) {
+        /* progress must survive a crash: appended and fsync'd before going on */
+        if ((e = spool_done_append(dir, j->qid, lines, o)) != 0) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress of %016" PRIx64 ": %s",
+                     j->qid, strerror(e));
+        }
     }
     if (pending) {
-        /* why each one waits, for `relay25 queue` (spool_rec.h: defer records) */
+        /* why each one waits, for `relay25 queue` (spool.h: defer/<qid>) */
         uint64_t now = upq_now_unix();
+        o = 0;
         for (size_t i = 0; i < j->env.nrcpt; i++) {
             struct spool_defer d = j->rdefer[i];
             if (j->rstate[i] != UPQ_R_PENDING && j->rstate[i] != UPQ_R_ACCEPTED) {
@@ -835,12 +843,9 @@ static void upq_record_work(uv_work_t *w)
             d.reply = d.reply ? d.reply : j->lasterr;
             o += spool_defer_format(lines + o, cap - o, j->env.rcpt[i], &d);
         }
-    } /* bounce = keep moves .done along: it must say who got the message */
-    if (o > 0 && (pending || (any_failed && j->conf->bounce == CONF_BOUNCE_KEEP))) {
-        /* progress must survive a crash: appended and fsync'd before going on */
-        if ((e = spool_done_append(dir, j->qid, lines, o)) != 0) {
-            snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress of %016" PRIx64 ": %s",
-                     j->qid, strerror(e));
+        if ((e = spool_defer_write(dir, j->qid, lines, o)) != 0 && !j->errmsg[0]) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot write defer/%016" PRIx64 ": %s", j->qid,
+                     strerror(e));
         }
     }
     free(lines);
