@@ -232,6 +232,31 @@ class DeliveryLogTest(SpoolTestCase):
                           "550 5.1.1 no such user"), line)
 
 
+class HealthProbeLogTest(SpoolTestCase):
+
+    def test_probe_logged_at_debug(self):
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users)
+        r = self.start_relay({"main": self.upstream(peer)}, devices, {"log_level": "info"})
+        r.wait_lines(r"event=started")
+        for _ in range(3):
+            p = subprocess.run([RELAY25_BIN, "health", "%s:%d" % (r.host, r.port)],
+                               capture_output=True, env=clean_env(), timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        # a client after the probes: its connect and disconnect lines are info
+        self.send_mail(r, "h@example.org", ["a@example.net"], make_message("after probes"))
+        r.wait_lines(r"prx event=disconnect .*messages=1")
+        conns = r.grep(r"\bprx event=(connect|disconnect)\b")
+        self.assertEqual(len(conns), 2, "the probes logged at info:\n" + "\n".join(conns))
+        # at debug the probes are there
+        d = self.start_relay({"main": self.upstream(peer)}, devices, {"log_level": "debug"})
+        p = subprocess.run([RELAY25_BIN, "health", "%s:%d" % (d.host, d.port)],
+                           capture_output=True, env=clean_env(), timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        d.wait_lines(r"\bdebug [0-9a-f]{16} prx event=connect client=127\.0\.0\.1 ")
+        d.wait_lines(r"\bdebug [0-9a-f]{16} prx event=disconnect client=127\.0\.0\.1 .*messages=0")
+
+
 class LogFormatTest(SpoolTestCase):
 
     def test_json_numbers_are_numbers(self):
