@@ -256,7 +256,24 @@ static void test_store(void)
     ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
     ASSERT_STREQ(m.reply[1], "550 no");
     ASSERT_EQ(m.verdict[2], SPOOL_PENDING);
+    ASSERT_EQ(m.defer[2].attempts, 0); /* no defer/ note yet */
     spool_msg_free(&m);
+
+    /* the deferral note: defer/<qid>, replaced whole, read by spool_load */
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 1 10 20 c@x 421 busy\n", 27), 0);
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 2 30 90 c@x 451 later\n", 28), 0);
+    ASSERT_TRUE(exists(dir, "defer", qid, ""));
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.verdict[2], SPOOL_PENDING);
+    ASSERT_EQ(m.defer[2].attempts, 2);
+    ASSERT_EQ(m.defer[2].next_retry, 90);
+    ASSERT_STREQ(m.defer[2].reply, "451 later");
+    ASSERT_EQ(m.defer[0].attempts, 0);
+    spool_msg_free(&m);
+    /* startup keeps the note of a queued message, drops an orphan */
+    put(dir, "defer/00000000000000ee", "defer 1 1 2 x@y 421 x\n");
+    ASSERT_EQ(spool_prepare(dir, err, sizeof(err)), 0);
+    ASSERT_TRUE(exists(dir, "defer", qid, "") && !exists(dir, "defer", 0xee, ""));
 
     /* to failed/ with a reason; load it there */
     ASSERT_EQ(spool_fail(dir, qid, "<b@x>: 550 no\n", 14, err, sizeof(err)), 0);
@@ -264,6 +281,7 @@ static void test_store(void)
     ASSERT_TRUE(!exists(dir, "q", qid, ".done"));
     ASSERT_TRUE(exists(dir, "failed", qid, ".env") && exists(dir, "failed", qid, ".msg"));
     ASSERT_TRUE(exists(dir, "failed", qid, ".done") && exists(dir, "failed", qid, ".reason"));
+    ASSERT_TRUE(!exists(dir, "defer", qid, "")); /* the note goes with the queued message */
     ASSERT_EQ(spool_load(dir, SPOOL_AREA_FAILED, qid, &m, err, sizeof(err)), 0);
     ASSERT_STREQ(m.reason, "<b@x>: 550 no");
     ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
@@ -282,8 +300,10 @@ static void test_store(void)
     spool_msg_free(&m);
     ASSERT_EQ(spool_requeue(dir, qid, 1, &st, err, sizeof(err)), EEXIST); /* queued already */
 
-    /* remove */
+    /* remove (its note too) */
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 1 1 2 b@x 421 x\n", 22), 0);
     ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), 0);
+    ASSERT_TRUE(!exists(dir, "defer", qid, ""));
     ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), ENOENT);
     ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), ENOENT);
     spool_msg_free(&m);
