@@ -1133,13 +1133,17 @@ static int q_no_spool(const char *spool, const char *cmd, int json)
 
 int cli_queue_list_unconfigured(const char *spool_dir)
 {
+    /* the listing stays on stdout as always ("Mail queue is empty" for scripts);
+     * stderr says there is no configuration behind it */
     if (access(spool_dir, F_OK) != 0) {
-        printf("no relay25 configuration (no RELAY25_CONFIG, no %s, no RELAY25_UPSTREAM) and no "
-               "spool in %s: nothing is queued\n",
-               RELAY25_DEFAULT_CONFIG, spool_dir);
-        return 0;
+        fprintf(stderr,
+                "relay25: no relay25 configuration (no RELAY25_CONFIG, no %s, no "
+                "RELAY25_UPSTREAM) and no spool in %s: nothing is queued\n",
+                RELAY25_DEFAULT_CONFIG, spool_dir);
+    } else {
+        fprintf(stderr, "relay25: no relay25 configuration found; listing the default spool %s\n",
+                spool_dir);
     }
-    fprintf(stderr, "relay25: no configuration found; listing the default spool %s\n", spool_dir);
     return cli_queue_list(spool_dir, 0, 0);
 }
 
