@@ -65,7 +65,7 @@ struct upq_job {
     const struct conf_upstream *up;
     struct spool_env env;
     unsigned char *rstate;
-    /* per recipient: attempts so far (from .done) and this attempt's temporary
+    /* per recipient: attempts so far (from defer/<qid>) and this attempt's temporary
      * reply, for its defer record */
     struct spool_defer *rdefer;
     /* upstream's final 2xx reply in this attempt (malloc'd), for the log */
