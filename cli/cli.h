@@ -44,6 +44,9 @@ int cli_queue(int argc, char **argv);
 /* The listing of `queue list`, `sendmail -bp` and `mailq`: the messages in
  * <spool_dir>/q (failed: <spool_dir>/failed), as text lines or a JSON array. */
 int cli_queue_list(const char *spool_dir, int failed, int json);
+/* mailq with no configuration at all: the default spool's listing, and on
+ * stderr that no configuration was found (and whether that spool exists). */
+int cli_queue_list_unconfigured(const char *spool_dir);
 /* Quietly asks a running daemon (<spool_dir>/relay25.pid) to rescan and retry its
  * queue now (SIGUSR1, as `queue flush`). 1 when signalled, else 0 (none runs, or
  * it is not ours to signal). */

@@ -46,6 +46,8 @@ struct q_msg {
     uint64_t size;         /* of the .msg */
     unsigned char *rstate; /* enum spool_verdict per env.rcpt */
     char **rreply;         /* the failure reply per recipient, or NULL */
+    /* per recipient: why it waits (the daemon's latest defer record), or zeroes */
+    struct spool_defer *defer;
     size_t npending;
     char *reason; /* failed/: first line of the .reason, or NULL */
 };
@@ -220,6 +222,31 @@ static const char *q_rstate_name(unsigned char st)
     return st == SPOOL_OK ? "ok" : st == SPOOL_FAILED ? "failed" : "pending";
 }
 
+/* A pending recipient the daemon has tried is "deferred" (its defer record says
+ * why); one not tried yet stays "pending". */
+static int q_deferred(const struct q_msg *m, size_t i)
+{
+    return m->rstate[i] == SPOOL_PENDING && m->defer[i].attempts > 0;
+}
+
+static const char *q_state(const struct q_msg *m, size_t i)
+{
+    return q_deferred(m, i) ? "deferred" : q_rstate_name(m->rstate[i]);
+}
+
+/* "in 4m", "due" (the time has passed: the daemon is late, stopped or busy) */
+static const char *q_next_in(uint64_t next, uint64_t now, char *buf, size_t cap)
+{
+    char age[24];
+
+    if (next <= now) {
+        snprintf(buf, cap, "due");
+    } else {
+        snprintf(buf, cap, "in %s", q_age(next - now, age, sizeof(age)));
+    }
+    return buf;
+}
+
 /* ---- reading the spool ---------------------------------------------------------------- */
 
 /* Queue ids of the committed messages of an area, sorted. 0 or an errno value. */
@@ -234,6 +261,7 @@ static void q_msg_free(struct q_msg *m)
         free(m->rreply[i]);
     }
     free(m->rreply);
+    spool_defer_free(m->defer, m->env.nrcpt);
     free(m->rstate);
     free(m->reason);
     spool_env_free(&m->env);
@@ -262,6 +290,7 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
     m->env = sm.env;
     m->rstate = sm.verdict;
     m->rreply = sm.reply;
+    m->defer = sm.defer;
     m->reason = sm.reason;
     q_clean(m->env.device);
     q_clean(m->env.user);
@@ -274,6 +303,9 @@ static int q_load(const char *spool, uint64_t qid, int failed, struct q_msg *m)
         q_clean(m->env.rcpt[i]);
         if (m->rreply[i]) {
             q_clean(m->rreply[i]);
+        }
+        if (m->defer[i].reply) {
+            q_clean(m->defer[i].reply);
         }
         m->npending += m->rstate[i] == SPOOL_PENDING;
     }
@@ -470,7 +502,9 @@ static int q_signal(const char *spool)
         return rc;
     }
     if (pid == 0) {
-        printf("no running relay25: messages will be retried when it starts\n");
+        printf("no running relay25: messages will be retried when it starts (no live daemon's "
+               "pid in %s/" Q_PIDFILE ")\n",
+               spool);
         return 0;
     }
     if (kill(pid, SIGUSR1) != 0) {
@@ -579,6 +613,20 @@ static void q_list_line(const struct q_msg *m, int failed, uint64_t now, const s
         q_put(from, w->from_max, 0);
     }
     putchar('\n');
+    /* why the message waits, per deferred recipient (as Postfix's mailq) */
+    for (size_t i = 0; m->env_ok && !failed && i < m->env.nrcpt; i++) {
+        const struct spool_defer *d = &m->defer[i];
+        char line[SPOOL_ADDR_MAX + 1200], next[32];
+
+        if (!q_deferred(m, i)) {
+            continue;
+        }
+        snprintf(line, sizeof(line), "  deferred %s (%" PRIu32 " attempt%s, next retry %s): %s",
+                 m->env.rcpt[i], d->attempts, d->attempts == 1 ? "" : "s",
+                 q_next_in(d->next_retry, now, next, sizeof(next)), d->reply ? d->reply : "-");
+        q_put(line, w->cut, 0);
+        putchar('\n');
+    }
 }
 
 static int q_list_text(const char *spool, const struct q_msg *v, size_t n, int failed)
@@ -624,6 +672,39 @@ static int q_list_text(const char *spool, const struct q_msg *v, size_t n, int f
 #define Q_JSON_STR(o, k, v) (cJSON_AddStringToObject((o), (k), (v)) != NULL)
 #define Q_JSON_NUM(o, k, v) (cJSON_AddNumberToObject((o), (k), (double)(v)) != NULL)
 
+/* Message-wide: the most attempts of a recipient, and the next retry and last
+ * error of the deferred ones (null when none is deferred). */
+static int q_json_summary(cJSON *o, const struct q_msg *m, uint64_t now)
+{
+    uint32_t attempts = 0;
+    uint64_t next = 0, last = 0;
+    const char *err = NULL;
+
+    for (size_t i = 0; i < m->env.nrcpt; i++) {
+        const struct spool_defer *d = &m->defer[i];
+        attempts = d->attempts > attempts ? d->attempts : attempts;
+        if (!q_deferred(m, i)) {
+            continue;
+        }
+        if (!next || d->next_retry < next) {
+            next = d->next_retry;
+        }
+        if (!err || d->last >= last) {
+            last = d->last;
+            err = d->reply ? d->reply : "";
+        }
+    }
+    if (!Q_JSON_NUM(o, "attempts", attempts)) {
+        return 0;
+    }
+    if (!err) {
+        return cJSON_AddNullToObject(o, "next_retry") && cJSON_AddNullToObject(o, "last_error");
+    }
+    return Q_JSON_NUM(o, "next_retry", next) &&
+           Q_JSON_NUM(o, "next_retry_seconds", next > now ? next - now : 0) &&
+           Q_JSON_STR(o, "last_error", err);
+}
+
 /* One message as a JSON object (see README "Queue"); NULL when out of memory. */
 static cJSON *q_json_msg(const struct q_msg *m, uint64_t now)
 {
@@ -654,10 +735,18 @@ static cJSON *q_json_msg(const struct q_msg *m, uint64_t now)
             ok = 0;
             break;
         }
-        ok = Q_JSON_STR(r, "address", m->env.rcpt[i]) &&
-             Q_JSON_STR(r, "status", q_rstate_name(m->rstate[i])) &&
+        ok = Q_JSON_STR(r, "address", m->env.rcpt[i]) && Q_JSON_STR(r, "status", q_state(m, i)) &&
              (!m->rreply[i] || Q_JSON_STR(r, "reply", m->rreply[i]));
+        if (ok && m->defer[i].attempts > 0) {
+            const struct spool_defer *d = &m->defer[i];
+            ok = Q_JSON_NUM(r, "attempts", d->attempts) && Q_JSON_NUM(r, "last_attempt", d->last) &&
+                 (!q_deferred(m, i) || (Q_JSON_NUM(r, "next_retry", d->next_retry) &&
+                                        Q_JSON_NUM(r, "next_retry_seconds",
+                                                   d->next_retry > now ? d->next_retry - now : 0) &&
+                                        (!d->reply || Q_JSON_STR(r, "reply", d->reply))));
+        }
     }
+    ok = ok && q_json_summary(o, m, now);
     ok = ok && (m->reason ? Q_JSON_STR(o, "reason", m->reason)
                           : cJSON_AddNullToObject(o, "reason") != NULL);
 out:
@@ -753,8 +842,37 @@ static size_t q_head(const char *spool, const struct q_msg *m, char **lines, int
     return n;
 }
 
+static const char *q_when(uint64_t unix_time, char *buf, size_t cap)
+{
+    time_t t = (time_t)unix_time;
+    struct tm tm;
+
+    snprintf(buf, cap, "?");
+    if (localtime_r(&t, &tm)) {
+        strftime(buf, cap, "%Y-%m-%d %H:%M:%S %z", &tm);
+    }
+    return buf;
+}
+
+/* "           3 attempts, last 19:20:01 (2m ago), next retry 19:30:12 (in 8m)" */
+static void q_show_attempts(const struct q_msg *m, size_t i, uint64_t now)
+{
+    const struct spool_defer *d = &m->defer[i];
+    char last[64], ago[24], next[64], in[32];
+
+    printf("           %" PRIu32 " attempt%s, last %s (%s ago)", d->attempts,
+           d->attempts == 1 ? "" : "s", q_when(d->last, last, sizeof(last)),
+           q_age(now > d->last ? now - d->last : 0, ago, sizeof(ago)));
+    if (q_deferred(m, i)) {
+        printf(", next retry %s (%s)", q_when(d->next_retry, next, sizeof(next)),
+               q_next_in(d->next_retry, now, in, sizeof(in)));
+    }
+    putchar('\n');
+}
+
 static void q_show_text(const struct q_msg *m, char **lines, size_t nlines, int more)
 {
+    uint64_t now = q_now();
     char id[17], when[64] = "?", age[24], size[32];
     time_t t;
     struct tm tm;
@@ -785,8 +903,13 @@ static void q_show_text(const struct q_msg *m, char **lines, size_t nlines, int 
         }
         printf("Recipients (%zu pending of %zu):\n", m->npending, m->env.nrcpt);
         for (size_t i = 0; i < m->env.nrcpt; i++) {
-            printf("  %-8s %s%s%s\n", q_rstate_name(m->rstate[i]), m->env.rcpt[i],
-                   m->rreply[i] ? "  " : "", m->rreply[i] ? m->rreply[i] : "");
+            const struct spool_defer *d = &m->defer[i];
+            const char *why = q_deferred(m, i) ? d->reply : m->rreply[i];
+            printf("  %-8s %s%s%s\n", q_state(m, i), m->env.rcpt[i], why ? "  " : "",
+                   why ? why : "");
+            if (d->attempts > 0) {
+                q_show_attempts(m, i, now);
+            }
         }
     }
     printf("Headers:\n");
@@ -982,6 +1105,51 @@ static int q_retry_failed(const char *spool)
 
 /* ---- the command ----------------------------------------------------------------------- */
 
+#define Q_NO_SPOOL                                                                                 \
+    "no spool configured (mode = passthrough and no on_upstream_failure = queue, in [relay] "      \
+    "and every device)"
+
+/* The configuration keeps no spool, so no daemon of it queues anything: say so
+ * rather than "empty" or "no running relay25" (a passthrough daemon writes no
+ * pid file). A spool_dir left from an earlier configuration is still shown.
+ * Returns an exit status, or -1 to go on as usual. */
+static int q_no_spool(const char *spool, const char *cmd, int json)
+{
+    int exists = access(spool, F_OK) == 0;
+
+    if (strcmp(cmd, "flush") == 0) {
+        printf("%s: a passthrough relay25 keeps no queue, nothing to flush\n", Q_NO_SPOOL);
+        return 0;
+    }
+    if (strcmp(cmd, "list") == 0 && !exists) {
+        if (json) {
+            fprintf(stderr, "relay25: %s\n", Q_NO_SPOOL);
+            printf("[]\n");
+        } else {
+            printf("%s: nothing is queued\n", Q_NO_SPOOL);
+        }
+        return 0;
+    }
+    fprintf(stderr, "relay25: %s; showing what %s holds\n", Q_NO_SPOOL, spool);
+    return -1;
+}
+
+int cli_queue_list_unconfigured(const char *spool_dir)
+{
+    /* the listing stays on stdout as always ("Mail queue is empty" for scripts);
+     * stderr says there is no configuration behind it */
+    if (access(spool_dir, F_OK) != 0) {
+        fprintf(stderr,
+                "relay25: no relay25 configuration (no RELAY25_CONFIG, no %s, no "
+                "RELAY25_UPSTREAM) and no spool in %s: nothing is queued\n",
+                RELAY25_DEFAULT_CONFIG, spool_dir);
+    } else {
+        fprintf(stderr, "relay25: no relay25 configuration found; listing the default spool %s\n",
+                spool_dir);
+    }
+    return cli_queue_list(spool_dir, 0, 0);
+}
+
 /* Which arguments each subcommand takes (see q_usage). */
 static int q_args_ok(const char *cmd, const char *arg, int all, int failed)
 {
@@ -1080,6 +1248,15 @@ int cli_queue(int argc, char **argv)
             return EX_USAGE;
         }
         spool = helddir;
+    } else if (!conf_spool_used(c) && (rc = q_no_spool(c->spool_dir, cmd, json)) >= 0) {
+        if (helddir[0] && sm_held_count(helddir) > 0) {
+            fprintf(stderr,
+                    "relay25 queue: %zu message(s) held for you by sendmail in %s: `relay25 "
+                    "queue --held list`\n",
+                    sm_held_count(helddir), helddir);
+        }
+        conf_free(c);
+        return rc;
     }
     if (held && strcmp(cmd, "flush") == 0) {
         uint64_t qid = 0;

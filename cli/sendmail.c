@@ -395,7 +395,7 @@ static int sm_list_queue(const char *path)
     } else if (!path && access(RELAY25_DEFAULT_CONFIG, F_OK) == 0) {
         path = RELAY25_DEFAULT_CONFIG;
     } else if (!path && !getenv("RELAY25_UPSTREAM")) {
-        return cli_queue_list(RELAY25_DEFAULT_SPOOL_DIR, 0, 0);
+        return cli_queue_list_unconfigured(RELAY25_DEFAULT_SPOOL_DIR);
     }
     if (!(c = conf_load(path, 0, err, sizeof(err)))) {
         sm_say("%s", err);

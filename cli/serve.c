@@ -180,6 +180,8 @@ static int serve_drop_privileges(const struct conf *c)
 static void serve_apply_log(const struct conf *c)
 {
     log_set_level(c->log_level);
+    /* conf's auto | yes | no are enum log_ts's values */
+    log_set_timestamps((enum log_ts)c->log_timestamps);
     log_set_output(c->log_syslog, c->log_json);
 }
 

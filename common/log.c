@@ -1,17 +1,20 @@
-/* log: one line per event on stderr in Postfix-like key=value form. Lines are
- * formatted into one buffer and written with a single write(2) so lines from
- * one process never interleave. */
+/* log: one line per event on stderr in Postfix-like key=value form (or JSON,
+ * or syslog). Lines are formatted into one buffer and written with a single
+ * write(2) so lines from one process never interleave. */
 #include "common/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 /* In log_syslog.c, which includes <syslog.h>: its LOG_* macros collide with ours. */
+int log__syslog_available(void);
 void log__syslog_open(void);
 void log__syslog_close(void);
 void log__syslog(int level, const char *line, size_t len);
@@ -19,6 +22,7 @@ void log__syslog(int level, const char *line, size_t len);
 static int log_level = LOG_INFO;
 static int log_syslog;
 static int log_json;
+static int log_stamp; /* text lines on stderr start with the time (serve: log_timestamps) */
 
 static const char *const log_names[] = {"debug", "info", "warn", "error"};
 
@@ -27,8 +31,15 @@ void log_set_level(int level)
     log_level = level;
 }
 
-void log_set_output(int use_syslog, int json)
+int log_set_output(int use_syslog, int json)
 {
+    int fallback = use_syslog && !log__syslog_available();
+
+    if (fallback) {
+        /* syslog(3) drops lines silently when nothing listens: a daemon that
+         * logs nothing at all is worse than one that logs to stderr */
+        use_syslog = 0;
+    }
     if (use_syslog && !log_syslog) {
         log__syslog_open();
     } else if (!use_syslog && log_syslog) {
@@ -36,6 +47,64 @@ void log_set_output(int use_syslog, int json)
     }
     log_syslog = use_syslog;
     log_json = json;
+    if (fallback) {
+        log_warn(
+            0, "relay25",
+            "event=log_fallback log=syslog using=stderr reason=\"no syslog socket (/dev/log)\"");
+        return -1;
+    }
+    return 0;
+}
+
+int log_stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char end;
+
+    /* systemd.exec(5): "<device>:<inode>" of the stream it connected */
+    if (!e || sscanf(e, "%llu:%llu%c", &dev, &ino, &end) != 2 || fstat(STDERR_FILENO, &st) != 0) {
+        return 0;
+    }
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_set_timestamps(enum log_ts mode)
+{
+    log_stamp = mode == LOG_TS_YES || (mode == LOG_TS_AUTO && !log_stderr_is_journal());
+}
+
+/* Keys whose values are names or ids even when they look like numbers (a
+ * device called "1", a user "1234", a qid of 16 decimal digits). */
+static int log_text_key(const char *k, size_t kl)
+{
+    static const char *const keys[] = {"qid",   "id",    "user",    "login", "device", "route",
+                                       "relay", "helo",  "name",    "from",  "to",     "client",
+                                       "next",  "using", "version", "addr",  "host",   "mechanism"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strlen(keys[i]) == kl && memcmp(keys[i], k, kl) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An integer JSON can carry exactly: no leading zero, at most 15 digits (below
+ * 2^53, what a double holds: the consumer may parse it as one). */
+static int log_is_int(const char *v, size_t len)
+{
+    size_t i = len > 0 && v[0] == '-';
+
+    if (i == len || len - i > 15 || (v[i] == '0' && len - i > 1)) {
+        return 0;
+    }
+    for (; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9') {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Appends s[0..len) JSON-escaped; returns the new length (stops before cap). */
@@ -61,7 +130,8 @@ static size_t log_json_str(char *out, size_t o, size_t cap, const char *s, size_
 }
 
 /* key=value / key="quoted \"text\"" pairs -> JSON members; words without '=' are
- * gathered in "msg". Values are kept as strings. */
+ * gathered in "msg". An unquoted integer becomes a JSON number (unless its key
+ * names something, log_text_key); everything else is a string. */
 static size_t log_to_json(const char *head, const char *body, char *out, size_t cap)
 {
     size_t o = 0;
@@ -94,6 +164,19 @@ static size_t log_to_json(const char *head, const char *body, char *out, size_t 
         o = log_json_str(out, o, cap, k, (size_t)(eq - k));
         out[o++] = '"';
         out[o++] = ':';
+        if (*p != '"') {
+            const char *v = p;
+            size_t vl = strcspn(v, " ");
+            if (vl + 8 < cap - o && !log_text_key(k, (size_t)(eq - k)) && log_is_int(v, vl)) {
+                memcpy(out + o, v, vl);
+                o += vl;
+                p += vl;
+                while (*p == ' ') {
+                    p++;
+                }
+                continue;
+            }
+        }
         out[o++] = '"';
         if (*p == '"') {
             p++;
@@ -158,9 +241,19 @@ void log_msg(int level, uint64_t sid, const char *module, const char *fmt, ...)
     if (level < LOG_DEBUG || level > LOG_ERR) {
         level = LOG_ERR;
     }
-    r = snprintf(line, sizeof(line), "%s %016llx %s ", log_names[level], (unsigned long long)sid,
-                 module);
-    n = r < 0 ? 0 : (size_t)r;
+    n = 0;
+    if (log_stamp && !log_json && !log_syslog) {
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+        r = snprintf(line + n, sizeof(line) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+        n += r < 0 ? 0 : (size_t)r;
+    }
+    r = snprintf(line + n, sizeof(line) - n, "%s %016llx %s ", log_names[level],
+                 (unsigned long long)sid, module);
+    n += r < 0 ? 0 : (size_t)r;
     va_start(ap, fmt);
     r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);

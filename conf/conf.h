@@ -263,6 +263,8 @@ struct conf {
                        when started as root, ignored otherwise; "" keeps root (refused) */
     int log_syslog; /* log = stderr (0, default) | syslog (1) */
     int log_json;   /* log_format = text (0, default) | json (1) */
+    /* log_timestamps = auto (0, default: on unless stderr is the journal) | yes (1) | no (2) */
+    int log_timestamps;
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */

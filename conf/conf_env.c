@@ -78,6 +78,7 @@ int conf__load_env(struct parse *p)
         {"RELAY25_LOG_LEVEL", SECT_RELAY, "log_level"},
         {"RELAY25_LOG", SECT_RELAY, "log"},
         {"RELAY25_LOG_FORMAT", SECT_RELAY, "log_format"},
+        {"RELAY25_LOG_TIMESTAMPS", SECT_RELAY, "log_timestamps"},
         {"RELAY25_METRICS_LISTEN", SECT_RELAY, "metrics_listen"},
         /* RELAY25_USER is the upstream login, so the account to run as has its own name */
         {"RELAY25_RUN_AS", SECT_RELAY, "user"},

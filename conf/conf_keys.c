@@ -48,6 +48,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
 static conf_set_fn set_per_ip_exempt;
 static conf_set_fn set_oauth_device_url;
 static conf_set_fn set_rate_by, set_rate_window;
+static conf_set_fn set_log_timestamps;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
     set_auth_mechanisms;
 static conf_set_fn set_lf_line_ends;
@@ -103,6 +104,7 @@ static const struct key_def conf_keys[] = {
     {SECT_RELAY, "user", 0, set_run_as, 0},
     {SECT_RELAY, "log", 0, set_log, 0},
     {SECT_RELAY, "log_format", 0, set_log_format, 0},
+    {SECT_RELAY, "log_timestamps", 0, set_log_timestamps, 0},
     {SECT_RELAY, "metrics_listen", 0, set_metrics_listen, 0},
     {SECT_RELAY, "mode", 0, set_mode, offsetof(struct conf, mode)},
     {SECT_RELAY, "on_upstream_failure", 0, set_on_failure, offsetof(struct conf, on_failure)},
@@ -689,6 +691,19 @@ static int set_log_format(struct parse *p, const char *val, size_t len)
         return -1;
     }
     p->c->log_json = k;
+    return 0;
+}
+
+static int set_log_timestamps(struct parse *p, const char *val, size_t len)
+{
+    static const char *const words[] = {"auto", "yes", "no"};
+    int k = conf_keyword(p, val, words, 3);
+
+    (void)len;
+    if (k < 0) {
+        return -1;
+    }
+    p->c->log_timestamps = k;
     return 0;
 }
 

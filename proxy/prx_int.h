@@ -24,6 +24,8 @@
 #define PRX_OUT_HIWAT (64u * 1024u) /* replies the client has not read yet */
 #define PRX_INBUF (PRX_PROXY_MAX > PRX_LINE_MAX ? PRX_PROXY_MAX : PRX_LINE_MAX)
 #define PRX_PARAMS_MAX 256u
+/* cli/health.c's EHLO name: such a session is a liveness probe, logged at debug */
+#define PRX_HEALTH_HELO "relay25-health"
 
 enum prx_state {
     PRX_STATE_PROXY,     /* awaiting the PROXY protocol header from the load balancer */
@@ -140,6 +142,9 @@ struct prx_session {
     unsigned offer; /* REPLY_EHLO_DSN / _SMTPUTF8: offered in the last EHLO reply */
     unsigned errors;
     unsigned nmsg;
+    /* the connect line waits for the first command (prx_log_connect); probe: it
+     * was `relay25 health`'s EHLO PRX_HEALTH_HELO, logged at debug */
+    unsigned connect_pending : 1, probe : 1;
 
     char ip[INET6_ADDRSTRLEN];
     unsigned port;

@@ -200,9 +200,11 @@ static void prx_rcpt_reply(struct prx_session *s, const struct up_reply *r, cons
         }
     } else {
         char q[600];
-        log_info(s->sid, "prx", "qid=%016llx to=<%s> status=%s reply=\"%s\"",
+        log_info(s->sid, "prx",
+                 "qid=%016llx to=<%s> status=%s device=%s relay=%s addr=%s reply=\"%s\"",
                  (unsigned long long)t->qid, t->rcpt, r->code >= 500 ? "bounced" : "deferred",
-                 log_quote(r->text, r->len - 2, q, sizeof(q)));
+                 s->dev ? s->dev->name : "-", s->up ? up_name(s->up) : "-",
+                 s->up ? up_where(s->up) : "-", log_quote(r->text, r->len - 2, q, sizeof(q)));
     }
     prx_send_up(s, r, REPLY_CMD_RCPT);
     prx_enter_state(s, PRX_STATE_TXN);

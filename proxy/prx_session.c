@@ -223,14 +223,28 @@ static void prx_timer_close_cb(uv_handle_t *h)
     prx_unref_env(h->data);
 }
 
+/* The connect line of a greeted client, written at its first command (or when it
+ * leaves without one): by then a `relay25 health` probe has said who it is, and
+ * each probe does not add two info lines (issue 14). */
+static void prx_log_connect(struct prx_session *s, int level)
+{
+    if (!s->connect_pending) {
+        return;
+    }
+    s->connect_pending = 0;
+    log_msg(level, s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip,
+            s->port, s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
+}
+
 static void prx_close(struct prx_session *s, const char *reason)
 {
     if (s->closing) {
         return;
     }
     s->closing = 1;
-    log_info(s->sid, "prx", "event=disconnect client=%s reason=\"%s\" messages=%u", s->ip, reason,
-             s->nmsg);
+    prx_log_connect(s, LOG_INFO);
+    log_msg(s->probe && s->nmsg == 0 ? LOG_DEBUG : LOG_INFO, s->sid, "prx",
+            "event=disconnect client=%s reason=\"%s\" messages=%u", s->ip, reason, s->nmsg);
     if (s->txn && s->txn->spw && s->state != PRX_STATE_SPOOL_WAIT) {
         /* an unfinished message: nothing was acknowledged, nothing may stay */
         spool_writer_abort(s->txn->spw);
@@ -722,6 +736,12 @@ static void prx_command(struct prx_session *s, const char *line, size_t len)
     struct prx_cmd c;
 
     prx_cmd_parse(line, len, &c);
+    if (s->connect_pending) {
+        s->probe = (c.verb == PRX_V_EHLO || c.verb == PRX_V_HELO) &&
+                   c.arglen == strlen(PRX_HEALTH_HELO) &&
+                   memcmp(c.arg, PRX_HEALTH_HELO, c.arglen) == 0;
+        prx_log_connect(s, s->probe ? LOG_DEBUG : LOG_INFO);
+    }
     if (s->state == PRX_STATE_IDLE && (s->draining || s->env->draining) && c.verb != PRX_V_QUIT) {
         char buf[300];
         size_t n = reply_shutdown(buf, sizeof(buf), s->conf->hostname);
@@ -1109,8 +1129,7 @@ static void prx_greet(struct prx_session *s, const struct sockaddr_storage *ss)
         prx_send(s, buf, n);
         return;
     }
-    log_info(s->sid, "prx", "event=connect client=%s port=%u device=%s user=%s", s->ip, s->port,
-             s->dev ? s->dev->name : "-", s->dev ? s->dev->user : "-");
+    s->connect_pending = 1; /* logged at the first command: prx_log_connect */
     n = reply_greeting(buf, sizeof(buf), c->hostname);
     prx_enter_state(s, PRX_STATE_IDLE);
     prx_send(s, buf, n);

@@ -226,11 +226,11 @@ void prx_log_message(struct prx_session *s, const char *status, const char *repl
     }
     log_info(s->sid, "prx",
              "qid=%016llx from=<%s> nrcpt=%u size=%llu device=%s user=%s%s%s%s relay=%s "
-             "status=%s reply=\"%s\"",
+             "addr=%s status=%s reply=\"%s\"",
              (unsigned long long)s->txn->qid, s->txn->from, s->txn->nrcpt,
              (unsigned long long)s->txn->dec.size, s->dev ? s->dev->name : "-",
              s->txn->route ? s->txn->route->cred.user : (s->dev ? s->dev->user : "-"),
              s->txn->route ? " route=" : "", s->txn->route ? s->txn->route->cred.name : "",
-             s->txn->rw_from ? " rewrite=from" : "", s->up ? up_where(s->up) : "-", status,
-             log_quote(reply, rlen, q, sizeof(q)));
+             s->txn->rw_from ? " rewrite=from" : "", s->up ? up_name(s->up) : "-",
+             s->up ? up_where(s->up) : "-", status, log_quote(reply, rlen, q, sizeof(q)));
 }

@@ -128,6 +128,31 @@ static int spool_sweep(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* defer/: the notes of messages no longer in q/ (a crash between the removal
+ * of a message and of its note) and temp files go. */
+static void spool_defer_sweep(const char *dir)
+{
+    char path[SPOOL_PATH], env[SPOOL_PATH];
+    DIR *d;
+    struct dirent *de;
+
+    snprintf(path, sizeof(path), "%s/defer", dir);
+    if (!(d = opendir(path))) {
+        return;
+    }
+    while ((de = readdir(d))) {
+        uint64_t id = spool_name_id(de->d_name, "");
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        if (id == 0 || spool__path(env, sizeof(env), dir, "q", id, ".env") != 0 ||
+            access(env, F_OK) != 0) {
+            unlinkat(dirfd(d), de->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
 int spool_prepare(const char *dir, char *err, size_t errlen)
 {
     static const char *const areas[] = {"q", "tmp", "failed"};
@@ -160,6 +185,7 @@ int spool_prepare(const char *dir, char *err, size_t errlen)
             return -1;
         }
     }
+    spool_defer_sweep(dir);
     return 0;
 }
 
@@ -271,13 +297,23 @@ int spool_load(const char *dir, enum spool_area area, uint64_t qid, struct spool
     }
     m->verdict = calloc(m->env.nrcpt, 1);
     m->reply = calloc(m->env.nrcpt, sizeof(*m->reply));
-    if (!m->verdict || !m->reply) {
+    m->defer = calloc(m->env.nrcpt, sizeof(*m->defer));
+    if (!m->verdict || !m->reply || !m->defer) {
         snprintf(err, errlen, "out of memory");
         return ENOMEM;
     }
     if (spool__path(path, sizeof(path), dir, an, qid, ".done") == 0 &&
         (text = afile_read(path, SPOOL_FILE_MAX, 0, &len, &e))) {
         e = spool_done_apply(text, len, &m->env, m->verdict, m->reply);
+        free(text);
+        if (e != 0) {
+            snprintf(err, errlen, "out of memory");
+            return ENOMEM;
+        }
+    }
+    if (area == SPOOL_AREA_Q && spool__path(path, sizeof(path), dir, "defer", qid, "") == 0 &&
+        (text = afile_read(path, SPOOL_FILE_MAX, 0, &len, &e))) {
+        e = spool_done_deferrals(text, len, &m->env, m->defer);
         free(text);
         if (e != 0) {
             snprintf(err, errlen, "out of memory");
@@ -303,6 +339,7 @@ void spool_msg_free(struct spool_msg *m)
         free(m->reply[i]);
     }
     free(m->reply);
+    spool_defer_free(m->defer, m->env.nrcpt);
     free(m->verdict);
     free(m->reason);
     spool_env_free(&m->env);
@@ -439,6 +476,7 @@ int spool_fail(const char *dir, uint64_t qid, const char *reason, size_t len, ch
     }
     unlink(q[1]);
     unlink(q[2]);
+    spool_defer_drop(dir, qid); /* failed/ has its .reason instead */
     if ((e = spool_sync(dir, SPOOL_AREA_FAILED)) != 0 || (e = spool_sync(dir, SPOOL_AREA_Q)) != 0) {
         snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(e));
         return e;
@@ -586,6 +624,30 @@ fail:
     return e ? e : EIO;
 }
 
+int spool_defer_write(const char *dir, uint64_t qid, const char *text, size_t len)
+{
+    char path[SPOOL_PATH], area[SPOOL_PATH];
+    int n = snprintf(area, sizeof(area), "%s/defer", dir);
+
+    if (n < 0 || (size_t)n >= sizeof(area) ||
+        spool__path(path, sizeof(path), dir, "defer", qid, "") != 0) {
+        return ENAMETOOLONG;
+    }
+    if (mkdir(area, 0700) != 0 && errno != EEXIST) { /* made at the first deferral */
+        return errno;
+    }
+    return afile_write(path, text, len, 0600, NULL, NULL);
+}
+
+void spool_defer_drop(const char *dir, uint64_t qid)
+{
+    char path[SPOOL_PATH];
+
+    if (spool__path(path, sizeof(path), dir, "defer", qid, "") == 0) {
+        unlink(path);
+    }
+}
+
 int spool_remove(const char *dir, enum spool_area area, uint64_t qid, char *err, size_t errlen)
 {
     static const char *const exts[] = {".env", ".msg", ".done", ".reason"};
@@ -613,6 +675,9 @@ int spool_remove(const char *dir, enum spool_area area, uint64_t qid, char *err,
         if (i == 0) {
             return e; /* nothing removed: the message stays whole */
         }
+    }
+    if (area == SPOOL_AREA_Q) {
+        spool_defer_drop(dir, qid);
     }
     return rc ? rc : gone ? ENOENT : 0;
 }

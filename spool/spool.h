@@ -4,10 +4,14 @@
  *   <qid>.env   the envelope and routing, written last: its rename is the commit
  *   <qid>.done  recipients finished so far, appended (one record each)
  * Messages that failed for good move to <spool_dir>/failed/ (bounce = keep),
- * with a <qid>.reason file. Temp files live in <spool_dir>/tmp/ (new messages)
- * or beside their target ("*.tmp-XXXXXX", common/afile) and are removed at
- * startup, as is a .msg without its .env (never committed). Record formats:
- * spool_rec.h; new messages from the loop: spool_writer.h.
+ * with a <qid>.reason file. <spool_dir>/defer/<qid> says why a queued message
+ * waits: one spool_rec "defer" record per recipient the last attempt left
+ * pending, replaced after each such attempt, removed with the message (a note
+ * for `relay25 queue` and the attempt count; losing it loses no mail, and q/
+ * and the .done keep exactly the files and records they always had). Temp files live in
+ * <spool_dir>/tmp/ (new messages) or beside their target ("*.tmp-XXXXXX", common/afile) and are
+ * removed at startup, as is a .msg without its .env (never committed). Record formats: spool_rec.h;
+ * new messages from the loop: spool_writer.h.
  *
  * Every function here blocks (plain POSIX): thread-pool work, startup and the
  * `queue` and `sendmail` commands only, never the loop. Errors are errno values. */
@@ -60,9 +64,11 @@ struct spool_msg {
     unsigned char *verdict; /* enum spool_verdict per env.rcpt, from the .done */
     char **reply;           /* a failed recipient's reply (malloc'd), or NULL */
     char *reason;           /* failed/: the .reason's first line, or NULL */
+    /* per env.rcpt: its latest defer record (all zero: none) */
+    struct spool_defer *defer;
 };
 
-/* Loads envelope, .msg size, progress and (failed/) reason. 0; ENOENT when the
+/* Loads envelope, .msg size, progress, (q/) deferrals and (failed/) reason. 0; ENOENT when the
  * .env is gone (delivered or deleted); EINVAL when it is no envelope; another
  * errno value when it cannot be read. On failure err says why, m->qid, m->area
  * and m->size are set, and m must still be freed. */
@@ -72,6 +78,12 @@ void spool_msg_free(struct spool_msg *m);
 /* The first max bytes of the content, NUL-terminated (malloc'd), or NULL with *err. */
 char *spool_msg_head(const char *dir, enum spool_area area, uint64_t qid, size_t max, size_t *len,
                      int *err);
+
+/* Replaces defer/<qid> with text (spool_defer_format lines), creating defer/
+ * when missing. 0 or an errno value. */
+int spool_defer_write(const char *dir, uint64_t qid, const char *text, size_t len);
+/* Removes defer/<qid> if there is one (spool_remove of q/ and spool_fail do). */
+void spool_defer_drop(const char *dir, uint64_t qid);
 
 /* Appends progress records to q/<qid>.done and fsyncs it (a recipient recorded
  * is never sent again, even after a crash). text: spool_done_format lines. */

@@ -196,33 +196,69 @@ void spool_env_free(struct spool_env *env)
 
 /* ---- progress ---- */
 
+/* A decimal number of at least one digit followed by a blank, from *p within
+ * [*p, nl): 1 with *p past the blank, 0 when the text is not that. Saturates. */
+static int spool_rec_number(const char **p, const char *nl, uint64_t *out)
+{
+    const char *q = *p;
+
+    if (q >= nl || *q < '0' || *q > '9') {
+        return 0;
+    }
+    while (q < nl && *q >= '0' && *q <= '9') {
+        q++;
+    }
+    if (q >= nl || *q != ' ') {
+        return 0;
+    }
+    *out = spool_number(*p, q);
+    *p = q + 1;
+    return 1;
+}
+
 int spool_done_next(const char **pp, const char *end, struct spool_done_rec *rec)
 {
     const char *p = *pp;
 
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p)), *sp, *a, *ae;
+        uint64_t n[3] = {0, 0, 0};
+        enum spool_verdict v;
 
         if (!nl) {
             break; /* a torn last line (crash while appending) counts as not done */
         }
         sp = memchr(p, ' ', (size_t)(nl - p));
-        if (sp && ((sp - p == 2 && memcmp(p, "ok", 2) == 0) ||
-                   (sp - p == 6 && memcmp(p, "failed", 6) == 0))) {
-            a = sp + 1;
-            ae = memchr(a, ' ', (size_t)(nl - a));
-            if (!ae) {
-                ae = nl;
-            }
-            rec->verdict = sp - p == 2 ? SPOOL_OK : SPOOL_FAILED;
-            rec->addr = a;
-            rec->addr_len = (size_t)(ae - a);
-            rec->reply = rec->verdict == SPOOL_FAILED && ae < nl ? ae + 1 : NULL;
-            rec->reply_len = rec->reply ? (size_t)(nl - ae - 1) : 0;
-            *pp = nl + 1;
-            return 1;
+        a = sp ? sp + 1 : nl;
+        if (sp && sp - p == 2 && memcmp(p, "ok", 2) == 0) {
+            v = SPOOL_OK;
+        } else if (sp && sp - p == 6 && memcmp(p, "failed", 6) == 0) {
+            v = SPOOL_FAILED;
+        } else if (sp && sp - p == 5 && memcmp(p, "defer", 5) == 0 &&
+                   spool_rec_number(&a, nl, &n[0]) && spool_rec_number(&a, nl, &n[1]) &&
+                   spool_rec_number(&a, nl, &n[2])) {
+            v = SPOOL_DEFERRED;
+        } else {
+            p = nl + 1;
+            continue;
         }
-        p = nl + 1;
+        ae = memchr(a, ' ', (size_t)(nl - a));
+        if (!ae) {
+            ae = nl;
+        }
+        memset(rec, 0, sizeof(*rec));
+        rec->verdict = v;
+        rec->addr = a;
+        rec->addr_len = (size_t)(ae - a);
+        rec->reply = v != SPOOL_OK && ae < nl ? ae + 1 : NULL;
+        rec->reply_len = rec->reply ? (size_t)(nl - ae - 1) : 0;
+        if (v == SPOOL_DEFERRED) {
+            rec->attempts = n[0] > UINT32_MAX ? UINT32_MAX : (uint32_t)n[0];
+            rec->last = n[1];
+            rec->next_retry = n[2];
+        }
+        *pp = nl + 1;
+        return 1;
     }
     *pp = end;
     return 0;
@@ -243,6 +279,39 @@ size_t spool_done_format(char *out, size_t cap, enum spool_verdict v, const char
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
+size_t spool_defer_format(char *out, size_t cap, const char *addr, const struct spool_defer *d)
+{
+    const char *reply = d->reply ? d->reply : "";
+    int n = snprintf(out, cap, "defer %" PRIu32 " %" PRIu64 " %" PRIu64 " %s%s%.*s\n", d->attempts,
+                     d->last, d->next_retry, addr, d->reply ? " " : "", (int)strcspn(reply, "\r\n"),
+                     reply);
+
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Does record r (its line ending at eol) name recipient a? Then 1, with the
+ * record's reply for a in *rp / *rl (NULL / 0: none). */
+static int spool_rec_match(const struct spool_done_rec *r, const char *eol, const char *a,
+                           const char **rp, size_t *rl)
+{
+    size_t al = strlen(a);
+
+    *rp = r->reply;
+    *rl = r->reply_len;
+    if (al == r->addr_len && memcmp(a, r->addr, al) == 0) {
+        return 1;
+    }
+    /* RFC 5321 §4.1.2: a quoted local part may hold blanks, which end the
+     * record's address: then the line starts with it */
+    if (!memchr(a, ' ', al) || al > (size_t)(eol - r->addr) || memcmp(a, r->addr, al) != 0 ||
+        (r->addr + al < eol && r->addr[al] != ' ')) {
+        return 0;
+    }
+    *rp = r->verdict != SPOOL_OK && r->addr + al < eol ? r->addr + al + 1 : NULL;
+    *rl = *rp ? (size_t)(eol - *rp) : 0;
+    return 1;
+}
+
 int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
                      unsigned char *verdict, char **reply)
 {
@@ -251,18 +320,14 @@ int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
 
     while (spool_done_next(&p, end, &r)) {
         const char *eol = p - 1; /* the record's '\n' */
+        if (r.verdict == SPOOL_DEFERRED) {
+            continue; /* no verdict: spool_done_deferrals */
+        }
         for (size_t i = 0; i < env->nrcpt; i++) {
-            const char *a = env->rcpt[i], *rp = r.reply;
-            size_t al = strlen(a), rl = r.reply_len;
-            if (al != r.addr_len || memcmp(a, r.addr, al) != 0) {
-                /* RFC 5321 §4.1.2: a quoted local part may hold blanks, which
-                 * end the record's address: then the line starts with it */
-                if (!memchr(a, ' ', al) || al > (size_t)(eol - r.addr) ||
-                    memcmp(a, r.addr, al) != 0 || (r.addr + al < eol && r.addr[al] != ' ')) {
-                    continue;
-                }
-                rp = r.verdict == SPOOL_FAILED && r.addr + al < eol ? r.addr + al + 1 : NULL;
-                rl = rp ? (size_t)(eol - rp) : 0;
+            const char *rp;
+            size_t rl;
+            if (!spool_rec_match(&r, eol, env->rcpt[i], &rp, &rl)) {
+                continue;
             }
             verdict[i] = (unsigned char)r.verdict;
             if (!reply) {
@@ -290,4 +355,41 @@ int spool_env_set_rcpt(struct spool_env *env, char *const *rcpt, size_t n)
     }
     env->nrcpt = n;
     return 0;
+}
+int spool_done_deferrals(const char *text, size_t len, const struct spool_env *env,
+                         struct spool_defer *defer)
+{
+    const char *p = text, *end = text + len;
+    struct spool_done_rec r;
+
+    while (spool_done_next(&p, end, &r)) {
+        const char *eol = p - 1;
+        if (r.verdict != SPOOL_DEFERRED) {
+            continue;
+        }
+        for (size_t i = 0; i < env->nrcpt; i++) {
+            const char *rp;
+            size_t rl;
+            if (!spool_rec_match(&r, eol, env->rcpt[i], &rp, &rl)) {
+                continue;
+            }
+            free(defer[i].reply);
+            defer[i].reply = NULL;
+            defer[i].attempts = r.attempts;
+            defer[i].last = r.last;
+            defer[i].next_retry = r.next_retry;
+            if (rp && !(defer[i].reply = strndup(rp, rl))) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+void spool_defer_free(struct spool_defer *d, size_t n)
+{
+    for (size_t i = 0; d && i < n; i++) {
+        free(d[i].reply);
+    }
+    free(d);
 }

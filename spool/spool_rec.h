@@ -22,7 +22,14 @@
  *
  * .done (progress, appended): "ok <address>\n" or "failed <address> <reply>\n".
  * A torn last line (a crash while appending) does not count; for an address
- * listed twice the later line wins. */
+ * listed twice the later line wins.
+ *
+ * defer/<qid> (why it waits, replaced after each attempt that left recipients
+ * pending): "defer <attempts> <attempt unix time> <next retry unix time>
+ * <address> <reply>\n" per pending recipient. The numbers come first: an
+ * address may hold a quoted blank, so it and the reply take the rest of the
+ * line as in "failed". The same reader parses both files; a defer record
+ * changes no verdict. */
 #ifndef RELAY25_SPOOL_REC_H
 #define RELAY25_SPOOL_REC_H
 
@@ -66,14 +73,27 @@ enum spool_verdict {
     SPOOL_PENDING = 0,
     SPOOL_OK,
     SPOOL_FAILED,
+    SPOOL_DEFERRED, /* a record kind only: the recipient stays SPOOL_PENDING */
 };
 
 struct spool_done_rec {
-    enum spool_verdict verdict; /* SPOOL_OK or SPOOL_FAILED */
+    enum spool_verdict verdict; /* SPOOL_OK, SPOOL_FAILED or SPOOL_DEFERRED */
     const char *addr;           /* not NUL-terminated: addr_len bytes */
     size_t addr_len;
-    const char *reply; /* failed: the upstream reply (reply_len bytes, maybe 0) */
+    const char *reply; /* failed, deferred: the upstream reply (reply_len bytes, maybe 0) */
     size_t reply_len;
+    /* deferred only (else 0): */
+    uint32_t attempts;   /* delivery attempts that included the recipient so far */
+    uint64_t last;       /* unix time of the attempt that deferred it */
+    uint64_t next_retry; /* unix time the daemon planned the next attempt for */
+};
+
+/* Why a pending recipient waits: its latest defer record (all 0 / NULL: none). */
+struct spool_defer {
+    uint32_t attempts;
+    uint64_t last;
+    uint64_t next_retry;
+    char *reply; /* malloc'd, or NULL */
 };
 
 /* The next complete record of a .done text from *p (advanced past it; lines
@@ -85,11 +105,20 @@ int spool_done_next(const char **p, const char *end, struct spool_done_rec *rec)
 size_t spool_done_format(char *out, size_t cap, enum spool_verdict v, const char *addr,
                          const char *reply);
 
+/* One defer record line into out; 0 if it does not fit in cap (reply cut as above). */
+size_t spool_defer_format(char *out, size_t cap, const char *addr, const struct spool_defer *d);
+
 /* The verdicts of a .done text for env's recipients: verdict[i] (enum
  * spool_verdict, left alone for an unlisted one) and, when reply is given, the
  * reply of a failed one in reply[i] (malloc'd, replacing what was there; NULL
  * when the record has none). Returns 0, or -1 when out of memory. */
 int spool_done_apply(const char *text, size_t len, const struct spool_env *env,
                      unsigned char *verdict, char **reply);
+/* The latest defer record of a .done text per env recipient into defer[i] (its
+ * reply malloc'd, replacing what was there). 0, or -1 when out of memory. */
+int spool_done_deferrals(const char *text, size_t len, const struct spool_env *env,
+                         struct spool_defer *defer);
+/* Frees the replies of n entries and the array. */
+void spool_defer_free(struct spool_defer *d, size_t n);
 
 #endif

@@ -68,17 +68,24 @@ struct upq_job {
     const struct conf_upstream *up;
     struct spool_env env;
     unsigned char *rstate;
-    char **rreply;         /* failure reply per recipient (malloc'd), for .done and the bounce */
-    int temp_fail;         /* this attempt ended in a temporary failure */
-    int reused;            /* the session came from the pool */
-    int perm_all;          /* a permanent failure for every pending recipient */
-    struct up_acquire acq; /* asking the pool for a session */
-    struct up_send *tx;    /* the transaction, while step is UPQ_SEND */
-    const char **sendv;    /* the recipients sent in this attempt (pending ones) */
-    const char **sendp;    /* their RCPT parameters (RFC 3461 NOTIFY=, ORCPT=) or NULL */
-    int up_dsn;            /* this attempt's upstream offers DSN: it sends the notices */
-    char okreply[600];     /* upstream's 250 to the end of data, for a relayed notice */
-    size_t *sendi;         /* their index in env.rcpt */
+    /* per recipient: attempts so far (from defer/<qid>) and this attempt's temporary
+     * reply, for its defer record */
+    struct spool_defer *rdefer;
+    /* upstream's final 2xx reply in this attempt (malloc'd), for the log */
+    char *okreply;
+    /* before the next attempt, when this one leaves some recipient pending */
+    uint64_t delay_ms;
+    char **rreply;          /* failure reply per recipient (malloc'd), for .done and the bounce */
+    int temp_fail;          /* this attempt ended in a temporary failure */
+    int reused;             /* the session came from the pool */
+    int perm_all;           /* a permanent failure for every pending recipient */
+    struct up_acquire acq;  /* asking the pool for a session */
+    struct up_send *tx;     /* the transaction, while step is UPQ_SEND */
+    const char **sendv;     /* the recipients sent in this attempt (pending ones) */
+    const char **sendp;     /* their RCPT parameters (RFC 3461 NOTIFY=, ORCPT=) or NULL */
+    int up_dsn;             /* this attempt's upstream offers DSN: it sends the notices */
+    char notice_reply[600]; /* upstream's 250 to the end of data, for a relayed notice */
+    size_t *sendi;          /* their index in env.rcpt */
     size_t nsend;
     char *msgpath;
     uv_work_t work;
@@ -145,7 +152,7 @@ static struct upq_job *upq_job_add(struct up_queue *q, uint64_t qid, uint64_t si
         return j;
     }
     if (!(j = calloc(1, sizeof(*j)))) {
-        log_err(0, "queue", "qid=%016" PRIx64 " event=add error=\"out of memory\"", qid);
+        log_err(qid, "queue", "qid=%016" PRIx64 " event=add error=\"out of memory\"", qid);
         return NULL;
     }
     j->q = q;
@@ -172,6 +179,10 @@ static void upq_attempt_free(struct upq_job *j)
     }
     free(j->rreply);
     j->rreply = NULL;
+    spool_defer_free(j->rdefer, j->env.nrcpt);
+    j->rdefer = NULL;
+    free(j->okreply);
+    j->okreply = NULL;
     free(j->rstate);
     j->rstate = NULL;
     spool_env_free(&j->env);
@@ -272,9 +283,15 @@ static void upq_prepare_work(uv_work_t *w)
     /* the job keeps the envelope and the failure replies; verdicts become states */
     j->env = m.env;
     j->rreply = m.reply;
+    j->rdefer = m.defer; /* the attempts so far count on; the old replies do not */
+    for (size_t i = 0; i < j->env.nrcpt; i++) {
+        free(j->rdefer[i].reply);
+        j->rdefer[i].reply = NULL;
+    }
     m.env.rcpt = NULL;
     m.env.rdsn = NULL;
     m.reply = NULL;
+    m.defer = NULL;
     j->rstate = calloc(j->env.nrcpt ? j->env.nrcpt : 1, 1);
     for (size_t i = 0; j->rstate && i < j->env.nrcpt; i++) {
         j->rstate[i] = m.verdict[i] == SPOOL_OK       ? UPQ_R_OK
@@ -325,7 +342,7 @@ static void upq_prepare_done(uv_work_t *w, int status)
         return;
     }
     if (j->gone) {
-        log_info(0, "queue",
+        log_info(j->qid, "queue",
                  "qid=%016" PRIx64 " event=removed reason=\"files gone (queue delete)\"", j->qid);
         q->busy--;
         upq_job_free(j);
@@ -333,7 +350,8 @@ static void upq_prepare_done(uv_work_t *w, int status)
         return;
     }
     if (j->errmsg[0]) {
-        log_err(0, "queue", "qid=%016" PRIx64 " event=unreadable error=\"%s\"", j->qid, j->errmsg);
+        log_err(j->qid, "queue", "qid=%016" PRIx64 " event=unreadable error=\"%s\"", j->qid,
+                j->errmsg);
         upq_attempt_free(j);
         j->next_ms = uv_now(q->loop) + (uint64_t)q->conf->retry_max * 1000u;
         upq_busy_end(j);
@@ -343,8 +361,8 @@ static void upq_prepare_done(uv_work_t *w, int status)
     if (!j->dev) {
         /* the device was renamed or removed since: the default device takes it */
         j->dev = upq_device(j->conf, "default");
-        log_warn(0, "queue", "qid=%016" PRIx64 " event=device_missing device=%s using=%s", j->qid,
-                 j->env.device, j->dev ? "default" : "none");
+        log_warn(j->qid, "queue", "qid=%016" PRIx64 " event=device_missing device=%s using=%s",
+                 j->qid, j->env.device, j->dev ? "default" : "none");
     }
     if (!j->dev) {
         snprintf(j->lasterr, sizeof(j->lasterr), "no [device %s] and no [device default]",
@@ -360,7 +378,7 @@ static void upq_prepare_done(uv_work_t *w, int status)
         if (r) {
             j->dev = &r->cred;
         } else {
-            log_warn(0, "queue", "qid=%016" PRIx64 " event=route_missing route=%s device=%s",
+            log_warn(j->qid, "queue", "qid=%016" PRIx64 " event=route_missing route=%s device=%s",
                      j->qid, j->env.route, j->dev->name);
         }
     }
@@ -440,6 +458,10 @@ static void upq_settle_accepted(struct upq_job *j, const struct up_reply *r)
     char text[600];
 
     upq_reply_text(r, text, sizeof(text));
+    if (r->code < 300) {
+        free(j->okreply);
+        j->okreply = strdup(text); /* for the log: the provider's own words (its queue id) */
+    }
     for (size_t i = 0; i < j->env.nrcpt; i++) {
         if (j->rstate[i] != UPQ_R_ACCEPTED) {
             continue;
@@ -639,6 +661,8 @@ static void upq_on_send_reply(void *arg, enum up_send_step step, size_t i, const
     } else {
         upq_reply_text(r, j->lasterr, sizeof(j->lasterr));
         j->temp_fail = 1;
+        free(j->rdefer[k].reply); /* this recipient's own reason, for its defer record */
+        j->rdefer[k].reply = strdup(j->lasterr);
     }
 }
 
@@ -696,7 +720,7 @@ static void upq_on_send_done(void *arg, const struct up_send_result *res)
          * With none accepted the RCPT replies already said why. */
         upq_settle_accepted(j, res->reply);
         if (res->reply->code < 300) {
-            upq_reply_text(res->reply, j->okreply, sizeof(j->okreply));
+            upq_reply_text(res->reply, j->notice_reply, sizeof(j->notice_reply));
         }
     }
     if (res->session) {
@@ -817,7 +841,7 @@ static struct up_bounce_rcpt *upq_notices(const struct upq_job *j, int finished,
             f[*n].addr = j->env.rcpt[i];
             f[*n].orcpt = (*orc)[*n];
             f[*n].relayed = relayed;
-            f[(*n)++].reason = relayed ? j->okreply : j->rreply[i] ? j->rreply[i] : j->lasterr;
+            f[(*n)++].reason = relayed ? j->notice_reply : j->rreply[i] ? j->rreply[i] : j->lasterr;
         }
     }
     return f;
@@ -937,6 +961,8 @@ static void upq_record_work(uv_work_t *w)
     }
     for (size_t i = 0; i < j->env.nrcpt; i++) {
         cap += SPOOL_ADDR_MAX + 16 + (j->rreply[i] ? strlen(j->rreply[i]) : 6);
+        /* a defer record: three numbers and the reason */
+        cap += SPOOL_ADDR_MAX + 80 + strlen(j->rdefer[i].reply ? j->rdefer[i].reply : j->lasterr);
     }
     if (!(lines = malloc(cap))) {
         /* without the verdicts nothing may be removed: keep it for the next attempt */
@@ -962,6 +988,26 @@ static void upq_record_work(uv_work_t *w)
         if ((e = spool_done_append(dir, j->qid, lines, o)) != 0) {
             snprintf(j->errmsg, sizeof(j->errmsg), "cannot record progress of %016" PRIx64 ": %s",
                      j->qid, strerror(e));
+        }
+    }
+    if (pending) {
+        /* why each one waits, for `relay25 queue` (spool.h: defer/<qid>) */
+        uint64_t now = upq_now_unix();
+        o = 0;
+        for (size_t i = 0; i < j->env.nrcpt; i++) {
+            struct spool_defer d = j->rdefer[i];
+            if (j->rstate[i] != UPQ_R_PENDING && j->rstate[i] != UPQ_R_ACCEPTED) {
+                continue;
+            }
+            d.attempts = d.attempts < UINT32_MAX ? d.attempts + 1 : d.attempts;
+            d.last = now;
+            d.next_retry = now + (j->delay_ms + 999) / 1000;
+            d.reply = d.reply ? d.reply : j->lasterr;
+            o += spool_defer_format(lines + o, cap - o, j->env.rcpt[i], &d);
+        }
+        if ((e = spool_defer_write(dir, j->qid, lines, o)) != 0 && !j->errmsg[0]) {
+            snprintf(j->errmsg, sizeof(j->errmsg), "cannot write defer/%016" PRIx64 ": %s", j->qid,
+                     strerror(e));
         }
     }
     free(lines);
@@ -1014,37 +1060,70 @@ static const char *upq_status_of(const struct upq_job *j)
     return failed ? "bounced" : "sent";
 }
 
+/* The upstream's address ("host:port") for the log, "-" before one was chosen. */
+static const char *upq_relay(const struct upq_job *j, char *buf, size_t cap)
+{
+    if (!j->up) {
+        return "-";
+    }
+    up_where_of(j->up, buf, cap);
+    return buf;
+}
+
+/* The provider's final reply for the log: its 2xx to the content when anything
+ * was delivered in this attempt, else why the last recipient failed. */
+static const char *upq_final_reply(const struct upq_job *j)
+{
+    if (j->okreply && strcmp(upq_status_of(j), "sent") == 0) {
+        return j->okreply;
+    }
+    for (size_t i = j->env.nrcpt; i-- > 0;) {
+        if (j->rstate[i] == UPQ_R_NEW_FAILED && j->rreply[i]) {
+            return j->rreply[i];
+        }
+    }
+    return j->okreply ? j->okreply : j->lasterr;
+}
+
 static void upq_record_done(uv_work_t *w, int status)
 {
     struct upq_job *j = w->data;
     struct up_queue *q = j->q;
-    char qt[700];
+    char qt[700], rl[300];
+    const char *r;
 
     (void)status;
+    /* sid: a spooled message's delivery logs under its qid (README "Logging") */
     if (j->errmsg[0]) {
-        log_err(0, "queue", "qid=%016" PRIx64 " event=spool_error error=\"%s\"", j->qid, j->errmsg);
+        log_err(j->qid, "queue", "qid=%016" PRIx64 " event=spool_error error=\"%s\"", j->qid,
+                j->errmsg);
     }
     for (size_t i = 0; i < j->env.nrcpt; i++) {
         if (j->rstate[i] == UPQ_R_NEW_OK || j->rstate[i] == UPQ_R_NEW_FAILED) {
-            log_info(
-                0, "queue", "qid=%016" PRIx64 " to=<%s> relay=%s status=%s reply=\"%s\"", j->qid,
-                j->env.rcpt[i], j->up ? j->up->name : "-",
-                j->rstate[i] == UPQ_R_NEW_OK ? "sent" : "bounced",
-                log_quote(j->rstate[i] == UPQ_R_NEW_OK ? "ok" : (j->rreply[i] ? j->rreply[i] : ""),
-                          500, qt, sizeof(qt)));
+            r = j->rstate[i] == UPQ_R_NEW_OK ? (j->okreply ? j->okreply : "")
+                                             : (j->rreply[i] ? j->rreply[i] : "");
+            log_info(j->qid, "queue",
+                     "qid=%016" PRIx64 " to=<%s> relay=%s status=%s device=%s addr=%s "
+                     "reply=\"%s\"",
+                     j->qid, j->env.rcpt[i], j->up ? j->up->name : "-",
+                     j->rstate[i] == UPQ_R_NEW_OK ? "sent" : "bounced", j->env.device,
+                     upq_relay(j, rl, sizeof(rl)), log_quote(r, 500, qt, sizeof(qt)));
         }
     }
     if (j->finished) {
         const char *st = upq_status_of(j);
-        log_info(0, "queue",
+        r = upq_final_reply(j);
+        log_info(j->qid, "queue",
                  "qid=%016" PRIx64 " from=<%s> nrcpt=%zu size=%" PRIu64
-                 " device=%s%s%s attempts=%u status=%s bounce=%s",
+                 " device=%s%s%s attempts=%u status=%s bounce=%s relay=%s addr=%s reply=\"%s\"",
                  j->qid, j->env.from, j->env.nrcpt, j->size, j->env.device,
                  j->env.route[0] ? " route=" : "", j->env.route, j->attempts, st,
                  strcmp(st, "sent") == 0               ? "-"
                  : j->bounce_qid                       ? "dsn"
                  : j->conf->bounce == CONF_BOUNCE_KEEP ? "kept"
-                                                       : "none");
+                                                       : "none",
+                 j->up ? j->up->name : "-", upq_relay(j, rl, sizeof(rl)),
+                 log_quote(r, strlen(r), qt, sizeof(qt)));
         if (q->m) {
             if (strcmp(st, "sent") == 0) {
                 q->m->messages_sent++;
@@ -1065,16 +1144,16 @@ static void upq_record_done(uv_work_t *w, int status)
         upq_schedule(q);
         return;
     }
-    /* temporary failure: back off (RFC 5321 §4.5.4.1), or the next upstream now */
+    /* temporary failure: back off (upq_delay), or the next upstream now */
     {
-        uint64_t now = uv_now(q->loop), delay;
-        const struct conf *c = j->conf;
         size_t nups = j->dev && j->dev->nups ? j->dev->nups : 1;
-        unsigned shift = j->attempts > 0 ? j->attempts - 1 : 0;
-        uint32_t rnd;
 
-        log_info(0, "queue", "qid=%016" PRIx64 " relay=%s attempts=%u status=deferred reply=\"%s\"",
-                 j->qid, j->up ? j->up->name : "-", j->attempts,
+        log_info(j->qid, "queue",
+                 "qid=%016" PRIx64 " relay=%s attempts=%u status=deferred device=%s%s%s addr=%s "
+                 "delay=%" PRIu64 " reply=\"%s\"",
+                 j->qid, j->up ? j->up->name : "-", j->attempts, j->env.device,
+                 j->env.route[0] ? " route=" : "", j->env.route, upq_relay(j, rl, sizeof(rl)),
+                 (j->delay_ms + 999) / 1000,
                  log_quote(j->lasterr, strlen(j->lasterr), qt, sizeof(qt)));
         if (q->m) {
             q->m->messages_deferred++;
@@ -1087,25 +1166,41 @@ static void upq_record_done(uv_work_t *w, int status)
         j->tried++;
         if (j->dev && j->tried < nups) {
             j->upidx = (j->upidx + 1) % nups; /* failover */
-            delay = 0;
         } else {
             j->tried = 0;
             j->upidx = 0;
-            delay = (uint64_t)c->retry_min << (shift > 20 ? 20 : shift);
-            if (delay > c->retry_max) {
-                delay = c->retry_max;
-            }
-            delay *= 1000u;
-            if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
-                rnd = (uint32_t)now;
-            }
-            /* jitter: 75% .. 125% */
-            delay = delay * 3 / 4 + (delay / 2) * (rnd % 1000) / 1000;
         }
-        j->next_ms = now + delay;
+        j->next_ms = uv_now(q->loop) + j->delay_ms;
         upq_attempt_free(j);
         upq_busy_end(j);
     }
+}
+
+/* The wait before the next attempt should this one leave recipients pending
+ * (RFC 5321 §4.5.4.1): none when another upstream of the device's list is
+ * still untried, else retry_min doubling per attempt up to retry_max, with
+ * jitter. Decided before the record work so the defer records can say when. */
+static uint64_t upq_delay(const struct upq_job *j)
+{
+    const struct conf *c = j->conf;
+    size_t nups = j->dev && j->dev->nups ? j->dev->nups : 1;
+    unsigned shift = j->attempts > 0 ? j->attempts - 1 : 0;
+    uint64_t delay;
+    uint32_t rnd;
+
+    if (j->dev && j->tried + 1 < nups) {
+        return 0; /* failover */
+    }
+    delay = (uint64_t)c->retry_min << (shift > 20 ? 20 : shift);
+    if (delay > c->retry_max) {
+        delay = c->retry_max;
+    }
+    delay *= 1000u;
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
+        rnd = (uint32_t)uv_now(j->q->loop);
+    }
+    /* jitter: 75% .. 125% */
+    return delay * 3 / 4 + (delay / 2) * (rnd % 1000) / 1000;
 }
 
 static void upq_attempt_end(struct upq_job *j)
@@ -1126,6 +1221,7 @@ static void upq_attempt_end(struct upq_job *j)
         return;
     }
     j->step = UPQ_RECORD;
+    j->delay_ms = upq_delay(j);
     j->work.data = j;
     if (uv_queue_work(q->loop, &j->work, upq_record_work, upq_record_done) != 0) {
         upq_attempt_free(j);

@@ -85,6 +85,7 @@ struct up_session {
     char *token;        /* the OAuth2 access token of this login; wiped */
     unsigned char mech; /* enum conf_mech chosen for AUTH (up_sasl) */
     char where[300];
+    char name[128]; /* the [upstream NAME] section, for logs (the conf may go) */
 };
 
 static const struct tio_cbs up_tio_cbs;
@@ -1051,6 +1052,7 @@ struct up_session *up_session_new(uv_loop_t *loop, const struct up_params *p,
     s->p.user = s->user;
     s->p.password = s->password;
     up_where_of(p->up, s->where, sizeof(s->where));
+    snprintf(s->name, sizeof(s->name), "%s", p->up->name ? p->up->name : "-");
     up_reply_init(&s->rp);
     uv_timer_init(loop, &s->timer);
     s->timer.data = s;
@@ -1100,6 +1102,11 @@ void up_where_of(const struct conf_upstream *up, char *buf, size_t cap)
 const char *up_where(const struct up_session *s)
 {
     return s->where;
+}
+
+const char *up_name(const struct up_session *s)
+{
+    return s->name;
 }
 
 unsigned up_ext(const struct up_session *s)

@@ -86,6 +86,8 @@ int up_session_start(struct up_session *s);
 
 /* "host:port" for logs and replies. */
 const char *up_where(const struct up_session *s);
+/* The name of its [upstream NAME] section, for logs. */
+const char *up_name(const struct up_session *s);
 /* The same text for a configured upstream, before any session exists. */
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 /* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */

@@ -3,8 +3,9 @@
  * envelope formats to text that parses to the same envelope and formats to the
  * same bytes again; each .done record lies inside its line; the verdicts of a
  * .done, written back with spool_done_format, parse to the same verdicts and
- * replies (cut at CR/LF as the writer cuts them); spool_done_format never
- * writes past cap. */
+ * replies (cut at CR/LF as the writer cuts them), and its defer records,
+ * written back with spool_defer_format, to the same deferrals; the formatters
+ * never write past cap. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,54 @@ static void free_replies(char **r, size_t n)
     }
 }
 
+static int has_defer(const struct spool_defer *d)
+{
+    return d->attempts || d->last || d->next_retry || d->reply;
+}
+
+/* The deferrals of a .done, written back as defer records, read the same. */
+static void check_deferrals(const char *text, size_t len, const struct spool_env *env)
+{
+    struct spool_defer *d1 = calloc(MAX_RCPT, sizeof(*d1)), *d2 = calloc(MAX_RCPT, sizeof(*d2));
+    char *out;
+    size_t cap = 1, o = 0;
+
+    FUZZ_CHECK(d1 != NULL && d2 != NULL);
+    FUZZ_CHECK(spool_done_deferrals(text, len, env, d1) == 0);
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        cap += SPOOL_ADDR_MAX + 80 + (d1[i].reply ? strlen(d1[i].reply) : 0);
+    }
+    out = malloc(cap);
+    FUZZ_CHECK(out != NULL);
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        size_t n;
+        char *tight;
+        if (!has_defer(&d1[i])) {
+            continue;
+        }
+        n = spool_defer_format(out + o, cap - o, env->rcpt[i], &d1[i]);
+        FUZZ_CHECK(n > 0 && out[o + n - 1] == '\n');
+        tight = malloc(n);
+        FUZZ_CHECK(tight != NULL);
+        FUZZ_CHECK(spool_defer_format(tight, n, env->rcpt[i], &d1[i]) == 0);
+        free(tight);
+        o += n;
+    }
+    FUZZ_CHECK(spool_done_deferrals(out, o, env, d2) == 0);
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        FUZZ_CHECK(d1[i].attempts == d2[i].attempts && d1[i].last == d2[i].last &&
+                   d1[i].next_retry == d2[i].next_retry);
+        FUZZ_CHECK((d1[i].reply == NULL) == (d2[i].reply == NULL));
+        if (d1[i].reply) {
+            size_t cut = strcspn(d1[i].reply, "\r\n");
+            FUZZ_CHECK(strlen(d2[i].reply) == cut && memcmp(d1[i].reply, d2[i].reply, cut) == 0);
+        }
+    }
+    free(out);
+    spool_defer_free(d1, MAX_RCPT);
+    spool_defer_free(d2, MAX_RCPT);
+}
+
 static void check_done(const char *text, size_t len)
 {
     static char rcpt[MAX_RCPT][SPOOL_ADDR_MAX];
@@ -84,10 +133,13 @@ static void check_done(const char *text, size_t len)
     env.rcpt = rcpt;
     /* the records: inside their line, and their addresses become the recipients */
     while (spool_done_next(&p, end, &r)) {
-        FUZZ_CHECK(r.verdict == SPOOL_OK || r.verdict == SPOOL_FAILED);
+        FUZZ_CHECK(r.verdict == SPOOL_OK || r.verdict == SPOOL_FAILED ||
+                   r.verdict == SPOOL_DEFERRED);
+        FUZZ_CHECK(r.verdict == SPOOL_DEFERRED ||
+                   (r.attempts == 0 && r.last == 0 && r.next_retry == 0));
         FUZZ_CHECK(r.addr >= text && r.addr + r.addr_len <= end);
         FUZZ_CHECK(!memchr(r.addr, ' ', r.addr_len) && !memchr(r.addr, '\n', r.addr_len));
-        FUZZ_CHECK(r.verdict == SPOOL_FAILED || r.reply == NULL);
+        FUZZ_CHECK(r.verdict != SPOOL_OK || r.reply == NULL);
         if (r.reply) {
             FUZZ_CHECK(r.reply >= text && r.reply + r.reply_len < end);
             FUZZ_CHECK(!memchr(r.reply, '\n', r.reply_len) && r.reply[r.reply_len] == '\n');
@@ -138,6 +190,7 @@ static void check_done(const char *text, size_t len)
     free(out);
     free_replies(r1, env.nrcpt);
     free_replies(r2, env.nrcpt);
+    check_deferrals(text, len, &env);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len);

@@ -13,7 +13,9 @@ Typical test:
     self.assertEqual(m.login, self.SCANNER)
 
 Environment: RELAY25_BIN (default <repo>/build/relay25); RELAY25_TEST_VERBOSE=1 echoes
-relay25's log to stderr; RELAY25_TEST_LOG_LEVEL (default debug, "" to omit the key).
+relay25's log to stderr; RELAY25_TEST_LOG_LEVEL (default debug, "" to omit the key);
+RELAY25_TEST_LOG_TIMESTAMPS (log_timestamps in written configs, default no: tests read
+the level as a line's first field; "" to omit the key and get the default, auto).
 """
 
 import base64
@@ -40,6 +42,7 @@ from peer import Peer  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(HERE))
 RELAY25_BIN = os.environ.get("RELAY25_BIN") or os.path.join(REPO, "build", "relay25")
 LOG_LEVEL = os.environ.get("RELAY25_TEST_LOG_LEVEL", "debug")
+LOG_TIMESTAMPS = os.environ.get("RELAY25_TEST_LOG_TIMESTAMPS", "no")
 VERBOSE = os.environ.get("RELAY25_TEST_VERBOSE", "") not in ("", "0")
 CLIENT_NAME = "client.test"
 # the SMTP listener; "metrics event=listening" (metrics_listen) is logged first
@@ -385,6 +388,8 @@ class RelayTestCase(unittest.TestCase):
                "max_message_size": "35M"}
         if LOG_LEVEL:
             rel["log_level"] = LOG_LEVEL
+        if LOG_TIMESTAMPS:
+            rel["log_timestamps"] = LOG_TIMESTAMPS
         rel.update(relay or {})
         sections = [("relay", rel)]
         sections += [("upstream " + n, s) for n, s in upstreams.items()]

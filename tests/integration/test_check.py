@@ -73,7 +73,7 @@ class CheckTest(RelayTestCase):
         self.assertIn("warning: %s is readable by others and holds a password (line 13)" % path,
                       r.stdout)
         relay = self.start_own_relay(path)
-        line = relay.wait_log(r"^warn \S+ relay25 event=config file=(\S+) line=13 warning="
+        line = relay.wait_log(r"^(?:\S+Z )?warn \S+ relay25 event=config file=(\S+) line=13 warning="
                               r"\"readable by others and holds a password").string
         self.assertIn("file=%s " % path, line)
         relay.wait_log(r"\bevent=started\b")

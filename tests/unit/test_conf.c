@@ -410,6 +410,7 @@ static void test_defaults(void)
     ASSERT_TRUE(c->user == NULL);
     ASSERT_EQ(c->log_syslog, 0);
     ASSERT_EQ(c->log_json, 0);
+    ASSERT_EQ(c->log_timestamps, 0); /* auto */
     ASSERT_EQ(c->metrics_enabled, 0);
     ASSERT_TRUE(c->submit == NULL);
     ASSERT_EQ(c->devices[0].message_rate.count, 0);
@@ -679,6 +680,8 @@ static void test_errors(void)
     EXPECT_ERR("[relay]\nlog = Syslog\n", "relay25.conf:2: log: ", "bad value 'Syslog'");
     EXPECT_ERR("[relay]\nlog_format = xml\n",
                "relay25.conf:2: log_format: ", "bad value 'xml' (text or json)");
+    EXPECT_ERR("[relay]\nlog_timestamps = on\n",
+               "relay25.conf:2: log_timestamps: ", "bad value 'on' (auto, yes or no)");
     EXPECT_ERR("[relay]\nmetrics_listen = localhost:9325\n",
                "relay25.conf:2: metrics_listen: ", "bad address 'localhost:9325'");
     EXPECT_ERR("[relay]\nmetrics_listen = 127.0.0.1:70000\n",
@@ -1627,6 +1630,7 @@ static void test_policy(void)
 
     /* the remaining spellings */
     c = load_text(UP DEV "[relay]\nproxy_protocol = no\nlog = stderr\nlog_format = text\n"
+                         "log_timestamps = no\n"
                          "metrics_listen = 127.0.0.1\nmessage_rate = 0\n"
                          "max_commands_before_mail = 1000000\nallowed_senders =\n"
                          "[sendmail]\nsubmit = 127.0.0.1:25\n",
@@ -1636,6 +1640,7 @@ static void test_policy(void)
         ASSERT_EQ(c->proxy_protocol, 0);
         ASSERT_EQ(c->log_syslog, 0);
         ASSERT_EQ(c->log_json, 0);
+        ASSERT_EQ(c->log_timestamps, 2); /* no */
         ASSERT_EQ(c->metrics_enabled, 1);
         ASSERT_STREQ(c->metrics_listen.text, "127.0.0.1");
         ASSERT_EQ(port_of(&c->metrics_listen.addr), 9325);

@@ -179,6 +179,50 @@ static void test_done(void)
     ASSERT_EQ(spool_done_format(line, sizeof(line), SPOOL_PENDING, "b@x", NULL), 0);
 }
 
+/* defer records: the latest per recipient, no verdict, numbers first so an
+ * address with a quoted blank still parses; old readers skip them. */
+static void test_done_defer(void)
+{
+    static const char env[] = "relay25-spool 1\ncreated 1\ndevice scanner\nuser u@x\n"
+                              "client 192.0.2.10\nhelo -\nbody -\nfrom s@x\n"
+                              "rcpt a@x\nrcpt \"jane q\"@x\nrcpt c@x\n";
+    static const char done[] = "defer 1 100 160 a@x 421 4.3.2 busy\n"
+                               "defer 2 160 280 a@x 451 4.7.1 greylisted\n"
+                               "defer 1 100 160 \"jane q\"@x 452 4.2.2 full\n"
+                               "defer x 1 2 c@x no number\n"
+                               "defer 3 1 2\n"
+                               "ok \"jane q\"@x\n"
+                               "defer 9 9 9 c@x torn";
+    struct spool_env e;
+    struct spool_defer d[3];
+    unsigned char v[3] = {0};
+    char *r[3] = {0}, err[200], line[128];
+
+    memset(d, 0, sizeof(d));
+    ASSERT_EQ(spool_env_parse(env, strlen(env), &e, err, sizeof(err)), 0);
+    ASSERT_EQ(spool_done_apply(done, strlen(done), &e, v, r), 0);
+    ASSERT_EQ(v[0], SPOOL_PENDING); /* a defer record is no verdict */
+    ASSERT_EQ(v[1], SPOOL_OK);
+    ASSERT_EQ(v[2], SPOOL_PENDING);
+    ASSERT_EQ(spool_done_deferrals(done, strlen(done), &e, d), 0);
+    ASSERT_EQ(d[0].attempts, 2); /* the later record wins */
+    ASSERT_EQ(d[0].last, 160);
+    ASSERT_EQ(d[0].next_retry, 280);
+    ASSERT_STREQ(d[0].reply, "451 4.7.1 greylisted");
+    ASSERT_EQ(d[1].attempts, 1);
+    ASSERT_STREQ(d[1].reply, "452 4.2.2 full");
+    ASSERT_EQ(d[2].attempts, 0); /* malformed and torn records do not count */
+    ASSERT_TRUE(d[2].reply == NULL);
+    ASSERT_EQ(spool_defer_format(line, sizeof(line), "\"jane q\"@x", &d[1]), 42);
+    ASSERT_STREQ(line, "defer 1 100 160 \"jane q\"@x 452 4.2.2 full\n");
+    ASSERT_EQ(spool_defer_format(line, 42, "\"jane q\"@x", &d[1]), 0);
+    for (int i = 0; i < 3; i++) {
+        free(r[i]);
+        free(d[i].reply);
+    }
+    spool_env_free(&e);
+}
+
 /* RFC 5321 §4.1.2: a quoted local part may hold blanks; its records must still
  * name it, or a delivered recipient would be sent again at the next attempt. */
 static void test_done_quoted_blank(void)
@@ -265,7 +309,24 @@ static void test_store(void)
     ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
     ASSERT_STREQ(m.reply[1], "550 no");
     ASSERT_EQ(m.verdict[2], SPOOL_PENDING);
+    ASSERT_EQ(m.defer[2].attempts, 0); /* no defer/ note yet */
     spool_msg_free(&m);
+
+    /* the deferral note: defer/<qid>, replaced whole, read by spool_load */
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 1 10 20 c@x 421 busy\n", 27), 0);
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 2 30 90 c@x 451 later\n", 28), 0);
+    ASSERT_TRUE(exists(dir, "defer", qid, ""));
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.verdict[2], SPOOL_PENDING);
+    ASSERT_EQ(m.defer[2].attempts, 2);
+    ASSERT_EQ(m.defer[2].next_retry, 90);
+    ASSERT_STREQ(m.defer[2].reply, "451 later");
+    ASSERT_EQ(m.defer[0].attempts, 0);
+    spool_msg_free(&m);
+    /* startup keeps the note of a queued message, drops an orphan */
+    put(dir, "defer/00000000000000ee", "defer 1 1 2 x@y 421 x\n");
+    ASSERT_EQ(spool_prepare(dir, err, sizeof(err)), 0);
+    ASSERT_TRUE(exists(dir, "defer", qid, "") && !exists(dir, "defer", 0xee, ""));
 
     /* to failed/ with a reason; load it there */
     ASSERT_EQ(spool_fail(dir, qid, "<b@x>: 550 no\n", 14, err, sizeof(err)), 0);
@@ -273,6 +334,7 @@ static void test_store(void)
     ASSERT_TRUE(!exists(dir, "q", qid, ".done"));
     ASSERT_TRUE(exists(dir, "failed", qid, ".env") && exists(dir, "failed", qid, ".msg"));
     ASSERT_TRUE(exists(dir, "failed", qid, ".done") && exists(dir, "failed", qid, ".reason"));
+    ASSERT_TRUE(!exists(dir, "defer", qid, "")); /* the note goes with the queued message */
     ASSERT_EQ(spool_load(dir, SPOOL_AREA_FAILED, qid, &m, err, sizeof(err)), 0);
     ASSERT_STREQ(m.reason, "<b@x>: 550 no");
     ASSERT_EQ(m.verdict[1], SPOOL_FAILED);
@@ -291,8 +353,10 @@ static void test_store(void)
     spool_msg_free(&m);
     ASSERT_EQ(spool_requeue(dir, qid, 1, &st, err, sizeof(err)), EEXIST); /* queued already */
 
-    /* remove */
+    /* remove (its note too) */
+    ASSERT_EQ(spool_defer_write(dir, qid, "defer 1 1 2 b@x 421 x\n", 22), 0);
     ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), 0);
+    ASSERT_TRUE(!exists(dir, "defer", qid, ""));
     ASSERT_EQ(spool_remove(dir, SPOOL_AREA_Q, qid, err, sizeof(err)), ENOENT);
     ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, qid, &m, err, sizeof(err)), ENOENT);
     spool_msg_free(&m);
@@ -375,6 +439,7 @@ int main(void)
     test_env_longest();
     test_done();
     test_done_quoted_blank();
+    test_done_defer();
     test_store();
     test_commit_fd();
     return CHECK_DONE();
