@@ -111,6 +111,9 @@ struct conf_upstream {
     const struct tls_ca *ca;  /* loaded trust anchors (shared between upstreams with one ca_file) */
     unsigned max_connections; /* sessions at once to this upstream (up_pool), default 4 */
     int line;                 /* line of the section header, for messages */
+    char *provider;           /* provider = gmail, ses:eu-west-1 (conf_preset.c); NULL: none */
+    char *preset_filled;      /* "host smtp.gmail.com, port 587, ...": what the preset set, for
+                                 `check`; NULL when it set nothing */
 };
 
 /* A token bucket rate: `count` events per `per_seconds` (e.g. "30/minute"). */
@@ -157,6 +160,7 @@ struct conf_device {
     char *rewrite_sender;    /* rewrite_sender = office@example.com; NULL: off (default) */
     int rewrite_from_header; /* rewrite_from_header = yes: From: too, Reply-To: added */
     int line;
+    char *preset_filled; /* device keys its upstream's provider preset set, for `check` */
 };
 
 /* [route NAME]: the first route (file order) whose senders match the envelope
@@ -171,6 +175,12 @@ struct conf_route {
     char **devices;               /* devices = scanner, printer; none: every device */
     size_t ndevices;
     int line;
+};
+
+/* One warning: "file:line: text" when line > 0, else text alone. */
+struct conf_warning {
+    int line;
+    char *text;
 };
 
 struct conf_listen {
@@ -265,6 +275,11 @@ struct conf {
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
 
     unsigned refs; /* holders, the loader included (conf_hold / conf_release) */
+
+    /* Things that load but are likely mistakes (conf_warn.c): `check` prints them and
+     * `serve` logs them at start and on reload. */
+    struct conf_warning *warnings;
+    size_t nwarnings;
 
     struct conf_upstream *upstreams;
     size_t nupstreams;
