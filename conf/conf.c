@@ -162,7 +162,8 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     p.err = err;
     p.errlen = errlen;
     p.login = (load_ca & CONF_LOAD_LOGIN) != 0;
-    load_ca &= ~CONF_LOAD_LOGIN;
+    p.strict = (load_ca & CONF_LOAD_STRICT) != 0;
+    load_ca &= ~(CONF_LOAD_LOGIN | CONF_LOAD_STRICT);
     if (err && errlen) {
         err[0] = '\0';
     }

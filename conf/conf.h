@@ -269,7 +269,10 @@ struct conf {
     char *user;     /* drop privileges to this user after binding; default "relay25"
                        when started as root, ignored otherwise; "" keeps root (refused) */
     int log_syslog; /* log = stderr (0, default) | syslog (1) */
-    int log_json;   /* log_format = text (0, default) | json (1) */
+    /* log = syslog, but nothing listened on /dev/log at load time (conf_warn.c): serve
+     * logs to stderr instead, so the daemon never runs silent */
+    int syslog_unavailable;
+    int log_json;                      /* log_format = text (0, default) | json (1) */
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
@@ -298,6 +301,11 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
 /* load_ca may add this: a missing oauth_refresh_token_file is no error (its
  * refresh_token stays NULL), for `relay25 oauth login`, which writes it. */
 #define CONF_LOAD_LOGIN 2
+/* load_ca may add this for loads a user reads the errors of (the CLI, serve, reload):
+ * unknown keys get "did you mean" / "belongs in [section]" hints, and two devices with
+ * one match are an error. Without it the messages and checks are the older, terser
+ * ones some callers and tests compare exactly. */
+#define CONF_LOAD_STRICT 4
 void conf_free(struct conf *c);
 /* A snapshot outlives a reload while anything holds it. conf_load() returns it
  * with refs = 1, the loader's; conf_hold() adds a holder, conf_release() drops one

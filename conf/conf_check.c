@@ -396,7 +396,7 @@ int conf__finish_devices(struct parse *p)
             bad = 1;
         }
     }
-    if (conf_check_duplicate_match(p) != 0) {
+    if (p->strict && conf_check_duplicate_match(p) != 0) {
         bad = 1;
     }
     return bad ? -1 : 0;

@@ -160,7 +160,10 @@ static int conf_on_key(void *user, const char *section, const char *name, const 
     }
     kd = conf__find_key(p->sect, name);
     if (!kd) {
-        conf__key_hint(p->sect, name, hint, sizeof(hint));
+        hint[0] = '\0';
+        if (p->strict) {
+            conf__key_hint(p->sect, name, hint, sizeof(hint));
+        }
         conf__fail_at(p, conf__line(p, p->lineno), "unknown key '%s' in %s%s", name,
                       conf__label(p, label, sizeof(label)), hint);
         return 0;

@@ -107,6 +107,7 @@ struct parse {
     size_t errused;   /* bytes of err in use */
     int fail_line;    /* file line of the first recorded error, 0 if none */
     int login;        /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
+    int strict;       /* CONF_LOAD_STRICT: hints; duplicate match is an error */
     int others_read;  /* the file is readable by others (S_IROTH) */
     int inline_line;  /* first file line with an inline password, 0 if none */
 

@@ -204,7 +204,7 @@ int conf__section(struct parse *p, const char *text, size_t len)
 
         memcpy(t, type, tlen);
         t[tlen] = '\0';
-        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        for (size_t k = 0; p->strict && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
             unsigned d = conf__distance(t, kinds[k]);
 
             if (d < best) {

@@ -399,7 +399,7 @@ int conf__warnings(struct parse *p)
     if (c->log_syslog && !conf_syslog_listening()) {
         /* logging nothing at all is the worst outcome: stderr reaches the journal or
          * `docker logs` */
-        c->log_syslog = 0;
+        c->syslog_unavailable = 1;
         if (conf__warn(p, conf__relay_seen(p, "log"),
                        "log = syslog, but nothing listens on %s (no syslog daemon): relay25 "
                        "logs to stderr instead",

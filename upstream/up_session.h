@@ -87,6 +87,10 @@ const char *up_where(const struct up_session *s);
 void up_where_of(const struct conf_upstream *up, char *buf, size_t cap);
 /* EHLO capabilities after TLS (UP_EXT_*), valid once ready. */
 unsigned up_ext(const struct up_session *s);
+/* For `check --upstream`: TLS version and cipher ("TLSv1.2:ECDHE-RSA-AES128-GCM-SHA256")
+ * and the SASL mechanism AUTH used ("PLAIN"), valid once ready. */
+const char *up_tls_desc(const struct up_session *s, char *buf, size_t len);
+const char *up_mech_name(const struct up_session *s);
 /* 1 when ready and no command is outstanding. */
 int up_idle(const struct up_session *s);
 
