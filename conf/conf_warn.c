@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -167,6 +168,7 @@ struct drop_user {
     gid_t groups[CONF_MAX_GROUPS];
     int ngroups;
     const char *name;
+    char group[64]; /* its primary group's name, for the chgrp hint */
 };
 
 static int conf_drop_user(const struct conf *c, struct drop_user *u)
@@ -180,6 +182,11 @@ static int conf_drop_user(const struct conf *c, struct drop_user *u)
     }
     u->uid = pw->pw_uid;
     u->gid = pw->pw_gid;
+    {
+        const struct group *g = getgrgid(u->gid);
+
+        snprintf(u->group, sizeof(u->group), "%s", g ? g->gr_name : u->name);
+    }
     u->ngroups = CONF_MAX_GROUPS;
     if (getgrouplist(u->name, pw->pw_gid, u->groups, &u->ngroups) < 0) {
         u->groups[0] = pw->pw_gid;
@@ -251,7 +258,7 @@ static int conf_warn_secret(struct parse *p, const struct drop_user *u, int drop
         conf__warn(p, line,
                    "%s %s is not readable by user %s, which relay25 runs as after start: the "
                    "next reload (SIGHUP) will fail; chgrp %s %s and chmod g+r %s",
-                   what, path, u->name, u->name, path, path) != 0) {
+                   what, path, u->name, u->group, path, path) != 0) {
         return -1;
     }
     return 0;
