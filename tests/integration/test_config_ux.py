@@ -12,6 +12,9 @@ import subprocess
 
 from relaytest import RELAY25_BIN, RelayTestCase, main
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SAMPLE = os.path.join(REPO, "dist", "relay25.conf.sample")
+
 # provider -> (host, port, tls, max_connections, auth_mechanisms of a password device)
 PRESETS = {
     "gmail": ("smtp.gmail.com", 587, "starttls", 4, "PLAIN, LOGIN"),
@@ -40,6 +43,44 @@ class ConfigUxTest(RelayTestCase):
 
     def check(self, path, *args, env=None):
         return self.run_check(path, *args, env=env)
+
+    # the sample config --------------------------------------------------------
+
+    def test_sample_config(self):
+        """dist/relay25.conf.sample is the README's first config block, and with only
+        the password file paths changed it passes `check` without a warning; with the
+        upstream pointed at the test peer it carries mail."""
+        with open(SAMPLE) as f:
+            sample = f.read()
+        with open(os.path.join(REPO, "README.md")) as f:
+            readme = f.read()
+        first = readme.split("### A first configuration", 1)[1]
+        block = first.split("```ini\n", 1)[1].split("```", 1)[0]
+        self.assertEqual(block, sample, "README's first config block differs from the sample")
+        users = {"printer@example.com": self.new_password("printer@example.com"),
+                 "office@example.com": self.new_password("office@example.com")}
+        text = sample
+        for user, pw in users.items():
+            old = "/etc/relay25/%s.pass" % user.split("@")[0]
+            self.assertIn(old, text)
+            text = text.replace(old, self.password_file(user, pw))
+        path = self.write(text)
+        r = self.check(path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("warning:", r.stdout)
+        self.assertIn("upstream mail: smtp.gmail.com:587 tls=starttls", r.stdout)
+        self.assertIn("device printer: 192.168.1.50/32 -> user printer@example.com", r.stdout)
+        # the same file, the provider swapped for the test peer, on a free port
+        peer = self.start_peer(users=users)
+        text = text.replace("listen = 0.0.0.0:25", "listen = 127.0.0.1:0")
+        text = text.replace("provider = gmail\n", "provider = gmail\nhost = 127.0.0.1\nport = %d\n"
+                            "ca_file = %s\nserver_name = localhost\n" % (peer.port, self.pki.ca_file))
+        path = self.write(text, name="live.ini")
+        relay = self.start_own_relay(path)
+        relay.wait_log(r"\bevent=started\b")
+        self.assertEqual(self.send_mail(relay, "office@example.com", ["b@example.net"],
+                                        b"Subject: sample\r\n\r\nhi\r\n", source="127.0.0.2"), {})
+        self.stop_expect_0(relay)
 
     # presets ----------------------------------------------------------------
 
