@@ -206,9 +206,9 @@ void conf__key_hint(enum sect s, const char *name, char *buf, size_t cap);
 /* ---- conf_preset.c: provider = NAME in [upstream NAME] ---- */
 
 /* The preset for "gmail", "ses:eu-west-1", "m365:contoso.onmicrosoft.com" (the part after
- * ':' copied into arg), or NULL with why set. */
-const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap,
-                                            const char **why);
+ * ':' copied into arg), or NULL with why in msg. */
+const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap, char *msg,
+                                            size_t msgcap);
 /* Upstream i's host, port, tls and max_connections from its preset, where not set. */
 int conf__preset_upstream(struct parse *p, size_t i);
 /* Device i's auth_mechanisms (password logins) and OAuth2 endpoints and scope (auth =
@@ -217,8 +217,8 @@ int conf__preset_upstream(struct parse *p, size_t i);
 int conf__preset_device(struct parse *p, size_t i);
 /* The device's auth_mechanisms after [relay]'s were inherited. */
 int conf__preset_mechs(struct parse *p, size_t i);
-/* Names of all presets, ", "-separated, for messages and `check`. */
-const char *conf__preset_names(void);
+/* Names of all presets, ", "-separated, into buf, for messages. */
+const char *conf__preset_names(char *buf, size_t cap);
 
 /* ---- conf_warn.c: likely mistakes that still load ---- */
 

@@ -959,10 +959,10 @@ static int set_up_connections(struct parse *p, const char *val, size_t len)
 static int set_provider(struct parse *p, const char *val, size_t len)
 {
     struct up_extra *x = &p->ux[p->cur];
-    const char *why = NULL;
+    char why[400];
 
     (void)len;
-    x->preset = conf__preset_find(val, x->preset_arg, sizeof(x->preset_arg), &why);
+    x->preset = conf__preset_find(val, x->preset_arg, sizeof(x->preset_arg), why, sizeof(why));
     if (!x->preset) {
         conf__fail_at(p, conf__here(p), "%s", why);
         return -1;

@@ -101,24 +101,21 @@ static const struct conf_preset conf_presets[] = {
 };
 #define CONF_NPRESETS (sizeof(conf_presets) / sizeof(conf_presets[0]))
 
-const char *conf__preset_names(void)
+const char *conf__preset_names(char *buf, size_t cap)
 {
-    static char names[256];
+    size_t n = 0;
 
-    if (!names[0]) {
-        size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < CONF_NPRESETS && n < cap; i++) {
+        const struct conf_preset *pr = &conf_presets[i];
+        int r = snprintf(buf + n, cap - n, "%s%s%s", i ? ", " : "", pr->name,
+                         pr->arg == ARG_REQUIRED   ? ":REGION"
+                         : pr->arg == ARG_OPTIONAL ? "[:TENANT]"
+                                                   : "");
 
-        for (size_t i = 0; i < CONF_NPRESETS && n < sizeof(names); i++) {
-            const struct conf_preset *pr = &conf_presets[i];
-            int r = snprintf(names + n, sizeof(names) - n, "%s%s%s", i ? ", " : "", pr->name,
-                             pr->arg == ARG_REQUIRED   ? ":REGION"
-                             : pr->arg == ARG_OPTIONAL ? "[:TENANT]"
-                                                       : "");
-
-            n += r > 0 ? (size_t)r : 0;
-        }
+        n += r > 0 ? (size_t)r : 0;
     }
-    return names;
+    return buf;
 }
 
 /* A region or tenant goes into a host name or URL path: letters, digits, '.', '-'. */
@@ -136,10 +133,9 @@ static int conf_preset_valid_arg(const char *s)
     return 1;
 }
 
-const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap,
-                                            const char **why)
+const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap, char *msg,
+                                            size_t msgcap)
 {
-    static char msg[400];
     const char *colon = strchr(value, ':');
     size_t nlen = colon ? (size_t)(colon - value) : strlen(value);
 
@@ -151,26 +147,23 @@ const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t
             continue;
         }
         if (colon && pr->arg == ARG_NONE) {
-            snprintf(msg, sizeof(msg), "'%s' takes nothing after ':'", pr->name);
-            *why = msg;
+            snprintf(msg, msgcap, "'%s' takes nothing after ':'", pr->name);
             return NULL;
         }
         if (!colon && pr->arg == ARG_REQUIRED) {
-            snprintf(msg, sizeof(msg), "'%s' needs the region: %s:eu-west-1", pr->name, pr->name);
-            *why = msg;
+            snprintf(msg, msgcap, "'%s' needs the region: %s:eu-west-1", pr->name, pr->name);
             return NULL;
         }
         if (colon && (!conf_preset_valid_arg(colon + 1) || strlen(colon + 1) >= cap)) {
-            snprintf(msg, sizeof(msg), "bad %s '%s' (letters, digits, '.', '-')",
+            snprintf(msg, msgcap, "bad %s '%s' (letters, digits, '.', '-')",
                      pr->arg == ARG_REQUIRED ? "region" : "tenant", colon + 1);
-            *why = msg;
             return NULL;
         }
         snprintf(arg, cap, "%s", colon ? colon + 1 : pr->arg_default ? pr->arg_default : "");
         return pr;
     }
     {
-        char name[64];
+        char name[64], names[256];
         const char *near = NULL;
         unsigned best = 3;
 
@@ -183,11 +176,10 @@ const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t
                 near = conf_presets[i].name;
             }
         }
-        snprintf(msg, sizeof(msg), "unknown provider '%s'%s%s%s (known: %s)", name,
+        snprintf(msg, msgcap, "unknown provider '%s'%s%s%s (known: %s)", name,
                  near ? "; did you mean '" : "", near ? near : "", near ? "'?" : "",
-                 conf__preset_names());
+                 conf__preset_names(names, sizeof(names)));
     }
-    *why = msg;
     return NULL;
 }
 
