@@ -18,8 +18,8 @@
 static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
-/* Records every error, one per line in err, the first first: a user fixes them all in
- * one round instead of one per run. After CONF_MAX_ERRORS one line says more were left
+/* Records every error (CONF_LOAD_STRICT; else only the first), one per line in err,
+ * the first first: a user fixes them all in one round instead of one per run. After CONF_MAX_ERRORS one line says more were left
  * out. A truncated message is still the right message, so snprintf truncation is
  * accepted. */
 static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
@@ -30,10 +30,14 @@ static void conf_failv(struct parse *p, const struct where *w, const char *fmt, 
 
     if (!p->failed) {
         p->fail_line = w && p->file ? w->line : 0;
+    } else if (!p->strict) {
+        p->failed++;
+        return; /* callers without CONF_LOAD_STRICT get the first error alone */
     }
     p->failed++;
+    /* a later error needs room for its newline and some text */
     if (!p->err || p->errlen == 0 || p->failed > CONF_MAX_ERRORS + 1 ||
-        p->errused + 2 >= p->errlen) {
+        (p->errused > 0 && p->errused + 2 >= p->errlen)) {
         return;
     }
     e = p->err + p->errused;

@@ -294,7 +294,8 @@ struct conf {
 
 /* Load a file (path != NULL) or the RELAY25_* environment (path == NULL).
  * On failure returns NULL and writes one line such as
- * "relay25.conf:12: unknown key 'hots' in [upstream gmail]" into err.
+ * "relay25.conf:12: unknown key 'hots' in [upstream gmail]" into err (with
+ * CONF_LOAD_STRICT: one such line per error).
  * load_ca: also read each ca_file (0 lets tests and `check` of a file on another
  * host skip it). */
 struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
@@ -302,9 +303,10 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
  * refresh_token stays NULL), for `relay25 oauth login`, which writes it. */
 #define CONF_LOAD_LOGIN 2
 /* load_ca may add this for loads a user reads the errors of (the CLI, serve, reload):
- * unknown keys get "did you mean" / "belongs in [section]" hints, and two devices with
- * one match are an error. Without it the messages and checks are the older, terser
- * ones some callers and tests compare exactly. */
+ * err gets every error, one per line (the first first), unknown keys get "did you
+ * mean" / "belongs in [section]" hints, and two devices with one match are an error.
+ * Without it err holds the first error alone, in the older wording, as some callers
+ * and tests expect. */
 #define CONF_LOAD_STRICT 4
 void conf_free(struct conf *c);
 /* A snapshot outlives a reload while anything holds it. conf_load() returns it
