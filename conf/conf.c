@@ -19,9 +19,9 @@ static void conf_failv(struct parse *p, const struct where *w, const char *fmt, 
     __attribute__((format(printf, 3, 0)));
 
 /* Records every error (CONF_LOAD_STRICT; else only the first), one per line in err,
- * the first first: a user fixes them all in one round instead of one per run. After CONF_MAX_ERRORS one line says more were left
- * out. A truncated message is still the right message, so snprintf truncation is
- * accepted. */
+ * the first first: a user fixes them all in one round instead of one per run. After
+ * CONF_MAX_ERRORS one line says more were left out. A truncated message is still the
+ * right message, so snprintf truncation is accepted. */
 static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
 {
     char *e;
