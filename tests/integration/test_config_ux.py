@@ -8,6 +8,7 @@ in to every upstream of every failover list with TLS version, cipher and mechani
 
 import os
 import re
+import signal
 import subprocess
 
 from relaytest import RELAY25_BIN, RelayTestCase, main
@@ -153,6 +154,29 @@ class ConfigUxTest(RelayTestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(s.returncode, 78, s.stderr)
         self.assertEqual(s.stderr.splitlines(), lines)
+
+    def test_reload_refused_with_every_error(self):
+        """SIGHUP with a broken file: one log line naming every error, the old
+        configuration stays."""
+        devices, users = self.default_devices()
+        peer = self.start_peer(users=users)
+        path = self.write_config({"main": self.upstream(peer)}, devices)
+        relay = self.start_own_relay(path)
+        relay.wait_log(r"\bevent=started\b")
+        with open(path, "a") as f:
+            f.write("\n[device extra]\nmatch = 10.9.9.9\nuser = x@example.com\npasword = x\n"
+                    "ca_file = /x\n")
+        relay.proc.send_signal(signal.SIGHUP)
+        line = relay.wait_log(r"^error \S+ relay25 event=reload status=refused error=\"(.*)\"$")
+        errs = line.group(1).split(";")
+        self.assertEqual(len(errs), 2, line.string)
+        self.assertRegex(errs[0], r"^%s:\d+: unknown key 'pasword' in \[device extra\] \(did you "
+                         r"mean 'password'\?\)$" % re.escape(path))
+        self.assertRegex(errs[1], r"^%s:\d+: unknown key 'ca_file' in \[device extra\] "
+                         r"\('ca_file' belongs in \[upstream NAME\]\)$" % re.escape(path))
+        self.assertEqual(self.send_mail(relay, "a@example.org", ["b@example.net"],
+                                        b"Subject: still\r\n\r\nhi\r\n", source="127.0.0.2"), {})
+        self.stop_expect_0(relay)
 
     def test_duplicate_match(self):
         devices, users = self.default_devices()
