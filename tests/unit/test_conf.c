@@ -513,6 +513,15 @@ static void test_errors(void)
     EXPECT_ERR("[relay foo]\n", "relay25.conf:1: ", "[relay] takes no name");
     EXPECT_ERR("[upstream]\n", "relay25.conf:1: ", "needs a name");
     EXPECT_ERR("[upstream a b]\n", "relay25.conf:1: ", "bad section header");
+    /* provider = (conf_preset.c; the table is in test_conf_preset.c) */
+    EXPECT_ERR("[upstream a]\nprovider = smtp.gmail.com\n" DEV,
+               "relay25.conf:2: provider: ", "unknown provider 'smtp.gmail.com' (known: gmail, ");
+    EXPECT_ERR("[upstream a]\nprovider = ses\n" DEV,
+               "relay25.conf:2: provider: ", "'ses' needs the region: ses:eu-west-1");
+    EXPECT_ERR("[upstream a]\nprovider = gmail\nprovider = m365\n" DEV,
+               "relay25.conf:3: ", "duplicate key 'provider' in [upstream a] (first on line 2)");
+    EXPECT_ERR("[device default]\nprovider = gmail\n",
+               "relay25.conf:2: ", "unknown key 'provider' in [device default]");
     EXPECT_ERR("[upstream a/b]\n", "relay25.conf:1: ", "bad name 'a/b'");
     EXPECT_ERR("host = x\n", "relay25.conf:1: ", "outside any section");
 
