@@ -1,7 +1,9 @@
 /* check: validates the configuration and prints the device -> credentials ->
- * upstream map; with --upstream it also logs in to every upstream with every
- * credential (verified TLS), and with --rcpt tries MAIL FROM / RCPT TO, then
- * RSET, so nothing is sent. */
+ * upstream map with each device's effective policy, rates, mode, failover list and
+ * routes, what provider presets filled, and the config warnings; with --upstream it
+ * also logs in to every upstream of every device's failover list with the device's
+ * credentials (verified TLS; TLS version, cipher and SASL mechanism shown), and with
+ * --rcpt tries MAIL FROM / RCPT TO, then RSET, so nothing is sent. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +27,7 @@ enum check_step { CHECK_AUTH, CHECK_MAIL, CHECK_RCPT, CHECK_RSET, CHECK_DONE };
 
 struct check_probe {
     const struct conf_device *dev;
+    const struct conf_upstream *up_conf; /* the upstream of dev's failover list probed */
     struct up_acquire acq;
     struct up_session *up;
     const char *rcpt;
@@ -68,9 +71,108 @@ static void check_print_oauth(const struct conf_device *d)
     printf(") -> upstream %s\n", d->up->name);
 }
 
+static void check_print_rate(const char *name, const struct conf_rate *r)
+{
+    const char *per = r->per_seconds == 1      ? "second"
+                      : r->per_seconds == 60   ? "minute"
+                      : r->per_seconds == 3600 ? "hour"
+                                               : "day";
+
+    if (r->count == 0) {
+        printf("%s unlimited", name);
+    } else {
+        printf("%s %u/%s", name, r->count, per);
+    }
+}
+
+static void check_print_patterns(const char *name, const struct conf_patterns *pl)
+{
+    printf("%s ", name);
+    if (pl->n == 0) {
+        printf("any");
+    }
+    for (size_t i = 0; i < pl->n; i++) {
+        printf("%s%s", i ? ", " : "", pl->items[i]);
+    }
+}
+
+/* What a device really gets once [relay] defaults and presets are applied: the
+ * first config a user writes is checked against this, not against the file. */
+static void check_print_effective(const struct conf *c, const struct conf_device *d)
+{
+    static const char *const mechs[] = {"", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "PLAIN", "LOGIN"};
+
+    printf("  failover:");
+    for (size_t j = 0; j < d->nups; j++) {
+        printf("%s %s (%s:%u)", j ? "," : "", d->ups[j]->name, d->ups[j]->host,
+               (unsigned)d->ups[j]->port);
+    }
+    printf("\n  mode %s, on_upstream_failure %s",
+           d->mode == CONF_MODE_SPOOL ? "spool" : "passthrough",
+           d->on_failure == CONF_ON_FAILURE_QUEUE ? "queue" : "reject");
+    if (d->mode == CONF_MODE_SPOOL || d->on_failure == CONF_ON_FAILURE_QUEUE) {
+        printf(", spool_dir %s", c->spool_dir);
+    }
+    printf("\n  policy: ");
+    check_print_patterns("allowed_senders", &d->allowed_senders);
+    printf("; ");
+    check_print_patterns("allowed_recipients", &d->allowed_recipients);
+    if (d->rewrite_sender) {
+        printf("; rewrite_sender %s%s", d->rewrite_sender,
+               d->rewrite_from_header ? " (From: too)" : "");
+    }
+    printf("\n  rates: ");
+    check_print_rate("message_rate", &d->message_rate);
+    printf(", ");
+    check_print_rate("recipient_rate", &d->recipient_rate);
+    printf(" per %s\n", d->rate_by == CONF_RATE_BY_DEVICE ? "device" : "client address");
+    if (d->auth == CONF_AUTH_PASSWORD) {
+        printf("  auth_mechanisms ");
+        if (d->auth_mechanisms[0] == CONF_MECH_END) {
+            printf("default (strongest offered)");
+        }
+        for (size_t k = 0; k < CONF_MAX_MECHS && d->auth_mechanisms[k] != CONF_MECH_END; k++) {
+            printf("%s%s", k ? ", " : "",
+                   d->auth_mechanisms[k] < sizeof(mechs) / sizeof(mechs[0])
+                       ? mechs[d->auth_mechanisms[k]]
+                       : "?");
+        }
+        printf("\n");
+    }
+    if (d->preset_filled) {
+        printf("  from provider %s: %s\n", d->up->provider ? d->up->provider : "?",
+               d->preset_filled);
+    }
+    for (size_t r = 0; r < c->nroutes; r++) {
+        const struct conf_route *rt = &c->routes[r];
+        int applies = rt->ndevices == 0;
+
+        for (size_t k = 0; k < rt->ndevices && !applies; k++) {
+            applies = strcmp(rt->devices[k], d->name) == 0;
+        }
+        if (!applies) {
+            continue;
+        }
+        printf("  route %s: ", rt->cred.name);
+        check_print_patterns("senders", &rt->senders);
+        printf(" -> user %s -> upstream", rt->cred.user);
+        for (size_t j = 0; j < rt->cred.nups; j++) {
+            printf("%s %s", j ? "," : "", rt->cred.ups[j]->name);
+        }
+        printf("\n");
+    }
+}
+
 static void check_print(const struct conf *c)
 {
     printf("config %s: ok\n", c->path ? c->path : "(environment)");
+    for (size_t i = 0; i < c->nwarnings; i++) {
+        if (c->warnings[i].line > 0) {
+            printf("warning: %s:%d: %s\n", c->path, c->warnings[i].line, c->warnings[i].text);
+        } else {
+            printf("warning: %s\n", c->warnings[i].text);
+        }
+    }
     if (c->exposed_line) {
         printf("warning: %s is readable by others and holds a password (line %d): chmod o-r "
                "it, or use password_file\n",
@@ -110,6 +212,11 @@ static void check_print(const struct conf *c)
         printf("upstream %s: %s:%u tls=%s server_name=%s verify=%s ca_file=%s\n", u->name, u->host,
                (unsigned)u->port, u->tls == CONF_TLS_IMPLICIT ? "implicit" : "starttls",
                u->server_name, u->tls_verify ? "yes" : "NO", u->ca_file);
+        printf("  max_connections %u\n", u->max_connections);
+        if (u->provider) {
+            printf("  provider %s set: %s\n", u->provider,
+                   u->preset_filled ? u->preset_filled : "nothing (every key given)");
+        }
         char w[200];
         if (conf_upstream_warning(u, w, sizeof(w))) {
             printf("warning: %s\n", w);
@@ -131,6 +238,7 @@ static void check_print(const struct conf *c)
             printf(" -> user %s (password from %s) -> upstream %s\n", d->user, d->password_source,
                    d->up->name);
         }
+        check_print_effective(c, d);
     }
 }
 
@@ -171,7 +279,11 @@ static void check_on_acquired(struct up_acquire *req, struct up_session *s, int 
         return;
     }
     if (!p->rcpt) {
-        check_set(p, 1, "authenticated");
+        char tls[96], text[200];
+
+        snprintf(text, sizeof(text), "authenticated (%s, AUTH %s)",
+                 up_tls_desc(s, tls, sizeof(tls)), up_mech_name(s));
+        check_set(p, 1, text);
         up_quit(p->up);
         return;
     }
@@ -241,14 +353,22 @@ static const struct up_cbs check_cbs = {
     .on_close = check_on_close,
 };
 
+/* Every upstream of every device's failover list, each with the device's
+ * credentials: a failover target that would refuse the login is found now, not on
+ * the day the first upstream is down. */
 static int check_upstreams(const struct conf *c, const char *rcpt)
 {
     uv_loop_t loop;
-    struct check_probe *probes = calloc(c->ndevices, sizeof(*probes));
+    struct check_probe *probes;
     struct up_oauth_set *oauth;
     struct up_pool *pool;
+    size_t n = 0, k = 0;
     int failed = 0;
 
+    for (size_t i = 0; i < c->ndevices; i++) {
+        n += c->devices[i].nups;
+    }
+    probes = calloc(n ? n : 1, sizeof(*probes));
     if (!probes) {
         return EX_OSERR;
     }
@@ -257,25 +377,28 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
     /* the same slots as the daemon's: max_connections probes at a time per upstream */
     pool = up_pool_new(&loop, CHECK_POOL_IDLE);
     for (size_t i = 0; i < c->ndevices; i++) {
-        struct check_probe *p = &probes[i];
-        struct up_acquire *q = &p->acq;
+        for (size_t j = 0; j < c->devices[i].nups; j++) {
+            struct check_probe *p = &probes[k++];
+            struct up_acquire *q = &p->acq;
 
-        p->dev = &c->devices[i];
-        p->rcpt = rcpt;
-        memset(q, 0, sizeof(*q));
-        q->dev = p->dev;
-        q->ups = &p->dev->up; /* this device's own upstream: no failover in a check */
-        q->nups = 1;
-        q->conf = c;
-        q->oauth = up_oauth_set_find(oauth, p->dev); /* fetches a token: checks the grant */
-        q->sid = log_new_id();
-        q->wait_seconds = c->command_timeout;
-        q->cbs = &check_cbs;
-        q->arg = p;
-        q->on_done = check_on_acquired;
-        snprintf(p->result, sizeof(p->result), "FAILED: no result");
-        if (!pool || up_pool_acquire(pool, q) < 0) {
-            snprintf(p->result, sizeof(p->result), "FAILED: out of memory");
+            p->dev = &c->devices[i];
+            p->up_conf = p->dev->ups[j];
+            p->rcpt = rcpt;
+            memset(q, 0, sizeof(*q));
+            q->dev = p->dev;
+            q->ups = &p->dev->ups[j]; /* one upstream of the list: no failover in a check */
+            q->nups = 1;
+            q->conf = c;
+            q->oauth = up_oauth_set_find(oauth, p->dev); /* fetches a token: checks the grant */
+            q->sid = log_new_id();
+            q->wait_seconds = c->command_timeout;
+            q->cbs = &check_cbs;
+            q->arg = p;
+            q->on_done = check_on_acquired;
+            snprintf(p->result, sizeof(p->result), "FAILED: no result");
+            if (!pool || up_pool_acquire(pool, q) < 0) {
+                snprintf(p->result, sizeof(p->result), "FAILED: out of memory");
+            }
         }
     }
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -285,10 +408,10 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
     }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    for (size_t i = 0; i < c->ndevices; i++) {
+    for (size_t i = 0; i < n; i++) {
         const struct check_probe *p = &probes[i];
         printf("device %s: user %s at upstream %s (%s:%u): %s\n", p->dev->name, p->dev->user,
-               p->dev->up->name, p->dev->up->host, (unsigned)p->dev->up->port, p->result);
+               p->up_conf->name, p->up_conf->host, (unsigned)p->up_conf->port, p->result);
         failed |= !p->ok;
     }
     free(probes);

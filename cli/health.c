@@ -104,17 +104,17 @@ static int health_target(const char *path, char *out, size_t cap)
     struct conf *c = NULL;
 
     if (path) {
-        c = conf_load(path, 0, err, sizeof(err));
+        c = conf_load(path, CONF_LOAD_STRICT, err, sizeof(err));
         if (!c) {
             fprintf(stderr, "relay25 health: %s\n", err);
             return EX_CONFIG;
         }
     } else if (e && *e) {
-        c = conf_load(e, 0, err, sizeof(err));
+        c = conf_load(e, CONF_LOAD_STRICT, err, sizeof(err));
     } else if (access(RELAY25_DEFAULT_CONFIG, F_OK) == 0) {
-        c = conf_load(RELAY25_DEFAULT_CONFIG, 0, err, sizeof(err));
+        c = conf_load(RELAY25_DEFAULT_CONFIG, CONF_LOAD_STRICT, err, sizeof(err));
     } else if (getenv("RELAY25_UPSTREAM")) {
-        c = conf_load(NULL, 0, err, sizeof(err));
+        c = conf_load(NULL, CONF_LOAD_STRICT, err, sizeof(err));
     }
     if (c && c->nlisten > 0) {
         health_from_listen(&c->listen[0], out, cap);

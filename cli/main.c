@@ -39,7 +39,7 @@ int cli_missing(const char *cmd, const char *opt, const char *what)
 
 struct conf *cli_load_conf(const char *path, int load_ca)
 {
-    char err[1024];
+    char err[4096]; /* every config error, one per line */
     struct conf *c;
 
     if (!path) {
@@ -56,9 +56,16 @@ struct conf *cli_load_conf(const char *path, int load_ca)
             }
         }
     }
-    c = conf_load(path, load_ca, err, sizeof(err));
+    c = conf_load(path, load_ca | CONF_LOAD_STRICT, err, sizeof(err));
     if (!c) {
-        fprintf(stderr, "relay25: %s\n", err);
+        /* "relay25: " before each error line */
+        for (char *line = err, *nl; line; line = nl) {
+            nl = strchr(line, '\n');
+            if (nl) {
+                *nl++ = '\0';
+            }
+            fprintf(stderr, "relay25: %s\n", line);
+        }
     }
     return c;
 }

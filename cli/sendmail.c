@@ -182,7 +182,7 @@ static struct conf *sm_load_conf(const char *path)
             return NULL;
         }
     }
-    c = conf_load(path, 1, err, sizeof(err));
+    c = conf_load(path, 1 | CONF_LOAD_STRICT, err, sizeof(err));
     if (!c) {
         sm_say("%s", err);
     }
@@ -397,7 +397,7 @@ static int sm_list_queue(const char *path)
     } else if (!path && !getenv("RELAY25_UPSTREAM")) {
         return cli_queue_list_unconfigured(RELAY25_DEFAULT_SPOOL_DIR);
     }
-    if (!(c = conf_load(path, 0, err, sizeof(err)))) {
+    if (!(c = conf_load(path, CONF_LOAD_STRICT, err, sizeof(err)))) {
         sm_say("%s", err);
         return EX_CONFIG;
     }

@@ -119,6 +119,23 @@ static void serve_check_exposed(const struct conf *c)
                  "password: chmod o-r it, or use password_file\"",
                  c->path, c->exposed_line);
     }
+    /* conf_warn.c: likely mistakes that still load, one line each */
+    for (size_t i = 0; i < c->nwarnings; i++) {
+        const struct conf_warning *w = &c->warnings[i];
+        char text[640];
+        size_t n = 0;
+
+        for (const char *s = w->text; *s && n + 1 < sizeof(text); s++) {
+            text[n++] = *s == '"' ? '\'' : *s; /* the value is quoted in the log line */
+        }
+        text[n] = '\0';
+        if (w->line > 0) {
+            log_warn(0, "relay25", "event=config file=%s line=%d warning=\"%s\"", c->path, w->line,
+                     text);
+        } else {
+            log_warn(0, "relay25", "event=config warning=\"%s\"", text);
+        }
+    }
 }
 
 /* The soft limit is often 1024 (systemd's default, a shell's): up to the hard
@@ -182,7 +199,8 @@ static void serve_apply_log(const struct conf *c)
     log_set_level(c->log_level);
     /* conf's auto | yes | no are enum log_ts's values */
     log_set_timestamps((enum log_ts)c->log_timestamps);
-    log_set_output(c->log_syslog, c->log_json);
+    /* no syslog daemon: stderr rather than nothing (conf_warn.c decided and warned) */
+    log_set_output(c->log_syslog && !c->syslog_unavailable, c->log_json);
 }
 
 static void serve_closed(void *arg)
@@ -283,7 +301,7 @@ static void serve_on_signal(uv_signal_t *h, int signum)
 static void serve_on_hup(uv_signal_t *h, int signum)
 {
     struct serve *sv = h->data;
-    char err[1024];
+    char err[4096];
     struct conf *c;
 
     (void)signum;
@@ -301,8 +319,12 @@ static void serve_on_hup(uv_signal_t *h, int signum)
         serve_notify(msg);
     }
     /* the file is read again as the unprivileged user: it must stay readable */
-    c = conf_load(sv->path, 1, err, sizeof(err));
+    c = conf_load(sv->path, 1 | CONF_LOAD_STRICT, err, sizeof(err));
     if (!c) {
+        /* every error on its own line in err: one log line, "; " between them */
+        for (char *nl = strchr(err, '\n'); nl; nl = strchr(nl, '\n')) {
+            *nl = ';';
+        }
         log_err(0, "relay25", "event=reload status=refused error=\"%s\"", err);
         serve_notify("READY=1");
         return;

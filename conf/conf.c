@@ -1,7 +1,8 @@
 /* conf: loads the immutable struct conf (defaults first, then one INI file or the
  * RELAY25_* environment, then the cross-checks and the secrets), frees it, and
- * counts its holders. Owns the parse state and its one error message (the first
- * wins, "file:line: ..."). Timeout defaults follow RFC 5321 §4.5.3.2. */
+ * counts its holders. Owns the parse state and its error text (every error on its
+ * own line, "file:line: ...", the first first). Timeout defaults follow RFC 5321
+ * §4.5.3.2. */
 #include "conf/conf.h"
 
 #include <stdarg.h>
@@ -17,38 +18,57 @@
 static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
-/* Records the first error only; later ones are consequences or come after it. A
- * truncated message is still the right message, so snprintf truncation is accepted. */
+/* Records every error (CONF_LOAD_STRICT; else only the first), one per line in err,
+ * the first first: a user fixes them all in one round instead of one per run. After
+ * CONF_MAX_ERRORS one line says more were left out. A truncated message is still the
+ * right message, so snprintf truncation is accepted. */
 static void conf_failv(struct parse *p, const struct where *w, const char *fmt, va_list ap)
 {
-    size_t n = 0;
+    char *e;
+    size_t cap, n = 0;
     int r = 0;
 
-    if (p->failed) {
+    if (!p->failed) {
+        p->fail_line = w && p->file ? w->line : 0;
+    } else if (!p->strict) {
+        p->failed++;
+        return; /* callers without CONF_LOAD_STRICT get the first error alone */
+    }
+    p->failed++;
+    /* a later error needs room for its newline and some text */
+    if (!p->err || p->errlen == 0 || p->failed > CONF_MAX_ERRORS + 1 ||
+        (p->errused > 0 && p->errused + 2 >= p->errlen)) {
         return;
     }
-    p->failed = 1;
-    p->fail_line = w && p->file ? w->line : 0;
-    if (!p->err || p->errlen == 0) {
+    e = p->err + p->errused;
+    cap = p->errlen - p->errused;
+    if (p->errused > 0) {
+        *e++ = '\n';
+        cap--;
+    }
+    e[0] = '\0';
+    if (p->failed == CONF_MAX_ERRORS + 1) {
+        snprintf(e, cap, "(more errors not shown)");
+        p->errused += strlen(p->err + p->errused);
         return;
     }
-    p->err[0] = '\0';
     if (w && p->file) {
         if (w->line > 0) {
-            r = snprintf(p->err, p->errlen, "%s:%d: %s%s", p->file, w->line, w->key ? w->key : "",
+            r = snprintf(e, cap, "%s:%d: %s%s", p->file, w->line, w->key ? w->key : "",
                          w->key ? ": " : "");
         } else {
-            r = snprintf(p->err, p->errlen, "%s: ", p->file);
+            r = snprintf(e, cap, "%s: ", p->file);
         }
     } else if (w && w->var) {
-        r = snprintf(p->err, p->errlen, "%s: ", w->var);
+        r = snprintf(e, cap, "%s: ", w->var);
     }
     if (r > 0) {
-        n = (size_t)r;
+        n = (size_t)r < cap ? (size_t)r : cap - 1;
     }
-    if (n < p->errlen) {
-        vsnprintf(p->err + n, p->errlen - n, fmt, ap);
+    if (n < cap) {
+        vsnprintf(e + n, cap - n, fmt, ap);
     }
+    p->errused += strlen(p->err + p->errused);
 }
 
 void conf__fail_raw(struct parse *p, const char *fmt, ...)
@@ -146,7 +166,8 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     p.err = err;
     p.errlen = errlen;
     p.login = (load_ca & CONF_LOAD_LOGIN) != 0;
-    load_ca &= ~CONF_LOAD_LOGIN;
+    p.strict = (load_ca & CONF_LOAD_STRICT) != 0;
+    load_ca &= ~(CONF_LOAD_LOGIN | CONF_LOAD_STRICT);
     if (err && errlen) {
         err[0] = '\0';
     }
@@ -201,10 +222,17 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     } else if (conf__load_env(&p) != 0) {
         goto fail;
     }
-    if (conf__finish_relay(&p) != 0 || conf__finish_upstreams(&p) != 0 ||
-        conf__finish_devices(&p) != 0 || conf__finish_routes(&p) != 0 ||
-        conf__load_secrets(&p) != 0) {
-        goto fail;
+    {
+        /* [relay] and the upstreams do not depend on each other: both are reported */
+        int bad = conf__finish_relay(&p) != 0;
+
+        if (conf__finish_upstreams(&p) != 0) {
+            goto fail;
+        }
+        if (conf__finish_devices(&p) != 0 || bad || conf__finish_routes(&p) != 0 ||
+            conf__load_secrets(&p) != 0) {
+            goto fail;
+        }
     }
     /* users_file is read before the logins that name its entries are checked */
     if (conf__check_inbound(&p) != 0 || (c->users_file && conf__load_users(&p) != 0) ||
@@ -217,6 +245,9 @@ struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen)
     }
     if (p.others_read) {
         c->exposed_line = p.inline_line;
+    }
+    if (conf__warnings(&p) != 0) {
+        goto fail;
     }
     conf_parse_free(&p);
     return c;
@@ -282,6 +313,7 @@ void conf_free(struct conf *c)
         conf_free_patterns(&d->allowed_senders);
         conf_free_patterns(&d->allowed_recipients);
         free(d->rewrite_sender);
+        free(d->preset_filled);
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         struct conf_route *r = &c->routes[i];
@@ -313,6 +345,8 @@ void conf_free(struct conf *c)
         free(u->host);
         free(u->ca_file);
         free(u->server_name);
+        free(u->provider);
+        free(u->preset_filled);
     }
     free(c->devices);
     free(c->upstreams);
@@ -338,6 +372,10 @@ void conf_free(struct conf *c)
     free(c->origin);
     free(c->spool_dir);
     free(c->path);
+    for (size_t i = 0; i < c->nwarnings; i++) {
+        free(c->warnings[i].text);
+    }
+    free(c->warnings);
     free(c);
 }
 

@@ -111,6 +111,9 @@ struct conf_upstream {
     const struct tls_ca *ca;  /* loaded trust anchors (shared between upstreams with one ca_file) */
     unsigned max_connections; /* sessions at once to this upstream (up_pool), default 4 */
     int line;                 /* line of the section header, for messages */
+    char *provider;           /* provider = gmail, ses:eu-west-1 (conf_preset.c); NULL: none */
+    char *preset_filled;      /* "host smtp.gmail.com, port 587, ...": what the preset set, for
+                                 `check`; NULL when it set nothing */
 };
 
 /* A token bucket rate: `count` events per `per_seconds` (e.g. "30/minute"). */
@@ -160,6 +163,7 @@ struct conf_device {
      * LF is a line end in its DATA (<LF>.<LF> ends it), sent upstream as CRLF */
     int lf_line_ends;
     int line;
+    char *preset_filled; /* device keys its upstream's provider preset set, for `check` */
 };
 
 /* [route NAME]: the first route (file order) whose senders match the envelope
@@ -174,6 +178,12 @@ struct conf_route {
     char **devices;               /* devices = scanner, printer; none: every device */
     size_t ndevices;
     int line;
+};
+
+/* One warning: "file:line: text" when line > 0, else text alone. */
+struct conf_warning {
+    int line;
+    char *text;
 };
 
 struct conf_listen {
@@ -265,12 +275,20 @@ struct conf {
     int log_json;   /* log_format = text (0, default) | json (1) */
     /* log_timestamps = auto (0, default: on unless stderr is the journal) | yes (1) | no (2) */
     int log_timestamps;
+    /* log = syslog, but nothing listened on /dev/log at load time (conf_warn.c): serve
+     * logs to stderr instead, so the daemon never runs silent */
+    int syslog_unavailable;
     struct conf_listen metrics_listen; /* metrics_listen = 127.0.0.1:9325 */
     int metrics_enabled;
     char *submit; /* [sendmail] submit = host:port of a relay25 daemon; NULL: direct */
     char *origin; /* [sendmail] origin: domain for unqualified addresses; default hostname */
 
     unsigned refs; /* holders, the loader included (conf_hold / conf_release) */
+
+    /* Things that load but are likely mistakes (conf_warn.c): `check` prints them and
+     * `serve` logs them at start and on reload. */
+    struct conf_warning *warnings;
+    size_t nwarnings;
 
     struct conf_upstream *upstreams;
     size_t nupstreams;
@@ -282,13 +300,20 @@ struct conf {
 
 /* Load a file (path != NULL) or the RELAY25_* environment (path == NULL).
  * On failure returns NULL and writes one line such as
- * "relay25.conf:12: unknown key 'hots' in [upstream gmail]" into err.
+ * "relay25.conf:12: unknown key 'hots' in [upstream gmail]" into err (with
+ * CONF_LOAD_STRICT: one such line per error).
  * load_ca: also read each ca_file (0 lets tests and `check` of a file on another
  * host skip it). */
 struct conf *conf_load(const char *path, int load_ca, char *err, size_t errlen);
 /* load_ca may add this: a missing oauth_refresh_token_file is no error (its
  * refresh_token stays NULL), for `relay25 oauth login`, which writes it. */
 #define CONF_LOAD_LOGIN 2
+/* load_ca may add this for loads a user reads the errors of (the CLI, serve, reload):
+ * err gets every error, one per line (the first first), unknown keys get "did you
+ * mean" / "belongs in [section]" hints, and two devices with one match are an error.
+ * Without it err holds the first error alone, in the older wording, as some callers
+ * and tests expect. */
+#define CONF_LOAD_STRICT 4
 void conf_free(struct conf *c);
 /* A snapshot outlives a reload while anything holds it. conf_load() returns it
  * with refs = 1, the loader's; conf_hold() adds a holder, conf_release() drops one

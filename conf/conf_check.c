@@ -93,6 +93,7 @@ int conf__finish_relay(struct parse *p)
 int conf__finish_upstreams(struct parse *p)
 {
     struct conf *c = p->c;
+    int bad = 0;
 
     if (c->nupstreams == 0) {
         conf__fail_at(p, conf__line(p, p->lineno > 0 ? p->lineno : 1),
@@ -103,9 +104,18 @@ int conf__finish_upstreams(struct parse *p)
         struct conf_upstream *u = &c->upstreams[i];
         struct up_extra *x = &p->ux[i];
 
+        /* each upstream's errors are its own: report them all */
+        if (conf__preset_upstream(p, i) != 0) {
+            bad = 1;
+            continue;
+        }
         if (!u->host) {
-            conf__fail_at(p, conf__line(p, u->line), "[upstream %s] has no host", u->name);
-            return -1;
+            conf__fail_at(p, conf__line(p, u->line),
+                          "[upstream %s] has no host (set host = "
+                          "or provider =)",
+                          u->name);
+            bad = 1;
+            continue;
         }
         /* Port 465 is implicit TLS (RFC 8314 §3.3); 587 is submission with STARTTLS. */
         if (!x->tls_given) {
@@ -122,7 +132,7 @@ int conf__finish_upstreams(struct parse *p)
             return -1;
         }
     }
-    return 0;
+    return bad ? -1 : 0;
 }
 
 static int conf_copy_patterns(struct parse *p, struct conf_patterns *dst,
@@ -293,9 +303,88 @@ static int conf_check_oauth(struct parse *p, size_t i)
     return 0;
 }
 
+/* Two devices with one match entry: the first in the file would always win and the
+ * second would never be used, which is never what was meant. */
+static int conf_check_duplicate_match(struct parse *p)
+{
+    const struct conf *c = p->c;
+    int bad = 0;
+
+    for (size_t i = 1; i < c->ndevices; i++) {
+        const struct conf_device *d = &c->devices[i];
+
+        for (size_t m = 0; m < d->nmatch; m++) {
+            const struct cidr *a = &d->match[m];
+            int found = 0;
+
+            for (size_t k = 0; k < i && !found; k++) {
+                const struct conf_device *o = &c->devices[k];
+
+                for (size_t n = 0; n < o->nmatch && !found; n++) {
+                    const struct cidr *b = &o->match[n];
+                    char buf[64];
+
+                    if (a->family != b->family || a->prefix != b->prefix ||
+                        memcmp(a->addr, b->addr, sizeof(a->addr)) != 0) {
+                        continue;
+                    }
+                    found = 1;
+                    conf__fail_at(p,
+                                  p->dx[i].match_given ? p->dx[i].match_at : conf__line(p, d->line),
+                                  "%s is also the match of [device %s] (line %d): the first "
+                                  "device would always win; give each client to one device",
+                                  cidr_format(a, buf, sizeof(buf)), o->name, o->line);
+                    bad = 1;
+                }
+            }
+        }
+    }
+    return bad ? -1 : 0;
+}
+
+/* One device's checks; the caller goes on with the next device after an error. */
+static int conf_finish_device(struct parse *p, size_t i)
+{
+    struct conf_device *d = &p->c->devices[i];
+    struct dev_extra *x = &p->dx[i];
+    struct where sec = conf__line(p, d->line);
+
+    if (!d->user) {
+        conf__fail_at(p, sec, "[device %s] has no user", d->name);
+        return -1;
+    }
+    if (conf__preset_device(p, i) != 0 || conf_check_oauth(p, i) != 0) {
+        return -1;
+    }
+    if (x->pw == PW_NONE && d->auth == CONF_AUTH_PASSWORD) {
+        conf__fail_at(p, sec,
+                      "[device %s] needs exactly one of password_file, password_env, "
+                      "password",
+                      d->name);
+        return -1;
+    }
+    if (!d->is_default && d->nmatch == 0 && !d->login) {
+        conf__fail_at(p, x->match_given ? x->match_at : sec,
+                      "[device %s] has no match (only [device default] or a device with "
+                      "login may omit it)",
+                      d->name);
+        return -1;
+    }
+    if (conf_resolve_upstreams(p, d, x, "device") != 0 || conf_inherit_policy(p, i) != 0 ||
+        conf__preset_mechs(p, i) != 0) {
+        return -1;
+    }
+    if (d->rewrite_from_header && !d->rewrite_sender) {
+        conf__fail_at(p, sec, "[device %s] has rewrite_from_header but no rewrite_sender", d->name);
+        return -1;
+    }
+    return 0;
+}
+
 int conf__finish_devices(struct parse *p)
 {
     struct conf *c = p->c;
+    int bad = 0;
 
     if (c->ndevices == 0) {
         conf__fail_at(p, conf__line(p, p->lineno > 0 ? p->lineno : 1),
@@ -304,41 +393,14 @@ int conf__finish_devices(struct parse *p)
         return -1;
     }
     for (size_t i = 0; i < c->ndevices; i++) {
-        struct conf_device *d = &c->devices[i];
-        struct dev_extra *x = &p->dx[i];
-        struct where sec = conf__line(p, d->line);
-
-        if (!d->user) {
-            conf__fail_at(p, sec, "[device %s] has no user", d->name);
-            return -1;
-        }
-        if (conf_check_oauth(p, i) != 0) {
-            return -1;
-        }
-        if (x->pw == PW_NONE && d->auth == CONF_AUTH_PASSWORD) {
-            conf__fail_at(p, sec,
-                          "[device %s] needs exactly one of password_file, password_env, "
-                          "password",
-                          d->name);
-            return -1;
-        }
-        if (!d->is_default && d->nmatch == 0 && !d->login) {
-            conf__fail_at(p, x->match_given ? x->match_at : sec,
-                          "[device %s] has no match (only [device default] or a device with "
-                          "login may omit it)",
-                          d->name);
-            return -1;
-        }
-        if (conf_resolve_upstreams(p, d, x, "device") != 0 || conf_inherit_policy(p, i) != 0) {
-            return -1;
-        }
-        if (d->rewrite_from_header && !d->rewrite_sender) {
-            conf__fail_at(p, sec, "[device %s] has rewrite_from_header but no rewrite_sender",
-                          d->name);
-            return -1;
+        if (conf_finish_device(p, i) != 0) {
+            bad = 1;
         }
     }
-    return 0;
+    if (p->strict && conf_check_duplicate_match(p) != 0) {
+        bad = 1;
+    }
+    return bad ? -1 : 0;
 }
 
 int conf__finish_routes(struct parse *p)

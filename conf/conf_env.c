@@ -6,6 +6,70 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Each variable and the INI key it stands for. */
+static const struct {
+    const char *var;
+    enum sect sect;
+    const char *key;
+} vars[] = {
+    {"RELAY25_LISTEN", SECT_RELAY, "listen"},
+    {"RELAY25_ALLOW", SECT_RELAY, "allow"},
+    {"RELAY25_HOSTNAME", SECT_RELAY, "hostname"},
+    {"RELAY25_MAX_MESSAGE_SIZE", SECT_RELAY, "max_message_size"},
+    {"RELAY25_LOG_LEVEL", SECT_RELAY, "log_level"},
+    {"RELAY25_LOG", SECT_RELAY, "log"},
+    {"RELAY25_LOG_FORMAT", SECT_RELAY, "log_format"},
+    {"RELAY25_LOG_TIMESTAMPS", SECT_RELAY, "log_timestamps"},
+    {"RELAY25_METRICS_LISTEN", SECT_RELAY, "metrics_listen"},
+    /* RELAY25_USER is the upstream login, so the account to run as has its own name */
+    {"RELAY25_RUN_AS", SECT_RELAY, "user"},
+    {"RELAY25_MAX_CONNECTIONS", SECT_RELAY, "max_connections"},
+    {"RELAY25_MAX_CONNECTIONS_PER_IP", SECT_RELAY, "max_connections_per_ip"},
+    {"RELAY25_MAX_CONNECTIONS_PER_IP_EXEMPT", SECT_RELAY, "max_connections_per_ip_exempt"},
+    {"RELAY25_MESSAGE_RATE", SECT_RELAY, "message_rate"},
+    {"RELAY25_RECIPIENT_RATE", SECT_RELAY, "recipient_rate"},
+    {"RELAY25_ALLOWED_SENDERS", SECT_RELAY, "allowed_senders"},
+    {"RELAY25_ALLOWED_RECIPIENTS", SECT_RELAY, "allowed_recipients"},
+    {"RELAY25_MODE", SECT_RELAY, "mode"},
+    {"RELAY25_ON_UPSTREAM_FAILURE", SECT_RELAY, "on_upstream_failure"},
+    {"RELAY25_SPOOL_DIR", SECT_RELAY, "spool_dir"},
+    {"RELAY25_MAX_SPOOL_SIZE", SECT_RELAY, "max_spool_size"},
+    {"RELAY25_MAX_QUEUE_AGE", SECT_RELAY, "max_queue_age"},
+    {"RELAY25_BOUNCE", SECT_RELAY, "bounce"},
+    {"RELAY25_REFUSED_TIMEOUT", SECT_RELAY, "refused_timeout"},
+    {"RELAY25_DATA_MIN_RATE", SECT_RELAY, "data_min_rate"},
+    {"RELAY25_DATA_RATE_WINDOW", SECT_RELAY, "data_rate_window"},
+    {"RELAY25_RATE_LIMIT_BY", SECT_RELAY, "rate_limit_by"},
+    {"RELAY25_AUTH_FAIL_LIMIT", SECT_RELAY, "auth_fail_limit"},
+    {"RELAY25_AUTH_LOCKOUT", SECT_RELAY, "auth_lockout"},
+    {"RELAY25_AUTH_FAIL_DELAY", SECT_RELAY, "auth_fail_delay"},
+    {"RELAY25_SUBMIT", SECT_SENDMAIL, "submit"},
+    {"RELAY25_ORIGIN", SECT_SENDMAIL, "origin"},
+    {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
+    {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
+    {"RELAY25_CA_FILE", SECT_UPSTREAM, "ca_file"},
+    {"RELAY25_TLS_VERIFY", SECT_UPSTREAM, "tls_verify"},
+    {"RELAY25_USER", SECT_DEVICE, "user"},
+    {"RELAY25_PASSWORD_FILE", SECT_DEVICE, "password_file"},
+};
+
+/* Read by relay25 besides the table: RELAY25_UPSTREAM and RELAY25_PASSWORD here,
+ * RELAY25_CONFIG (cli/main.c), RELAY25_FROM and RELAY25_HELD_DIR (sendmail). */
+static const char *const conf_env_other[] = {"RELAY25_UPSTREAM", "RELAY25_PASSWORD",
+                                             "RELAY25_CONFIG", "RELAY25_FROM",
+                                             "RELAY25_HELD_DIR"};
+
+const char *conf__env_var(size_t i)
+{
+    size_t n = sizeof(vars) / sizeof(vars[0]);
+
+    if (i < n) {
+        return vars[i].var;
+    }
+    i -= n;
+    return i < sizeof(conf_env_other) / sizeof(conf_env_other[0]) ? conf_env_other[i] : NULL;
+}
+
 static const char *conf_getenv(const char *name)
 {
     const char *v = getenv(name);
@@ -66,51 +130,6 @@ static int conf_split_upstream(const char *s, char *host, size_t cap, const char
 
 int conf__load_env(struct parse *p)
 {
-    static const struct {
-        const char *var;
-        enum sect sect;
-        const char *key;
-    } vars[] = {
-        {"RELAY25_LISTEN", SECT_RELAY, "listen"},
-        {"RELAY25_ALLOW", SECT_RELAY, "allow"},
-        {"RELAY25_HOSTNAME", SECT_RELAY, "hostname"},
-        {"RELAY25_MAX_MESSAGE_SIZE", SECT_RELAY, "max_message_size"},
-        {"RELAY25_LOG_LEVEL", SECT_RELAY, "log_level"},
-        {"RELAY25_LOG", SECT_RELAY, "log"},
-        {"RELAY25_LOG_FORMAT", SECT_RELAY, "log_format"},
-        {"RELAY25_LOG_TIMESTAMPS", SECT_RELAY, "log_timestamps"},
-        {"RELAY25_METRICS_LISTEN", SECT_RELAY, "metrics_listen"},
-        /* RELAY25_USER is the upstream login, so the account to run as has its own name */
-        {"RELAY25_RUN_AS", SECT_RELAY, "user"},
-        {"RELAY25_MAX_CONNECTIONS", SECT_RELAY, "max_connections"},
-        {"RELAY25_MAX_CONNECTIONS_PER_IP", SECT_RELAY, "max_connections_per_ip"},
-        {"RELAY25_MAX_CONNECTIONS_PER_IP_EXEMPT", SECT_RELAY, "max_connections_per_ip_exempt"},
-        {"RELAY25_MESSAGE_RATE", SECT_RELAY, "message_rate"},
-        {"RELAY25_RECIPIENT_RATE", SECT_RELAY, "recipient_rate"},
-        {"RELAY25_ALLOWED_SENDERS", SECT_RELAY, "allowed_senders"},
-        {"RELAY25_ALLOWED_RECIPIENTS", SECT_RELAY, "allowed_recipients"},
-        {"RELAY25_MODE", SECT_RELAY, "mode"},
-        {"RELAY25_ON_UPSTREAM_FAILURE", SECT_RELAY, "on_upstream_failure"},
-        {"RELAY25_SPOOL_DIR", SECT_RELAY, "spool_dir"},
-        {"RELAY25_MAX_SPOOL_SIZE", SECT_RELAY, "max_spool_size"},
-        {"RELAY25_MAX_QUEUE_AGE", SECT_RELAY, "max_queue_age"},
-        {"RELAY25_BOUNCE", SECT_RELAY, "bounce"},
-        {"RELAY25_REFUSED_TIMEOUT", SECT_RELAY, "refused_timeout"},
-        {"RELAY25_DATA_MIN_RATE", SECT_RELAY, "data_min_rate"},
-        {"RELAY25_DATA_RATE_WINDOW", SECT_RELAY, "data_rate_window"},
-        {"RELAY25_RATE_LIMIT_BY", SECT_RELAY, "rate_limit_by"},
-        {"RELAY25_AUTH_FAIL_LIMIT", SECT_RELAY, "auth_fail_limit"},
-        {"RELAY25_AUTH_LOCKOUT", SECT_RELAY, "auth_lockout"},
-        {"RELAY25_AUTH_FAIL_DELAY", SECT_RELAY, "auth_fail_delay"},
-        {"RELAY25_SUBMIT", SECT_SENDMAIL, "submit"},
-        {"RELAY25_ORIGIN", SECT_SENDMAIL, "origin"},
-        {"RELAY25_TLS", SECT_UPSTREAM, "tls"},
-        {"RELAY25_SERVER_NAME", SECT_UPSTREAM, "server_name"},
-        {"RELAY25_CA_FILE", SECT_UPSTREAM, "ca_file"},
-        {"RELAY25_TLS_VERIFY", SECT_UPSTREAM, "tls_verify"},
-        {"RELAY25_USER", SECT_DEVICE, "user"},
-        {"RELAY25_PASSWORD_FILE", SECT_DEVICE, "password_file"},
-    };
     const char *up = conf_getenv("RELAY25_UPSTREAM");
     const char *port;
     char host[CONF_NAME_MAX + 1];

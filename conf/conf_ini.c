@@ -25,7 +25,7 @@ static const char *conf_find_chars_or_comment(const char *s, const char *end, co
 
 /* Decides what inih will make of the line, with inih's own rules (ini_parse_stream),
  * so the handler knows its section and line. Returns -1 with an error for lines
- * inih would reject, so the first error is the one reported. */
+ * inih would reject; the reader then hands inih a blank line and goes on. */
 static int conf_classify(struct parse *p, const char *line, size_t len)
 {
     const char *s = line, *end = line + len, *q;
@@ -49,13 +49,21 @@ static int conf_classify(struct parse *p, const char *line, size_t len)
     }
     if (*s == '[') {
         q = conf_find_chars_or_comment(s + 1, end, "]");
+        p->have_prev_name = 0;
         if (q == end || *q != ']') {
             conf__fail_at(p, conf__line(p, p->lineno), "missing ']' in section header");
+            p->sect = SECT_NONE;
+            p->skip_section = 1;
             return -1;
         }
         p->kind = LINE_SECTION;
-        p->have_prev_name = 0;
-        return conf__section(p, s + 1, (size_t)(q - (s + 1)));
+        p->skip_section = 0;
+        if (conf__section(p, s + 1, (size_t)(q - (s + 1))) != 0) {
+            /* its keys would only repeat the error ("outside any section") */
+            p->skip_section = 1;
+            return -1;
+        }
+        return 0;
     }
     q = conf_find_chars_or_comment(s, end, "=:");
     if (q == end || (*q != '=' && *q != ':')) {
@@ -74,14 +82,16 @@ static int conf_classify(struct parse *p, const char *line, size_t len)
 
 /* ini_reader over p->fp: hands inih one whole physical line at a time, counts
  * lines, and refuses lines inih would silently split (longer than num - 2 bytes
- * before the newline) or truncate (NUL bytes). Returns NULL to stop at an error. */
+ * before the newline) or truncate (NUL bytes): those stop the reading. A line
+ * with another error is reported and replaced by a blank one, so the errors of
+ * the lines after it are reported in the same run. */
 static char *conf_reader(char *str, int num, void *stream)
 {
     struct parse *p = stream;
     size_t max, n = 0;
     int ch = EOF;
 
-    if (p->failed || num < 3) {
+    if (p->fatal || num < 3) {
         return NULL;
     }
     max = (size_t)num - 2;
@@ -89,6 +99,7 @@ static char *conf_reader(char *str, int num, void *stream)
         if (ch == '\0') {
             explicit_bzero(str, n);
             conf__fail_at(p, conf__line(p, p->lineno + 1), "NUL byte in line");
+            p->fatal = 1;
             return NULL;
         }
         if (n == max) {
@@ -97,6 +108,7 @@ static char *conf_reader(char *str, int num, void *stream)
                           "line longer than %zu characters (inih reads at most %d bytes per "
                           "line, newline included)",
                           max, num - 1);
+            p->fatal = 1;
             return NULL;
         }
         str[n++] = (char)ch;
@@ -104,6 +116,7 @@ static char *conf_reader(char *str, int num, void *stream)
     if (ch == EOF) {
         if (ferror(p->fp)) {
             conf__fail_raw(p, "cannot read %s: %s", p->file, strerror(errno));
+            p->fatal = 1;
             return NULL;
         }
         if (n == 0) {
@@ -115,7 +128,10 @@ static char *conf_reader(char *str, int num, void *stream)
     str[n] = '\0';
     p->lineno++;
     if (conf_classify(p, str, n) != 0) {
-        return NULL;
+        explicit_bzero(str, n); /* the line may hold a stray password */
+        str[0] = '\n';
+        str[1] = '\0';
+        p->kind = LINE_BLANK;
     }
     return str;
 }
@@ -125,10 +141,10 @@ static int conf_on_key(void *user, const char *section, const char *name, const 
     struct parse *p = user;
     const struct key_def *kd;
     size_t len = strlen(value);
-    char label[96];
+    char label[96], hint[160];
 
-    if (p->failed) {
-        return 0;
+    if (p->skip_section) {
+        return 1;
     }
     if ((p->kind != LINE_KEY && p->kind != LINE_CONT) || strcmp(section, p->section_raw) != 0) {
         conf__fail_at(p, conf__line(p, p->lineno),
@@ -137,15 +153,19 @@ static int conf_on_key(void *user, const char *section, const char *name, const 
     }
     if (p->sect == SECT_NONE) {
         conf__fail_at(p, conf__line(p, p->lineno),
-                      "key '%s' outside any section (start with [relay], [upstream NAME] or "
-                      "[device NAME])",
+                      "key '%s' outside any section (start with [relay], [upstream NAME], "
+                      "[device NAME], [route NAME] or [sendmail])",
                       name);
         return 0;
     }
     kd = conf__find_key(p->sect, name);
     if (!kd) {
-        conf__fail_at(p, conf__line(p, p->lineno), "unknown key '%s' in %s", name,
-                      conf__label(p, label, sizeof(label)));
+        hint[0] = '\0';
+        if (p->strict) {
+            conf__key_hint(p->sect, name, hint, sizeof(hint));
+        }
+        conf__fail_at(p, conf__line(p, p->lineno), "unknown key '%s' in %s%s", name,
+                      conf__label(p, label, sizeof(label)), hint);
         return 0;
     }
     if (p->kind == LINE_CONT) {
@@ -191,7 +211,6 @@ int conf__load_file(struct parse *p, const char *path)
     }
     if (r > 0 && (!p->failed || (p->fail_line > 0 && r < p->fail_line))) {
         /* The reader reports every line inih rejects, so this is a safety net. */
-        p->failed = 0;
         conf__fail_at(p, conf__line(p, r), "syntax error");
     }
     return p->failed ? -1 : 0;

@@ -49,9 +49,15 @@ struct where {
     const char *key;
 };
 
+struct conf_preset;
+
 struct up_extra {
     int port_given;
     int tls_given;
+    int conn_given;                   /* max_connections */
+    const struct conf_preset *preset; /* provider = NAME, NULL if not set */
+    char preset_arg[64];              /* "eu-west-1" of ses:eu-west-1, "" if none */
+    struct where provider_at;
 };
 
 /* One name from `upstream = a, b`, resolved in conf_finish_devices(). */
@@ -95,11 +101,15 @@ struct parse {
     const char *var;  /* environment variable being applied */
     char *err;
     size_t errlen;
-    int failed;
-    int fail_line;   /* file line of the recorded error, 0 if none */
-    int login;       /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
-    int others_read; /* the file is readable by others (S_IROTH) */
-    int inline_line; /* first file line with an inline password, 0 if none */
+    int failed;       /* errors recorded so far (all are reported, up to CONF_MAX_ERRORS) */
+    int fatal;        /* the file cannot be read further (NUL byte, overlong line, I/O) */
+    int skip_section; /* the section header was refused: its keys are skipped silently */
+    size_t errused;   /* bytes of err in use */
+    int fail_line;    /* file line of the first recorded error, 0 if none */
+    int login;        /* CONF_LOAD_LOGIN: a missing refresh-token file is no error */
+    int strict;       /* CONF_LOAD_STRICT: hints; duplicate match is an error */
+    int others_read;  /* the file is readable by others (S_IROTH) */
+    int inline_line;  /* first file line with an inline password, 0 if none */
 
     FILE *fp;
     int lineno; /* lines handed to inih so far: the current line while it runs */
@@ -124,7 +134,9 @@ struct parse {
     struct dev_extra *rx; /* parallel to c->routes: a route's upstream and password keys */
 };
 
-/* ---- conf.c: errors (the first one is kept) and allocation ---- */
+/* ---- conf.c: errors (each on its own line, the first first) and allocation ---- */
+
+#define CONF_MAX_ERRORS 20 /* after that, one line says more were left out */
 
 void conf__fail_raw(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void conf__fail_at(struct parse *p, struct where w, const char *fmt, ...)
@@ -185,6 +197,38 @@ int conf__relay_seen(const struct parse *p, const char *name);
 /* Whether [device] key `name` was set in device i's section. */
 int conf__dev_given(const struct parse *p, size_t i, const char *name);
 
+/* Levenshtein distance between a and b, capped at 9 (for "did you mean"). */
+unsigned conf__distance(const char *a, const char *b);
+/* "did you mean 'password_file'?" or "'ca_file' belongs in [upstream NAME]" for an
+ * unknown key in section s, into buf ("" when nothing is close). */
+void conf__key_hint(enum sect s, const char *name, char *buf, size_t cap);
+
+/* ---- conf_preset.c: provider = NAME in [upstream NAME] ---- */
+
+/* The preset for "gmail", "ses:eu-west-1", "m365:contoso.onmicrosoft.com" (the part after
+ * ':' copied into arg), or NULL with why in msg. */
+const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap, char *msg,
+                                            size_t msgcap);
+/* Upstream i's host, port, tls and max_connections from its preset, where not set. */
+int conf__preset_upstream(struct parse *p, size_t i);
+/* Device i's auth_mechanisms (password logins) and OAuth2 endpoints and scope (auth =
+ * xoauth2/oauthbearer) from its first upstream's preset, where not set. Before
+ * conf_check_oauth, so a preset endpoint satisfies it. */
+int conf__preset_device(struct parse *p, size_t i);
+/* The device's auth_mechanisms after [relay]'s were inherited. */
+int conf__preset_mechs(struct parse *p, size_t i);
+/* Names of all presets, ", "-separated, into buf, for messages. */
+const char *conf__preset_names(char *buf, size_t cap);
+
+/* ---- conf_warn.c: likely mistakes that still load ---- */
+
+/* Adds a warning to the snapshot; line 0: no line. */
+int conf__warn(struct parse *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* All the checks of conf_warn.c; and log = syslog without a syslog socket falls back
+ * to stderr here, so the decision is made (and shown by `check`) where config is read. */
+int conf__warnings(struct parse *p);
+
 /* ---- conf_ini.c: the INI file ---- */
 
 /* Reads path through inih, applying each key as it comes; the first error wins. */
@@ -194,6 +238,8 @@ int conf__load_file(struct parse *p, const char *path);
 
 /* Builds [upstream default] and [device default] from RELAY25_UPSTREAM and friends. */
 int conf__load_env(struct parse *p);
+/* The i-th RELAY25_* variable relay25 reads, NULL after the last. */
+const char *conf__env_var(size_t i);
 
 /* ---- conf_check.c: checks across keys and sections, defaults that depend on them ---- */
 

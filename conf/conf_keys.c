@@ -45,7 +45,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
     set_submit, set_origin, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
-static conf_set_fn set_per_ip_exempt;
+static conf_set_fn set_per_ip_exempt, set_provider;
 static conf_set_fn set_oauth_device_url;
 static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_log_timestamps;
@@ -122,6 +122,7 @@ static const struct key_def conf_keys[] = {
     {SECT_UPSTREAM, "server_name", 0, set_server_name, 0},
     {SECT_UPSTREAM, "tls_verify", 0, set_tls_verify, 0},
     {SECT_UPSTREAM, "max_connections", 0, set_up_connections, 0},
+    {SECT_UPSTREAM, "provider", 0, set_provider, 0},
     {SECT_DEVICE, "upstream", 1, set_upstream, 0},
     {SECT_DEVICE, "user", 0, set_user, 0},
     {SECT_DEVICE, "password_file", 0, set_password_file, 0},
@@ -967,7 +968,26 @@ static int set_up_connections(struct parse *p, const char *val, size_t len)
         return -1;
     }
     p->c->upstreams[p->cur].max_connections = (unsigned)v;
+    p->ux[p->cur].conn_given = 1;
     return 0;
+}
+
+/* provider = gmail: applied after the whole section is read (conf_preset.c), so an
+ * explicit key wins wherever it stands. */
+static int set_provider(struct parse *p, const char *val, size_t len)
+{
+    struct up_extra *x = &p->ux[p->cur];
+    char why[400];
+
+    (void)len;
+    x->preset = conf__preset_find(val, x->preset_arg, sizeof(x->preset_arg), why, sizeof(why));
+    if (!x->preset) {
+        conf__fail_at(p, conf__here(p), "%s", why);
+        return -1;
+    }
+    x->provider_at = conf__here(p);
+    p->c->upstreams[p->cur].provider = conf__strdup(p, val);
+    return p->c->upstreams[p->cur].provider ? 0 : -1;
 }
 
 /* ---- [device NAME] --------------------------------------------------------------------- */
@@ -1521,6 +1541,83 @@ static int set_origin(struct parse *p, const char *val, size_t len)
     free(p->c->origin);
     p->c->origin = conf__strdup(p, val);
     return p->c->origin ? 0 : -1;
+}
+
+static const char *conf_sect_label(enum sect s)
+{
+    switch (s) {
+    case SECT_RELAY:
+        return "[relay]";
+    case SECT_UPSTREAM:
+        return "[upstream NAME]";
+    case SECT_DEVICE:
+        return "[device NAME]";
+    case SECT_ROUTE:
+        return "[route NAME]";
+    case SECT_SENDMAIL:
+        return "[sendmail]";
+    case SECT_NONE:
+        return "(no section)";
+    }
+    abort();
+}
+
+/* An unknown key is most often a typo of a key of its section, or a right key in the
+ * wrong section: say which. */
+void conf__key_hint(enum sect s, const char *name, char *buf, size_t cap)
+{
+    const struct key_def *best = NULL, *other_best = NULL;
+    unsigned bd = 3, od = 3;
+    size_t n = 0;
+
+    buf[0] = '\0';
+    /* the exact key in other sections: "'ca_file' belongs in [upstream NAME]" */
+    for (size_t i = 0; i < CONF_NKEYS; i++) {
+        int dup = 0;
+
+        if (conf_keys[i].sect == s || strcmp(conf_keys[i].name, name) != 0) {
+            continue;
+        }
+        for (size_t j = 0; j < i; j++) {
+            dup |= conf_keys[j].sect == conf_keys[i].sect && strcmp(conf_keys[j].name, name) == 0;
+        }
+        if (dup) {
+            continue;
+        }
+        if (n == 0) {
+            n = (size_t)snprintf(buf, cap, " ('%s' belongs in %s", name,
+                                 conf_sect_label(conf_keys[i].sect));
+        } else if (n < cap) {
+            n += (size_t)snprintf(buf + n, cap - n, " or %s", conf_sect_label(conf_keys[i].sect));
+        }
+    }
+    if (n > 0) {
+        if (n < cap) {
+            snprintf(buf + n, cap - n, ")");
+        }
+        return;
+    }
+    /* a near miss: within 2 edits, and fewer edits than half the name */
+    for (size_t i = 0; i < CONF_NKEYS; i++) {
+        unsigned d = conf__distance(name, conf_keys[i].name);
+
+        if (d == 0 || d * 2 > strlen(name)) {
+            continue;
+        }
+        if (conf_keys[i].sect == s && d < bd) {
+            bd = d;
+            best = &conf_keys[i];
+        } else if (conf_keys[i].sect != s && d < od) {
+            od = d;
+            other_best = &conf_keys[i];
+        }
+    }
+    if (best) {
+        snprintf(buf, cap, " (did you mean '%s'?)", best->name);
+    } else if (other_best) {
+        snprintf(buf, cap, " (did you mean '%s'? it belongs in %s)", other_best->name,
+                 conf_sect_label(other_best->sect));
+    }
 }
 
 const struct key_def *conf__find_key(enum sect s, const char *name)

@@ -127,7 +127,7 @@ int conf__section(struct parse *p, const char *text, size_t len)
     if (rest != end) {
         conf__fail_at(p, conf__line(p, p->lineno),
                       "bad section header '[%.*s]' (expected [relay], [upstream NAME], "
-                      "[device NAME] or [sendmail])",
+                      "[device NAME], [route NAME] or [sendmail])",
                       (int)len, text);
         return -1;
     }
@@ -196,9 +196,27 @@ int conf__section(struct parse *p, const char *text, size_t len)
         }
         return conf_new_route(p, name, nlen, p->lineno);
     }
-    conf__fail_at(p, conf__line(p, p->lineno),
-                  "unknown section type '%.*s' (expected [relay], [upstream NAME], [device NAME] "
-                  "or [sendmail])",
-                  (int)tlen, type);
+    {
+        /* every kind, so a reader never wonders whether [route NAME] exists */
+        static const char *const kinds[] = {"relay", "upstream", "device", "route", "sendmail"};
+        char t[INI_NAME_MAX + 1], hint[64] = "";
+        unsigned best = 3;
+
+        memcpy(t, type, tlen);
+        t[tlen] = '\0';
+        for (size_t k = 0; p->strict && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            unsigned d = conf__distance(t, kinds[k]);
+
+            if (d < best) {
+                best = d;
+                snprintf(hint, sizeof(hint), "; did you mean [%s%s]?", kinds[k],
+                         k == 0 || k == 4 ? "" : " NAME");
+            }
+        }
+        conf__fail_at(p, conf__line(p, p->lineno),
+                      "unknown section type '%.*s' (expected [relay], [upstream NAME], [device "
+                      "NAME], [route NAME] or [sendmail])%s",
+                      (int)tlen, type, hint);
+    }
     return -1;
 }

@@ -467,3 +467,37 @@ int conf_parse_hostport(const char *s, uint16_t defport, struct sockaddr_storage
     }
     return 0;
 }
+
+/* Levenshtein distance, capped at 9 (only small distances matter for "did you mean");
+ * names longer than 63 characters count as far from everything. */
+unsigned conf__distance(const char *a, const char *b)
+{
+    unsigned row[64];
+    size_t la = strlen(a), lb = strlen(b);
+
+    if (la > 63 || lb > 63) {
+        return 9;
+    }
+    for (size_t j = 0; j <= lb; j++) {
+        row[j] = (unsigned)j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        unsigned diag = row[0];
+
+        row[0] = (unsigned)i;
+        for (size_t j = 1; j <= lb; j++) {
+            unsigned up = row[j];
+            unsigned best = diag + (a[i - 1] != b[j - 1]);
+
+            if (up + 1 < best) {
+                best = up + 1;
+            }
+            if (row[j - 1] + 1 < best) {
+                best = row[j - 1] + 1;
+            }
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb] > 9 ? 9 : row[lb];
+}

@@ -1124,6 +1124,16 @@ const struct up_ehlo *up_ehlo(const struct up_session *s)
     return &s->ehlo;
 }
 
+const char *up_tls_desc(const struct up_session *s, char *buf, size_t len)
+{
+    return tio_tls_desc(s->tio, buf, len);
+}
+
+const char *up_mech_name(const struct up_session *s)
+{
+    return up_sasl_name(s->mech);
+}
+
 int up_idle(const struct up_session *s)
 {
     return !s->closing && !s->failed && s->state == UP_STATE_READY;

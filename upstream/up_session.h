@@ -95,6 +95,10 @@ unsigned up_ext(const struct up_session *s);
 /* The whole EHLO after TLS (capabilities, AUTH mechanisms, SIZE), valid once ready. */
 void up_session_ehlo(const struct up_session *s, struct up_ehlo *out);
 const struct up_ehlo *up_ehlo(const struct up_session *s);
+/* For `check --upstream`: TLS version and cipher ("TLSv1.2:ECDHE-RSA-AES128-GCM-SHA256")
+ * and the SASL mechanism AUTH used ("PLAIN"), valid once ready. */
+const char *up_tls_desc(const struct up_session *s, char *buf, size_t len);
+const char *up_mech_name(const struct up_session *s);
 /* 1 when ready and no command is outstanding. */
 int up_idle(const struct up_session *s);
 

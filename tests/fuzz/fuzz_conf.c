@@ -1,7 +1,8 @@
 /* fuzz_conf: conf_load (conf/conf.h) on a fuzzed INI file held in a memfd and
  * opened by its /proc/self/fd path (no disk I/O; load_ca = 0). It must not crash
  * or leak; a failure leaves one NUL-terminated line in err (of a size picked from
- * the input, exact so overruns hit ASan); a success is a consistent snapshot. */
+ * the input, exact so overruns hit ASan), or with CONF_LOAD_STRICT one line per
+ * error; a success is a consistent snapshot. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -67,7 +68,10 @@ static void check_conf(const struct conf *c)
 
         FUZZ_CHECK(u->name && u->host && u->ca_file && u->server_name && u->port > 0);
         FUZZ_CHECK(u->ca == NULL); /* load_ca = 0 */
+        FUZZ_CHECK(!u->preset_filled || u->provider);
     }
+    for (size_t i = 0; i < c->nwarnings; i++)
+        FUZZ_CHECK(c->warnings[i].text != NULL && c->warnings[i].text[0] != '\0');
     for (size_t i = 0; i < c->ndevices; i++) {
         const struct conf_device *d = &c->devices[i];
 
@@ -115,10 +119,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     write_file(data, size);
     memset(err, 'X', errlen ? errlen : 1);
-    c = conf_load(conf_path, 0, err, errlen);
+    /* every third input the CLI's way: all errors, hints, duplicate match */
+    c = conf_load(conf_path, size % 3 == 1 ? CONF_LOAD_STRICT : 0, err, errlen);
     if (c) {
         check_conf(c);
         conf_free(c);
+    } else if (errlen > 0 && size % 3 == 1) {
+        char *nul = memchr(err, '\0', errlen);
+
+        /* One line per error: none empty. */
+        FUZZ_CHECK(nul != NULL);
+        FUZZ_CHECK(errlen == 1 || (nul > err && err[0] != '\n' && nul[-1] != '\n' &&
+                                   !memmem(err, (size_t)(nul - err), "\n\n", 2)));
     } else if (errlen > 0) {
         char *nul = memchr(err, '\0', errlen);
 

@@ -522,6 +522,15 @@ static void test_errors(void)
     EXPECT_ERR("[relay foo]\n", "relay25.conf:1: ", "[relay] takes no name");
     EXPECT_ERR("[upstream]\n", "relay25.conf:1: ", "needs a name");
     EXPECT_ERR("[upstream a b]\n", "relay25.conf:1: ", "bad section header");
+    /* provider = (conf_preset.c; the table is in test_conf_preset.c) */
+    EXPECT_ERR("[upstream a]\nprovider = smtp.gmail.com\n" DEV,
+               "relay25.conf:2: provider: ", "unknown provider 'smtp.gmail.com' (known: gmail, ");
+    EXPECT_ERR("[upstream a]\nprovider = ses\n" DEV,
+               "relay25.conf:2: provider: ", "'ses' needs the region: ses:eu-west-1");
+    EXPECT_ERR("[upstream a]\nprovider = gmail\nprovider = m365\n" DEV,
+               "relay25.conf:3: ", "duplicate key 'provider' in [upstream a] (first on line 2)");
+    EXPECT_ERR("[device default]\nprovider = gmail\n",
+               "relay25.conf:2: ", "unknown key 'provider' in [device default]");
     EXPECT_ERR("[upstream a/b]\n", "relay25.conf:1: ", "bad name 'a/b'");
     EXPECT_ERR("host = x\n", "relay25.conf:1: ", "outside any section");
 
@@ -2446,6 +2455,108 @@ static void test_refs(void)
     conf_release(NULL);
 }
 
+/* CONF_LOAD_STRICT (every CLI load): all errors at once, each "file:line:", with
+ * "did you mean" and "belongs in" hints; duplicate match is an error. */
+static void test_all_errors(void)
+{
+    char err[4096], big[4096];
+    struct conf *c;
+    size_t n = 0;
+
+    static const char many[] = "[relay]\n"                        /* 1 */
+                               "listen = 127.0.0.1:2525\n"        /* 2 */
+                               "[upstream gmail]\n"               /* 3 */
+                               "host = smtp.gmail.com\n"          /* 4 */
+                               "port = 0\n"                       /* 5 */
+                               "[device default]\n"               /* 6 */
+                               "user = a@example.com\n"           /* 7 */
+                               "pasword_file = /etc/relay25/pw\n" /* 8 */
+                               "ca_file = /etc/ssl/ca.pem\n"      /* 9 */
+                               "[devices printer]\n"              /* 10 */
+                               "match = 10.0.0.1\n"               /* 11: skipped */
+                               "[device scanner\n"                /* 12 */
+                               "user = b@example.com\n";          /* 13: skipped */
+
+    write_file(CONF, many, strlen(many));
+    c = conf_load(CONF, CONF_LOAD_STRICT, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:5: port: bad port '0' (1 to 65535)\n"
+                      "relay25.conf:8: unknown key 'pasword_file' in [device default] (did you "
+                      "mean 'password_file'?)\n"
+                      "relay25.conf:9: unknown key 'ca_file' in [device default] ('ca_file' "
+                      "belongs in [upstream NAME])\n"
+                      "relay25.conf:10: unknown section type 'devices' (expected [relay], "
+                      "[upstream NAME], [device NAME], [route NAME] or [sendmail]); did you mean "
+                      "[device NAME]?\n"
+                      "relay25.conf:12: missing ']' in section header");
+    conf_free(c);
+
+    /* without the flag: the first error alone, as before */
+    c = conf_load(CONF, 0, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    ASSERT_STREQ(err, "relay25.conf:5: port: bad port '0' (1 to 65535)");
+    conf_free(c);
+
+    /* a key valid in several other sections names them all */
+    EXPECT_ERR("[upstream gmail]\nhost = x\nmessage_rate = 1/minute\n" DEV,
+               "relay25.conf:3: ", "unknown key 'message_rate' in [upstream gmail]");
+    c = load_text("[upstream gmail]\nhost = x\nmessage_rate = 1/minute\n" DEV, err, sizeof(err));
+    conf_free(c);
+    write_file(CONF, "[upstream gmail]\nhost = x\nmessage_rate = 1/minute\n" DEV,
+               strlen("[upstream gmail]\nhost = x\nmessage_rate = 1/minute\n" DEV));
+    c = conf_load(CONF, CONF_LOAD_STRICT, err, sizeof(err));
+    ASSERT_STREQ(err, "relay25.conf:3: unknown key 'message_rate' in [upstream gmail] "
+                      "('message_rate' belongs in [relay] or [device NAME])");
+    conf_free(c);
+
+    /* cross-checks: each device's problem, and a duplicate match */
+    {
+        static const char text[] = UP "[device a]\nmatch = 10.0.0.1\npassword = x\n"
+                                      "[device b]\nmatch = 10.0.0.2\nuser = b@b.c\n"
+                                      "[device c]\nmatch = 10.0.0.0/24, 10.0.0.9\nuser = c@b.c\n"
+                                      "password = x\n"
+                                      "[device d]\nmatch = 10.0.0.9\nuser = d@b.c\npassword = x\n";
+
+        write_file(CONF, text, strlen(text));
+        c = conf_load(CONF, CONF_LOAD_STRICT, err, sizeof(err));
+        ASSERT_TRUE(c == NULL);
+        ASSERT_STREQ(err, "relay25.conf:3: [device a] has no user\n"
+                          "relay25.conf:6: [device b] needs exactly one of password_file, "
+                          "password_env, password\n"
+                          "relay25.conf:14: match: 10.0.0.9/32 is also the match of [device c] "
+                          "(line 9): the first device would always win; give each client to one "
+                          "device");
+        conf_free(c);
+    }
+
+    /* no endless list: CONF_MAX_ERRORS, then one line */
+    n = (size_t)snprintf(big, sizeof(big), "[relay]\n");
+    for (int i = 0; i < 30; i++) {
+        n += (size_t)snprintf(big + n, sizeof(big) - n, "bogus%d = 1\n", i);
+    }
+    write_file(CONF, big, n);
+    c = conf_load(CONF, CONF_LOAD_STRICT, err, sizeof(err));
+    ASSERT_TRUE(c == NULL);
+    {
+        size_t lines = 1;
+
+        for (const char *q = err; *q; q++) {
+            lines += *q == '\n';
+        }
+        ASSERT_EQ(lines, 21);
+        ASSERT_TRUE(strstr(err, "relay25.conf:21: unknown key 'bogus19' in [relay]\n(more errors "
+                                "not shown)") != NULL);
+    }
+    conf_free(c);
+
+    /* a small buffer still gets the first error whole */
+    write_file(CONF, big, n);
+    c = conf_load(CONF, CONF_LOAD_STRICT, err, 60);
+    ASSERT_TRUE(c == NULL);
+    ASSERT_TRUE(strncmp(err, "relay25.conf:2: unknown key 'bogus0' in [relay]", 47) == 0);
+    conf_free(c);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -2476,6 +2587,7 @@ int main(void)
     test_lf_line_ends();
     test_inbound();
     test_refs();
+    test_all_errors();
     cleanup();
     return CHECK_DONE();
 }
