@@ -253,6 +253,8 @@ static void spool_group_start(struct spool_group *g)
         g->st.max_batch = n;
     }
     g->started_ms = uv_now(g->loop);
+    /* the crash test kills on this line: a batch in flight */
+    log_debug(0, "spool", "event=commit_batch_start messages=%zu", n);
     if (uv_queue_work(g->loop, &g->work, spool_job_batch, spool_job_batch_done) != 0) {
         for (size_t i = 0; i < n; i++) {
             g->items[i].err = EIO;
