@@ -289,6 +289,12 @@ struct spool_group *spool_group_new(uv_loop_t *loop)
 void spool_group_free(struct spool_group *g)
 {
     if (g) {
+        log_info(0, "spool",
+                 "event=commit_stats batches=%llu messages=%llu fsyncs=%llu jobs=%llu "
+                 "largest_batch=%llu",
+                 (unsigned long long)g->st.batches, (unsigned long long)g->st.commits,
+                 (unsigned long long)g->st.fsyncs, (unsigned long long)g->st.jobs,
+                 (unsigned long long)g->st.max_batch);
         g->closing = 1;
         spool_group_release(g);
     }
