@@ -16,6 +16,15 @@
 #define SPOOL_WBUF_MIN 4096u      /* first size of a buffer; doubles up to SPOOL_WBUF + slack */
 #define SPOOL_BATCH_MAX 256u      /* messages per batch: bounds one job's latency */
 
+/* Counters of a group since it was made (logged at the end: tests and the bench read them). */
+struct spool_group_stats {
+    uint64_t batches; /* commit jobs */
+    uint64_t commits; /* messages that went through a batch */
+    uint64_t fsyncs;  /* fsync calls made by the batches */
+    uint64_t jobs;    /* every thread-pool job: batches, streamed writes, drops */
+    uint64_t max_batch;
+};
+
 struct spool_group {
     uv_loop_t *loop;
     uv_work_t work;
@@ -298,11 +307,6 @@ void spool_group_free(struct spool_group *g)
         g->closing = 1;
         spool_group_release(g);
     }
-}
-
-const struct spool_group_stats *spool_group_stats(const struct spool_group *g)
-{
-    return &g->st;
 }
 
 /* ---- a writer ---- */

@@ -32,20 +32,11 @@ struct spool_writer_cbs {
  * body streams (one buffer is being written while the other fills). */
 #define SPOOL_WBUF (64u * 1024u)
 
-/* Counters of a group since it was made (for logs, tests and the bench). */
-struct spool_group_stats {
-    uint64_t batches; /* commit jobs */
-    uint64_t commits; /* messages that went through a batch */
-    uint64_t fsyncs;  /* fsync calls made by the batches */
-    uint64_t jobs;    /* every thread-pool job: batches, streamed writes, drops */
-    uint64_t max_batch;
-};
-
 /* The commit queue of one loop; it serves every spool directory. NULL when out of memory. */
 struct spool_group *spool_group_new(uv_loop_t *loop);
-/* Only once no writer made on it is alive (every on_done called, every abort done). */
+/* The owner is done with it: logs its counters now (event=commit_stats: batches,
+ * messages, fsyncs, jobs) and goes once the last writer's job has returned. */
 void spool_group_free(struct spool_group *g);
-const struct spool_group_stats *spool_group_stats(const struct spool_group *g);
 
 /* Starts the message <dir>/tmp/<qid>.msg; the file is created with the first
  * write that reaches the disk (a small message: by its commit). dir is copied. */
