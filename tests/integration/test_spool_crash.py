@@ -139,9 +139,10 @@ class SpoolCrashTest(SpoolTestCase):
         in_batch = []                     # per kill: the relay's last batch line was a start
 
         def batch_lines(r, seen):
-            """Waits for a batch of 2+ messages starting after line number seen."""
+            """Waits for a batch of 2+ messages starting after line number seen
+            (no longer once every message got its 250: no batch is coming)."""
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and r.alive():
+            while time.monotonic() < deadline and r.alive() and len(acked) < nmsgs:
                 ls = r.lines()
                 for li in ls[seen:]:
                     m = BATCH_RE.search(li)
