@@ -2,7 +2,7 @@
 # relay25 vs Postfix as a smarthost, on demand (never in CI). Prints one table.
 #
 #   bench/postfix.sh [--rounds N] [--quick] [--bin PATH] [--no-ceiling] [--keep]
-#                    [--only NAME] [--targets LIST] [--alt-bin NAME=PATH] [--count N]
+#                    [--only NAME] [--targets LIST] [--alt-bin NAME=PATH] [--count N] [--spool]
 #
 # --rounds N  rounds, relay order alternating (default 2)
 # --quick     200 small messages per scenario (smoke run, about a minute)
@@ -14,6 +14,9 @@
 #             --only "1M c10" --targets relay25 --no-ceiling --alt-bin old=/tmp/relay25
 #             compares a change side by side without Postfix (x = NAME / relay25)
 # --count N   messages per run instead of the scenario's
+# --spool     also each relay25 binary with mode = spool, as target NAME-spool
+#             (relay25-spool; before-spool for --alt-bin before=...): passthrough,
+#             spool and Postfix in the same rounds
 #
 # Needs root (Postfix instances are started with `postfix -c DIR start`). Installs
 # the Debian packages it needs (postfix, sasl2-bin, libsasl2-modules, openssl)

@@ -16,6 +16,10 @@ system Postfix (/etc/postfix, port 25) is never touched or started.
             smtp_tls_security_level = secure against the CA, TLS session cache.
   relay25   the binary under test (--bin), tls = starttls, ca_file = the CA,
             server_name = localhost, the same SASL user.
+  NAME-spool  a relay25 binary (relay25 or an --alt-bin NAME) with mode = spool:
+            the same config plus its own spool_dir; the client's 250 waits for the
+            message to be on disk (group commit), delivery follows from the spool.
+            --spool adds NAME-spool after every relay25 target.
   ceiling   smtp-source straight to the upstream's plain port, one connection
             per message ("plain") and reusing connections with -d ("plain-reuse");
             smtp-source speaks no TLS, so for the TLS port a Python smtplib client
@@ -51,6 +55,7 @@ even); the table shows medians over rounds and ratios to Postfix from this run.
 import argparse
 import datetime
 import os
+import pwd
 import re
 import resource
 import shutil
@@ -389,8 +394,12 @@ class Bench:
         self.relay25_proc = None
         self.instances = []
         self.ports = {}
-        # relay25 targets: "relay25" is --bin, the others come from --alt-bin
-        self.bins = dict([("relay25", args.bin)] + list(args.alt_bin))
+        # relay25 targets: "relay25" is --bin, the others come from --alt-bin; each
+        # also as NAME-spool (mode = spool): name -> (binary, spool)
+        self.bins = {}
+        for name, path in [("relay25", args.bin)] + list(args.alt_bin):
+            self.bins[name] = (path, False)
+            self.bins[name + "-spool"] = (path, True)
 
     def setup(self):
         b = self.base
@@ -468,16 +477,24 @@ class Bench:
         pwfile = os.path.join(rd, "password")
         write(pwfile, PASSWORD + "\n")
         self.relay25_cfg = os.path.join(rd, "relay25.ini")
-        write(self.relay25_cfg, render_ini([
-            ("relay", {"listen": "127.0.0.1:%d" % p["relay25"], "allow": "127.0.0.0/8",
-                       "hostname": "relay25." + DOMAIN, "max_message_size": "64M",
-                       "log_level": "info", "max_connections": 1000,
-                       "max_connections_per_ip": 1000, "user": "nobody"}),
-            ("upstream bench", dict({"host": "127.0.0.1", "port": p["up_tls"], "tls": "starttls",
-                                     "ca_file": self.pki.ca_file, "server_name": "localhost"},
-                                    **dict(self.args.upstream_set))),
-            ("device default", {"user": LOGIN, "password_file": pwfile}),
-        ]))
+        self.relay25_spool_cfg = os.path.join(rd, "relay25-spool.ini")
+        spool = os.path.join(rd, "spool")
+        os.makedirs(spool, mode=0o700)
+        pw = pwd.getpwnam("nobody")
+        os.chown(spool, pw.pw_uid, pw.pw_gid)   # relay25 drops to nobody before it opens it
+        for cfg, extra in ((self.relay25_cfg, {}),
+                           (self.relay25_spool_cfg, {"mode": "spool", "spool_dir": spool})):
+            write(cfg, render_ini([
+                ("relay", dict({"listen": "127.0.0.1:%d" % p["relay25"], "allow": "127.0.0.0/8",
+                                "hostname": "relay25." + DOMAIN, "max_message_size": "64M",
+                                "log_level": "info", "max_connections": 1000,
+                                "max_connections_per_ip": 1000, "user": "nobody"}, **extra)),
+                ("upstream bench", dict({"host": "127.0.0.1", "port": p["up_tls"],
+                                         "tls": "starttls", "ca_file": self.pki.ca_file,
+                                         "server_name": "localhost"},
+                                        **dict(self.args.upstream_set))),
+                ("device default", {"user": LOGIN, "password_file": pwfile}),
+            ]))
         self.relay25_log = os.path.join(rd, "relay25.log")
         self.relay25_logf = open(self.relay25_log, "ab")
         log("ports: %s" % p)
@@ -485,10 +502,11 @@ class Bench:
     # Each relay is started fresh for its run and stopped after it, so its peak memory
     # belongs to that scenario (no idle smtpd processes or heap left from a bigger one)
     # and only one relay exists at a time.
-    def start_relay25(self, binary):
+    def start_relay25(self, binary, spool=False):
         off = os.path.getsize(self.relay25_log)
+        cfg = self.relay25_spool_cfg if spool else self.relay25_cfg
         self.relay25_proc = subprocess.Popen(
-            [binary, "serve", "-c", self.relay25_cfg], stdin=subprocess.DEVNULL,
+            [binary, "serve", "-c", cfg], stdin=subprocess.DEVNULL,
             stdout=self.relay25_logf, stderr=subprocess.STDOUT)
         for _ in range(100):
             with open(self.relay25_log, errors="replace") as f:
@@ -517,7 +535,7 @@ class Bench:
 
     def start_relay(self, target):
         if target in self.bins:
-            return self.start_relay25(self.bins[target])
+            return self.start_relay25(*self.bins[target])
         if target == "postfix":
             self.peer.start()
             return self.peer.master_pid
@@ -789,6 +807,8 @@ def main():
                     help="another relay25 binary run as target NAME in the same rounds "
                     "(side-by-side before/after); added to --targets")
     ap.add_argument("--count", type=int, help="messages per run instead of the scenario's")
+    ap.add_argument("--spool", action="store_true",
+                    help="also run each relay25 target with mode = spool (as NAME-spool)")
     ap.add_argument("--upstream-set", action="append", default=[], metavar="KEY=VALUE",
                     type=lambda v: tuple(v.split("=", 1)) if "=" in v else
                     ap.error("--upstream-set wants KEY=VALUE"),
@@ -802,8 +822,13 @@ def main():
             sys.exit("relay25 binary not found: %s (build it, or --bin PATH)" % path)
     relay_names = [t for t in args.targets.split(",") if t]
     relay_names += [n for n, _p in args.alt_bin if n not in relay_names]
+    if args.spool:
+        relay_names = [x for t in relay_names for x in (
+            [t, t + "-spool"] if t == "relay25" or t in dict(args.alt_bin) else [t])]
+        relay_names = [t for i, t in enumerate(relay_names) if t not in relay_names[:i]]
+    r25 = ["relay25"] + [n for n, _p in args.alt_bin]
     for t in relay_names:
-        if t not in ("relay25", "postfix") and t not in dict(args.alt_bin):
+        if t != "postfix" and t not in r25 and not (t.endswith("-spool") and t[:-6] in r25):
             sys.exit("unknown target %r" % t)
     scens = [(n, args.count or c, sz, k) for n, c, sz, k in scenarios(args.quick)
              if not args.only or n in args.only]
@@ -864,8 +889,8 @@ def main():
     for name, _c, _s, _k in scens:
         pf = results.get((name, "postfix"), [])
         base = pf or results.get((name, "relay25"), [])
-        for target in list(bench.bins) + ["postfix", "plain", "plain-reuse", "tls-new",
-                                          "tls-reuse"]:
+        for target in [t for t in bench.bins if t in relay_names] + [
+                "postfix", "plain", "plain-reuse", "tls-new", "tls-reuse"]:
             rs = results.get((name, target))
             if not rs:
                 continue

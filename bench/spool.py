@@ -20,12 +20,24 @@ Per mode and round:
   up-conns        connections the peer saw in the round
 Rounds alternate the mode order; the table lists every round and the median.
 
+--alt-bin NAME=PATH runs another binary (e.g. main built in a separate build
+directory) through the same modes in the same rounds, rows named MODE@NAME:
+before and after side by side on the same loaded machine.
+
+--strace attaches `strace -f -c` to relay25 for each run (timings are then
+meaningless) and prints deterministic counts per message instead: fsync and
+friends, renames, opens, writes, all syscalls, and the spool's own counters
+(event=commit_stats: commit batches, thread-pool jobs) when the binary logs them.
+
     /usr/bin/python3 bench/spool.py [--bin build/relay25] [--count 500]
         [--clients 10] [--size 2048] [--rounds 2] [--modes passthrough,spool,spool-mc10]
-        [--pipelining]
+        [--pipelining] [--alt-bin NAME=PATH] [--strace]
 """
 import argparse
 import os
+import re
+import signal
+import subprocess
 import shutil
 import smtplib
 import statistics
@@ -77,7 +89,36 @@ def message(i, size):
     return head + body
 
 
-def run_mode(args, tmp, pki, peer, mode, rnd):
+STRACE_KEYS = ("fsync", "fdatasync", "sync_file_range", "rename", "openat", "close", "write",
+               "writev", "read", "futex")
+
+
+def pss_kb(pid):
+    """Proportional set size (/proc/PID/smaps_rollup), kB; 0 when unreadable."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def strace_counts(path):
+    """strace -c's table: {syscall: calls}, and "total"."""
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 5 and p[-1] != "syscall" and p[3].isdigit():
+                counts[p[-1]] = int(p[3])
+            elif len(p) >= 4 and p[-1] == "total" and p[2].isdigit():
+                counts["total"] = int(p[2])
+    return counts
+
+
+def run_mode(args, tmp, pki, peer, mode, rnd, binary=None, label=None):
     relay_keys, up_keys = MODES[mode]
     d = tempfile.mkdtemp(prefix="%s-%d-" % (mode, rnd), dir=tmp)
     up = {"host": "127.0.0.1", "port": peer.port, "tls": "starttls",
@@ -93,8 +134,14 @@ def run_mode(args, tmp, pki, peer, mode, rnd):
     with open(cfg, "w") as f:
         f.write(render_ini([("relay", rel), ("upstream main", up),
                             ("device default", {"user": LOGIN, "password": PASSWORD})]))
-    relay = Relay(cfg, binary=args.bin, name=mode)
+    relay = Relay(cfg, binary=binary or args.bin, name=mode)
     relay.start()
+    tracer = None
+    if args.strace:
+        trace_out = os.path.join(d, "strace.txt")
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-o", trace_out,
+                                   "-p", str(relay.proc.pid)], stderr=subprocess.DEVNULL)
+        time.sleep(1.0)   # attached to every thread
     msgs = [message(i, args.size) for i in range(args.count)]
     peer.reset()
     errors = []
@@ -114,6 +161,16 @@ def run_mode(args, tmp, pki, peer, mode, rnd):
                 errors.append("%d: %r" % (i, e))
 
     threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
+    peak = [0]
+    sampling = threading.Event()
+
+    def sampler():
+        while not sampling.is_set():
+            peak[0] = max(peak[0], pss_kb(relay.proc.pid))
+            sampling.wait(0.05)
+
+    st = threading.Thread(target=sampler)
+    st.start()
     cpu0 = cpu_ticks(relay.proc.pid)
     t0 = time.monotonic()
     for t in threads:
@@ -124,18 +181,30 @@ def run_mode(args, tmp, pki, peer, mode, rnd):
     got = peer.wait_messages(args.count, timeout=600)
     t_deliver = time.monotonic() - t0
     cpu = (cpu_ticks(relay.proc.pid) - cpu0) / CLK
+    sampling.set()
+    st.join()
     n = len([m for m in got if m.accepted])
     conns = len(peer.connections())
+    counts = {}
+    if tracer:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait()
+        counts = strace_counts(trace_out)
     rc = relay.stop()
+    st = relay.grep(r"event=commit_stats")
+    if st:
+        for k, v in re.findall(r"(\w+)=(\d+)", st[-1]):
+            counts["spool." + k] = int(v)
     if rc != 0:
         log("%s: exit status %s; log tail:\n%s" % (mode, rc, relay.tail()))
     if errors or n != args.count:
         log("%s: %d client errors (first: %s), %d/%d delivered" % (
             mode, len(errors), errors[:3], n, args.count))
     shutil.rmtree(d, ignore_errors=True)
-    return {"mode": mode, "round": rnd, "accept": args.count / t_accept,
+    return {"mode": mode + ("@" + label if label else ""), "round": rnd,
+            "counts": counts, "accept": args.count / t_accept,
             "deliver": args.count / t_deliver, "cpu1k": cpu * 1000.0 / args.count,
-            "conns": conns, "ok": not errors and n == args.count}
+            "conns": conns, "pss": peak[0] / 1024.0, "ok": not errors and n == args.count}
 
 
 def main():
@@ -150,11 +219,21 @@ def main():
     ap.add_argument("--tmp", default=None, help="where spool directories go (default $TMPDIR)")
     ap.add_argument("--pipelining", action="store_true",
                     help="the peer offers PIPELINING: spool deliveries send the envelope in one write")
+    ap.add_argument("--alt-bin", action="append", default=[], metavar="NAME=PATH",
+                    help="another relay25 binary through the same modes and rounds")
+    ap.add_argument("--strace", action="store_true",
+                    help="count syscalls per message with strace -f -c (timings meaningless)")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in MODES:
             ap.error("unknown mode %s" % m)
+    runs = [(m, None, None) for m in modes]
+    for a in args.alt_bin:
+        name, _, path = a.partition("=")
+        if not name or not path:
+            ap.error("--alt-bin NAME=PATH")
+        runs += [(m, path, name) for m in modes]
     tmp = tempfile.mkdtemp(prefix="relay25-bench-spool-", dir=args.tmp)
     try:
         pki = certs.make_pki(os.path.join(tmp, "pki"), "bench")
@@ -163,11 +242,12 @@ def main():
         results = []
         try:
             for rnd in range(args.rounds):
-                order = modes if rnd % 2 == 0 else list(reversed(modes))
-                for mode in order:
-                    log("round %d: %s, %d messages of %d octets, %d clients" % (
-                        rnd + 1, mode, args.count, args.size, args.clients))
-                    results.append(run_mode(args, tmp, pki, peer, mode, rnd + 1))
+                order = runs if rnd % 2 == 0 else list(reversed(runs))
+                for mode, binary, label in order:
+                    log("round %d: %s%s, %d messages of %d octets, %d clients" % (
+                        rnd + 1, mode, "@" + label if label else "", args.count, args.size,
+                        args.clients))
+                    results.append(run_mode(args, tmp, pki, peer, mode, rnd + 1, binary, label))
         finally:
             peer.stop()
     finally:
@@ -176,19 +256,32 @@ def main():
     print("relay25 %s; %d messages x %d octets, %d clients, one connection per message; "
           "upstream: aiosmtpd peer (STARTTLS + AUTH) on loopback; %d CPUs"
           % (args.bin, args.count, args.size, args.clients, os.cpu_count()))
-    print("%-12s %5s %12s %13s %8s %9s %s" % ("mode", "round", "accept msg/s", "deliver msg/s",
-                                             "cpu/1k", "up-conns", ""))
+    print("%-16s %5s %12s %13s %8s %9s %8s %s" % ("mode", "round", "accept msg/s",
+                                                  "deliver msg/s", "cpu/1k", "up-conns",
+                                                  "pss MB", ""))
     for r in results:
-        print("%-12s %5d %12.1f %13.1f %8.2f %9d %s" % (
-            r["mode"], r["round"], r["accept"], r["deliver"], r["cpu1k"], r["conns"],
+        print("%-16s %5d %12.1f %13.1f %8.2f %9d %8.1f %s" % (
+            r["mode"], r["round"], r["accept"], r["deliver"], r["cpu1k"], r["conns"], r["pss"],
             "" if r["ok"] else "ERRORS"))
-    for mode in modes:
+    names = [m + ("@" + label if label else "") for m, _, label in runs]
+    for mode in names:
         rs = [r for r in results if r["mode"] == mode]
-        print("%-12s %5s %12.1f %13.1f %8.2f %9d" % (
+        print("%-16s %5s %12.1f %13.1f %8.2f %9d %8.1f" % (
             mode, "med", statistics.median(r["accept"] for r in rs),
             statistics.median(r["deliver"] for r in rs),
             statistics.median(r["cpu1k"] for r in rs),
-            int(statistics.median(r["conns"] for r in rs))))
+            int(statistics.median(r["conns"] for r in rs)),
+            statistics.median(r["pss"] for r in rs)))
+    if any(r["counts"] for r in results):
+        keys = [k for k in STRACE_KEYS + ("total",) if any(k in r["counts"] for r in results)]
+        keys += sorted({k for r in results for k in r["counts"] if k.startswith("spool.")})
+        print("\nper message (all of relay25: submission and delivery):")
+        print("%-16s %5s " % ("mode", "round") + " ".join("%9s" % k.replace("spool.", "")
+                                                          [:9] for k in keys))
+        for r in results:
+            print("%-16s %5d " % (r["mode"], r["round"]) + " ".join(
+                "%9.2f" % (r["counts"].get(k, 0) / (1 if k == "spool.largest_batch" else args.count))
+                for k in keys))
     return 0 if all(r["ok"] for r in results) else 1
 
 

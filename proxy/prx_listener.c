@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "conf/conf.h"
 #include "proxy/prx_session.h"
+#include "spool/spool_writer.h"
 
 #define PRX_BACKLOG 1024 /* bursts of printers and cron jobs; capped by somaxconn */
 /* Password checks in libuv's pool (UV_THREADPOOL_SIZE, 4 by default) at once: the
@@ -42,6 +43,7 @@ static void prx_server_check_done(struct prx_server *srv)
         prx_conf_release(srv->env.cur);
         auth_passwd_sched_free(srv->env.pw);
         auth_fail_free(srv->env.auth_fails);
+        spool_group_free(srv->env.spool); /* no writer is left: sessions held them */
         free(srv->listeners);
         free(srv);
         if (done) {
@@ -116,12 +118,13 @@ struct prx_server *prx_server_new(uv_loop_t *loop, struct conf *c, struct metric
     if (!srv || !(srv->listeners = calloc(c->nlisten + c->ntls_listen, sizeof(uv_tcp_t))) ||
         !(srv->env.pw = auth_passwd_sched_new(loop, PRX_AUTH_CHECKS, PRX_AUTH_QUEUE)) ||
         !(srv->env.auth_fails = auth_fail_new(AUTH_FAIL_DEFAULT_SETS, prx_seed())) ||
-        !(srv->env.cur = prx_conf_new(c))) {
+        !(srv->env.spool = spool_group_new(loop)) || !(srv->env.cur = prx_conf_new(c))) {
         snprintf(err, errlen, "out of memory");
         if (srv) {
             free(srv->listeners);
             auth_passwd_sched_free(srv->env.pw);
             auth_fail_free(srv->env.auth_fails);
+            spool_group_free(srv->env.spool);
         }
         free(srv);
         return NULL;

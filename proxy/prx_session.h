@@ -19,6 +19,7 @@ struct auth_fail;
 struct auth_passwd_sched;
 struct up_queue;
 struct up_pool;
+struct spool_group;
 struct up_oauth_set;
 
 /* Shared by the listener and its sessions: the session list for shutdown. */
@@ -29,6 +30,7 @@ struct prx_env {
     struct up_queue *queue;     /* background delivery; NULL when nothing is spooled */
     struct up_pool *pool;       /* idle authenticated upstream sessions; NULL: no reuse */
     struct up_oauth_set *oauth; /* OAuth2 token providers (auth = xoauth2); may be NULL */
+    struct spool_group *spool;  /* group commit of every message spooled from here */
     struct prx_session *head;   /* live sessions */
     size_t nsessions;
     size_t nrefused; /* of nsessions: refused clients, not counted against max_connections */

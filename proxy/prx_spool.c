@@ -94,7 +94,7 @@ static const struct spool_writer_cbs prx_spool_cbs = {
 int prx_spool_open(struct prx_session *s)
 {
     s->txn->spw =
-        spool_writer_new(s->env->loop, s->conf->spool_dir, s->txn->qid, &prx_spool_cbs, s);
+        spool_writer_new(s->env->spool, s->conf->spool_dir, s->txn->qid, &prx_spool_cbs, s);
     if (!s->txn->spw) {
         return -1;
     }

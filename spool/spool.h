@@ -120,4 +120,31 @@ int spool_requeue(const char *dir, uint64_t qid, uint64_t now, const struct stat
  * reader (a delivery already under way still finishes). 0, ENOENT when it was
  * gone already, or an errno value with err naming the file. The caller syncs. */
 int spool_remove(const char *dir, enum spool_area area, uint64_t qid, char *err, size_t errlen);
+/* ---- group commit (spool_writer's thread-pool work; blocking) ---- */
+
+/* Appends to tmp/<qid>.msg, creating it (O_EXCL, 0600) when *fd < 0. 0 or an errno value. */
+int spool_tmp_append(const char *dir, uint64_t qid, int *fd, const char *data, size_t len);
+/* Drops a message being written: fd closed (when >= 0), its tmp/ files unlinked,
+ * and its q/ files too when committed (.env first). */
+void spool_tmp_drop(const char *dir, uint64_t qid, int fd, int committed);
+
+/* One message of a batch: content so far in tmp/<qid>.msg (fd, or -1 when
+ * nothing was written yet), tail the rest of it, envtext the formatted .env. */
+struct spool_batch_item {
+    const char *dir;
+    uint64_t qid;
+    int fd; /* closed by the batch */
+    const char *tail;
+    size_t tail_len;
+    const char *envtext;
+    size_t envlen;
+    int err;     /* out: 0 = committed and durable; else an errno value, nothing left */
+    int envfd;   /* inside the batch */
+    int renamed; /* inside the batch: 1 .msg, 2 .env in q/ */
+};
+/* Group commit of n messages in spool_commit_fd's order, step by step over the
+ * whole batch: all contents and envelopes written, then fsync'd (write-back of
+ * all started first), then renamed into q/ (.env last), then one fsync of q/
+ * per spool directory. Returns the fsync calls made. */
+size_t spool_commit_batch(struct spool_batch_item *it, size_t n);
 #endif

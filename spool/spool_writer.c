@@ -1,57 +1,75 @@
 /* spool_writer: streams a new message from the loop into the spool (layout in
- * spool.h) with a chain of uv_fs requests, one at a time: data is double-buffered
- * so the client keeps sending while the previous buffer is written, and the
- * commit fsyncs data, envelope and directory before it reports success. */
+ * spool.h) and commits it in a group: a large body is written in the thread
+ * pool one SPOOL_WBUF at a time (double-buffered, so the client keeps sending),
+ * a small one not at all until its commit; commits wait in the spool_group and
+ * go to disk as one batch (spool_commit_batch) per thread-pool job. */
 #include "spool/spool_writer.h"
 
-#include <fcntl.h>
-#include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "common/log.h"
 #include "spool/spool.h"
 
 #define SPOOL_SLACK (16u * 1024u) /* room past SPOOL_WBUF: a write beyond it grows the buffer */
+#define SPOOL_WBUF_MIN 4096u      /* first size of a buffer; doubles up to SPOOL_WBUF + slack */
+#define SPOOL_BATCH_MAX 256u      /* messages per batch: bounds one job's latency */
 
-enum spool_writer_step {
-    W_OPEN,
-    W_IDLE,
-    W_WRITE,
-    W_FSYNC_MSG,
-    W_CLOSE_MSG,
-    W_OPEN_ENV,
-    W_WRITE_ENV,
-    W_FSYNC_ENV,
-    W_CLOSE_ENV,
-    W_RENAME_MSG,
-    W_RENAME_ENV,
-    W_OPEN_DIR,
-    W_FSYNC_DIR,
-    W_CLOSE_DIR,
-    W_CLEANUP, /* failure/abort: closing and unlinking */
+/* Counters of a group since it was made (logged at the end: tests and the bench read them). */
+struct spool_group_stats {
+    uint64_t batches; /* commit jobs */
+    uint64_t commits; /* messages that went through a batch */
+    uint64_t fsyncs;  /* fsync calls made by the batches */
+    uint64_t jobs;    /* every thread-pool job: batches, streamed writes, drops */
+    uint64_t max_batch;
+};
+
+struct spool_group {
+    uv_loop_t *loop;
+    uv_work_t work;
+    struct spool_writer *wait, **wait_tail; /* committing, for the next batch */
+    struct spool_writer *run;               /* the batch in flight, NULL when none */
+    struct spool_batch_item *items;
+    size_t nitems, cap;
+    size_t nsync; /* fsyncs of the batch in flight */
+    uint64_t started_ms;
+    size_t live; /* writers not freed yet */
+    int closing; /* spool_group_free was called: free when the last writer goes */
+    struct spool_group_stats st;
 };
 
 struct spool_writer {
-    uv_loop_t *loop;
+    struct spool_group *g;
     const struct spool_writer_cbs *cbs;
     void *arg;
-    uv_fs_t req;
-    int busy; /* a request is in flight */
-    enum spool_writer_step step;
-    uv_file fd; /* .msg, then .env, then the directory */
-    int err;    /* first failure, sticky */
-    int committing, aborted, want_drain;
+    char *dir;
+    uint64_t qid;
+    uv_work_t work;
+    struct spool_writer *next; /* in the group's wait or run list */
+    int busy;                  /* a streamed write or the drop is in the thread pool */
+    int fd;                    /* tmp/<qid>.msg once created */
+    int err;                   /* first failure (uv error), sticky */
+    int job_err;               /* the last job's errno value, read in its after-work */
+    int committing, aborted, want_drain, committed;
     uint64_t written;
     char *fill, *flight; /* double buffer */
     size_t fill_len, flight_len;
-    size_t fill_cap, flight_cap; /* SPOOL_WBUF + SPOOL_SLACK, or more after a large write */
+    size_t fill_cap, flight_cap;
     char *envtext;
-    size_t envlen, envoff;
-    char tmp_msg[4096], tmp_env[4096], q_msg[4096], q_env[4096], qdir[4096];
+    size_t envlen;
 };
 
 static void spool_writer_next(struct spool_writer *w);
+static void spool_group_start(struct spool_group *g);
+
+static void spool_group_release(struct spool_group *g)
+{
+    if (--g->live == 0 && g->closing) {
+        free(g->items);
+        free(g);
+    }
+}
 
 static void spool_writer_finish(struct spool_writer *w)
 {
@@ -60,95 +78,71 @@ static void spool_writer_finish(struct spool_writer *w)
     int notify = !w->aborted;
     const struct spool_writer_cbs *cbs = w->cbs;
     void *arg = w->arg;
+    struct spool_group *g = w->g;
 
     free(w->fill);
     free(w->flight);
     free(w->envtext);
+    free(w->dir);
     free(w);
     if (notify && cbs->on_done) {
         cbs->on_done(arg, err, size);
     }
+    spool_group_release(g);
 }
 
-/* Failure or abort: close what is open, unlink the temp files, report. */
-static void spool_writer_cleanup(struct spool_writer *w)
-{
-    uv_fs_t r;
+/* ---- thread-pool jobs of one writer: a streamed write, the drop ---- */
 
-    /* a failure reported means nothing stays: a .msg already renamed into q/,
-     * or (the directory could not be synced) the whole committed message */
-    if (w->step >= W_OPEN_DIR && w->step <= W_FSYNC_DIR) {
-        unlink(w->q_env);
-    }
-    if (w->step >= W_RENAME_ENV && w->step <= W_FSYNC_DIR) {
-        unlink(w->q_msg);
-    }
-    w->step = W_CLEANUP;
-    if (w->fd >= 0) {
-        uv_fs_close(w->loop, &r, w->fd, NULL); /* close(2) of a regular file does not block */
-        uv_fs_req_cleanup(&r);
-        w->fd = -1;
-    }
-    unlink(w->tmp_msg);
-    unlink(w->tmp_env);
-    spool_writer_finish(w);
-}
-
-static void spool_writer_cb(uv_fs_t *req)
+static void spool_job_write(uv_work_t *req)
 {
     struct spool_writer *w = req->data;
-    ssize_t res = req->result;
+    w->job_err = spool_tmp_append(w->dir, w->qid, &w->fd, w->flight, w->flight_len);
+}
 
-    uv_fs_req_cleanup(req);
+static void spool_job_write_done(uv_work_t *req, int status)
+{
+    struct spool_writer *w = req->data;
+
+    (void)status; /* never cancelled */
     w->busy = 0;
-    if (w->step == W_CLOSE_MSG || w->step == W_CLOSE_ENV || w->step == W_CLOSE_DIR) {
-        w->fd = -1; /* close(2) frees the descriptor even when it fails: never close it twice */
+    if (w->job_err && !w->err) {
+        w->err = -w->job_err; /* a uv error is the negative errno value */
+    } else if (!w->job_err) {
+        w->written += w->flight_len;
     }
-    if (res < 0 && !w->err && w->step != W_CLOSE_DIR) {
-        w->err = (int)res; /* closing the directory after its fsync cannot lose anything */
-    }
-    if (w->err) {
-        if (w->committing || w->aborted) {
-            spool_writer_cleanup(w);
-        } else if (w->want_drain && w->cbs->on_drain) {
-            w->want_drain = 0;
-            w->cbs->on_drain(w->arg); /* the caller sees the error on its next write */
-        }
-        return;
-    }
-    switch (w->step) {
-    case W_OPEN:
-    case W_OPEN_ENV:
-    case W_OPEN_DIR:
-        w->fd = (uv_file)res;
-        break;
-    case W_WRITE:
-        w->written += (uint64_t)res;
-        if ((size_t)res < w->flight_len) { /* short write: the rest again */
-            uv_buf_t b;
-            memmove(w->flight, w->flight + res, w->flight_len - (size_t)res);
-            w->flight_len -= (size_t)res;
-            w->busy = 1;
-            b = uv_buf_init(w->flight, (unsigned)w->flight_len);
-            uv_fs_write(w->loop, &w->req, w->fd, &b, 1, -1, spool_writer_cb);
-            return;
-        }
-        w->flight_len = 0;
-        break;
-    case W_WRITE_ENV:
-        w->envoff += (size_t)res;
-        break;
-    default:
-        break;
-    }
+    w->flight_len = 0;
     spool_writer_next(w);
+}
+
+static void spool_job_drop(uv_work_t *req)
+{
+    struct spool_writer *w = req->data;
+    spool_tmp_drop(w->dir, w->qid, w->fd, w->committed);
+    w->fd = -1;
+}
+
+static void spool_job_drop_done(uv_work_t *req, int status)
+{
+    (void)status;
+    spool_writer_finish(req->data);
+}
+
+/* Failure or abort: the files go (in the thread pool), then on_done unless aborted. */
+static void spool_writer_drop(struct spool_writer *w)
+{
+    w->busy = 1;
+    w->g->st.jobs++;
+    if (uv_queue_work(w->g->loop, &w->work, spool_job_drop, spool_job_drop_done) != 0) {
+        spool_job_drop(&w->work); /* cannot happen with a valid loop; never leave files */
+        w->busy = 0;
+        spool_writer_finish(w);
+    }
 }
 
 static void spool_writer_submit_fill(struct spool_writer *w)
 {
     char *t = w->flight;
     size_t tcap = w->flight_cap;
-    uv_buf_t b;
 
     w->flight = w->fill;
     w->flight_len = w->fill_len;
@@ -156,134 +150,209 @@ static void spool_writer_submit_fill(struct spool_writer *w)
     w->fill = t;
     w->fill_cap = tcap;
     w->fill_len = 0;
-    w->step = W_WRITE;
     w->busy = 1;
-    b = uv_buf_init(w->flight, (unsigned)w->flight_len);
-    uv_fs_write(w->loop, &w->req, w->fd, &b, 1, -1, spool_writer_cb);
+    w->g->st.jobs++;
+    if (uv_queue_work(w->g->loop, &w->work, spool_job_write, spool_job_write_done) != 0) {
+        w->job_err = EIO;
+        spool_job_write_done(&w->work, 0);
+    }
 }
 
-/* Decides the next request once the previous one completed. */
+/* ---- the group: one batch in flight, the next one waiting ---- */
+
+static void spool_job_batch(uv_work_t *req)
+{
+    struct spool_group *g = req->data;
+    g->nsync = spool_commit_batch(g->items, g->nitems);
+}
+
+static void spool_job_batch_done(uv_work_t *req, int status)
+{
+    struct spool_group *g = req->data;
+    struct spool_writer *w = g->run, *next;
+    size_t i = 0, nok = 0, n = g->nitems;
+
+    (void)status;
+    g->st.fsyncs += g->nsync;
+    for (; w; w = next, i++) {
+        next = w->next;
+        w->fd = -1; /* the batch closed it */
+        if (g->items[i].err) {
+            w->err = -g->items[i].err;
+        } else {
+            nok++;
+            w->committed = 1;
+            w->written += w->fill_len;
+        }
+    }
+    log_debug(0, "spool", "event=commit_batch messages=%zu committed=%zu fsyncs=%zu ms=%llu", n,
+              nok, g->nsync, (unsigned long long)(uv_now(g->loop) - g->started_ms));
+    w = g->run;
+    g->run = NULL;
+    g->nitems = 0;
+    g->live++; /* the callbacks below may free writers: the group stays until the end */
+    for (; w; w = next) {
+        next = w->next;
+        if (w->aborted) {
+            spool_writer_drop(w); /* committed meanwhile: removed again, .env first */
+        } else {
+            spool_writer_finish(w);
+        }
+    }
+    spool_group_start(g); /* those that arrived meanwhile */
+    spool_group_release(g);
+}
+
+/* Sends the waiting commits as one batch, unless one is in flight. */
+static void spool_group_start(struct spool_group *g)
+{
+    struct spool_writer *w, **tail = &g->run;
+    size_t n = 0;
+
+    if (g->run || !g->wait) {
+        return;
+    }
+    for (w = g->wait; w && n < SPOOL_BATCH_MAX; w = w->next) {
+        n++;
+    }
+    if (n > g->cap) {
+        struct spool_batch_item *ni = realloc(g->items, n * sizeof(*ni));
+        if (!ni) {
+            n = g->cap; /* a smaller batch now, the rest next */
+        } else {
+            g->items = ni;
+            g->cap = n;
+        }
+    }
+    if (n == 0) {
+        /* not even one item: fail the oldest so the queue cannot stall */
+        w = g->wait;
+        if (!(g->wait = w->next)) {
+            g->wait_tail = &g->wait;
+        }
+        w->err = UV_ENOMEM;
+        spool_writer_drop(w);
+        spool_group_start(g);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct spool_batch_item *it = &g->items[i];
+        w = g->wait;
+        g->wait = w->next;
+        *tail = w;
+        tail = &w->next;
+        memset(it, 0, sizeof(*it));
+        it->dir = w->dir;
+        it->qid = w->qid;
+        it->fd = w->fd;
+        it->tail = w->fill;
+        it->tail_len = w->fill_len;
+        it->envtext = w->envtext;
+        it->envlen = w->envlen;
+    }
+    *tail = NULL;
+    if (!g->wait) {
+        g->wait_tail = &g->wait;
+    }
+    g->nitems = n;
+    g->st.batches++;
+    g->st.jobs++;
+    g->st.commits += n;
+    if (n > g->st.max_batch) {
+        g->st.max_batch = n;
+    }
+    g->started_ms = uv_now(g->loop);
+    /* the crash test kills on this line: a batch in flight */
+    log_debug(0, "spool", "event=commit_batch_start messages=%zu", n);
+    if (uv_queue_work(g->loop, &g->work, spool_job_batch, spool_job_batch_done) != 0) {
+        for (size_t i = 0; i < n; i++) {
+            g->items[i].err = EIO;
+            spool_tmp_drop(g->items[i].dir, g->items[i].qid, g->items[i].fd, 0);
+        }
+        spool_job_batch_done(&g->work, 0);
+    }
+}
+
+static void spool_group_join(struct spool_group *g, struct spool_writer *w)
+{
+    w->next = NULL;
+    *g->wait_tail = w;
+    g->wait_tail = &w->next;
+    spool_group_start(g);
+}
+
+struct spool_group *spool_group_new(uv_loop_t *loop)
+{
+    struct spool_group *g = calloc(1, sizeof(*g));
+
+    if (!g) {
+        return NULL;
+    }
+    g->loop = loop;
+    g->work.data = g;
+    g->wait_tail = &g->wait;
+    g->live = 1; /* the owner's */
+    return g;
+}
+
+void spool_group_free(struct spool_group *g)
+{
+    if (g) {
+        log_info(0, "spool",
+                 "event=commit_stats batches=%llu messages=%llu fsyncs=%llu jobs=%llu "
+                 "largest_batch=%llu",
+                 (unsigned long long)g->st.batches, (unsigned long long)g->st.commits,
+                 (unsigned long long)g->st.fsyncs, (unsigned long long)g->st.jobs,
+                 (unsigned long long)g->st.max_batch);
+        g->closing = 1;
+        spool_group_release(g);
+    }
+}
+
+/* ---- a writer ---- */
+
+/* Decides what comes next once no job of this writer is in flight. */
 static void spool_writer_next(struct spool_writer *w)
 {
-    uv_buf_t b;
-
     if (w->aborted) {
-        spool_writer_cleanup(w);
+        spool_writer_drop(w);
         return;
     }
-    if (!w->committing) {
-        w->step = W_IDLE;
-        if (w->fill_len >= SPOOL_WBUF) {
-            spool_writer_submit_fill(w);
-        }
-        if (w->want_drain && w->fill_len < SPOOL_WBUF) {
-            w->want_drain = 0;
-            if (w->cbs->on_drain) {
-                w->cbs->on_drain(w->arg);
-            }
+    if (w->committing) {
+        if (w->err) {
+            spool_writer_drop(w);
+        } else {
+            spool_group_join(w->g, w);
         }
         return;
     }
-    w->busy = 1;
-    switch (w->step) {
-    case W_OPEN:
-    case W_IDLE:
-    case W_WRITE:
-        if (w->fill_len > 0) {
-            w->busy = 0;
-            spool_writer_submit_fill(w);
-            return;
-        }
-        w->step = W_FSYNC_MSG;
-        uv_fs_fsync(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_FSYNC_MSG:
-        w->step = W_CLOSE_MSG;
-        uv_fs_close(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_CLOSE_MSG:
-        w->step = W_OPEN_ENV;
-        uv_fs_open(w->loop, &w->req, w->tmp_env, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600,
-                   spool_writer_cb);
-        return;
-    case W_OPEN_ENV:
-    case W_WRITE_ENV:
-        if (w->envoff < w->envlen) {
-            w->step = W_WRITE_ENV;
-            b = uv_buf_init(w->envtext + w->envoff, (unsigned)(w->envlen - w->envoff));
-            uv_fs_write(w->loop, &w->req, w->fd, &b, 1, -1, spool_writer_cb);
-            return;
-        }
-        w->step = W_FSYNC_ENV;
-        uv_fs_fsync(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_FSYNC_ENV:
-        w->step = W_CLOSE_ENV;
-        uv_fs_close(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_CLOSE_ENV:
-        w->step = W_RENAME_MSG;
-        uv_fs_rename(w->loop, &w->req, w->tmp_msg, w->q_msg, spool_writer_cb);
-        return;
-    case W_RENAME_MSG:
-        /* the .env rename is the commit point */
-        w->step = W_RENAME_ENV;
-        uv_fs_rename(w->loop, &w->req, w->tmp_env, w->q_env, spool_writer_cb);
-        return;
-    case W_RENAME_ENV:
-        w->step = W_OPEN_DIR;
-        uv_fs_open(w->loop, &w->req, w->qdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
-                   spool_writer_cb);
-        return;
-    case W_OPEN_DIR:
-        w->step = W_FSYNC_DIR;
-        uv_fs_fsync(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_FSYNC_DIR:
-        w->step = W_CLOSE_DIR;
-        uv_fs_close(w->loop, &w->req, w->fd, spool_writer_cb);
-        return;
-    case W_CLOSE_DIR:
-        w->busy = 0;
-        spool_writer_finish(w);
-        return;
-    case W_CLEANUP:
-        break;
+    if (!w->err && w->fill_len >= SPOOL_WBUF) {
+        spool_writer_submit_fill(w);
     }
-    abort();
+    if (w->want_drain && (w->err || w->fill_len < SPOOL_WBUF)) {
+        w->want_drain = 0;
+        if (w->cbs->on_drain) {
+            w->cbs->on_drain(w->arg); /* an error shows on the caller's next write */
+        }
+    }
 }
 
-struct spool_writer *spool_writer_new(uv_loop_t *loop, const char *dir, uint64_t qid,
+struct spool_writer *spool_writer_new(struct spool_group *g, const char *dir, uint64_t qid,
                                       const struct spool_writer_cbs *cbs, void *arg)
 {
     struct spool_writer *w = calloc(1, sizeof(*w));
 
-    if (!w) {
-        return NULL;
-    }
-    w->fill = malloc(SPOOL_WBUF + SPOOL_SLACK);
-    w->flight = malloc(SPOOL_WBUF + SPOOL_SLACK);
-    if (!w->fill || !w->flight ||
-        spool__path(w->tmp_msg, sizeof(w->tmp_msg), dir, "tmp", qid, ".msg") ||
-        spool__path(w->tmp_env, sizeof(w->tmp_env), dir, "tmp", qid, ".env") ||
-        spool__path(w->q_msg, sizeof(w->q_msg), dir, "q", qid, ".msg") ||
-        spool__path(w->q_env, sizeof(w->q_env), dir, "q", qid, ".env") ||
-        spool_area_path(w->qdir, sizeof(w->qdir), dir, SPOOL_AREA_Q) != 0) {
-        free(w->fill);
-        free(w->flight);
+    if (!w || !(w->dir = strdup(dir))) {
         free(w);
         return NULL;
     }
-    w->fill_cap = w->flight_cap = SPOOL_WBUF + SPOOL_SLACK;
-    w->loop = loop;
+    w->g = g;
     w->cbs = cbs;
     w->arg = arg;
+    w->qid = qid;
     w->fd = -1;
-    w->req.data = w;
-    w->step = W_OPEN;
-    w->busy = 1;
-    uv_fs_open(loop, &w->req, w->tmp_msg, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600,
-               spool_writer_cb);
+    w->work.data = w;
+    g->live++;
     return w;
 }
 
@@ -293,11 +362,21 @@ int spool_writer_write(struct spool_writer *w, const char *data, size_t len)
         return w->err;
     }
     if (len > w->fill_cap - w->fill_len) {
-        /* one piece larger than the room left (a header section held for the
-         * From: rewrite, bounded by max_header_size): the buffer grows for it */
-        size_t ncap = w->fill_len + len;
-        char *nb = ncap >= w->fill_len ? realloc(w->fill, ncap) : NULL;
-        if (!nb) {
+        /* grows by doubling to SPOOL_WBUF + slack; one piece larger than that (a
+         * header section held for the From: rewrite, bounded by max_header_size)
+         * grows it to fit */
+        size_t need = w->fill_len + len, ncap = w->fill_cap ? w->fill_cap : SPOOL_WBUF_MIN;
+        char *nb;
+        while (ncap < need && ncap < SPOOL_WBUF + SPOOL_SLACK) {
+            ncap *= 2;
+        }
+        if (ncap > SPOOL_WBUF + SPOOL_SLACK) {
+            ncap = SPOOL_WBUF + SPOOL_SLACK;
+        }
+        if (ncap < need) {
+            ncap = need;
+        }
+        if (need < w->fill_len || !(nb = realloc(w->fill, ncap))) {
             return UV_ENOBUFS;
         }
         w->fill = nb;
@@ -308,7 +387,7 @@ int spool_writer_write(struct spool_writer *w, const char *data, size_t len)
     if (w->fill_len < SPOOL_WBUF) {
         return 0;
     }
-    if (!w->busy && w->step == W_IDLE) {
+    if (!w->busy) {
         spool_writer_submit_fill(w);
         return 0;
     }
@@ -322,22 +401,36 @@ void spool_writer_commit(struct spool_writer *w, const struct spool_env *env)
     if (!w->err && !(w->envtext = spool_env_format(env, &w->envlen))) {
         w->err = UV_ENOMEM;
     }
-    if (w->busy) {
-        return; /* the running request's callback continues the chain */
+    if (!w->busy) {
+        spool_writer_next(w); /* else the running job's after-work continues */
     }
-    if (w->err) {
-        spool_writer_cleanup(w);
-        return;
-    }
-    spool_writer_next(w);
 }
 
 void spool_writer_abort(struct spool_writer *w)
 {
+    struct spool_writer **p;
+
     w->aborted = 1;
-    if (!w->busy) {
-        spool_writer_cleanup(w);
+    if (w->busy) {
+        return; /* its after-work drops it */
     }
+    /* waiting for a batch: leave the queue; in the batch in flight: dropped after it */
+    for (p = &w->g->wait; *p; p = &(*p)->next) {
+        if (*p == w) {
+            *p = w->next;
+            if (!*p) {
+                w->g->wait_tail = p;
+            }
+            spool_writer_drop(w);
+            return;
+        }
+    }
+    for (struct spool_writer *r = w->g->run; r; r = r->next) {
+        if (r == w) {
+            return;
+        }
+    }
+    spool_writer_drop(w);
 }
 
 uint64_t spool_writer_written(const struct spool_writer *w)

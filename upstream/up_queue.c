@@ -628,6 +628,7 @@ static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int er
     t.nrcpt = j->nsend;
     t.fd = -1;
     t.path = j->msgpath;
+    t.size = j->found_size;
     t.session_cbs = &upq_up_cbs;
     t.session_arg = j;
     t.sid = j->qid;

@@ -16,6 +16,7 @@
 #include "common/reply.h"
 
 #define UPS_READ ((size_t)32 * 1024)   /* file bytes read per step (the queue runs 64 at once) */
+#define UPS_SMALL ((size_t)4096)       /* the least read buffer, for a small file */
 #define UPS_HIWAT ((size_t)256 * 1024) /* upstream backlog that pauses reading */
 
 struct up_send {
@@ -40,6 +41,7 @@ struct up_send {
     int ending;    /* over: on_done as soon as nothing is in flight */
     struct data_enc enc;
     char *rbuf, *ebuf;
+    size_t cap; /* rbuf's size: UPS_READ, or less for a small file of known size */
 };
 
 static const struct up_cbs ups_cbs;
@@ -146,7 +148,7 @@ static int ups_body_out(struct up_send *t, const char *p, size_t n)
 {
     t->size += n;
     while (n > 0) {
-        size_t k = n < UPS_READ ? n : UPS_READ;
+        size_t k = n < t->cap ? n : t->cap;
         if (ups_check(t, up_body(t->ups, t->ebuf, data_enc_feed(&t->enc, p, k, t->ebuf))) < 0) {
             return -1;
         }
@@ -213,6 +215,10 @@ static void ups_on_fs(uv_fs_t *req)
     if (ups_body_out(t, t->rbuf, (size_t)r) != 0) {
         return;
     }
+    if (t->req.size && t->off >= t->req.size) {
+        ups_end_body(t); /* all of it: no round trip through the pool to read nothing */
+        return;
+    }
     if (up_pending(t->ups) > UPS_HIWAT) {
         t->waiting = 1; /* ups_on_drain continues */
         return;
@@ -229,7 +235,7 @@ static void ups_read_next(struct up_send *t)
     if (t->fd < 0) {
         r = uv_fs_open(t->req.loop, &t->fs, t->req.path, O_RDONLY | O_CLOEXEC, 0, ups_on_fs);
     } else {
-        b = uv_buf_init(t->rbuf, (unsigned)UPS_READ);
+        b = uv_buf_init(t->rbuf, (unsigned)t->cap);
         r = uv_fs_read(t->req.loop, &t->fs, t->fd, &b, 1, (int64_t)t->off, ups_on_fs);
     }
     if (r < 0) {
@@ -422,8 +428,12 @@ struct up_send *up_send_start(struct up_session *s, const struct up_send_req *re
     t->step = UP_SEND_MAIL;
     t->piped = (up_ext(s) & UP_EXT_PIPELINING) != 0;
     snprintf(t->where, sizeof(t->where), "%s", up_where(s));
-    t->rbuf = malloc(UPS_READ);
-    t->ebuf = malloc(2 * UPS_READ + 8);
+    t->cap = UPS_READ;
+    if (req->size && req->size < UPS_READ) {
+        t->cap = req->size < UPS_SMALL ? UPS_SMALL : (size_t)req->size;
+    }
+    t->rbuf = malloc(t->cap);
+    t->ebuf = malloc(2 * t->cap + 8);
     if (!t->rbuf || !t->ebuf) {
         goto fail;
     }

@@ -72,6 +72,10 @@ struct up_send_req {
      * from offset 0, not closed), else the file at path, opened after the 354. */
     uv_file fd;
     const char *path;
+    /* The file's size when known (a spooled .msg), 0 when not: the body ends
+     * after size bytes of it, without the read that would only find its end,
+     * and small content gets small buffers. */
+    uint64_t size;
     /* Whom the session is handed back to when the transaction ends. */
     const struct up_cbs *session_cbs;
     void *session_arg;

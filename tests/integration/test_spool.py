@@ -9,6 +9,7 @@ and starts the peer on the same port."""
 
 import asyncio
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -461,7 +462,7 @@ class SpoolTest(SpoolTestCase):
     # 5. partial failure -------------------------------------------------------------------
 
     def test_partial_failure_bounces_only_the_failed(self):
-        peer, _, r, _, _ = self.spool_setup(upstream_up=True)
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True, own=True)
         msg = make_message("partial")
         rcpts = ["one@example.net", "reject-two@example.net", "three@example.net"]
         q = self.submit_queued(r, "alice@example.org", rcpts, msg)
@@ -495,7 +496,7 @@ class SpoolTest(SpoolTestCase):
         """RFC 2920: with PIPELINING offered (PipelinedSpoolTest), a delivery sends
         MAIL, every RCPT and DATA in one write, so upstream reads MAIL and each RCPT
         with the next command already waiting; without it, one command at a time."""
-        peer, _, r, _, _ = self.spool_setup(upstream_up=True)
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True, own=True)
         msg = make_message("flight")
         rcpts = ["one@example.net", "reject-two@example.net", "three@example.net"]
         self.submit_queued(r, "alice@example.org", rcpts, msg)
@@ -514,7 +515,7 @@ class SpoolTest(SpoolTestCase):
         """The queue delivers the next message on the session it gave back to the
         pool; when upstream answers that MAIL with 421 (it was closing the idle
         connection), a fresh session carries the message at once, not a retry later."""
-        peer, _, r, _, _ = self.spool_setup(upstream_up=True)
+        peer, _, r, _, _ = self.spool_setup(upstream_up=True, own=True)
         Script(peer, mail=[None, "421 4.4.2 closing the idle connection"])
         for i in range(2):
             q = self.submit_queued(r, "s@example.org", ["r@example.net"],
@@ -689,6 +690,64 @@ class SpoolTest(SpoolTestCase):
         bodies = sorted(strip_received(m.content) for m in got)
         self.assertEqual(bodies, sorted(accepted + [last]))
         self.assertEqual(self.files("tmp"), [])
+
+
+class GroupCommitTest(SpoolTestCase):
+    """Group commit: commits that start while one is in flight share the next
+    batch; the counters relay25 logs at exit (event=commit_stats) show one
+    thread-pool job per batch for small messages and one directory fsync per
+    batch on top of two per message."""
+
+    peer_or_closed = SpoolTest.peer_or_closed
+    spool_setup = SpoolTest.spool_setup
+
+    def stats(self, r):
+        (line,) = r.grep(r"event=commit_stats")
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+    def test_concurrent_small_messages_share_batches(self):
+        _, closed, r, _users, _path = self.spool_setup(upstream_up=False, own=True)
+        clients, each = 12, 3
+        codes = []
+
+        def client(c):
+            for i in range(each):
+                msg = make_message("batch %d.%d" % (c, i), body_of(1500))
+                res = self.submit(r, "s%d@example.org" % c, ["r@example.net"], msg)
+                codes.append(res["data"][0] if res["data"] else None)
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(codes, [250] * (clients * each))
+        n = clients * each
+        batches = [int(x) for li in r.grep(r"event=commit_batch messages=")
+                   for x in re.findall(r"event=commit_batch messages=(\d+)", li)]
+        self.assertEqual(sum(batches), n)
+        self.stop_expect_0(r)
+        st = self.stats(r)
+        self.assertEqual(st["messages"], n)
+        self.assertEqual(st["batches"], len(batches))
+        self.assertEqual(st["jobs"], st["batches"])           # small: nothing streamed before
+        self.assertEqual(st["fsyncs"], 2 * n + st["batches"])  # .msg + .env each, q/ per batch
+        self.assertEqual(len([f for f in self.files("q") if f.endswith(".env")]), n)
+        self.assertEqual(len([f for f in self.files("q") if f.endswith(".msg")]), n)
+        self.assertEqual(self.files("tmp"), [])
+
+    def test_large_message_streamed_then_committed(self):
+        peer, _, r, _users, _path = self.spool_setup(upstream_up=True, own=True)
+        msg = make_message("large", body_of(1 << 20))
+        self.submit_queued(r, "s@example.org", ["r@example.net"], msg)
+        peer.wait_messages(1, timeout=30)
+        self.wait_spool_empty(r)
+        (m,) = peer.all_messages()
+        self.assertEqual(strip_received(m.content), msg)
+        self.stop_expect_0(r)
+        st = self.stats(r)
+        self.assertEqual((st["messages"], st["batches"]), (1, 1))
+        self.assertGreaterEqual(st["jobs"], 1 + (1 << 20) // (80 * 1024))  # streamed writes
 
 
 class PipelinedSpoolTest(SpoolTest):

@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Crash safety of the spool: 10 concurrent clients submit 300 messages (unique
 Message-IDs) in spool mode while relay25 is killed with SIGKILL at random moments
-(KILLS times) and restarted on the same port and spool_dir. A client retries a
+(KILLS times) and restarted on the same port and spool_dir. A second run kills
+during group commits: 20 clients, and each kill follows a batch of several
+messages starting (the debug line event=commit_batch_start), so messages are
+inside a batch (written, fsync'd, renamed, or waiting for the directory fsync). A client retries a
 message that did not get 250 (connection error, disconnect or 4xx) until it does.
 At the end (relay running, upstream up all along) the spool must drain, and every
 message that got 250 must have arrived upstream. Duplicates are allowed only for
@@ -29,6 +32,9 @@ from spooltest import SpoolTestCase
 CLIENTS = 10
 MESSAGES = 300
 KILLS = 5
+BATCH_CLIENTS = 20
+BATCH_KILLS = 8
+BATCH_RE = re.compile(r"event=commit_batch_start messages=(\d+)")
 MAX_CONNECTIONS = 4          # [upstream] max_connections (the default, written out)
 
 
@@ -43,6 +49,12 @@ def free_port():
 class SpoolCrashTest(SpoolTestCase):
 
     def test_sigkill_during_submission(self):
+        self.crash_run(CLIENTS, MESSAGES, KILLS, batches=False)
+
+    def test_sigkill_during_batches(self):
+        self.crash_run(BATCH_CLIENTS, MESSAGES, BATCH_KILLS, batches=True)
+
+    def crash_run(self, nclients, nmsgs, nkills, batches):
         seed = int(os.environ.get("RELAY25_CRASH_SEED") or random.randrange(1 << 30))
         rnd = random.Random(seed)
         devices, users = self.default_devices()
@@ -78,12 +90,12 @@ class SpoolCrashTest(SpoolTestCase):
 
         # the messages, in per-client lists
         msgs = {}
-        for i in range(MESSAGES):
+        for i in range(nmsgs):
             mid = "<crash-%03d-%s@client.test>" % (i, os.urandom(4).hex())
             body = b"message %d\r\n" % i + (b"x" * 76 + b"\r\n") * (i % 50 + 1)
             msgs[mid] = make_message("crash %d" % i, body, msgid=mid)
         order = list(msgs)
-        work = [order[c::CLIENTS] for c in range(CLIENTS)]
+        work = [order[c::nclients] for c in range(nclients)]
         acked = {}                       # Message-ID -> queue id
         attempts = collections.Counter()  # Message-ID -> transactions tried
         failures = []                     # unexpected replies (5xx) / exceptions
@@ -121,24 +133,46 @@ class SpoolCrashTest(SpoolTestCase):
 
         # kills at random points of the submission: after a random number of acks,
         # plus a random delay so that the kill does not line up with a reply
-        thresholds = sorted(rnd.sample(range(15, MESSAGES - 15), KILLS))
+        thresholds = sorted(rnd.sample(range(15, nmsgs - 15), nkills))
         kills = []
+
+        in_batch = []                     # per kill: the relay's last batch line was a start
+
+        def batch_lines(r, seen):
+            """Waits for a batch of 2+ messages starting after line number seen
+            (no longer once every message got its 250: no batch is coming)."""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and r.alive() and len(acked) < nmsgs:
+                ls = r.lines()
+                for li in ls[seen:]:
+                    m = BATCH_RE.search(li)
+                    if m and int(m.group(1)) >= 2:
+                        return
+                seen = len(ls)
+                time.sleep(0.001)
 
         def killer():
             nonlocal current
             for th in thresholds:
                 with progress:
                     progress.wait_for(lambda: len(acked) >= th, timeout=60)
-                time.sleep(rnd.random() * 0.05)
                 with lock:
                     r = current
+                if batches:
+                    batch_lines(r, len(r.lines()))
+                else:
+                    time.sleep(rnd.random() * 0.05)
                 r.proc.send_signal(signal.SIGKILL)
                 r.proc.wait()
+                for t in r._readers:
+                    t.join(5)
                 kills.append(len(acked))
+                last = [li for li in r.lines() if "event=commit_batch" in li][-1:]
+                in_batch.append(bool(last) and "commit_batch_start" in last[0])
                 current = start()
 
         threads = [threading.Thread(target=client, args=(c,), daemon=True)
-                   for c in range(CLIENTS)]
+                   for c in range(nclients)]
         kt = threading.Thread(target=killer, daemon=True)
         for t in threads:
             t.start()
@@ -150,8 +184,10 @@ class SpoolCrashTest(SpoolTestCase):
         self.assertFalse(kt.is_alive(), "killer still running")
         t_submit = time.monotonic() - t0
         self.assertEqual(failures, [])
-        self.assertEqual(len(acked), MESSAGES)
-        self.assertEqual(len(kills), KILLS)
+        self.assertEqual(len(acked), nmsgs)
+        self.assertEqual(len(kills), nkills)
+        batch_sizes = [int(m.group(1)) for r in relays for li in r.lines()
+                       for m in [BATCH_RE.search(li)] if m]
 
         # the last relay drains the spool
         last = current
@@ -183,10 +219,12 @@ class SpoolCrashTest(SpoolTestCase):
         sys.stderr.write(
             "\ncrash test (seed %d): %d messages, %d clients, %d SIGKILLs at %s acks; "
             "%d messages retried by clients; submitted in %.1fs, drained at %.1fs; "
-            "arrived %d, duplicates %d (%d delivered twice from the spool, %d committed "
-            "twice after a lost 250) %s\n" % (
-                seed, MESSAGES, CLIENTS, len(kills), kills, retried, t_submit, t_drain,
-                sum(arrived.values()), dups, redelivered, resent, dup_ids[:10]))
+            "arrived %d, lost %d, duplicates %d (%d delivered twice from the spool, %d "
+            "committed twice after a lost 250) %s; batches %d, largest %d, kills inside a "
+            "batch %d of %d\n" % (
+                seed, nmsgs, nclients, len(kills), kills, retried, t_submit, t_drain,
+                sum(arrived.values()), len(missing), dups, redelivered, resent, dup_ids[:10],
+                len(batch_sizes), max(batch_sizes or [0]), sum(in_batch), len(in_batch)))
         for li in lines[:20]:
             sys.stderr.write(li + "\n")
 
@@ -196,12 +234,12 @@ class SpoolCrashTest(SpoolTestCase):
         self.assertEqual(self.files("failed"), [])
         self.assertEqual([li for li in lines if "unreadable" in li], [],
                          "spool files unreadable after a crash")
-        self.assertLessEqual(dups, KILLS * (CLIENTS + MAX_CONNECTIONS),
+        self.assertLessEqual(dups, nkills * (nclients + MAX_CONNECTIONS),
                              "more duplicates than messages in flight at the kills")
         # every envelope as sent
         for m in peer.messages():
             i = int(re.search(r"crash (\d+)", m.header("Subject")).group(1))
-            c = order.index(m.header("Message-ID")) % CLIENTS
+            c = order.index(m.header("Message-ID")) % nclients
             self.assertEqual((m.mail_from, m.rcpt_tos, m.login),
                              ("sender%d@example.org" % c, ("r%d@example.net" % c, "x@example.net"),
                               self.SCANNER if c % 2 == 0 else self.PRINTER), i)

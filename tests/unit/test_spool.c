@@ -2,7 +2,8 @@
  * format (round trip, the longest fields, rejects), .done records (one parser:
  * later line wins, torn line, replies), and the store in a temporary directory:
  * prepare's clean-up, commit, scan, load, progress, move to failed, requeue,
- * remove; a command's commit from a file (spool_commit_fd). */
+ * remove; a command's commit from a file (spool_commit_fd); group commit
+ * (spool_commit_batch). */
 #include "spool/spool.h"
 
 #include <errno.h>
@@ -432,6 +433,80 @@ static void test_commit_fd(void)
     ASSERT_EQ(system(cmd), 0);
 }
 
+/* Group commit: the committed messages readable in q/ with their content, the
+ * failed ones (no tmp/, an envelope already there) leave nothing behind, one
+ * fsync of q/ for the batch; a drop of a committed message removes it. */
+static void test_commit_batch(void)
+{
+    char dir[] = "/tmp/test_spool-XXXXXX", err[600], cmd[600], path[700], *text, *envtext;
+    char missing[700];
+    struct spool_batch_item it[4];
+    struct spool_env e;
+    struct spool_msg m;
+    uint64_t *ids;
+    size_t n, len, envlen;
+    int fd = -1, e2;
+
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    ASSERT_EQ(spool_prepare(dir, err, sizeof(err)), 0);
+    snprintf(missing, sizeof(missing), "%s/nothere", dir);
+    ASSERT_EQ(spool_env_parse(ENV1, strlen(ENV1), &e, err, sizeof(err)), 0);
+    ASSERT_TRUE((envtext = spool_env_format(&e, &envlen)) != NULL);
+    /* 0xa1: streamed before (a descriptor open), the rest in the batch */
+    ASSERT_EQ(spool_tmp_append(dir, 0xa1, &fd, TEXT("Subject: a\r\n")), 0);
+    ASSERT_TRUE(fd >= 0);
+    /* 0xa4: its tmp/ envelope exists already (O_EXCL fails) */
+    snprintf(path, sizeof(path), "%s/tmp/00000000000000a4.env", dir);
+    ASSERT_EQ(afile_write(path, "x", 1, 0600, NULL, NULL), 0);
+    memset(it, 0, sizeof(it));
+    for (size_t i = 0; i < 4; i++) {
+        it[i].dir = dir;
+        it[i].qid = 0xa1 + i;
+        it[i].fd = -1;
+        it[i].tail = "\r\nbody\r\n";
+        it[i].tail_len = 8;
+        it[i].envtext = envtext;
+        it[i].envlen = envlen;
+    }
+    it[0].fd = fd;
+    it[2].dir = missing; /* no tmp/ there */
+    ASSERT_EQ(spool_commit_batch(it, 4), 2 * 2 + 1);
+    ASSERT_EQ(it[0].err, 0);
+    ASSERT_EQ(it[1].err, 0);
+    ASSERT_EQ(it[2].err, ENOENT);
+    ASSERT_EQ(it[3].err, EEXIST);
+    ASSERT_EQ(spool_scan(dir, SPOOL_AREA_Q, &ids, NULL, &n), 0);
+    ASSERT_EQ(n, 2);
+    if (n == 2) {
+        ASSERT_EQ(ids[0], 0xa1);
+        ASSERT_EQ(ids[1], 0xa2);
+    }
+    free(ids);
+    ASSERT_TRUE(!exists(dir, "tmp", 0xa1, ".msg") && !exists(dir, "tmp", 0xa1, ".env"));
+    ASSERT_TRUE(!exists(dir, "tmp", 0xa4, ".msg") && !exists(dir, "tmp", 0xa4, ".env"));
+    ASSERT_TRUE(!exists(dir, "q", 0xa4, ".msg") && !exists(dir, "q", 0xa4, ".env"));
+    ASSERT_TRUE(access(missing, F_OK) != 0);
+    snprintf(path, sizeof(path), "%s/q/00000000000000a1.msg", dir);
+    text = afile_read(path, 1000, 0, &len, &e2);
+    ASSERT_TRUE(text != NULL);
+    if (text) {
+        ASSERT_STREQ(text, "Subject: a\r\n\r\nbody\r\n");
+        free(text);
+    }
+    ASSERT_EQ(spool_load(dir, SPOOL_AREA_Q, 0xa2, &m, err, sizeof(err)), 0);
+    ASSERT_EQ(m.size, 8);
+    ASSERT_EQ(m.env.nrcpt, 3);
+    spool_msg_free(&m);
+    /* an aborted writer whose batch committed it: gone again, .env and .msg */
+    spool_tmp_drop(dir, 0xa2, -1, 1);
+    ASSERT_TRUE(!exists(dir, "q", 0xa2, ".msg") && !exists(dir, "q", 0xa2, ".env"));
+    ASSERT_TRUE(exists(dir, "q", 0xa1, ".env"));
+    free(envtext);
+    spool_env_free(&e);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    ASSERT_EQ(system(cmd), 0);
+}
+
 int main(void)
 {
     test_env_parse();
@@ -442,5 +517,6 @@ int main(void)
     test_done_defer();
     test_store();
     test_commit_fd();
+    test_commit_batch();
     return CHECK_DONE();
 }

@@ -242,6 +242,8 @@ static const struct up_cbs cli_cbs = {
     .on_close = cli_on_close,
 };
 
+static uint64_t run_size; /* req.size for the next run() */
+
 /* One transaction to a fresh server; body "<head>" then the file. */
 static void run(struct srv *v, struct cli *c, int pipelining, int all_or_none, const char *path,
                 int fd)
@@ -279,6 +281,7 @@ static void run(struct srv *v, struct cli *c, int pipelining, int all_or_none, c
     c->req.nhead = 1;
     c->req.fd = fd;
     c->req.path = path;
+    c->req.size = run_size;
     c->req.session_cbs = &cli_cbs;
     c->req.session_arg = c;
     c->req.cbs = &cli_send_cbs;
@@ -380,6 +383,41 @@ static void test_fd_body(void)
     unlink(path);
 }
 
+/* A known size (a spooled .msg): the body ends after size bytes without reading
+ * on to the end of the file, with a read buffer of that size. */
+static void test_known_size(void)
+{
+    static struct srv v;
+    static char big[10000], want[12000];
+    struct cli c;
+    char path[64];
+    size_t n = 0;
+    int fd;
+
+    for (size_t i = 0; i < sizeof(big); i += 10) {
+        memcpy(big + i, "012345678\n", 10);
+        big[i + 8] = '\r';
+    }
+    snprintf(path, sizeof(path), "/tmp/test_up_send.XXXXXX");
+    ASSERT_TRUE((fd = mkstemp(path)) >= 0);
+    ASSERT_EQ(write(fd, big, sizeof(big)), (long long)sizeof(big));
+    close(fd);
+    run_size = 5000; /* half of it: a read to the end would send the rest */
+    run(&v, &c, 1, 0, path, -1);
+    run_size = 0;
+    ASSERT_EQ(c.res.step, UP_SEND_DOT);
+    ASSERT_EQ(c.reply_code, 250);
+    ASSERT_EQ(c.res.size, 14 + 5000);
+    memcpy(want, "Subject: t\r\n\r\n", 14);
+    n = 14;
+    memcpy(want + n, big, 5000);
+    n += 5000;
+    memcpy(want + n, ".\r\n", 3);
+    n += 3;
+    ASSERT_MEMEQ(v.data, v.datalen, want, n);
+    unlink(path);
+}
+
 static void test_missing_file(void)
 {
     static struct srv v;
@@ -402,5 +440,6 @@ int main(void)
     test_all_or_none();
     test_fd_body();
     test_missing_file();
+    test_known_size();
     return CHECK_DONE();
 }
