@@ -199,8 +199,9 @@ static void serve_apply_log(const struct conf *c)
     log_set_level(c->log_level);
     /* conf's auto | yes | no are enum log_ts's values */
     log_set_timestamps((enum log_ts)c->log_timestamps);
-    /* no syslog daemon: stderr rather than nothing (conf_warn.c decided and warned) */
-    log_set_output(c->log_syslog && !c->syslog_unavailable, c->log_json);
+    /* no syslog daemon: stderr rather than nothing; conf_warn.c warned about the
+     * configuration, log_set_output says where the lines go now (event=log_fallback) */
+    log_set_output(c->log_syslog, c->log_json);
 }
 
 static void serve_closed(void *arg)

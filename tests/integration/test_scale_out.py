@@ -263,7 +263,8 @@ class ScaleOutTest(RelayTestCase):
         # plain probe, and answers one that sends the v2 LOCAL header first
         devices, users = self.devices()
         peer = self.start_peer(users=users)
-        a = self.instance("a", peer.port, devices)
+        # health probes are logged at debug (issue 14): the probe's connect line needs it
+        a = self.instance("a", peer.port, devices, extra={"log_level": "debug"})
         target = "127.0.0.1:%d" % a.port
         env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY25_")}
         plain = subprocess.run([RELAY25_BIN, "health", "--timeout", "5", target],
