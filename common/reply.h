@@ -119,6 +119,15 @@ size_t reply_rate_limited(char *out, size_t cap, const char *name, unsigned coun
 /* 250 2.0.0 the message is on disk, with its queue id. */
 size_t reply_queued(char *out, size_t cap, unsigned long long qid);
 
+/* Microsoft Graph's answer to a sendMail as an SMTP reply (issue 16): 250 for
+ * 202; 4xx for throttling and outages (429, 5xx, with retry_after seconds when
+ * Graph gave Retry-After), a refused token (401) and timeouts (408); 5xx with
+ * Graph's error code and message for what will not change on retry (400 bad
+ * message, 403 no permission or not allowed to send as, 404 no such mailbox, 413
+ * too large). request_id (may be "") is quoted so an admin can ask Microsoft. */
+size_t reply_graph(char *out, size_t cap, int status, const char *code, const char *message,
+                   const char *request_id, unsigned retry_after);
+
 /* The 4xx a client gets when its upstream session failed: code and enhanced
  * status by err, then what happened ("upstream smtp.example:587: " + detail).
  * detail (may be NULL) is upstream's reply text or a TLS/socket error; control

@@ -102,6 +102,22 @@ int conf__finish_upstreams(struct parse *p)
         struct conf_upstream *u = &c->upstreams[i];
         struct up_extra *x = &p->ux[i];
 
+        if (u->type == CONF_UP_GRAPH) {
+            if (x->host_given || x->port_given || x->tls_given) {
+                conf__fail_at(p, conf__line(p, u->line),
+                              "[upstream %s]: host, port and tls are not used with type = graph "
+                              "(graph_url says where Graph is)",
+                              u->name);
+                return -1;
+            }
+            if (conf__graph_endpoint(p, u) != 0) {
+                return -1;
+            }
+        } else if (u->graph_url) {
+            conf__fail_at(p, x->graph_at, "only used with type = graph (in [upstream %s])",
+                          u->name);
+            return -1;
+        }
         if (!u->host) {
             conf__fail_at(p, conf__line(p, u->line), "[upstream %s] has no host", u->name);
             return -1;
@@ -292,6 +308,45 @@ static int conf_check_oauth(struct parse *p, size_t i)
     return 0;
 }
 
+/* type = graph (issue 16): app-only OAuth2 tokens, user = the mailbox sent as,
+ * one upstream (the Graph path is not the SMTP pool's failover), and the body on
+ * disk before Graph sees it (the spool). */
+static int conf_check_graph(struct parse *p, const struct conf_device *d, struct where sec)
+{
+    const struct conf_upstream *g = NULL;
+
+    for (size_t j = 0; j < d->nups; j++) {
+        if (d->ups[j]->type == CONF_UP_GRAPH) {
+            g = d->ups[j];
+        }
+    }
+    if (!g) {
+        return 0;
+    }
+    if (d->nups != 1) {
+        conf__fail_at(p, sec,
+                      "[device %s]: [upstream %s] is type = graph and cannot be in a failover "
+                      "list",
+                      d->name, g->name);
+        return -1;
+    }
+    if (d->auth == CONF_AUTH_PASSWORD) {
+        conf__fail_at(p, sec,
+                      "[device %s]: [upstream %s] is type = graph: set auth = xoauth2 with "
+                      "oauth_grant = client_credentials (an Entra app with Mail.Send)",
+                      d->name, g->name);
+        return -1;
+    }
+    if (d->mode != CONF_MODE_SPOOL) {
+        conf__fail_at(p, sec,
+                      "[device %s]: [upstream %s] is type = graph: set mode = spool (Graph "
+                      "takes the whole message at once)",
+                      d->name, g->name);
+        return -1;
+    }
+    return 0;
+}
+
 int conf__finish_devices(struct parse *p)
 {
     struct conf *c = p->c;
@@ -329,6 +384,9 @@ int conf__finish_devices(struct parse *p)
             return -1;
         }
         if (conf_resolve_upstreams(p, d, x, "device") != 0 || conf_inherit_policy(p, i) != 0) {
+            return -1;
+        }
+        if (conf_check_graph(p, d, sec) != 0) {
             return -1;
         }
         if (d->rewrite_from_header && !d->rewrite_sender) {
@@ -369,6 +427,15 @@ int conf__finish_routes(struct parse *p)
         }
         if (conf_resolve_upstreams(p, &r->cred, x, "route") != 0) {
             return -1;
+        }
+        for (size_t j = 0; j < r->cred.nups; j++) {
+            if (r->cred.ups[j]->type == CONF_UP_GRAPH) {
+                conf__fail_at(p, x->upstream_at,
+                              "[upstream %s] is type = graph: a route's password cannot log in "
+                              "there (give the device its own OAuth2 app instead)",
+                              r->cred.ups[j]->name);
+                return -1;
+            }
         }
         for (size_t j = 0; j < r->ndevices; j++) {
             size_t k = 0;

@@ -1,0 +1,64 @@
+/* up_graph: one message delivered through Microsoft Graph (upstream type =
+ * graph): the spooled MIME file, with envelope recipients missing from To/Cc/Bcc
+ * added as Bcc, base64-encoded and POSTed to /v1.0/users/{user}/sendMail with an
+ * app-only OAuth2 token (up_oauth), over up_http. Graph's answer becomes an SMTP
+ * verdict (common/reply). Memory: the message is read whole (at most
+ * UP_GRAPH_MIME_MAX bytes, Graph's own request limit) plus its base64 text. */
+#ifndef RELAY25_UP_GRAPH_H
+#define RELAY25_UP_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct up_graph;
+struct up_oauth;
+struct conf_upstream;
+
+/* sendMail takes at most 4 MB of request (Microsoft Graph's documented limit for
+ * a MIME message); base64 makes 3 bytes 4. */
+#define UP_GRAPH_MIME_MAX (3000u * 1000u)
+
+struct up_graph_req {
+    uv_loop_t *loop;
+    const struct conf_upstream *up; /* type = graph: host, port, graph_path, ca */
+    const char *user;               /* the mailbox sent as (the device's user) */
+    struct up_oauth *oauth;         /* the device's token provider */
+    const char *path;               /* the message file (CRLF lines, as spooled) */
+    const char *const *rcpt;        /* envelope recipients to deliver to */
+    size_t nrcpt;
+    uint64_t qid; /* for logs */
+    unsigned timeout; /* seconds for each HTTP request */
+};
+
+/* How the delivery ended; valid during the callback only. */
+struct up_graph_result {
+    int code;             /* SMTP reply code: 250, 4xx (try again later), 5xx (bounce) */
+    const char *reply;    /* one line, "250 2.0.0 ..." */
+    unsigned retry_after; /* seconds Graph asked to wait (Retry-After), 0: none */
+    int file_err;         /* uv error reading the message (code is 451 then) */
+};
+
+typedef void up_graph_cb(void *arg, const struct up_graph_result *r);
+
+/* Starts the delivery; every pointer in req must stay valid until cb. Returns
+ * NULL (out of memory: nothing follows) or the delivery: cb runs exactly once,
+ * always from the loop, unless up_graph_cancel() comes first. */
+struct up_graph *up_graph_send(const struct up_graph_req *req, up_graph_cb *cb, void *arg);
+/* cb will not run; g frees itself once its work is over. Not from inside cb. */
+void up_graph_cancel(struct up_graph *g);
+
+/* Inside the module, the fuzz target and the unit test: Graph's JSON error body
+ * ({"error": {"code", "message", "innerError": {"request-id"}}}) into code,
+ * message and request_id (each NUL-terminated, cut to its cap, control characters
+ * replaced by blanks). 0, or -1 when it is no such body (outputs are then ""). */
+int up__graph_parse_error(const char *body, size_t len, char *code, size_t ccap, char *message,
+                          size_t mcap, char *request_id, size_t rcap);
+/* The Bcc field for the recipients of rcpt that appear in none of the To, Cc and
+ * Bcc fields of the header section h[0, hlen): "Bcc: a,\r\n b\r\n" into out (cap
+ * bytes, NUL-terminated). Its length (0: none missing), or -1 when out is too small. */
+long up__graph_bcc(const char *h, size_t hlen, const char *const *rcpt, size_t nrcpt, char *out,
+                   size_t cap);
+
+#endif
