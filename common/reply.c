@@ -326,7 +326,10 @@ size_t reply_graph(char *out, size_t cap, int status, const char *code, const ch
     const char *smtp, *what;
     char wait[48] = "", rid[96] = "", why[640] = "";
 
-    if (status >= 200 && status < 300) {
+    if (status == 0) {
+        smtp = "454 4.7.0";
+        what = "cannot get an access token for Microsoft Graph";
+    } else if (status >= 200 && status < 300) {
         smtp = "250 2.0.0";
         what = "Ok: accepted by Microsoft Graph";
     } else if (status == 429) {
@@ -356,7 +359,11 @@ size_t reply_graph(char *out, size_t cap, int status, const char *code, const ch
         char c[80], m[512];
         reply_clean(c, sizeof(c), code && *code ? code : "-");
         reply_clean(m, sizeof(m), message ? message : "");
-        snprintf(why, sizeof(why), ": HTTP %d %s%s%s", status, c, m[0] ? ": " : "", m);
+        if (status == 0) {
+            snprintf(why, sizeof(why), ": %s", m);
+        } else {
+            snprintf(why, sizeof(why), ": HTTP %d %s%s%s", status, c, m[0] ? ": " : "", m);
+        }
     }
     if (retry_after) {
         snprintf(wait, sizeof(wait), " (retry after %u s)", retry_after);
@@ -366,8 +373,7 @@ size_t reply_graph(char *out, size_t cap, int status, const char *code, const ch
         reply_clean(r, sizeof(r), request_id);
         snprintf(rid, sizeof(rid), " [request-id %s]", r);
     }
-    return reply_done(out, snprintf(out, cap, "%s %s%s%s%s\r\n", smtp, what, why, wait, rid),
-                      cap);
+    return reply_done(out, snprintf(out, cap, "%s %s%s%s%s\r\n", smtp, what, why, wait, rid), cap);
 }
 
 void reply_upstream_reason(char *out, size_t cap, int err, const char *where, const char *detail)

@@ -124,7 +124,8 @@ size_t reply_queued(char *out, size_t cap, unsigned long long qid);
  * Graph gave Retry-After), a refused token (401) and timeouts (408); 5xx with
  * Graph's error code and message for what will not change on retry (400 bad
  * message, 403 no permission or not allowed to send as, 404 no such mailbox, 413
- * too large). request_id (may be "") is quoted so an admin can ask Microsoft. */
+ * too large). request_id (may be "") is quoted so an admin can ask Microsoft.
+ * status 0: no token could be had (message says why): 454 4.7.0. */
 size_t reply_graph(char *out, size_t cap, int status, const char *code, const char *message,
                    const char *request_id, unsigned retry_after);
 

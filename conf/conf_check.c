@@ -110,9 +110,11 @@ int conf__finish_upstreams(struct parse *p)
                               u->name);
                 return -1;
             }
-            if (conf__graph_endpoint(p, u) != 0) {
+            if (conf__graph_endpoint(p, u) != 0 || !(u->server_name = conf__strdup(p, u->host)) ||
+                (!u->ca_file && !(u->ca_file = conf__strdup(p, CONF_DEFAULT_CA)))) {
                 return -1;
             }
+            continue;
         } else if (u->graph_url) {
             conf__fail_at(p, x->graph_at, "only used with type = graph (in [upstream %s])",
                           u->name);

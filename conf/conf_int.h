@@ -52,7 +52,7 @@ struct where {
 struct up_extra {
     int port_given;
     int tls_given;
-    int host_given; /* host =, port =, tls =: not with type = graph */
+    int host_given;        /* host =, port =, tls =: not with type = graph */
     struct where graph_at; /* graph_url = */
 };
 

@@ -27,7 +27,7 @@
 #include "upstream/up_http.h"
 #include "upstream/up_oauth.h"
 
-#define UP_GRAPH_BCC_MAX (64u * 1024u) /* the Bcc field we add */
+#define UP_GRAPH_BCC_MAX (64u * 1024u)   /* the Bcc field we add */
 #define UP_GRAPH_HDR_MAX (1024u * 1024u) /* header section searched for recipients */
 #define UP_GRAPH_RESP_MAX (64u * 1024u)
 #define UP_GRAPH_TOKEN_MAX 16384u
@@ -36,8 +36,8 @@
 
 struct up_graph {
     uv_loop_t *loop;
-    int refs;         /* owner (until cb or cancel) + work + timer */
-    up_graph_cb *cb;  /* NULL once ended */
+    int refs;        /* owner (until cb or cancel) + work + timer */
+    up_graph_cb *cb; /* NULL once ended */
     void *arg;
     const struct conf_upstream *up;
     char *user;
@@ -466,7 +466,7 @@ static void up_graph_token(void *arg, const char *token, const char *err)
     }
     if (!token) {
         char out[UP_GRAPH_REPLY_MAX];
-        size_t n = reply_graph(out, sizeof(out), 401, "token", err ? err : "no token", "", 0);
+        size_t n = reply_graph(out, sizeof(out), 0, NULL, err ? err : "no token", "", 0);
         uv_timer_stop(&g->timer);
         up_graph_finish(g, out, n, 0, NULL, 0);
         return;
@@ -522,15 +522,13 @@ static void up_graph_prepare_done(uv_work_t *w, int status)
     g->refs--; /* the work's; the owner's keeps g alive */
     if (g->too_large) {
         n = reply_graph(out, sizeof(out), 413, "MessageTooLarge",
-                        "larger than one sendMail request takes (about 3 MB before base64)", "",
-                        0);
+                        "larger than one sendMail request takes (about 3 MB before base64)", "", 0);
         up_graph_finish(g, out, n, 0, NULL, 0);
         return;
     }
     if (g->file_err) {
         char why[200];
-        snprintf(why, sizeof(why), "cannot read the spooled message: %s",
-                 uv_strerror(g->file_err));
+        snprintf(why, sizeof(why), "cannot read the spooled message: %s", uv_strerror(g->file_err));
         up_graph_fail(g, RELAY_E_NOMEM, "graph", why);
         return;
     }

@@ -28,7 +28,7 @@ struct up_graph_req {
     const char *path;               /* the message file (CRLF lines, as spooled) */
     const char *const *rcpt;        /* envelope recipients to deliver to */
     size_t nrcpt;
-    uint64_t qid; /* for logs */
+    uint64_t qid;     /* for logs */
     unsigned timeout; /* seconds for each HTTP request */
 };
 

@@ -1,0 +1,291 @@
+#!/usr/bin/python3
+"""type = graph (issue 16): delivery through Microsoft Graph sendMail when SMTP
+AUTH is switched off. A local HTTPS Graph stand-in (graphserver.py) checks every
+request as Graph documents it (path, bearer token from the token endpoint
+stand-in, Content-Type: text/plain, strict base64 of the MIME message); the token
+endpoint (tokenserver.py) implements the client_credentials grant. Shown: a small
+message end to end, an envelope recipient missing from the headers added as Bcc,
+429 with Retry-After retried no earlier than asked, 401 then success after one
+token refresh, 403 bounced with Graph's code and message, a national-cloud
+graph_url with a path prefix, the bad configurations refused, and no token or
+secret in any log."""
+
+import base64
+import email
+import email.policy
+import os
+import re
+import secrets
+
+from graphserver import GraphServer, graph_error
+from relaytest import RelayTestCase, main, make_message, strip_received
+from spooltest import SpoolTestCase
+from tokenserver import TokenServer
+
+MAILBOX = "scanner@contoso.example"
+CLIENT_ID = "11111111-aaaa-bbbb-cccc-relay25graph"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+SECRET_ENV = "RELAY25_TEST_GRAPH_SECRET"
+
+
+class GraphTest(SpoolTestCase):
+    def setUp(self):
+        super().setUp()
+        self.tokens = set()
+        self.client_secret = "cs-%s" % secrets.token_hex(12)
+        self.secrets.append(("", self.client_secret))
+
+    # fixtures -------------------------------------------------------------------
+
+    def servers(self, prefix="", **kw):
+        def issued(token):
+            self.secrets.append(("", token))
+            self.tokens.add(token)
+        ts = TokenServer(self.pki, client_id=CLIENT_ID, client_secret=self.client_secret,
+                         on_issue=issued).start()
+        self.addCleanup(ts.stop)
+        gs = GraphServer(self.pki, self.tokens, prefix=prefix, **kw).start()
+        self.addCleanup(gs.stop)
+        return ts, gs
+
+    def graph_config(self, ts, gs, relay=None, device=None, upstream=None):
+        up = {"type": "graph", "graph_url": gs.url, "ca_file": self.pki.ca_file}
+        up.update(upstream or {})
+        dev = {"user": MAILBOX, "auth": "xoauth2", "oauth_grant": "client_credentials",
+               "oauth_token_url": ts.url, "oauth_client_id": CLIENT_ID,
+               "oauth_client_secret_env": SECRET_ENV, "oauth_scope": GRAPH_SCOPE}
+        dev.update(device or {})
+        rel = self.spool_relay_keys(mode="spool")
+        rel.update(relay or {})
+        return self.write_config({"m365": up}, {"default": dev}, rel)
+
+    def graph_relay(self, ts, gs, **kw):
+        return self.start_relay(config=self.graph_config(ts, gs, **kw),
+                                env={SECRET_ENV: self.client_secret})
+
+    def assert_clean(self, gs):
+        for c in gs.requests():
+            self.assertIsNone(c.problem, "request broke Graph's rules: %r" % (c,))
+
+    def assert_no_tokens(self, relay):
+        log = relay.log()
+        for t in self.tokens:
+            self.assertNotIn(t, log)
+        self.assertNotIn(self.client_secret, log)
+
+    def message(self, size=2048, to="rcpt@example.net", extra=()):
+        body = b""
+        line = b"scanned page, line %06d ............................................\r\n"
+        i = 0
+        while len(body) < size:
+            body += line % i
+            i += 1
+        m = make_message("scan", body=body, headers=extra)
+        return m.replace(b"To: rcpt@example.net", b"To: " + to.encode())
+
+    # the small message ----------------------------------------------------------------
+
+    def test_small_message_end_to_end(self):
+        ts, gs = self.servers()
+        relay = self.graph_relay(ts, gs)
+        msg = self.message(2048)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"], msg)
+        self.wait_spool_empty(relay)
+        calls = gs.requests()
+        self.assertEqual(len(calls), 1, calls)
+        c = calls[0]
+        self.assertEqual(c.method, "POST")
+        self.assertEqual(c.path, "/v1.0/users/scanner@contoso.example/sendMail")
+        self.assertEqual(c.headers["Content-Type"], "text/plain")
+        self.assertEqual(c.status, 202)
+        self.assert_clean(gs)
+        # the bearer token is the one the token endpoint issued for the app
+        self.assertEqual(c.headers["Authorization"], "Bearer " + ts.issued[0])
+        tok = ts.requests()
+        self.assertEqual(len(tok), 1)
+        self.assertEqual(tok[0].fields["grant_type"], "client_credentials")
+        self.assertEqual(tok[0].fields["scope"], GRAPH_SCOPE)
+        sent = gs.sent()
+        self.assertEqual(len(sent), 1)
+        self.assertEqual(base64.b64decode(c.body), sent[0])
+        self.assertEqual(strip_received(sent[0]), msg)  # nothing changed but Received:
+        line = relay.wait_log(r"qid=%s relay=graph:m365 .*status=sent" % qid).string
+        self.assertIn("request_id=%s" % gs.last_request_id, line)
+        self.assertIn("http=202", line)
+        relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=sent" % qid)
+        self.assert_no_tokens(relay)
+
+    def test_envelope_recipient_missing_from_headers_goes_as_bcc(self):
+        ts, gs = self.servers()
+        relay = self.graph_relay(ts, gs)
+        msg = self.message(1000, to="Boss <boss@example.net>",
+                           extra=["Cc: team@example.net, Boss2 <boss2@example.net>"])
+        rcpts = ["BOSS@example.net", "boss2@example.net", "hidden@example.net",
+                 "ss@example.net", "archive@example.org"]
+        self.submit_queued(relay, "scanner@contoso.example", rcpts, msg)
+        self.wait_spool_empty(relay)
+        self.assert_clean(gs)
+        sent = gs.sent()
+        self.assertEqual(len(sent), 1)
+        m = email.message_from_bytes(sent[0], policy=email.policy.compat32)
+        bcc = m.get_all("Bcc")
+        self.assertEqual(len(bcc), 1, bcc)
+        got = [a.strip() for a in re.sub(r"\r\n\s", " ", bcc[0]).split(",")]
+        # boss (different case) and boss2 are in To/Cc; "ss@" is not "boss@"
+        self.assertEqual(got, ["hidden@example.net", "ss@example.net", "archive@example.org"])
+        # the message itself is untouched after the added field
+        self.assertTrue(sent[0].startswith(b"Bcc: hidden@example.net,\r\n ss@example.net,\r\n "
+                                           b"archive@example.org\r\n"), sent[0][:200])
+        self.assertEqual(strip_received(sent[0].split(b"\r\n", 3)[3]), msg)
+        relay.wait_log(r"relay=graph:m365 .*bcc=3 .*status=sent")
+
+    def test_national_cloud_graph_url(self):
+        ts, gs = self.servers(prefix="/usgov/graph")
+        relay = self.graph_relay(ts, gs)
+        self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                           self.message(500))
+        self.wait_spool_empty(relay)
+        calls = gs.requests()
+        self.assertEqual([c.path for c in calls],
+                         ["/usgov/graph/v1.0/users/scanner@contoso.example/sendMail"])
+        self.assert_clean(gs)
+        self.assertEqual(len(gs.sent()), 1)
+
+    # errors ----------------------------------------------------------------------------
+
+    def test_429_in_spool_mode_is_retried_after_the_delay(self):
+        ts, gs = self.servers()
+        gs.script.append((429, {"Retry-After": "3"},
+                          graph_error("ApplicationThrottled",
+                                      "Application is over its MailboxConcurrency limit.")))
+        relay = self.graph_relay(ts, gs)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(800))
+        line = relay.wait_log(r"qid=%s relay=graph:m365 .*status=deferred" % qid).string
+        self.assertIn("451 4.7.0", line)
+        self.assertIn("ApplicationThrottled", line)
+        self.assertIn("retry after 3 s", line)
+        self.wait_spool_empty(relay, timeout=40)
+        calls = gs.requests()
+        self.assertEqual([c.status for c in calls], [429, 202])
+        # retry_min is 1 s: the second try waited for Graph's Retry-After
+        self.assertGreaterEqual(calls[1].time - calls[0].time, 2.9)
+        self.assert_clean(gs)
+        self.assertEqual(len(gs.sent()), 1)
+
+    def test_401_refreshes_the_token_once_and_retries(self):
+        ts, gs = self.servers()
+        gs.script.append((401, None, graph_error("InvalidAuthenticationToken",
+                                                 "Lifetime validation failed, the token is "
+                                                 "expired.")))
+        relay = self.graph_relay(ts, gs)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(800))
+        self.wait_spool_empty(relay)
+        calls = gs.requests()
+        self.assertEqual([c.status for c in calls], [401, 202])
+        self.assertEqual(len(ts.issued), 2)
+        self.assertEqual([c.headers["Authorization"] for c in calls],
+                         ["Bearer " + t for t in ts.issued])
+        relay.wait_log(r"qid=%s relay=graph:m365 event=token_refused" % qid)
+        relay.wait_log(r"qid=%s relay=graph:m365 .*http=202 .*status=sent" % qid)
+        self.assertEqual(len(relay.grep(r"status=deferred")), 0)
+
+    def test_401_twice_is_a_temporary_failure(self):
+        ts, gs = self.servers()
+        for _ in range(2):
+            gs.script.append((401, None, graph_error("InvalidAuthenticationToken",
+                                                     "Access token validation failure.")))
+        relay = self.graph_relay(ts, gs)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(800))
+        line = relay.wait_log(r"qid=%s relay=graph:m365 .*status=deferred" % qid).string
+        self.assertIn("454 4.7.0", line)
+        self.wait_spool_empty(relay, timeout=40)   # the next attempt gets through
+        self.assertEqual([c.status for c in gs.requests()], [401, 401, 202])
+
+    def test_403_bounces_with_graphs_code_and_message(self):
+        ts, gs = self.servers()
+        gs.script.append((403, None, graph_error("ErrorAccessDenied",
+                                                 "Access is denied. Check credentials and "
+                                                 "try again.")))
+        relay = self.graph_relay(ts, gs, relay={"bounce": "keep"})
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(800))
+        line = relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=bounced" % qid).string
+        self.assertRegex(line, r"550 5\.7\.1 .*HTTP 403 ErrorAccessDenied: Access is denied\. "
+                               r"Check credentials and try again\.")
+        self.assertRegex(line, r"\[request-id [0-9a-f-]{36}\]")
+        self.wait_spool_empty(relay)
+        self.assertEqual(len(gs.requests()), 1)   # a permanent failure is not retried
+        self.assertTrue(self.files("failed"))
+
+    def test_404_no_such_mailbox_bounces(self):
+        ts, gs = self.servers(mailboxes={"someone@contoso.example"})
+        relay = self.graph_relay(ts, gs, relay={"bounce": "drop"})
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(300))
+        line = relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=bounced" % qid).string
+        self.assertRegex(line, r"550 5\.1\.0 .*HTTP 404 ErrorInvalidUser")
+        self.assertEqual(len(gs.requests()), 1)
+
+    def test_503_without_retry_after_is_temporary(self):
+        ts, gs = self.servers()
+        gs.script.append((503, None, graph_error("ServiceUnavailable", "Service Unavailable")))
+        relay = self.graph_relay(ts, gs)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(300))
+        line = relay.wait_log(r"qid=%s relay=graph:m365 .*status=deferred" % qid).string
+        self.assertIn("451 4.4.1", line)
+        self.wait_spool_empty(relay, timeout=40)
+        self.assertEqual([c.status for c in gs.requests()], [503, 202])
+
+    def test_token_endpoint_failure_is_temporary(self):
+        ts, gs = self.servers()
+        ts.mode = "http400"
+        relay = self.graph_relay(ts, gs)
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(300))
+        line = relay.wait_log(r"qid=%s relay=graph:m365 .*status=deferred" % qid).string
+        self.assertIn("454 4.7.0", line)
+        self.assertEqual(gs.requests(), [])
+        ts.mode = "ok"
+        self.wait_spool_empty(relay, timeout=40)
+        self.assertEqual(len(gs.sent()), 1)
+
+    # configuration -----------------------------------------------------------------------
+
+    def test_bad_configurations_are_refused(self):
+        ts, gs = self.servers()
+        cases = [
+            ({"upstream": {"host": "graph.microsoft.com"}}, r"not used with type = graph"),
+            ({"upstream": {"graph_url": "http://graph.microsoft.com"}}, r"bad graph_url"),
+            ({"upstream": {"type": "ews"}}, r"bad value 'ews' \(smtp or graph\)"),
+            ({"device": {"auth": "password", "password": "x", "oauth_grant": None}},
+             r"type = graph: set auth = xoauth2"),
+        ]
+        for kw, want in cases:
+            up = kw.get("upstream")
+            dev = kw.get("device")
+            if dev and "oauth_grant" in dev:
+                dev = {"auth": "password", "password_env": SECRET_ENV}
+                path = self.write_config(
+                    {"m365": {"type": "graph", "graph_url": gs.url}},
+                    {"default": dict(user=MAILBOX, **dev)},
+                    self.spool_relay_keys(mode="spool"), name="bad.ini")
+            else:
+                path = self.graph_config(ts, gs, upstream=up)
+            r = self.run_check(path, env={SECRET_ENV: self.client_secret})
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertRegex(r.stderr + r.stdout, want)
+        # graph_url on an SMTP upstream
+        path = self.write_config({"m365": {"host": "smtp.example", "graph_url": gs.url}},
+                                 {"default": {"user": MAILBOX, "password_env": SECRET_ENV}},
+                                 name="bad2.ini")
+        r = self.run_check(path, env={SECRET_ENV: self.client_secret})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr + r.stdout, r"only used with type = graph")
+
+
+if __name__ == "__main__":
+    main()
