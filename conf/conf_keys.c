@@ -18,12 +18,11 @@
 
 #define CONF_MAX_TIMEOUT 86400u
 #define CONF_METRICS_PORT 9325
-#define CONF_ITEM_MAX 128                            /* one list item: an address or network */
-#define CONF_USER_MAX 32                             /* login names (useradd's limit) */
-#define CONF_MAX_DURATION (365u * 86400u)            /* max_queue_age, retry_min, retry_max */
-#define CONF_MAX_UP_CONNECTIONS 1000u                /* [upstream] max_connections */
-#define CONF_MAX_FAIL_DELAY 10u                      /* auth_fail_delay, seconds */
-#define CONF_GRAPH_URL "https://graph.microsoft.com" /* type = graph: the global service */
+#define CONF_ITEM_MAX 128                 /* one list item: an address or network */
+#define CONF_USER_MAX 32                  /* login names (useradd's limit) */
+#define CONF_MAX_DURATION (365u * 86400u) /* max_queue_age, retry_min, retry_max */
+#define CONF_MAX_UP_CONNECTIONS 1000u     /* [upstream] max_connections */
+#define CONF_MAX_FAIL_DELAY 10u           /* auth_fail_delay, seconds */
 
 /* Key names of enum oauth_key (conf_int.h), in its order. */
 static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
@@ -971,6 +970,8 @@ static int set_up_type(struct parse *p, const char *val, size_t len)
     }
     return 0;
 }
+
+#define CONF_GRAPH_URL "https://graph.microsoft.com" /* type = graph: the global service */
 
 /* graph_url = https://graph.microsoft.us (national clouds, tests): the
  * connection goes there (host = is not used); the path is a prefix of the calls. */

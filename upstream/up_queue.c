@@ -66,18 +66,20 @@ struct upq_job {
     const struct conf_upstream *up;
     struct spool_env env;
     unsigned char *rstate;
-    char **rreply;          /* failure reply per recipient (malloc'd), for .done and the bounce */
-    int temp_fail;          /* this attempt ended in a temporary failure */
-    int reused;             /* the session came from the pool */
-    int perm_all;           /* a permanent failure for every pending recipient */
-    struct up_acquire acq;  /* asking the pool for a session */
-    struct up_send *tx;     /* the transaction, while step is UPQ_SEND */
-    struct up_graph *graph; /* type = graph: the delivery, while step is UPQ_SEND */
-    unsigned retry_after;   /* seconds the upstream asked us to wait (Graph's Retry-After) */
-    const char **sendv;     /* the recipients sent in this attempt (pending ones) */
-    size_t *sendi;          /* their index in env.rcpt */
+    char **rreply;         /* failure reply per recipient (malloc'd), for .done and the bounce */
+    int temp_fail;         /* this attempt ended in a temporary failure */
+    int reused;            /* the session came from the pool */
+    int perm_all;          /* a permanent failure for every pending recipient */
+    struct up_acquire acq; /* asking the pool for a session */
+    struct up_send *tx;    /* the transaction, while step is UPQ_SEND */
+    const char **sendv;    /* the recipients sent in this attempt (pending ones) */
+    size_t *sendi;         /* their index in env.rcpt */
     size_t nsend;
     char *msgpath;
+
+    /* type = graph */
+    struct up_graph *graph; /* the delivery, while step is UPQ_SEND */
+    unsigned retry_after;   /* seconds Graph asked us to wait (Retry-After) */
     uv_work_t work;
     char lasterr[600]; /* this attempt's error */
     char *prev_err;    /* the last attempt's error (malloc'd), for the expiry reason */
