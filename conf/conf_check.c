@@ -311,8 +311,8 @@ static int conf_check_oauth(struct parse *p, size_t i)
 }
 
 /* type = graph (issue 16): app-only OAuth2 tokens, user = the mailbox sent as,
- * one upstream (the Graph path is not the SMTP pool's failover), and the body on
- * disk before Graph sees it (the spool). */
+ * one upstream (the Graph path is not the SMTP pool's failover); passthrough
+ * answers with Graph's verdict, so there is no queue fallback of the SMTP kind. */
 static int conf_check_graph(struct parse *p, const struct conf_device *d, struct where sec)
 {
     const struct conf_upstream *g = NULL;
@@ -339,10 +339,10 @@ static int conf_check_graph(struct parse *p, const struct conf_device *d, struct
                       d->name, g->name);
         return -1;
     }
-    if (d->mode != CONF_MODE_SPOOL) {
+    if (d->mode != CONF_MODE_SPOOL && d->on_failure == CONF_ON_FAILURE_QUEUE) {
         conf__fail_at(p, sec,
-                      "[device %s]: [upstream %s] is type = graph: set mode = spool (Graph "
-                      "takes the whole message at once)",
+                      "[device %s]: on_upstream_failure = queue is not used with type = graph "
+                      "[upstream %s] (set mode = spool for background delivery)",
                       d->name, g->name);
         return -1;
     }

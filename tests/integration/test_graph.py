@@ -253,6 +253,105 @@ class GraphTest(SpoolTestCase):
         self.wait_spool_empty(relay, timeout=40)
         self.assertEqual(len(gs.sent()), 1)
 
+    # passthrough ----------------------------------------------------------------------
+
+    def passthrough_relay(self, ts, gs):
+        return self.graph_relay(ts, gs, relay={"mode": "passthrough"})
+
+    def test_passthrough_250_only_after_graphs_202(self):
+        ts, gs = self.servers()
+        relay = self.passthrough_relay(ts, gs)
+        msg = self.message(2048)
+        res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"], msg)
+        code, text = res["data"]
+        self.assertEqual(code, 250, res)
+        self.assertIn("accepted by Microsoft Graph", text)
+        calls = gs.requests()
+        self.assertEqual(len(calls), 1)   # before the reply: the 202 came first
+        self.assertIn("request-id %s" % gs.last_request_id, text)
+        self.assert_clean(gs)
+        self.assertEqual(strip_received(gs.sent()[0]), msg)
+        relay.wait_log(r"relay=graph:m365 .*http=202 .*status=sent")
+        relay.wait_log(r"prx qid=\S+ from=<scanner@contoso.example> nrcpt=1 .*status=sent")
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+        self.assertEqual(self.files("q"), [])     # nothing was queued
+        self.assert_no_tokens(relay)
+
+    def test_passthrough_bcc_and_several_messages_in_one_session(self):
+        ts, gs = self.servers()
+        relay = self.passthrough_relay(ts, gs)
+        s = self.smtp(relay)
+        s.ehlo()
+        for i in range(3):
+            refused = s.sendmail("scanner@contoso.example", ["rcpt@example.net", "x%d@ex.org" % i],
+                                 self.message(300 + 70000 * i))
+            self.assertEqual(refused, {})
+        s.quit()
+        sent = gs.sent()
+        self.assertEqual(len(sent), 3)
+        for i, m in enumerate(sent):
+            self.assertTrue(m.startswith(b"Bcc: x%d@ex.org\r\nReceived: " % i), m[:80])
+        self.assertEqual(len(ts.issued), 1)   # the token is cached
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+
+    def test_passthrough_429_is_a_4xx_with_retry_after(self):
+        ts, gs = self.servers()
+        gs.script.append((429, {"Retry-After": "30"},
+                          graph_error("ApplicationThrottled", "Too many requests.")))
+        relay = self.passthrough_relay(ts, gs)
+        res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                          self.message(800))
+        code, text = res["data"]
+        self.assertEqual(code, 451, res)
+        self.assertIn("4.7.0", text)
+        self.assertIn("ApplicationThrottled", text)
+        self.assertIn("retry after 30 s", text)
+        self.assertEqual(len(gs.requests()), 1)
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+        self.assertEqual(self.files("q"), [])
+        relay.wait_log(r"relay=graph:m365 .*http=429 .*status=deferred")
+
+    def test_passthrough_403_is_a_5xx_with_graphs_text(self):
+        ts, gs = self.servers()
+        gs.script.append((403, None, graph_error("ErrorAccessDenied",
+                                                 "Access is denied. Check credentials and "
+                                                 "try again.")))
+        relay = self.passthrough_relay(ts, gs)
+        res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                          self.message(800))
+        code, text = res["data"]
+        self.assertEqual(code, 550, res)
+        self.assertRegex(text, r"5\.7\.1 .*HTTP 403 ErrorAccessDenied: Access is denied\. "
+                               r"Check credentials and try again\.")
+        self.assertEqual(len(gs.requests()), 1)
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+
+    def test_passthrough_401_then_success(self):
+        ts, gs = self.servers()
+        gs.script.append((401, None, graph_error("InvalidAuthenticationToken",
+                                                 "Access token has expired.")))
+        relay = self.passthrough_relay(ts, gs)
+        res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                          self.message(800))
+        self.assertEqual(res["data"][0], 250, res)
+        self.assertEqual([c.status for c in gs.requests()], [401, 202])
+        self.assertEqual(len(ts.issued), 2)
+
+    def test_passthrough_client_gone_during_body_leaves_nothing(self):
+        ts, gs = self.servers()
+        relay = self.passthrough_relay(ts, gs)
+        s = self.smtp(relay)
+        s.ehlo()
+        s.mail("scanner@contoso.example")
+        s.rcpt("rcpt@example.net")
+        s.putcmd("DATA")
+        self.assertEqual(s.getreply()[0], 354)
+        s.send(b"Subject: cut\r\n\r\n" + b"x" * 200000 + b"\r\n")
+        s.close()
+        relay.wait_log(r"event=disconnect")
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+        self.assertEqual(gs.requests(), [])
+
     # configuration -----------------------------------------------------------------------
 
     def test_bad_configurations_are_refused(self):
