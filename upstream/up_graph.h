@@ -49,16 +49,4 @@ struct up_graph *up_graph_send(const struct up_graph_req *req, up_graph_cb *cb, 
 /* cb will not run; g frees itself once its work is over. Not from inside cb. */
 void up_graph_cancel(struct up_graph *g);
 
-/* Inside the module, the fuzz target and the unit test: Graph's JSON error body
- * ({"error": {"code", "message", "innerError": {"request-id"}}}) into code,
- * message and request_id (each NUL-terminated, cut to its cap, control characters
- * replaced by blanks). 0, or -1 when it is no such body (outputs are then ""). */
-int up__graph_parse_error(const char *body, size_t len, char *code, size_t ccap, char *message,
-                          size_t mcap, char *request_id, size_t rcap);
-/* The Bcc field for the recipients of rcpt that appear in none of the To, Cc and
- * Bcc fields of the header section h[0, hlen): "Bcc: a,\r\n b\r\n" into out (cap
- * bytes, NUL-terminated). Its length (0: none missing), or -1 when out is too small. */
-long up__graph_bcc(const char *h, size_t hlen, const char *const *rcpt, size_t nrcpt, char *out,
-                   size_t cap);
-
 #endif
