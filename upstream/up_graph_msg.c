@@ -124,3 +124,172 @@ long up__graph_bcc(const char *h, size_t hlen, const char *const *rcpt, size_t n
     }
     return (long)o;
 }
+
+/* ---- MIME structure (RFC 2045, RFC 2046 §5.1) ---------------------------------------- */
+
+/* The value of parameter name in field value v[0, n) (RFC 2045 §5.1: quoted
+ * string or token; folding is whitespace) into out. 1 found, 0 not. */
+static int up_graph_param(const char *v, size_t n, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+
+    for (size_t i = 0; i + nl < n; i++) {
+        size_t j, o = 0;
+
+        if (strncasecmp(v + i, name, nl) != 0 || (i > 0 && !strchr("; \t\r\n", v[i - 1]))) {
+            continue;
+        }
+        j = i + nl;
+        while (j < n && (v[j] == ' ' || v[j] == '\t')) {
+            j++;
+        }
+        if (j >= n || v[j] != '=') {
+            continue;
+        }
+        j++;
+        while (j < n && (v[j] == ' ' || v[j] == '\t')) {
+            j++;
+        }
+        if (j < n && v[j] == '"') {
+            for (j++; j < n && v[j] != '"' && o + 1 < cap; j++) {
+                if (v[j] == '\\' && j + 1 < n) {
+                    j++;
+                }
+                if (v[j] != '\r' && v[j] != '\n') {
+                    out[o++] = v[j];
+                }
+            }
+        } else {
+            for (; j < n && !strchr("; \t\r\n", v[j]) && o + 1 < cap; j++) {
+                out[o++] = v[j];
+            }
+        }
+        out[o] = '\0';
+        return o > 0;
+    }
+    return 0;
+}
+
+/* The first field name in h[0, hlen) as its value's offsets; 1 found. */
+static int up_graph_field(const char *h, size_t hlen, const char *name, size_t *v, size_t *end)
+{
+    size_t off = 0;
+    struct hdr_field f;
+
+    while (hdr_next(h, hlen, &off, &f)) {
+        if (f.colon && hdr_is(h, &f, name)) {
+            *v = f.value;
+            *end = f.end;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int up__graph_boundary(const char *h, size_t hlen, char *out, size_t cap)
+{
+    size_t v, e;
+
+    if (cap == 0) {
+        return 0;
+    }
+    out[0] = '\0';
+    if (!up_graph_field(h, hlen, "Content-Type", &v, &e)) {
+        return 0;
+    }
+    while (v < e && (h[v] == ' ' || h[v] == '\t')) {
+        v++;
+    }
+    if (e - v < 10 || strncasecmp(h + v, "multipart/", 10) != 0) {
+        return 0;
+    }
+    /* RFC 2046 §5.1.1: 1 to 70 characters */
+    if (!up_graph_param(h + v, e - v, "boundary", out, cap) || strlen(out) > 70) {
+        out[0] = '\0';
+        return 0;
+    }
+    return 1;
+}
+
+void up__graph_part(const char *h, size_t hlen, int *b64, char *name, size_t ncap, char *ctype,
+                    size_t ccap)
+{
+    size_t v, e, o = 0;
+
+    *b64 = 0;
+    if (ncap) {
+        name[0] = '\0';
+    }
+    if (ccap) {
+        ctype[0] = '\0';
+    }
+    if (up_graph_field(h, hlen, "Content-Transfer-Encoding", &v, &e)) {
+        while (v < e && (h[v] == ' ' || h[v] == '\t')) {
+            v++;
+        }
+        *b64 = e - v >= 6 && strncasecmp(h + v, "base64", 6) == 0;
+    }
+    if (up_graph_field(h, hlen, "Content-Disposition", &v, &e)) {
+        up_graph_param(h + v, e - v, "filename", name, ncap);
+    }
+    if (up_graph_field(h, hlen, "Content-Type", &v, &e)) {
+        if (ncap && !name[0]) {
+            up_graph_param(h + v, e - v, "name", name, ncap);
+        }
+        while (v < e && (h[v] == ' ' || h[v] == '\t')) {
+            v++;
+        }
+        for (; v < e && !strchr("; \t\r\n", h[v]) && o + 1 < ccap; v++) {
+            ctype[o++] = h[v];
+        }
+        if (ccap) {
+            ctype[o] = '\0';
+        }
+    }
+    /* control characters have no place in a JSON name */
+    for (size_t i = 0; i < ncap && name[i]; i++) {
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+            name[i] = '_';
+        }
+    }
+}
+
+int up__graph_json_str(const char *body, size_t len, const char *member, char *out, size_t cap)
+{
+    cJSON *j, *v;
+    int r = -1;
+
+    if (cap == 0) {
+        return -1;
+    }
+    out[0] = '\0';
+    if (!body || len == 0 || !(j = cJSON_ParseWithLength(body, len))) {
+        return -1;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(j, member);
+    if (cJSON_IsString(v) && v->valuestring && strlen(v->valuestring) < cap &&
+        !strpbrk(v->valuestring, "\r\n")) {
+        memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+        r = 0;
+    }
+    cJSON_Delete(j);
+    return r;
+}
+
+char *up__graph_upload_body(const char *name, const char *ctype, unsigned long long size)
+{
+    cJSON *root = cJSON_CreateObject(), *item = cJSON_CreateObject();
+    char *out = NULL;
+
+    if (root && item && cJSON_AddStringToObject(item, "attachmentType", "file") &&
+        cJSON_AddStringToObject(item, "name", name) &&
+        cJSON_AddNumberToObject(item, "size", (double)size) &&
+        (!ctype[0] || cJSON_AddStringToObject(item, "contentType", ctype))) {
+        cJSON_AddItemToObject(root, "AttachmentItem", item);
+        item = NULL;
+        out = cJSON_PrintUnformatted(root);
+    }
+    cJSON_Delete(item);
+    cJSON_Delete(root);
+    return out;
+}

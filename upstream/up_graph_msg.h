@@ -19,4 +19,18 @@ int up__graph_parse_error(const char *body, size_t len, char *code, size_t ccap,
 long up__graph_bcc(const char *h, size_t hlen, const char *const *rcpt, size_t nrcpt, char *out,
                    size_t cap);
 
+/* The boundary of a multipart message whose header section is h[0, hlen) into
+ * out. 1, or 0 when it is not multipart (or the boundary is malformed). */
+int up__graph_boundary(const char *h, size_t hlen, char *out, size_t cap);
+/* A body part's header section: *b64 when its Content-Transfer-Encoding is
+ * base64, the file name (Content-Disposition filename, else Content-Type name;
+ * "" when none) and the media type ("" when none). */
+void up__graph_part(const char *h, size_t hlen, int *b64, char *name, size_t ncap, char *ctype,
+                    size_t ccap);
+/* A string member of a JSON object (a draft's "id", an upload session's
+ * "uploadUrl") into out. 0, or -1 when absent, not a string, too long or not JSON. */
+int up__graph_json_str(const char *body, size_t len, const char *member, char *out, size_t cap);
+/* createUploadSession's request body for one file attachment (malloc'd JSON), or NULL. */
+char *up__graph_upload_body(const char *name, const char *ctype, unsigned long long size);
+
 #endif

@@ -352,6 +352,109 @@ class GraphTest(SpoolTestCase):
         self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
         self.assertEqual(gs.requests(), [])
 
+    # large messages: a draft and upload sessions --------------------------------------------
+
+    def big_message(self, attachment, text=b"Scanned by the 3rd floor printer.\r\n"):
+        b64 = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+        return (b"From: Scanner <scanner@contoso.example>\r\n"
+                b"To: Boss <boss@example.net>\r\n"
+                b"Subject: Scan 0042\r\n"
+                b"Message-ID: <scan0042@printer.test>\r\n"
+                b"Date: Thu, 03 Dec 2026 20:00:00 +0000\r\n"
+                b"MIME-Version: 1.0\r\n"
+                b"Content-Type: multipart/mixed; boundary=\"=_scan_0042\"\r\n"
+                b"\r\n"
+                b"This is a multi-part message in MIME format.\r\n"
+                b"--=_scan_0042\r\n"
+                b"Content-Type: text/plain; charset=us-ascii\r\n"
+                b"\r\n" + text +
+                b"--=_scan_0042\r\n"
+                b"Content-Type: application/pdf; name=\"scan0042.pdf\"\r\n"
+                b"Content-Disposition: attachment; filename=\"scan0042.pdf\"\r\n"
+                b"Content-Transfer-Encoding: base64\r\n"
+                b"\r\n" + b64 +
+                b"--=_scan_0042--\r\n")
+
+    def vm_hwm_kib(self, relay):
+        with open("/proc/%d/status" % relay.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return None
+
+    def check_big_delivery(self, gs, attachment, extra_rcpt):
+        self.assert_clean(gs)
+        drafts = gs.drafts_sent()
+        self.assertEqual(len(drafts), 1)
+        mime, atts = drafts[0]
+        self.assertEqual(gs.sent(), [])           # not through sendMail
+        self.assertEqual(len(atts), 1)
+        name, ctype, data = atts[0]
+        self.assertEqual((name, ctype), ("scan0042.pdf", "application/pdf"))
+        self.assertEqual(len(data), len(attachment))
+        self.assertTrue(data == attachment, "uploaded attachment differs")
+        # the draft: the whole message but the attachment's part, Bcc in front
+        self.assertLess(len(mime), 4096)
+        self.assertTrue(mime.startswith(b"Bcc: %s\r\nReceived: " % extra_rcpt.encode()),
+                        mime[:100])
+        self.assertIn(b"Scanned by the 3rd floor printer.", mime)
+        self.assertNotIn(b"scan0042.pdf", mime)
+        self.assertTrue(mime.endswith(b"--=_scan_0042--\r\n"), mime[-60:])
+        methods = [(c.method, c.path.rsplit("/", 1)[-1]) for c in gs.requests()]
+        self.assertEqual(methods[0], ("POST", "messages"))
+        self.assertEqual(methods[1], ("POST", "createUploadSession"))
+        self.assertEqual(methods[-1], ("POST", "send"))
+        puts = [c for c in gs.requests() if c.method == "PUT"]
+        self.assertEqual(len(puts), len(methods) - 3)
+        self.assertGreater(len(puts), 1)
+        self.assertLess(gs.max_chunk, 4 * 1024 * 1024)
+        for c in puts:
+            self.assertNotIn("Authorization", c.headers)
+
+    def test_25mib_message_through_an_upload_session(self):
+        ts, gs = self.servers()
+        relay = self.graph_relay(ts, gs)
+        attachment = os.urandom(19200000)
+        msg = self.big_message(attachment)
+        self.assertGreater(len(msg), 25 * 1024 * 1024)
+        before = self.vm_hwm_kib(relay)
+        self.submit_queued(relay, "scanner@contoso.example",
+                           ["boss@example.net", "archive@example.org"], msg)
+        self.wait_spool_empty(relay, timeout=120)
+        hwm = self.vm_hwm_kib(relay)
+        print("\nVmHWM relay25 spool mode, %d-byte message: %d KiB at start, %d KiB after"
+              % (len(msg), before, hwm))
+        self.check_big_delivery(gs, attachment, "archive@example.org")
+        relay.wait_log(r"relay=graph:m365 event=uploaded attachment=1 size=%d" % len(attachment))
+        relay.wait_log(r"relay=graph:m365 .*http=202 .*status=sent")
+        # bounded: far below the message, whatever its size
+        self.assertLess(hwm, 20 * 1024)
+
+    def test_25mib_message_in_passthrough(self):
+        ts, gs = self.servers()
+        relay = self.passthrough_relay(ts, gs)
+        attachment = os.urandom(19200001)
+        msg = self.big_message(attachment)
+        self.assertGreater(len(msg), 25 * 1024 * 1024)
+        res = self.submit(relay, "scanner@contoso.example",
+                          ["boss@example.net", "archive@example.org"], msg)
+        self.assertEqual(res["data"][0], 250, res)
+        hwm = self.vm_hwm_kib(relay)
+        print("\nVmHWM relay25 passthrough, %d-byte message: %d KiB" % (len(msg), hwm))
+        self.check_big_delivery(gs, attachment, "archive@example.org")
+        self.assertLess(hwm, 20 * 1024)
+        self.wait_for(lambda: self.files("tmp") == [], 10, "tmp/ empty", relay)
+
+    def test_large_message_that_is_not_multipart_bounces(self):
+        ts, gs = self.servers()
+        relay = self.graph_relay(ts, gs, relay={"bounce": "drop"})
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(3 * 1000 * 1000 + 10))
+        line = relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=bounced"
+                              % qid).string
+        self.assertIn("552 5.3.4", line)
+        self.assertEqual(gs.requests(), [])
+
     # configuration -----------------------------------------------------------------------
 
     def test_bad_configurations_are_refused(self):
