@@ -48,6 +48,7 @@ enum up_graph_step {
     UG_SESSION,  /* POST .../messages/{id}/attachments/createUploadSession */
     UG_PUT,      /* PUT <uploadUrl>: one chunk with Content-Range */
     UG_SEND,     /* POST .../messages/{id}/send */
+    UG_CHECK,    /* GET .../mailFolders/sentitems: `check --upstream`, nothing is sent */
 };
 
 /* A body part too large for the draft: uploaded as a file attachment. */
@@ -96,6 +97,9 @@ struct up_graph {
     uint64_t raw_pos;      /* file offset of the next chunk's base64 text */
     char *chunk;           /* the next chunk, decoded (the work fills it) */
     size_t chunk_len;
+    int check;     /* up_graph_send without a message: a token and a read */
+    int mail_send; /* check: the token's roles (up__graph_jwt_roles) */
+    char roles[256];
 };
 
 static void up_graph_unref(struct up_graph *g)
@@ -398,10 +402,16 @@ static void up_graph_prepare_work(uv_work_t *w)
 {
     struct up_graph *g = w->data;
     struct stat st;
-    char *raw = NULL, *bcc = malloc(UP_GRAPH_BCC_MAX), *h = NULL, boundary[80];
+    char *raw = NULL, *bcc = NULL, *h = NULL, boundary[80];
     size_t hlen, hread, total;
     long blen;
-    int fd = open(g->path, O_RDONLY | O_CLOEXEC);
+    int fd;
+
+    if (g->check) {
+        return; /* no message: the work only makes the start asynchronous */
+    }
+    bcc = malloc(UP_GRAPH_BCC_MAX);
+    fd = open(g->path, O_RDONLY | O_CLOEXEC);
 
     if (fd < 0 || fstat(fd, &st) != 0) {
         g->file_err = -errno;
@@ -603,6 +613,9 @@ static int up_graph_path(const struct up_graph *g, char *out, size_t cap)
         [UG_DRAFT] = "/messages",
         [UG_SESSION] = "/attachments/createUploadSession",
         [UG_SEND] = "/send",
+        /* a read of the mailbox: Mail.ReadBasic.All allows it, Mail.Send alone
+         * does not (403): check says which it was */
+        [UG_CHECK] = "/mailFolders/sentitems?%24select=id",
     };
     int n = snprintf(out, cap, "%s/v1.0/users/", g->up->graph_path ? g->up->graph_path : "");
     size_t o;
@@ -672,6 +685,8 @@ static int up_graph_split_url(const char *url, char *host, size_t hcap, uint16_t
 
 static void up_graph_http_done(void *arg, const struct up_http_resp *r, const char *err);
 static void up_graph_chunk_done(uv_work_t *w, int status);
+static void up_graph_check_end(struct up_graph *g, int status, const char *code, const char *msg,
+                               const char *rid);
 
 /* Sends the current step's request. */
 static void up_graph_request(struct up_graph *g)
@@ -688,7 +703,7 @@ static void up_graph_request(struct up_graph *g)
     rq.path = path;
     rq.ca = g->up->ca;
     rq.resp_max = UP_GRAPH_RESP_MAX;
-    rq.method = g->step == UG_PUT ? "PUT" : "POST";
+    rq.method = g->step == UG_PUT ? "PUT" : g->step == UG_CHECK ? "GET" : "POST";
     if (!(hdr = malloc(hcap))) {
         up_graph_fail(g, RELAY_E_NOMEM, "graph", "out of memory");
         return;
@@ -730,12 +745,18 @@ static void up_graph_request(struct up_graph *g)
             rq.body_len = strlen(json);
         } else if (g->step == UG_SEND) {
             rq.body = ""; /* Content-Length: 0 */
+        } else if (g->step == UG_CHECK) {
+            rq.body = NULL;
         } else {
             rq.body = g->body;
             rq.body_len = g->body_len;
         }
-        snprintf(hdr, hcap, "Authorization: Bearer %s\r\nContent-Type: %s\r\n", g->token,
-                 g->step == UG_SESSION ? "application/json" : "text/plain");
+        snprintf(hdr, hcap, "Authorization: Bearer %s\r\n%s%s%s", g->token,
+                 g->step == UG_CHECK ? "" : "Content-Type: ",
+                 g->step == UG_CHECK     ? ""
+                 : g->step == UG_SESSION ? "application/json"
+                                         : "text/plain",
+                 g->step == UG_CHECK ? "" : "\r\n");
     }
     rq.headers = hdr;
     r = up_http_request(g->loop, &rq, up_graph_http_done, g, &g->http);
@@ -782,6 +803,36 @@ static void up_graph_chunk_done(uv_work_t *w, int status)
     up_graph_request(g);
 }
 
+/* check --upstream's verdict: the token's roles and what the read said. */
+static void up_graph_check_end(struct up_graph *g, int status, const char *code, const char *msg,
+                               const char *rid)
+{
+    char out[UP_GRAPH_REPLY_MAX];
+    int n, ok = g->mail_send != 0 && (status == 200 || status == 403);
+    const char *roles = g->mail_send < 0 ? "none readable in the token" : g->roles;
+
+    if (status == 200) {
+        n = snprintf(out, sizeof(out),
+                     "%s token roles %s; mailbox %s found (GET mailFolders/sentitems: 200)",
+                     ok ? "250" : "550", roles, g->user);
+    } else if (status == 403) {
+        n = snprintf(out, sizeof(out),
+                     "%s token roles %s; mailbox %s not verified: reading it is not allowed "
+                     "(403 %s: %s), as expected with Mail.Send alone (Mail.ReadBasic.All lets "
+                     "check see it)",
+                     ok ? "250" : "550", roles, g->user, code, msg);
+    } else if (status == 404) {
+        n = snprintf(out, sizeof(out), "550 no mailbox %s (404 %s: %s)", g->user, code, msg);
+    } else {
+        n = (int)reply_graph(out, sizeof(out), status, code, msg, rid, 0);
+    }
+    if (ok == 0 && status == 200 && g->mail_send == 0) {
+        n = snprintf(out, sizeof(out), "550 token roles %s: no Mail.Send application permission",
+                     roles);
+    }
+    up_graph_finish(g, out, n < 0 ? 0 : (size_t)n, status, rid, 0);
+}
+
 /* The step succeeded: the next one, or the end. */
 static void up_graph_advance(struct up_graph *g, const struct up_http_resp *r, const char *rid)
 {
@@ -826,6 +877,9 @@ static void up_graph_advance(struct up_graph *g, const struct up_http_resp *r, c
         n = reply_graph(out, sizeof(out), r->status, "", "", rid, 0);
         up_graph_finish(g, out, n, r->status, rid, 0);
         return;
+    case UG_CHECK:
+        up_graph_check_end(g, r->status, "", "", rid);
+        return;
     }
     abort();
 }
@@ -856,6 +910,13 @@ static void up_graph_http_done(void *arg, const struct up_http_resp *r, const ch
     case UG_SENDMAIL:
     case UG_SEND:
         ok = r->status == 202;
+        break;
+    case UG_CHECK:
+        ok = r->status != 401 || g->refreshed;
+        if (ok) {
+            up_graph_check_end(g, r->status, code, msg, rid);
+            return;
+        }
         break;
     case UG_DRAFT:
     case UG_SESSION:
@@ -921,6 +982,9 @@ static void up_graph_token(void *arg, const char *token, const char *err)
         up_graph_fail(g, RELAY_E_NOMEM, "graph", "out of memory");
         return;
     }
+    if (g->check) {
+        g->mail_send = up__graph_jwt_roles(token, g->roles, sizeof(g->roles));
+    }
     uv_timer_stop(&g->timer);
     up_graph_request(g);
 }
@@ -951,7 +1015,7 @@ static void up_graph_prepare_done(uv_work_t *w, int status)
         up_graph_fail(g, RELAY_E_NOMEM, "graph", why);
         return;
     }
-    g->step = g->large ? UG_DRAFT : UG_SENDMAIL;
+    g->step = g->check ? UG_CHECK : g->large ? UG_DRAFT : UG_SENDMAIL;
     g->token_wait = 1;
     uv_timer_start(&g->timer, up_graph_timeout, (uint64_t)g->timeout * 1000u, 0);
     if (up_oauth_get(g->oauth, up_graph_token, g) != 0) {
@@ -976,8 +1040,9 @@ struct up_graph *up_graph_send(const struct up_graph_req *req, up_graph_cb *cb, 
     g->nrcpt = req->nrcpt;
     g->qid = req->qid;
     g->timeout = req->timeout ? req->timeout : 600;
+    g->check = req->path == NULL;
     if (!g->oauth || !(g->user = strdup(req->user ? req->user : "")) ||
-        !(g->path = strdup(req->path))) {
+        !(g->path = strdup(req->path ? req->path : ""))) {
         free(g->user);
         free(g);
         return NULL;

@@ -25,8 +25,11 @@ struct up_graph_req {
     const struct conf_upstream *up; /* type = graph: host, port, graph_path, ca */
     const char *user;               /* the mailbox sent as (the device's user) */
     struct up_oauth *oauth;         /* the device's token provider */
-    const char *path;               /* the message file (CRLF lines, as spooled) */
-    const char *const *rcpt;        /* envelope recipients to deliver to */
+    /* the message file (CRLF lines, as spooled); NULL: `check --upstream`: a token
+     * (its roles read) and a read of the mailbox, nothing sent; the result's code
+     * is 250 when the mailbox may be sent as, as far as can be seen */
+    const char *path;
+    const char *const *rcpt; /* envelope recipients to deliver to */
     size_t nrcpt;
     uint64_t qid;     /* for logs */
     unsigned timeout; /* seconds for each HTTP request */

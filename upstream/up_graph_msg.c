@@ -4,11 +4,13 @@
 #include "upstream/up_graph_msg.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <cJSON.h>
 
+#include "common/base64.h"
 #include "common/hdr.h"
 
 static void up_graph_copy(char *out, size_t cap, const cJSON *v)
@@ -292,4 +294,66 @@ char *up__graph_upload_body(const char *name, const char *ctype, unsigned long l
     cJSON_Delete(item);
     cJSON_Delete(root);
     return out;
+}
+
+int up__graph_jwt_roles(const char *jwt, char *out, size_t cap)
+{
+    const char *p = jwt ? strchr(jwt, '.') : NULL, *e;
+    char *b64 = NULL, *json = NULL;
+    size_t n, o = 0, dl;
+    cJSON *j = NULL, *roles, *r;
+    int found = -1;
+
+    if (cap == 0) {
+        return -1;
+    }
+    out[0] = '\0';
+    if (!p || !(e = strchr(p + 1, '.'))) {
+        return -1;
+    }
+    n = (size_t)(e - p - 1);
+    /* RFC 7515 §2: base64url without padding; back to RFC 4648 §4 for the decoder */
+    if (n == 0 || n > 64 * 1024 || !(b64 = malloc(n + 4)) || !(json = malloc(n + 4))) {
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = p[1 + i];
+        b64[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    while (n % 4) {
+        b64[n++] = '=';
+    }
+    dl = b64_decode(b64, n, json, n);
+    if (dl == (size_t)-1 || !(j = cJSON_ParseWithLength(json, dl))) {
+        goto out;
+    }
+    roles = cJSON_GetObjectItemCaseSensitive(j, "roles");
+    if (!cJSON_IsArray(roles)) {
+        goto out;
+    }
+    found = 0;
+    cJSON_ArrayForEach(r, roles)
+    {
+        int k;
+        if (!cJSON_IsString(r) || !r->valuestring) {
+            continue;
+        }
+        found |= strcmp(r->valuestring, "Mail.Send") == 0;
+        k = snprintf(out + o, cap - o, "%s%s", o ? "," : "", r->valuestring);
+        if (k > 0 && (size_t)k < cap - o) {
+            o += (size_t)k;
+        } else {
+            out[o] = '\0';
+        }
+    }
+    for (size_t i = 0; i < o; i++) {
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) {
+            out[i] = ' ';
+        }
+    }
+out:
+    cJSON_Delete(j);
+    free(b64);
+    free(json);
+    return found;
 }

@@ -33,4 +33,9 @@ int up__graph_json_str(const char *body, size_t len, const char *member, char *o
 /* createUploadSession's request body for one file attachment (malloc'd JSON), or NULL. */
 char *up__graph_upload_body(const char *name, const char *ctype, unsigned long long size);
 
+/* The "roles" claim of an app-only access token (a JWT, RFC 7519; read, not
+ * verified: Graph verifies it) into out, comma-separated. 1 when Mail.Send is
+ * among them, 0 when not, -1 when the token carries no readable roles. */
+int up__graph_jwt_roles(const char *jwt, char *out, size_t cap);
+
 #endif

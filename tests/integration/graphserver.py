@@ -340,7 +340,7 @@ class GraphServer:
             with self._lock:
                 self._sent.append(mime)
             return 202, None, None, None
-        mailbox = self._mailbox(path, "/mailFolders/sentitems")
+        mailbox = self._mailbox(path.split("?", 1)[0], "/mailFolders/sentitems")
         if mailbox is None:
             return 404, None, graph_error("BadRequest", "Resource not found"), "path " + path
         problem = self._check_auth(headers)

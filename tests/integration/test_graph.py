@@ -37,12 +37,12 @@ class GraphTest(SpoolTestCase):
 
     # fixtures -------------------------------------------------------------------
 
-    def servers(self, prefix="", **kw):
+    def servers(self, prefix="", roles=None, **kw):
         def issued(token):
             self.secrets.append(("", token))
             self.tokens.add(token)
         ts = TokenServer(self.pki, client_id=CLIENT_ID, client_secret=self.client_secret,
-                         on_issue=issued).start()
+                         on_issue=issued, roles=roles).start()
         self.addCleanup(ts.stop)
         gs = GraphServer(self.pki, self.tokens, prefix=prefix, **kw).start()
         self.addCleanup(gs.stop)
@@ -453,6 +453,62 @@ class GraphTest(SpoolTestCase):
         line = relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=bounced"
                               % qid).string
         self.assertIn("552 5.3.4", line)
+        self.assertEqual(gs.requests(), [])
+
+    # check --upstream ------------------------------------------------------------------------
+
+    def graph_check(self, ts, gs):
+        r = self.run_check(self.graph_config(ts, gs), "--upstream",
+                           env={SECRET_ENV: self.client_secret})
+        self.assertNotIn(self.client_secret, r.stdout + r.stderr)
+        for t in self.tokens:
+            self.assertNotIn(t, r.stdout + r.stderr)
+        self.assertEqual([c.method for c in gs.requests() if c.method != "GET"], [])  # no send
+        return r
+
+    def test_check_upstream_reads_the_mailbox(self):
+        ts, gs = self.servers(roles=["Mail.Send", "Mail.ReadBasic.All"])
+        r = self.graph_check(ts, gs)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("upstream m365: type=graph graph_url=%s" % gs.url, r.stdout)
+        self.assertRegex(r.stdout, r"device default: user scanner@contoso.example at upstream m365 "
+                                   r"\(localhost:\d+\): ok: token roles Mail.Send,"
+                                   r"Mail.ReadBasic.All; mailbox scanner@contoso.example found")
+        calls = gs.requests()
+        self.assertEqual([(c.method, c.path) for c in calls],
+                         [("GET", "/v1.0/users/scanner@contoso.example/mailFolders/sentitems"
+                                  "?%24select=id")])
+        self.assertEqual(calls[0].headers["Authorization"], "Bearer " + ts.issued[0])
+        self.assert_clean(gs)
+
+    def test_check_upstream_with_mail_send_only(self):
+        ts, gs = self.servers(roles=["Mail.Send"])
+        gs.script.append((403, None, graph_error("ErrorAccessDenied", "Access is denied.")))
+        r = self.graph_check(ts, gs)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"ok: token roles Mail.Send; mailbox scanner@contoso.example "
+                                   r"not verified: reading it is not allowed \(403 "
+                                   r"ErrorAccessDenied: Access is denied.\)")
+
+    def test_check_upstream_without_mail_send_fails(self):
+        ts, gs = self.servers(roles=["User.Read.All"])
+        r = self.graph_check(ts, gs)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("FAILED: 550 token roles User.Read.All: no Mail.Send", r.stdout)
+
+    def test_check_upstream_no_such_mailbox_fails(self):
+        ts, gs = self.servers(roles=["Mail.Send"], mailboxes={"other@contoso.example"})
+        r = self.graph_check(ts, gs)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertRegex(r.stdout, r"FAILED: 550 no mailbox scanner@contoso.example \(404 "
+                                   r"ErrorInvalidUser")
+
+    def test_check_upstream_token_failure_fails(self):
+        ts, gs = self.servers(roles=["Mail.Send"])
+        ts.mode = "http400"
+        r = self.graph_check(ts, gs)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("FAILED: 454 4.7.0 cannot get an access token for Microsoft Graph", r.stdout)
         self.assertEqual(gs.requests(), [])
 
     # configuration -----------------------------------------------------------------------
