@@ -233,6 +233,13 @@ static void prx_graph_delivered(void *arg, const struct up_graph_result *r)
         if (r->code < 300) {
             s->nmsg++;
         }
+        if (s->env->metrics) {
+            if (r->err) {
+                metrics_upstream_error(s->env->metrics, r->err);
+            } else if (r->code < 300) {
+                metrics_observe(&s->env->metrics->upstream_delivery, (double)r->ms / 1000.0);
+            }
+        }
         prx_log_message(s,
                         r->code < 300   ? "sent"
                         : r->code < 500 ? "deferred"

@@ -97,6 +97,7 @@ struct up_graph {
     uint64_t raw_pos;      /* file offset of the next chunk's base64 text */
     char *chunk;           /* the next chunk, decoded (the work fills it) */
     size_t chunk_len;
+    uint64_t start_ms;
     int check;     /* up_graph_send without a message: a token and a read */
     int mail_send; /* check: the token's roles (up__graph_jwt_roles) */
     char roles[256];
@@ -151,8 +152,8 @@ void up_graph_cancel(struct up_graph *g)
 }
 
 /* The one line per delivery, then the owner's callback. */
-static void up_graph_finish(struct up_graph *g, const char *reply, size_t len, int http,
-                            const char *request_id, unsigned retry_after)
+static void up_graph_finish_err(struct up_graph *g, const char *reply, size_t len, int http,
+                                const char *request_id, unsigned retry_after, int err)
 {
     struct up_graph_result r;
     up_graph_cb *cb = g->cb;
@@ -175,10 +176,18 @@ static void up_graph_finish(struct up_graph *g, const char *reply, size_t len, i
     r.reply = text;
     r.retry_after = retry_after;
     r.file_err = g->file_err;
+    r.err = err;
+    r.ms = uv_now(g->loop) - g->start_ms;
     g->refs++;
     up_graph_end(g);
     cb(g->arg, &r);
     up_graph_unref(g);
+}
+
+static void up_graph_finish(struct up_graph *g, const char *reply, size_t len, int http,
+                            const char *request_id, unsigned retry_after)
+{
+    up_graph_finish_err(g, reply, len, http, request_id, retry_after, 0);
 }
 
 static void up_graph_fail(struct up_graph *g, int err, const char *where, const char *detail)
@@ -186,7 +195,7 @@ static void up_graph_fail(struct up_graph *g, int err, const char *where, const 
     char out[UP_GRAPH_REPLY_MAX];
     size_t n = reply_upstream(out, sizeof(out), err, where, detail);
 
-    up_graph_finish(g, out, n, 0, NULL, 0);
+    up_graph_finish_err(g, out, n, 0, NULL, 0, err);
 }
 
 /* ---- the request body (thread pool) ------------------------------------------------------ */
@@ -1041,6 +1050,7 @@ struct up_graph *up_graph_send(const struct up_graph_req *req, up_graph_cb *cb, 
     g->qid = req->qid;
     g->timeout = req->timeout ? req->timeout : 600;
     g->check = req->path == NULL;
+    g->start_ms = uv_now(req->loop);
     if (!g->oauth || !(g->user = strdup(req->user ? req->user : "")) ||
         !(g->path = strdup(req->path ? req->path : ""))) {
         free(g->user);

@@ -41,6 +41,8 @@ struct up_graph_result {
     const char *reply;    /* one line, "250 2.0.0 ..." */
     unsigned retry_after; /* seconds Graph asked to wait (Retry-After), 0: none */
     int file_err;         /* uv error reading the message (code is 451 then) */
+    int err;              /* enum relay_err when Graph could not be reached or timed out, else 0 */
+    uint64_t ms;          /* from the message read to Graph's last answer */
 };
 
 typedef void up_graph_cb(void *arg, const struct up_graph_result *r);

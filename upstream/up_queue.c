@@ -691,6 +691,9 @@ static void upq_on_graph_done(void *arg, const struct up_graph_result *r)
 
     j->graph = NULL;
     snprintf(j->lasterr, sizeof(j->lasterr), "%s", r->code >= 300 ? r->reply : "");
+    if (j->q->m && r->err) {
+        metrics_upstream_error(j->q->m, r->err);
+    }
     for (size_t k = 0; k < j->nsend; k++) {
         size_t i = j->sendi[k];
         if (r->code < 300) {

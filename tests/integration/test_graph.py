@@ -16,6 +16,7 @@ import email.policy
 import os
 import re
 import secrets
+import urllib.request
 
 from graphserver import GraphServer, graph_error
 from relaytest import RelayTestCase, main, make_message, strip_received
@@ -336,6 +337,23 @@ class GraphTest(SpoolTestCase):
         self.assertEqual(res["data"][0], 250, res)
         self.assertEqual([c.status for c in gs.requests()], [401, 202])
         self.assertEqual(len(ts.issued), 2)
+
+    def test_passthrough_metrics(self):
+        ts, gs = self.servers()
+        gs.script.append((503, None, graph_error("ServiceUnavailable", "try later")))
+        relay = self.graph_relay(ts, gs, relay={"mode": "passthrough",
+                                                "metrics_listen": "127.0.0.1:0"})
+        maddr = relay.wait_log(r"metrics event=listening service=metrics addr=(\S+)").group(1)
+        host, port = maddr.rsplit(":", 1)
+        for want in (451, 250, 250):
+            res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                              self.message(400))
+            self.assertEqual(res["data"][0], want, res)
+        with urllib.request.urlopen("http://%s:%s/metrics" % (host, port), timeout=30) as f:
+            text = f.read().decode()
+        self.assertRegex(text, r'relay25_messages_total\{status="sent"\} 2\b')
+        self.assertRegex(text, r'relay25_messages_total\{status="deferred"\} 1\b')
+        self.assertRegex(text, r"relay25_upstream_delivery_seconds_count 2\b")
 
     def test_passthrough_client_gone_during_body_leaves_nothing(self):
         ts, gs = self.servers()
