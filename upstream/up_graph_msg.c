@@ -167,6 +167,12 @@ static int up_graph_param(const char *v, size_t n, const char *name, char *out, 
             }
         }
         out[o] = '\0';
+        for (size_t k = 0; k < o; k++) {
+            if ((unsigned char)out[k] < 0x20 || out[k] == 0x7f) {
+                out[0] = '\0'; /* not a parameter value of RFC 2045's */
+                return 0;
+            }
+        }
         return o > 0;
     }
     return 0;

@@ -1,9 +1,12 @@
 /* fuzz_graph: the pure parts of a Graph delivery (upstream/up_graph_msg.h). The
- * first byte picks the parser: even, Graph's JSON error body with output buffers
- * of random size (each NUL-terminated, within its cap, no control character);
- * odd, the Bcc field for a header section and recipients split at the first NUL
- * (recipients one per line): a "Bcc: " field ending in CRLF, each address of it
- * one of the recipients, and the same answer again with an exact-size buffer. */
+ * first byte picks the parser (mod 4): 0, Graph's JSON error body with output
+ * buffers of random size (each NUL-terminated, within its cap, no control
+ * character); 1, the Bcc field for a header section and recipients split at the
+ * first NUL (recipients one per line): a "Bcc: " field ending in CRLF, each
+ * address of it one of the recipients, and the same answer again with an
+ * exact-size buffer; 2, the MIME boundary and a part's header (bounded, NUL-
+ * terminated outputs, a boundary of 1 to 70 characters); 3, the upload-session /
+ * draft reply ("uploadUrl", "id": one line within its cap) and a token's roles. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +107,47 @@ static void fuzz_bcc(struct fuzz_rng *r, const char *data, size_t len)
     free(rbuf);
 }
 
+static void fuzz_mime(struct fuzz_rng *r, const char *data, size_t len)
+{
+    char b[80], name[256], ctype[128];
+    size_t nc = fuzz_rng_upto(r, sizeof(name)), cc = fuzz_rng_upto(r, sizeof(ctype));
+    int b64 = 7;
+
+    if (up__graph_boundary(data, len, b, sizeof(b))) {
+        FUZZ_CHECK(strlen(b) >= 1 && strlen(b) <= 70);
+    } else {
+        FUZZ_CHECK(b[0] == '\0');
+    }
+    up__graph_part(data, len, &b64, name, nc, ctype, cc);
+    FUZZ_CHECK(b64 == 0 || b64 == 1);
+    check_text(name, nc);
+    if (cc) {
+        FUZZ_CHECK(memchr(ctype, '\0', cc) != NULL);
+    }
+}
+
+static void fuzz_json(struct fuzz_rng *r, const char *data, size_t len)
+{
+    size_t cap = fuzz_rng_upto(r, 200);
+    char *out = malloc(cap ? cap : 1), roles[64];
+    char *tok;
+    int k;
+
+    FUZZ_CHECK(out);
+    if (up__graph_json_str(data, len, (data[0] & 1) ? "uploadUrl" : "id", out, cap) == 0) {
+        FUZZ_CHECK(strlen(out) < cap && !strpbrk(out, "\r\n"));
+    } else if (cap) {
+        FUZZ_CHECK(out[0] == '\0');
+    }
+    free(out);
+    tok = strndup(data, len);
+    FUZZ_CHECK(tok);
+    k = up__graph_jwt_roles(tok, roles, sizeof(roles));
+    FUZZ_CHECK(k >= -1 && k <= 1);
+    check_text(roles, sizeof(roles));
+    free(tok);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
     struct fuzz_rng r;
@@ -112,10 +156,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     if (len <= skip) {
         return 0;
     }
-    if (data[0] & 1) {
-        fuzz_bcc(&r, (const char *)data + skip, len - skip);
-    } else {
+    switch (data[0] & 3) {
+    case 0:
         fuzz_error(&r, (const char *)data + skip, len - skip);
+        break;
+    case 1:
+        fuzz_bcc(&r, (const char *)data + skip, len - skip);
+        break;
+    case 2:
+        fuzz_mime(&r, (const char *)data + skip, len - skip);
+        break;
+    default:
+        fuzz_json(&r, (const char *)data + skip, len - skip);
+        break;
     }
     return 0;
 }
