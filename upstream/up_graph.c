@@ -92,7 +92,7 @@ struct up_graph {
     struct up_graph_part *parts;
     size_t nparts, cur;
     char msgid[512];       /* the draft's id */
-    char upload_url[4096]; /* the current upload session */
+    char upload_url[8192]; /* the current upload session */
     uint64_t up_off;       /* decoded bytes of the current part uploaded */
     uint64_t raw_pos;      /* file offset of the next chunk's base64 text */
     char *chunk;           /* the next chunk, decoded (the work fills it) */
@@ -701,7 +701,7 @@ static void up_graph_check_end(struct up_graph *g, int status, const char *code,
 static void up_graph_request(struct up_graph *g)
 {
     struct up_http_req rq;
-    char path[2048], host[256], *hdr = NULL, *json = NULL;
+    char path[8192], host[256], *hdr = NULL, *json = NULL;
     size_t hcap = (g->token ? strlen(g->token) : 0) + 200;
     char where[300];
     int r;

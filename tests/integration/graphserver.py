@@ -36,6 +36,7 @@ import binascii
 import collections
 import http.server
 import json
+import os
 import ssl
 import threading
 import time
@@ -211,9 +212,12 @@ class GraphServer:
         """The draft, upload session and send calls; None when path is none of them."""
         base = self.prefix + "/v1.0/users/"
         if method == "PUT" and path.startswith("/upload/"):
-            tok = path[len("/upload/"):]
+            tok, _, query = path[len("/upload/"):].partition("?")
             with self._lock:
                 up = self._uploads.get(tok)
+            if up is not None and query != "authtoken=" + up["authtoken"]:
+                return 401, None, graph_error("InvalidAuthenticationToken", "authtoken"), \
+                    "upload URL's authtoken lost"
             if up is None:
                 return 404, None, graph_error("ItemNotFound", "no such upload"), "upload " + path
             if "Authorization" in headers:
@@ -280,11 +284,15 @@ class GraphServer:
             if scripted:
                 return scripted + (None,)
             tok = uuid.uuid4().hex
+            # like Graph's: the URL carries a long pre-authenticated token
+            authtoken = base64.urlsafe_b64encode(os.urandom(1800)).decode().rstrip("=")
             with self._lock:
                 self._uploads[tok] = {"draft": mid, "name": item["name"],
                                       "ctype": item.get("contentType", ""),
-                                      "size": item["size"], "data": bytearray()}
-            return 201, None, {"uploadUrl": "https://localhost:%d/upload/%s" % (self.port, tok),
+                                      "size": item["size"], "data": bytearray(),
+                                      "authtoken": authtoken}
+            return 201, None, {"uploadUrl": "https://localhost:%d/upload/%s?authtoken=%s"
+                                            % (self.port, tok, authtoken),
                                "expirationDateTime": "2026-12-04T20:00:00Z",
                                "nextExpectedRanges": ["0-"]}, None
         m = re.fullmatch(r"([^/]+)/messages/([^/]+)/send", rest)
