@@ -52,6 +52,14 @@ void prx_txn_begin(struct prx_session *s, const char *from, const char *params)
     }
     t->route = conf_route_for(s->conf, s->dev, t->from);
     t->qid = spool_new_id();
+    if (!s->env->queue && (t->route ? t->route->cred.up : s->dev->up)->type == CONF_UP_GRAPH) {
+        /* a reload added Graph while the spool was off at start: no place for the
+         * body (the reload logged "restart to use it"); never SMTP to Graph's host */
+        log_warn(s->sid, "prx", "qid=%016llx event=graph_without_spool",
+                 (unsigned long long)t->qid);
+        prx_txn_abort(s, REPLY_SPOOL_FAILED);
+        return;
+    }
     if (s->env->queue && s->dev->mode == CONF_MODE_SPOOL) {
         t->sink = &prx_sink_spool;
     } else if (s->env->queue &&

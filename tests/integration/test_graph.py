@@ -16,6 +16,7 @@ import email.policy
 import os
 import re
 import secrets
+import signal
 import urllib.request
 
 from graphserver import GraphServer, graph_error
@@ -534,6 +535,23 @@ class GraphTest(SpoolTestCase):
         self.assertEqual(r.returncode, 1, r.stdout)
         self.assertIn("FAILED: 454 4.7.0 cannot get an access token for Microsoft Graph", r.stdout)
         self.assertEqual(gs.requests(), [])
+
+    def test_reload_to_graph_without_a_spool_refuses_instead_of_smtp(self):
+        ts, gs = self.servers()
+        peer = self.start_peer(users={MAILBOX: "pw"})
+        path = self.write_config({"m365": self.upstream(peer)},
+                                 {"default": {"user": MAILBOX, "password_env": SECRET_ENV}})
+        relay = self.start_relay(config=path, env={SECRET_ENV: self.client_secret})
+        relay.wait_log(r"\brelay25 event=started\b")   # signal handlers in place
+        self.graph_config(ts, gs, relay={"mode": "passthrough"})   # rewrites relay25.ini
+        relay.proc.send_signal(signal.SIGHUP)
+        relay.wait_log(r"restart to use it")
+        res = self.submit(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                          self.message(300))
+        self.assertEqual(res["mail"][0], 451, res)
+        relay.wait_log(r"event=graph_without_spool")
+        self.assertEqual(gs.requests(), [])
+        self.assertEqual(peer.commands("MAIL"), [])
 
     # configuration -----------------------------------------------------------------------
 
