@@ -1,46 +1,34 @@
-/* up_graph: a Graph delivery owns its prepared request body (read and encoded
- * in the thread pool: the loop never reads the file), its timer, the token
- * request and the HTTPS request; it frees itself once the owner's reference, the
- * work and the timer are gone. Requests as Microsoft Graph documents them:
- * user-sendmail (MIME, "Content-Type: text/plain", base64 body, 202 Accepted) and
- * its JSON error responses (errors-and-throttling, Retry-After on 429/503). */
+/* up_graph: a Graph delivery owns its request body (up_graph_body, made in the
+ * thread pool: the loop never reads the file), its timer, the token request and
+ * the HTTPS request of the current step; it frees itself once the owner's
+ * reference, the work and the timer are gone. Calls as Microsoft Graph documents
+ * them: user-sendmail (MIME, "Content-Type: text/plain", base64, 202); for a large
+ * message user-post-messages (a MIME draft, 201), attachment-createuploadsession
+ * (201, then PUT chunks with Content-Range to the pre-authenticated uploadUrl) and
+ * message-send (202); JSON errors (errors-and-throttling, Retry-After). */
 #include "upstream/up_graph.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cJSON.h>
 #include <uv.h>
 
-#include "common/base64.h"
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_graph_body.h"
 #include "upstream/up_graph_msg.h"
 #include "upstream/up_http.h"
 #include "upstream/up_oauth.h"
 
-#define UP_GRAPH_BCC_MAX (64u * 1024u)   /* the Bcc field we add */
-#define UP_GRAPH_HDR_MAX (1024u * 1024u) /* header section searched for recipients */
 #define UP_GRAPH_RESP_MAX (64u * 1024u)
 #define UP_GRAPH_TOKEN_MAX 16384u
 #define UP_GRAPH_REPLY_MAX 1200u
 #define UP_GRAPH_RETRY_MAX 3600u /* a larger Retry-After is taken as an hour */
-/* createUploadSession: chunks below 4 MiB in multiples of 320 KiB (Graph's
- * rule); 9 * 320 KiB is also a multiple of 3, so a chunk ends on whole base64
- * quantums of the part */
-#define UP_GRAPH_CHUNK (9u * 320u * 1024u)
-#define UP_GRAPH_PART_MIN (256u * 1024u) /* base64 parts from this size are uploaded */
-#define UP_GRAPH_MAX_PARTS 64u
-#define UP_GRAPH_LINE 1024u /* bytes of a line kept for the MIME scan */
-#define UP_GRAPH_PHDR_MAX (16u * 1024u)
 
 enum up_graph_step {
     UG_SENDMAIL, /* POST /users/{u}/sendMail: the whole message */
@@ -49,15 +37,6 @@ enum up_graph_step {
     UG_PUT,      /* PUT <uploadUrl>: one chunk with Content-Range */
     UG_SEND,     /* POST .../messages/{id}/send */
     UG_CHECK,    /* GET .../mailFolders/sentitems: `check --upstream`, nothing is sent */
-};
-
-/* A body part too large for the draft: uploaded as a file attachment. */
-struct up_graph_part {
-    uint64_t start, end; /* its span in the file: boundary line to the next one */
-    uint64_t body;       /* its base64 text starts here */
-    uint64_t size;       /* decoded bytes */
-    char name[256];
-    char ctype[128];
 };
 
 struct up_graph {
@@ -79,18 +58,12 @@ struct up_graph {
     uv_work_t work;
     uv_timer_t timer;
     struct up_http *http;
-    char *body; /* base64 MIME */
-    size_t body_len;
-    size_t mime_len;
-    int file_err;  /* from the work */
-    int too_large; /* from the work */
-    size_t nbcc;   /* recipients added as Bcc */
+    struct up_graph_body b; /* the request body (the work fills it) */
+    int file_err;           /* from the work */
     enum up_graph_step step;
     /* a message larger than one request: a draft without its large attachments,
      * each of those through an upload session, then the draft is sent */
-    int large;
-    struct up_graph_part *parts;
-    size_t nparts, cur;
+    size_t cur;
     char msgid[512];       /* the draft's id */
     char upload_url[8192]; /* the current upload session */
     uint64_t up_off;       /* decoded bytes of the current part uploaded */
@@ -112,8 +85,7 @@ static void up_graph_unref(struct up_graph *g)
         explicit_bzero(g->token, strlen(g->token));
         free(g->token);
     }
-    free(g->body);
-    free(g->parts);
+    up_graph_body_free(&g->b);
     free(g->chunk);
     free(g->user);
     free(g->path);
@@ -165,7 +137,7 @@ static void up_graph_finish_err(struct up_graph *g, const char *reply, size_t le
     log_info(g->qid, "graph",
              "qid=%016" PRIx64 " relay=graph:%s mailbox=%s size=%zu bcc=%zu http=%d "
              "request_id=%s status=%s reply=\"%s\"",
-             g->qid, g->up->name, g->user, g->mime_len, g->nbcc, http,
+             g->qid, g->up->name, g->user, g->b.mime_len, g->b.nbcc, http,
              request_id && *request_id ? request_id : "-",
              code < 300   ? "sent"
              : code < 500 ? "deferred"
@@ -198,354 +170,28 @@ static void up_graph_fail(struct up_graph *g, int err, const char *where, const 
     up_graph_finish_err(g, out, n, 0, NULL, 0, err);
 }
 
-/* ---- the request body (thread pool) ------------------------------------------------------ */
+/* ---- the request body (thread pool: up_graph_body) ---------------------------------------- */
 
-/* Reads len bytes at off; 0 or a negative errno. Plain POSIX: a pool thread. */
-static int up_graph_pread(int fd, uint64_t off, char *buf, size_t len)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return n < 0 ? -errno : UV_EIO;
-        }
-        got += (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads the file line by line for the MIME scan (thread pool). */
-struct up_graph_lr {
-    int fd;
-    uint64_t off; /* file offset of buf[pos] */
-    size_t pos, len;
-    char buf[64 * 1024];
-};
-
-static int up_graph_b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* The next line: its start offset, its first cap - 1 bytes in line (NUL after
- * them), its whole length in *full, and the base64 characters and '=' in it.
- * 1, 0 at the end of the file, or a negative errno. */
-static int up_graph_line(struct up_graph_lr *r, uint64_t *start, char *line, size_t cap,
-                         size_t *full, uint64_t *nb64, uint64_t *npad)
-{
-    size_t o = 0;
-
-    *start = r->off;
-    *full = 0;
-    *nb64 = *npad = 0;
-    for (;;) {
-        if (r->pos == r->len) {
-            ssize_t n;
-            do {
-                n = read(r->fd, r->buf, sizeof(r->buf));
-            } while (n < 0 && errno == EINTR);
-            if (n < 0) {
-                return -errno;
-            }
-            r->pos = 0;
-            r->len = (size_t)n;
-            if (n == 0) {
-                line[o] = '\0';
-                return *full > 0;
-            }
-        }
-        char c = r->buf[r->pos++];
-        r->off++;
-        (*full)++;
-        if (o + 1 < cap) {
-            line[o++] = c;
-        }
-        if (up_graph_b64val((unsigned char)c) >= 0) {
-            (*nb64)++;
-        } else if (c == '=') {
-            (*npad)++;
-        }
-        if (c == '\n') {
-            line[o] = '\0';
-            return 1;
-        }
-    }
-}
-
-/* A top-level part ends at start: a large base64 one joins the upload list. */
-static void up_graph_part_end(struct up_graph *g, struct up_graph_part *p, uint64_t start, int b64,
-                              uint64_t nb64, uint64_t npad)
-{
-    uint64_t q = nb64 + npad;
-
-    p->end = start;
-    if (b64 && p->body && start - p->body >= UP_GRAPH_PART_MIN && q % 4 == 0 && npad <= 2 &&
-        g->nparts < UP_GRAPH_MAX_PARTS) {
-        p->size = q / 4 * 3 - npad;
-        if (!p->name[0]) {
-            snprintf(p->name, sizeof(p->name), "attachment-%zu.bin", g->nparts + 1);
-        }
-        g->parts[g->nparts++] = *p;
-    }
-}
-
-/* RFC 2046 §5.1: the top-level parts of a multipart message, the large base64
- * ones noted for upload sessions. 0, or a negative errno. */
-static int up_graph_scan(struct up_graph *g, int fd, const char *boundary)
-{
-    struct up_graph_lr *r = malloc(sizeof(*r));
-    char line[UP_GRAPH_LINE], *phdr = malloc(UP_GRAPH_PHDR_MAX);
-    size_t bl = strlen(boundary), full, phlen = 0;
-    uint64_t start, nb64, npad, tb64 = 0, tpad = 0;
-    struct up_graph_part cur;
-    int st = 0, b64 = 0, rc; /* 0 header, 1 preamble, 2 part header, 3 part body, 4 epilogue */
-
-    g->parts = calloc(UP_GRAPH_MAX_PARTS, sizeof(*g->parts));
-    if (!r || !phdr || !g->parts) {
-        free(r);
-        free(phdr);
-        return UV_ENOMEM;
-    }
-    memset(&cur, 0, sizeof(cur));
-    r->fd = fd;
-    r->off = 0;
-    r->pos = r->len = 0;
-    while ((rc = up_graph_line(r, &start, line, sizeof(line), &full, &nb64, &npad)) > 0) {
-        int empty = strcmp(line, "\r\n") == 0 || strcmp(line, "\n") == 0;
-        int delim = st > 0 && st < 4 && full >= 2 + bl && line[0] == '-' && line[1] == '-' &&
-                    strncmp(line + 2, boundary, bl) == 0;
-
-        if (st == 0) {
-            st = empty ? 1 : 0;
-            continue;
-        }
-        if (delim) {
-            if (st == 3) {
-                up_graph_part_end(g, &cur, start, b64, tb64, tpad);
-            }
-            if (line[2 + bl] == '-' && line[3 + bl] == '-') {
-                st = 4;
-                continue;
-            }
-            memset(&cur, 0, sizeof(cur));
-            cur.start = start;
-            st = 2;
-            phlen = 0;
-            continue;
-        }
-        if (st == 2) {
-            size_t k = strlen(line);
-            if (phlen + k <= UP_GRAPH_PHDR_MAX) {
-                memcpy(phdr + phlen, line, k);
-                phlen += k;
-            }
-            if (empty) {
-                up__graph_part(phdr, phlen, &b64, cur.name, sizeof(cur.name), cur.ctype,
-                               sizeof(cur.ctype));
-                cur.body = start + full;
-                tb64 = tpad = 0;
-                st = 3;
-            }
-        } else if (st == 3) {
-            tb64 += nb64;
-            tpad += npad;
-        }
-    }
-    free(r);
-    free(phdr);
-    return rc < 0 ? rc : 0;
-}
-
-/* The draft: the message (Bcc in front) without the spans of its large parts. */
-static int up_graph_draft(struct up_graph *g, int fd, uint64_t size, const char *bcc, size_t blen)
-{
-    uint64_t removed = 0, pos = 0;
-    size_t o = blen;
-    char *raw;
-    int r = 0;
-
-    for (size_t i = 0; i < g->nparts; i++) {
-        removed += g->parts[i].end - g->parts[i].start;
-    }
-    if (g->nparts == 0 || size - removed + blen > UP_GRAPH_MIME_MAX) {
-        g->too_large = 1;
-        return 0;
-    }
-    g->mime_len = (size_t)(size - removed) + blen;
-    if (!(raw = malloc(g->mime_len + 1))) {
-        return UV_ENOMEM;
-    }
-    memcpy(raw, bcc, blen);
-    for (size_t i = 0; i <= g->nparts && r == 0; i++) {
-        uint64_t to = i < g->nparts ? g->parts[i].start : size;
-        r = up_graph_pread(fd, pos, raw + o, (size_t)(to - pos));
-        o += (size_t)(to - pos);
-        pos = i < g->nparts ? g->parts[i].end : size;
-    }
-    if (r == 0 && (g->body = malloc(4 * ((g->mime_len + 2) / 3) + 1))) {
-        g->body_len = b64_encode(raw, g->mime_len, g->body, 4 * ((g->mime_len + 2) / 3) + 1);
-    } else if (r == 0) {
-        r = UV_ENOMEM;
-    }
-    free(raw);
-    return r;
-}
-
-/* Reads the message, puts the Bcc field in front and base64-encodes it (Graph
- * wants the MIME message as one base64 text); a message larger than one request
- * becomes a draft without its large parts. Plain POSIX: a pool thread. */
 static void up_graph_prepare_work(uv_work_t *w)
 {
     struct up_graph *g = w->data;
-    struct stat st;
-    char *raw = NULL, *bcc = NULL, *h = NULL, boundary[80];
-    size_t hlen, hread, total;
-    long blen;
-    int fd;
 
     if (g->check) {
         return; /* no message: the work only makes the start asynchronous */
     }
-    bcc = malloc(UP_GRAPH_BCC_MAX);
-    fd = open(g->path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        g->file_err = -errno;
-        goto out;
-    }
-    hread = (uint64_t)st.st_size < UP_GRAPH_HDR_MAX ? (size_t)st.st_size : UP_GRAPH_HDR_MAX;
-    if (!bcc || !(h = malloc(hread + 1))) {
-        g->file_err = UV_ENOMEM;
-        goto out;
-    }
-    if ((g->file_err = up_graph_pread(fd, 0, h, hread)) != 0) {
-        goto out;
-    }
-    {
-        const char *e = memmem(h, hread, "\r\n\r\n", 4);
-        hlen = e ? (size_t)(e - h) + 2 : hread;
-        if (hread >= 2 && h[0] == '\r' && h[1] == '\n') {
-            hlen = 0; /* no header section at all */
-        }
-    }
-    blen = up__graph_bcc(h, hlen, g->rcpt, g->nrcpt, bcc, UP_GRAPH_BCC_MAX);
-    if (blen < 0) {
-        g->file_err = UV_E2BIG;
-        goto out;
-    }
-    for (size_t i = 0; i < (size_t)blen; i++) {
-        g->nbcc += bcc[i] == '@';
-    }
-    if ((uint64_t)st.st_size + (uint64_t)blen > UP_GRAPH_MIME_MAX) {
-        g->mime_len = (size_t)st.st_size;
-        if (!up__graph_boundary(h, hlen, boundary, sizeof(boundary))) {
-            g->too_large = 1;
-            goto out;
-        }
-        g->large = 1;
-        if ((g->file_err = up_graph_scan(g, fd, boundary)) == 0) {
-            g->file_err = up_graph_draft(g, fd, (uint64_t)st.st_size, bcc, (size_t)blen);
-        }
-        goto out;
-    }
-    total = (size_t)st.st_size + (size_t)blen;
-    if (!(raw = malloc(total + 1))) {
-        g->file_err = UV_ENOMEM;
-        goto out;
-    }
-    memcpy(raw, bcc, (size_t)blen);
-    if ((g->file_err = up_graph_pread(fd, 0, raw + blen, (size_t)st.st_size)) != 0) {
-        goto out;
-    }
-    g->mime_len = total;
-    g->body = malloc(4 * ((total + 2) / 3) + 1);
-    if (!g->body) {
-        g->file_err = UV_ENOMEM;
-        goto out;
-    }
-    g->body_len = b64_encode(raw, total, g->body, 4 * ((total + 2) / 3) + 1);
-out:
-    if (fd >= 0) {
-        close(fd);
-    }
-    free(raw);
-    free(h);
-    free(bcc);
+    g->file_err = up_graph_body_read(g->path, g->rcpt, g->nrcpt, &g->b);
 }
 
-/* The next chunk of the current part, decoded from its base64 text (thread pool). */
 static void up_graph_chunk_work(uv_work_t *w)
 {
     struct up_graph *g = w->data;
-    const struct up_graph_part *p = &g->parts[g->cur];
-    uint64_t want = p->size - g->up_off, pos = g->raw_pos;
-    unsigned char q[4];
-    size_t nq = 0, npad = 0;
-    char buf[64 * 1024];
-    int fd;
 
-    if (want > UP_GRAPH_CHUNK) {
-        want = UP_GRAPH_CHUNK;
-    }
-    g->chunk_len = 0;
     if (!g->chunk && !(g->chunk = malloc(UP_GRAPH_CHUNK))) {
         g->file_err = UV_ENOMEM;
         return;
     }
-    if ((fd = open(g->path, O_RDONLY | O_CLOEXEC)) < 0) {
-        g->file_err = -errno;
-        return;
-    }
-    while (g->chunk_len < want && pos < p->end) {
-        size_t n = p->end - pos < sizeof(buf) ? (size_t)(p->end - pos) : sizeof(buf);
-        if ((g->file_err = up_graph_pread(fd, pos, buf, n)) != 0) {
-            break;
-        }
-        for (size_t i = 0; i < n && g->chunk_len < want; i++) {
-            int v = up_graph_b64val((unsigned char)buf[i]);
-            if (v < 0 && buf[i] != '=') {
-                continue; /* line ends and other blanks (RFC 2045 §6.8) */
-            }
-            npad += buf[i] == '=';
-            q[nq++] = (unsigned char)(v < 0 ? 0 : v);
-            if (nq == 4) {
-                unsigned char b[3] = {(unsigned char)(q[0] << 2 | q[1] >> 4),
-                                      (unsigned char)(q[1] << 4 | q[2] >> 2),
-                                      (unsigned char)(q[2] << 6 | q[3])};
-                size_t k = npad > 2 ? 0 : 3 - npad;
-                if (k > want - g->chunk_len) {
-                    k = (size_t)(want - g->chunk_len);
-                }
-                memcpy(g->chunk + g->chunk_len, b, k);
-                g->chunk_len += k;
-                nq = npad = 0;
-                if (g->chunk_len == want) {
-                    pos += i + 1;
-                    goto done;
-                }
-            }
-        }
-        pos += n;
-    }
-done:
-    g->raw_pos = pos;
-    close(fd);
-    if (!g->file_err && g->chunk_len != want) {
-        g->file_err = UV_EIO; /* the text ended early: the scan counted otherwise */
-    }
+    g->file_err = up_graph_body_chunk(g->path, &g->b.parts[g->cur], &g->raw_pos,
+                                      g->b.parts[g->cur].size - g->up_off, g->chunk, &g->chunk_len);
 }
 
 /* ---- the request ------------------------------------------------------------------------ */
@@ -718,7 +364,7 @@ static void up_graph_request(struct up_graph *g)
         return;
     }
     if (g->step == UG_PUT) {
-        const struct up_graph_part *p = &g->parts[g->cur];
+        const struct up_graph_part *p = &g->b.parts[g->cur];
         const char *up;
         /* the upload URL is pre-authenticated: no Authorization header (Graph's
          * createUploadSession documentation) */
@@ -743,7 +389,7 @@ static void up_graph_request(struct up_graph *g)
             return;
         }
         if (g->step == UG_SESSION) {
-            const struct up_graph_part *p = &g->parts[g->cur];
+            const struct up_graph_part *p = &g->b.parts[g->cur];
             json = up__graph_upload_body(p->name, p->ctype, (unsigned long long)p->size);
             if (!json) {
                 free(hdr);
@@ -757,8 +403,8 @@ static void up_graph_request(struct up_graph *g)
         } else if (g->step == UG_CHECK) {
             rq.body = NULL;
         } else {
-            rq.body = g->body;
-            rq.body_len = g->body_len;
+            rq.body = g->b.mime64;
+            rq.body_len = g->b.mime64_len;
         }
         snprintf(hdr, hcap, "Authorization: Bearer %s\r\n%s%s%s", g->token,
                  g->step == UG_CHECK ? "" : "Content-Type: ",
@@ -865,20 +511,20 @@ static void up_graph_advance(struct up_graph *g, const struct up_http_resp *r, c
             return;
         }
         g->up_off = 0;
-        g->raw_pos = g->parts[g->cur].body;
+        g->raw_pos = g->b.parts[g->cur].body;
         up_graph_next_chunk(g);
         return;
     case UG_PUT:
         g->up_off += g->chunk_len;
-        if (g->up_off < g->parts[g->cur].size) {
+        if (g->up_off < g->b.parts[g->cur].size) {
             up_graph_next_chunk(g);
             return;
         }
         log_info(g->qid, "graph",
                  "qid=%016" PRIx64 " relay=graph:%s event=uploaded attachment=%zu size=%" PRIu64
                  " request_id=%s",
-                 g->qid, g->up->name, g->cur + 1, g->parts[g->cur].size, rid[0] ? rid : "-");
-        g->step = ++g->cur < g->nparts ? UG_SESSION : UG_SEND;
+                 g->qid, g->up->name, g->cur + 1, g->b.parts[g->cur].size, rid[0] ? rid : "-");
+        g->step = ++g->cur < g->b.nparts ? UG_SESSION : UG_SEND;
         up_graph_request(g);
         return;
     case UG_SENDMAIL:
@@ -1010,7 +656,7 @@ static void up_graph_prepare_done(uv_work_t *w, int status)
         return;
     }
     g->refs--; /* the work's; the owner's keeps g alive */
-    if (g->too_large) {
+    if (g->b.too_large) {
         n = reply_graph(out, sizeof(out), 413, "MessageTooLarge",
                         "larger than one sendMail request takes (about 3 MB before base64) and "
                         "not a multipart message whose large base64 parts make up the rest",
@@ -1024,7 +670,7 @@ static void up_graph_prepare_done(uv_work_t *w, int status)
         up_graph_fail(g, RELAY_E_NOMEM, "graph", why);
         return;
     }
-    g->step = g->check ? UG_CHECK : g->large ? UG_DRAFT : UG_SENDMAIL;
+    g->step = g->check ? UG_CHECK : g->b.large ? UG_DRAFT : UG_SENDMAIL;
     g->token_wait = 1;
     uv_timer_start(&g->timer, up_graph_timeout, (uint64_t)g->timeout * 1000u, 0);
     if (up_oauth_get(g->oauth, up_graph_token, g) != 0) {
