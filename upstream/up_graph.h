@@ -1,9 +1,10 @@
 /* up_graph: one message delivered through Microsoft Graph (upstream type =
  * graph): the spooled MIME file, with envelope recipients missing from To/Cc/Bcc
- * added as Bcc, base64-encoded and POSTed to /v1.0/users/{user}/sendMail with an
- * app-only OAuth2 token (up_oauth), over up_http. Graph's answer becomes an SMTP
- * verdict (common/reply). Memory: the message is read whole (at most
- * UP_GRAPH_MIME_MAX bytes, Graph's own request limit) plus its base64 text. */
+ * added as Bcc, base64-encoded and POSTed to /v1.0/users/{user}/sendMail (or, when
+ * larger than one request, a draft, upload sessions and a send) with an app-only
+ * OAuth2 token (up_oauth), over up_http; Graph's answer becomes an SMTP verdict
+ * (common/reply). Also `check --upstream`'s probe. Memory: up_graph_body.h plus
+ * up_http's copy of the request body. */
 #ifndef RELAY25_UP_GRAPH_H
 #define RELAY25_UP_GRAPH_H
 
@@ -15,10 +16,6 @@
 struct up_graph;
 struct up_oauth;
 struct conf_upstream;
-
-/* sendMail takes at most 4 MB of request (Microsoft Graph's documented limit for
- * a MIME message); base64 makes 3 bytes 4. */
-#define UP_GRAPH_MIME_MAX (3000u * 1000u)
 
 struct up_graph_req {
     uv_loop_t *loop;

@@ -14,7 +14,6 @@
 #include <uv.h>
 
 #include "common/base64.h"
-#include "upstream/up_graph.h"
 #include "upstream/up_graph_msg.h"
 
 #define UP_GRAPH_BCC_MAX (64u * 1024u)   /* the Bcc field we add */

@@ -10,6 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* sendMail takes at most 4 MB of request (Microsoft Graph's documented limit for
+ * a MIME message); base64 makes 3 bytes 4. */
+#define UP_GRAPH_MIME_MAX (3000u * 1000u)
+
 /* createUploadSession: chunks below 4 MiB in multiples of 320 KiB (Graph's
  * rule); 9 * 320 KiB is also a multiple of 3, so a chunk ends on whole base64
  * quantums of the part */
