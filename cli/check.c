@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/reply.h"
 #include "conf/conf.h"
+#include "upstream/up_graph.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_session.h"
@@ -209,6 +210,11 @@ static void check_print(const struct conf *c)
            (unsigned long long)c->max_message_size);
     for (size_t i = 0; i < c->nupstreams; i++) {
         const struct conf_upstream *u = &c->upstreams[i];
+        if (u->type == CONF_UP_GRAPH) {
+            printf("upstream %s: type=graph graph_url=%s verify=%s ca_file=%s\n", u->name,
+                   u->graph_url, u->tls_verify ? "yes" : "NO", u->ca_file);
+            continue;
+        }
         printf("upstream %s: %s:%u tls=%s server_name=%s verify=%s ca_file=%s\n", u->name, u->host,
                (unsigned)u->port, u->tls == CONF_TLS_IMPLICIT ? "implicit" : "starttls",
                u->server_name, u->tls_verify ? "yes" : "NO", u->ca_file);
@@ -356,6 +362,30 @@ static const struct up_cbs check_cbs = {
 /* Every upstream of every device's failover list, each with the device's
  * credentials: a failover target that would refuse the login is found now, not on
  * the day the first upstream is down. */
+/* type = graph: a token and a read of the mailbox (up_graph), nothing sent. */
+static void check_on_graph(void *arg, const struct up_graph_result *r)
+{
+    struct check_probe *p = arg;
+
+    check_set(p, r->code < 300, r->code < 300 && strlen(r->reply) > 4 ? r->reply + 4 : r->reply);
+}
+
+static void check_graph(struct check_probe *p, uv_loop_t *loop, const struct conf *c,
+                        struct up_oauth *oauth)
+{
+    struct up_graph_req g;
+
+    memset(&g, 0, sizeof(g));
+    g.loop = loop;
+    g.up = p->up_conf;
+    g.user = p->dev->user;
+    g.oauth = oauth;
+    g.timeout = c->command_timeout;
+    if (!up_graph_send(&g, check_on_graph, p)) {
+        check_set(p, 0, oauth ? "out of memory" : "no OAuth2 token provider");
+    }
+}
+
 static int check_upstreams(const struct conf *c, const char *rcpt)
 {
     uv_loop_t loop;
@@ -396,7 +426,9 @@ static int check_upstreams(const struct conf *c, const char *rcpt)
             q->arg = p;
             q->on_done = check_on_acquired;
             snprintf(p->result, sizeof(p->result), "FAILED: no result");
-            if (!pool || up_pool_acquire(pool, q) < 0) {
+            if (p->up_conf->type == CONF_UP_GRAPH) {
+                check_graph(p, &loop, c, q->oauth);
+            } else if (!pool || up_pool_acquire(pool, q) < 0) {
                 snprintf(p->result, sizeof(p->result), "FAILED: out of memory");
             }
         }

@@ -363,6 +363,74 @@ size_t reply_upstream(char *out, size_t cap, int err, const char *where, const c
                       cap);
 }
 
+/* Graph's texts on one line: control characters become blanks. */
+static void reply_clean(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+
+    for (; *in && o + 1 < cap; in++) {
+        unsigned char c = (unsigned char)*in;
+        out[o++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    out[o] = '\0';
+}
+
+size_t reply_graph(char *out, size_t cap, int status, const char *code, const char *message,
+                   const char *request_id, unsigned retry_after)
+{
+    const char *smtp, *what;
+    char wait[48] = "", rid[96] = "", why[640] = "";
+
+    if (status == 0) {
+        smtp = "454 4.7.0";
+        what = "cannot get an access token for Microsoft Graph";
+    } else if (status >= 200 && status < 300) {
+        smtp = "250 2.0.0";
+        what = "Ok: accepted by Microsoft Graph";
+    } else if (status == 429) {
+        smtp = "451 4.7.0";
+        what = "Microsoft Graph is throttling this mailbox";
+    } else if (status == 401) {
+        smtp = "454 4.7.0";
+        what = "Microsoft Graph refused the access token";
+    } else if (status == 408 || status == 409 || status >= 500) {
+        smtp = "451 4.4.1";
+        what = "Microsoft Graph is unavailable";
+    } else if (status == 403) {
+        smtp = "550 5.7.1";
+        what = "Microsoft Graph refused to send as this mailbox (Mail.Send permission, "
+               "application access policy)";
+    } else if (status == 404) {
+        smtp = "550 5.1.0";
+        what = "Microsoft Graph has no such mailbox";
+    } else if (status == 413) {
+        smtp = "552 5.3.4";
+        what = "Microsoft Graph refused the message as too large";
+    } else {
+        smtp = "554 5.6.0";
+        what = "Microsoft Graph refused the message";
+    }
+    if (status < 200 || status >= 300) {
+        char c[80], m[512];
+        reply_clean(c, sizeof(c), code && *code ? code : "-");
+        reply_clean(m, sizeof(m), message ? message : "");
+        if (status == 0) {
+            snprintf(why, sizeof(why), ": %s", m);
+        } else {
+            snprintf(why, sizeof(why), ": HTTP %d %s%s%s", status, c, m[0] ? ": " : "", m);
+        }
+    }
+    if (retry_after) {
+        snprintf(wait, sizeof(wait), " (retry after %u s)", retry_after);
+    }
+    if (request_id && *request_id) {
+        char r[80];
+        reply_clean(r, sizeof(r), request_id);
+        snprintf(rid, sizeof(rid), " [request-id %s]", r);
+    }
+    return reply_done(out, snprintf(out, cap, "%s %s%s%s%s\r\n", smtp, what, why, wait, rid), cap);
+}
+
 void reply_upstream_reason(char *out, size_t cap, int err, const char *where, const char *detail)
 {
     const char *what;

@@ -158,6 +158,15 @@ enum reply_cmd {
  * are. Lines that do not fit cap are dropped, the last kept one made final; cap
  * >= REPLY_PASS_CAP(len) holds them all. Returns the bytes written (0 if cap < 16). */
 size_t reply_pass(char *out, size_t cap, const char *text, size_t len, enum reply_cmd cmd);
+/* Microsoft Graph's answer to a sendMail as an SMTP reply (issue 16): 250 for
+ * 202; 4xx for throttling and outages (429, 5xx, with retry_after seconds when
+ * Graph gave Retry-After), a refused token (401) and timeouts (408); 5xx with
+ * Graph's error code and message for what will not change on retry (400 bad
+ * message, 403 no permission or not allowed to send as, 404 no such mailbox, 413
+ * too large). request_id (may be "") is quoted so an admin can ask Microsoft.
+ * status 0: no token could be had (message says why): 454 4.7.0. */
+size_t reply_graph(char *out, size_t cap, int status, const char *code, const char *message,
+                   const char *request_id, unsigned retry_after);
 
 /* The 4xx a client gets when its upstream session failed: code and enhanced
  * status by err, then what happened ("upstream smtp.example:587: " + detail).

@@ -343,6 +343,8 @@ void conf_free(struct conf *c)
         }
         free(u->name);
         free(u->host);
+        free(u->graph_url);
+        free(u->graph_path);
         free(u->ca_file);
         free(u->server_name);
         free(u->provider);

@@ -100,8 +100,17 @@ struct conf_oauth {
     char *device_path;
 };
 
+/* What an upstream speaks (issue 16). */
+enum conf_up_type {
+    CONF_UP_SMTP,  /* SMTP submission (default) */
+    CONF_UP_GRAPH, /* Microsoft Graph sendMail over HTTPS (upstream/up_graph.c) */
+};
+
 struct conf_upstream {
     char *name;               /* section name, "default" for the environment config */
+    enum conf_up_type type;   /* type = smtp (default) | graph */
+    char *graph_url;          /* type = graph: graph_url as written, default Graph's global one */
+    char *graph_path;         /* ... its path without a trailing '/' ("" for none) */
     char *host;               /* connect address (name or literal) */
     uint16_t port;            /* default 587, or 465 for implicit */
     enum conf_tls tls;        /* default starttls, implicit when port is 465 */

@@ -104,6 +104,27 @@ int conf__finish_upstreams(struct parse *p)
         struct conf_upstream *u = &c->upstreams[i];
         struct up_extra *x = &p->ux[i];
 
+        if (u->type == CONF_UP_GRAPH) {
+            if (x->host_given || x->port_given || x->tls_given) {
+                conf__fail_at(p, conf__line(p, u->line),
+                              "[upstream %s]: host, port and tls are not used with type = graph "
+                              "(graph_url says where Graph is)",
+                              u->name);
+                bad = 1;
+                continue;
+            }
+            if (conf__graph_endpoint(p, u) != 0 || !(u->server_name = conf__strdup(p, u->host)) ||
+                (!u->ca_file && !(u->ca_file = conf__strdup(p, CONF_DEFAULT_CA)))) {
+                bad = 1;
+                continue;
+            }
+            continue;
+        } else if (u->graph_url) {
+            conf__fail_at(p, x->graph_at, "only used with type = graph (in [upstream %s])",
+                          u->name);
+            bad = 1;
+            continue;
+        }
         /* each upstream's errors are its own: report them all */
         if (conf__preset_upstream(p, i) != 0) {
             bad = 1;
@@ -303,6 +324,45 @@ static int conf_check_oauth(struct parse *p, size_t i)
     return 0;
 }
 
+/* type = graph (issue 16): app-only OAuth2 tokens, user = the mailbox sent as,
+ * one upstream (the Graph path is not the SMTP pool's failover); passthrough
+ * answers with Graph's verdict, so there is no queue fallback of the SMTP kind. */
+static int conf_check_graph(struct parse *p, const struct conf_device *d, struct where sec)
+{
+    const struct conf_upstream *g = NULL;
+
+    for (size_t j = 0; j < d->nups; j++) {
+        if (d->ups[j]->type == CONF_UP_GRAPH) {
+            g = d->ups[j];
+        }
+    }
+    if (!g) {
+        return 0;
+    }
+    if (d->nups != 1) {
+        conf__fail_at(p, sec,
+                      "[device %s]: [upstream %s] is type = graph and cannot be in a failover "
+                      "list",
+                      d->name, g->name);
+        return -1;
+    }
+    if (d->auth == CONF_AUTH_PASSWORD) {
+        conf__fail_at(p, sec,
+                      "[device %s]: [upstream %s] is type = graph: set auth = xoauth2 with "
+                      "oauth_grant = client_credentials (an Entra app with Mail.Send)",
+                      d->name, g->name);
+        return -1;
+    }
+    if (d->mode != CONF_MODE_SPOOL && d->on_failure == CONF_ON_FAILURE_QUEUE) {
+        conf__fail_at(p, sec,
+                      "[device %s]: on_upstream_failure = queue is not used with type = graph "
+                      "[upstream %s] (set mode = spool for background delivery)",
+                      d->name, g->name);
+        return -1;
+    }
+    return 0;
+}
+
 /* Two devices with one match entry: the first in the file would always win and the
  * second would never be used, which is never what was meant. */
 static int conf_check_duplicate_match(struct parse *p)
@@ -371,7 +431,7 @@ static int conf_finish_device(struct parse *p, size_t i)
         return -1;
     }
     if (conf_resolve_upstreams(p, d, x, "device") != 0 || conf_inherit_policy(p, i) != 0 ||
-        conf__preset_mechs(p, i) != 0) {
+        conf__preset_mechs(p, i) != 0 || conf_check_graph(p, d, sec) != 0) {
         return -1;
     }
     if (d->rewrite_from_header && !d->rewrite_sender) {
@@ -432,6 +492,15 @@ int conf__finish_routes(struct parse *p)
         }
         if (conf_resolve_upstreams(p, &r->cred, x, "route") != 0) {
             return -1;
+        }
+        for (size_t j = 0; j < r->cred.nups; j++) {
+            if (r->cred.ups[j]->type == CONF_UP_GRAPH) {
+                conf__fail_at(p, x->upstream_at,
+                              "[upstream %s] is type = graph: a route's password cannot log in "
+                              "there (give the device its own OAuth2 app instead)",
+                              r->cred.ups[j]->name);
+                return -1;
+            }
         }
         for (size_t j = 0; j < r->ndevices; j++) {
             size_t k = 0;

@@ -58,6 +58,8 @@ struct up_extra {
     const struct conf_preset *preset; /* provider = NAME, NULL if not set */
     char preset_arg[64];              /* "eu-west-1" of ses:eu-west-1, "" if none */
     struct where provider_at;
+    int host_given;        /* host =, port =, tls =: not with type = graph */
+    struct where graph_at; /* graph_url = */
 };
 
 /* One name from `upstream = a, b`, resolved in conf_finish_devices(). */
@@ -170,6 +172,9 @@ int conf__valid_text(const char *s);
 /* "https://host[:port][/path][?query]" (RFC 3986 §3) into o->host, o->port and
  * o->path. Returns NULL, or why the URL is refused. */
 const char *conf__parse_url(const char *url, struct conf_oauth *o);
+/* type = graph: graph_url (default Graph's global endpoint) into u's host, port
+ * and graph_path. 0, or -1 with the error reported. */
+int conf__graph_endpoint(struct parse *p, struct conf_upstream *u);
 /* Frees a NULL-terminated word list from conf__split_words (NULL is fine). */
 void conf__free_argv(char **argv);
 /* Words of a command line: blanks separate, '...' and "..." quote, a backslash

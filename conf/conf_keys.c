@@ -47,6 +47,7 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
 static conf_set_fn set_per_ip_exempt, set_provider;
 static conf_set_fn set_oauth_device_url;
+static conf_set_fn set_up_type, set_graph_url;
 static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_log_timestamps;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
@@ -123,6 +124,8 @@ static const struct key_def conf_keys[] = {
     {SECT_UPSTREAM, "tls_verify", 0, set_tls_verify, 0},
     {SECT_UPSTREAM, "max_connections", 0, set_up_connections, 0},
     {SECT_UPSTREAM, "provider", 0, set_provider, 0},
+    {SECT_UPSTREAM, "type", 0, set_up_type, 0},
+    {SECT_UPSTREAM, "graph_url", 0, set_graph_url, 0},
     {SECT_DEVICE, "upstream", 1, set_upstream, 0},
     {SECT_DEVICE, "user", 0, set_user, 0},
     {SECT_DEVICE, "password_file", 0, set_password_file, 0},
@@ -882,6 +885,7 @@ static int set_host(struct parse *p, const char *val, size_t len)
         return -1;
     }
     u->host = conf__strdup(p, val);
+    p->ux[p->cur].host_given = 1;
     return u->host ? 0 : -1;
 }
 
@@ -988,6 +992,73 @@ static int set_provider(struct parse *p, const char *val, size_t len)
     x->provider_at = conf__here(p);
     p->c->upstreams[p->cur].provider = conf__strdup(p, val);
     return p->c->upstreams[p->cur].provider ? 0 : -1;
+}
+
+/* type = smtp | graph */
+static int set_up_type(struct parse *p, const char *val, size_t len)
+{
+    (void)len;
+    if (strcmp(val, "smtp") == 0) {
+        p->c->upstreams[p->cur].type = CONF_UP_SMTP;
+    } else if (strcmp(val, "graph") == 0) {
+        p->c->upstreams[p->cur].type = CONF_UP_GRAPH;
+    } else {
+        conf__fail_at(p, conf__here(p), "bad value '%s' (smtp or graph)", val);
+        return -1;
+    }
+    return 0;
+}
+
+#define CONF_GRAPH_URL "https://graph.microsoft.com" /* type = graph: the global service */
+
+/* graph_url = https://graph.microsoft.us (national clouds, tests): the
+ * connection goes there (host = is not used); the path is a prefix of the calls. */
+int conf__graph_endpoint(struct parse *p, struct conf_upstream *u)
+{
+    struct conf_oauth o;
+    const char *bad;
+    size_t n;
+
+    if (!u->graph_url && !(u->graph_url = conf__strdup(p, CONF_GRAPH_URL))) {
+        return -1;
+    }
+    memset(&o, 0, sizeof(o));
+    bad = conf__parse_url(u->graph_url, &o);
+    if (!bad && (!o.host || !o.path)) {
+        free(o.host);
+        free(o.path);
+        return conf__oom(p);
+    }
+    if (!bad && strchr(o.path, '?')) {
+        bad = "no query allowed";
+    }
+    if (bad) {
+        free(o.host);
+        free(o.path);
+        conf__fail_at(p, p->ux[u - p->c->upstreams].graph_at, "bad graph_url '%s': %s",
+                      u->graph_url, bad);
+        return -1;
+    }
+    n = strlen(o.path);
+    while (n > 0 && o.path[n - 1] == '/') {
+        o.path[--n] = '\0';
+    }
+    free(u->host);
+    u->host = o.host;
+    u->graph_path = o.path;
+    u->port = o.port;
+    return 0;
+}
+
+static int set_graph_url(struct parse *p, const char *val, size_t len)
+{
+    struct conf_upstream *u = &p->c->upstreams[p->cur];
+
+    (void)len;
+    free(u->graph_url);
+    u->graph_url = conf__strdup(p, val);
+    p->ux[p->cur].graph_at = conf__here(p);
+    return u->graph_url ? 0 : -1;
 }
 
 /* ---- [device NAME] --------------------------------------------------------------------- */

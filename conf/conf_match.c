@@ -72,8 +72,10 @@ int conf_spool_used(const struct conf *c)
         return 1;
     }
     for (size_t i = 0; i < c->ndevices; i++) {
+        /* type = graph in passthrough keeps the body in the spool's tmp/ */
         if (c->devices[i].mode == CONF_MODE_SPOOL ||
-            c->devices[i].on_failure == CONF_ON_FAILURE_QUEUE) {
+            c->devices[i].on_failure == CONF_ON_FAILURE_QUEUE ||
+            (c->devices[i].up && c->devices[i].up->type == CONF_UP_GRAPH)) {
             return 1;
         }
     }

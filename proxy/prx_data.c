@@ -61,6 +61,9 @@ void prx_body_start(struct prx_session *s)
             if (s->txn->spw && spool_writer_write(s->txn->spw, hdr, (size_t)n) < 0) {
                 s->txn->spool_err = 1;
             }
+            if (s->txn->gw && prx_graph_write(s->txn->gw, hdr, (size_t)n) < 0) {
+                s->txn->spool_err = 1;
+            }
         }
     }
 }
@@ -152,6 +155,14 @@ static void prx_emit(struct prx_session *s, const char *dec, size_t len)
             s->txn->spool_err = r;
         } else if (r == 1) {
             s->txn->bp_spool = 1; /* resumed by prx_spool_drain */
+        }
+    }
+    if (s->txn->gw && !s->txn->spool_err) {
+        int r = prx_graph_write(s->txn->gw, dec, len);
+        if (r < 0) {
+            s->txn->spool_err = r;
+        } else if (r == 1) {
+            s->txn->bp_spool = 1; /* resumed when the temp file's write ends */
         }
     }
     for (size_t o = 0; o < len && s->up && s->txn->sink->relays;) {

@@ -113,6 +113,7 @@ struct prx_txn {
     uint64_t rate_ms, rate_bytes;
     /* the spool copy (spool sink, or the tee of relay-then-queue) */
     struct spool_writer *spw;
+    struct prx_graph *gw;        /* type = graph: the body's temp file, then the delivery */
     int spool_err;               /* the writer failed (uv error) */
     char (*rcpts)[PRX_PATH_MAX]; /* accepted recipients of this transaction */
     unsigned char *rq;           /* per recipient: 1 = for the spool, 0 = upstream took it */
@@ -167,6 +168,13 @@ struct prx_session {
 
 /* The three delivery paths (prx_relay.c, prx_spool.c). */
 extern const struct prx_sink prx_sink_relay, prx_sink_relay_queue, prx_sink_spool;
+/* The Graph sink (prx_graph.c): the body to a temp file, then Graph's verdict. */
+extern const struct prx_sink prx_sink_graph;
+struct prx_graph;
+/* Content for the temp file: 1 pause until it drains (bp_spool), 0 go on, < 0 failed. */
+int prx_graph_write(struct prx_graph *g, const char *data, size_t len);
+/* No callback comes; the file is removed. The caller gives the session's hold back. */
+void prx_graph_abort(struct prx_graph *g);
 
 /* prx_session.c: state, replies, teardown. prx_enter_state is the only way
  * s->state changes; prx_continue resumes reading after a wait. */

@@ -251,6 +251,11 @@ static void prx_close(struct prx_session *s, const char *reason)
         s->txn->spw = NULL;
         s->refs--; /* the timer's close is pending: refs stays above zero */
     }
+    if (s->txn && s->txn->gw && s->state != PRX_STATE_SPOOL_WAIT) {
+        prx_graph_abort(s->txn->gw); /* the same for the Graph sink's unfinished body */
+        s->txn->gw = NULL;
+        s->refs--;
+    }
     if (s->env->pool) {
         up_pool_acquire_cancel(s->env->pool, &s->upq);
     }

@@ -61,8 +61,19 @@ void prx_txn_begin(struct prx_session *s, const char *from, const char *params)
     }
     t->route = conf_route_for(s->conf, s->dev, t->from);
     t->qid = spool_new_id();
+    if (!s->env->queue && (t->route ? t->route->cred.up : s->dev->up)->type == CONF_UP_GRAPH) {
+        /* a reload added Graph while the spool was off at start: no place for the
+         * body (the reload logged "restart to use it"); never SMTP to Graph's host */
+        log_warn(s->sid, "prx", "qid=%016llx event=graph_without_spool",
+                 (unsigned long long)t->qid);
+        prx_txn_abort(s, REPLY_SPOOL_FAILED);
+        return;
+    }
     if (s->env->queue && s->dev->mode == CONF_MODE_SPOOL) {
         t->sink = &prx_sink_spool;
+    } else if (s->env->queue &&
+               (t->route ? t->route->cred.up : s->dev->up)->type == CONF_UP_GRAPH) {
+        t->sink = &prx_sink_graph; /* passthrough to Graph (the spool's tmp/ holds the body) */
     } else if (s->env->queue && s->dev->on_failure == CONF_ON_FAILURE_QUEUE) {
         t->sink = &prx_sink_relay_queue;
     } else {
@@ -85,6 +96,10 @@ void prx_txn_end(struct prx_session *s)
         if (t->spw) {
             spool_writer_abort(t->spw);
             s->refs--; /* the writer's hold; the session is alive (this is its code) */
+        }
+        if (t->gw) {
+            prx_graph_abort(t->gw);
+            s->refs--; /* the same for the Graph sink's file */
         }
         free(t->hbuf);
         free(t->bodybuf);

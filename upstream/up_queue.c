@@ -22,6 +22,7 @@
 #include "spool/spool.h"
 #include "upstream/up_bounce.h"
 #include "upstream/up_caps.h"
+#include "upstream/up_graph.h"
 #include "upstream/up_oauth.h"
 #include "upstream/up_pool.h"
 #include "upstream/up_send.h"
@@ -88,6 +89,10 @@ struct upq_job {
     size_t *sendi;          /* their index in env.rcpt */
     size_t nsend;
     char *msgpath;
+
+    /* type = graph */
+    struct up_graph *graph; /* the delivery, while step is UPQ_SEND */
+    unsigned retry_after;   /* seconds Graph asked us to wait (Retry-After) */
     uv_work_t work;
     char lasterr[600]; /* this attempt's error */
     char *prev_err;    /* the last attempt's error (malloc'd), for the expiry reason */
@@ -405,6 +410,7 @@ static void upq_prepare_done(uv_work_t *w, int status)
 
 static void upq_on_acquired(struct up_acquire *req, struct up_session *s, int err,
                             const struct up_reply *r, const char *detail);
+static void upq_start_graph(struct upq_job *j);
 
 /* A session from the pool (which counts this upstream's max_connections
  * together with the devices' sessions), for this job's identity. */
@@ -412,6 +418,10 @@ static void upq_start_delivery(struct upq_job *j)
 {
     struct up_queue *q = j->q;
 
+    if (j->up->type == CONF_UP_GRAPH) {
+        upq_start_graph(j);
+        return;
+    }
     j->step = UPQ_CONNECT;
     j->attempts++;
     j->reused = 0;
@@ -520,7 +530,7 @@ static void upq_param(char *params, size_t cap, const char *key, const char *val
 static int upq_send_prepare(struct upq_job *j, struct up_session *s, char *params, size_t cap)
 {
     size_t n = 0;
-    unsigned ext = up_ext(s);
+    unsigned ext = s ? up_ext(s) : 0; /* NULL: type = graph, no SMTP session */
 
     free(j->sendv); /* a second session in one attempt (a dead pooled one replaced) */
     free(j->sendp);
@@ -773,6 +783,65 @@ static const struct up_cbs upq_up_cbs = {
     .on_drain = upq_on_drain,
     .on_close = upq_on_close,
 };
+
+/* ---- Microsoft Graph (type = graph): one HTTPS delivery, all recipients at once ---- */
+
+static void upq_on_graph_done(void *arg, const struct up_graph_result *r)
+{
+    struct upq_job *j = arg;
+
+    j->graph = NULL;
+    snprintf(j->lasterr, sizeof(j->lasterr), "%s", r->code >= 300 ? r->reply : "");
+    if (j->q->m && r->err) {
+        metrics_upstream_error(j->q->m, r->err);
+    }
+    for (size_t k = 0; k < j->nsend; k++) {
+        size_t i = j->sendi[k];
+        if (r->code < 300) {
+            j->rstate[i] = UPQ_R_NEW_OK;
+        } else if (r->code >= 500) {
+            j->rstate[i] = UPQ_R_NEW_FAILED;
+            free(j->rreply[i]);
+            j->rreply[i] = strdup(r->reply);
+        }
+    }
+    if (r->code >= 300 && r->code < 500) {
+        j->temp_fail = 1;
+        j->retry_after = r->retry_after;
+        j->gone = r->file_err == UV_ENOENT;
+    }
+    upq_attempt_end(j);
+}
+
+/* Graph takes the message with every pending recipient in one request: no
+ * session, no pool (Graph has no connection limit of the SMTP kind). */
+static void upq_start_graph(struct upq_job *j)
+{
+    struct up_graph_req g;
+    char params[64];
+
+    j->step = UPQ_SEND;
+    j->attempts++;
+    memset(&g, 0, sizeof(g));
+    if (upq_send_prepare(j, NULL, params, sizeof(params)) == 0) {
+        g.loop = j->q->loop;
+        g.up = j->up;
+        g.user = j->dev->user;
+        g.oauth = up_oauth_set_find(j->q->oauth, j->dev);
+        g.path = j->msgpath;
+        g.rcpt = (const char *const *)j->sendv;
+        g.nrcpt = j->nsend;
+        g.qid = j->qid;
+        g.timeout = j->conf->data_timeout;
+        j->graph = up_graph_send(&g, upq_on_graph_done, j);
+    }
+    if (!j->graph) {
+        snprintf(j->lasterr, sizeof(j->lasterr), "%s",
+                 g.oauth || !g.loop ? "out of memory" : "no OAuth2 token provider");
+        j->temp_fail = 1;
+        upq_attempt_end(j);
+    }
+}
 
 /* ---- record: results to disk, then remove / move / bounce (thread pool) ---- */
 
@@ -1172,6 +1241,7 @@ static void upq_record_done(uv_work_t *w, int status)
             j->upidx = 0;
         }
         j->next_ms = uv_now(q->loop) + j->delay_ms;
+        j->retry_after = 0;
         upq_attempt_free(j);
         upq_busy_end(j);
     }
@@ -1201,7 +1271,11 @@ static uint64_t upq_delay(const struct upq_job *j)
         rnd = (uint32_t)uv_now(j->q->loop);
     }
     /* jitter: 75% .. 125% */
-    return delay * 3 / 4 + (delay / 2) * (rnd % 1000) / 1000;
+    delay = delay * 3 / 4 + (delay / 2) * (rnd % 1000) / 1000;
+    if (j->retry_after && delay < (uint64_t)j->retry_after * 1000u) {
+        delay = (uint64_t)j->retry_after * 1000u; /* never before the upstream asked */
+    }
+    return delay;
 }
 
 static void upq_attempt_end(struct upq_job *j)
@@ -1409,6 +1483,14 @@ void up_queue_close(struct up_queue *q, void (*done)(void *arg), void *arg)
             /* cut: the message stays spooled and is retried at the next start;
              * upq_on_send_done ends the attempt */
             up_send_abort(j->tx);
+        } else if (j->graph) {
+            /* cut without an answer: the message stays spooled (Graph may have
+             * taken it; the next start sends it again, as after a cut SMTP dot) */
+            up_graph_cancel(j->graph);
+            j->graph = NULL;
+            upq_attempt_free(j);
+            q->busy--;
+            j->step = UPQ_IDLE;
         } else if (j->step == UPQ_CONNECT) { /* still asking the pool */
             up_pool_acquire_cancel(q->pool, &j->acq);
             upq_attempt_free(j);

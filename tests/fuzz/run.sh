@@ -12,7 +12,7 @@ case "$SECS" in
     exit 2
     ;;
 esac
-TARGETS="cmd data reply sasl conf cidr proxy spool rewrite metrics tls_name dsn"
+TARGETS="cmd data reply sasl conf cidr proxy spool rewrite metrics tls_name dsn graph"
 
 sh tests/deps.sh
 missing=""

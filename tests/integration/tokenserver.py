@@ -25,6 +25,7 @@ ts.device_pending times "authorization_pending" (or ts.device_errors in order, e
 "expired_token") before a token and a new refresh token (ts.device_refresh_token).
 """
 
+import base64
 import collections
 import http.server
 import json
@@ -98,11 +99,12 @@ class _Server(http.server.ThreadingHTTPServer):
 class TokenServer:
     def __init__(self, pki, client_id="relay25-test-client", client_secret=None,
                  refresh_token=None, expires_in=3600, rotate=False, chunked=False,
-                 on_issue=None, token_len=1500):
+                 on_issue=None, token_len=1500, roles=None):
         self.client_id, self.client_secret = client_id, client_secret
         self.refresh_token = refresh_token
         self.expires_in, self.rotate, self.chunked = expires_in, rotate, chunked
         self.on_issue, self.token_len = on_issue, token_len
+        self.roles = roles  # a list: tokens are JWTs whose payload carries these roles
         self.mode = "ok"
         self.hang_seconds = 40
         self.issued = []
@@ -167,8 +169,16 @@ class TokenServer:
 
     def _new_token(self):
         # JWT-like: header.payload.signature, printable, no blanks
-        t = "eyJ0eXAiOiJKV1QifQ.%s.%s" % (secrets.token_urlsafe(self.token_len * 3 // 4),
-                                          secrets.token_urlsafe(32))
+        if self.roles is not None:
+            # an app-only Graph token: {"aud", "roles", ...} base64url without padding
+            payload = json.dumps({"aud": "https://graph.microsoft.com", "roles": self.roles,
+                                  "uti": secrets.token_urlsafe(24)}).encode()
+            t = "eyJ0eXAiOiJKV1QifQ.%s.%s" % (
+                base64.urlsafe_b64encode(payload).decode().rstrip("="),
+                secrets.token_urlsafe(32))
+        else:
+            t = "eyJ0eXAiOiJKV1QifQ.%s.%s" % (secrets.token_urlsafe(self.token_len * 3 // 4),
+                                              secrets.token_urlsafe(32))
         self.issued.append(t)
         if self.on_issue:
             self.on_issue(t)

@@ -2557,6 +2557,72 @@ static void test_all_errors(void)
     conf_free(c);
 }
 
+/* type = graph (issue 16): graph_url into host, port and path prefix; the keys
+ * that do not go with it; the device it needs. */
+static void test_graph(void)
+{
+    char err[512];
+    struct conf *c;
+#define GDEV                                                                                       \
+    "[device default]\nuser = scanner@contoso.com\nauth = xoauth2\n"                               \
+    "oauth_grant = client_credentials\n"                                                           \
+    "oauth_token_url = https://login.example/t\noauth_client_id = c\n"                             \
+    "oauth_client_secret_env = RELAY25_TEST_OAUTH_SECRET\n"                                        \
+    "oauth_scope = https://graph.microsoft.com/.default\n"
+
+    setenv("RELAY25_TEST_OAUTH_SECRET", "env-s3cret", 1);
+    c = load_text("[upstream m365]\ntype = graph\n" GDEV, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->upstreams[0].type, CONF_UP_GRAPH);
+        ASSERT_STREQ(c->upstreams[0].graph_url, "https://graph.microsoft.com");
+        ASSERT_STREQ(c->upstreams[0].host, "graph.microsoft.com");
+        ASSERT_EQ(c->upstreams[0].port, 443);
+        ASSERT_STREQ(c->upstreams[0].graph_path, "");
+        ASSERT_STREQ(c->upstreams[0].server_name, "graph.microsoft.com");
+        ASSERT_EQ(conf_spool_used(c), 1); /* passthrough keeps the body in tmp/ */
+    }
+    conf_free(c);
+    c = load_text("[upstream m365]\ntype = graph\ngraph_url = https://localhost:8443/usgov/\n" GDEV,
+                  err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_STREQ(c->upstreams[0].host, "localhost");
+        ASSERT_EQ(c->upstreams[0].port, 8443);
+        ASSERT_STREQ(c->upstreams[0].graph_path, "/usgov");
+    }
+    conf_free(c);
+    c = load_text(UP DEV, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (c) {
+        ASSERT_EQ(c->upstreams[0].type, CONF_UP_SMTP);
+    }
+    conf_free(c);
+
+    EXPECT_ERR("[upstream m365]\ntype = ews\n" GDEV,
+               "relay25.conf:2: type: ", "bad value 'ews' (smtp or graph)");
+    EXPECT_ERR("[upstream m365]\ntype = graph\ngraph_url = http://graph.microsoft.com\n" GDEV,
+               "relay25.conf:3: graph_url: ", "plain http would expose the secrets");
+    EXPECT_ERR("[upstream m365]\ntype = graph\ngraph_url = https://g.example/?x=1\n" GDEV,
+               "relay25.conf:3: graph_url: ", "no query allowed");
+    EXPECT_ERR("[upstream m365]\ntype = graph\nhost = graph.microsoft.com\n" GDEV,
+               "relay25.conf:1: ", "host, port and tls are not used with type = graph");
+    EXPECT_ERR("[upstream m365]\ntype = graph\nport = 443\n" GDEV,
+               "relay25.conf:1: ", "host, port and tls are not used with type = graph");
+    EXPECT_ERR(UP "graph_url = https://graph.microsoft.com\n" DEV,
+               "relay25.conf:3: graph_url: ", "only used with type = graph");
+    EXPECT_ERR("[upstream m365]\ntype = graph\n" DEV,
+               "relay25.conf:3: ", "set auth = xoauth2 with oauth_grant = client_credentials");
+    EXPECT_ERR("[upstream m365]\ntype = graph\n" UP GDEV "upstream = m365, gmail\n",
+               "relay25.conf:5: ", "cannot be in a failover list");
+    EXPECT_ERR("[upstream m365]\ntype = graph\n" GDEV "on_upstream_failure = queue\n",
+               "relay25.conf:3: ", "on_upstream_failure = queue is not used with type = graph");
+    EXPECT_ERR("[upstream m365]\ntype = graph\n" UP GDEV "upstream = gmail\n"
+               "[route r]\nsenders = @contoso.com\nupstream = m365\nuser = x\npassword = y\n",
+               "relay25.conf:", "a route's password cannot log in there");
+#undef GDEV
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -2583,6 +2649,7 @@ int main(void)
     test_env();
     test_ca();
     test_oauth();
+    test_graph();
     test_rewrite_route();
     test_lf_line_ends();
     test_inbound();
