@@ -118,6 +118,10 @@ int conf__finish_upstreams(struct parse *p)
                 bad = 1;
                 continue;
             }
+            if (x->preset && !u->preset_filled &&
+                !(u->preset_filled = conf__strdup(p, "type graph (token and scope: the device)"))) {
+                return -1;
+            }
             continue;
         } else if (u->graph_url) {
             conf__fail_at(p, x->graph_at, "only used with type = graph (in [upstream %s])",

@@ -214,6 +214,8 @@ void conf__key_hint(enum sect s, const char *name, char *buf, size_t cap);
  * ':' copied into arg), or NULL with why in msg. */
 const struct conf_preset *conf__preset_find(const char *value, char *arg, size_t cap, char *msg,
                                             size_t msgcap);
+/* 1 for a preset of a type = graph upstream (m365-graph), else 0 (pr may be NULL). */
+int conf__preset_is_graph(const struct conf_preset *pr);
 /* Upstream i's host, port, tls and max_connections from its preset, where not set. */
 int conf__preset_upstream(struct parse *p, size_t i);
 /* Device i's auth_mechanisms (password logins) and OAuth2 endpoints and scope (auth =

@@ -990,6 +990,9 @@ static int set_provider(struct parse *p, const char *val, size_t len)
         return -1;
     }
     x->provider_at = conf__here(p);
+    if (conf__preset_is_graph(x->preset)) {
+        p->c->upstreams[p->cur].type = CONF_UP_GRAPH; /* `type = smtp` later would win */
+    }
     p->c->upstreams[p->cur].provider = conf__strdup(p, val);
     return p->c->upstreams[p->cur].provider ? 0 : -1;
 }

@@ -30,6 +30,7 @@ struct conf_preset {
                                grant the SMTP scope */
     const char *scope;      /* refresh_token grant (delegated) */
     const char *cc_scope;   /* client_credentials grant (application) */
+    int graph;              /* type = graph (Microsoft Graph, issue 16): no host, port, tls */
 };
 
 /* max_connections: the provider's documented limit where there is one; otherwise
@@ -42,11 +43,11 @@ static const struct conf_preset conf_presets[] = {
      * a short list of scopes and mail.google.com is not among them
      * (https://developers.google.com/identity/protocols/oauth2/limited-input-device). */
     {"gmail", ARG_NONE, NULL, "smtp.gmail.com", "587", "starttls", "4", "PLAIN, LOGIN",
-     "https://oauth2.googleapis.com/token", NULL, "https://mail.google.com/", NULL},
+     "https://oauth2.googleapis.com/token", NULL, "https://mail.google.com/", NULL, 0},
     /* https://support.google.com/a/answer/2956491 (smtp-relay.gmail.com, port 587 with
      * TLS; SMTP AUTH needs TLS). OAuth2 is not documented for the relay service. */
     {"google-workspace-relay", ARG_NONE, NULL, "smtp-relay.gmail.com", "587", "starttls", "4",
-     "PLAIN, LOGIN", NULL, NULL, NULL, NULL},
+     "PLAIN, LOGIN", NULL, NULL, NULL, NULL, 0},
     /* https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/how-to-set-up-a-
      * multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365
      * (smtp.office365.com, 587, STARTTLS); three concurrent connections per mailbox:
@@ -59,45 +60,53 @@ static const struct conf_preset conf_presets[] = {
      "https://login.microsoftonline.com/%s/oauth2/v2.0/token",
      "https://login.microsoftonline.com/%s/oauth2/v2.0/devicecode",
      "https://outlook.office.com/SMTP.Send offline_access",
-     "https://outlook.office365.com/.default"},
+     "https://outlook.office365.com/.default", 0},
+    /* Microsoft Graph instead of SMTP AUTH: https://learn.microsoft.com/en-us/graph/api/
+     * user-sendmail (POST /users/{id}/sendMail, application permission Mail.Send), token
+     * from https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-
+     * creds-grant-flow with scope https://graph.microsoft.com/.default; the tenant is
+     * required for the client credentials grant: m365-graph:contoso.onmicrosoft.com. */
+    {"m365-graph", ARG_OPTIONAL, "organizations", NULL, NULL, NULL, "4", NULL,
+     "https://login.microsoftonline.com/%s/oauth2/v2.0/token", NULL, NULL,
+     "https://graph.microsoft.com/.default", 1},
     /* https://docs.aws.amazon.com/ses/latest/dg/smtp-connect.html
      * (email-smtp.REGION.amazonaws.com, STARTTLS on 25, 587 or 2587). SES limits the
      * sending rate, not connections. */
     {"ses", ARG_REQUIRED, NULL, "email-smtp.%s.amazonaws.com", "587", "starttls", "4",
-     "PLAIN, LOGIN", NULL, NULL, NULL, NULL},
+     "PLAIN, LOGIN", NULL, NULL, NULL, NULL, 0},
     /* https://www.twilio.com/docs/sendgrid/for-developers/sending-email/integrating-with-
      * the-smtp-api (smtp.sendgrid.net, 587 TLS, user "apikey", the API key as password) */
     {"sendgrid", ARG_NONE, NULL, "smtp.sendgrid.net", "587", "starttls", "4", "PLAIN, LOGIN", NULL,
-     NULL, NULL, NULL},
+     NULL, NULL, NULL, 0},
     /* https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages
      * (smtp.mailgun.org, or smtp.eu.mailgun.org for EU domains; 587 with STARTTLS) */
     {"mailgun", ARG_NONE, NULL, "smtp.mailgun.org", "587", "starttls", "4", "PLAIN, LOGIN", NULL,
-     NULL, NULL, NULL},
+     NULL, NULL, NULL, 0},
     {"mailgun-eu", ARG_NONE, NULL, "smtp.eu.mailgun.org", "587", "starttls", "4", "PLAIN, LOGIN",
-     NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, 0},
     /* https://www.fastmail.help/hc/en-us/articles/1500000278342-Server-names-and-ports
      * (smtp.fastmail.com, 465, SSL/TLS "but not STARTTLS", authentication PLAIN) */
     {"fastmail", ARG_NONE, NULL, "smtp.fastmail.com", "465", "implicit", "4", "PLAIN", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, 0},
     /* https://developers.brevo.com/docs/smtp-integration (smtp-relay.brevo.com, 587; an
      * SMTP key, not an API key) */
     {"brevo", ARG_NONE, NULL, "smtp-relay.brevo.com", "587", "starttls", "4", "PLAIN, LOGIN", NULL,
-     NULL, NULL, NULL},
+     NULL, NULL, NULL, 0},
     /* https://postmarkapp.com/support/article/811-what-are-the-smtp-details-api-tokens-i-
      * should-be-using (smtp.postmarkapp.com, 25, 2525 or 587, STARTTLS; the server API
      * token as user and password) */
     {"postmark", ARG_NONE, NULL, "smtp.postmarkapp.com", "587", "starttls", "4", "PLAIN, LOGIN",
-     NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, 0},
     /* https://www.zoho.com/mail/help/zoho-smtp.html (smtp.zoho.com, 465 SSL or 587 TLS);
      * accounts in the EU data centre use smtp.zoho.eu */
     {"zoho", ARG_NONE, NULL, "smtp.zoho.com", "587", "starttls", "4", "PLAIN, LOGIN", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, 0},
     {"zoho-eu", ARG_NONE, NULL, "smtp.zoho.eu", "587", "starttls", "4", "PLAIN, LOGIN", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, 0},
     /* https://support.apple.com/en-us/102525 (smtp.mail.me.com, 587, STARTTLS, an
      * app-specific password) */
     {"icloud", ARG_NONE, NULL, "smtp.mail.me.com", "587", "starttls", "4", "PLAIN, LOGIN", NULL,
-     NULL, NULL, NULL},
+     NULL, NULL, NULL, 0},
 };
 #define CONF_NPRESETS (sizeof(conf_presets) / sizeof(conf_presets[0]))
 
@@ -232,6 +241,11 @@ static int conf_preset_fmt(struct parse *p, char *buf, size_t cap, const char *f
 }
 #pragma GCC diagnostic pop
 
+int conf__preset_is_graph(const struct conf_preset *pr)
+{
+    return pr && pr->graph;
+}
+
 int conf__preset_upstream(struct parse *p, size_t i)
 {
     struct conf_upstream *u = &p->c->upstreams[i];
@@ -330,7 +344,7 @@ int conf__preset_mechs(struct parse *p, size_t i)
     const struct up_extra *ux = conf_preset_first(p, i);
 
     /* an explicit auth_mechanisms, in the device or in [relay], wins */
-    if (!ux || !ux->preset || d->auth != CONF_AUTH_PASSWORD ||
+    if (!ux || !ux->preset || !ux->preset->mechs || d->auth != CONF_AUTH_PASSWORD ||
         conf__dev_given(p, i, "auth_mechanisms") || conf__relay_seen(p, "auth_mechanisms")) {
         return 0;
     }

@@ -53,10 +53,12 @@ class GraphTest(SpoolTestCase):
     def graph_config(self, ts, gs, relay=None, device=None, upstream=None):
         up = {"type": "graph", "graph_url": gs.url, "ca_file": self.pki.ca_file}
         up.update(upstream or {})
+        up = {k: v for k, v in up.items() if v is not None}
         dev = {"user": MAILBOX, "auth": "xoauth2", "oauth_grant": "client_credentials",
                "oauth_token_url": ts.url, "oauth_client_id": CLIENT_ID,
                "oauth_client_secret_env": SECRET_ENV, "oauth_scope": GRAPH_SCOPE}
         dev.update(device or {})
+        dev = {k: v for k, v in dev.items() if v is not None}
         rel = self.spool_relay_keys(mode="spool")
         rel.update(relay or {})
         return self.write_config({"m365": up}, {"default": dev}, rel)
@@ -116,6 +118,20 @@ class GraphTest(SpoolTestCase):
         self.assertIn("http=202", line)
         relay.wait_log(r"qid=%s to=<rcpt@example.net> relay=m365 status=sent" % qid)
         self.assert_no_tokens(relay)
+
+    def test_provider_m365_graph_preset(self):
+        """provider = m365-graph:TENANT makes the upstream type = graph and gives the
+        device Graph's .default scope; graph_url and the token URL stay overridable."""
+        ts, gs = self.servers()
+        relay = self.graph_relay(ts, gs, upstream={"type": None, "provider":
+                                                   "m365-graph:contoso.example"},
+                                 device={"oauth_scope": None})
+        qid = self.submit_queued(relay, "scanner@contoso.example", ["rcpt@example.net"],
+                                 self.message(1024))
+        self.wait_spool_empty(relay)
+        self.assertEqual([c.status for c in gs.requests()], [202])
+        self.assertEqual(ts.requests()[0].fields["scope"], "https://graph.microsoft.com/.default")
+        relay.wait_log(r"qid=%s relay=graph:m365 .*status=sent" % qid)
 
     def test_envelope_recipient_missing_from_headers_goes_as_bcc(self):
         ts, gs = self.servers()

@@ -206,6 +206,40 @@ static void expect_refused(const char *provider, const char *part)
     conf_free(c);
 }
 
+/* provider = m365-graph:TENANT (issue 16): type = graph, Graph's endpoint, and the
+ * device's token URL and .default scope for the client credentials grant. */
+static void test_graph(void)
+{
+    char err[1024] = "", text[1024];
+    struct conf *c;
+
+    snprintf(text, sizeof(text),
+             "[upstream m365]\nprovider = m365-graph:contoso.example\n"
+             "[device default]\nuser = scanner@contoso.example\nauth = xoauth2\n"
+             "oauth_grant = client_credentials\noauth_client_id = id\n"
+             "oauth_client_secret_file = %s/rt\n",
+             tmpdir);
+    c = load(text, err, sizeof(err));
+    ASSERT_TRUE(c != NULL);
+    if (!c) {
+        fprintf(stderr, "  graph: %s\n", err);
+        return;
+    }
+    ASSERT_EQ(c->upstreams[0].type, CONF_UP_GRAPH);
+    ASSERT_STREQ(c->upstreams[0].host, "graph.microsoft.com");
+    ASSERT_EQ(c->upstreams[0].port, 443);
+    ASSERT_STREQ(c->devices[0].oauth.token_url,
+                 "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token");
+    ASSERT_STREQ(c->devices[0].oauth.scope, "https://graph.microsoft.com/.default");
+    conf_free(c);
+    /* a password device cannot use Graph; the tenant is needed for app-only tokens */
+    c = load("[upstream m365]\nprovider = m365-graph:contoso.example\n"
+             "[device default]\nuser = a@contoso.example\npassword = x\n",
+             err, sizeof(err));
+    ASSERT_TRUE(c == NULL && strstr(err, "type = graph") != NULL);
+    conf_free(c);
+}
+
 static void test_refused(void)
 {
     expect_refused("gmial", "unknown provider 'gmial'; did you mean 'gmail'? (known: gmail, ");
@@ -228,6 +262,7 @@ int main(void)
     test_table();
     test_override();
     test_oauth();
+    test_graph();
     test_refused();
     unlink(CONF);
     unlink("rt");
