@@ -229,11 +229,6 @@ struct up_pool *up_pool_new(uv_loop_t *loop, unsigned idle_seconds)
         free(p);
         return NULL;
     }
-    if (!(p->caps = up_caps_new())) {
-        up_tlscache_free(p->tls);
-        free(p);
-        return NULL;
-    }
     p->loop = loop;
     p->idle_ms = (uint64_t)idle_seconds * 1000u;
     uv_timer_init(loop, &p->timer);
