@@ -56,8 +56,7 @@ static const struct {
 /* Read by relay25 besides the table: RELAY25_UPSTREAM and RELAY25_PASSWORD here,
  * RELAY25_CONFIG (cli/main.c), RELAY25_FROM and RELAY25_HELD_DIR (sendmail). */
 static const char *const conf_env_other[] = {"RELAY25_UPSTREAM", "RELAY25_PASSWORD",
-                                             "RELAY25_CONFIG", "RELAY25_FROM",
-                                             "RELAY25_HELD_DIR"};
+                                             "RELAY25_CONFIG", "RELAY25_FROM", "RELAY25_HELD_DIR"};
 
 const char *conf__env_var(size_t i)
 {

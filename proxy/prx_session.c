@@ -318,10 +318,9 @@ static void prx_cmd_helo(struct prx_session *s, const struct prx_cmd *c, int esm
     s->need_helo = 0;
     s->offer = esmtp ? prx_offer(s) : 0;
     /* SIZE: the smaller of max_message_size and the upstream's (RFC 1870) */
-    n = reply_ehlo(buf, sizeof(buf), s->conf->hostname, esmtp,
-                   (unsigned long long)prx_size_limit(s, NULL),
-                   s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed,
-                   s->offer);
+    n = reply_ehlo(
+        buf, sizeof(buf), s->conf->hostname, esmtp, (unsigned long long)prx_size_limit(s, NULL),
+        s->conf->tls_cert && !tio_tls_active(s->tio), prx_auth_offered(s) && !s->authed, s->offer);
     prx_send(s, buf, n);
 }
 
