@@ -140,8 +140,9 @@ class ConfigUxTest(RelayTestCase):
         self.assertEqual(lines, [
             "relay25: %s:2: unknown key 'lisen' in [relay] (did you mean 'listen'?)" % path,
             "relay25: %s:4: provider: unknown provider 'gmial'; did you mean 'gmail'? (known: "
-            "gmail, google-workspace-relay, m365[:TENANT], ses:REGION, sendgrid, mailgun, "
-            "mailgun-eu, fastmail, brevo, postmark, zoho, zoho-eu, icloud)" % path,
+            "gmail, google-workspace-relay, m365[:TENANT], m365-graph[:TENANT], ses:REGION, "
+            "sendgrid, mailgun, mailgun-eu, fastmail, brevo, postmark, zoho, zoho-eu, icloud)"
+            % path,
             "relay25: %s:7: unknown key 'pasword_file' in [device default] (did you mean "
             "'password_file'?)" % path,
             "relay25: %s:8: unknown key 'ca_file' in [device default] ('ca_file' belongs in "
