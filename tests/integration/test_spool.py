@@ -723,10 +723,10 @@ class GroupCommitTest(SpoolTestCase):
             t.join(120)
         self.assertEqual(codes, [250] * (clients * each))
         n = clients * each
+        self.stop_expect_0(r)    # the whole log is read once relay25 has exited
         batches = [int(x) for li in r.grep(r"event=commit_batch messages=")
                    for x in re.findall(r"event=commit_batch messages=(\d+)", li)]
         self.assertEqual(sum(batches), n)
-        self.stop_expect_0(r)
         st = self.stats(r)
         self.assertEqual(st["messages"], n)
         self.assertEqual(st["batches"], len(batches))
