@@ -173,8 +173,18 @@ int conf__valid_text(const char *s);
  * o->path. Returns NULL, or why the URL is refused. */
 const char *conf__parse_url(const char *url, struct conf_oauth *o);
 /* type = graph: graph_url (default Graph's global endpoint) into u's host, port
- * and graph_path. 0, or -1 with the error reported. */
+ * and graph_path. 0, or -1 with the error reported (conf_keys_oauth.c). */
 int conf__graph_endpoint(struct parse *p, struct conf_upstream *u);
+
+/* ---- key setters shared by conf_keys.c's table and the files that hold them ---- */
+/* The field the current key sets (kd->off into its device, route or struct conf). */
+void *conf__field(const struct parse *p);
+/* A keyword value: val's index in words (n of them), or -1 after an error listing them. */
+int conf__keyword(struct parse *p, const char *val, const char *const *words, size_t n);
+/* conf_keys_oauth.c: the oauth_* keys of [device], type and graph_url of [upstream] */
+conf_set_fn conf__set_oauth_url, conf__set_oauth_device_url, conf__set_oauth_text,
+    conf__set_oauth_secret_file, conf__set_oauth_secret_env, conf__set_oauth_refresh_file,
+    conf__set_oauth_grant, conf__set_oauth_command, conf__set_up_type, conf__set_graph_url;
 /* Frees a NULL-terminated word list from conf__split_words (NULL is fine). */
 void conf__free_argv(char **argv);
 /* Words of a command line: blanks separate, '...' and "..." quote, a backslash

@@ -25,17 +25,6 @@
 #define CONF_MAX_FAIL_DELAY 10u           /* auth_fail_delay, seconds */
 
 /* Key names of enum oauth_key (conf_int.h), in its order. */
-static const char *const conf_oauth_keys[CONF_OAUTH_NKEYS] = {
-    "oauth_token_url",
-    "oauth_client_id",
-    "oauth_client_secret_file",
-    "oauth_client_secret_env",
-    "oauth_scope",
-    "oauth_refresh_token_file",
-    "oauth_grant",
-    "oauth_token_command",
-    "oauth_device_url",
-};
 
 static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, set_received,
     set_bare_lf, set_log_level, set_count, set_limit, set_rate, set_patterns, set_proxy_protocol,
@@ -43,11 +32,8 @@ static conf_set_fn set_listen, set_allow, set_hostname, set_size, set_timeout, s
     set_on_failure, set_spool_dir, set_size_limit, set_duration, set_bounce, set_host, set_port,
     set_tls, set_ca_file, set_server_name, set_tls_verify, set_up_connections, set_upstream,
     set_user, set_password_file, set_password_env, set_password, set_password_credential, set_match,
-    set_submit, set_origin, set_auth, set_oauth_url, set_oauth_text, set_oauth_secret_file,
-    set_oauth_secret_env, set_oauth_refresh_file, set_oauth_grant, set_oauth_command;
+    set_submit, set_origin, set_auth;
 static conf_set_fn set_per_ip_exempt, set_provider;
-static conf_set_fn set_oauth_device_url;
-static conf_set_fn set_up_type, set_graph_url;
 static conf_set_fn set_rate_by, set_rate_window;
 static conf_set_fn set_log_timestamps;
 static conf_set_fn set_rewrite_sender, set_rewrite_from_header, set_route_devices,
@@ -124,8 +110,8 @@ static const struct key_def conf_keys[] = {
     {SECT_UPSTREAM, "tls_verify", 0, set_tls_verify, 0},
     {SECT_UPSTREAM, "max_connections", 0, set_up_connections, 0},
     {SECT_UPSTREAM, "provider", 0, set_provider, 0},
-    {SECT_UPSTREAM, "type", 0, set_up_type, 0},
-    {SECT_UPSTREAM, "graph_url", 0, set_graph_url, 0},
+    {SECT_UPSTREAM, "type", 0, conf__set_up_type, 0},
+    {SECT_UPSTREAM, "graph_url", 0, conf__set_graph_url, 0},
     {SECT_DEVICE, "upstream", 1, set_upstream, 0},
     {SECT_DEVICE, "user", 0, set_user, 0},
     {SECT_DEVICE, "password_file", 0, set_password_file, 0},
@@ -156,16 +142,17 @@ static const struct key_def conf_keys[] = {
     {SECT_DEVICE, "auth", 0, set_auth, 0},
     {SECT_DEVICE, "auth_mechanisms", 0, set_auth_mechanisms,
      offsetof(struct conf_device, auth_mechanisms)},
-    {SECT_DEVICE, "oauth_token_url", 0, set_oauth_url, 0},
-    {SECT_DEVICE, "oauth_device_url", 0, set_oauth_device_url, 0},
-    {SECT_DEVICE, "oauth_client_id", 0, set_oauth_text,
+    {SECT_DEVICE, "oauth_token_url", 0, conf__set_oauth_url, 0},
+    {SECT_DEVICE, "oauth_device_url", 0, conf__set_oauth_device_url, 0},
+    {SECT_DEVICE, "oauth_client_id", 0, conf__set_oauth_text,
      offsetof(struct conf_device, oauth.client_id)},
-    {SECT_DEVICE, "oauth_client_secret_file", 0, set_oauth_secret_file, 0},
-    {SECT_DEVICE, "oauth_client_secret_env", 0, set_oauth_secret_env, 0},
-    {SECT_DEVICE, "oauth_scope", 0, set_oauth_text, offsetof(struct conf_device, oauth.scope)},
-    {SECT_DEVICE, "oauth_refresh_token_file", 0, set_oauth_refresh_file, 0},
-    {SECT_DEVICE, "oauth_grant", 0, set_oauth_grant, 0},
-    {SECT_DEVICE, "oauth_token_command", 0, set_oauth_command, 0},
+    {SECT_DEVICE, "oauth_client_secret_file", 0, conf__set_oauth_secret_file, 0},
+    {SECT_DEVICE, "oauth_client_secret_env", 0, conf__set_oauth_secret_env, 0},
+    {SECT_DEVICE, "oauth_scope", 0, conf__set_oauth_text,
+     offsetof(struct conf_device, oauth.scope)},
+    {SECT_DEVICE, "oauth_refresh_token_file", 0, conf__set_oauth_refresh_file, 0},
+    {SECT_DEVICE, "oauth_grant", 0, conf__set_oauth_grant, 0},
+    {SECT_DEVICE, "oauth_token_command", 0, conf__set_oauth_command, 0},
     {SECT_DEVICE, "lf_line_ends", 0, set_lf_line_ends, 0},
     {SECT_SENDMAIL, "submit", 0, set_submit, 0},
     {SECT_SENDMAIL, "origin", 0, set_origin, 0},
@@ -204,7 +191,7 @@ const char *conf__label(const struct parse *p, char *buf, size_t cap)
 
 /* The field the current key sets: kd->off into the current device for [device]
  * keys, into struct conf otherwise. */
-static void *conf_field(const struct parse *p)
+void *conf__field(const struct parse *p)
 {
     char *base = p->sect == SECT_DEVICE ? (char *)&p->c->devices[p->cur] : (char *)p->c;
 
@@ -354,7 +341,7 @@ static int set_size(struct parse *p, const char *val, size_t len)
         conf__fail_at(p, conf__here(p), "bad size '%s' (bytes, or a number with K, M or G)", val);
         return -1;
     }
-    *(uint64_t *)conf_field(p) = v;
+    *(uint64_t *)conf__field(p) = v;
     return 0;
 }
 
@@ -368,7 +355,7 @@ static int set_timeout(struct parse *p, const char *val, size_t len)
                       CONF_MAX_TIMEOUT);
         return -1;
     }
-    *(unsigned *)conf_field(p) = (unsigned)v;
+    *(unsigned *)conf__field(p) = (unsigned)v;
     return 0;
 }
 
@@ -400,7 +387,7 @@ static int set_received(struct parse *p, const char *val, size_t len)
 
 /* A keyword value: the index of val in words (count n), or -1 after an error
  * listing them ("bad value 'x' (a, b or c)"). */
-static int conf_keyword(struct parse *p, const char *val, const char *const *words, size_t n)
+int conf__keyword(struct parse *p, const char *val, const char *const *words, size_t n)
 {
     char list[160];
     size_t o = 0;
@@ -425,7 +412,7 @@ static int conf_keyword(struct parse *p, const char *val, const char *const *wor
 static int set_bare_lf(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"normalize", "reject"};
-    int k = conf_keyword(p, val, words, 2);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -439,7 +426,7 @@ static int set_bare_lf(struct parse *p, const char *val, size_t len)
 
 static int set_tls_file(struct parse *p, const char *val, size_t len)
 {
-    char **f = conf_field(p);
+    char **f = conf__field(p);
 
     (void)len;
     free(*f);
@@ -450,7 +437,7 @@ static int set_tls_file(struct parse *p, const char *val, size_t len)
 static int set_tls_min_version(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"1.0", "1.1", "1.2"};
-    int k = conf_keyword(p, val, words, 3);
+    int k = conf__keyword(p, val, words, 3);
 
     (void)len;
     if (k < 0) {
@@ -537,7 +524,7 @@ static int set_count(struct parse *p, const char *val, size_t len)
         conf__fail_at(p, conf__here(p), "bad number '%s' (1 to %u)", val, CONF_MAX_COUNT);
         return -1;
     }
-    *(unsigned *)conf_field(p) = (unsigned)v;
+    *(unsigned *)conf__field(p) = (unsigned)v;
     return 0;
 }
 
@@ -552,14 +539,14 @@ static int set_limit(struct parse *p, const char *val, size_t len)
                       CONF_MAX_COUNT);
         return -1;
     }
-    *(unsigned *)conf_field(p) = (unsigned)v;
+    *(unsigned *)conf__field(p) = (unsigned)v;
     return 0;
 }
 
 static int set_rate(struct parse *p, const char *val, size_t len)
 {
     (void)len;
-    if (conf_parse_rate(val, conf_field(p)) != 0) {
+    if (conf_parse_rate(val, conf__field(p)) != 0) {
         conf__fail_at(p, conf__here(p),
                       "bad rate '%s' (N/second, N/minute, N/hour or N/day with N from 1 to %u; "
                       "0 or unlimited for no limit)",
@@ -571,7 +558,7 @@ static int set_rate(struct parse *p, const char *val, size_t len)
 
 static int conf_add_pattern(struct parse *p, const char *item)
 {
-    struct conf_patterns *pl = conf_field(p);
+    struct conf_patterns *pl = conf__field(p);
     const char *why = conf__bad_pattern(item, strstr(p->kd->name, "senders") != NULL);
     char **a;
     char *d;
@@ -675,7 +662,7 @@ static int set_run_as(struct parse *p, const char *val, size_t len)
 static int set_log(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"stderr", "syslog"};
-    int k = conf_keyword(p, val, words, 2);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -688,7 +675,7 @@ static int set_log(struct parse *p, const char *val, size_t len)
 static int set_log_format(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"text", "json"};
-    int k = conf_keyword(p, val, words, 2);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -701,7 +688,7 @@ static int set_log_format(struct parse *p, const char *val, size_t len)
 static int set_log_timestamps(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"auto", "yes", "no"};
-    int k = conf_keyword(p, val, words, 3);
+    int k = conf__keyword(p, val, words, 3);
 
     (void)len;
     if (k < 0) {
@@ -731,8 +718,8 @@ static int set_metrics_listen(struct parse *p, const char *val, size_t len)
 static int set_mode(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"passthrough", "spool"};
-    enum conf_mode *m = conf_field(p);
-    int k = conf_keyword(p, val, words, 2);
+    enum conf_mode *m = conf__field(p);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -746,8 +733,8 @@ static int set_mode(struct parse *p, const char *val, size_t len)
 static int set_rate_by(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"address", "device"};
-    enum conf_rate_by *b = conf_field(p);
-    int k = conf_keyword(p, val, words, 2);
+    enum conf_rate_by *b = conf__field(p);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -769,7 +756,7 @@ static int set_rate_window(struct parse *p, const char *val, size_t len)
                       "bad duration '%s' (seconds, or a number with s, m or h; 1s to 1h)", val);
         return -1;
     }
-    *(unsigned *)conf_field(p) = v;
+    *(unsigned *)conf__field(p) = v;
     return 0;
 }
 
@@ -777,8 +764,8 @@ static int set_rate_window(struct parse *p, const char *val, size_t len)
 static int set_on_failure(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"reject", "queue"};
-    enum conf_on_failure *f = conf_field(p);
-    int k = conf_keyword(p, val, words, 2);
+    enum conf_on_failure *f = conf__field(p);
+    int k = conf__keyword(p, val, words, 2);
 
     (void)len;
     if (k < 0) {
@@ -818,7 +805,7 @@ static int set_size_limit(struct parse *p, const char *val, size_t len)
                       "bad size '%s' (0 for unlimited, or bytes, or a number with K, M or G)", val);
         return -1;
     }
-    *(uint64_t *)conf_field(p) = v;
+    *(uint64_t *)conf__field(p) = v;
     return 0;
 }
 
@@ -833,7 +820,7 @@ static int set_duration(struct parse *p, const char *val, size_t len)
                       val);
         return -1;
     }
-    *(unsigned *)conf_field(p) = v;
+    *(unsigned *)conf__field(p) = v;
     return 0;
 }
 
@@ -850,7 +837,7 @@ static int set_fail_delay(struct parse *p, const char *val, size_t len)
                       CONF_MAX_FAIL_DELAY);
         return -1;
     }
-    *(unsigned *)conf_field(p) = v;
+    *(unsigned *)conf__field(p) = v;
     return 0;
 }
 
@@ -858,7 +845,7 @@ static int set_bounce(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"dsn", "keep", "drop"};
     static const enum conf_bounce values[] = {CONF_BOUNCE_DSN, CONF_BOUNCE_KEEP, CONF_BOUNCE_DROP};
-    int k = conf_keyword(p, val, words, 3);
+    int k = conf__keyword(p, val, words, 3);
 
     (void)len;
     if (k < 0) {
@@ -995,73 +982,6 @@ static int set_provider(struct parse *p, const char *val, size_t len)
     }
     p->c->upstreams[p->cur].provider = conf__strdup(p, val);
     return p->c->upstreams[p->cur].provider ? 0 : -1;
-}
-
-/* type = smtp | graph */
-static int set_up_type(struct parse *p, const char *val, size_t len)
-{
-    (void)len;
-    if (strcmp(val, "smtp") == 0) {
-        p->c->upstreams[p->cur].type = CONF_UP_SMTP;
-    } else if (strcmp(val, "graph") == 0) {
-        p->c->upstreams[p->cur].type = CONF_UP_GRAPH;
-    } else {
-        conf__fail_at(p, conf__here(p), "bad value '%s' (smtp or graph)", val);
-        return -1;
-    }
-    return 0;
-}
-
-#define CONF_GRAPH_URL "https://graph.microsoft.com" /* type = graph: the global service */
-
-/* graph_url = https://graph.microsoft.us (national clouds, tests): the
- * connection goes there (host = is not used); the path is a prefix of the calls. */
-int conf__graph_endpoint(struct parse *p, struct conf_upstream *u)
-{
-    struct conf_oauth o;
-    const char *bad;
-    size_t n;
-
-    if (!u->graph_url && !(u->graph_url = conf__strdup(p, CONF_GRAPH_URL))) {
-        return -1;
-    }
-    memset(&o, 0, sizeof(o));
-    bad = conf__parse_url(u->graph_url, &o);
-    if (!bad && (!o.host || !o.path)) {
-        free(o.host);
-        free(o.path);
-        return conf__oom(p);
-    }
-    if (!bad && strchr(o.path, '?')) {
-        bad = "no query allowed";
-    }
-    if (bad) {
-        free(o.host);
-        free(o.path);
-        conf__fail_at(p, p->ux[u - p->c->upstreams].graph_at, "bad graph_url '%s': %s",
-                      u->graph_url, bad);
-        return -1;
-    }
-    n = strlen(o.path);
-    while (n > 0 && o.path[n - 1] == '/') {
-        o.path[--n] = '\0';
-    }
-    free(u->host);
-    u->host = o.host;
-    u->graph_path = o.path;
-    u->port = o.port;
-    return 0;
-}
-
-static int set_graph_url(struct parse *p, const char *val, size_t len)
-{
-    struct conf_upstream *u = &p->c->upstreams[p->cur];
-
-    (void)len;
-    free(u->graph_url);
-    u->graph_url = conf__strdup(p, val);
-    p->ux[p->cur].graph_at = conf__here(p);
-    return u->graph_url ? 0 : -1;
 }
 
 /* ---- [device NAME] --------------------------------------------------------------------- */
@@ -1349,7 +1269,7 @@ static int set_route_devices(struct parse *p, const char *val, size_t len)
 static int set_auth(struct parse *p, const char *val, size_t len)
 {
     static const char *const words[] = {"password", "xoauth2", "oauthbearer"};
-    int k = conf_keyword(p, val, words, 3);
+    int k = conf__keyword(p, val, words, 3);
 
     (void)len;
     if (k < 0) {
@@ -1366,7 +1286,7 @@ static int set_auth(struct parse *p, const char *val, size_t len)
 static int conf_add_mech(struct parse *p, const char *item)
 {
     static const char *const names[] = {"", "XOAUTH2", "OAUTHBEARER", "CRAM-MD5", "PLAIN", "LOGIN"};
-    unsigned char *m = conf_field(p);
+    unsigned char *m = conf__field(p);
     size_t n = 0, k;
 
     for (k = 1; k < sizeof(names) / sizeof(names[0]); k++) {
@@ -1394,7 +1314,7 @@ static int conf_add_mech(struct parse *p, const char *item)
 
 static int set_auth_mechanisms(struct parse *p, const char *val, size_t len)
 {
-    unsigned char *m = conf_field(p);
+    unsigned char *m = conf__field(p);
 
     memset(m, 0, CONF_MAX_MECHS);
     if (conf_each_item(p, val, len, conf_add_mech) != 0) {
@@ -1406,172 +1326,6 @@ static int set_auth_mechanisms(struct parse *p, const char *val, size_t len)
         return -1;
     }
     return 0;
-}
-
-/* Remembers where an oauth_* key was set, for conf_check_oauth(). */
-static void conf_oauth_seen(struct parse *p)
-{
-    for (size_t k = 0; k < CONF_OAUTH_NKEYS; k++) {
-        if (strcmp(p->kd->name, conf_oauth_keys[k]) == 0) {
-            p->dx[p->cur].oauth_at[k] = conf__here(p);
-        }
-    }
-}
-
-static int set_oauth_url(struct parse *p, const char *val, size_t len)
-{
-    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
-    const char *why;
-
-    (void)len;
-    conf_oauth_seen(p);
-    why = conf__parse_url(val, o);
-    if (why) {
-        conf__fail_at(p, conf__here(p), "bad URL '%s' (%s)", val, why);
-        return -1;
-    }
-    if (!o->host || !o->path) {
-        return conf__oom(p);
-    }
-    o->token_url = conf__strdup(p, val);
-    return o->token_url ? 0 : -1;
-}
-
-/* oauth_device_url = https://login.microsoftonline.com/TENANT/oauth2/v2.0/devicecode */
-static int set_oauth_device_url(struct parse *p, const char *val, size_t len)
-{
-    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
-    struct conf_oauth u;
-    const char *why;
-
-    (void)len;
-    conf_oauth_seen(p);
-    memset(&u, 0, sizeof(u));
-    why = conf__parse_url(val, &u);
-    if (why) {
-        free(u.host);
-        free(u.path);
-        conf__fail_at(p, conf__here(p), "bad URL '%s' (%s)", val, why);
-        return -1;
-    }
-    free(o->device_host);
-    free(o->device_path);
-    free(o->device_url);
-    o->device_host = u.host;
-    o->device_path = u.path;
-    o->device_port = u.port;
-    if (!o->device_host || !o->device_path) {
-        return conf__oom(p);
-    }
-    o->device_url = conf__strdup(p, val);
-    return o->device_url ? 0 : -1;
-}
-
-/* oauth_client_id, oauth_scope: kept as written (form-encoded when sent). */
-static int set_oauth_text(struct parse *p, const char *val, size_t len)
-{
-    char **field = conf_field(p);
-
-    (void)len;
-    conf_oauth_seen(p);
-    if (!conf__valid_text(val)) {
-        conf__fail_at(p, conf__here(p), "control character in value");
-        return -1;
-    }
-    *field = conf__strdup(p, val);
-    return *field ? 0 : -1;
-}
-
-/* The client secret is read with the other secrets, once the file is parsed. */
-static int conf_oauth_secret(struct parse *p, enum pw_kind kind, const char *val)
-{
-    struct dev_extra *x = &p->dx[p->cur];
-    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
-    size_t n = strlen(val) + 6;
-
-    conf_oauth_seen(p);
-    if (x->oauth_secret != PW_NONE) {
-        conf__fail_at(p, conf__here(p),
-                      "give one of oauth_client_secret_file and oauth_client_secret_env");
-        return -1;
-    }
-    if (kind == PW_ENV && !conf__valid_env_name(val)) {
-        conf__fail_at(p, conf__here(p), "bad variable name '%s'", val);
-        return -1;
-    }
-    x->oauth_secret = kind;
-    x->oauth_secret_at = conf__here(p);
-    x->oauth_secret_arg = conf__strdup(p, val);
-    o->client_secret_source = malloc(n);
-    if (!x->oauth_secret_arg || !o->client_secret_source) {
-        return conf__oom(p);
-    }
-    snprintf(o->client_secret_source, n, "%s %s", kind == PW_FILE ? "file" : "env", val);
-    return 0;
-}
-
-static int set_oauth_secret_file(struct parse *p, const char *val, size_t len)
-{
-    (void)len;
-    return conf_oauth_secret(p, PW_FILE, val);
-}
-
-static int set_oauth_secret_env(struct parse *p, const char *val, size_t len)
-{
-    (void)len;
-    return conf_oauth_secret(p, PW_ENV, val);
-}
-
-/* Absolute: rotated refresh tokens are written back (temp file + rename in its
- * directory) long after startup, whatever the working directory is then. */
-static int set_oauth_refresh_file(struct parse *p, const char *val, size_t len)
-{
-    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
-
-    (void)len;
-    conf_oauth_seen(p);
-    if (val[0] != '/' || !conf__valid_text(val)) {
-        conf__fail_at(p, conf__here(p), "'%s' is not an absolute path (start it with '/')", val);
-        return -1;
-    }
-    o->refresh_token_file = conf__strdup(p, val);
-    return o->refresh_token_file ? 0 : -1;
-}
-
-static int set_oauth_grant(struct parse *p, const char *val, size_t len)
-{
-    static const char *const words[] = {"refresh_token", "client_credentials"};
-    int k;
-
-    (void)len;
-    conf_oauth_seen(p);
-    k = conf_keyword(p, val, words, 2);
-    if (k < 0) {
-        return -1;
-    }
-    p->c->devices[p->cur].oauth.grant =
-        k == 0 ? CONF_OAUTH_REFRESH_TOKEN : CONF_OAUTH_CLIENT_CREDENTIALS;
-    return 0;
-}
-
-static int set_oauth_command(struct parse *p, const char *val, size_t len)
-{
-    struct conf_oauth *o = &p->c->devices[p->cur].oauth;
-    const char *why;
-
-    (void)len;
-    conf_oauth_seen(p);
-    if (!conf__valid_text(val)) {
-        conf__fail_at(p, conf__here(p), "control character in value");
-        return -1;
-    }
-    why = conf__split_words(val, &o->argv);
-    if (why) {
-        conf__fail_at(p, conf__here(p), "bad command (%s)", why);
-        return -1;
-    }
-    o->command = conf__strdup(p, val);
-    return o->command ? 0 : -1;
 }
 
 /* ---- [sendmail] ----------------------------------------------------------------------- */
