@@ -82,8 +82,12 @@ int sm_held_keep(const char *dir, const struct sm_msg *m, const char *sender, co
         snprintf(err, cap, "cannot create %s: %s", dir, strerror(e));
         return EX_CANTCREAT;
     }
-    if (spool_prepare(dir, e2, sizeof(e2)) != 0 || stat(dir, &owner) != 0) {
+    if (spool_prepare(dir, e2, sizeof(e2)) != 0) {
         snprintf(err, cap, "%s", e2);
+        return EX_CANTCREAT;
+    }
+    if (stat(dir, &owner) != 0) {
+        snprintf(err, cap, "%.900s: %s", dir, strerror(errno));
         return EX_CANTCREAT;
     }
     memset(&env, 0, sizeof(env));
@@ -184,8 +188,11 @@ int sm_held_flush(const char *dir, uint64_t qid, sm_held_send_fn *send, void *ar
         found++;
         r = smh_send_one(dir, ids[i], send, arg, why, sizeof(why));
         if (r == 0) {
-            spool_remove(dir, SPOOL_AREA_Q, ids[i], err, sizeof(err));
             (*sent)++;
+            int e = spool_remove(dir, SPOOL_AREA_Q, ids[i], err, sizeof(err));
+            if (e != 0 && e != ENOENT) {
+                rc = EX_IOERR; /* sent, but still held: stop before anything else repeats */
+            }
         } else if (r == EX_UNAVAILABLE || r == EX_NOUSER || r == EX_DATAERR) {
             if (!why[0]) {
                 snprintf(why, sizeof(why), "refused for good (exit status %d)", r);
